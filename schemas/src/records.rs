@@ -1,0 +1,218 @@
+//! Rust types of the Avro records in `schemas/avro/`.
+//!
+//! Field names, order and types mirror the `.avsc` files exactly; the tests in
+//! [`crate::registry`] and `tests/contract.rs` prove it by round-tripping every record
+//! through both the fast codec and the reference `apache-avro` implementation with the
+//! schema files themselves. Timestamps are UTC milliseconds (`timestamp-millis`).
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch, UTC (Avro `timestamp-millis`).
+pub type Millis = i64;
+
+/// What happened to the units of a [`SaleEvent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SaleKind {
+    /// Units left the shop.
+    Sale,
+    /// Units came back.
+    Return,
+    /// Units were ordered for later pick-up.
+    Preorder,
+}
+
+impl SaleKind {
+    /// The Avro symbol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SaleKind::Sale => "SALE",
+            SaleKind::Return => "RETURN",
+            SaleKind::Preorder => "PREORDER",
+        }
+    }
+}
+
+/// One sale, return or pre-order recorded by a store device (`sales.v1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaleEvent {
+    pub event_id: String,
+    pub store_id: String,
+    pub device_id: String,
+    pub grid_id: String,
+    pub sku: String,
+    pub kind: SaleKind,
+    pub quantity: i32,
+    pub unit_price_minor: i64,
+    pub currency: String,
+    pub occurred_at: Millis,
+    pub received_at: Millis,
+}
+
+/// Aggregated demand of one SKU in one grid cell over one window (`demand.v1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DemandWindow {
+    pub grid_id: String,
+    pub sku: String,
+    pub window_start: Millis,
+    pub window_end: Millis,
+    pub units_sold: i64,
+    pub units_returned: i64,
+    pub preorder_units: i64,
+    pub net_units: i64,
+    pub revenue_minor: i64,
+    pub currency: String,
+    pub event_count: i64,
+    pub distinct_stores: i32,
+    pub stores_reporting: i32,
+    pub stores_expected: i32,
+    pub revision: i32,
+    pub is_final: bool,
+    pub watermark: Millis,
+    pub last_event_at: Millis,
+    pub emitted_at: Millis,
+}
+
+/// Why a [`PlanSignal`] was emitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PlanReason {
+    Threshold,
+    Scheduled,
+    Surge,
+    Revision,
+}
+
+/// How binding a [`PlanSignal`] is (as in EDI 830).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Firmness {
+    Firm,
+    Planning,
+}
+
+/// A production-plan signal for one supplier (`plan.<supplier_id>.v1`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanSignal {
+    pub signal_id: String,
+    pub supplier_id: String,
+    pub factory_id: String,
+    pub sku: String,
+    #[serde(default)]
+    pub warehouse_id: Option<String>,
+    pub region: String,
+    pub horizon_start: Millis,
+    pub horizon_end: Millis,
+    pub observed_units: i64,
+    pub forecast_units: f64,
+    pub forecast_low: f64,
+    pub forecast_high: f64,
+    #[serde(default = "default_interval_coverage")]
+    pub interval_coverage: f64,
+    pub recommended_units: i64,
+    pub moq: i64,
+    pub batch_size: i64,
+    pub reason: PlanReason,
+    pub firmness: Firmness,
+    pub contributing_grids: Vec<String>,
+    pub contributing_stores: i32,
+    pub stores_reporting: i32,
+    pub stores_expected: i32,
+    pub based_on_watermark: Millis,
+    pub generated_at: Millis,
+    pub revision: i32,
+    #[serde(default)]
+    pub supersedes: Option<String>,
+}
+
+fn default_interval_coverage() -> f64 {
+    0.8
+}
+
+/// A store device saying it is online (`heartbeats.v1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub store_id: String,
+    pub device_id: String,
+    pub grid_id: String,
+    pub sent_at: Millis,
+    pub received_at: Millis,
+    #[serde(default)]
+    pub pending_events: i32,
+}
+
+/// One store of the registry (`stores.v1`, compacted).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreRecord {
+    pub store_id: String,
+    pub name: String,
+    pub lat: f64,
+    pub lon: f64,
+    pub device_ids: Vec<String>,
+    #[serde(default = "default_key_version")]
+    pub key_version: i32,
+    #[serde(default = "default_true")]
+    pub active: bool,
+    pub updated_at: Millis,
+}
+
+fn default_key_version() -> i32 {
+    1
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A warehouse and the H3 cells it serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceArea {
+    pub warehouse_id: String,
+    pub cells: Vec<String>,
+}
+
+/// One SKU of the supplier catalog (`catalog.v1`, compacted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogRecord {
+    pub sku: String,
+    pub name: String,
+    pub category: String,
+    pub supplier_id: String,
+    pub factory_id: String,
+    pub moq: i64,
+    pub batch_size: i64,
+    pub lead_time_hours: i32,
+    pub service_areas: Vec<ServiceArea>,
+    pub updated_at: Millis,
+}
+
+/// Stage that rejected an input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RejectSource {
+    Ingest,
+    Aggregator,
+    Emitter,
+}
+
+/// An input that could not be accepted, with the reason (`sales.dlq.v1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedEvent {
+    pub source: RejectSource,
+    pub reason: String,
+    #[serde(default)]
+    pub field: Option<String>,
+    pub message: String,
+    #[serde(default)]
+    pub store_id: Option<String>,
+    #[serde(default)]
+    pub device_id: Option<String>,
+    #[serde(default)]
+    pub event_id: Option<String>,
+    pub content_type: String,
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+    #[serde(default)]
+    pub origin: Option<String>,
+    pub rejected_at: Millis,
+}
