@@ -1,1 +1,13 @@
-fn main() {}
+//! `nearfield`: one binary for every stage. Subcommands live in [`cli`]; this file only
+//! parses arguments, sets up logging and runs the chosen command.
+
+mod cli;
+
+use clap::Parser;
+
+fn main() -> anyhow::Result<()> {
+    let args = cli::Args::parse();
+    cli::init_tracing(args.log_json);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(cli::run(args))
+}

@@ -1,1 +1,71 @@
-fn main(){}
+//! Codec benchmarks: the fast path (`serde_avro_fast`, what nearfield uses) against the
+//! reference `apache-avro` serde path, for the records on the hot path.
+//!
+//! `cargo bench -p nearfield-schemas --bench codec`
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use nearfield_schemas::golden::vectors;
+use nearfield_schemas::{AvroRecord, Codec, DemandWindow, SaleEvent};
+
+fn sale() -> SaleEvent {
+    let v = vectors()
+        .into_iter()
+        .find(|v| v.record == "SaleEvent")
+        .expect("vector");
+    Codec::single_object().decode(&v.bytes).expect("decodes")
+}
+
+fn window() -> DemandWindow {
+    let v = vectors()
+        .into_iter()
+        .find(|v| v.record == "DemandWindow")
+        .expect("vector");
+    Codec::single_object().decode(&v.bytes).expect("decodes")
+}
+
+fn bench_record<T: AvroRecord + Clone>(c: &mut Criterion, value: T) {
+    let codec = Codec::single_object();
+    let bytes = codec.encode(&value).expect("encodes");
+    let schema = apache_avro::Schema::parse_str(T::schemas().current().json).expect("parses");
+    let mut g = c.benchmark_group(T::NAME);
+    g.throughput(Throughput::Elements(1));
+
+    let mut buf = Vec::with_capacity(256);
+    g.bench_function("encode/nearfield(serde_avro_fast)", |b| {
+        b.iter(|| {
+            buf.clear();
+            codec
+                .encode_into(black_box(&value), &mut buf)
+                .expect("encodes");
+            black_box(buf.len())
+        })
+    });
+    g.bench_function("decode/nearfield(serde_avro_fast)", |b| {
+        b.iter(|| black_box(codec.decode::<T>(black_box(&bytes)).expect("decodes")))
+    });
+    g.bench_function("encode/apache-avro", |b| {
+        b.iter(|| {
+            let v = apache_avro::to_value(black_box(&value)).expect("value");
+            let v = v.resolve(&schema).expect("resolves");
+            black_box(apache_avro::to_avro_datum(&schema, v).expect("encodes"))
+        })
+    });
+    g.bench_function("decode/apache-avro", |b| {
+        b.iter(|| {
+            let mut datum = &bytes[10..];
+            let v = apache_avro::from_avro_datum(&schema, &mut datum, None).expect("decodes");
+            black_box(apache_avro::from_value::<T>(&v).expect("typed"))
+        })
+    });
+    g.finish();
+}
+
+fn codecs(c: &mut Criterion) {
+    bench_record(c, sale());
+    bench_record(c, window());
+}
+
+criterion_group!(benches, codecs);
+criterion_main!(benches);

@@ -106,17 +106,29 @@ mod tests {
         let mut buf = Vec::new();
         Header::Confluent(0x0102_0304).write(&mut buf);
         assert_eq!(buf, [0, 1, 2, 3, 4]);
-        assert_eq!(Header::split(&buf).expect("valid"), (Header::Confluent(0x0102_0304), &[][..]));
+        assert_eq!(
+            Header::split(&buf).expect("valid"),
+            (Header::Confluent(0x0102_0304), &[][..])
+        );
     }
 
     #[test]
     fn rejects_short_and_unknown_headers() {
-        assert_eq!(Header::split(&[]), Err(DecodeError::Truncated { needed: 1, got: 0 }));
+        assert_eq!(
+            Header::split(&[]),
+            Err(DecodeError::Truncated { needed: 1, got: 0 })
+        );
         assert_eq!(
             Header::split(&[0xC3, 0x01, 1, 2]),
             Err(DecodeError::Truncated { needed: 10, got: 4 })
         );
-        assert_eq!(Header::split(&[0, 1]), Err(DecodeError::Truncated { needed: 5, got: 2 }));
-        assert_eq!(Header::split(b"{\"a\":1}"), Err(DecodeError::UnknownMagic { first: b'{' }));
+        assert_eq!(
+            Header::split(&[0, 1]),
+            Err(DecodeError::Truncated { needed: 5, got: 2 })
+        );
+        assert_eq!(
+            Header::split(b"{\"a\":1}"),
+            Err(DecodeError::UnknownMagic { first: b'{' })
+        );
     }
 }

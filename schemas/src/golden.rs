@@ -33,8 +33,14 @@ pub struct Vector {
 
 fn vector<T: AvroRecord>(case: &'static str, value: &T) -> Vector {
     #[allow(clippy::expect_used)] // fixed values of the contract's own types
-    let bytes = Codec::single_object().encode(value).expect("golden value encodes");
-    Vector { record: T::NAME, case, bytes }
+    let bytes = Codec::single_object()
+        .encode(value)
+        .expect("golden value encodes");
+    Vector {
+        record: T::NAME,
+        case,
+        bytes,
+    }
 }
 
 const T0: Millis = 1_764_000_000_000; // 2025-11-24T16:00:00Z
@@ -162,17 +168,66 @@ pub fn vectors() -> Vec<Vector> {
     };
     vec![
         vector("sale", &sale),
-        vector("return", &SaleEvent { kind: SaleKind::Return, quantity: 1, event_id: "r-1".into(), ..sale.clone() }),
-        vector("preorder_zero_price", &SaleEvent { kind: SaleKind::Preorder, unit_price_minor: 0, event_id: "p-1".into(), ..sale }),
+        vector(
+            "return",
+            &SaleEvent {
+                kind: SaleKind::Return,
+                quantity: 1,
+                event_id: "r-1".into(),
+                ..sale.clone()
+            },
+        ),
+        vector(
+            "preorder_zero_price",
+            &SaleEvent {
+                kind: SaleKind::Preorder,
+                unit_price_minor: 0,
+                event_id: "p-1".into(),
+                ..sale
+            },
+        ),
         vector("final", &window),
-        vector("revision", &DemandWindow { revision: 2, units_sold: 121, net_units: 128, is_final: true, ..window.clone() }),
-        vector("negative_net", &DemandWindow { units_sold: 0, preorder_units: 0, net_units: -3, revenue_minor: -1_950, is_final: false, ..window }),
+        vector(
+            "revision",
+            &DemandWindow {
+                revision: 2,
+                units_sold: 121,
+                net_units: 128,
+                is_final: true,
+                ..window.clone()
+            },
+        ),
+        vector(
+            "negative_net",
+            &DemandWindow {
+                units_sold: 0,
+                preorder_units: 0,
+                net_units: -3,
+                revenue_minor: -1_950,
+                is_final: false,
+                ..window
+            },
+        ),
         vector("threshold", &plan),
         vector("revision", &revision),
         vector("online", &heartbeat),
-        vector("backlog", &Heartbeat { pending_events: 37, ..heartbeat }),
+        vector(
+            "backlog",
+            &Heartbeat {
+                pending_events: 37,
+                ..heartbeat
+            },
+        ),
         vector("store", &store),
-        vector("closed_store", &StoreRecord { active: false, device_ids: vec![], key_version: 3, ..store }),
+        vector(
+            "closed_store",
+            &StoreRecord {
+                active: false,
+                device_ids: vec![],
+                key_version: 3,
+                ..store
+            },
+        ),
         vector("sku", &catalog),
         vector("rejected", &rejected),
     ]
@@ -195,14 +250,23 @@ pub fn value_to_json(value: &Value) -> serde_json::Value {
         | Value::TimeMicros(l) => J::from(*l),
         Value::Float(f) => J::from(f64::from(*f)),
         Value::Double(d) => serde_json::Number::from_f64(*d).map_or(J::Null, J::Number),
-        Value::Bytes(b) | Value::Fixed(_, b) => J::String(b.iter().map(|&c| char::from(c)).collect()),
+        Value::Bytes(b) | Value::Fixed(_, b) => {
+            J::String(b.iter().map(|&c| char::from(c)).collect())
+        }
         Value::String(s) | Value::Enum(_, s) => J::String(s.clone()),
         Value::Union(_, inner) => value_to_json(inner),
         Value::Array(items) => J::Array(items.iter().map(value_to_json).collect()),
-        Value::Map(map) => J::Object(map.iter().map(|(k, v)| (k.clone(), value_to_json(v))).collect()),
-        Value::Record(fields) => {
-            J::Object(fields.iter().map(|(k, v)| (k.clone(), value_to_json(v))).collect())
-        }
+        Value::Map(map) => J::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), value_to_json(v)))
+                .collect(),
+        ),
+        Value::Record(fields) => J::Object(
+            fields
+                .iter()
+                .map(|(k, v)| (k.clone(), value_to_json(v)))
+                .collect(),
+        ),
         other => J::String(format!("{other:?}")),
     }
 }
@@ -220,7 +284,8 @@ pub fn reference_decode(record: &str, bytes: &[u8]) -> Result<serde_json::Value,
     let writer = set.by_fingerprint(&fp).ok_or("unknown fingerprint")?;
     let schema = apache_avro::Schema::parse_str(writer.json).map_err(|e| e.to_string())?;
     let mut datum = &bytes[crate::framing::SINGLE_OBJECT_HEADER_LEN..];
-    let value = apache_avro::from_avro_datum(&schema, &mut datum, None).map_err(|e| e.to_string())?;
+    let value =
+        apache_avro::from_avro_datum(&schema, &mut datum, None).map_err(|e| e.to_string())?;
     if !datum.is_empty() {
         return Err(format!("{} trailing bytes", datum.len()));
     }

@@ -26,7 +26,10 @@ fn golden_vectors_on_disk_are_current() {
 
 #[test]
 fn every_file_in_testdata_is_a_known_vector() {
-    let known: Vec<String> = vectors().iter().map(|v| format!("{}/{}", v.record, v.case)).collect();
+    let known: Vec<String> = vectors()
+        .iter()
+        .map(|v| format!("{}/{}", v.record, v.case))
+        .collect();
     for dir in std::fs::read_dir(testdata()).expect("testdata") {
         let dir = dir.expect("entry").path();
         if !dir.is_dir() {
@@ -36,7 +39,11 @@ fn every_file_in_testdata_is_a_known_vector() {
             let path = file.expect("entry").path();
             let stem = path.file_stem().and_then(|s| s.to_str()).expect("stem");
             let record = dir.file_name().and_then(|s| s.to_str()).expect("name");
-            assert!(known.contains(&format!("{record}/{stem}")), "orphan {}", path.display());
+            assert!(
+                known.contains(&format!("{record}/{stem}")),
+                "orphan {}",
+                path.display()
+            );
         }
     }
 }
@@ -66,7 +73,11 @@ fn fast_codec_round_trips_every_golden_vector() {
 }
 
 fn kind() -> impl Strategy<Value = SaleKind> {
-    prop_oneof![Just(SaleKind::Sale), Just(SaleKind::Return), Just(SaleKind::Preorder)]
+    prop_oneof![
+        Just(SaleKind::Sale),
+        Just(SaleKind::Return),
+        Just(SaleKind::Preorder)
+    ]
 }
 
 prop_compose! {
@@ -169,7 +180,7 @@ fn an_older_writer_is_read_with_defaults() {
         {"name":"grid_id","type":"string"},
         {"name":"sent_at","type":{"type":"long","logicalType":"timestamp-millis"}},
         {"name":"received_at","type":{"type":"long","logicalType":"timestamp-millis"}}]}"#;
-    nearfield_schemas::compat::full(old, Heartbeat::schemas().current().json)
+    compat::full(old, Heartbeat::schemas().current().json)
         .expect("adding a defaulted field is fully compatible");
     let schema = apache_avro::Schema::parse_str(old).expect("parses");
     let fp = schema.fingerprint::<apache_avro::rabin::Rabin>();
@@ -182,6 +193,8 @@ fn an_older_writer_is_read_with_defaults() {
     let mut bytes = vec![0xC3, 0x01];
     bytes.extend_from_slice(&fp.bytes);
     bytes.extend(apache_avro::to_avro_datum(&schema, record).expect("encodes"));
-    let err = Codec::single_object().decode::<Heartbeat>(&bytes).expect_err("unknown writer");
+    let err = Codec::single_object()
+        .decode::<Heartbeat>(&bytes)
+        .expect_err("unknown writer");
     assert_eq!(err.reason(), "decode.fingerprint");
 }

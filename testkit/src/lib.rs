@@ -37,7 +37,10 @@ pub struct Kafka {
 }
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 fn script() -> PathBuf {
@@ -51,9 +54,11 @@ impl Kafka {
     pub fn shared() -> &'static Kafka {
         static SHARED: OnceLock<Kafka> = OnceLock::new();
         SHARED.get_or_init(|| match std::env::var("NEARFIELD_BROKERS") {
-            Ok(brokers) if !brokers.trim().is_empty() => {
-                Kafka { brokers: brokers.trim().to_string(), dir: None, nodes: 1 }
-            }
+            Ok(brokers) if !brokers.trim().is_empty() => Kafka {
+                brokers: brokers.trim().to_string(),
+                dir: None,
+                nodes: 1,
+            },
             _ => {
                 let mut k = Kafka::start(1);
                 // Statics are never dropped: the watchdog started with the owner pid
@@ -87,7 +92,11 @@ impl Kafka {
             .next_back()
             .map(str::to_string);
         match (out.status.success(), brokers) {
-            (true, Some(brokers)) => Kafka { brokers, dir: Some(dir), nodes },
+            (true, Some(brokers)) => Kafka {
+                brokers,
+                dir: Some(dir),
+                nodes,
+            },
             _ => panic!(
                 "could not start a {nodes}-node Kafka cluster:\n{}\n{}",
                 stdout,
@@ -107,13 +116,20 @@ impl Kafka {
     }
 
     fn node_cmd(&self, args: &[&str]) {
-        let dir = self.dir.as_ref().expect("only clusters started by this process have nodes to control");
+        let dir = self
+            .dir
+            .as_ref()
+            .expect("only clusters started by this process have nodes to control");
         let out = Command::new(script())
             .args(args)
             .env("NEARFIELD_KAFKA_DIR", dir)
             .output()
             .expect("run scripts/kafka.sh");
-        assert!(out.status.success(), "kafka.sh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "kafka.sh {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Stops node `i` (1-based) with SIGTERM, waiting until it exited.
@@ -129,9 +145,16 @@ impl Kafka {
     /// Starts node `i` again with its data. Returns once it accepts connections.
     pub fn start_node(&self, i: usize) {
         self.node_cmd(&["start-node", &i.to_string()]);
-        let port = self.brokers.split(',').nth(i - 1).and_then(|b| b.rsplit(':').next()).expect("port");
+        let port = self
+            .brokers
+            .split(',')
+            .nth(i - 1)
+            .and_then(|b| b.rsplit(':').next())
+            .expect("port");
         let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().expect("port"))).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().expect("port")))
+            .is_err()
+        {
             assert!(Instant::now() < deadline, "node {i} did not come back");
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -152,15 +175,26 @@ impl Kafka {
     /// Creates `topic` with `partitions` partitions, the cluster's replication, and
     /// extra topic configs. Waits until its metadata is visible.
     pub fn create_topic(&self, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
-        let admin: AdminClient<DefaultClientContext> = self.client_config().create().expect("admin client");
-        let rf = if self.nodes >= 3 { 3 } else { self.nodes as i32 };
+        let admin: AdminClient<DefaultClientContext> =
+            self.client_config().create().expect("admin client");
+        let rf = if self.nodes >= 3 {
+            3
+        } else {
+            self.nodes as i32
+        };
         let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(rf));
         for (k, v) in configs {
             new = new.set(k, v);
         }
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-        for r in rt.block_on(admin.create_topics([&new], &opts)).expect("create_topics") {
+        for r in rt
+            .block_on(admin.create_topics([&new], &opts))
+            .expect("create_topics")
+        {
             if let Err((t, e)) = r {
                 panic!("create topic {t}: {e}");
             }
@@ -168,8 +202,10 @@ impl Kafka {
         let consumer: BaseConsumer = self.client_config().create().expect("consumer");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(md) = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5))
-                && md.topics().first().is_some_and(|t| t.error().is_none() && t.partitions().len() == partitions as usize)
+            if let Ok(md) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))
+                && md.topics().first().is_some_and(|t| {
+                    t.error().is_none() && t.partitions().len() == partitions as usize
+                })
             {
                 return;
             }
@@ -182,7 +218,10 @@ impl Kafka {
 impl Drop for Kafka {
     fn drop(&mut self) {
         if let Some(dir) = &self.dir {
-            let _ = Command::new(script()).arg("down").env("NEARFIELD_KAFKA_DIR", dir).output();
+            let _ = Command::new(script())
+                .arg("down")
+                .env("NEARFIELD_KAFKA_DIR", dir)
+                .output();
         }
     }
 }
@@ -207,31 +246,45 @@ pub struct Record {
 
 /// Reads every record of `topic` from the beginning up to the end offsets taken when the
 /// call starts (the last stable offsets under read_committed). Panics after `timeout`.
-pub fn read_to_end(kafka: &Kafka, topic: &str, isolation: Isolation, timeout: Duration) -> Vec<Record> {
+pub fn read_to_end(
+    kafka: &Kafka,
+    topic: &str,
+    isolation: Isolation,
+    timeout: Duration,
+) -> Vec<Record> {
     let level = match isolation {
         Isolation::ReadCommitted => "read_committed",
         Isolation::ReadUncommitted => "read_uncommitted",
     };
     let consumer: BaseConsumer = kafka
         .client_config()
-        .set("group.id", format!("testkit-{}", uuid::Uuid::new_v4().simple()))
+        .set(
+            "group.id",
+            format!("testkit-{}", uuid::Uuid::new_v4().simple()),
+        )
         .set("enable.auto.commit", "false")
         .set("isolation.level", level)
         .set("enable.partition.eof", "true")
         .create()
         .expect("consumer");
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
     let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
     let mut tpl = TopicPartitionList::new();
     for &p in &parts {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).expect("tpl");
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("tpl");
     }
     consumer.assign(&tpl).expect("assign");
     let mut open: std::collections::HashSet<i32> = parts.into_iter().collect();
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
     while !open.is_empty() {
-        assert!(Instant::now() < deadline, "read_to_end({topic}) timed out; partitions {open:?} not at end");
+        assert!(
+            Instant::now() < deadline,
+            "read_to_end({topic}) timed out; partitions {open:?} not at end"
+        );
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => out.push(Record {
                 partition: m.partition(),

@@ -1,0 +1,42 @@
+# nearfield — see README.md. Every target works on a fresh machine (it installs what is
+# missing through scripts/bootstrap.sh).
+SHELL := /usr/bin/env bash
+KAFKA_BROKERS ?= 1
+
+.PHONY: help bootstrap build test kafka-up kafka-down kafka-status bench fuzz golden fmt lint
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+bootstrap: ## install missing system packages, Python venv, Kafka jars
+	@scripts/bootstrap.sh
+
+build: bootstrap ## build the nearfield binary (release)
+	cargo build --release --locked --bin nearfield
+
+test: ## everything: fmt, clippy, unit + integration tests on real Kafka, golden vectors, fuzz smoke
+	@scripts/test.sh
+
+kafka-up: ## start a local Apache Kafka (KAFKA_BROKERS=3 for a 3-node cluster); prints NEARFIELD_BROKERS last
+	@scripts/kafka.sh up $(KAFKA_BROKERS)
+
+kafka-down: ## stop the local Kafka and remove its data
+	@scripts/kafka.sh down
+
+kafka-status: ## show the local Kafka nodes
+	@scripts/kafka.sh status
+
+bench: bootstrap ## criterion benchmarks
+	cargo bench --locked -p nearfield-schemas --bench codec
+
+fuzz: ## fuzz every decoder (FUZZ_SECONDS each, default 300)
+	@scripts/fuzz.sh $${FUZZ_SECONDS:-300}
+
+golden: ## rewrite schemas/testdata after a deliberate schema change
+	cargo run --locked -p nearfield-schemas --example golden
+
+fmt: ## format the code
+	cargo fmt --all && (cd fuzz && cargo fmt)
+
+lint: ## clippy with warnings as errors
+	cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for SECONDS each (default 60), seeded from the golden vectors.
+#   scripts/fuzz.sh [SECONDS]
+# cargo-fuzz needs nightly-only sanitizer flags; the pinned stable toolchain accepts them
+# with RUSTC_BOOTSTRAP=1 (no other toolchain can be installed on the build machines).
+set -euo pipefail
+SECS=${1:-60}
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --version 0.13.2
+export RUSTC_BOOTSTRAP=1
+
+# Seed corpus: each golden vector behind the byte that selects its record.
+corpus=fuzz/corpus/decode_records
+mkdir -p "$corpus"
+i=0
+for rec in SaleEvent DemandWindow PlanSignal Heartbeat StoreRecord CatalogRecord RejectedEvent; do
+  for f in schemas/testdata/"$rec"/*.avro; do
+    { printf "\\x$(printf %02x "$i")"; cat "$f"; } >"$corpus/seed-$rec-$(basename "$f")"
+  done
+  i=$((i + 1))
+done
+
+for target in $(cargo fuzz list); do
+  echo "fuzz: $target for ${SECS}s" >&2
+  log="fuzz/$target.log"
+  mkdir -p fuzz
+  if ! cargo fuzz run "$target" "fuzz/corpus/$target" -- \
+      -max_total_time="$SECS" -rss_limit_mb=1024 -malloc_limit_mb=64 -print_final_stats=1 >"$log" 2>&1; then
+    tail -n 60 "$log" >&2
+    echo "fuzz: $target FAILED (crash input in fuzz/artifacts/$target)" >&2
+    exit 1
+  fi
+  grep -E "^Done|stat::number_of_executed_units|stat::peak_rss_mb" "$log" >&2 || true
+done

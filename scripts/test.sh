@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Everything `make test` runs: bootstrap, format and lint checks, unit and integration
+# tests against a real Apache Kafka started here (and stopped on exit, whatever happens),
+# the golden vectors through an independent Avro implementation, and a fuzz smoke run.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "bootstrap"
+scripts/bootstrap.sh
+
+step "cargo fmt --check"
+cargo fmt --all --check
+(cd fuzz && cargo fmt --check)
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build tests"
+cargo test --workspace --locked --no-run
+
+step "start Apache Kafka"
+export NEARFIELD_KAFKA_DIR="$ROOT/target/kafka-make-test"
+export NEARFIELD_KAFKA_OWNER_PID=$$
+trap 'scripts/kafka.sh down' EXIT
+scripts/kafka.sh down
+brokers_line=$(scripts/kafka.sh up 1 | tail -n 1)
+export NEARFIELD_BROKERS="${brokers_line#NEARFIELD_BROKERS=}"
+echo "using live Kafka at $NEARFIELD_BROKERS" >&2
+
+step "cargo test (unit + integration against live Kafka)"
+cargo test --workspace --locked -- --nocapture 2>&1 | grep -vE '^\s*$'
+
+step "golden vectors with fastavro (independent Avro implementation)"
+.venv/bin/python -m pytest -q schemas/tests/python
+
+step "fuzz smoke (${FUZZ_SECONDS:=20}s per target)"
+scripts/fuzz.sh "$FUZZ_SECONDS"
+
+step "all checks passed"
