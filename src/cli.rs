@@ -63,7 +63,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         Command::Decode { record, file } => {
             let bytes = match file {
-                Some(path) => std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+                Some(path) => {
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?
+                }
                 None => {
                     let mut buf = Vec::new();
                     std::io::stdin().read_to_end(&mut buf)?;

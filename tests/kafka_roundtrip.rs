@@ -16,11 +16,7 @@ fn event(i: usize, batch: &str) -> SaleEvent {
         device_id: "pos-1".into(),
         grid_id: format!("8831aa55{:07x}", i % 5),
         sku: format!("SKU-{}", i % 11),
-        kind: if i.is_multiple_of(10) {
-            SaleKind::Return
-        } else {
-            SaleKind::Sale
-        },
+        kind: if i.is_multiple_of(10) { SaleKind::Return } else { SaleKind::Sale },
         quantity: (i % 7) as i32 + 1,
         unit_price_minor: 100 + i as i64,
         currency: "CNY".into(),
@@ -69,23 +65,12 @@ fn transactional_round_trip_hides_aborted_and_reads_committed_once() {
     producer.commit_transaction(t).expect("commit");
 
     // read_committed: exactly the committed events, each once.
-    let records = read_to_end(
-        kafka,
-        &topic,
-        Isolation::ReadCommitted,
-        Duration::from_secs(60),
-    );
+    let records = read_to_end(kafka, &topic, Isolation::ReadCommitted, Duration::from_secs(60));
     let mut got: Vec<SaleEvent> = records
         .iter()
         .map(|r| {
-            let e: SaleEvent = codec
-                .decode(r.value.as_deref().expect("value"))
-                .expect("decode");
-            assert_eq!(
-                r.key.as_deref(),
-                Some(e.grid_id.as_bytes()),
-                "keyed by grid_id"
-            );
+            let e: SaleEvent = codec.decode(r.value.as_deref().expect("value")).expect("decode");
+            assert_eq!(r.key.as_deref(), Some(e.grid_id.as_bytes()), "keyed by grid_id");
             e
         })
         .collect();
@@ -97,12 +82,7 @@ fn transactional_round_trip_hides_aborted_and_reads_committed_once() {
 
     // The aborted records did reach the log: read_uncommitted sees them, so the check
     // above proves isolation, not a lost write.
-    let all = read_to_end(
-        kafka,
-        &topic,
-        Isolation::ReadUncommitted,
-        Duration::from_secs(60),
-    );
+    let all = read_to_end(kafka, &topic, Isolation::ReadUncommitted, Duration::from_secs(60));
     let aborted_seen = all
         .iter()
         .filter_map(|r| codec.decode::<SaleEvent>(r.value.as_deref()?).ok())

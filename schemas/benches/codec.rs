@@ -10,18 +10,12 @@ use nearfield_schemas::golden::vectors;
 use nearfield_schemas::{AvroRecord, Codec, DemandWindow, SaleEvent};
 
 fn sale() -> SaleEvent {
-    let v = vectors()
-        .into_iter()
-        .find(|v| v.record == "SaleEvent")
-        .expect("vector");
+    let v = vectors().into_iter().find(|v| v.record == "SaleEvent").expect("vector");
     Codec::single_object().decode(&v.bytes).expect("decodes")
 }
 
 fn window() -> DemandWindow {
-    let v = vectors()
-        .into_iter()
-        .find(|v| v.record == "DemandWindow")
-        .expect("vector");
+    let v = vectors().into_iter().find(|v| v.record == "DemandWindow").expect("vector");
     Codec::single_object().decode(&v.bytes).expect("decodes")
 }
 
@@ -36,9 +30,7 @@ fn bench_record<T: AvroRecord + Clone>(c: &mut Criterion, value: T) {
     g.bench_function("encode/nearfield(serde_avro_fast)", |b| {
         b.iter(|| {
             buf.clear();
-            codec
-                .encode_into(black_box(&value), &mut buf)
-                .expect("encodes");
+            codec.encode_into(black_box(&value), &mut buf).expect("encodes");
             black_box(buf.len())
         })
     });

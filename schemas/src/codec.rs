@@ -27,11 +27,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_message_bytes: 1 << 20,
-            max_collection_items: 100_000,
-            max_depth: 16,
-        }
+        Limits { max_message_bytes: 1 << 20, max_collection_items: 100_000, max_depth: 16 }
     }
 }
 
@@ -68,9 +64,7 @@ impl Codec {
         let header = match &self.framing {
             Framing::SingleObject => Header::SingleObject(current.fingerprint),
             Framing::Confluent(ids) => Header::Confluent(
-                *ids.write
-                    .get(T::NAME)
-                    .ok_or(EncodeError::NoRegistryId { record: T::NAME })?,
+                *ids.write.get(T::NAME).ok_or(EncodeError::NoRegistryId { record: T::NAME })?,
             ),
         };
         let start = out.len();
@@ -78,10 +72,7 @@ impl Codec {
         let mut config = SerializerConfig::new(&current.fast);
         if let Err(e) = serde_avro_fast::to_datum(record, &mut *out, &mut config) {
             out.truncate(start);
-            return Err(EncodeError::Datum {
-                record: T::NAME,
-                message: e.to_string(),
-            });
+            return Err(EncodeError::Datum { record: T::NAME, message: e.to_string() });
         }
         Ok(())
     }
@@ -110,10 +101,8 @@ impl Codec {
         config.max_seq_size = self.limits.max_collection_items;
         config.allowed_depth = self.limits.max_depth;
         let mut state = DeserializerState::with_config(SliceRead::new(datum), config);
-        serde::Deserialize::deserialize(state.deserializer()).map_err(|e| DecodeError::Datum {
-            record: T::NAME,
-            message: e.to_string(),
-        })
+        serde::Deserialize::deserialize(state.deserializer())
+            .map_err(|e| DecodeError::Datum { record: T::NAME, message: e.to_string() })
     }
 
     fn writer_schema<T: AvroRecord>(
@@ -122,33 +111,20 @@ impl Codec {
     ) -> Result<&'static ParsedSchema, DecodeError> {
         let set = T::schemas();
         match header {
-            Header::SingleObject(fp) => {
-                set.by_fingerprint(&fp)
-                    .ok_or_else(|| DecodeError::UnknownFingerprint {
-                        record: T::NAME,
-                        fingerprint: hex(&fp),
-                    })
-            }
+            Header::SingleObject(fp) => set.by_fingerprint(&fp).ok_or_else(|| {
+                DecodeError::UnknownFingerprint { record: T::NAME, fingerprint: hex(&fp) }
+            }),
             Header::Confluent(id) => {
                 let Framing::Confluent(ids) = &self.framing else {
-                    return Err(DecodeError::UnknownSchemaId {
-                        record: T::NAME,
-                        id,
-                    });
+                    return Err(DecodeError::UnknownSchemaId { record: T::NAME, id });
                 };
                 match ids.read.get(&id) {
-                    Some((name, version)) if name == T::NAME => {
-                        set.versions.iter().find(|s| s.version == version).ok_or(
-                            DecodeError::UnknownSchemaId {
-                                record: T::NAME,
-                                id,
-                            },
-                        )
-                    }
-                    _ => Err(DecodeError::UnknownSchemaId {
-                        record: T::NAME,
-                        id,
-                    }),
+                    Some((name, version)) if name == T::NAME => set
+                        .versions
+                        .iter()
+                        .find(|s| s.version == version)
+                        .ok_or(DecodeError::UnknownSchemaId { record: T::NAME, id }),
+                    _ => Err(DecodeError::UnknownSchemaId { record: T::NAME, id }),
                 }
             }
         }
@@ -198,10 +174,7 @@ mod tests {
         // Without a registry configuration the id means nothing.
         assert_eq!(
             Codec::single_object().decode::<SaleEvent>(&bytes),
-            Err(DecodeError::UnknownSchemaId {
-                record: "SaleEvent",
-                id: 7
-            })
+            Err(DecodeError::UnknownSchemaId { record: "SaleEvent", id: 7 })
         );
         // The same codec still reads single-object messages.
         let so = Codec::single_object().encode(&sale()).expect("encodes");
@@ -210,33 +183,17 @@ mod tests {
 
     #[test]
     fn encoding_without_registry_id_is_an_error() {
-        let codec = Codec::new(
-            Framing::Confluent(RegistryIds::default()),
-            Limits::default(),
-        );
-        assert_eq!(
-            codec.encode(&sale()),
-            Err(EncodeError::NoRegistryId {
-                record: "SaleEvent"
-            })
-        );
+        let codec = Codec::new(Framing::Confluent(RegistryIds::default()), Limits::default());
+        assert_eq!(codec.encode(&sale()), Err(EncodeError::NoRegistryId { record: "SaleEvent" }));
     }
 
     #[test]
     fn wrong_record_type_is_refused_by_fingerprint() {
         let codec = Codec::single_object();
         let bytes = codec.encode(&sale()).expect("encodes");
-        let err = codec
-            .decode::<DemandWindow>(&bytes)
-            .expect_err("different schema");
+        let err = codec.decode::<DemandWindow>(&bytes).expect_err("different schema");
         assert!(
-            matches!(
-                err,
-                DecodeError::UnknownFingerprint {
-                    record: "DemandWindow",
-                    ..
-                }
-            ),
+            matches!(err, DecodeError::UnknownFingerprint { record: "DemandWindow", .. }),
             "{err}"
         );
     }
@@ -245,21 +202,13 @@ mod tests {
     fn oversized_and_truncated_messages_are_errors() {
         let codec = Codec::new(
             Framing::SingleObject,
-            Limits {
-                max_message_bytes: 16,
-                ..Limits::default()
-            },
+            Limits { max_message_bytes: 16, ..Limits::default() },
         );
         let bytes = Codec::single_object().encode(&sale()).expect("encodes");
-        assert!(matches!(
-            codec.decode::<SaleEvent>(&bytes),
-            Err(DecodeError::TooLarge { .. })
-        ));
+        assert!(matches!(codec.decode::<SaleEvent>(&bytes), Err(DecodeError::TooLarge { .. })));
         for cut in 0..bytes.len() {
             assert!(
-                Codec::single_object()
-                    .decode::<SaleEvent>(&bytes[..cut])
-                    .is_err(),
+                Codec::single_object().decode::<SaleEvent>(&bytes[..cut]).is_err(),
                 "cut at {cut}"
             );
         }

@@ -114,9 +114,6 @@ mod tests {
         // registries (and this check) refuse it as backward-incompatible.
         let fewer = sale.current().json.replace(r#", "PREORDER"]"#, "]");
         assert_ne!(fewer, sale.current().json, "the edit must apply");
-        assert!(matches!(
-            full(released, &fewer),
-            Err(CompatError::Backward(_))
-        ));
+        assert!(matches!(full(released, &fewer), Err(CompatError::Backward(_))));
     }
 }

@@ -53,20 +53,18 @@ impl Header {
         match bytes {
             [0xC3, 0x01, rest @ ..] => {
                 let (fp, datum) =
-                    rest.split_first_chunk::<8>()
-                        .ok_or(crate::DecodeError::Truncated {
-                            needed: SINGLE_OBJECT_HEADER_LEN,
-                            got: bytes.len(),
-                        })?;
+                    rest.split_first_chunk::<8>().ok_or(crate::DecodeError::Truncated {
+                        needed: SINGLE_OBJECT_HEADER_LEN,
+                        got: bytes.len(),
+                    })?;
                 Ok((Header::SingleObject(*fp), datum))
             }
             [CONFLUENT_MAGIC, rest @ ..] => {
                 let (id, datum) =
-                    rest.split_first_chunk::<4>()
-                        .ok_or(crate::DecodeError::Truncated {
-                            needed: CONFLUENT_HEADER_LEN,
-                            got: bytes.len(),
-                        })?;
+                    rest.split_first_chunk::<4>().ok_or(crate::DecodeError::Truncated {
+                        needed: CONFLUENT_HEADER_LEN,
+                        got: bytes.len(),
+                    })?;
                 Ok((Header::Confluent(u32::from_be_bytes(*id)), datum))
             }
             [] => Err(crate::DecodeError::Truncated { needed: 1, got: 0 }),
@@ -106,29 +104,17 @@ mod tests {
         let mut buf = Vec::new();
         Header::Confluent(0x0102_0304).write(&mut buf);
         assert_eq!(buf, [0, 1, 2, 3, 4]);
-        assert_eq!(
-            Header::split(&buf).expect("valid"),
-            (Header::Confluent(0x0102_0304), &[][..])
-        );
+        assert_eq!(Header::split(&buf).expect("valid"), (Header::Confluent(0x0102_0304), &[][..]));
     }
 
     #[test]
     fn rejects_short_and_unknown_headers() {
-        assert_eq!(
-            Header::split(&[]),
-            Err(DecodeError::Truncated { needed: 1, got: 0 })
-        );
+        assert_eq!(Header::split(&[]), Err(DecodeError::Truncated { needed: 1, got: 0 }));
         assert_eq!(
             Header::split(&[0xC3, 0x01, 1, 2]),
             Err(DecodeError::Truncated { needed: 10, got: 4 })
         );
-        assert_eq!(
-            Header::split(&[0, 1]),
-            Err(DecodeError::Truncated { needed: 5, got: 2 })
-        );
-        assert_eq!(
-            Header::split(b"{\"a\":1}"),
-            Err(DecodeError::UnknownMagic { first: b'{' })
-        );
+        assert_eq!(Header::split(&[0, 1]), Err(DecodeError::Truncated { needed: 5, got: 2 }));
+        assert_eq!(Header::split(b"{\"a\":1}"), Err(DecodeError::UnknownMagic { first: b'{' }));
     }
 }

@@ -33,14 +33,8 @@ pub struct Vector {
 
 fn vector<T: AvroRecord>(case: &'static str, value: &T) -> Vector {
     #[allow(clippy::expect_used)] // fixed values of the contract's own types
-    let bytes = Codec::single_object()
-        .encode(value)
-        .expect("golden value encodes");
-    Vector {
-        record: T::NAME,
-        case,
-        bytes,
-    }
+    let bytes = Codec::single_object().encode(value).expect("golden value encodes");
+    Vector { record: T::NAME, case, bytes }
 }
 
 const T0: Millis = 1_764_000_000_000; // 2025-11-24T16:00:00Z
@@ -211,22 +205,11 @@ pub fn vectors() -> Vec<Vector> {
         vector("threshold", &plan),
         vector("revision", &revision),
         vector("online", &heartbeat),
-        vector(
-            "backlog",
-            &Heartbeat {
-                pending_events: 37,
-                ..heartbeat
-            },
-        ),
+        vector("backlog", &Heartbeat { pending_events: 37, ..heartbeat }),
         vector("store", &store),
         vector(
             "closed_store",
-            &StoreRecord {
-                active: false,
-                device_ids: vec![],
-                key_version: 3,
-                ..store
-            },
+            &StoreRecord { active: false, device_ids: vec![], key_version: 3, ..store },
         ),
         vector("sku", &catalog),
         vector("rejected", &rejected),
@@ -256,17 +239,12 @@ pub fn value_to_json(value: &Value) -> serde_json::Value {
         Value::String(s) | Value::Enum(_, s) => J::String(s.clone()),
         Value::Union(_, inner) => value_to_json(inner),
         Value::Array(items) => J::Array(items.iter().map(value_to_json).collect()),
-        Value::Map(map) => J::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), value_to_json(v)))
-                .collect(),
-        ),
-        Value::Record(fields) => J::Object(
-            fields
-                .iter()
-                .map(|(k, v)| (k.clone(), value_to_json(v)))
-                .collect(),
-        ),
+        Value::Map(map) => {
+            J::Object(map.iter().map(|(k, v)| (k.clone(), value_to_json(v))).collect())
+        }
+        Value::Record(fields) => {
+            J::Object(fields.iter().map(|(k, v)| (k.clone(), value_to_json(v))).collect())
+        }
         other => J::String(format!("{other:?}")),
     }
 }

@@ -33,10 +33,7 @@ pub enum EncodeError {
     NoRegistryId { record: &'static str },
     /// The value does not fit its schema (a bug in the caller's types).
     #[error("{record} does not fit its schema: {message}")]
-    Datum {
-        record: &'static str,
-        message: String,
-    },
+    Datum { record: &'static str, message: String },
 }
 
 /// Bytes could not be decoded as the expected record. Every variant says why, so it can
@@ -56,19 +53,13 @@ pub enum DecodeError {
     UnknownMagic { first: u8 },
     /// Single-object header with a fingerprint no known version of the record has.
     #[error("fingerprint {fingerprint} is not a known {record} schema")]
-    UnknownFingerprint {
-        record: &'static str,
-        fingerprint: String,
-    },
+    UnknownFingerprint { record: &'static str, fingerprint: String },
     /// Confluent header with a schema id not mapped to a version of the record.
     #[error("schema registry id {id} is not a known {record} schema")]
     UnknownSchemaId { record: &'static str, id: u32 },
     /// The datum does not follow the writer schema.
     #[error("invalid {record} datum: {message}")]
-    Datum {
-        record: &'static str,
-        message: String,
-    },
+    Datum { record: &'static str, message: String },
 }
 
 impl DecodeError {

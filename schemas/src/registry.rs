@@ -59,22 +59,13 @@ impl SchemaSet {
                 // The files are compiled in and checked by this crate's tests, so a parse
                 // failure here is a build defect, not an input error.
                 #[allow(clippy::expect_used)]
-                let fast: serde_avro_fast::Schema = json
-                    .parse()
-                    .expect("embedded schema file must parse (checked by tests)");
+                let fast: serde_avro_fast::Schema =
+                    json.parse().expect("embedded schema file must parse (checked by tests)");
                 let fingerprint = *fast.rabin_fingerprint();
-                ParsedSchema {
-                    json,
-                    version,
-                    fingerprint,
-                    fast,
-                }
+                ParsedSchema { json, version, fingerprint, fast }
             })
             .collect();
-        SchemaSet {
-            full_name,
-            versions,
-        }
+        SchemaSet { full_name, versions }
     }
 
     /// The schema new records are written with.
@@ -144,9 +135,9 @@ mod tests {
         let table: Vec<u64> = (0..256u64)
             .map(|i| (0..8).fold(i, |fp, _| (fp >> 1) ^ (EMPTY & (fp & 1).wrapping_neg())))
             .collect();
-        let fp = data.iter().fold(EMPTY, |fp, &b| {
-            (fp >> 8) ^ table[((fp ^ u64::from(b)) & 0xff) as usize]
-        });
+        let fp = data
+            .iter()
+            .fold(EMPTY, |fp, &b| (fp >> 8) ^ table[((fp ^ u64::from(b)) & 0xff) as usize]);
         fp.to_le_bytes()
     }
 
@@ -154,12 +145,8 @@ mod tests {
     /// where the specification's Parsing Canonical Form (and Java, fastavro,
     /// serde_avro_fast) reduce it to `"long"`; undo that before fingerprinting.
     fn spec_canonical_form(json: &str) -> String {
-        let mut pcf = apache_avro::Schema::parse_str(json)
-            .expect("parses")
-            .canonical_form();
-        for p in [
-            "null", "boolean", "int", "long", "float", "double", "bytes", "string",
-        ] {
+        let mut pcf = apache_avro::Schema::parse_str(json).expect("parses").canonical_form();
+        for p in ["null", "boolean", "int", "long", "float", "double", "bytes", "string"] {
             pcf = pcf.replace(&format!(r#"{{"type":"{p}"}}"#), &format!(r#""{p}""#));
         }
         pcf
@@ -174,10 +161,7 @@ mod tests {
             }
         }
         // The specification's own check value: the fingerprint of "int".
-        assert_eq!(
-            crc64_avro(br#""int""#),
-            0x7275_d51a_3f39_5c8f_u64.to_le_bytes()
-        );
+        assert_eq!(crc64_avro(br#""int""#), 0x7275_d51a_3f39_5c8f_u64.to_le_bytes());
     }
 
     #[test]

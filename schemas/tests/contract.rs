@@ -26,10 +26,7 @@ fn golden_vectors_on_disk_are_current() {
 
 #[test]
 fn every_file_in_testdata_is_a_known_vector() {
-    let known: Vec<String> = vectors()
-        .iter()
-        .map(|v| format!("{}/{}", v.record, v.case))
-        .collect();
+    let known: Vec<String> = vectors().iter().map(|v| format!("{}/{}", v.record, v.case)).collect();
     for dir in std::fs::read_dir(testdata()).expect("testdata") {
         let dir = dir.expect("entry").path();
         if !dir.is_dir() {
@@ -39,11 +36,7 @@ fn every_file_in_testdata_is_a_known_vector() {
             let path = file.expect("entry").path();
             let stem = path.file_stem().and_then(|s| s.to_str()).expect("stem");
             let record = dir.file_name().and_then(|s| s.to_str()).expect("name");
-            assert!(
-                known.contains(&format!("{record}/{stem}")),
-                "orphan {}",
-                path.display()
-            );
+            assert!(known.contains(&format!("{record}/{stem}")), "orphan {}", path.display());
         }
     }
 }
@@ -73,11 +66,7 @@ fn fast_codec_round_trips_every_golden_vector() {
 }
 
 fn kind() -> impl Strategy<Value = SaleKind> {
-    prop_oneof![
-        Just(SaleKind::Sale),
-        Just(SaleKind::Return),
-        Just(SaleKind::Preorder)
-    ]
+    prop_oneof![Just(SaleKind::Sale), Just(SaleKind::Return), Just(SaleKind::Preorder)]
 }
 
 prop_compose! {
@@ -193,8 +182,6 @@ fn an_older_writer_is_read_with_defaults() {
     let mut bytes = vec![0xC3, 0x01];
     bytes.extend_from_slice(&fp.bytes);
     bytes.extend(apache_avro::to_avro_datum(&schema, record).expect("encodes"));
-    let err = Codec::single_object()
-        .decode::<Heartbeat>(&bytes)
-        .expect_err("unknown writer");
+    let err = Codec::single_object().decode::<Heartbeat>(&bytes).expect_err("unknown writer");
     assert_eq!(err.reason(), "decode.fingerprint");
 }

@@ -37,10 +37,7 @@ pub struct Kafka {
 }
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
 
 fn script() -> PathBuf {
@@ -54,11 +51,9 @@ impl Kafka {
     pub fn shared() -> &'static Kafka {
         static SHARED: OnceLock<Kafka> = OnceLock::new();
         SHARED.get_or_init(|| match std::env::var("NEARFIELD_BROKERS") {
-            Ok(brokers) if !brokers.trim().is_empty() => Kafka {
-                brokers: brokers.trim().to_string(),
-                dir: None,
-                nodes: 1,
-            },
+            Ok(brokers) if !brokers.trim().is_empty() => {
+                Kafka { brokers: brokers.trim().to_string(), dir: None, nodes: 1 }
+            }
             _ => {
                 let mut k = Kafka::start(1);
                 // Statics are never dropped: the watchdog started with the owner pid
@@ -92,11 +87,7 @@ impl Kafka {
             .next_back()
             .map(str::to_string);
         match (out.status.success(), brokers) {
-            (true, Some(brokers)) => Kafka {
-                brokers,
-                dir: Some(dir),
-                nodes,
-            },
+            (true, Some(brokers)) => Kafka { brokers, dir: Some(dir), nodes },
             _ => panic!(
                 "could not start a {nodes}-node Kafka cluster:\n{}\n{}",
                 stdout,
@@ -116,10 +107,8 @@ impl Kafka {
     }
 
     fn node_cmd(&self, args: &[&str]) {
-        let dir = self
-            .dir
-            .as_ref()
-            .expect("only clusters started by this process have nodes to control");
+        let dir =
+            self.dir.as_ref().expect("only clusters started by this process have nodes to control");
         let out = Command::new(script())
             .args(args)
             .env("NEARFIELD_KAFKA_DIR", dir)
@@ -145,12 +134,8 @@ impl Kafka {
     /// Starts node `i` again with its data. Returns once it accepts connections.
     pub fn start_node(&self, i: usize) {
         self.node_cmd(&["start-node", &i.to_string()]);
-        let port = self
-            .brokers
-            .split(',')
-            .nth(i - 1)
-            .and_then(|b| b.rsplit(':').next())
-            .expect("port");
+        let port =
+            self.brokers.split(',').nth(i - 1).and_then(|b| b.rsplit(':').next()).expect("port");
         let deadline = Instant::now() + Duration::from_secs(60);
         while std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().expect("port")))
             .is_err()
@@ -177,24 +162,15 @@ impl Kafka {
     pub fn create_topic(&self, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
         let admin: AdminClient<DefaultClientContext> =
             self.client_config().create().expect("admin client");
-        let rf = if self.nodes >= 3 {
-            3
-        } else {
-            self.nodes as i32
-        };
+        let rf = if self.nodes >= 3 { 3 } else { self.nodes as i32 };
         let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(rf));
         for (k, v) in configs {
             new = new.set(k, v);
         }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let rt =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-        for r in rt
-            .block_on(admin.create_topics([&new], &opts))
-            .expect("create_topics")
-        {
+        for r in rt.block_on(admin.create_topics([&new], &opts)).expect("create_topics") {
             if let Err((t, e)) = r {
                 panic!("create topic {t}: {e}");
             }
@@ -218,10 +194,7 @@ impl Kafka {
 impl Drop for Kafka {
     fn drop(&mut self) {
         if let Some(dir) = &self.dir {
-            let _ = Command::new(script())
-                .arg("down")
-                .env("NEARFIELD_KAFKA_DIR", dir)
-                .output();
+            let _ = Command::new(script()).arg("down").env("NEARFIELD_KAFKA_DIR", dir).output();
         }
     }
 }
@@ -258,23 +231,17 @@ pub fn read_to_end(
     };
     let consumer: BaseConsumer = kafka
         .client_config()
-        .set(
-            "group.id",
-            format!("testkit-{}", uuid::Uuid::new_v4().simple()),
-        )
+        .set("group.id", format!("testkit-{}", uuid::Uuid::new_v4().simple()))
         .set("enable.auto.commit", "false")
         .set("isolation.level", level)
         .set("enable.partition.eof", "true")
         .create()
         .expect("consumer");
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
     let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
     let mut tpl = TopicPartitionList::new();
     for &p in &parts {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .expect("tpl");
+        tpl.add_partition_offset(topic, p, Offset::Beginning).expect("tpl");
     }
     consumer.assign(&tpl).expect("assign");
     let mut open: std::collections::HashSet<i32> = parts.into_iter().collect();

@@ -54,23 +54,14 @@ fn killing_one_of_three_brokers_loses_no_acknowledged_record() {
     producer.flush(Duration::from_secs(30)).expect("flush");
     kafka.kill_node(2);
     send(2_000, 4_000);
-    producer
-        .flush(Duration::from_secs(60))
-        .expect("flush with one broker down");
+    producer.flush(Duration::from_secs(60)).expect("flush with one broker down");
     kafka.start_node(2);
     send(4_000, 6_000);
-    producer
-        .flush(Duration::from_secs(60))
-        .expect("flush after restart");
+    producer.flush(Duration::from_secs(60)).expect("flush after restart");
     assert_eq!(acks.failed.load(Ordering::Relaxed), 0);
     assert_eq!(acks.ok.load(Ordering::Relaxed), 6_000);
 
-    let records = read_to_end(
-        &kafka,
-        &topic,
-        Isolation::ReadCommitted,
-        Duration::from_secs(60),
-    );
+    let records = read_to_end(&kafka, &topic, Isolation::ReadCommitted, Duration::from_secs(60));
     let mut seen: Vec<usize> = records
         .iter()
         .map(|r| {
@@ -79,9 +70,5 @@ fn killing_one_of_three_brokers_loses_no_acknowledged_record() {
         })
         .collect();
     seen.sort_unstable();
-    assert_eq!(
-        seen,
-        (0..6_000).collect::<Vec<_>>(),
-        "each acknowledged record exactly once"
-    );
+    assert_eq!(seen, (0..6_000).collect::<Vec<_>>(), "each acknowledged record exactly once");
 }
