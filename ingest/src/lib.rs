@@ -1,1 +1,199 @@
-//! placeholder
+//! Ingest: store devices → Kafka, durable, authenticated, never losing an acked event.
+//!
+//! Devices POST signed sale events; ingest authenticates the device against the store
+//! registry, validates every event, and publishes accepted ones to `sales.v1` (key:
+//! grid_id) and rejected ones to `sales.dlq.v1` with the reason. A device hears "accepted"
+//! only after Kafka acknowledged the write (`acks=all`, idempotent producer).
+//!
+//! # Layout
+//! - [`config`]: settings and their validation.
+//! - [`auth`]: device keys and request signatures.
+//! - [`registry`]: store registry (file + `stores.v1`), grid assignment with H3.
+//! - [`body`]: request body parsers (JSON, NDJSON, Avro batches).
+//! - [`validate`]: the per-event rules.
+//! - [`ratelimit`]: per-store token buckets.
+//! - [`kafka`]: the durable producer and the registry follower.
+//! - [`http`]: routes and handlers.
+//! - [`internal_events`]: logs and metrics.
+
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod http;
+pub mod internal_events;
+pub mod kafka;
+pub mod ratelimit;
+pub mod registry;
+pub mod validate;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use nearfield_common::http::Readiness;
+use nearfield_common::kafka::KafkaSettings;
+use nearfield_common::shutdown::CancellationToken;
+use nearfield_schemas::Codec;
+
+pub use config::IngestConfig;
+
+/// Ingest could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Key(#[from] auth::KeyError),
+    #[error("ingest.master_key_file: {0}")]
+    KeyFile(std::io::Error),
+    #[error("store registry: {0}")]
+    Registry(#[from] registry::RegistryError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("ingest.listen {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("http server: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A started ingest server.
+#[derive(Debug)]
+pub struct Running {
+    /// The address it listens on (useful with port 0).
+    pub local_addr: SocketAddr,
+    /// Resolves when the server stopped and the producer flushed.
+    pub done: tokio::task::JoinHandle<Result<(), IngestError>>,
+}
+
+/// Runs ingest until `shutdown` is cancelled, then drains requests and flushes.
+pub async fn run(
+    config: IngestConfig,
+    kafka: KafkaSettings,
+    shutdown: CancellationToken,
+) -> Result<(), IngestError> {
+    let running = start(config, kafka, shutdown).await?;
+    running.done.await.unwrap_or_else(|e| Err(IngestError::Serve(std::io::Error::other(e))))
+}
+
+fn master_key(config: &IngestConfig) -> Result<auth::MasterKey, IngestError> {
+    if let Some(hex) = &config.master_key {
+        return Ok(auth::MasterKey::from_hex(hex)?);
+    }
+    match &config.master_key_file {
+        Some(path) => Ok(auth::MasterKey::from_hex(
+            &std::fs::read_to_string(path).map_err(IngestError::KeyFile)?,
+        )?),
+        None => Err(config::ConfigError { setting: "master_key", rule: "not set".into() }.into()),
+    }
+}
+
+/// Starts ingest and returns once it listens.
+pub async fn start(
+    config: IngestConfig,
+    kafka: KafkaSettings,
+    shutdown: CancellationToken,
+) -> Result<Running, IngestError> {
+    config.validate()?;
+    internal_events::register_all();
+    let resolution = h3o::Resolution::try_from(config.h3_resolution)
+        .map_err(|e| config::ConfigError { setting: "h3_resolution", rule: e.to_string() })?;
+    let registry = Arc::new(registry::Registry::new(master_key(&config)?, resolution));
+    if let Some(path) = &config.stores_file {
+        let n = registry.load_file(path)?;
+        tracing::info!(stores = n, file = %path.display(), "store registry loaded");
+    }
+    internal_events::RegistrySize { stores: registry.len() }.emit();
+    let stop_follower = Arc::new(AtomicBool::new(false));
+    let follower = if config.follow_stores_topic {
+        Some(kafka::follow_stores(
+            &kafka,
+            kafka.topics.stores.clone(),
+            Arc::clone(&registry),
+            Arc::clone(&stop_follower),
+        )?)
+    } else {
+        None
+    };
+    let publisher =
+        kafka::Publisher::new(&kafka, Duration::from_millis(config.produce_timeout_ms))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| IngestError::Bind { addr: config.listen, source })?;
+    let local_addr = listener.local_addr().map_err(IngestError::Serve)?;
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let state = Arc::new(http::AppState {
+        limiter: ratelimit::RateLimiter::new(&config.rate_limit),
+        topics: kafka.topics.clone(),
+        config,
+        registry: Arc::clone(&registry),
+        publisher: publisher.clone(),
+        codec: Codec::single_object(),
+        draining: AtomicBool::new(false),
+    });
+    let readiness = Readiness::default();
+    tokio::spawn(readiness_loop(Arc::clone(&state), readiness.clone(), shutdown.clone()));
+    let app = http::router(Arc::clone(&state), readiness.clone());
+    tracing::info!(%local_addr, "ingest listening");
+
+    let done = tokio::spawn(async move {
+        let drain = {
+            let state = Arc::clone(&state);
+            let readiness = readiness.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                shutdown.cancelled().await;
+                state.draining.store(true, Ordering::Release);
+                readiness.set(false);
+                tracing::info!("ingest draining: refusing new requests, finishing in-flight ones");
+            }
+        };
+        let served = axum::serve(listener, app).with_graceful_shutdown(drain).await;
+        // Every request has been answered; flush whatever is still queued (records whose
+        // request timed out) so nothing acknowledged later is lost.
+        let p = state.publisher.clone();
+        let left = tokio::task::spawn_blocking(move || p.flush(grace)).await.unwrap_or(-1);
+        if left != 0 {
+            tracing::warn!(
+                left,
+                "producer not fully flushed at shutdown; those requests were answered 503"
+            );
+        }
+        stop_follower.store(true, Ordering::Relaxed);
+        if let Some(f) = follower {
+            let _ = tokio::task::spawn_blocking(move || f.join()).await;
+        }
+        tracing::info!("ingest stopped");
+        served.map_err(IngestError::Serve)
+    });
+    Ok(Running { local_addr, done })
+}
+
+async fn readiness_loop(
+    state: Arc<http::AppState>,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let p = state.publisher.clone();
+        let topic = state.topics.sales.clone();
+        let reachable =
+            tokio::task::spawn_blocking(move || p.reachable(&topic)).await.unwrap_or(false);
+        let ready =
+            reachable && !state.registry.is_empty() && !state.draining.load(Ordering::Acquire);
+        if ready != readiness.get() {
+            tracing::info!(
+                ready,
+                kafka_reachable = reachable,
+                stores = state.registry.len(),
+                "readiness changed"
+            );
+        }
+        readiness.set(ready);
+        internal_events::QUEUE_DEPTH.set(i64::from(state.publisher.in_flight()));
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(if ready { 5 } else { 1 })) => {}
+        }
+    }
+}

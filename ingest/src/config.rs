@@ -1,0 +1,171 @@
+//! Configuration of the ingest stage (`[ingest]` in the deployment file, overridable by
+//! `NEARFIELD_INGEST__*` environment variables). Validated at start with messages that
+//! name the setting.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Settings of `nearfield ingest`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// Store registry file (JSON lines of `StoreRecord`), loaded at start; `stores.v1`
+    /// keeps it current afterwards.
+    pub stores_file: Option<PathBuf>,
+    /// Follow the compacted `stores.v1` topic for live registry updates.
+    pub follow_stores_topic: bool,
+    /// Hex master key from which device keys derive (see `auth`). Prefer the
+    /// `NEARFIELD_INGEST__MASTER_KEY` environment variable or `master_key_file`.
+    pub master_key: Option<String>,
+    /// File holding the hex master key (a mounted Kubernetes Secret).
+    pub master_key_file: Option<PathBuf>,
+    /// H3 resolution of a grid cell (8 ≈ 0.7 km²).
+    pub h3_resolution: u8,
+    /// Request and event limits.
+    pub limits: Limits,
+    /// Per-store rate limit.
+    pub rate_limit: RateLimit,
+    /// Accepted ISO 4217 currencies; empty accepts any three upper-case letters.
+    pub currencies: Vec<String>,
+    /// How long a request waits for Kafka's acknowledgement before answering 503.
+    pub produce_timeout_ms: u64,
+    /// On shutdown, how long in-flight requests may take to finish and the producer to
+    /// flush.
+    pub shutdown_grace_ms: u64,
+    /// Largest rejected payload copied to `sales.dlq.v1`, in bytes.
+    pub dlq_payload_max_bytes: usize,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            stores_file: None,
+            follow_stores_topic: true,
+            master_key: None,
+            master_key_file: None,
+            h3_resolution: 8,
+            limits: Limits::default(),
+            rate_limit: RateLimit::default(),
+            currencies: Vec::new(),
+            produce_timeout_ms: 10_000,
+            shutdown_grace_ms: 15_000,
+            dlq_payload_max_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// Request and event limits (SPEC §5).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// Most events in one batch.
+    pub max_batch_events: usize,
+    /// Longest id string (event_id, sku, store_id, device_id), characters.
+    pub max_id_len: usize,
+    /// Largest quantity of one event.
+    pub max_quantity: i32,
+    /// Largest unit price in minor units.
+    pub max_unit_price_minor: i64,
+    /// How far occurred_at may be ahead of the ingest clock (device clock skew), ms.
+    pub max_future_skew_ms: i64,
+    /// How old occurred_at may be (offline devices uploading late), ms.
+    pub max_event_age_ms: i64,
+    /// How far a request signature's timestamp may be from the ingest clock, ms.
+    pub replay_window_ms: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 1 << 20,
+            max_batch_events: 1_000,
+            max_id_len: 64,
+            max_quantity: 10_000,
+            max_unit_price_minor: 1_000_000_000,
+            max_future_skew_ms: 5 * 60_000,
+            max_event_age_ms: 7 * 24 * 3_600_000,
+            replay_window_ms: 5 * 60_000,
+        }
+    }
+}
+
+/// Token bucket per store: `events_per_second` refill, `burst` capacity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimit {
+    pub events_per_second: f64,
+    pub burst: f64,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        RateLimit { events_per_second: 100.0, burst: 2_000.0 }
+    }
+}
+
+/// A setting is out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("ingest.{setting}: {rule}")]
+pub struct ConfigError {
+    /// Dotted name of the setting under `[ingest]`.
+    pub setting: &'static str,
+    /// The rule it breaks.
+    pub rule: String,
+}
+
+impl IngestConfig {
+    /// Checks every setting; the error names the setting and the rule.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |setting, rule: &str| Err(ConfigError { setting, rule: rule.into() });
+        if self.h3_resolution > 15 {
+            return err("h3_resolution", "must be 0..=15");
+        }
+        let l = &self.limits;
+        if l.max_body_bytes < 1024 {
+            return err("limits.max_body_bytes", "must be at least 1024");
+        }
+        if l.max_batch_events == 0 {
+            return err("limits.max_batch_events", "must be at least 1");
+        }
+        if !(8..=256).contains(&l.max_id_len) {
+            return err("limits.max_id_len", "must be 8..=256");
+        }
+        if l.max_quantity < 1 {
+            return err("limits.max_quantity", "must be at least 1");
+        }
+        if l.max_future_skew_ms < 0 || l.max_event_age_ms <= 0 || l.replay_window_ms <= 0 {
+            return err("limits", "time windows must be positive");
+        }
+        if !(self.rate_limit.events_per_second > 0.0 && self.rate_limit.burst >= 1.0) {
+            return err("rate_limit", "events_per_second must be > 0 and burst >= 1");
+        }
+        if let Some(c) = self.currencies.iter().find(|c| !is_currency_code(c)) {
+            return Err(ConfigError {
+                setting: "currencies",
+                rule: format!("{c:?} is not three upper-case letters"),
+            });
+        }
+        if self.master_key.is_none() && self.master_key_file.is_none() {
+            return err(
+                "master_key",
+                "set master_key, master_key_file or NEARFIELD_INGEST__MASTER_KEY",
+            );
+        }
+        if self.produce_timeout_ms == 0 {
+            return err("produce_timeout_ms", "must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// Three upper-case ASCII letters.
+pub fn is_currency_code(c: &str) -> bool {
+    c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase())
+}

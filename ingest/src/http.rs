@@ -1,0 +1,451 @@
+//! The HTTP API of SPEC §5 (axum): events, batches, heartbeats, the OpenAPI document, and
+//! the operational endpoints.
+//!
+//! Every answer that says an event is accepted comes after Kafka acknowledged it. Errors
+//! are JSON: `{"error": {"field": …, "rule": …, "message": …}}`.
+
+#![allow(clippy::result_large_err)] // axum handlers return `Response` errors by design
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use nearfield_common::http::{Readiness, ops_routes};
+use nearfield_common::kafka::Topics;
+use nearfield_common::time::now_ms;
+use nearfield_schemas::{Codec, Heartbeat, RejectSource, RejectedEvent, SaleEvent};
+use serde_json::{Value, json};
+
+use crate::auth::{HEADER_DEVICE, HEADER_SIGNATURE, HEADER_STORE, HEADER_TIMESTAMP};
+use crate::body::{Format, Parsed, parse_batch, parse_single};
+use crate::config::IngestConfig;
+use crate::internal_events::{
+    AuthFailed, DlqWritten, EventRejected, EventsAccepted, HeartbeatAccepted, RateLimited,
+    RequestCompleted,
+};
+use crate::kafka::{Outgoing, PublishError, Publisher};
+use crate::ratelimit::RateLimiter;
+use crate::registry::{Principal, Registry};
+use crate::validate::{Rejection, validate};
+
+/// The OpenAPI document of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Everything a request needs.
+#[derive(Debug)]
+pub struct AppState {
+    pub config: IngestConfig,
+    pub topics: Topics,
+    pub registry: Arc<Registry>,
+    pub publisher: Publisher,
+    pub limiter: RateLimiter,
+    pub codec: Codec,
+    /// Set when shutdown begins: new requests get 503.
+    pub draining: AtomicBool,
+}
+
+/// The router: API routes plus `/metrics`, `/healthz`, `/readyz`.
+pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
+    Router::new()
+        .route("/v1/events", post(single))
+        .route("/v1/events:batch", post(batch))
+        .route("/v1/heartbeat", post(heartbeat))
+        .route(
+            "/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+        )
+        .fallback(not_found)
+        .with_state(state)
+        .merge(ops_routes(readiness))
+}
+
+fn error(status: u16, r: &Rejection) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    (code, axum::Json(json!({ "error": r }))).into_response()
+}
+
+fn unavailable(retry_after_s: u64, message: &str, extra: Option<Value>) -> Response {
+    let mut body = json!({"error": {"rule": "kafka.unavailable", "message": message}});
+    if let Some(extra) = extra {
+        body["results"] = extra;
+    }
+    let mut resp = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
+    resp
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Reads the body (bounded) and authenticates the request.
+async fn admit(state: &AppState, req: Request) -> Result<(Principal, HeaderMap, Bytes), Response> {
+    if state.draining.load(Ordering::Acquire) {
+        return Err(unavailable(1, "ingest is shutting down; retry on another instance", None));
+    }
+    let (parts, body) = req.into_parts();
+    let limit = state.config.limits.max_body_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        error(413, &Rejection::body("body.size", format!("request body exceeds {limit} bytes")))
+    })?;
+    let h = &parts.headers;
+    let store = header_str(h, HEADER_STORE);
+    let result = state.registry.authenticate(
+        store,
+        header_str(h, HEADER_DEVICE),
+        header_str(h, HEADER_TIMESTAMP),
+        header_str(h, HEADER_SIGNATURE),
+        parts.method.as_str(),
+        parts.uri.path(),
+        &bytes,
+        now_ms(),
+        state.config.limits.replay_window_ms,
+    );
+    match result {
+        Ok(p) => Ok((p, parts.headers, bytes)),
+        Err(e) => {
+            AuthFailed { reason: e.reason(), store_id: store }.emit();
+            let status = if e.forbidden() { 403 } else { 401 };
+            let r = Rejection { field: None, rule: e.reason(), message: e.to_string(), status };
+            let mut resp = error(status, &r);
+            if status == 401 {
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("NearfieldHMAC"));
+            }
+            Err(resp)
+        }
+    }
+}
+
+fn rate_limit(state: &AppState, who: &Principal, n: usize) -> Result<(), Response> {
+    state.limiter.take(&who.store_id, n, Instant::now()).map_err(|wait| {
+        RateLimited { store_id: &who.store_id }.emit();
+        let r = Rejection::body(
+            "rate_limit",
+            format!("store {} exceeds its event rate; retry in {wait} s", who.store_id),
+        );
+        let mut resp = error(429, &r);
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        resp
+    })
+}
+
+/// An event after the rules: accepted, or rejected with its dead-letter record.
+enum Outcome {
+    Accepted { event: SaleEvent },
+    Rejected { rejection: Rejection, event_id: Option<String>, dlq: Vec<u8> },
+}
+
+fn decide(state: &AppState, who: &Principal, p: Parsed, format: Format, now: i64) -> Outcome {
+    let checked = p
+        .fields
+        .and_then(|f| validate(f, who, &state.config.limits, &state.config.currencies, now));
+    match checked {
+        Ok(event) => Outcome::Accepted { event },
+        Err(rejection) => {
+            EventRejected { rule: rejection.rule, store_id: Some(&who.store_id) }.emit();
+            let mut payload = p.raw;
+            payload.truncate(state.config.dlq_payload_max_bytes);
+            let record = RejectedEvent {
+                source: RejectSource::Ingest,
+                reason: rejection.rule.to_string(),
+                field: rejection.field.clone(),
+                message: rejection.message.clone(),
+                store_id: Some(who.store_id.clone()),
+                device_id: Some(who.device_id.clone()),
+                event_id: p.event_id.clone(),
+                content_type: format.media_type().to_string(),
+                payload,
+                origin: None,
+                rejected_at: now,
+            };
+            let dlq = state.codec.encode(&record).unwrap_or_default();
+            Outcome::Rejected { rejection, event_id: p.event_id, dlq }
+        }
+    }
+}
+
+/// Publishes the outcomes; `Err` with the per-event results when anything is not durable.
+async fn publish(
+    state: &AppState,
+    who: &Principal,
+    outcomes: &[Outcome],
+) -> Vec<Result<(), PublishError>> {
+    let mut out = Vec::with_capacity(outcomes.len());
+    for o in outcomes {
+        out.push(match o {
+            Outcome::Accepted { event } => match state.codec.encode(event) {
+                Ok(payload) => {
+                    Outgoing { topic: &state.topics.sales, key: event.grid_id.as_bytes(), payload }
+                }
+                Err(e) => Outgoing { topic: "", key: &[], payload: e.to_string().into_bytes() },
+            },
+            Outcome::Rejected { dlq, .. } => Outgoing {
+                topic: &state.topics.dlq,
+                key: who.store_id.as_bytes(),
+                payload: dlq.clone(),
+            },
+        });
+    }
+    state.publisher.publish(out).await
+}
+
+fn count(outcomes: &[Outcome], results: &[Result<(), PublishError>]) {
+    let accepted = outcomes
+        .iter()
+        .zip(results)
+        .filter(|(o, r)| matches!(o, Outcome::Accepted { .. }) && r.is_ok())
+        .count();
+    let dlq = outcomes
+        .iter()
+        .zip(results)
+        .filter(|(o, r)| matches!(o, Outcome::Rejected { .. }) && r.is_ok())
+        .count();
+    EventsAccepted { count: accepted }.emit();
+    DlqWritten { count: dlq }.emit();
+}
+
+async fn single(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let start = Instant::now();
+    let resp = single_inner(&state, req).await;
+    RequestCompleted {
+        route: "/v1/events",
+        status: resp.status().as_u16(),
+        elapsed: start.elapsed(),
+    }
+    .emit();
+    resp
+}
+
+async fn single_inner(state: &AppState, req: Request) -> Response {
+    let (who, headers, body) = match admit(state, req).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    match Format::from_content_type(header_str(&headers, header::CONTENT_TYPE.as_str())) {
+        Some(Format::Json) => {}
+        _ => {
+            return error(
+                415,
+                &Rejection::body("body.content_type", "POST /v1/events takes application/json"),
+            );
+        }
+    }
+    if let Err(resp) = rate_limit(state, &who, 1) {
+        return resp;
+    }
+    let now = now_ms();
+    let parsed = match parse_single(&body) {
+        Ok(p) => p,
+        Err(e) => Parsed { raw: body.to_vec(), event_id: None, fields: Err(e.rejection) },
+    };
+    let outcomes = vec![decide(state, &who, parsed, Format::Json, now)];
+    let results = publish(state, &who, &outcomes).await;
+    count(&outcomes, &results);
+    if let Some(Err(e)) = results.first() {
+        return unavailable(
+            1,
+            &format!("event not stored: {e}; retry with the same event_id"),
+            None,
+        );
+    }
+    match outcomes.into_iter().next() {
+        Some(Outcome::Accepted { event }) => {
+            (StatusCode::OK, axum::Json(json!({"status": "accepted", "event_id": event.event_id})))
+                .into_response()
+        }
+        Some(Outcome::Rejected { rejection, .. }) => error(rejection.status, &rejection),
+        None => error(400, &Rejection::body("body.empty", "no event")),
+    }
+}
+
+async fn batch(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let start = Instant::now();
+    let resp = batch_inner(&state, req).await;
+    RequestCompleted {
+        route: "/v1/events:batch",
+        status: resp.status().as_u16(),
+        elapsed: start.elapsed(),
+    }
+    .emit();
+    resp
+}
+
+async fn batch_inner(state: &AppState, req: Request) -> Response {
+    let (who, headers, body) = match admit(state, req).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let ct = header_str(&headers, header::CONTENT_TYPE.as_str());
+    let Some(format) = Format::from_content_type(ct) else {
+        return error(
+            415,
+            &Rejection::body(
+                "body.content_type",
+                "batches take application/json (array), application/x-ndjson or application/vnd.nearfield.avro-batch",
+            ),
+        );
+    };
+    let parsed = match parse_batch(format, &body, state.config.limits.max_batch_events) {
+        Ok(p) => p,
+        Err(e) => return error(e.status, &e.rejection),
+    };
+    if let Err(resp) = rate_limit(state, &who, parsed.len()) {
+        return resp;
+    }
+    let now = now_ms();
+    let outcomes: Vec<Outcome> =
+        parsed.into_iter().map(|p| decide(state, &who, p, format, now)).collect();
+    let results = publish(state, &who, &outcomes).await;
+    count(&outcomes, &results);
+    let mut accepted = 0;
+    let mut rejected = 0;
+    let mut failed = 0;
+    let items: Vec<Value> = outcomes
+        .iter()
+        .zip(&results)
+        .enumerate()
+        .map(|(i, (o, r))| match (o, r) {
+            (_, Err(e)) => {
+                failed += 1;
+                json!({"index": i, "status": "unavailable", "message": e.to_string()})
+            }
+            (Outcome::Accepted { event }, Ok(())) => {
+                accepted += 1;
+                json!({"index": i, "event_id": event.event_id, "status": "accepted"})
+            }
+            (Outcome::Rejected { rejection, event_id, .. }, Ok(())) => {
+                rejected += 1;
+                json!({"index": i, "event_id": event_id, "status": "rejected", "error": rejection})
+            }
+        })
+        .collect();
+    if failed > 0 {
+        return unavailable(
+            1,
+            &format!(
+                "{failed} of {} events not stored; resend the batch (event_ids make it safe)",
+                items.len()
+            ),
+            Some(Value::Array(items)),
+        );
+    }
+    (
+        StatusCode::OK,
+        axum::Json(json!({"accepted": accepted, "rejected": rejected, "results": items})),
+    )
+        .into_response()
+}
+
+async fn heartbeat(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let start = Instant::now();
+    let resp = heartbeat_inner(&state, req).await;
+    RequestCompleted {
+        route: "/v1/heartbeat",
+        status: resp.status().as_u16(),
+        elapsed: start.elapsed(),
+    }
+    .emit();
+    resp
+}
+
+async fn heartbeat_inner(state: &AppState, req: Request) -> Response {
+    let (who, _headers, body) = match admit(state, req).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let now = now_ms();
+    let v: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                return error(400, &Rejection::body("body.json", format!("not valid JSON: {e}")));
+            }
+        }
+    };
+    let Some(obj) = v.as_object() else {
+        return error(400, &Rejection::body("body.not_object", "a heartbeat is a JSON object"));
+    };
+    if let Some(k) = obj.keys().find(|k| !["sent_at", "pending_events"].contains(&k.as_str())) {
+        return error(
+            422,
+            &Rejection::new(
+                k,
+                "field.unknown",
+                format!("unknown field {k:?}; allowed: sent_at, pending_events"),
+            ),
+        );
+    }
+    let sent_at = match obj.get("sent_at") {
+        None => now,
+        Some(x) => match x.as_i64() {
+            Some(t) => t,
+            None => {
+                return error(
+                    422,
+                    &Rejection::new(
+                        "sent_at",
+                        "field.type",
+                        "sent_at must be a whole number of ms",
+                    ),
+                );
+            }
+        },
+    };
+    let pending = match obj.get("pending_events") {
+        None => 0,
+        Some(x) => match x.as_i64().and_then(|n| i32::try_from(n).ok()).filter(|n| *n >= 0) {
+            Some(n) => n,
+            None => {
+                return error(
+                    422,
+                    &Rejection::new(
+                        "pending_events",
+                        "pending_events.range",
+                        "pending_events must be 0..=2147483647",
+                    ),
+                );
+            }
+        },
+    };
+    let hb = Heartbeat {
+        store_id: who.store_id.clone(),
+        device_id: who.device_id.clone(),
+        grid_id: who.grid_id.clone(),
+        sent_at,
+        received_at: now,
+        pending_events: pending,
+    };
+    let payload = match state.codec.encode(&hb) {
+        Ok(p) => p,
+        Err(e) => return unavailable(1, &e.to_string(), None),
+    };
+    let out =
+        vec![Outgoing { topic: &state.topics.heartbeats, key: who.grid_id.as_bytes(), payload }];
+    match state.publisher.publish(out).await.pop() {
+        Some(Ok(())) => {
+            HeartbeatAccepted.emit();
+            (StatusCode::OK, axum::Json(json!({"status": "ok", "server_time": now})))
+                .into_response()
+        }
+        Some(Err(e)) => unavailable(1, &format!("heartbeat not stored: {e}"), None),
+        None => unavailable(1, "heartbeat not stored", None),
+    }
+}
+
+/// Responds 404 with a JSON error for unknown paths.
+pub async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
+    let r = Rejection::body(
+        "route",
+        format!("no route for {method} {}; see /openapi.json", uri.path()),
+    );
+    error(404, &r)
+}

@@ -1,0 +1,218 @@
+//! Ingest's Kafka clients: the idempotent `acks=all` producer that makes an answer
+//! durable, and the follower of the compacted `stores.v1` registry topic.
+//!
+//! A request enqueues all its records without blocking (`send_result`), then awaits each
+//! delivery report; only when every report is a success does the device get a 2xx. A full
+//! queue is backpressure (503 + Retry-After), never a blocked runtime thread. A record
+//! whose report is an error, a timeout, or a purge at shutdown maps to 503 as well.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use nearfield_common::kafka::KafkaSettings;
+use nearfield_schemas::{Codec, StoreRecord};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::internal_events::{ProduceFailed, QUEUE_DEPTH, RecordAcked, RegistrySize};
+use crate::registry::Registry;
+
+/// Why a record is not durable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// The producer queue is full: back off and retry.
+    #[error("producer queue is full")]
+    QueueFull,
+    /// Kafka did not acknowledge within the produce timeout.
+    #[error("Kafka did not acknowledge in time")]
+    Timeout,
+    /// Kafka refused the record or the producer was shut down before delivery.
+    #[error("Kafka error: {0}")]
+    Kafka(String),
+}
+
+/// A record to publish.
+#[derive(Debug, Clone)]
+pub struct Outgoing<'a> {
+    pub topic: &'a str,
+    pub key: &'a [u8],
+    pub payload: Vec<u8>,
+}
+
+/// The durable producer.
+#[derive(Clone)]
+pub struct Publisher {
+    producer: FutureProducer,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").field("timeout", &self.timeout).finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// Creates the producer. Defaults (linger, compression, partitioner) come first so
+    /// pass-through properties may tune them; durability settings come last so nothing
+    /// can weaken them.
+    pub fn new(settings: &KafkaSettings, produce_timeout: Duration) -> KafkaResult<Self> {
+        let mut c = rdkafka::config::ClientConfig::new();
+        c.set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("partitioner", "murmur2_random")
+            .set("queue.buffering.max.messages", "200000")
+            .set("batch.num.messages", "10000");
+        let passthrough =
+            settings.client_config().map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
+        for (k, v) in passthrough.config_map() {
+            c.set(k, v);
+        }
+        c.set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("max.in.flight.requests.per.connection", "5")
+            .set("message.timeout.ms", produce_timeout.as_millis().to_string());
+        let producer: FutureProducer = c.create()?;
+        Ok(Publisher { producer, timeout: produce_timeout })
+    }
+
+    /// Publishes every record; one result per record, in order. Returns once each record
+    /// is acknowledged or has failed.
+    pub async fn publish(&self, records: Vec<Outgoing<'_>>) -> Vec<Result<(), PublishError>> {
+        let start = Instant::now();
+        let mut pending = Vec::with_capacity(records.len());
+        for r in &records {
+            let rec = FutureRecord::to(r.topic).key(r.key).payload(&r.payload);
+            match self.producer.send_result(rec) {
+                Ok(fut) => pending.push(Ok(fut)),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    pending.push(Err(PublishError::QueueFull));
+                }
+                Err((e, _)) => pending.push(Err(PublishError::Kafka(e.to_string()))),
+            }
+        }
+        QUEUE_DEPTH.set(i64::from(self.producer.in_flight_count()));
+        let deadline = self.timeout + Duration::from_secs(5);
+        let waits = pending.into_iter().map(|p| async move {
+            let fut = p?;
+            match tokio::time::timeout(deadline, fut).await {
+                Err(_) => Err(PublishError::Timeout),
+                Ok(Err(_canceled)) => {
+                    Err(PublishError::Kafka("producer shut down before delivery".into()))
+                }
+                Ok(Ok(Err((e, _)))) => Err(match e {
+                    KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut) => {
+                        PublishError::Timeout
+                    }
+                    e => PublishError::Kafka(e.to_string()),
+                }),
+                Ok(Ok(Ok(_))) => Ok(()),
+            }
+        });
+        let results = join_all(waits).await;
+        let latency = start.elapsed();
+        for r in &results {
+            match r {
+                Ok(()) => RecordAcked { latency }.emit(),
+                Err(e) => ProduceFailed {
+                    kind: match e {
+                        PublishError::QueueFull => "queue_full",
+                        PublishError::Timeout => "timeout",
+                        PublishError::Kafka(_) => "kafka",
+                    },
+                    error: &e.to_string(),
+                }
+                .emit(),
+            }
+        }
+        results
+    }
+
+    /// Whether the cluster answers a metadata request for `topic` (blocking: call from
+    /// `spawn_blocking`).
+    pub fn reachable(&self, topic: &str) -> bool {
+        self.producer
+            .client()
+            .fetch_metadata(Some(topic), Duration::from_secs(3))
+            .is_ok_and(|md| md.topics().first().is_some_and(|t| t.error().is_none()))
+    }
+
+    /// Flushes everything queued, up to `timeout` (blocking: call from `spawn_blocking`).
+    /// Returns how many records were left undelivered.
+    pub fn flush(&self, timeout: Duration) -> i32 {
+        let _ = self.producer.flush(timeout);
+        self.producer.in_flight_count()
+    }
+
+    /// Records queued or in flight.
+    pub fn in_flight(&self) -> i32 {
+        self.producer.in_flight_count()
+    }
+}
+
+/// Follows the compacted `stores.v1` topic from its beginning on a dedicated thread,
+/// applying each record (or tombstone) to the registry, until `stop` is set.
+pub fn follow_stores(
+    settings: &KafkaSettings,
+    topic: String,
+    registry: Arc<Registry>,
+    stop: Arc<AtomicBool>,
+) -> KafkaResult<std::thread::JoinHandle<()>> {
+    let mut c = settings.client_config().map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
+    c.set("group.id", "nearfield-ingest-registry")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed");
+    let consumer: BaseConsumer = c.create()?;
+    let handle = std::thread::Builder::new()
+        .name("stores-follower".into())
+        .spawn(move || {
+            let codec = Codec::single_object();
+            let mut assigned = false;
+            while !stop.load(Ordering::Relaxed) {
+                if !assigned {
+                    match consumer.fetch_metadata(Some(&topic), Duration::from_secs(3)) {
+                        Ok(md) if md.topics().first().is_some_and(|t| t.error().is_none()) => {
+                            let mut tpl = TopicPartitionList::new();
+                            for p in md.topics()[0].partitions() {
+                                let _ = tpl.add_partition_offset(&topic, p.id(), Offset::Beginning);
+                            }
+                            assigned = consumer.assign(&tpl).is_ok();
+                            tracing::info!(topic, partitions = tpl.count(), "following store registry topic");
+                        }
+                        _ => {
+                            tracing::warn!(topic, "store registry topic not available yet; retrying");
+                            std::thread::sleep(Duration::from_secs(5));
+                            continue;
+                        }
+                    }
+                }
+                match consumer.poll(Duration::from_millis(250)) {
+                    Some(Ok(m)) => {
+                        let key = m.key().map(String::from_utf8_lossy).unwrap_or_default();
+                        match m.payload() {
+                            None => registry.remove(&key),
+                            Some(bytes) => match codec.decode::<StoreRecord>(bytes) {
+                                Ok(rec) => {
+                                    if let Err(e) = registry.upsert(&rec) {
+                                        tracing::warn!(error = %e, "store record refused");
+                                    }
+                                }
+                                Err(e) => tracing::warn!(error = %e, offset = m.offset(), "undecodable store record"),
+                            },
+                        }
+                        RegistrySize { stores: registry.len() }.emit();
+                    }
+                    Some(Err(e)) => tracing::warn!(error = %e, "store registry consumer error"),
+                    None => {}
+                }
+            }
+        })
+        .map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
+    Ok(handle)
+}

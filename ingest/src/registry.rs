@@ -1,0 +1,302 @@
+//! The store registry: `store_id → {grid_id, devices and their keys, active}`.
+//!
+//! Loaded from a file of JSON lines (one `StoreRecord` each) at start and kept current
+//! from the compacted `stores.v1` topic (see `kafka::follow_stores`). Reads are lock-free
+//! per shard (a `DashMap` of `Arc`s; no guard is held beyond the lookup).
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::Path;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use h3o::{LatLng, Resolution};
+use nearfield_schemas::StoreRecord;
+
+use crate::auth::{AuthError, DeviceKey, MasterKey};
+
+/// One store as ingest needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Store {
+    pub store_id: String,
+    /// H3 cell (lower-case hex) at the configured resolution.
+    pub grid_id: String,
+    pub active: bool,
+    devices: HashMap<String, DeviceKey>,
+}
+
+/// The device a request was authenticated as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub store_id: String,
+    pub device_id: String,
+    pub grid_id: String,
+}
+
+/// A registry record or file is unusable; the message names the line and field.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}:{line}: {message}")]
+    Line { path: String, line: usize, message: String },
+    #[error("store {store_id}: {message}")]
+    Record { store_id: String, message: String },
+}
+
+/// The H3 cell of a location at `resolution`, as lower-case hex.
+pub fn grid_of(lat: f64, lon: f64, resolution: Resolution) -> Result<String, String> {
+    if !(-90.0..=90.0).contains(&lat) {
+        return Err(format!("lat {lat} is outside -90..=90"));
+    }
+    if !(-180.0..=180.0).contains(&lon) {
+        return Err(format!("lon {lon} is outside -180..=180"));
+    }
+    let ll = LatLng::new(lat, lon).map_err(|e| format!("invalid location: {e}"))?;
+    Ok(ll.to_cell(resolution).to_string())
+}
+
+/// The registry.
+#[derive(Debug)]
+pub struct Registry {
+    master: MasterKey,
+    resolution: Resolution,
+    stores: DashMap<String, Arc<Store>>,
+}
+
+impl Registry {
+    /// An empty registry deriving device keys from `master`.
+    pub fn new(master: MasterKey, resolution: Resolution) -> Self {
+        Registry { master, resolution, stores: DashMap::new() }
+    }
+
+    /// Inserts or replaces a store.
+    pub fn upsert(&self, rec: &StoreRecord) -> Result<(), RegistryError> {
+        let grid_id = grid_of(rec.lat, rec.lon, self.resolution)
+            .map_err(|message| RegistryError::Record { store_id: rec.store_id.clone(), message })?;
+        if rec.store_id.is_empty() {
+            return Err(RegistryError::Record {
+                store_id: String::new(),
+                message: "empty store_id".into(),
+            });
+        }
+        let devices = rec
+            .device_ids
+            .iter()
+            .map(|d| (d.clone(), self.master.device_key(&rec.store_id, d, rec.key_version)))
+            .collect();
+        let store = Store { store_id: rec.store_id.clone(), grid_id, active: rec.active, devices };
+        self.stores.insert(rec.store_id.clone(), Arc::new(store));
+        Ok(())
+    }
+
+    /// Removes a store (a tombstone on `stores.v1`).
+    pub fn remove(&self, store_id: &str) {
+        self.stores.remove(store_id);
+    }
+
+    /// The store, if registered.
+    pub fn get(&self, store_id: &str) -> Option<Arc<Store>> {
+        self.stores.get(store_id).map(|s| Arc::clone(s.value()))
+    }
+
+    /// Number of registered stores.
+    pub fn len(&self) -> usize {
+        self.stores.len()
+    }
+
+    /// Whether no store is registered.
+    pub fn is_empty(&self) -> bool {
+        self.stores.is_empty()
+    }
+
+    /// Loads a JSON-lines file of `StoreRecord`s; blank lines and `#` comments are skipped.
+    pub fn load_file(&self, path: &Path) -> Result<usize, RegistryError> {
+        let p = path.display().to_string();
+        let file = std::fs::File::open(path)
+            .map_err(|source| RegistryError::Io { path: p.clone(), source })?;
+        let mut n = 0;
+        for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+            let line = line.map_err(|source| RegistryError::Io { path: p.clone(), source })?;
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let rec: StoreRecord = serde_json::from_str(line).map_err(|e| RegistryError::Line {
+                path: p.clone(),
+                line: i + 1,
+                message: e.to_string(),
+            })?;
+            self.upsert(&rec).map_err(|e| RegistryError::Line {
+                path: p.clone(),
+                line: i + 1,
+                message: e.to_string(),
+            })?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Authenticates a signed request (see [`crate::auth`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn authenticate(
+        &self,
+        store_id: Option<&str>,
+        device_id: Option<&str>,
+        timestamp: Option<&str>,
+        signature: Option<&str>,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Result<Principal, AuthError> {
+        use crate::auth::{HEADER_DEVICE, HEADER_SIGNATURE, HEADER_STORE, HEADER_TIMESTAMP};
+        let store_id = store_id.ok_or(AuthError::MissingHeader(HEADER_STORE))?;
+        let device_id = device_id.ok_or(AuthError::MissingHeader(HEADER_DEVICE))?;
+        let timestamp = timestamp.ok_or(AuthError::MissingHeader(HEADER_TIMESTAMP))?;
+        let signature = signature.ok_or(AuthError::MissingHeader(HEADER_SIGNATURE))?;
+        let ts: i64 =
+            timestamp.trim().parse().map_err(|_| AuthError::BadHeader(HEADER_TIMESTAMP))?;
+        let store = self.get(store_id).ok_or(AuthError::UnknownDevice)?;
+        let key = store.devices.get(device_id).ok_or(AuthError::UnknownDevice)?;
+        let skew = now_ms.saturating_sub(ts).saturating_abs();
+        if skew > window_ms {
+            return Err(AuthError::Stale { skew_ms: skew, window_ms });
+        }
+        if !key.verify(ts, method, path, body, signature) {
+            return Err(AuthError::BadSignature);
+        }
+        if !store.active {
+            return Err(AuthError::InactiveStore);
+        }
+        Ok(Principal {
+            store_id: store.store_id.clone(),
+            device_id: device_id.to_string(),
+            grid_id: store.grid_id.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry() -> Registry {
+        let r = Registry::new(
+            MasterKey::from_hex("00112233445566778899aabbccddeeff").expect("key"),
+            Resolution::Eight,
+        );
+        r.upsert(&StoreRecord {
+            store_id: "s1".into(),
+            name: "Shop".into(),
+            lat: 31.2304,
+            lon: 121.4737,
+            device_ids: vec!["pos-1".into()],
+            key_version: 1,
+            active: true,
+            updated_at: 0,
+        })
+        .expect("valid store");
+        r
+    }
+
+    #[test]
+    fn grid_is_the_h3_cell_at_the_resolution() {
+        let r = registry();
+        let s = r.get("s1").expect("registered");
+        assert_eq!(s.grid_id.len(), 15);
+        let cell: h3o::CellIndex = s.grid_id.parse().expect("valid cell");
+        assert_eq!(cell.resolution(), Resolution::Eight);
+        assert!(grid_of(91.0, 0.0, Resolution::Eight).is_err());
+        assert!(grid_of(0.0, f64::NAN, Resolution::Eight).is_err());
+    }
+
+    #[test]
+    fn authenticates_signed_requests_only() {
+        let r = registry();
+        let key = MasterKey::from_hex("00112233445566778899aabbccddeeff")
+            .expect("key")
+            .device_key("s1", "pos-1", 1);
+        let sig = key.sign(1_000, "POST", "/v1/events", b"x");
+        let auth = |store, device, ts: &str, sig: &str, now| {
+            r.authenticate(
+                Some(store),
+                Some(device),
+                Some(ts),
+                Some(sig),
+                "POST",
+                "/v1/events",
+                b"x",
+                now,
+                300_000,
+            )
+        };
+        let p = auth("s1", "pos-1", "1000", &sig, 2_000).expect("valid");
+        assert_eq!(p.store_id, "s1");
+        assert_eq!(auth("s1", "pos-2", "1000", &sig, 2_000), Err(AuthError::UnknownDevice));
+        assert_eq!(auth("s2", "pos-1", "1000", &sig, 2_000), Err(AuthError::UnknownDevice));
+        assert_eq!(auth("s1", "pos-1", "1001", &sig, 2_000), Err(AuthError::BadSignature));
+        assert_eq!(
+            auth("s1", "pos-1", "abc", &sig, 2_000),
+            Err(AuthError::BadHeader("x-nearfield-timestamp"))
+        );
+        assert!(matches!(
+            auth("s1", "pos-1", "1000", &sig, 1_000_000),
+            Err(AuthError::Stale { .. })
+        ));
+        assert_eq!(
+            r.authenticate(None, Some("pos-1"), Some("1"), Some("s"), "POST", "/", b"", 0, 1),
+            Err(AuthError::MissingHeader("x-nearfield-store"))
+        );
+    }
+
+    #[test]
+    fn inactive_and_removed_stores_cannot_write() {
+        let r = registry();
+        let mut rec = StoreRecord {
+            store_id: "s1".into(),
+            name: "Shop".into(),
+            lat: 31.2304,
+            lon: 121.4737,
+            device_ids: vec!["pos-1".into()],
+            key_version: 1,
+            active: false,
+            updated_at: 0,
+        };
+        r.upsert(&rec).expect("valid");
+        let key = MasterKey::from_hex("00112233445566778899aabbccddeeff")
+            .expect("key")
+            .device_key("s1", "pos-1", 1);
+        let sig = key.sign(1, "POST", "/p", b"");
+        let res = r.authenticate(
+            Some("s1"),
+            Some("pos-1"),
+            Some("1"),
+            Some(&sig),
+            "POST",
+            "/p",
+            b"",
+            1,
+            10,
+        );
+        assert_eq!(res, Err(AuthError::InactiveStore));
+        rec.active = true;
+        rec.key_version = 2; // rotation: the old key stops working
+        r.upsert(&rec).expect("valid");
+        let res = r.authenticate(
+            Some("s1"),
+            Some("pos-1"),
+            Some("1"),
+            Some(&sig),
+            "POST",
+            "/p",
+            b"",
+            1,
+            10,
+        );
+        assert_eq!(res, Err(AuthError::BadSignature));
+        r.remove("s1");
+        assert!(r.get("s1").is_none());
+    }
+}
