@@ -105,7 +105,8 @@ wait_ready() { # expected broker count, timeout seconds
     for i in $(seq 1 "$(cat "$DIR/nodes")"); do
       if [[ -f "$DIR/node-$i/pid" ]] && ! node_running "$i"; then
         tail -n 40 "$DIR/node-$i/logs/server.log" "$DIR/node-$i/logs/stdout.log" >&2 || true
-        die "node $i exited during start"
+        log "error: node $i exited during start"
+        return 1
       fi
     done
     local n
@@ -116,7 +117,9 @@ wait_ready() { # expected broker count, timeout seconds
     if ((n >= want)); then return 0; fi
     sleep 0.5
   done
-  die "cluster at $bootstrap not ready after $2 s (see $DIR/node-*/logs/server.log)"
+  log "error: cluster at $bootstrap not ready after $2 s"
+  tail -n 40 "$DIR"/node-*/logs/server.log >&2 || true
+  return 1
 }
 
 up() {

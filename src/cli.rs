@@ -1,13 +1,15 @@
 //! Command-line interface of the `nearfield` binary.
 //!
-//! Stage subcommands (`ingest`, `aggregate`, `emit`, `run`, `simulate`, `replay`) are added
-//! as the stages land; today the binary serves the Avro contract to operators.
+//! Every subcommand takes `--config FILE` (the deployment file; see `config.rs`). Stage
+//! subcommands run until SIGINT/SIGTERM and then shut down gracefully. `aggregate`, `emit`,
+//! `run` and `replay` are added as those stages land.
 
 use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use nearfield_common::shutdown;
 use nearfield_schemas::registry::{all, hex};
 use nearfield_schemas::*;
 
@@ -18,12 +20,48 @@ pub struct Args {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long, global = true, env = "NEARFIELD_LOG_JSON")]
     pub log_json: bool,
+    /// Deployment configuration file (TOML), e.g. deploy/examples/nearfield.toml.
+    #[arg(long, global = true, env = "NEARFIELD_CONFIG")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the device HTTP API and publish sale events to Kafka.
+    Ingest {
+        /// Listen address (overrides ingest.listen).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Simulated store devices sending signed traffic to ingest.
+    Simulate {
+        /// Target events per second (overrides simulate.rate).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Seconds to run (overrides simulate.duration_s).
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Base URL of ingest (overrides simulate.target).
+        #[arg(long)]
+        target: Option<String>,
+        /// Write every acknowledged event here as JSON lines (ground truth).
+        #[arg(long)]
+        acked_log: Option<PathBuf>,
+    },
+    /// Create nearfield's topics (existing ones are left alone).
+    Topics,
+    /// Print a device's key (hex) for provisioning it.
+    DeviceKey {
+        #[arg(long)]
+        store: String,
+        #[arg(long)]
+        device: String,
+        /// Key version of the store (see StoreRecord.key_version).
+        #[arg(long, default_value_t = 1)]
+        key_version: i32,
+    },
     /// List the contract's schemas with their single-object fingerprints.
     Schemas,
     /// Decode one framed Avro message (file or stdin) and print it as JSON.
@@ -51,7 +89,37 @@ pub fn init_tracing(json: bool) {
 
 /// Runs the chosen command.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let cfg = crate::config::load(args.config.as_deref())?;
     match args.command {
+        Command::Ingest { listen } => {
+            let mut ingest = cfg.ingest;
+            if let Some(l) = listen {
+                ingest.listen = l;
+            }
+            nearfield_ingest::run(ingest, cfg.kafka, shutdown::on_signal()).await?;
+            Ok(())
+        }
+        Command::Simulate { rate, duration, target, acked_log } => {
+            let mut sim = cfg.simulate;
+            sim.rate = rate.unwrap_or(sim.rate);
+            sim.duration_s = duration.unwrap_or(sim.duration_s);
+            sim.target = target.unwrap_or(sim.target);
+            sim.acked_log = acked_log.or(sim.acked_log);
+            let summary = nearfield_simulator::run(sim, shutdown::on_signal()).await?;
+            write_stdout(&format!("{}\n", serde_json::to_string(&summary)?))
+        }
+        Command::Topics => {
+            let created = cfg.kafka.ensure_topics(&cfg.kafka.topic_specs()).await?;
+            tracing::info!(created = ?created, brokers = %cfg.kafka.brokers, "topics ready");
+            Ok(())
+        }
+        Command::DeviceKey { store, device, key_version } => {
+            let hex = cfg.ingest.master_key.clone().context(
+                "ingest.master_key is not set (config file or NEARFIELD_INGEST__MASTER_KEY)",
+            )?;
+            let master = nearfield_ingest::auth::MasterKey::from_hex(&hex)?;
+            write_stdout(&format!("{}\n", master.device_key(&store, &device, key_version).to_hex()))
+        }
         Command::Schemas => {
             let mut out = String::new();
             for (name, set) in all() {

@@ -2,6 +2,7 @@
 //! parses arguments, sets up logging and runs the chosen command.
 
 mod cli;
+mod config;
 
 use clap::Parser;
 

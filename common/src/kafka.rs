@@ -22,6 +22,11 @@ pub struct KafkaSettings {
     pub properties: BTreeMap<String, String>,
     /// Topic names.
     pub topics: Topics,
+    /// Partitions of the partitioned topics when nearfield creates them (`sales.v1`,
+    /// `heartbeats.v1` and the changelogs share it, so they stay co-partitioned).
+    pub partitions: i32,
+    /// Replication factor of created topics; -1 takes the broker's default.
+    pub replication: i32,
 }
 
 impl Default for KafkaSettings {
@@ -33,6 +38,8 @@ impl Default for KafkaSettings {
                 .unwrap_or_else(|| "127.0.0.1:9092".to_string()),
             properties: BTreeMap::new(),
             topics: Topics::default(),
+            partitions: 6,
+            replication: -1,
         }
     }
 }
@@ -146,5 +153,73 @@ mod tests {
     #[test]
     fn plan_topic_per_supplier() {
         assert_eq!(Topics::default().plan("dairy-east"), "plan.dairy-east.v1");
+    }
+}
+
+/// A topic nearfield needs, with its cleanup policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    /// `delete` or `compact`.
+    pub cleanup: &'static str,
+}
+
+impl KafkaSettings {
+    /// Every topic of SPEC §4 except the per-supplier plan topics (the emitter creates
+    /// those as suppliers appear).
+    pub fn topic_specs(&self) -> Vec<TopicSpec> {
+        let t = &self.topics;
+        let p = self.partitions;
+        let spec = |name: &str, partitions, cleanup| TopicSpec {
+            name: name.to_string(),
+            partitions,
+            cleanup,
+        };
+        vec![
+            spec(&t.sales, p, "delete"),
+            spec(&t.heartbeats, p, "delete"),
+            spec(&t.dlq, p.min(3), "delete"),
+            spec(&t.late, p, "delete"),
+            spec(&t.demand, p, "compact"),
+            spec(&t.stores, 1, "compact"),
+            spec(&t.catalog, 1, "compact"),
+        ]
+    }
+
+    /// Creates the given topics; ones that already exist are left as they are. Returns
+    /// the names created.
+    pub async fn ensure_topics(
+        &self,
+        specs: &[TopicSpec],
+    ) -> Result<Vec<String>, rdkafka::error::KafkaError> {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        use rdkafka::client::DefaultClientContext;
+        use rdkafka::types::RDKafkaErrorCode;
+        let admin: AdminClient<DefaultClientContext> = self
+            .client_config()
+            .map_err(|e| rdkafka::error::KafkaError::ClientCreation(e.to_string()))?
+            .create()?;
+        let new: Vec<NewTopic<'_>> = specs
+            .iter()
+            .map(|s| {
+                NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(self.replication))
+                    .set("cleanup.policy", s.cleanup)
+            })
+            .collect();
+        let opts = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(30)));
+        let mut created = Vec::new();
+        for r in admin.create_topics(new.iter(), &opts).await? {
+            match r {
+                Ok(name) => created.push(name),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(rdkafka::error::KafkaError::AdminOp(code)).inspect_err(|_| {
+                        tracing::error!(topic = name, error = %code, "cannot create topic");
+                    });
+                }
+            }
+        }
+        Ok(created)
     }
 }

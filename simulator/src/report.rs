@@ -1,0 +1,157 @@
+//! Counters, latencies, the live progress line (stderr) and the final summary.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::demand::Truth;
+
+/// Writes acknowledged events as JSON lines (ground truth).
+#[derive(Debug)]
+pub struct AckedLog(std::io::BufWriter<std::fs::File>);
+
+impl AckedLog {
+    pub fn create(path: &Path) -> std::io::Result<Self> {
+        Ok(AckedLog(std::io::BufWriter::new(std::fs::File::create(path)?)))
+    }
+}
+
+/// The final summary, printed as one JSON line on stdout.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    /// Events sent (each once, however often retried).
+    pub sent: u64,
+    /// Events acknowledged as durable.
+    pub acked: u64,
+    /// Events rejected, by rule.
+    pub rejected: BTreeMap<String, u64>,
+    /// Events never acknowledged after every retry.
+    pub failed: u64,
+    /// Deliberately invalid events that were acknowledged (must stay 0).
+    pub invalid_acked: u64,
+    /// Request retries after 503/429/connection errors.
+    pub retries: u64,
+    /// Events resent after their acknowledgement (lost-answer retries).
+    pub duplicates_sent: u64,
+    /// Heartbeats acknowledged.
+    pub heartbeats: u64,
+    /// Request latency percentiles (first send to final answer), ms.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Achieved acknowledged events per second.
+    pub rate: f64,
+    pub elapsed_s: f64,
+}
+
+/// Live counters.
+#[derive(Debug)]
+pub struct Stats {
+    s: Summary,
+    latencies_ms: Vec<f64>,
+    seen: u64,
+    log: Option<AckedLog>,
+}
+
+const MAX_SAMPLES: usize = 1 << 20;
+
+impl Stats {
+    pub fn new(log: Option<AckedLog>) -> Self {
+        Stats { s: Summary::default(), latencies_ms: Vec::new(), seen: 0, log }
+    }
+    pub fn sent(&mut self, n: usize) {
+        self.s.sent += n as u64;
+    }
+    pub fn acked(&mut self, t: &Truth) {
+        self.s.acked += 1;
+        if t.invalid {
+            self.s.invalid_acked += 1;
+        }
+        if let Some(log) = &mut self.log
+            && let Ok(line) = serde_json::to_string(t)
+        {
+            let _ = writeln!(log.0, "{line}");
+        }
+    }
+    pub fn rejected(&mut self, rule: &str, _t: &Truth) {
+        *self.s.rejected.entry(rule.to_string()).or_default() += 1;
+    }
+    pub fn failed(&mut self, n: usize) {
+        self.s.failed += n as u64;
+    }
+    pub fn retry(&mut self) {
+        self.s.retries += 1;
+    }
+    pub fn duplicate(&mut self, n: usize) {
+        self.s.duplicates_sent += n as u64;
+    }
+    pub fn heartbeat(&mut self, ok: bool) {
+        if ok {
+            self.s.heartbeats += 1;
+        }
+    }
+    /// Records a request latency (reservoir-sampled beyond a million requests).
+    pub fn latency(&mut self, d: Duration) {
+        self.seen += 1;
+        let ms = d.as_secs_f64() * 1e3;
+        if self.latencies_ms.len() < MAX_SAMPLES {
+            self.latencies_ms.push(ms);
+        } else {
+            let j = (self.seen.wrapping_mul(0x9E37_79B9_7F4A_7C15) % self.seen) as usize;
+            if j < MAX_SAMPLES {
+                self.latencies_ms[j] = ms;
+            }
+        }
+    }
+
+    fn percentile(sorted: &[f64], p: f64) -> f64 {
+        if sorted.is_empty() {
+            return 0.0;
+        }
+        let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+        (sorted[rank - 1] * 100.0).round() / 100.0
+    }
+
+    /// The summary so far.
+    pub fn summary(&mut self, elapsed: Duration) -> Summary {
+        if let Some(log) = &mut self.log {
+            let _ = log.0.flush();
+        }
+        let mut sorted = self.latencies_ms.clone();
+        sorted.sort_by(f64::total_cmp);
+        let mut s = self.s.clone();
+        s.p50_ms = Self::percentile(&sorted, 0.50);
+        s.p99_ms = Self::percentile(&sorted, 0.99);
+        s.elapsed_s = (elapsed.as_secs_f64() * 100.0).round() / 100.0;
+        s.rate = if elapsed.as_secs_f64() > 0.0 {
+            (s.acked as f64 / elapsed.as_secs_f64()).round()
+        } else {
+            0.0
+        };
+        s
+    }
+}
+
+/// Rewrites the progress line on stderr.
+pub fn progress(stats: &Mutex<Stats>, elapsed: Duration, in_flight: usize) {
+    let s = match stats.lock() {
+        Ok(mut st) => st.summary(elapsed),
+        Err(_) => return,
+    };
+    let rejected: u64 = s.rejected.values().sum();
+    eprint!(
+        "\r[{:>5.0}s] sent {:>9}  acked {:>9}  rejected {:>6}  failed {:>5}  retries {:>5}  {:>7.0}/s  p99 {:>6.1} ms  in flight {:>3} ",
+        elapsed.as_secs_f64(),
+        s.sent,
+        s.acked,
+        rejected,
+        s.failed,
+        s.retries,
+        s.rate,
+        s.p99_ms,
+        in_flight
+    );
+}

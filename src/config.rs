@@ -1,0 +1,99 @@
+//! The deployment configuration: one file for every stage, layered as
+//! defaults < file (`--config FILE`) < environment (`NEARFIELD_<SECTION>__<KEY>`, and
+//! `NEARFIELD_BROKERS` for `kafka.brokers`) < command-line flags. Unknown keys are errors
+//! that name the key; relative paths in the file are relative to the file.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use nearfield_common::kafka::KafkaSettings;
+use nearfield_ingest::IngestConfig;
+use nearfield_simulator::SimulateConfig;
+use serde::{Deserialize, Serialize};
+
+/// Every section of the deployment file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub kafka: KafkaSettings,
+    pub ingest: IngestConfig,
+    pub simulate: SimulateConfig,
+}
+
+fn resolve(base: &Path, p: &mut Option<PathBuf>) {
+    if let Some(path) = p
+        && path.is_relative()
+    {
+        *path = base.join(&*path);
+    }
+}
+
+/// Loads the configuration.
+pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+    let mut fig = Figment::from(Serialized::defaults(Config::default()));
+    if let Some(path) = file {
+        anyhow::ensure!(path.is_file(), "--config {}: no such file", path.display());
+        fig = fig.merge(Toml::file(path));
+    }
+    fig = fig.merge(Env::prefixed("NEARFIELD_").filter(|k| k.as_str().contains("__")).split("__"));
+    if let Ok(brokers) = std::env::var("NEARFIELD_BROKERS")
+        && !brokers.trim().is_empty()
+    {
+        fig = fig.merge(("kafka.brokers", brokers.trim().to_string()));
+    }
+    let mut cfg: Config = fig.extract().map_err(|e| {
+        let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+        anyhow::anyhow!("invalid configuration: {}", msgs.join("; "))
+    })?;
+    if let Some(dir) = file.and_then(Path::parent) {
+        resolve(dir, &mut cfg.ingest.stores_file);
+        resolve(dir, &mut cfg.ingest.master_key_file);
+        resolve(dir, &mut cfg.simulate.stores_file);
+    }
+    // The simulator plays the devices of this deployment unless told otherwise.
+    if cfg.simulate.stores_file.is_none() {
+        cfg.simulate.stores_file.clone_from(&cfg.ingest.stores_file);
+    }
+    if cfg.simulate.master_key.is_none() {
+        cfg.simulate.master_key = match (&cfg.ingest.master_key, &cfg.ingest.master_key_file) {
+            (Some(k), _) => Some(k.clone()),
+            (None, Some(f)) => Some(
+                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+            ),
+            (None, None) => None,
+        };
+    }
+    if cfg.simulate.h3_resolution.is_none() {
+        cfg.simulate.h3_resolution = Some(cfg.ingest.h3_resolution);
+    }
+    Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_deployment_file_loads_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/nearfield.toml");
+        let cfg = load(Some(&path)).expect("example config loads");
+        cfg.ingest.validate().expect("ingest settings valid");
+        cfg.simulate.validate().expect("simulate settings valid");
+        assert!(
+            cfg.ingest.stores_file.as_ref().is_some_and(|p| p.is_file()),
+            "stores file resolved next to the config"
+        );
+        assert_eq!(cfg.simulate.master_key, cfg.ingest.master_key);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[ingest]\nlisten_port = 1\n").expect("write");
+        let err = load(Some(&path)).expect_err("unknown key").to_string();
+        assert!(err.contains("listen_port"), "{err}");
+    }
+}
