@@ -167,10 +167,20 @@ impl Kafka {
         for (k, v) in configs {
             new = new.set(k, v);
         }
-        let rt =
-            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-        for r in rt.block_on(admin.create_topics([&new], &opts)).expect("create_topics") {
+        // A thread of its own, so this works from sync tests and from inside a runtime.
+        let results = std::thread::scope(|s| {
+            s.spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+                rt.block_on(admin.create_topics([&new], &opts)).expect("create_topics")
+            })
+            .join()
+            .expect("admin thread")
+        });
+        for r in results {
             if let Err((t, e)) = r {
                 panic!("create topic {t}: {e}");
             }
