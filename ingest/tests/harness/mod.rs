@@ -18,6 +18,7 @@ use serde_json::Value;
 
 pub const MASTER: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
+#[derive(Debug)]
 pub struct Harness {
     pub kafka: &'static Kafka,
     pub settings: KafkaSettings,
