@@ -21,6 +21,15 @@ for rec in SaleEvent DemandWindow PlanSignal Heartbeat StoreRecord CatalogRecord
   i=$((i + 1))
 done
 
+# Seed corpus for the ingest body parsers: a JSON event, a JSON batch, NDJSON, an Avro batch.
+corpus=fuzz/corpus/ingest_bodies
+mkdir -p "$corpus"
+ev='{"event_id":"e1","sku":"SKU-1","kind":"SALE","quantity":2,"unit_price_minor":650,"currency":"CNY","occurred_at":1764000000000}'
+printf '\x00%s' "$ev" >"$corpus/seed-single"
+printf '\x01[%s,%s]' "$ev" "$ev" >"$corpus/seed-batch"
+printf '\x02%s\n%s\n' "$ev" "$ev" >"$corpus/seed-ndjson"
+{ printf '\x03'; printf '\x00\x00\x00\x%02x' "$(stat -c %s schemas/testdata/SaleEvent/sale.avro)"; cat schemas/testdata/SaleEvent/sale.avro; } >"$corpus/seed-avro"
+
 for target in $(cargo fuzz list); do
   echo "fuzz: $target for ${SECS}s" >&2
   log="fuzz/$target.log"

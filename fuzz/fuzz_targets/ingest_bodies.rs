@@ -1,0 +1,32 @@
+//! Every ingest body parser on untrusted bytes (single JSON event, JSON-array, NDJSON and
+//! Avro batches), followed by the validation rules: never a panic, and every event is
+//! either accepted or rejected with a named rule.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use nearfield_ingest::body::{Format, parse_batch, parse_single};
+use nearfield_ingest::config::Limits;
+use nearfield_ingest::registry::Principal;
+use nearfield_ingest::validate::validate;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&pick, body)) = data.split_first() else { return };
+    let who = Principal { store_id: "s1".into(), device_id: "d1".into(), grid_id: "8831aa5551fffff".into() };
+    let limits = Limits { max_batch_events: 64, ..Limits::default() };
+    let parsed = match pick % 4 {
+        0 => parse_single(body).map(|p| vec![p]),
+        1 => parse_batch(Format::Json, body, limits.max_batch_events),
+        2 => parse_batch(Format::Ndjson, body, limits.max_batch_events),
+        _ => parse_batch(Format::AvroBatch, body, limits.max_batch_events),
+    };
+    let Ok(events) = parsed else { return };
+    assert!(events.len() <= limits.max_batch_events);
+    for p in events {
+        if let Ok(fields) = p.fields {
+            match validate(fields, &who, &limits, &[], 1_764_000_000_000) {
+                Ok(e) => assert!(e.quantity >= 1 && e.store_id == "s1"),
+                Err(r) => assert!(!r.rule.is_empty() && !r.message.is_empty()),
+            }
+        }
+    }
+});
