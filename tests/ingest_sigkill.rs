@@ -151,3 +151,60 @@ async fn sigkill_under_load_loses_no_acknowledged_event() {
         on_topic.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_drains_flushes_and_exits_cleanly() {
+    let kafka = Kafka::shared();
+    let id = Kafka::unique_topic("term");
+    let (sales, hb, dlq, stores_topic) =
+        (format!("sales-{id}"), format!("hb-{id}"), format!("dlq-{id}"), format!("stores-{id}"));
+    kafka.create_topic(&sales, 3, &[]);
+    kafka.create_topic(&hb, 3, &[]);
+    kafka.create_topic(&dlq, 1, &[]);
+    kafka.create_topic(&stores_topic, 1, &[("cleanup.policy", "compact")]);
+    let dir = tempfile::tempdir().expect("tmp");
+    let stores =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/stores.jsonl");
+    let port = free_port();
+    let config = dir.path().join("nearfield.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbrokers = \"{}\"\n[kafka.topics]\nsales = \"{sales}\"\nheartbeats = \"{hb}\"\ndlq = \"{dlq}\"\nstores = \"{stores_topic}\"\n\
+             [ingest]\nlisten = \"127.0.0.1:{port}\"\nstores_file = \"{}\"\nmaster_key = \"{MASTER}\"\n",
+            kafka.brokers(),
+            stores.display()
+        ),
+    )
+    .expect("config");
+    let mut child = spawn_ingest(&config, &dir.path().join("ingest.log"));
+    wait_ready(port).await;
+    let log = dir.path().join("acked.jsonl");
+    let sim = tokio::spawn(nearfield_simulator::run(
+        simulation(port, 4.0, &log, &stores),
+        CancellationToken::new(),
+    ));
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let pid = child.id().to_string();
+    let term = Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+    assert!(term.success());
+    let status =
+        tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
+    assert!(status.success(), "ingest exits 0 after SIGTERM, got {status:?}");
+    let summary = sim.await.expect("join").expect("simulation ran");
+    assert!(summary.acked > 0, "{summary:?}");
+    let on_topic: HashSet<String> =
+        read_to_end(kafka, &sales, Isolation::ReadCommitted, Duration::from_secs(60))
+            .into_iter()
+            .filter_map(|r| Codec::single_object().decode::<SaleEvent>(&r.value?).ok())
+            .map(|e| e.event_id)
+            .collect();
+    let acked = acked_ids(&log);
+    let missing = acked.difference(&on_topic).count();
+    assert_eq!(missing, 0, "every event acknowledged before or during the drain is on the topic");
+    let text = std::fs::read_to_string(dir.path().join("ingest.log")).expect("log");
+    assert!(
+        text.contains("SIGTERM received") && text.contains("ingest stopped"),
+        "graceful path taken:\n{text}"
+    );
+}

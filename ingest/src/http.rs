@@ -21,6 +21,7 @@ use nearfield_common::kafka::Topics;
 use nearfield_common::time::now_ms;
 use nearfield_schemas::{Codec, Heartbeat, RejectSource, RejectedEvent, SaleEvent};
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use crate::auth::{HEADER_DEVICE, HEADER_SIGNATURE, HEADER_STORE, HEADER_TIMESTAMP};
 use crate::body::{Format, Parsed, parse_batch, parse_single};
@@ -108,7 +109,10 @@ async fn admit(state: &AppState, req: Request) -> Result<(Principal, HeaderMap, 
         state.config.limits.replay_window_ms,
     );
     match result {
-        Ok(p) => Ok((p, parts.headers, bytes)),
+        Ok(p) => {
+            tracing::Span::current().record("store_id", p.store_id.as_str());
+            Ok((p, parts.headers, bytes))
+        }
         Err(e) => {
             AuthFailed { reason: e.reason(), store_id: store }.emit();
             let status = if e.forbidden() { 403 } else { 401 };
@@ -213,7 +217,9 @@ fn count(outcomes: &[Outcome], results: &[Result<(), PublishError>]) {
 
 async fn single(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let start = Instant::now();
-    let resp = single_inner(&state, req).await;
+    let span =
+        tracing::debug_span!("request", route = "/v1/events", store_id = tracing::field::Empty);
+    let resp = single_inner(&state, req).instrument(span).await;
     RequestCompleted {
         route: "/v1/events",
         status: resp.status().as_u16(),
@@ -267,7 +273,12 @@ async fn single_inner(state: &AppState, req: Request) -> Response {
 
 async fn batch(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let start = Instant::now();
-    let resp = batch_inner(&state, req).await;
+    let span = tracing::debug_span!(
+        "request",
+        route = "/v1/events:batch",
+        store_id = tracing::field::Empty
+    );
+    let resp = batch_inner(&state, req).instrument(span).await;
     RequestCompleted {
         route: "/v1/events:batch",
         status: resp.status().as_u16(),
@@ -345,7 +356,9 @@ async fn batch_inner(state: &AppState, req: Request) -> Response {
 
 async fn heartbeat(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let start = Instant::now();
-    let resp = heartbeat_inner(&state, req).await;
+    let span =
+        tracing::debug_span!("request", route = "/v1/heartbeat", store_id = tracing::field::Empty);
+    let resp = heartbeat_inner(&state, req).instrument(span).await;
     RequestCompleted {
         route: "/v1/heartbeat",
         status: resp.status().as_u16(),
