@@ -3,7 +3,7 @@
 SHELL := /usr/bin/env bash
 KAFKA_BROKERS ?= 1
 
-.PHONY: help bootstrap build test kafka-up kafka-down kafka-status bench fuzz golden fmt lint
+.PHONY: help bootstrap build demo test kafka-up kafka-down kafka-status bench bench-ingest fuzz golden fmt lint
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -13,6 +13,9 @@ bootstrap: ## install missing system packages, Python venv, Kafka jars
 
 build: bootstrap ## build the nearfield binary (release)
 	cargo build --release --locked --bin nearfield
+
+demo: ## the pipeline on a local Kafka with simulated shops (DEMO_SECONDS, DEMO_RATE)
+	@scripts/demo.sh
 
 test: ## everything: fmt, clippy, unit + integration tests on real Kafka, golden vectors, fuzz smoke
 	@scripts/test.sh
@@ -26,8 +29,12 @@ kafka-down: ## stop the local Kafka and remove its data
 kafka-status: ## show the local Kafka nodes
 	@scripts/kafka.sh status
 
-bench: bootstrap ## criterion benchmarks
+bench: bootstrap ## criterion benchmarks, then the ingest benchmark on a real broker
 	cargo bench --locked -p nearfield-schemas --bench codec
+	benches/ingest.sh
+
+bench-ingest: bootstrap ## ingest events/s, latency and memory vs a bare producer (BENCH_SECONDS)
+	benches/ingest.sh $${BENCH_SECONDS:-20}
 
 fuzz: ## fuzz every decoder (FUZZ_SECONDS each, default 300)
 	@scripts/fuzz.sh $${FUZZ_SECONDS:-300}

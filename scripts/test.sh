@@ -29,13 +29,26 @@ brokers_line=$(scripts/kafka.sh up 1 | tail -n 1)
 export NEARFIELD_BROKERS="${brokers_line#NEARFIELD_BROKERS=}"
 echo "using live Kafka at $NEARFIELD_BROKERS" >&2
 
+LOG="$ROOT/target/test-output.log"
+: >"$LOG"
 step "cargo test (unit + integration against live Kafka)"
-cargo test --workspace --locked -- --nocapture 2>&1 | grep -vE '^\s*$'
+set +e
+cargo test --workspace --locked 2>&1 | tee -a "$LOG" | grep --line-buffered -E '^(test result|\s+Running|test .* FAILED$|.*panicked)'
+rc=${PIPESTATUS[0]}
+set -e
+if [[ $rc -ne 0 ]]; then
+  grep -E -A 30 '^failures:' "$LOG" | head -n 120 >&2 || true
+  echo "cargo test failed (exit $rc); full output in $LOG" >&2
+  exit 1
+fi
 
 step "golden vectors with fastavro (independent Avro implementation)"
-.venv/bin/python -m pytest -q schemas/tests/python
+.venv/bin/python -m pytest -q schemas/tests/python 2>&1 | tee -a "$LOG"
 
 step "fuzz smoke (${FUZZ_SECONDS:=20}s per target)"
 scripts/fuzz.sh "$FUZZ_SECONDS"
 
+passed=$(grep -oE '(ok|FAILED)\. [0-9]+ passed' "$LOG" | awk '{s+=$2} END {print s+0}')
+py=$(grep -oE '^[0-9]+ passed' "$LOG" | awk '{s+=$1} END {print s+0}')
 step "all checks passed"
+echo "nearfield: $((passed + py)) passed, 0 failed"
