@@ -11,13 +11,18 @@ use nearfield_ingest::validate::validate;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&pick, body)) = data.split_first() else { return };
-    let who = Principal { store_id: "s1".into(), device_id: "d1".into(), grid_id: "8831aa5551fffff".into() };
+    let body = bytes::Bytes::copy_from_slice(body);
+    let who = Principal {
+        store_id: "s1".into(),
+        device_id: "d1".into(),
+        grid_id: "8831aa5551fffff".into(),
+    };
     let limits = Limits { max_batch_events: 64, ..Limits::default() };
     let parsed = match pick % 4 {
-        0 => parse_single(body).map(|p| vec![p]),
-        1 => parse_batch(Format::Json, body, limits.max_batch_events),
-        2 => parse_batch(Format::Ndjson, body, limits.max_batch_events),
-        _ => parse_batch(Format::AvroBatch, body, limits.max_batch_events),
+        0 => parse_single(&body).map(|p| vec![p]),
+        1 => parse_batch(Format::Json, &body, limits.max_batch_events),
+        2 => parse_batch(Format::Ndjson, &body, limits.max_batch_events),
+        _ => parse_batch(Format::AvroBatch, &body, limits.max_batch_events),
     };
     let Ok(events) = parsed else { return };
     assert!(events.len() <= limits.max_batch_events);

@@ -9,10 +9,10 @@
 //!   each message a single-object encoded `SaleEvent` (its `store_id`, `device_id`,
 //!   `grid_id` and `received_at` are set by the server from the signature and registry).
 
+use bytes::Bytes;
 use nearfield_schemas::{Codec, SaleEvent};
-use serde_json::Value;
 
-use crate::validate::{EventFields, Rejection, event_id_of, fields_from_json};
+use crate::validate::{EventFields, Rejection, fields_from_json_bytes};
 
 /// Media type of Avro batches.
 pub const AVRO_BATCH: &str = "application/vnd.nearfield.avro-batch";
@@ -20,8 +20,8 @@ pub const AVRO_BATCH: &str = "application/vnd.nearfield.avro-batch";
 /// One event of a body: its fields, or why they could not be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parsed {
-    /// The event's own bytes (for the dead-letter record).
-    pub raw: Vec<u8>,
+    /// The event's own bytes (a slice of the body, for the dead-letter record).
+    pub raw: Bytes,
     /// Its event_id when readable.
     pub event_id: Option<String>,
     pub fields: Result<EventFields, Rejection>,
@@ -76,29 +76,24 @@ impl Format {
     }
 }
 
-fn from_value(raw: Vec<u8>, v: &Value) -> Parsed {
-    Parsed { raw, event_id: event_id_of(v), fields: fields_from_json(v) }
-}
-
-fn unparsable(raw: Vec<u8>, e: &serde_json::Error) -> Parsed {
-    Parsed {
-        raw,
-        event_id: None,
-        fields: Err(Rejection::body("body.json", format!("not valid JSON: {e}"))),
-    }
+fn from_json(raw: Bytes) -> Parsed {
+    let (event_id, fields) = fields_from_json_bytes(&raw);
+    Parsed { raw, event_id, fields }
 }
 
 /// One JSON event object (`POST /v1/events`).
-pub fn parse_single(body: &[u8]) -> Result<Parsed, BodyError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| body_error(400, "body.json", format!("not valid JSON: {e}")))?;
-    Ok(from_value(body.to_vec(), &v))
+pub fn parse_single(body: &Bytes) -> Result<Parsed, BodyError> {
+    let parsed = from_json(body.clone());
+    match &parsed.fields {
+        Err(r) if r.rule == "body.json" => Err(BodyError { status: 400, rejection: r.clone() }),
+        _ => Ok(parsed),
+    }
 }
 
 /// A batch body (`POST /v1/events:batch`), at most `max_events` events.
 pub fn parse_batch(
     format: Format,
-    body: &[u8],
+    body: &Bytes,
     max_events: usize,
 ) -> Result<Vec<Parsed>, BodyError> {
     let too_many = |n: usize| {
@@ -121,16 +116,8 @@ pub fn parse_batch(
             if items.len() > max_events {
                 return Err(too_many(items.len()));
             }
-            items
-                .into_iter()
-                .map(|raw| {
-                    let bytes = raw.get().as_bytes().to_vec();
-                    match serde_json::from_str::<Value>(raw.get()) {
-                        Ok(v) => from_value(bytes, &v),
-                        Err(e) => unparsable(bytes, &e),
-                    }
-                })
-                .collect()
+            // Each item is a slice of the body: no copy until a record is encoded.
+            items.into_iter().map(|raw| from_json(body.slice_ref(raw.get().as_bytes()))).collect()
         }
         Format::Ndjson => {
             let mut out = Vec::new();
@@ -142,10 +129,7 @@ pub fn parse_batch(
                 if out.len() == max_events {
                     return Err(too_many(max_events + 1));
                 }
-                out.push(match serde_json::from_slice::<Value>(line) {
-                    Ok(v) => from_value(line.to_vec(), &v),
-                    Err(e) => unparsable(line.to_vec(), &e),
-                });
+                out.push(from_json(body.slice_ref(line)));
             }
             out
         }
@@ -157,8 +141,9 @@ pub fn parse_batch(
     Ok(out)
 }
 
-fn parse_avro_batch(mut body: &[u8], max_events: usize) -> Result<Vec<Parsed>, BodyError> {
+fn parse_avro_batch(whole: &Bytes, max_events: usize) -> Result<Vec<Parsed>, BodyError> {
     let codec = Codec::single_object();
+    let mut body: &[u8] = whole;
     let mut out = Vec::new();
     while !body.is_empty() {
         if out.len() == max_events {
@@ -183,7 +168,7 @@ fn parse_avro_batch(mut body: &[u8], max_events: usize) -> Result<Vec<Parsed>, B
         body = tail;
         out.push(match codec.decode::<SaleEvent>(msg) {
             Ok(e) => Parsed {
-                raw: msg.to_vec(),
+                raw: whole.slice_ref(msg),
                 event_id: Some(e.event_id.clone()),
                 fields: Ok(EventFields {
                     event_id: e.event_id,
@@ -198,7 +183,7 @@ fn parse_avro_batch(mut body: &[u8], max_events: usize) -> Result<Vec<Parsed>, B
                 }),
             },
             Err(e) => Parsed {
-                raw: msg.to_vec(),
+                raw: whole.slice_ref(msg),
                 event_id: None,
                 fields: Err(Rejection::body(e.reason(), e.to_string())),
             },
@@ -227,6 +212,10 @@ mod tests {
     use super::*;
     use nearfield_schemas::SaleKind;
 
+    fn b(x: impl AsRef<[u8]>) -> Bytes {
+        Bytes::copy_from_slice(x.as_ref())
+    }
+
     const EV: &str = r#"{"event_id":"e1","sku":"A","kind":"SALE","quantity":1,"unit_price_minor":5,"currency":"CNY","occurred_at":1}"#;
 
     #[test]
@@ -243,8 +232,8 @@ mod tests {
 
     #[test]
     fn json_array_keeps_good_and_bad_events_apart() {
-        let body = format!(r#"[{EV}, {{"event_id":"e2"}}, 7]"#);
-        let out = parse_batch(Format::Json, body.as_bytes(), 10).expect("parses");
+        let body = Bytes::from(format!(r#"[{EV}, {{"event_id":"e2"}}, 7]"#));
+        let out = parse_batch(Format::Json, &body, 10).expect("parses");
         assert_eq!(out.len(), 3);
         assert!(out[0].fields.is_ok());
         assert_eq!(out[0].raw, EV.as_bytes());
@@ -255,30 +244,30 @@ mod tests {
 
     #[test]
     fn ndjson_reports_each_broken_line() {
-        let body = format!("{EV}\r\n\nnot json\n{EV}\n");
-        let out = parse_batch(Format::Ndjson, body.as_bytes(), 10).expect("parses");
+        let body = Bytes::from(format!("{EV}\r\n\nnot json\n{EV}\n"));
+        let out = parse_batch(Format::Ndjson, &body, 10).expect("parses");
         assert_eq!(out.len(), 3);
         assert_eq!(out[1].fields.as_ref().expect_err("bad").rule, "body.json");
-        assert_eq!(out[1].raw, b"not json");
+        assert_eq!(out[1].raw, &b"not json"[..]);
     }
 
     #[test]
     fn batch_limits() {
         let body = format!("[{EV},{EV},{EV}]");
         assert_eq!(
-            parse_batch(Format::Json, body.as_bytes(), 2).expect_err("too many").status,
+            parse_batch(Format::Json, &b(body.as_bytes()), 2).expect_err("too many").status,
             413
         );
         let nd = format!("{EV}\n{EV}\n{EV}\n");
         assert_eq!(
-            parse_batch(Format::Ndjson, nd.as_bytes(), 2).expect_err("too many").status,
+            parse_batch(Format::Ndjson, &b(nd.as_bytes()), 2).expect_err("too many").status,
             413
         );
         assert_eq!(
-            parse_batch(Format::Json, b"[]", 2).expect_err("empty").rejection.rule,
+            parse_batch(Format::Json, &b(b"[]"), 2).expect_err("empty").rejection.rule,
             "batch.empty"
         );
-        assert_eq!(parse_batch(Format::Json, b"{", 2).expect_err("bad").status, 400);
+        assert_eq!(parse_batch(Format::Json, &b(b"{"), 2).expect_err("bad").status, 400);
     }
 
     #[test]
@@ -296,18 +285,20 @@ mod tests {
             occurred_at: 5,
             received_at: 0,
         };
-        let body = encode_avro_batch(&[e.clone(), e.clone()]);
-        let out = parse_batch(Format::AvroBatch, &body, 10).expect("parses");
+        let body = Bytes::from(encode_avro_batch(&[e.clone(), e.clone()]));
+        let out = parse_batch(Format::AvroBatch, &b(&body), 10).expect("parses");
         assert_eq!(out.len(), 2);
         let f = out[0].fields.as_ref().expect("ok");
         assert_eq!((f.kind.as_str(), f.quantity, f.store_id.as_ref()), ("RETURN", 3, None));
         assert_eq!(
-            parse_batch(Format::AvroBatch, &body[..body.len() - 1], 10).expect_err("cut").status,
+            parse_batch(Format::AvroBatch, &b(&body[..body.len() - 1]), 10)
+                .expect_err("cut")
+                .status,
             400
         );
         let mut junk = vec![0, 0, 0, 3];
         junk.extend_from_slice(b"xyz");
-        let out = parse_batch(Format::AvroBatch, &junk, 10).expect("framing ok");
+        let out = parse_batch(Format::AvroBatch, &b(&junk), 10).expect("framing ok");
         assert_eq!(out[0].fields.as_ref().expect_err("bad").rule, "decode.framing");
     }
 }

@@ -154,8 +154,8 @@ fn decide(state: &AppState, who: &Principal, p: Parsed, format: Format, now: i64
         Ok(event) => Outcome::Accepted { event },
         Err(rejection) => {
             EventRejected { rule: rejection.rule, store_id: Some(&who.store_id) }.emit();
-            let mut payload = p.raw;
-            payload.truncate(state.config.dlq_payload_max_bytes);
+            let keep = p.raw.len().min(state.config.dlq_payload_max_bytes);
+            let payload = p.raw[..keep].to_vec();
             let record = RejectedEvent {
                 source: RejectSource::Ingest,
                 reason: rejection.rule.to_string(),
@@ -249,7 +249,7 @@ async fn single_inner(state: &AppState, req: Request) -> Response {
     let now = now_ms();
     let parsed = match parse_single(&body) {
         Ok(p) => p,
-        Err(e) => Parsed { raw: body.to_vec(), event_id: None, fields: Err(e.rejection) },
+        Err(e) => Parsed { raw: body.clone(), event_id: None, fields: Err(e.rejection) },
     };
     let outcomes = vec![decide(state, &who, parsed, Format::Json, now)];
     let results = publish(state, &who, &outcomes).await;

@@ -117,6 +117,50 @@ pub fn fields_from_json(v: &Value) -> Result<EventFields, Rejection> {
     })
 }
 
+/// The shape of a well-formed event, read without building a JSON tree (the fast path).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Typed<'a> {
+    #[serde(borrow)]
+    event_id: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    store_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    device_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    sku: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    quantity: i64,
+    unit_price_minor: i64,
+    #[serde(borrow)]
+    currency: std::borrow::Cow<'a, str>,
+    occurred_at: i64,
+}
+
+/// Reads one JSON event from its bytes: the typed fast path first; if the bytes do not
+/// have that shape, a JSON tree to name what is wrong. Returns the event_id when readable.
+pub fn fields_from_json_bytes(raw: &[u8]) -> (Option<String>, Result<EventFields, Rejection>) {
+    if let Ok(t) = serde_json::from_slice::<Typed<'_>>(raw) {
+        let fields = EventFields {
+            event_id: t.event_id.into_owned(),
+            store_id: t.store_id.map(std::borrow::Cow::into_owned),
+            device_id: t.device_id.map(std::borrow::Cow::into_owned),
+            sku: t.sku.into_owned(),
+            kind: t.kind.into_owned(),
+            quantity: t.quantity,
+            unit_price_minor: t.unit_price_minor,
+            currency: t.currency.into_owned(),
+            occurred_at: t.occurred_at,
+        };
+        return (Some(fields.event_id.clone()), Ok(fields));
+    }
+    match serde_json::from_slice::<Value>(raw) {
+        Ok(v) => (event_id_of(&v), fields_from_json(&v)),
+        Err(e) => (None, Err(Rejection::body("body.json", format!("not valid JSON: {e}")))),
+    }
+}
+
 /// The event_id of a JSON event, if it has a readable one (for per-event answers).
 pub fn event_id_of(v: &Value) -> Option<String> {
     v.get("event_id").and_then(Value::as_str).map(str::to_string)
@@ -458,6 +502,23 @@ mod tests {
         let r = validate(f, &who(), &Limits::default(), &["EUR".to_string()], NOW)
             .expect_err("not allowed");
         assert_eq!(r.rule, "currency.allowed");
+    }
+
+    #[test]
+    fn the_fast_path_and_the_diagnosing_path_agree() {
+        let good = good();
+        let (id, fast) = fields_from_json_bytes(good.to_string().as_bytes());
+        assert_eq!(id.as_deref(), Some("e-1"));
+        assert_eq!(fast.expect("valid"), fields_from_json(&good).expect("valid"));
+        let mut with_null = good.clone();
+        with_null["store_id"] = Value::Null;
+        assert!(fields_from_json_bytes(with_null.to_string().as_bytes()).1.is_ok());
+        let mut bad = good;
+        bad["quantity"] = json!("2");
+        let (id, slow) = fields_from_json_bytes(bad.to_string().as_bytes());
+        assert_eq!(id.as_deref(), Some("e-1"));
+        assert_eq!(slow.expect_err("mistyped").rule, "field.type");
+        assert_eq!(fields_from_json_bytes(b"{oops").1.expect_err("syntax").rule, "body.json");
     }
 
     #[test]
