@@ -74,10 +74,18 @@ fn acked_ids(path: &std::path::Path) -> HashSet<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_under_load_loses_no_acknowledged_event() {
+/// An ingest deployment for one test: its own topics, a config file, a free port.
+struct Deployment {
+    dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+    port: u16,
+    sales: String,
+    stores: std::path::PathBuf,
+}
+
+fn deployment(prefix: &str) -> Deployment {
     let kafka = Kafka::shared();
-    let id = Kafka::unique_topic("kill");
+    let id = Kafka::unique_topic(prefix);
     let (sales, hb, dlq, stores_topic) =
         (format!("sales-{id}"), format!("hb-{id}"), format!("dlq-{id}"), format!("stores-{id}"));
     kafka.create_topic(&sales, 3, &[]);
@@ -99,7 +107,13 @@ async fn sigkill_under_load_loses_no_acknowledged_event() {
         ),
     )
     .expect("config");
+    Deployment { dir, config, port, sales, stores }
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_loses_no_acknowledged_event() {
+    let kafka = Kafka::shared();
+    let Deployment { dir, config, port, sales, stores } = deployment("kill");
     let mut child = spawn_ingest(&config, &dir.path().join("ingest-1.log"));
     wait_ready(port).await;
     let log1 = dir.path().join("acked-1.jsonl");
@@ -155,28 +169,7 @@ async fn sigkill_under_load_loses_no_acknowledged_event() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_drains_flushes_and_exits_cleanly() {
     let kafka = Kafka::shared();
-    let id = Kafka::unique_topic("term");
-    let (sales, hb, dlq, stores_topic) =
-        (format!("sales-{id}"), format!("hb-{id}"), format!("dlq-{id}"), format!("stores-{id}"));
-    kafka.create_topic(&sales, 3, &[]);
-    kafka.create_topic(&hb, 3, &[]);
-    kafka.create_topic(&dlq, 1, &[]);
-    kafka.create_topic(&stores_topic, 1, &[("cleanup.policy", "compact")]);
-    let dir = tempfile::tempdir().expect("tmp");
-    let stores =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/stores.jsonl");
-    let port = free_port();
-    let config = dir.path().join("nearfield.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[kafka]\nbrokers = \"{}\"\n[kafka.topics]\nsales = \"{sales}\"\nheartbeats = \"{hb}\"\ndlq = \"{dlq}\"\nstores = \"{stores_topic}\"\n\
-             [ingest]\nlisten = \"127.0.0.1:{port}\"\nstores_file = \"{}\"\nmaster_key = \"{MASTER}\"\n",
-            kafka.brokers(),
-            stores.display()
-        ),
-    )
-    .expect("config");
+    let Deployment { dir, config, port, sales, stores } = deployment("term");
     let mut child = spawn_ingest(&config, &dir.path().join("ingest.log"));
     wait_ready(port).await;
     let log = dir.path().join("acked.jsonl");

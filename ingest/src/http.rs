@@ -32,7 +32,7 @@ use crate::internal_events::{
 };
 use crate::kafka::{Outgoing, PublishError, Publisher};
 use crate::ratelimit::RateLimiter;
-use crate::registry::{Principal, Registry};
+use crate::registry::{Principal, Registry, SignedRequest};
 use crate::validate::{Rejection, validate};
 
 /// The OpenAPI document of this API.
@@ -97,17 +97,17 @@ async fn admit(state: &AppState, req: Request) -> Result<(Principal, HeaderMap, 
     })?;
     let h = &parts.headers;
     let store = header_str(h, HEADER_STORE);
-    let result = state.registry.authenticate(
-        store,
-        header_str(h, HEADER_DEVICE),
-        header_str(h, HEADER_TIMESTAMP),
-        header_str(h, HEADER_SIGNATURE),
-        parts.method.as_str(),
-        parts.uri.path(),
-        &bytes,
-        now_ms(),
-        state.config.limits.replay_window_ms,
-    );
+    let signed = SignedRequest {
+        store_id: store,
+        device_id: header_str(h, HEADER_DEVICE),
+        timestamp: header_str(h, HEADER_TIMESTAMP),
+        signature: header_str(h, HEADER_SIGNATURE),
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        body: &bytes,
+    };
+    let result =
+        state.registry.authenticate(&signed, now_ms(), state.config.limits.replay_window_ms);
     match result {
         Ok(p) => {
             tracing::Span::current().record("store_id", p.store_id.as_str());
@@ -138,6 +138,15 @@ fn rate_limit(state: &AppState, who: &Principal, n: usize) -> Result<(), Respons
         resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
         resp
     })
+}
+
+/// Runs a handler inside a span for its route and reports its status and duration.
+async fn timed(route: &'static str, handler: impl Future<Output = Response>) -> Response {
+    let start = Instant::now();
+    let span = tracing::debug_span!("request", route, store_id = tracing::field::Empty);
+    let resp = handler.instrument(span).await;
+    RequestCompleted { route, status: resp.status().as_u16(), elapsed: start.elapsed() }.emit();
+    resp
 }
 
 /// An event after the rules: accepted, or rejected with its dead-letter record.
@@ -216,17 +225,7 @@ fn count(outcomes: &[Outcome], results: &[Result<(), PublishError>]) {
 }
 
 async fn single(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    let start = Instant::now();
-    let span =
-        tracing::debug_span!("request", route = "/v1/events", store_id = tracing::field::Empty);
-    let resp = single_inner(&state, req).instrument(span).await;
-    RequestCompleted {
-        route: "/v1/events",
-        status: resp.status().as_u16(),
-        elapsed: start.elapsed(),
-    }
-    .emit();
-    resp
+    timed("/v1/events", single_inner(&state, req)).await
 }
 
 async fn single_inner(state: &AppState, req: Request) -> Response {
@@ -272,20 +271,7 @@ async fn single_inner(state: &AppState, req: Request) -> Response {
 }
 
 async fn batch(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    let start = Instant::now();
-    let span = tracing::debug_span!(
-        "request",
-        route = "/v1/events:batch",
-        store_id = tracing::field::Empty
-    );
-    let resp = batch_inner(&state, req).instrument(span).await;
-    RequestCompleted {
-        route: "/v1/events:batch",
-        status: resp.status().as_u16(),
-        elapsed: start.elapsed(),
-    }
-    .emit();
-    resp
+    timed("/v1/events:batch", batch_inner(&state, req)).await
 }
 
 async fn batch_inner(state: &AppState, req: Request) -> Response {
@@ -355,17 +341,7 @@ async fn batch_inner(state: &AppState, req: Request) -> Response {
 }
 
 async fn heartbeat(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    let start = Instant::now();
-    let span =
-        tracing::debug_span!("request", route = "/v1/heartbeat", store_id = tracing::field::Empty);
-    let resp = heartbeat_inner(&state, req).instrument(span).await;
-    RequestCompleted {
-        route: "/v1/heartbeat",
-        status: resp.status().as_u16(),
-        elapsed: start.elapsed(),
-    }
-    .emit();
-    resp
+    timed("/v1/heartbeat", heartbeat_inner(&state, req)).await
 }
 
 async fn heartbeat_inner(state: &AppState, req: Request) -> Response {

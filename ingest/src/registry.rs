@@ -25,6 +25,18 @@ pub struct Store {
     devices: HashMap<String, DeviceKey>,
 }
 
+/// What a request says about who signed it (header values as sent).
+#[derive(Debug, Clone, Copy)]
+pub struct SignedRequest<'a> {
+    pub store_id: Option<&'a str>,
+    pub device_id: Option<&'a str>,
+    pub timestamp: Option<&'a str>,
+    pub signature: Option<&'a str>,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub body: &'a [u8],
+}
+
 /// The device a request was authenticated as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -137,25 +149,19 @@ impl Registry {
         Ok(n)
     }
 
-    /// Authenticates a signed request (see [`crate::auth`]).
-    #[allow(clippy::too_many_arguments)]
+    /// Authenticates a signed request (see [`crate::auth`]) at `now_ms`, allowing
+    /// `window_ms` between the signing time and the server clock.
     pub fn authenticate(
         &self,
-        store_id: Option<&str>,
-        device_id: Option<&str>,
-        timestamp: Option<&str>,
-        signature: Option<&str>,
-        method: &str,
-        path: &str,
-        body: &[u8],
+        req: &SignedRequest<'_>,
         now_ms: i64,
         window_ms: i64,
     ) -> Result<Principal, AuthError> {
         use crate::auth::{HEADER_DEVICE, HEADER_SIGNATURE, HEADER_STORE, HEADER_TIMESTAMP};
-        let store_id = store_id.ok_or(AuthError::MissingHeader(HEADER_STORE))?;
-        let device_id = device_id.ok_or(AuthError::MissingHeader(HEADER_DEVICE))?;
-        let timestamp = timestamp.ok_or(AuthError::MissingHeader(HEADER_TIMESTAMP))?;
-        let signature = signature.ok_or(AuthError::MissingHeader(HEADER_SIGNATURE))?;
+        let store_id = req.store_id.ok_or(AuthError::MissingHeader(HEADER_STORE))?;
+        let device_id = req.device_id.ok_or(AuthError::MissingHeader(HEADER_DEVICE))?;
+        let timestamp = req.timestamp.ok_or(AuthError::MissingHeader(HEADER_TIMESTAMP))?;
+        let signature = req.signature.ok_or(AuthError::MissingHeader(HEADER_SIGNATURE))?;
         let ts: i64 =
             timestamp.trim().parse().map_err(|_| AuthError::BadHeader(HEADER_TIMESTAMP))?;
         let store = self.get(store_id).ok_or(AuthError::UnknownDevice)?;
@@ -164,7 +170,7 @@ impl Registry {
         if skew > window_ms {
             return Err(AuthError::Stale { skew_ms: skew, window_ms });
         }
-        if !key.verify(ts, method, path, body, signature) {
+        if !key.verify(ts, req.method, req.path, req.body, signature) {
             return Err(AuthError::BadSignature);
         }
         if !store.active {
@@ -181,6 +187,17 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn signed<'a>(
+        store_id: Option<&'a str>,
+        device_id: Option<&'a str>,
+        timestamp: Option<&'a str>,
+        signature: Option<&'a str>,
+        path: &'a str,
+        body: &'a [u8],
+    ) -> SignedRequest<'a> {
+        SignedRequest { store_id, device_id, timestamp, signature, method: "POST", path, body }
+    }
 
     fn registry() -> Registry {
         let r = Registry::new(
@@ -221,13 +238,7 @@ mod tests {
         let sig = key.sign(1_000, "POST", "/v1/events", b"x");
         let auth = |store, device, ts: &str, sig: &str, now| {
             r.authenticate(
-                Some(store),
-                Some(device),
-                Some(ts),
-                Some(sig),
-                "POST",
-                "/v1/events",
-                b"x",
+                &signed(Some(store), Some(device), Some(ts), Some(sig), "/v1/events", b"x"),
                 now,
                 300_000,
             )
@@ -246,7 +257,7 @@ mod tests {
             Err(AuthError::Stale { .. })
         ));
         assert_eq!(
-            r.authenticate(None, Some("pos-1"), Some("1"), Some("s"), "POST", "/", b"", 0, 1),
+            r.authenticate(&signed(None, Some("pos-1"), Some("1"), Some("s"), "/", b""), 0, 1),
             Err(AuthError::MissingHeader("x-nearfield-store"))
         );
     }
@@ -270,13 +281,7 @@ mod tests {
             .device_key("s1", "pos-1", 1);
         let sig = key.sign(1, "POST", "/p", b"");
         let res = r.authenticate(
-            Some("s1"),
-            Some("pos-1"),
-            Some("1"),
-            Some(&sig),
-            "POST",
-            "/p",
-            b"",
+            &signed(Some("s1"), Some("pos-1"), Some("1"), Some(&sig), "/p", b""),
             1,
             10,
         );
@@ -285,13 +290,7 @@ mod tests {
         rec.key_version = 2; // rotation: the old key stops working
         r.upsert(&rec).expect("valid");
         let res = r.authenticate(
-            Some("s1"),
-            Some("pos-1"),
-            Some("1"),
-            Some(&sig),
-            "POST",
-            "/p",
-            b"",
+            &signed(Some("s1"), Some("pos-1"), Some("1"), Some(&sig), "/p", b""),
             1,
             10,
         );
