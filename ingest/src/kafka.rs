@@ -44,10 +44,13 @@ pub struct Outgoing<'a> {
     pub payload: Vec<u8>,
 }
 
-/// The durable producer.
+/// The durable producer. After a fatal producer error (librdkafka's idempotence
+/// guarantees can no longer hold, e.g. a fenced or invalid producer epoch) it replaces
+/// its producer; the records of the failed one are answered 503 and retried by devices.
 #[derive(Clone)]
 pub struct Publisher {
-    producer: FutureProducer,
+    producer: Arc<arc_swap::ArcSwap<FutureProducer>>,
+    config: rdkafka::config::ClientConfig,
     timeout: Duration,
 }
 
@@ -78,17 +81,36 @@ impl Publisher {
             .set("max.in.flight.requests.per.connection", "5")
             .set("message.timeout.ms", produce_timeout.as_millis().to_string());
         let producer: FutureProducer = c.create()?;
-        Ok(Publisher { producer, timeout: produce_timeout })
+        Ok(Publisher {
+            producer: Arc::new(arc_swap::ArcSwap::from_pointee(producer)),
+            config: c,
+            timeout: produce_timeout,
+        })
+    }
+
+    /// Replaces the producer if it hit a fatal error.
+    fn recover_if_fatal(&self) {
+        let current = self.producer.load();
+        if let Some((code, reason)) = current.client().fatal_error() {
+            tracing::error!(%code, reason, "fatal producer error; creating a new producer");
+            match self.config.create::<FutureProducer>() {
+                Ok(fresh) => {
+                    self.producer.compare_and_swap(&*current, Arc::new(fresh));
+                }
+                Err(e) => tracing::error!(error = %e, "cannot create a new producer"),
+            }
+        }
     }
 
     /// Publishes every record; one result per record, in order. Returns once each record
     /// is acknowledged or has failed.
     pub async fn publish(&self, records: Vec<Outgoing<'_>>) -> Vec<Result<(), PublishError>> {
         let start = Instant::now();
+        let producer = self.producer.load_full();
         let mut pending = Vec::with_capacity(records.len());
         for r in &records {
             let rec = FutureRecord::to(r.topic).key(r.key).payload(&r.payload);
-            match self.producer.send_result(rec) {
+            match producer.send_result(rec) {
                 Ok(fut) => pending.push(Ok(fut)),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     pending.push(Err(PublishError::QueueFull));
@@ -96,7 +118,8 @@ impl Publisher {
                 Err((e, _)) => pending.push(Err(PublishError::Kafka(e.to_string()))),
             }
         }
-        QUEUE_DEPTH.set(i64::from(self.producer.in_flight_count()));
+        QUEUE_DEPTH.set(i64::from(producer.in_flight_count()));
+        drop(producer);
         let deadline = self.timeout + Duration::from_secs(5);
         let waits = pending.into_iter().map(|p| async move {
             let fut = p?;
@@ -115,6 +138,9 @@ impl Publisher {
             }
         });
         let results = join_all(waits).await;
+        if results.iter().any(Result::is_err) {
+            self.recover_if_fatal();
+        }
         let latency = start.elapsed();
         for r in &results {
             match r {
@@ -137,6 +163,7 @@ impl Publisher {
     /// `spawn_blocking`).
     pub fn reachable(&self, topic: &str) -> bool {
         self.producer
+            .load()
             .client()
             .fetch_metadata(Some(topic), Duration::from_secs(3))
             .is_ok_and(|md| md.topics().first().is_some_and(|t| t.error().is_none()))
@@ -145,13 +172,14 @@ impl Publisher {
     /// Flushes everything queued, up to `timeout` (blocking: call from `spawn_blocking`).
     /// Returns how many records were left undelivered.
     pub fn flush(&self, timeout: Duration) -> i32 {
-        let _ = self.producer.flush(timeout);
-        self.producer.in_flight_count()
+        let producer = self.producer.load();
+        let _ = producer.flush(timeout);
+        producer.in_flight_count()
     }
 
     /// Records queued or in flight.
     pub fn in_flight(&self) -> i32 {
-        self.producer.in_flight_count()
+        self.producer.load().in_flight_count()
     }
 }
 
