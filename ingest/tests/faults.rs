@@ -26,13 +26,14 @@ async fn broker_stopped_mid_load_no_acknowledged_event_is_missing() {
     );
     let acked = Arc::new(Mutex::new(HashSet::<String>::new()));
     let statuses = Arc::new(Mutex::new(Vec::<(Instant, u16)>::new()));
-    let start = Instant::now();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();
     for worker in 0..4 {
-        let (h, acked, statuses) = (Arc::clone(&h), Arc::clone(&acked), Arc::clone(&statuses));
+        let (h, acked, statuses, stop) =
+            (Arc::clone(&h), Arc::clone(&acked), Arc::clone(&statuses), Arc::clone(&stop));
         tasks.push(tokio::spawn(async move {
             let mut n = 0;
-            while start.elapsed() < Duration::from_secs(16) {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let ids: Vec<String> = (0..20).map(|i| format!("w{worker}-{n}-{i}")).collect();
                 n += 1;
                 let batch = serde_json::Value::Array(ids.iter().map(|id| event(id)).collect());
@@ -58,6 +59,15 @@ async fn broker_stopped_mid_load_no_acknowledged_event_is_missing() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     tokio::task::spawn_blocking(move || kafka.start_node(1)).await.unwrap();
     let restarted_at = Instant::now();
+    // Keep the load on until ingest has answered 200 again (or give up after a minute).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline
+        && !statuses.lock().unwrap().iter().any(|(t, s)| *t > restarted_at && *s == 200)
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for t in tasks {
         t.await.unwrap();
     }
