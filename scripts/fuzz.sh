@@ -28,7 +28,8 @@ ev='{"event_id":"e1","sku":"SKU-1","kind":"SALE","quantity":2,"unit_price_minor"
 printf '\x00%s' "$ev" >"$corpus/seed-single"
 printf '\x01[%s,%s]' "$ev" "$ev" >"$corpus/seed-batch"
 printf '\x02%s\n%s\n' "$ev" "$ev" >"$corpus/seed-ndjson"
-{ printf '\x03'; printf '\x00\x00\x00\x%02x' "$(stat -c %s schemas/testdata/SaleEvent/sale.avro)"; cat schemas/testdata/SaleEvent/sale.avro; } >"$corpus/seed-avro"
+len=$(stat -c %s schemas/testdata/SaleEvent/sale.avro)
+{ printf '\x03\x00\x00\x00'; printf "\\x$(printf %02x "$len")"; cat schemas/testdata/SaleEvent/sale.avro; } >"$corpus/seed-avro"
 
 for target in $(cargo fuzz list); do
   echo "fuzz: $target for ${SECS}s" >&2
