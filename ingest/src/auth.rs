@@ -13,7 +13,7 @@
 //! Ingest recomputes it and compares in constant time. A timestamp further than the
 //! replay window from the ingest clock is refused, so a captured request cannot be
 //! replayed later; within the window a replay can only resend events whose `event_id`s
-//! are already counted, which the aggregator de-duplicates. Keys and signatures are never
+//! are already sent; counting each event_id once is the aggregator's job (SPEC §6). Keys and signatures are never
 //! logged.
 
 use hmac::{Hmac, Mac};

@@ -151,16 +151,35 @@ async fn timed(route: &'static str, handler: impl Future<Output = Response>) -> 
 
 /// An event after the rules: accepted, or rejected with its dead-letter record.
 enum Outcome {
-    Accepted { event: SaleEvent },
-    Rejected { rejection: Rejection, event_id: Option<String>, dlq: Vec<u8> },
+    /// Valid: `payload` is the encoded `SaleEvent`.
+    Accepted {
+        event: SaleEvent,
+        payload: Vec<u8>,
+    },
+    Rejected {
+        rejection: Rejection,
+        event_id: Option<String>,
+        dlq: Vec<u8>,
+    },
 }
 
 fn decide(state: &AppState, who: &Principal, p: Parsed, format: Format, now: i64) -> Outcome {
     let checked = p
         .fields
-        .and_then(|f| validate(f, who, &state.config.limits, &state.config.currencies, now));
+        .and_then(|f| validate(f, who, &state.config.limits, &state.config.currencies, now))
+        .and_then(|event| match state.codec.encode(&event) {
+            Ok(payload) => Ok((event, payload)),
+            // Only a Rust type out of step with its schema can get here (the contract
+            // tests rule that out); the event is answered 500 and dead-lettered, not lost.
+            Err(e) => Err(Rejection {
+                field: None,
+                rule: "internal.encode",
+                message: e.to_string(),
+                status: 500,
+            }),
+        });
     match checked {
-        Ok(event) => Outcome::Accepted { event },
+        Ok((event, payload)) => Outcome::Accepted { event, payload },
         Err(rejection) => {
             EventRejected { rule: rejection.rule, store_id: Some(&who.store_id) }.emit();
             let keep = p.raw.len().min(state.config.dlq_payload_max_bytes);
@@ -188,24 +207,24 @@ fn decide(state: &AppState, who: &Principal, p: Parsed, format: Format, now: i64
 async fn publish(
     state: &AppState,
     who: &Principal,
-    outcomes: &[Outcome],
+    outcomes: &mut [Outcome],
 ) -> Vec<Result<(), PublishError>> {
-    let mut out = Vec::with_capacity(outcomes.len());
-    for o in outcomes {
-        out.push(match o {
-            Outcome::Accepted { event } => match state.codec.encode(event) {
-                Ok(payload) => {
-                    Outgoing { topic: &state.topics.sales, key: event.grid_id.as_bytes(), payload }
-                }
-                Err(e) => Outgoing { topic: "", key: &[], payload: e.to_string().into_bytes() },
+    // The encoded bytes move into the records; the outcomes keep what the answer needs.
+    let out = outcomes
+        .iter_mut()
+        .map(|o| match o {
+            Outcome::Accepted { event, payload } => Outgoing {
+                topic: &state.topics.sales,
+                key: event.grid_id.as_bytes(),
+                payload: std::mem::take(payload),
             },
             Outcome::Rejected { dlq, .. } => Outgoing {
                 topic: &state.topics.dlq,
                 key: who.store_id.as_bytes(),
-                payload: dlq.clone(),
+                payload: std::mem::take(dlq),
             },
-        });
-    }
+        })
+        .collect();
     state.publisher.publish(out).await
 }
 
@@ -250,8 +269,8 @@ async fn single_inner(state: &AppState, req: Request) -> Response {
         Ok(p) => p,
         Err(e) => Parsed { raw: body.clone(), event_id: None, fields: Err(e.rejection) },
     };
-    let outcomes = vec![decide(state, &who, parsed, Format::Json, now)];
-    let results = publish(state, &who, &outcomes).await;
+    let mut outcomes = vec![decide(state, &who, parsed, Format::Json, now)];
+    let results = publish(state, &who, &mut outcomes).await;
     count(&outcomes, &results);
     if let Some(Err(e)) = results.first() {
         return unavailable(
@@ -261,7 +280,7 @@ async fn single_inner(state: &AppState, req: Request) -> Response {
         );
     }
     match outcomes.into_iter().next() {
-        Some(Outcome::Accepted { event }) => {
+        Some(Outcome::Accepted { event, .. }) => {
             (StatusCode::OK, axum::Json(json!({"status": "accepted", "event_id": event.event_id})))
                 .into_response()
         }
@@ -297,9 +316,9 @@ async fn batch_inner(state: &AppState, req: Request) -> Response {
         return resp;
     }
     let now = now_ms();
-    let outcomes: Vec<Outcome> =
+    let mut outcomes: Vec<Outcome> =
         parsed.into_iter().map(|p| decide(state, &who, p, format, now)).collect();
-    let results = publish(state, &who, &outcomes).await;
+    let results = publish(state, &who, &mut outcomes).await;
     count(&outcomes, &results);
     let mut accepted = 0;
     let mut rejected = 0;
@@ -313,7 +332,7 @@ async fn batch_inner(state: &AppState, req: Request) -> Response {
                 failed += 1;
                 json!({"index": i, "status": "unavailable", "message": e.to_string()})
             }
-            (Outcome::Accepted { event }, Ok(())) => {
+            (Outcome::Accepted { event, .. }, Ok(())) => {
                 accepted += 1;
                 json!({"index": i, "event_id": event.event_id, "status": "accepted"})
             }
