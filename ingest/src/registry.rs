@@ -199,12 +199,8 @@ mod tests {
         SignedRequest { store_id, device_id, timestamp, signature, method: "POST", path, body }
     }
 
-    fn registry() -> Registry {
-        let r = Registry::new(
-            MasterKey::from_hex("00112233445566778899aabbccddeeff").expect("key"),
-            Resolution::Eight,
-        );
-        r.upsert(&StoreRecord {
+    fn shop() -> StoreRecord {
+        StoreRecord {
             store_id: "s1".into(),
             name: "Shop".into(),
             lat: 31.2304,
@@ -213,8 +209,15 @@ mod tests {
             key_version: 1,
             active: true,
             updated_at: 0,
-        })
-        .expect("valid store");
+        }
+    }
+
+    fn registry() -> Registry {
+        let r = Registry::new(
+            MasterKey::from_hex("00112233445566778899aabbccddeeff").expect("key"),
+            Resolution::Eight,
+        );
+        r.upsert(&shop()).expect("valid store");
         r
     }
 
@@ -265,16 +268,7 @@ mod tests {
     #[test]
     fn inactive_and_removed_stores_cannot_write() {
         let r = registry();
-        let mut rec = StoreRecord {
-            store_id: "s1".into(),
-            name: "Shop".into(),
-            lat: 31.2304,
-            lon: 121.4737,
-            device_ids: vec!["pos-1".into()],
-            key_version: 1,
-            active: false,
-            updated_at: 0,
-        };
+        let mut rec = StoreRecord { active: false, ..shop() };
         r.upsert(&rec).expect("valid");
         let key = MasterKey::from_hex("00112233445566778899aabbccddeeff")
             .expect("key")
