@@ -1,6 +1,7 @@
 //! The deployment configuration: one file for every stage, layered as
 //! defaults < file (`--config FILE`) < environment (`NEARFIELD_<SECTION>__<KEY>`, and
-//! `NEARFIELD_BROKERS` for `kafka.brokers`) < command-line flags. Unknown keys are errors
+//! `NEARFIELD_BROKERS` for `kafka.brokers`, `NEARFIELD_KAFKA_PROPERTY_<NAME>` for a
+//! librdkafka property, `_` standing for `.`) < command-line flags. Unknown keys are errors
 //! that name the key; relative paths in the file are relative to the file.
 
 use std::path::{Path, PathBuf};
@@ -47,6 +48,15 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
         let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
         anyhow::anyhow!("invalid configuration: {}", msgs.join("; "))
     })?;
+    // librdkafka property names hold dots, which figment would read as nesting; they come
+    // from `NEARFIELD_KAFKA_PROPERTY_SASL_PASSWORD` → `sasl.password` instead.
+    for (k, v) in std::env::vars() {
+        if let Some(name) = k.strip_prefix("NEARFIELD_KAFKA_PROPERTY_")
+            && !name.is_empty()
+        {
+            cfg.kafka.properties.insert(name.to_ascii_lowercase().replace('_', "."), v);
+        }
+    }
     if let Some(dir) = file.and_then(Path::parent) {
         resolve(dir, &mut cfg.ingest.stores_file);
         resolve(dir, &mut cfg.ingest.master_key_file);
@@ -72,13 +82,20 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
 }
 
 #[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment::Error
 mod tests {
     use super::*;
 
     #[test]
     fn the_example_deployment_file_loads_and_validates() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/nearfield.toml");
-        let cfg = load(Some(&path)).expect("example config loads");
+        // Inside a jail: no other test's environment leaks in.
+        let mut loaded = None;
+        figment::Jail::expect_with(|_| {
+            loaded = Some(load(Some(&path)).map_err(|e| e.to_string())?);
+            Ok(())
+        });
+        let cfg = loaded.expect("example config loads");
         cfg.ingest.validate().expect("ingest settings valid");
         cfg.simulate.validate().expect("simulate settings valid");
         assert!(
@@ -89,11 +106,39 @@ mod tests {
     }
 
     #[test]
+    fn environment_overrides_the_file_and_names_bad_values() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/nearfield.toml");
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("NEARFIELD_INGEST__LISTEN", "0.0.0.0:9999");
+            jail.set_env("NEARFIELD_INGEST__RATE_LIMIT__BURST", "7.0");
+            jail.set_env("NEARFIELD_BROKERS", "b1:9092,b2:9092");
+            jail.set_env("NEARFIELD_KAFKA_PROPERTY_SECURITY_PROTOCOL", "SASL_SSL");
+            let cfg = load(Some(&path)).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.ingest.listen.to_string(), "0.0.0.0:9999");
+            assert_eq!(cfg.ingest.rate_limit.burst, 7.0);
+            assert_eq!(cfg.ingest.h3_resolution, 8, "file values stay where env is silent");
+            assert_eq!(cfg.kafka.brokers, "b1:9092,b2:9092");
+            assert_eq!(
+                cfg.kafka.properties.get("security.protocol").map(String::as_str),
+                Some("SASL_SSL")
+            );
+            jail.set_env("NEARFIELD_INGEST__H3_RESOLUTION", "eight");
+            let err = load(Some(&path)).expect_err("not a number").to_string();
+            assert!(err.contains("H3_RESOLUTION"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "[ingest]\nlisten_port = 1\n").expect("write");
-        let err = load(Some(&path)).expect_err("unknown key").to_string();
+        let mut err = String::new();
+        figment::Jail::expect_with(|_| {
+            err = load(Some(&path)).expect_err("unknown key").to_string();
+            Ok(())
+        });
         assert!(err.contains("listen_port"), "{err}");
     }
 }

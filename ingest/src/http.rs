@@ -197,7 +197,11 @@ fn decide(state: &AppState, who: &Principal, p: Parsed, format: Format, now: i64
                 origin: None,
                 rejected_at: now,
             };
-            let dlq = state.codec.encode(&record).unwrap_or_default();
+            // Cannot fail for the contract's own type (contract tests); say so loudly if it does.
+            let dlq = state.codec.encode(&record).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "dead-letter record does not fit its schema");
+                Vec::new()
+            });
             Outcome::Rejected { rejection, event_id: p.event_id, dlq }
         }
     }

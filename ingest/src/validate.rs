@@ -166,12 +166,20 @@ pub fn event_id_of(v: &Value) -> Option<String> {
     v.get("event_id").and_then(Value::as_str).map(str::to_string)
 }
 
-fn check_id(field: &str, value: &str, max: usize, strict: bool) -> Result<(), Rejection> {
+/// Length and character rules of an id-like field; `rules` names the (length, charset)
+/// rules it reports.
+fn check_id(
+    field: &str,
+    value: &str,
+    max: usize,
+    strict: bool,
+    rules: (&'static str, &'static str),
+) -> Result<(), Rejection> {
     let n = value.chars().count();
     if n == 0 || n > max {
         return Err(Rejection::new(
             field,
-            leak_rule(field, "length"),
+            rules.0,
             format!("{field} must be 1..={max} characters, got {n}"),
         ));
     }
@@ -186,26 +194,9 @@ fn check_id(field: &str, value: &str, max: usize, strict: bool) -> Result<(), Re
         } else {
             "printable characters without surrounding spaces"
         };
-        return Err(Rejection::new(
-            field,
-            leak_rule(field, "charset"),
-            format!("{field} may contain only {allowed}"),
-        ));
+        return Err(Rejection::new(field, rules.1, format!("{field} may contain only {allowed}")));
     }
     Ok(())
-}
-
-/// Rule names are static strings; the set of (field, rule) pairs is fixed and small.
-fn leak_rule(field: &str, rule: &str) -> &'static str {
-    match (field, rule) {
-        ("event_id", "length") => "event_id.length",
-        ("event_id", "charset") => "event_id.charset",
-        ("sku", "length") => "sku.length",
-        ("sku", "charset") => "sku.charset",
-        ("store_id", _) => "store_id.format",
-        ("device_id", _) => "device_id.format",
-        _ => "field.format",
-    }
 }
 
 /// Applies every rule; on success the `SaleEvent` to publish.
@@ -216,7 +207,13 @@ pub fn validate(
     currencies: &[String],
     now_ms: i64,
 ) -> Result<SaleEvent, Rejection> {
-    check_id("event_id", &f.event_id, limits.max_id_len, true)?;
+    check_id(
+        "event_id",
+        &f.event_id,
+        limits.max_id_len,
+        true,
+        ("event_id.length", "event_id.charset"),
+    )?;
     if let Some(s) = &f.store_id
         && s != &who.store_id
     {
@@ -235,7 +232,7 @@ pub fn validate(
             format!("device_id must be the signing device {:?}, not {d:?}", who.device_id),
         ));
     }
-    check_id("sku", &f.sku, limits.max_id_len, false)?;
+    check_id("sku", &f.sku, limits.max_id_len, false, ("sku.length", "sku.charset"))?;
     let kind = match f.kind.to_ascii_uppercase().as_str() {
         "SALE" => SaleKind::Sale,
         "RETURN" => SaleKind::Return,

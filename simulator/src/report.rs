@@ -51,16 +51,56 @@ pub struct Summary {
 #[derive(Debug)]
 pub struct Stats {
     s: Summary,
-    latencies_ms: Vec<f64>,
-    seen: u64,
+    latencies: Histogram,
     log: Option<AckedLog>,
 }
 
-const MAX_SAMPLES: usize = 1 << 20;
+/// Latencies in log-spaced buckets (2% wide, 10 µs to ~2 min): constant memory, and a
+/// percentile costs one pass over the buckets, so the progress line can read it every
+/// second without copying or sorting samples.
+#[derive(Debug, Clone)]
+struct Histogram {
+    counts: Vec<u64>,
+    total: u64,
+}
+
+const BUCKET_GROWTH: f64 = 1.02;
+const BUCKET_MIN_MS: f64 = 0.01;
+const BUCKETS: usize = 830;
+
+impl Histogram {
+    fn new() -> Self {
+        Histogram { counts: vec![0; BUCKETS], total: 0 }
+    }
+
+    fn record(&mut self, ms: f64) {
+        let i =
+            if ms <= BUCKET_MIN_MS { 0.0 } else { (ms / BUCKET_MIN_MS).ln() / BUCKET_GROWTH.ln() };
+        self.counts[(i.ceil() as usize).min(BUCKETS - 1)] += 1;
+        self.total += 1;
+    }
+
+    /// Upper bound of the bucket holding the `p` quantile, ms (0 when empty).
+    fn percentile(&self, p: f64) -> f64 {
+        if self.total == 0 {
+            return 0.0;
+        }
+        let rank = ((p * self.total as f64).ceil() as u64).clamp(1, self.total);
+        let mut seen = 0;
+        for (i, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                let ms = BUCKET_MIN_MS * BUCKET_GROWTH.powi(i as i32);
+                return (ms * 100.0).round() / 100.0;
+            }
+        }
+        0.0
+    }
+}
 
 impl Stats {
     pub fn new(log: Option<AckedLog>) -> Self {
-        Stats { s: Summary::default(), latencies_ms: Vec::new(), seen: 0, log }
+        Stats { s: Summary::default(), latencies: Histogram::new(), log }
     }
     pub fn sent(&mut self, n: usize) {
         self.s.sent += n as u64;
@@ -93,26 +133,9 @@ impl Stats {
             self.s.heartbeats += 1;
         }
     }
-    /// Records a request latency (reservoir-sampled beyond a million requests).
+    /// Records a request latency.
     pub fn latency(&mut self, d: Duration) {
-        self.seen += 1;
-        let ms = d.as_secs_f64() * 1e3;
-        if self.latencies_ms.len() < MAX_SAMPLES {
-            self.latencies_ms.push(ms);
-        } else {
-            let j = (self.seen.wrapping_mul(0x9E37_79B9_7F4A_7C15) % self.seen) as usize;
-            if j < MAX_SAMPLES {
-                self.latencies_ms[j] = ms;
-            }
-        }
-    }
-
-    fn percentile(sorted: &[f64], p: f64) -> f64 {
-        if sorted.is_empty() {
-            return 0.0;
-        }
-        let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-        (sorted[rank - 1] * 100.0).round() / 100.0
+        self.latencies.record(d.as_secs_f64() * 1e3);
     }
 
     /// The summary so far.
@@ -120,11 +143,9 @@ impl Stats {
         if let Some(log) = &mut self.log {
             let _ = log.0.flush();
         }
-        let mut sorted = self.latencies_ms.clone();
-        sorted.sort_by(f64::total_cmp);
         let mut s = self.s.clone();
-        s.p50_ms = Self::percentile(&sorted, 0.50);
-        s.p99_ms = Self::percentile(&sorted, 0.99);
+        s.p50_ms = self.latencies.percentile(0.50);
+        s.p99_ms = self.latencies.percentile(0.99);
         s.elapsed_s = (elapsed.as_secs_f64() * 100.0).round() / 100.0;
         s.rate = if elapsed.as_secs_f64() > 0.0 {
             (s.acked as f64 / elapsed.as_secs_f64()).round()
@@ -154,4 +175,24 @@ pub fn progress(stats: &Mutex<Stats>, elapsed: Duration, in_flight: usize) {
         s.p99_ms,
         in_flight
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_percentiles_are_within_a_bucket_of_the_exact_ones() {
+        let mut h = Histogram::new();
+        assert_eq!(h.percentile(0.99), 0.0);
+        for i in 1..=1000 {
+            h.record(f64::from(i)); // 1..=1000 ms
+        }
+        for (p, exact) in [(0.50, 500.0), (0.99, 990.0)] {
+            let got = h.percentile(p);
+            assert!(got >= exact && got <= exact * BUCKET_GROWTH, "p{p}: {got} vs {exact}");
+        }
+        h.record(1e9); // beyond the last bucket: counted, clamped
+        assert_eq!(h.total, 1001);
+    }
 }
