@@ -94,6 +94,8 @@ pub struct Topics {
     pub demand: String,
     pub stores: String,
     pub catalog: String,
+    /// The aggregator's state changelog (compacted, co-partitioned with `sales`).
+    pub aggregator_changelog: String,
     /// Plan topics are `<plan_prefix><supplier_id><plan_suffix>`.
     pub plan_prefix: String,
     pub plan_suffix: String,
@@ -109,6 +111,7 @@ impl Default for Topics {
             demand: "demand.v1".into(),
             stores: "stores.v1".into(),
             catalog: "catalog.v1".into(),
+            aggregator_changelog: "aggregator.changelog.v1".into(),
             plan_prefix: "plan.".into(),
             plan_suffix: ".v1".into(),
         }
@@ -184,6 +187,7 @@ impl KafkaSettings {
             spec(&t.demand, p, "compact"),
             spec(&t.stores, 1, "compact"),
             spec(&t.catalog, 1, "compact"),
+            spec(&t.aggregator_changelog, p, "compact"),
         ]
     }
 
@@ -221,5 +225,63 @@ impl KafkaSettings {
             }
         }
         Ok(created)
+    }
+}
+
+/// Kafka's default partitioner for a keyed record (murmur2 of the key, as the Java client
+/// and librdkafka's `murmur2` partitioner compute it), so Java, Python and Rust producers
+/// agree on where a key lives.
+pub fn partition_for_key(key: &[u8], partitions: i32) -> i32 {
+    if partitions <= 0 {
+        return 0;
+    }
+    ((murmur2(key) & 0x7fff_ffff) % partitions as u32) as i32
+}
+
+fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    const SEED: u32 = 0x9747_b28c;
+    let len = data.len();
+    let mut h = SEED ^ len as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= u32::from(rest[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
+}
+
+#[cfg(test)]
+mod partition_tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_the_java_client() {
+        // Vectors from Kafka's UtilsTest.testMurmur2.
+        assert_eq!(murmur2(b"21") as i32, -973932308);
+        assert_eq!(murmur2(b"foobar") as i32, -790332482);
+        assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985981536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1486304829);
+        assert_eq!(murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32, -58897971);
+        assert_eq!(murmur2(&[b'a', b'b', b'c']) as i32, 479470107);
+        assert!((0..6).contains(&partition_for_key(b"SKU-1", 6)));
     }
 }

@@ -3,11 +3,15 @@
 //! # Layout
 //! - [`kafka`]: connection settings with librdkafka pass-through, topic names, and the
 //!   client-config builder every stage starts from.
+//! - [`metrics`]: metric constructors for the stages' `internal_events` modules.
 //! - [`shutdown`]: the cancellation-token tree that stops a stage.
 //! - [`http`]: `/metrics`, `/healthz` and readiness shared by the stages' HTTP servers.
+//! - [`stores`]: the store registry file, its `stores.v1` follower, and grids (H3).
 //! - [`time`]: wall-clock milliseconds.
 
 pub mod http;
 pub mod kafka;
+pub mod metrics;
 pub mod shutdown;
+pub mod stores;
 pub mod time;

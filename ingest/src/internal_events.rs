@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     exponential_buckets,
 };
 
@@ -23,24 +23,7 @@ pub const HEARTBEATS_TOTAL: &str = "nearfield_ingest_heartbeats_total";
 pub const REGISTRY_STORES: &str = "nearfield_ingest_registry_stores";
 pub const DLQ_WRITTEN_TOTAL: &str = "nearfield_ingest_dlq_written_total";
 
-fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)
-        .unwrap_or_else(|e| unreachable!("{name}: {e}"));
-    let _ = prometheus::register(Box::new(c.clone()));
-    c
-}
-
-fn counter(name: &str, help: &str) -> IntCounter {
-    let c = IntCounter::new(name, help).unwrap_or_else(|e| unreachable!("{name}: {e}"));
-    let _ = prometheus::register(Box::new(c.clone()));
-    c
-}
-
-fn gauge(name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::new(name, help).unwrap_or_else(|e| unreachable!("{name}: {e}"));
-    let _ = prometheus::register(Box::new(g.clone()));
-    g
-}
+use nearfield_common::metrics::{counter, counter_vec, gauge};
 
 fn latency_buckets() -> Vec<f64> {
     exponential_buckets(0.000_5, 2.0, 16).unwrap_or_default()

@@ -1,5 +1,5 @@
-//! Ingest's Kafka clients: the idempotent `acks=all` producer that makes an answer
-//! durable, and the follower of the compacted `stores.v1` registry topic.
+//! Ingest's Kafka producer: the idempotent `acks=all` producer that makes an answer
+//! durable.
 //!
 //! A request enqueues all its records without blocking (`send_result`), then awaits each
 //! delivery report; only when every report is a success does the device get a 2xx. A full
@@ -7,20 +7,14 @@
 //! whose report is an error, a timeout, or a purge at shutdown maps to 503 as well.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use nearfield_common::kafka::KafkaSettings;
-use nearfield_schemas::{Codec, StoreRecord};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 
-use crate::internal_events::{ProduceFailed, QUEUE_DEPTH, RecordAcked, RegistrySize};
-use crate::registry::Registry;
+use crate::internal_events::{ProduceFailed, QUEUE_DEPTH, RecordAcked};
 
 /// Why a record is not durable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -181,66 +175,4 @@ impl Publisher {
     pub fn in_flight(&self) -> i32 {
         self.producer.load().in_flight_count()
     }
-}
-
-/// Follows the compacted `stores.v1` topic from its beginning on a dedicated thread,
-/// applying each record (or tombstone) to the registry, until `stop` is set.
-pub fn follow_stores(
-    settings: &KafkaSettings,
-    topic: String,
-    registry: Arc<Registry>,
-    stop: Arc<AtomicBool>,
-) -> KafkaResult<std::thread::JoinHandle<()>> {
-    let mut c = settings.client_config().map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
-    c.set("group.id", "nearfield-ingest-registry")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("isolation.level", "read_committed");
-    let consumer: BaseConsumer = c.create()?;
-    let handle = std::thread::Builder::new()
-        .name("stores-follower".into())
-        .spawn(move || {
-            let codec = Codec::single_object();
-            let mut assigned = false;
-            while !stop.load(Ordering::Relaxed) {
-                if !assigned {
-                    match consumer.fetch_metadata(Some(&topic), Duration::from_secs(3)) {
-                        Ok(md) if md.topics().first().is_some_and(|t| t.error().is_none()) => {
-                            let mut tpl = TopicPartitionList::new();
-                            for p in md.topics()[0].partitions() {
-                                let _ = tpl.add_partition_offset(&topic, p.id(), Offset::Beginning);
-                            }
-                            assigned = consumer.assign(&tpl).is_ok();
-                            tracing::info!(topic, partitions = tpl.count(), "following store registry topic");
-                        }
-                        _ => {
-                            tracing::warn!(topic, "store registry topic not available yet; retrying");
-                            std::thread::sleep(Duration::from_secs(5));
-                            continue;
-                        }
-                    }
-                }
-                match consumer.poll(Duration::from_millis(250)) {
-                    Some(Ok(m)) => {
-                        let key = m.key().map(String::from_utf8_lossy).unwrap_or_default();
-                        match m.payload() {
-                            None => registry.remove(&key),
-                            Some(bytes) => match codec.decode::<StoreRecord>(bytes) {
-                                Ok(rec) => {
-                                    if let Err(e) = registry.upsert(&rec) {
-                                        tracing::warn!(error = %e, "store record refused");
-                                    }
-                                }
-                                Err(e) => tracing::warn!(error = %e, offset = m.offset(), "undecodable store record"),
-                            },
-                        }
-                        RegistrySize { stores: registry.len() }.emit();
-                    }
-                    Some(Err(e)) => tracing::warn!(error = %e, "store registry consumer error"),
-                    None => {}
-                }
-            }
-        })
-        .map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
-    Ok(handle)
 }

@@ -12,7 +12,7 @@
 //! - [`body`]: request body parsers (JSON, NDJSON, Avro batches).
 //! - [`validate`]: the per-event rules.
 //! - [`ratelimit`]: per-store token buckets.
-//! - [`kafka`]: the durable producer and the registry follower.
+//! - [`kafka`]: the durable producer (the registry follower is `nearfield_common::stores`).
 //! - [`http`]: routes and handlers.
 //! - [`internal_events`]: logs and metrics.
 
@@ -49,6 +49,8 @@ pub enum IngestError {
     KeyFile(std::io::Error),
     #[error("store registry: {0}")]
     Registry(#[from] registry::RegistryError),
+    #[error("store registry: {0}")]
+    StoreFile(#[from] nearfield_common::stores::StoreFileError),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("ingest.listen {addr}: {source}")]
@@ -106,10 +108,10 @@ pub async fn start(
     internal_events::RegistrySize { stores: registry.len() }.emit();
     let stop_follower = Arc::new(AtomicBool::new(false));
     let follower = if config.follow_stores_topic {
-        Some(kafka::follow_stores(
+        Some(nearfield_common::stores::follow(
             &kafka,
             kafka.topics.stores.clone(),
-            Arc::clone(&registry),
+            Arc::clone(&registry) as Arc<dyn nearfield_common::stores::StoreSink>,
             Arc::clone(&stop_follower),
         )?)
     } else {

@@ -5,12 +5,13 @@
 //! per shard (a `DashMap` of `Arc`s; no guard is held beyond the lookup).
 
 use std::collections::HashMap;
-use std::io::BufRead;
 use std::path::Path;
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use h3o::{LatLng, Resolution};
+use h3o::Resolution;
+pub use nearfield_common::stores::grid_of;
+use nearfield_common::stores::{StoreFileError, StoreSink};
 use nearfield_schemas::StoreRecord;
 
 use crate::auth::{AuthError, DeviceKey, MasterKey};
@@ -48,24 +49,8 @@ pub struct Principal {
 /// A registry record or file is unusable; the message names the line and field.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
-    #[error("{path}:{line}: {message}")]
-    Line { path: String, line: usize, message: String },
     #[error("store {store_id}: {message}")]
     Record { store_id: String, message: String },
-}
-
-/// The H3 cell of a location at `resolution`, as lower-case hex.
-pub fn grid_of(lat: f64, lon: f64, resolution: Resolution) -> Result<String, String> {
-    if !(-90.0..=90.0).contains(&lat) {
-        return Err(format!("lat {lat} is outside -90..=90"));
-    }
-    if !(-180.0..=180.0).contains(&lon) {
-        return Err(format!("lon {lon} is outside -180..=180"));
-    }
-    let ll = LatLng::new(lat, lon).map_err(|e| format!("invalid location: {e}"))?;
-    Ok(ll.to_cell(resolution).to_string())
 }
 
 /// The registry.
@@ -123,30 +108,8 @@ impl Registry {
     }
 
     /// Loads a JSON-lines file of `StoreRecord`s; blank lines and `#` comments are skipped.
-    pub fn load_file(&self, path: &Path) -> Result<usize, RegistryError> {
-        let p = path.display().to_string();
-        let file = std::fs::File::open(path)
-            .map_err(|source| RegistryError::Io { path: p.clone(), source })?;
-        let mut n = 0;
-        for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(|source| RegistryError::Io { path: p.clone(), source })?;
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let rec: StoreRecord = serde_json::from_str(line).map_err(|e| RegistryError::Line {
-                path: p.clone(),
-                line: i + 1,
-                message: e.to_string(),
-            })?;
-            self.upsert(&rec).map_err(|e| RegistryError::Line {
-                path: p.clone(),
-                line: i + 1,
-                message: e.to_string(),
-            })?;
-            n += 1;
-        }
-        Ok(n)
+    pub fn load_file(&self, path: &Path) -> Result<usize, StoreFileError> {
+        nearfield_common::stores::load_file(path, self)
     }
 
     /// Authenticates a signed request (see [`crate::auth`]) at `now_ms`, allowing
@@ -181,6 +144,20 @@ impl Registry {
             device_id: device_id.to_string(),
             grid_id: store.grid_id.clone(),
         })
+    }
+}
+
+impl StoreSink for Registry {
+    fn upsert(&self, rec: &StoreRecord) -> Result<(), String> {
+        Registry::upsert(self, rec).map_err(|e| e.to_string())
+    }
+
+    fn remove(&self, store_id: &str) {
+        Registry::remove(self, store_id);
+    }
+
+    fn changed(&self) {
+        crate::internal_events::RegistrySize { stores: self.len() }.emit();
     }
 }
 

@@ -1,0 +1,608 @@
+//! The aggregator's Kafka loop: consume → update state → produce, exactly once.
+//!
+//! One dedicated thread (rdkafka calls block; none of this runs on the async runtime)
+//! owns a consumer-group member on `sales.v1` (cooperative-sticky, static membership), a
+//! manually assigned consumer on the co-partitioned `heartbeats.v1`, and one transactional
+//! producer whose `transactional.id` is stable per instance. Every `commit_interval` it
+//! writes, in one transaction: the changelog records of what changed, the closed windows
+//! to `demand.v1`, late and undecodable records, and the input offsets (with the group
+//! metadata, so a zombie from an older generation is fenced). Downstream reads
+//! `read_committed` and never sees anything of an aborted attempt.
+//!
+//! On assignment, before any record of a partition is processed, the committed offsets are
+//! fetched (stable: every transaction that committed them is complete) and the partition's
+//! state is restored from its changelog partition up to the last stable offset. On
+//! revocation the open transaction is committed first, then the state is dropped. Any
+//! Kafka error inside a transaction aborts it and restarts the loop from the last commit:
+//! state is reloaded from the changelog and input resumes from the committed offsets.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use nearfield_common::kafka::{KafkaSettings, Topics, partition_for_key};
+use nearfield_common::time::now_ms;
+use nearfield_schemas::{Codec, Heartbeat, RejectSource, RejectedEvent, SaleEvent};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
+
+use crate::config::AggregateConfig;
+use crate::internal_events::{
+    ConsumerLag, EventsProcessed, InvalidRecord, LoopRestarted, PartitionRestored, Rebalanced,
+    StateGauges, TransactionAborted, TransactionCommitted,
+};
+use crate::state::{Outcome, PartitionState, StateConfig, StateSize};
+use crate::stores::GridDirectory;
+
+/// Why the loop stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What the live query and the metrics read: the state of every owned partition.
+#[derive(Debug)]
+pub struct Engine {
+    pub cfg: Arc<StateConfig>,
+    pub partitions: BTreeMap<i32, PartitionState>,
+    /// Next input offset per owned partition (committed at assignment, then consumed).
+    offsets: HashMap<i32, i64>,
+    /// Whether every owned partition is restored (readiness).
+    pub ready: bool,
+}
+
+impl Engine {
+    /// An engine owning no partition.
+    pub fn new(cfg: Arc<StateConfig>) -> Self {
+        Engine { cfg, partitions: BTreeMap::new(), offsets: HashMap::new(), ready: false }
+    }
+
+    /// Total state size.
+    pub fn size(&self) -> StateSize {
+        self.partitions.values().map(PartitionState::size).fold(StateSize::default(), |a, b| {
+            StateSize {
+                keys: a.keys + b.keys,
+                windows: a.windows + b.windows,
+                dedupe_ids: a.dedupe_ids + b.dedupe_ids,
+                grid_windows: a.grid_windows + b.grid_windows,
+                bytes: a.bytes + b.bytes,
+            }
+        })
+    }
+}
+
+/// Shared between the Kafka thread and the HTTP server.
+pub type SharedEngine = Arc<Mutex<Engine>>;
+
+fn lock(e: &SharedEngine) -> MutexGuard<'_, Engine> {
+    e.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Everything the loop and its rebalance callbacks need.
+struct Ctx {
+    engine: SharedEngine,
+    directory: Arc<GridDirectory>,
+    producer: BaseProducer,
+    heartbeats: BaseConsumer,
+    settings: KafkaSettings,
+    topics: Topics,
+    cfg: AggregateConfig,
+    demand_partitions: i32,
+    codec: Codec,
+    failure: Mutex<Option<String>>,
+    last_commit: Mutex<Instant>,
+}
+
+impl ClientContext for Ctx {
+    fn stats(&self, stats: Statistics) {
+        for topic in [&self.topics.sales, &self.topics.heartbeats] {
+            let lag = stats.topics.get(topic.as_str()).map_or(0, |t| {
+                t.partitions.values().map(|p| p.consumer_lag.max(0)).sum::<i64>()
+            });
+            if topic == &self.topics.sales {
+                ConsumerLag { topic, lag }.emit();
+            }
+        }
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let parts = partitions_of(tpl, &self.topics.sales);
+                Rebalanced { kind: "revoke", partitions: &parts }.emit();
+                // Commit what was processed so far (offsets of the revoked partitions
+                // included) before anyone else can own them.
+                if let Err(e) = self.commit(consumer) {
+                    self.fail(format!("commit on revocation: {e}"));
+                }
+                let mut engine = lock(&self.engine);
+                for p in &parts {
+                    engine.partitions.remove(p);
+                    engine.offsets.remove(p);
+                }
+                drop(engine);
+                self.assign_heartbeats();
+            }
+            Rebalance::Assign(tpl) => {
+                let parts = partitions_of(tpl, &self.topics.sales);
+                Rebalanced { kind: "assign", partitions: &parts }.emit();
+                lock(&self.engine).ready = false;
+                if let Err(e) = self.restore(consumer, &parts) {
+                    self.fail(format!("restore: {e}"));
+                }
+                self.assign_heartbeats();
+                lock(&self.engine).ready = true;
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+fn partitions_of(tpl: &TopicPartitionList, topic: &str) -> Vec<i32> {
+    tpl.elements().iter().filter(|e| e.topic() == topic).map(|e| e.partition()).collect()
+}
+
+impl Ctx {
+    fn fail(&self, msg: String) {
+        let mut f = self.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f.get_or_insert(msg);
+    }
+
+    fn take_failure(&self) -> Option<String> {
+        self.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.cfg.transaction_timeout_ms)
+    }
+
+    /// Restores `parts` from the changelog: first waits for their committed offsets to be
+    /// stable, then reads each changelog partition up to its last stable offset.
+    fn restore(&self, consumer: &BaseConsumer<Self>, parts: &[i32]) -> Result<(), LoopError> {
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for p in parts {
+            tpl.add_partition(&self.topics.sales, *p);
+        }
+        let deadline = Duration::from_millis(self.cfg.restore_timeout_ms);
+        let committed = consumer.committed_offsets(tpl, deadline)?;
+        let restorer = self.restore_consumer()?;
+        for p in parts {
+            let started = Instant::now();
+            let mut state = PartitionState::new(Arc::clone(&lock(&self.engine).cfg));
+            let records = restore_partition(
+                &restorer,
+                &self.topics.aggregator_changelog,
+                *p,
+                &mut state,
+                deadline,
+            )?;
+            let offset = committed
+                .find_partition(&self.topics.sales, *p)
+                .and_then(|e| e.offset().to_raw())
+                .filter(|o| *o >= 0);
+            PartitionRestored {
+                partition: *p,
+                records,
+                elapsed: started.elapsed(),
+                size: state.size(),
+            }
+            .emit();
+            let mut engine = lock(&self.engine);
+            engine.partitions.insert(*p, state);
+            if let Some(o) = offset {
+                engine.offsets.insert(*p, o);
+            }
+        }
+        Ok(())
+    }
+
+    fn restore_consumer(&self) -> KafkaResult<BaseConsumer> {
+        let mut c = self.settings.client_config().map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
+        c.set("group.id", format!("{}-restore", self.cfg.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest");
+        c.create()
+    }
+
+    /// Follows `heartbeats.v1` for exactly the owned partitions, each from the offset its
+    /// state recorded.
+    fn assign_heartbeats(&self) {
+        let mut tpl = TopicPartitionList::new();
+        for (p, st) in &lock(&self.engine).partitions {
+            let off = match st.heartbeat_offset() {
+                o if o >= 0 => Offset::Offset(o),
+                _ => Offset::Beginning,
+            };
+            let _ = tpl.add_partition_offset(&self.topics.heartbeats, *p, off);
+        }
+        if let Err(e) = self.heartbeats.assign(&tpl) {
+            tracing::warn!(error = %e, "cannot assign heartbeat partitions");
+        }
+    }
+
+    fn send(&self, topic: &str, partition: i32, key: &[u8], payload: Option<&[u8]>) -> KafkaResult<()> {
+        let mut rec = BaseRecord::<[u8], [u8]>::to(topic).partition(partition).key(key);
+        if let Some(p) = payload {
+            rec = rec.payload(p);
+        }
+        loop {
+            match self.producer.send(rec) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                    rec = r;
+                    self.producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    /// Flushes every owned partition's changes and commits them with the input offsets in
+    /// the open transaction, then opens the next one.
+    fn commit(&self, consumer: &BaseConsumer<Self>) -> Result<(), LoopError> {
+        let started = Instant::now();
+        let now = now_ms();
+        let (mut records, mut finals, mut revisions, mut expired) = (0, 0, 0, 0);
+        let mut offsets = TopicPartitionList::new();
+        {
+            let mut engine = lock(&self.engine);
+            let Engine { partitions, offsets: next, .. } = &mut *engine;
+            for (p, st) in partitions.iter_mut() {
+                let flushed = st.flush(now, &|g| self.directory.expected(g));
+                for (k, v) in &flushed.changelog {
+                    self.send(&self.topics.aggregator_changelog, *p, k, v.as_deref())?;
+                }
+                for w in &flushed.outputs {
+                    let key = format!("{}|{}|{}|{}", w.sku, w.grid_id, w.window_start, w.window_end);
+                    let part = partition_for_key(w.sku.as_bytes(), self.demand_partitions);
+                    let payload = self.codec.encode(w).map_err(|e| LoopError::Other(e.to_string()))?;
+                    self.send(&self.topics.demand, part, key.as_bytes(), Some(&payload))?;
+                    if w.revision == 0 {
+                        finals += 1;
+                    } else {
+                        revisions += 1;
+                    }
+                }
+                records += flushed.changelog.len() + flushed.outputs.len();
+                expired += flushed.expired_windows;
+                if let Some(o) = next.get(p) {
+                    offsets.add_partition_offset(&self.topics.sales, *p, Offset::Offset(*o))?;
+                }
+            }
+        }
+        if offsets.count() > 0 {
+            let cgm = consumer
+                .group_metadata()
+                .ok_or_else(|| LoopError::Other("no consumer group metadata".into()))?;
+            self.producer.send_offsets_to_transaction(&offsets, &cgm, self.timeout())?;
+        }
+        self.producer.commit_transaction(self.timeout())?;
+        self.producer.begin_transaction()?;
+        *self.last_commit.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+        TransactionCommitted { elapsed: started.elapsed(), records, finals, revisions, expired }.emit();
+        Ok(())
+    }
+
+    /// Applies one sale record; late and undecodable records are written to their topics
+    /// inside the open transaction.
+    fn process_sale(&self, m: &BorrowedMessage<'_>, stats: &mut EventsProcessed) -> Result<(), LoopError> {
+        let p = m.partition();
+        let payload = m.payload().unwrap_or_default();
+        let now = now_ms();
+        match self.codec.decode::<SaleEvent>(payload) {
+            Ok(ev) => {
+                let outcome = {
+                    let mut engine = lock(&self.engine);
+                    let Some(st) = engine.partitions.get_mut(&p) else {
+                        return Err(LoopError::Other(format!(
+                            "record of partition {p}, which is not restored"
+                        )));
+                    };
+                    let o = st.apply_sale(&ev, now);
+                    engine.offsets.insert(p, m.offset() + 1);
+                    o
+                };
+                match outcome {
+                    Outcome::Counted => stats.counted += 1,
+                    Outcome::Duplicate => stats.duplicate += 1,
+                    Outcome::Late => {
+                        stats.late += 1;
+                        self.send(&self.topics.late, p, ev.grid_id.as_bytes(), Some(payload))?;
+                    }
+                }
+            }
+            Err(e) => {
+                let reason = e.reason();
+                InvalidRecord { partition: p, offset: m.offset(), reason }.emit();
+                stats.invalid += 1;
+                let rejected = RejectedEvent {
+                    source: RejectSource::Aggregator,
+                    reason: reason.to_string(),
+                    field: None,
+                    message: e.to_string(),
+                    store_id: None,
+                    device_id: None,
+                    event_id: None,
+                    content_type: "application/vnd.nearfield.sale-event+avro".into(),
+                    payload: payload.to_vec(),
+                    origin: Some(format!("{}/{p}/{}", m.topic(), m.offset())),
+                    rejected_at: now,
+                };
+                let bytes = self.codec.encode(&rejected).map_err(|e| LoopError::Other(e.to_string()))?;
+                let dlq_part = partition_for_key(m.key().unwrap_or_default(), self.dlq_partitions());
+                self.send(&self.topics.dlq, dlq_part, m.key().unwrap_or_default(), Some(&bytes))?;
+                lock(&self.engine).offsets.insert(p, m.offset() + 1);
+            }
+        }
+        Ok(())
+    }
+
+    fn dlq_partitions(&self) -> i32 {
+        self.settings.partitions.min(3).max(1)
+    }
+
+    /// Applies waiting heartbeats (non-blocking).
+    fn drain_heartbeats(&self, stats: &mut EventsProcessed) {
+        for _ in 0..1000 {
+            let Some(r) = self.heartbeats.poll(Duration::ZERO) else { return };
+            let m = match r {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::debug!(error = %e, "heartbeat consumer");
+                    return;
+                }
+            };
+            match self.codec.decode::<Heartbeat>(m.payload().unwrap_or_default()) {
+                Ok(hb) => {
+                    let mut engine = lock(&self.engine);
+                    if let Some(st) = engine.partitions.get_mut(&m.partition()) {
+                        st.apply_heartbeat(&hb.grid_id, &hb.store_id, hb.received_at, m.offset() + 1, now_ms());
+                        stats.heartbeats += 1;
+                    }
+                }
+                Err(e) => tracing::warn!(partition = m.partition(), offset = m.offset(), reason = e.reason(), "undecodable heartbeat skipped"),
+            }
+        }
+    }
+}
+
+fn restore_partition(
+    c: &BaseConsumer,
+    topic: &str,
+    p: i32,
+    state: &mut PartitionState,
+    deadline: Duration,
+) -> Result<u64, LoopError> {
+    // Under read_committed the high watermark answered is the last stable offset.
+    let (low, end) = c.fetch_watermarks(topic, p, Duration::from_secs(30))?;
+    if end <= low {
+        return Ok(0);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    c.assign(&tpl)?;
+    let started = Instant::now();
+    let mut n = 0u64;
+    loop {
+        if started.elapsed() > deadline {
+            return Err(LoopError::Other(format!(
+                "restoring {topic}/{p} took longer than restore_timeout_ms"
+            )));
+        }
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                state
+                    .restore(m.key().unwrap_or_default(), m.payload())
+                    .map_err(|e| LoopError::Other(format!("{topic}/{p}@{}: {e}", m.offset())))?;
+                n += 1;
+                if m.offset() + 1 >= end {
+                    break;
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => tracing::warn!(error = %e, topic, partition = p, "restore consumer"),
+            None => {}
+        }
+    }
+    c.unassign()?;
+    Ok(n)
+}
+
+fn consumer_config(settings: &KafkaSettings, cfg: &AggregateConfig, instance: &str) -> KafkaResult<rdkafka::ClientConfig> {
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("partition.assignment.strategy", "cooperative-sticky")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("fetch.queue.backoff.ms", "10")
+        .set("statistics.interval.ms", "5000");
+    for (k, v) in settings.client_config().map_err(|e| KafkaError::ClientCreation(e.to_string()))?.config_map() {
+        c.set(k, v);
+    }
+    c.set("group.id", &cfg.group_id)
+        .set("group.instance.id", instance)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest");
+    Ok(c)
+}
+
+fn producer_config(settings: &KafkaSettings, cfg: &AggregateConfig, instance: &str) -> KafkaResult<rdkafka::ClientConfig> {
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576");
+    for (k, v) in settings.client_config().map_err(|e| KafkaError::ClientCreation(e.to_string()))?.config_map() {
+        c.set(k, v);
+    }
+    c.set("transactional.id", format!("{}-{instance}", cfg.group_id))
+        .set("transaction.timeout.ms", cfg.transaction_timeout_ms.to_string())
+        .set("enable.idempotence", "true")
+        .set("acks", "all");
+    Ok(c)
+}
+
+fn partition_count(c: &BaseProducer, topic: &str) -> Result<i32, LoopError> {
+    let md = c.client().fetch_metadata(Some(topic), Duration::from_secs(30))?;
+    let t = md.topics().first().ok_or_else(|| LoopError::Other(format!("topic {topic}: no metadata")))?;
+    if let Some(e) = t.error() {
+        return Err(LoopError::Other(format!("topic {topic}: {e:?}")));
+    }
+    i32::try_from(t.partitions().len()).map_err(|e| LoopError::Other(e.to_string()))
+}
+
+/// Runs the loop until `stop` is set; on an error inside a transaction it aborts, then
+/// restarts from the last commit (after `backoff`) until stopped.
+pub fn run_loop(
+    settings: KafkaSettings,
+    cfg: AggregateConfig,
+    engine: SharedEngine,
+    directory: Arc<GridDirectory>,
+    stop: Arc<AtomicBool>,
+) -> Result<(), LoopError> {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match run_once(&settings, &cfg, &engine, &directory, &stop) {
+            Ok(()) => return Ok(()),
+            Err(e) if stop.load(Ordering::Relaxed) => return Err(e),
+            Err(e) => {
+                LoopRestarted { error: &e.to_string() }.emit();
+                {
+                    let mut g = lock(&engine);
+                    g.partitions.clear();
+                    g.offsets.clear();
+                    g.ready = false;
+                }
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+fn run_once(
+    settings: &KafkaSettings,
+    cfg: &AggregateConfig,
+    engine: &SharedEngine,
+    directory: &Arc<GridDirectory>,
+    stop: &AtomicBool,
+) -> Result<(), LoopError> {
+    let instance = cfg.instance_id();
+    let topics = settings.topics.clone();
+    let producer: BaseProducer = producer_config(settings, cfg, &instance)?.create()?;
+    let sales_parts = partition_count(&producer, &topics.sales)?;
+    let changelog_parts = partition_count(&producer, &topics.aggregator_changelog)?;
+    if sales_parts != changelog_parts {
+        return Err(LoopError::Other(format!(
+            "{} has {changelog_parts} partitions but {} has {sales_parts}: the changelog must be co-partitioned with its input",
+            topics.aggregator_changelog, topics.sales
+        )));
+    }
+    let demand_partitions = partition_count(&producer, &topics.demand)?;
+    producer.init_transactions(Duration::from_millis(cfg.transaction_timeout_ms.max(30_000)))?;
+    producer.begin_transaction()?;
+    let mut hb = settings.client_config().map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
+    hb.set("group.id", format!("{}-heartbeats", cfg.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest");
+    let ctx = Ctx {
+        engine: Arc::clone(engine),
+        directory: Arc::clone(directory),
+        producer,
+        heartbeats: hb.create()?,
+        settings: settings.clone(),
+        topics: topics.clone(),
+        cfg: cfg.clone(),
+        demand_partitions,
+        codec: Codec::single_object(),
+        failure: Mutex::new(None),
+        last_commit: Mutex::new(Instant::now()),
+    };
+    let consumer: BaseConsumer<Ctx> = consumer_config(settings, cfg, &instance)?.create_with_context(ctx)?;
+    consumer.subscribe(&[&topics.sales])?;
+    tracing::info!(instance, group = cfg.group_id, "aggregator consuming {}", topics.sales);
+    let interval = Duration::from_millis(cfg.commit_interval_ms);
+    let result = consume(&consumer, interval, stop);
+    let ctx = consumer.context();
+    match &result {
+        Ok(()) => {
+            // Graceful stop: commit, then leave the group (its revocation commits again,
+            // with nothing left to write).
+            let r = ctx.commit(&consumer);
+            if let Err(e) = &r {
+                TransactionAborted { error: &e.to_string() }.emit();
+                let _ = ctx.producer.abort_transaction(ctx.timeout());
+            }
+            consumer.unsubscribe();
+            let _ = consumer.poll(Duration::from_millis(100));
+            r
+        }
+        Err(e) => {
+            TransactionAborted { error: &e.to_string() }.emit();
+            let _ = ctx.producer.abort_transaction(ctx.timeout());
+            result
+        }
+    }
+}
+
+fn consume(consumer: &BaseConsumer<Ctx>, interval: Duration, stop: &AtomicBool) -> Result<(), LoopError> {
+    let ctx = consumer.context();
+    let mut stats = EventsProcessed::default();
+    let mut last_gauges = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if let Some(f) = ctx.take_failure() {
+            return Err(LoopError::Other(f));
+        }
+        // Drain what is fetched, up to the commit interval.
+        let until = Instant::now() + Duration::from_millis(50);
+        while Instant::now() < until {
+            match consumer.poll(Duration::from_millis(20)) {
+                Some(Ok(m)) => ctx.process_sale(&m, &mut stats)?,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    break;
+                }
+                None => break,
+            }
+        }
+        ctx.drain_heartbeats(&mut stats);
+        let due = ctx.last_commit.lock().map(|t| t.elapsed() >= interval).unwrap_or(true);
+        if due {
+            ctx.commit(consumer)?;
+            std::mem::take(&mut stats).emit();
+        }
+        if last_gauges.elapsed() >= Duration::from_secs(1) {
+            last_gauges = Instant::now();
+            let engine = lock(&ctx.engine);
+            let now = now_ms();
+            let delay = engine
+                .partitions
+                .values()
+                .map(PartitionState::watermark)
+                .filter(|w| *w > i64::MIN)
+                .min()
+                .map(|w| (now - w) / 1000);
+            StateGauges { size: engine.size(), partitions: engine.partitions.len(), watermark_delay_s: delay }
+                .emit();
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! The store registry as every stage reads it: a JSON-lines file of `StoreRecord`s loaded
+//! at start, kept current from the compacted `stores.v1` topic, and the H3 grid of a
+//! store. Ingest keeps device keys per store; the aggregator keeps active stores per grid
+//! (`stores_expected`); both implement [`StoreSink`] and share this loader and follower.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use h3o::{LatLng, Resolution};
+use nearfield_schemas::{Codec, StoreRecord};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::kafka::KafkaSettings;
+
+/// The H3 cell of a location at `resolution`, as lower-case hex.
+pub fn grid_of(lat: f64, lon: f64, resolution: Resolution) -> Result<String, String> {
+    if !(-90.0..=90.0).contains(&lat) {
+        return Err(format!("lat {lat} is outside -90..=90"));
+    }
+    if !(-180.0..=180.0).contains(&lon) {
+        return Err(format!("lon {lon} is outside -180..=180"));
+    }
+    let ll = LatLng::new(lat, lon).map_err(|e| format!("invalid location: {e}"))?;
+    Ok(ll.to_cell(resolution).to_string())
+}
+
+/// Something that keeps a view of the registry.
+pub trait StoreSink: Send + Sync {
+    /// Inserts or replaces a store; the error says what is wrong with the record.
+    fn upsert(&self, rec: &StoreRecord) -> Result<(), String>;
+    /// Removes a store (a tombstone on `stores.v1`).
+    fn remove(&self, store_id: &str);
+    /// Called after each change from the topic (metrics).
+    fn changed(&self) {}
+}
+
+/// A registry file is unusable; the message names the file, line and field.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreFileError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}:{line}: {message}")]
+    Line { path: String, line: usize, message: String },
+}
+
+/// Loads a JSON-lines file of `StoreRecord`s into `sink`; blank lines and `#` comments are
+/// skipped. Returns the number of stores loaded.
+pub fn load_file(path: &Path, sink: &dyn StoreSink) -> Result<usize, StoreFileError> {
+    let p = path.display().to_string();
+    let file =
+        std::fs::File::open(path).map_err(|source| StoreFileError::Io { path: p.clone(), source })?;
+    let mut n = 0;
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|source| StoreFileError::Io { path: p.clone(), source })?;
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let err = |message: String| StoreFileError::Line { path: p.clone(), line: i + 1, message };
+        let rec: StoreRecord = serde_json::from_str(line).map_err(|e| err(e.to_string()))?;
+        sink.upsert(&rec).map_err(err)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Follows the compacted registry topic from its beginning on a dedicated thread, applying
+/// each record (or tombstone) to `sink`, until `stop` is set.
+pub fn follow(
+    settings: &KafkaSettings,
+    topic: String,
+    sink: Arc<dyn StoreSink>,
+    stop: Arc<AtomicBool>,
+) -> KafkaResult<std::thread::JoinHandle<()>> {
+    let mut c = settings.client_config().map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
+    c.set("group.id", "nearfield-registry-follower")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed");
+    let consumer: BaseConsumer = c.create()?;
+    std::thread::Builder::new()
+        .name("stores-follower".into())
+        .spawn(move || follow_loop(&consumer, &topic, &*sink, &stop))
+        .map_err(|e| KafkaError::ClientCreation(e.to_string()))
+}
+
+fn follow_loop(consumer: &BaseConsumer, topic: &str, sink: &dyn StoreSink, stop: &AtomicBool) {
+    let codec = Codec::single_object();
+    let mut assigned = false;
+    while !stop.load(Ordering::Relaxed) {
+        if !assigned {
+            match consumer.fetch_metadata(Some(topic), Duration::from_secs(3)) {
+                Ok(md) if md.topics().first().is_some_and(|t| t.error().is_none()) => {
+                    let mut tpl = TopicPartitionList::new();
+                    for p in md.topics()[0].partitions() {
+                        let _ = tpl.add_partition_offset(topic, p.id(), Offset::Beginning);
+                    }
+                    assigned = consumer.assign(&tpl).is_ok();
+                    tracing::info!(topic, partitions = tpl.count(), "following store registry topic");
+                }
+                _ => {
+                    tracing::warn!(topic, "store registry topic not available yet; retrying");
+                    std::thread::sleep(Duration::from_secs(5));
+                    continue;
+                }
+            }
+        }
+        match consumer.poll(Duration::from_millis(250)) {
+            Some(Ok(m)) => {
+                let key = m.key().map(String::from_utf8_lossy).unwrap_or_default();
+                match m.payload() {
+                    None => sink.remove(&key),
+                    Some(bytes) => match codec.decode::<StoreRecord>(bytes) {
+                        Ok(rec) => {
+                            if let Err(e) = sink.upsert(&rec) {
+                                tracing::warn!(store_id = rec.store_id, error = %e, "store record refused");
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, offset = m.offset(), "undecodable store record");
+                        }
+                    },
+                }
+                sink.changed();
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "store registry consumer error"),
+            None => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_is_the_h3_cell_at_the_resolution() {
+        let g = grid_of(31.2304, 121.4737, Resolution::Eight).expect("valid");
+        assert_eq!(g.len(), 15);
+        assert!(g.starts_with("88"), "{g}");
+        assert!(grid_of(91.0, 0.0, Resolution::Eight).expect_err("lat").contains("lat"));
+        assert!(grid_of(0.0, 181.0, Resolution::Eight).expect_err("lon").contains("lon"));
+    }
+}
