@@ -1,8 +1,8 @@
 //! Command-line interface of the `nearfield` binary.
 //!
 //! Every subcommand takes `--config FILE` (the deployment file; see `config.rs`). Stage
-//! subcommands run until SIGINT/SIGTERM and then shut down gracefully. `aggregate`, `emit`,
-//! `run` and `replay` are added as those stages land.
+//! subcommands run until SIGINT/SIGTERM and then shut down gracefully. `emit`, `run` and
+//! `replay` are added as those stages land.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -34,6 +34,16 @@ enum Command {
         /// Listen address (overrides ingest.listen).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+    },
+    /// Aggregate sales into windowed demand per grid × SKU (exactly once) and serve the
+    /// live query.
+    Aggregate {
+        /// Listen address (overrides aggregate.listen).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// This instance's stable id (overrides aggregate.instance_id).
+        #[arg(long)]
+        instance_id: Option<String>,
     },
     /// Simulated store devices sending signed traffic to ingest.
     Simulate {
@@ -97,6 +107,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 ingest.listen = l;
             }
             nearfield_ingest::run(ingest, cfg.kafka, shutdown::on_signal()).await?;
+            Ok(())
+        }
+        Command::Aggregate { listen, instance_id } => {
+            let mut agg = cfg.aggregate;
+            agg.listen = listen.unwrap_or(agg.listen);
+            agg.instance_id = instance_id.or(agg.instance_id);
+            nearfield_aggregator::run(agg, cfg.kafka, shutdown::on_signal()).await?;
             Ok(())
         }
         Command::Simulate { rate, duration, target, acked_log } => {

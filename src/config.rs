@@ -10,6 +10,7 @@ use anyhow::Context;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use nearfield_common::kafka::KafkaSettings;
+use nearfield_aggregator::AggregateConfig;
 use nearfield_ingest::IngestConfig;
 use nearfield_simulator::SimulateConfig;
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     pub kafka: KafkaSettings,
     pub ingest: IngestConfig,
+    pub aggregate: AggregateConfig,
     pub simulate: SimulateConfig,
 }
 
@@ -61,6 +63,7 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
         resolve(dir, &mut cfg.ingest.stores_file);
         resolve(dir, &mut cfg.ingest.master_key_file);
         resolve(dir, &mut cfg.simulate.stores_file);
+        resolve(dir, &mut cfg.aggregate.stores_file);
     }
     // The simulator plays the devices of this deployment unless told otherwise.
     if cfg.simulate.stores_file.is_none() {
@@ -74,6 +77,13 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
             ),
             (None, None) => None,
         };
+    }
+    // The aggregator counts the same registry's stores per grid.
+    if cfg.aggregate.stores_file.is_none() {
+        cfg.aggregate.stores_file.clone_from(&cfg.ingest.stores_file);
+    }
+    if cfg.aggregate.h3_resolution.is_none() {
+        cfg.aggregate.h3_resolution = Some(cfg.ingest.h3_resolution);
     }
     if cfg.simulate.h3_resolution.is_none() {
         cfg.simulate.h3_resolution = Some(cfg.ingest.h3_resolution);
@@ -98,6 +108,8 @@ mod tests {
         let cfg = loaded.expect("example config loads");
         cfg.ingest.validate().expect("ingest settings valid");
         cfg.simulate.validate().expect("simulate settings valid");
+        cfg.aggregate.validate().expect("aggregate settings valid");
+        assert_eq!(cfg.aggregate.stores_file, cfg.ingest.stores_file);
         assert!(
             cfg.ingest.stores_file.as_ref().is_some_and(|p| p.is_file()),
             "stores file resolved next to the config"

@@ -28,6 +28,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
 
 use crate::config::AggregateConfig;
@@ -177,46 +178,41 @@ impl Ctx {
         }
         let deadline = Duration::from_millis(self.cfg.restore_timeout_ms);
         let committed = consumer.committed_offsets(tpl, deadline)?;
-        let restorer = self.restore_consumer()?;
-        for p in parts {
-            let started = Instant::now();
-            let mut state = PartitionState::new(Arc::clone(&lock(&self.engine).cfg));
-            let records = restore_partition(
-                &restorer,
-                &self.topics.aggregator_changelog,
-                *p,
-                &mut state,
-                deadline,
-            )?;
+        let started = Instant::now();
+        let cfg = Arc::clone(&lock(&self.engine).cfg);
+        let restored = restore_partitions(
+            &self.restore_consumer()?,
+            &self.topics.aggregator_changelog,
+            parts,
+            &cfg,
+            deadline,
+        )?;
+        let elapsed = started.elapsed();
+        let mut engine = lock(&self.engine);
+        for (p, (state, records)) in restored {
+            PartitionRestored { partition: p, records, elapsed, size: state.size() }.emit();
             let offset = committed
-                .find_partition(&self.topics.sales, *p)
+                .find_partition(&self.topics.sales, p)
                 .and_then(|e| e.offset().to_raw())
                 .filter(|o| *o >= 0);
-            PartitionRestored {
-                partition: *p,
-                records,
-                elapsed: started.elapsed(),
-                size: state.size(),
-            }
-            .emit();
-            let mut engine = lock(&self.engine);
-            engine.partitions.insert(*p, state);
+            engine.partitions.insert(p, state);
             if let Some(o) = offset {
-                engine.offsets.insert(*p, o);
+                engine.offsets.insert(p, o);
             }
         }
         Ok(())
     }
 
-    fn restore_consumer(&self) -> KafkaResult<BaseConsumer> {
+    fn restore_consumer(&self) -> KafkaResult<BaseConsumer<QuietEof>> {
         let mut c = self.settings.client_config().map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
         c.set("group.id", format!("{}-restore", self.cfg.group_id))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
             .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "earliest");
-        c.create()
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "20");
+        c.create_with_context(QuietEof)
     }
 
     /// Follows `heartbeats.v1` for exactly the owned partitions, each from the offset its
@@ -243,7 +239,7 @@ impl Ctx {
         loop {
             match self.producer.send(rec) {
                 Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     rec = r;
                     self.producer.poll(Duration::from_millis(10));
                 }
@@ -381,47 +377,83 @@ impl Ctx {
     }
 }
 
-fn restore_partition(
-    c: &BaseConsumer,
+/// Reads the changelog partitions `parts` (all at once) into fresh states, up to the last
+/// stable offset each had when the restore started. Returns the states and record counts.
+fn restore_partitions(
+    c: &BaseConsumer<QuietEof>,
     topic: &str,
-    p: i32,
-    state: &mut PartitionState,
+    parts: &[i32],
+    cfg: &Arc<StateConfig>,
     deadline: Duration,
-) -> Result<u64, LoopError> {
-    // Under read_committed the high watermark answered is the last stable offset.
-    let (low, end) = c.fetch_watermarks(topic, p, Duration::from_secs(30))?;
-    if end <= low {
-        return Ok(0);
-    }
+) -> Result<BTreeMap<i32, (PartitionState, u64)>, LoopError> {
+    let mut out = BTreeMap::new();
+    let mut pending = HashMap::new();
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    for p in parts {
+        out.insert(*p, (PartitionState::new(Arc::clone(cfg)), 0u64));
+        // Under read_committed the high watermark answered is the last stable offset.
+        let (low, end) = c.fetch_watermarks(topic, *p, Duration::from_secs(30))?;
+        if end > low {
+            pending.insert(*p, end);
+            tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
+        }
+    }
+    if pending.is_empty() {
+        return Ok(out);
+    }
     c.assign(&tpl)?;
     let started = Instant::now();
-    let mut n = 0u64;
-    loop {
+    while !pending.is_empty() {
         if started.elapsed() > deadline {
             return Err(LoopError::Other(format!(
-                "restoring {topic}/{p} took longer than restore_timeout_ms"
+                "restoring {topic} partitions {:?} took longer than restore_timeout_ms",
+                pending.keys().collect::<Vec<_>>()
             )));
         }
-        match c.poll(Duration::from_millis(200)) {
+        match c.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
+                let p = m.partition();
+                let Some((state, n)) = out.get_mut(&p) else { continue };
+                if !pending.contains_key(&p) {
+                    continue;
+                }
                 state
                     .restore(m.key().unwrap_or_default(), m.payload())
                     .map_err(|e| LoopError::Other(format!("{topic}/{p}@{}: {e}", m.offset())))?;
-                n += 1;
-                if m.offset() + 1 >= end {
-                    break;
+                *n += 1;
+                if pending.get(&p).is_some_and(|end| m.offset() + 1 >= *end) {
+                    pending.remove(&p);
                 }
             }
-            Some(Err(KafkaError::PartitionEOF(_))) => break,
-            Some(Err(e)) => tracing::warn!(error = %e, topic, partition = p, "restore consumer"),
+            // Reached the end: only transaction markers (or nothing) were left.
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                pending.remove(&p);
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, topic, "restore consumer"),
             None => {}
         }
     }
     c.unassign()?;
-    Ok(n)
+    Ok(out)
 }
+
+/// Client context of the restore consumer: end-of-partition is how a restore ends, not an
+/// error worth logging.
+struct QuietEof;
+
+impl ClientContext for QuietEof {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let eof = matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        );
+        if !eof {
+            tracing::warn!(error = %error, reason, "restore consumer");
+        }
+    }
+}
+
+impl ConsumerContext for QuietEof {}
 
 fn consumer_config(settings: &KafkaSettings, cfg: &AggregateConfig, instance: &str) -> KafkaResult<rdkafka::ClientConfig> {
     let mut c = rdkafka::ClientConfig::new();
