@@ -48,10 +48,25 @@ pub enum Key {
 /// A decoded value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
-    Window { grid: String, sku: String, size: Millis, start: Millis, counters: Counters, revision: i32 },
-    GridWindow { stores: Vec<u64> },
-    Dedupe { ids: Vec<(u128, Millis)> },
-    Meta { max_event_time: Option<Millis>, next_chunk: u64, heartbeat_offset: i64 },
+    Window {
+        grid: String,
+        sku: String,
+        size: Millis,
+        start: Millis,
+        counters: Counters,
+        revision: i32,
+    },
+    GridWindow {
+        stores: Vec<u64>,
+    },
+    Dedupe {
+        ids: Vec<(u128, Millis)>,
+    },
+    Meta {
+        max_event_time: Option<Millis>,
+        next_chunk: u64,
+        heartbeat_offset: i64,
+    },
 }
 
 /// Key of a window record.

@@ -137,16 +137,10 @@ impl AggregateConfig {
 }
 
 fn rule_setting(rule: &str) -> &'static str {
-    [
-        "windows_ms",
-        "out_of_orderness_ms",
-        "grace_ms",
-        "allowed_lateness_ms",
-        "max_close_delay_ms",
-    ]
-    .into_iter()
-    .find(|s| rule.starts_with(s))
-    .unwrap_or("windows_ms")
+    ["windows_ms", "out_of_orderness_ms", "grace_ms", "allowed_lateness_ms", "max_close_delay_ms"]
+        .into_iter()
+        .find(|s| rule.starts_with(s))
+        .unwrap_or("windows_ms")
 }
 
 #[cfg(test)]

@@ -140,8 +140,5 @@ async fn demand(
 
 /// The router.
 pub fn router(engine: SharedEngine, readiness: Readiness) -> Router {
-    Router::new()
-        .route("/v1/demand", get(demand))
-        .with_state(engine)
-        .merge(ops_routes(readiness))
+    Router::new().route("/v1/demand", get(demand)).with_state(engine).merge(ops_routes(readiness))
 }

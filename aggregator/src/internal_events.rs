@@ -5,9 +5,7 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use nearfield_common::metrics::{
-    counter, counter_vec, doubling, gauge, gauge_vec, histogram,
-};
+use nearfield_common::metrics::{counter, counter_vec, doubling, gauge, gauge_vec, histogram};
 use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 
 use crate::state::StateSize;
@@ -70,7 +68,11 @@ static LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     gauge_vec(CONSUMER_LAG, "Records behind the end of the owned partitions.", &["topic"])
 });
 static RESTORE: LazyLock<Histogram> = LazyLock::new(|| {
-    histogram(RESTORE_SECONDS, "Time to restore one partition from its changelog.", doubling(0.01, 14))
+    histogram(
+        RESTORE_SECONDS,
+        "Time to restore one partition from its changelog.",
+        doubling(0.01, 14),
+    )
 });
 static RESTORED: LazyLock<IntCounter> = LazyLock::new(|| {
     counter(RESTORED_RECORDS_TOTAL, "Changelog records read while restoring partitions.")

@@ -96,6 +96,8 @@ struct Ctx {
     topics: Topics,
     cfg: AggregateConfig,
     demand_partitions: i32,
+    late_partitions: i32,
+    dlq_partitions: i32,
     codec: Codec,
     failure: Mutex<Option<String>>,
     last_commit: Mutex<Instant>,
@@ -104,9 +106,10 @@ struct Ctx {
 impl ClientContext for Ctx {
     fn stats(&self, stats: Statistics) {
         for topic in [&self.topics.sales, &self.topics.heartbeats] {
-            let lag = stats.topics.get(topic.as_str()).map_or(0, |t| {
-                t.partitions.values().map(|p| p.consumer_lag.max(0)).sum::<i64>()
-            });
+            let lag = stats
+                .topics
+                .get(topic.as_str())
+                .map_or(0, |t| t.partitions.values().map(|p| p.consumer_lag.max(0)).sum::<i64>());
             if topic == &self.topics.sales {
                 ConsumerLag { topic, lag }.emit();
             }
@@ -204,7 +207,8 @@ impl Ctx {
     }
 
     fn restore_consumer(&self) -> KafkaResult<BaseConsumer<QuietEof>> {
-        let mut c = self.settings.client_config().map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
+        let mut c =
+            self.settings.client_config().map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
         c.set("group.id", format!("{}-restore", self.cfg.group_id))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -231,7 +235,13 @@ impl Ctx {
         }
     }
 
-    fn send(&self, topic: &str, partition: i32, key: &[u8], payload: Option<&[u8]>) -> KafkaResult<()> {
+    fn send(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: &[u8],
+        payload: Option<&[u8]>,
+    ) -> KafkaResult<()> {
         let mut rec = BaseRecord::<[u8], [u8]>::to(topic).partition(partition).key(key);
         if let Some(p) = payload {
             rec = rec.payload(p);
@@ -264,9 +274,11 @@ impl Ctx {
                     self.send(&self.topics.aggregator_changelog, *p, k, v.as_deref())?;
                 }
                 for w in &flushed.outputs {
-                    let key = format!("{}|{}|{}|{}", w.sku, w.grid_id, w.window_start, w.window_end);
+                    let key =
+                        format!("{}|{}|{}|{}", w.sku, w.grid_id, w.window_start, w.window_end);
                     let part = partition_for_key(w.sku.as_bytes(), self.demand_partitions);
-                    let payload = self.codec.encode(w).map_err(|e| LoopError::Other(e.to_string()))?;
+                    let payload =
+                        self.codec.encode(w).map_err(|e| LoopError::Other(e.to_string()))?;
                     self.send(&self.topics.demand, part, key.as_bytes(), Some(&payload))?;
                     if w.revision == 0 {
                         finals += 1;
@@ -289,14 +301,20 @@ impl Ctx {
         }
         self.producer.commit_transaction(self.timeout())?;
         self.producer.begin_transaction()?;
-        *self.last_commit.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
-        TransactionCommitted { elapsed: started.elapsed(), records, finals, revisions, expired }.emit();
+        *self.last_commit.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Instant::now();
+        TransactionCommitted { elapsed: started.elapsed(), records, finals, revisions, expired }
+            .emit();
         Ok(())
     }
 
     /// Applies one sale record; late and undecodable records are written to their topics
     /// inside the open transaction.
-    fn process_sale(&self, m: &BorrowedMessage<'_>, stats: &mut EventsProcessed) -> Result<(), LoopError> {
+    fn process_sale(
+        &self,
+        m: &BorrowedMessage<'_>,
+        stats: &mut EventsProcessed,
+    ) -> Result<(), LoopError> {
         let p = m.partition();
         let payload = m.payload().unwrap_or_default();
         let now = now_ms();
@@ -318,7 +336,8 @@ impl Ctx {
                     Outcome::Duplicate => stats.duplicate += 1,
                     Outcome::Late => {
                         stats.late += 1;
-                        self.send(&self.topics.late, p, ev.grid_id.as_bytes(), Some(payload))?;
+                        let part = partition_for_key(ev.grid_id.as_bytes(), self.late_partitions);
+                        self.send(&self.topics.late, part, ev.grid_id.as_bytes(), Some(payload))?;
                     }
                 }
             }
@@ -339,17 +358,14 @@ impl Ctx {
                     origin: Some(format!("{}/{p}/{}", m.topic(), m.offset())),
                     rejected_at: now,
                 };
-                let bytes = self.codec.encode(&rejected).map_err(|e| LoopError::Other(e.to_string()))?;
-                let dlq_part = partition_for_key(m.key().unwrap_or_default(), self.dlq_partitions());
+                let bytes =
+                    self.codec.encode(&rejected).map_err(|e| LoopError::Other(e.to_string()))?;
+                let dlq_part = partition_for_key(m.key().unwrap_or_default(), self.dlq_partitions);
                 self.send(&self.topics.dlq, dlq_part, m.key().unwrap_or_default(), Some(&bytes))?;
                 lock(&self.engine).offsets.insert(p, m.offset() + 1);
             }
         }
         Ok(())
-    }
-
-    fn dlq_partitions(&self) -> i32 {
-        self.settings.partitions.min(3).max(1)
     }
 
     /// Applies waiting heartbeats (non-blocking).
@@ -367,11 +383,22 @@ impl Ctx {
                 Ok(hb) => {
                     let mut engine = lock(&self.engine);
                     if let Some(st) = engine.partitions.get_mut(&m.partition()) {
-                        st.apply_heartbeat(&hb.grid_id, &hb.store_id, hb.received_at, m.offset() + 1, now_ms());
+                        st.apply_heartbeat(
+                            &hb.grid_id,
+                            &hb.store_id,
+                            hb.received_at,
+                            m.offset() + 1,
+                            now_ms(),
+                        );
                         stats.heartbeats += 1;
                     }
                 }
-                Err(e) => tracing::warn!(partition = m.partition(), offset = m.offset(), reason = e.reason(), "undecodable heartbeat skipped"),
+                Err(e) => tracing::warn!(
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    reason = e.reason(),
+                    "undecodable heartbeat skipped"
+                ),
             }
         }
     }
@@ -455,14 +482,22 @@ impl ClientContext for QuietEof {
 
 impl ConsumerContext for QuietEof {}
 
-fn consumer_config(settings: &KafkaSettings, cfg: &AggregateConfig, instance: &str) -> KafkaResult<rdkafka::ClientConfig> {
+fn consumer_config(
+    settings: &KafkaSettings,
+    cfg: &AggregateConfig,
+    instance: &str,
+) -> KafkaResult<rdkafka::ClientConfig> {
     let mut c = rdkafka::ClientConfig::new();
     c.set("partition.assignment.strategy", "cooperative-sticky")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
         .set("fetch.queue.backoff.ms", "10")
         .set("statistics.interval.ms", "5000");
-    for (k, v) in settings.client_config().map_err(|e| KafkaError::ClientCreation(e.to_string()))?.config_map() {
+    for (k, v) in settings
+        .client_config()
+        .map_err(|e| KafkaError::ClientCreation(e.to_string()))?
+        .config_map()
+    {
         c.set(k, v);
     }
     c.set("group.id", &cfg.group_id)
@@ -474,13 +509,21 @@ fn consumer_config(settings: &KafkaSettings, cfg: &AggregateConfig, instance: &s
     Ok(c)
 }
 
-fn producer_config(settings: &KafkaSettings, cfg: &AggregateConfig, instance: &str) -> KafkaResult<rdkafka::ClientConfig> {
+fn producer_config(
+    settings: &KafkaSettings,
+    cfg: &AggregateConfig,
+    instance: &str,
+) -> KafkaResult<rdkafka::ClientConfig> {
     let mut c = rdkafka::ClientConfig::new();
     c.set("linger.ms", "5")
         .set("compression.type", "lz4")
         .set("queue.buffering.max.messages", "1000000")
         .set("queue.buffering.max.kbytes", "1048576");
-    for (k, v) in settings.client_config().map_err(|e| KafkaError::ClientCreation(e.to_string()))?.config_map() {
+    for (k, v) in settings
+        .client_config()
+        .map_err(|e| KafkaError::ClientCreation(e.to_string()))?
+        .config_map()
+    {
         c.set(k, v);
     }
     c.set("transactional.id", format!("{}-{instance}", cfg.group_id))
@@ -492,7 +535,10 @@ fn producer_config(settings: &KafkaSettings, cfg: &AggregateConfig, instance: &s
 
 fn partition_count(c: &BaseProducer, topic: &str) -> Result<i32, LoopError> {
     let md = c.client().fetch_metadata(Some(topic), Duration::from_secs(30))?;
-    let t = md.topics().first().ok_or_else(|| LoopError::Other(format!("topic {topic}: no metadata")))?;
+    let t = md
+        .topics()
+        .first()
+        .ok_or_else(|| LoopError::Other(format!("topic {topic}: no metadata")))?;
     if let Some(e) = t.error() {
         return Err(LoopError::Other(format!("topic {topic}: {e:?}")));
     }
@@ -547,6 +593,8 @@ fn run_once(
         )));
     }
     let demand_partitions = partition_count(&producer, &topics.demand)?;
+    let late_partitions = partition_count(&producer, &topics.late)?;
+    let dlq_partitions = partition_count(&producer, &topics.dlq)?;
     producer.init_transactions(Duration::from_millis(cfg.transaction_timeout_ms.max(30_000)))?;
     producer.begin_transaction()?;
     let mut hb = settings.client_config().map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
@@ -564,11 +612,14 @@ fn run_once(
         topics: topics.clone(),
         cfg: cfg.clone(),
         demand_partitions,
+        late_partitions,
+        dlq_partitions,
         codec: Codec::single_object(),
         failure: Mutex::new(None),
         last_commit: Mutex::new(Instant::now()),
     };
-    let consumer: BaseConsumer<Ctx> = consumer_config(settings, cfg, &instance)?.create_with_context(ctx)?;
+    let consumer: BaseConsumer<Ctx> =
+        consumer_config(settings, cfg, &instance)?.create_with_context(ctx)?;
     consumer.subscribe(&[&topics.sales])?;
     tracing::info!(instance, group = cfg.group_id, "aggregator consuming {}", topics.sales);
     let interval = Duration::from_millis(cfg.commit_interval_ms);
@@ -595,7 +646,11 @@ fn run_once(
     }
 }
 
-fn consume(consumer: &BaseConsumer<Ctx>, interval: Duration, stop: &AtomicBool) -> Result<(), LoopError> {
+fn consume(
+    consumer: &BaseConsumer<Ctx>,
+    interval: Duration,
+    stop: &AtomicBool,
+) -> Result<(), LoopError> {
     let ctx = consumer.context();
     let mut stats = EventsProcessed::default();
     let mut last_gauges = Instant::now();
@@ -632,8 +687,12 @@ fn consume(consumer: &BaseConsumer<Ctx>, interval: Duration, stop: &AtomicBool) 
                 .filter(|w| *w > i64::MIN)
                 .min()
                 .map(|w| (now - w) / 1000);
-            StateGauges { size: engine.size(), partitions: engine.partitions.len(), watermark_delay_s: delay }
-                .emit();
+            StateGauges {
+                size: engine.size(),
+                partitions: engine.partitions.len(),
+                watermark_delay_s: delay,
+            }
+            .emit();
         }
     }
     Ok(())

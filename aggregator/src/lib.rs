@@ -117,7 +117,8 @@ pub async fn start(
     tracing::info!(%local_addr, "aggregator listening");
 
     let worker = {
-        let (engine, directory, stop) = (Arc::clone(&engine), Arc::clone(&directory), Arc::clone(&stop));
+        let (engine, directory, stop) =
+            (Arc::clone(&engine), Arc::clone(&directory), Arc::clone(&stop));
         std::thread::Builder::new()
             .name("aggregator".into())
             .spawn(move || kafka::run_loop(kafka, config, engine, directory, stop))
@@ -127,7 +128,8 @@ pub async fn start(
         let engine = Arc::clone(&engine);
         tokio::spawn(async move {
             let ready_loop = {
-                let (engine, readiness, shutdown) = (Arc::clone(&engine), readiness.clone(), shutdown.clone());
+                let (engine, readiness, shutdown) =
+                    (Arc::clone(&engine), readiness.clone(), shutdown.clone());
                 async move {
                     loop {
                         let ready = engine.lock().map(|e| e.ready).unwrap_or(false);
@@ -148,7 +150,9 @@ pub async fn start(
             let looped = tokio::task::spawn_blocking(move || worker.join())
                 .await
                 .map_err(|e| AggregateError::Serve(std::io::Error::other(e)))?
-                .map_err(|_| AggregateError::Serve(std::io::Error::other("aggregator thread panicked")))?;
+                .map_err(|_| {
+                    AggregateError::Serve(std::io::Error::other("aggregator thread panicked"))
+                })?;
             if let Some(f) = follower {
                 let _ = tokio::task::spawn_blocking(move || f.join()).await;
             }

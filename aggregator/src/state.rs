@@ -276,23 +276,23 @@ impl PartitionState {
         let mut key_dirty = false;
         let grid = short_id(&ev.grid_id);
         for (size_idx, start, end) in w.windows_of(t) {
-            let win = match ks.windows.iter().position(|x| x.size_idx == size_idx && x.start == start)
-            {
-                Some(i) => &mut ks.windows[i],
-                None => {
-                    self.buckets.entry((end, size_idx)).or_default().keys.insert(kid);
-                    self.windows += 1;
-                    ks.windows.push(WindowState {
-                        size_idx,
-                        start,
-                        end,
-                        counters: Counters::default(),
-                        revision: -1,
-                        dirty: false,
-                    });
-                    ks.windows.last_mut().expect("just pushed")
-                }
-            };
+            let win =
+                match ks.windows.iter().position(|x| x.size_idx == size_idx && x.start == start) {
+                    Some(i) => &mut ks.windows[i],
+                    None => {
+                        self.buckets.entry((end, size_idx)).or_default().keys.insert(kid);
+                        self.windows += 1;
+                        ks.windows.push(WindowState {
+                            size_idx,
+                            start,
+                            end,
+                            counters: Counters::default(),
+                            revision: -1,
+                            dirty: false,
+                        });
+                        ks.windows.last_mut().expect("just pushed")
+                    }
+                };
             win.counters.add(ev, store, count_revenue);
             key_dirty |= !std::mem::replace(&mut win.dirty, true);
             let gw = self.grids.entry((grid, size_idx, start)).or_default();
@@ -413,8 +413,10 @@ impl PartitionState {
             self.next_chunk += 1;
             self.chunks.insert(seq, max_end);
             self.meta_dirty = true;
-            out.changelog
-                .push((changelog::dedupe_key(seq), Some(changelog::encode(&Record::Dedupe { ids }))));
+            out.changelog.push((
+                changelog::dedupe_key(seq),
+                Some(changelog::encode(&Record::Dedupe { ids })),
+            ));
         }
         self.expire(wm, now, &mut out);
         if std::mem::take(&mut self.meta_dirty) {
@@ -525,7 +527,10 @@ impl PartitionState {
                 Record::Window { grid, sku, counters, revision, .. },
             ) => {
                 let Some(size_idx) = self.size_idx(size) else {
-                    tracing::warn!(size, "changelog window of a size no longer configured; dropped");
+                    tracing::warn!(
+                        size,
+                        "changelog window of a size no longer configured; dropped"
+                    );
                     return Ok(());
                 };
                 let end = start + size;
@@ -560,7 +565,10 @@ impl PartitionState {
                     }
                 }
             }
-            (changelog::Key::Meta, Record::Meta { max_event_time, next_chunk, heartbeat_offset }) => {
+            (
+                changelog::Key::Meta,
+                Record::Meta { max_event_time, next_chunk, heartbeat_offset },
+            ) => {
                 self.max_event_time = max_event_time;
                 self.next_chunk = next_chunk;
                 self.heartbeat_offset = heartbeat_offset;
@@ -673,7 +681,15 @@ mod tests {
         })
     }
 
-    fn ev(id: &str, store: &str, grid: &str, sku: &str, kind: SaleKind, q: i32, t: Millis) -> SaleEvent {
+    fn ev(
+        id: &str,
+        store: &str,
+        grid: &str,
+        sku: &str,
+        kind: SaleKind,
+        q: i32,
+        t: Millis,
+    ) -> SaleEvent {
         SaleEvent {
             event_id: id.into(),
             store_id: store.into(),
@@ -697,12 +713,27 @@ mod tests {
     fn counts_close_once_and_revise_on_late_data() {
         let mut st = PartitionState::new(cfg());
         let t0 = 1_000 * 60 * MIN; // aligned to the hour
-        assert_eq!(st.apply_sale(&ev("1", "s1", "g", "A", SaleKind::Sale, 3, t0 + 1), t0), Outcome::Counted);
-        assert_eq!(st.apply_sale(&ev("2", "s2", "g", "A", SaleKind::Return, 1, t0 + 2), t0), Outcome::Counted);
-        assert_eq!(st.apply_sale(&ev("3", "s2", "g", "A", SaleKind::Preorder, 5, t0 + 3), t0), Outcome::Counted);
-        assert_eq!(st.apply_sale(&ev("1", "s1", "g", "A", SaleKind::Sale, 3, t0 + 1), t0), Outcome::Duplicate);
+        assert_eq!(
+            st.apply_sale(&ev("1", "s1", "g", "A", SaleKind::Sale, 3, t0 + 1), t0),
+            Outcome::Counted
+        );
+        assert_eq!(
+            st.apply_sale(&ev("2", "s2", "g", "A", SaleKind::Return, 1, t0 + 2), t0),
+            Outcome::Counted
+        );
+        assert_eq!(
+            st.apply_sale(&ev("3", "s2", "g", "A", SaleKind::Preorder, 5, t0 + 3), t0),
+            Outcome::Counted
+        );
+        assert_eq!(
+            st.apply_sale(&ev("1", "s1", "g", "A", SaleKind::Sale, 3, t0 + 1), t0),
+            Outcome::Duplicate
+        );
         // The same event id from another store is another event.
-        assert_eq!(st.apply_sale(&ev("1", "s3", "g", "A", SaleKind::Sale, 1, t0 + 4), t0), Outcome::Counted);
+        assert_eq!(
+            st.apply_sale(&ev("1", "s3", "g", "A", SaleKind::Sale, 1, t0 + 4), t0),
+            Outcome::Counted
+        );
         let f = st.flush(t0, &none);
         assert!(f.outputs.is_empty(), "nothing closes before the watermark passes");
         // An event 6 minutes later moves the watermark past the first 5-minute window + grace.
@@ -713,9 +744,15 @@ mod tests {
         assert_eq!((w.sku.as_str(), w.window_start, w.window_end), ("A", t0, t0 + 5 * MIN));
         assert_eq!((w.units_sold, w.units_returned, w.preorder_units, w.net_units), (4, 1, 5, 8));
         assert_eq!((w.revenue_minor, w.event_count, w.distinct_stores), (300, 4, 3));
-        assert_eq!((w.stores_reporting, w.stores_expected, w.revision, w.is_final), (3, 7, 0, true));
+        assert_eq!(
+            (w.stores_reporting, w.stores_expected, w.revision, w.is_final),
+            (3, 7, 0, true)
+        );
         // A late event within the allowed lateness revises it once.
-        assert_eq!(st.apply_sale(&ev("5", "s4", "g", "A", SaleKind::Sale, 2, t0 + 10), t0 + 6 * MIN), Outcome::Counted);
+        assert_eq!(
+            st.apply_sale(&ev("5", "s4", "g", "A", SaleKind::Sale, 2, t0 + 10), t0 + 6 * MIN),
+            Outcome::Counted
+        );
         let f = st.flush(t0 + 6 * MIN, &none);
         assert_eq!(f.outputs.len(), 1);
         assert_eq!((f.outputs[0].revision, f.outputs[0].units_sold), (1, 6));
@@ -723,7 +760,10 @@ mod tests {
         let later = t0 + 30 * MIN;
         st.apply_sale(&ev("6", "s1", "g", "B", SaleKind::Sale, 1, later), later);
         let _ = st.flush(later, &none);
-        assert_eq!(st.apply_sale(&ev("7", "s1", "g", "A", SaleKind::Sale, 1, t0 + 20), later), Outcome::Late);
+        assert_eq!(
+            st.apply_sale(&ev("7", "s1", "g", "A", SaleKind::Sale, 1, t0 + 20), later),
+            Outcome::Late
+        );
         assert!(st.key("g", "A").is_some_and(|k| k.windows.iter().all(|w| w.size_idx == 1)));
     }
 
@@ -752,8 +792,18 @@ mod tests {
     /// One step of a generated history.
     #[derive(Debug, Clone)]
     enum Step {
-        Sale { id: u8, store: u8, grid: u8, sku: u8, kind: u8, q: i32, dt: Millis },
-        Flush { advance: Millis },
+        Sale {
+            id: u8,
+            store: u8,
+            grid: u8,
+            sku: u8,
+            kind: u8,
+            q: i32,
+            dt: Millis,
+        },
+        Flush {
+            advance: Millis,
+        },
         /// Crash after the last flush: restore from the changelog.
         Restore,
     }

@@ -28,10 +28,7 @@ impl GridDirectory {
 
     /// Active stores registered in `grid`.
     pub fn expected(&self, grid: &str) -> i32 {
-        self.inner
-            .lock()
-            .map(|i| i.active_per_grid.get(grid).copied().unwrap_or(0))
-            .unwrap_or(0)
+        self.inner.lock().map(|i| i.active_per_grid.get(grid).copied().unwrap_or(0)).unwrap_or(0)
     }
 
     /// Registered stores.

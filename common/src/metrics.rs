@@ -3,8 +3,7 @@
 //! name twice (two stages in one process share a metric) keeps the first.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
 };
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {

@@ -53,8 +53,8 @@ pub enum StoreFileError {
 /// skipped. Returns the number of stores loaded.
 pub fn load_file(path: &Path, sink: &dyn StoreSink) -> Result<usize, StoreFileError> {
     let p = path.display().to_string();
-    let file =
-        std::fs::File::open(path).map_err(|source| StoreFileError::Io { path: p.clone(), source })?;
+    let file = std::fs::File::open(path)
+        .map_err(|source| StoreFileError::Io { path: p.clone(), source })?;
     let mut n = 0;
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
         let line = line.map_err(|source| StoreFileError::Io { path: p.clone(), source })?;
@@ -102,7 +102,11 @@ fn follow_loop(consumer: &BaseConsumer, topic: &str, sink: &dyn StoreSink, stop:
                         let _ = tpl.add_partition_offset(topic, p.id(), Offset::Beginning);
                     }
                     assigned = consumer.assign(&tpl).is_ok();
-                    tracing::info!(topic, partitions = tpl.count(), "following store registry topic");
+                    tracing::info!(
+                        topic,
+                        partitions = tpl.count(),
+                        "following store registry topic"
+                    );
                 }
                 _ => {
                     tracing::warn!(topic, "store registry topic not available yet; retrying");

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use nearfield_ingest::auth::{DeviceKey, MasterKey};
 use nearfield_common::stores::grid_of;
+use nearfield_ingest::auth::{DeviceKey, MasterKey};
 use nearfield_schemas::StoreRecord;
 use rand::Rng;
 use rand::rngs::StdRng;
