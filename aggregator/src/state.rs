@@ -21,9 +21,20 @@ use xxhash_rust::xxh3::Xxh3;
 use crate::changelog::{self, Record};
 use crate::window::{Millis, Windowing};
 
-/// A hasher for keys that already are hashes (xxh3): it keeps the low 64 bits.
+/// A fast hasher for keys made of integers that are already hashes (xxh3 of strings) or
+/// small numbers: FxHash's rotate–xor–multiply per word. Not DoS-resistant, which is fine:
+/// the strings behind the ids are hashed with xxh3 first.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct IdHasher(u64);
+
+const FX: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl IdHasher {
+    #[inline]
+    fn add(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(FX);
+    }
+}
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -33,16 +44,26 @@ impl Hasher for IdHasher {
         for chunk in bytes.chunks(8) {
             let mut b = [0u8; 8];
             b[..chunk.len()].copy_from_slice(chunk);
-            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(b);
+            self.add(u64::from_le_bytes(b));
         }
     }
     fn write_u64(&mut self, n: u64) {
-        self.0 ^= n;
+        self.add(n);
+    }
+    fn write_i64(&mut self, n: i64) {
+        self.add(n as u64);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
     }
     fn write_u128(&mut self, n: u128) {
-        self.0 ^= n as u64;
+        self.add(n as u64);
+        self.add((n >> 64) as u64);
     }
 }
+
+/// Most event ids in one changelog record (24 bytes each: ~390 KiB).
+pub const DEDUPE_CHUNK_IDS: usize = 16_384;
 
 type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
@@ -193,7 +214,7 @@ pub struct PartitionState {
     keys: IdMap<u128, KeyState>,
     buckets: BTreeMap<(Millis, usize), Bucket>,
     dirty_keys: Vec<u128>,
-    grids: HashMap<(u64, usize, Millis), GridWindow>,
+    grids: IdMap<(u64, usize, Millis), GridWindow>,
     dirty_grids: Vec<(u64, usize, Millis)>,
     dedupe: IdMap<u128, Millis>,
     dedupe_by_end: BTreeMap<Millis, Vec<u128>>,
@@ -224,7 +245,7 @@ impl PartitionState {
             keys: IdMap::default(),
             buckets: BTreeMap::new(),
             dirty_keys: Vec::new(),
-            grids: HashMap::new(),
+            grids: IdMap::default(),
             dirty_grids: Vec::new(),
             dedupe: IdMap::default(),
             dedupe_by_end: BTreeMap::new(),
@@ -406,8 +427,9 @@ impl PartitionState {
                 ));
             }
         }
-        if !self.pending_ids.is_empty() {
-            let ids = std::mem::take(&mut self.pending_ids);
+        // Ids seen since the last flush, in chunks that stay well below Kafka's message
+        // size limit (24 bytes per id).
+        for ids in std::mem::take(&mut self.pending_ids).chunks(DEDUPE_CHUNK_IDS) {
             let max_end = ids.iter().map(|(_, e)| *e).max().unwrap_or(Millis::MIN);
             let seq = self.next_chunk;
             self.next_chunk += 1;
@@ -415,7 +437,7 @@ impl PartitionState {
             self.meta_dirty = true;
             out.changelog.push((
                 changelog::dedupe_key(seq),
-                Some(changelog::encode(&Record::Dedupe { ids })),
+                Some(changelog::encode(&Record::Dedupe { ids: ids.to_vec() })),
             ));
         }
         self.expire(wm, now, &mut out);
@@ -787,6 +809,28 @@ mod tests {
         let f = st.flush(t0 + 8 * MIN, &none);
         assert_eq!(f.outputs[0].stores_reporting, 3);
         assert_eq!(st.heartbeat_offset(), 12);
+    }
+
+    #[test]
+    fn dedupe_ids_are_written_in_bounded_chunks() {
+        let mut st = PartitionState::new(cfg());
+        let t0 = 1_000 * 60 * MIN;
+        let n = DEDUPE_CHUNK_IDS * 2 + 5;
+        for i in 0..n {
+            st.apply_sale(&ev(&i.to_string(), "s1", "g", "A", SaleKind::Sale, 1, t0), t0);
+        }
+        let f = st.flush(t0, &none);
+        let chunks: Vec<usize> = f
+            .changelog
+            .iter()
+            .filter(|(k, _)| k[0] == b'D')
+            .map(|(_, v)| match changelog::decode(v.as_deref().expect("value")) {
+                Ok(Record::Dedupe { ids }) => ids.len(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(chunks, vec![DEDUPE_CHUNK_IDS, DEDUPE_CHUNK_IDS, 5]);
+        assert!(f.changelog.iter().all(|(_, v)| v.as_ref().is_none_or(|v| v.len() < 512 * 1024)));
     }
 
     /// One step of a generated history.

@@ -1,0 +1,191 @@
+//! The aggregator's in-memory update path, without Kafka: `PartitionState::apply_sale`
+//! on a realistic key mix (500 grids × 400 SKUs with a Zipf-like skew, 3000 stores, three
+//! window sizes), and `flush` of the changes. Throughput is reported in window updates
+//! (events × window sizes).
+//!
+//! It also answers "dashmap or better": the same counter update on a `DashMap` (what a
+//! shared, multi-writer map would need) against the single-writer `HashMap` per partition
+//! the aggregator uses (each partition is owned by one thread, so it needs no lock).
+
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+use std::sync::Arc;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use dashmap::DashMap;
+use nearfield_aggregator::state::{IdHasher, PartitionState, StateConfig, key_id};
+use nearfield_aggregator::window::Windowing;
+use nearfield_schemas::{SaleEvent, SaleKind};
+
+const EVENTS: usize = 100_000;
+/// Events applied before measuring, so the maps hold a realistic working set.
+const WARM: usize = 200_000;
+
+fn events() -> Vec<SaleEvent> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let t0 = 1_800_000_000_000i64;
+    (0..WARM + EVENTS)
+        .map(|i| {
+            let r = next();
+            // Zipf-like: squaring a uniform number skews towards small SKU numbers.
+            let u = (r % 10_000) as f64 / 10_000.0;
+            let sku = (u * u * 400.0) as u64;
+            let store = (r >> 20) % 3000;
+            SaleEvent {
+                event_id: format!("ev-{i}"),
+                store_id: format!("store-{store:05}"),
+                device_id: "pos-1".into(),
+                grid_id: format!("88309{:05x}fffff", store % 500),
+                sku: format!("SKU-{sku:05}"),
+                kind: if r % 20 == 0 { SaleKind::Return } else { SaleKind::Sale },
+                quantity: 1 + (r >> 40) as i32 % 3,
+                unit_price_minor: 990,
+                currency: "CNY".into(),
+                // 6 ms apart (30 minutes in all), slightly out of order.
+                occurred_at: t0 + i as i64 * 6 - ((r >> 50) % 2000) as i64,
+                received_at: t0 + i as i64 * 6,
+            }
+        })
+        .collect()
+}
+
+fn cfg() -> Arc<StateConfig> {
+    Arc::new(StateConfig {
+        windowing: Windowing {
+            sizes: vec![300_000, 3_600_000, 86_400_000],
+            out_of_orderness: 30_000,
+            grace: 10_000,
+            allowed_lateness: 3_600_000,
+            max_close_delay: 120_000,
+        },
+        currency: "CNY".into(),
+    })
+}
+
+#[derive(Default)]
+struct Cell {
+    sold: i64,
+    returned: i64,
+    revenue: i64,
+    events: i64,
+}
+
+fn update(c: &mut Cell, e: &SaleEvent) {
+    let q = i64::from(e.quantity);
+    match e.kind {
+        SaleKind::Return => c.returned += q,
+        _ => c.sold += q,
+    }
+    c.revenue += q * e.unit_price_minor;
+    c.events += 1;
+}
+
+fn bench(c: &mut Criterion) {
+    let all = events();
+    let now = all.last().map_or(0, |e| e.received_at);
+    let (warm, evs) = all.split_at(WARM);
+    let warmed = || {
+        let mut st = PartitionState::new(cfg());
+        for e in warm {
+            st.apply_sale(e, now);
+        }
+        st
+    };
+    let mut g = c.benchmark_group("aggregator_update");
+    g.throughput(Throughput::Elements((EVENTS * 3) as u64));
+    g.bench_function("apply_sale (3 windows per event)", |b| {
+        b.iter_batched(
+            warmed,
+            |mut st| {
+                for e in evs {
+                    std::hint::black_box(st.apply_sale(e, now));
+                }
+                st
+            },
+            BatchSize::LargeInput,
+        );
+    });
+    let sizes = [300_000i64, 3_600_000, 86_400_000];
+    g.bench_function("counter update: HashMap, single writer", |b| {
+        b.iter_batched(
+            || {
+                let mut m = HashMap::<(u128, i64), Cell, BuildHasherDefault<IdHasher>>::default();
+                for e in warm {
+                    let k = key_id(&e.grid_id, &e.sku);
+                    for s in sizes {
+                        update(m.entry((k, e.occurred_at - e.occurred_at.rem_euclid(s))).or_default(), e);
+                    }
+                }
+                m
+            },
+            |mut m| {
+                for e in evs {
+                    let k = key_id(&e.grid_id, &e.sku);
+                    for s in sizes {
+                        update(m.entry((k, e.occurred_at - e.occurred_at.rem_euclid(s))).or_default(), e);
+                    }
+                }
+                m
+            },
+            BatchSize::LargeInput,
+        );
+    });
+    g.bench_function("counter update: DashMap", |b| {
+        b.iter_batched(
+            || {
+                let m = DashMap::<(u128, i64), Cell, BuildHasherDefault<IdHasher>>::default();
+                for e in warm {
+                    let k = key_id(&e.grid_id, &e.sku);
+                    for s in sizes {
+                        update(&mut m.entry((k, e.occurred_at - e.occurred_at.rem_euclid(s))).or_default(), e);
+                    }
+                }
+                m
+            },
+            |m| {
+                for e in evs {
+                    let k = key_id(&e.grid_id, &e.sku);
+                    for s in sizes {
+                        update(&mut m.entry((k, e.occurred_at - e.occurred_at.rem_euclid(s))).or_default(), e);
+                    }
+                }
+                m
+            },
+            BatchSize::LargeInput,
+        );
+    });
+    g.finish();
+    let mut g = c.benchmark_group("aggregator_flush");
+    g.throughput(Throughput::Elements(EVENTS as u64));
+    g.bench_function("flush after 100k events (changelog + closed windows)", |b| {
+        b.iter_batched(
+            || {
+                let mut st = warmed();
+                for e in evs {
+                    st.apply_sale(e, now);
+                }
+                st
+            },
+            |mut st| {
+                // Far enough ahead that every 5-minute window closes.
+                let f = st.flush(now + 600_000, &|_| 10);
+                (st, f)
+            },
+            BatchSize::LargeInput,
+        );
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(10);
+    targets = bench
+}
+criterion_main!(benches);

@@ -1,0 +1,288 @@
+//! The aggregator benchmark's phases, each run as its own process so CPU time and peak
+//! memory belong to one phase (`benches/aggregator.sh` runs them in order):
+//!
+//! - `fill BROKERS TOPIC N KEYS PREFIX`: creates the topics, then writes N `SaleEvent`s over KEYS distinct grid × SKU keys
+//!   (times spread over the last four minutes, 5 % returns) with ingest's settings.
+//! - `consume BROKERS TOPIC N`: the ceiling: a bare librdkafka consumer reading the N
+//!   records (no decoding, no state, no transactions).
+//! - `aggregate BROKERS TOPIC N PREFIX`: the aggregator (library, exactly-once, the
+//!   production defaults) consuming the same records into fresh state; reports when every
+//!   record is processed and committed.
+//! - `restore BROKERS TOPIC N PREFIX`: a new instance of the same group restoring the
+//!   state the `aggregate` phase committed; reports restore time and memory.
+//!
+//! Each prints one JSON line: seconds, cpu_s, events_per_cpu_s, peak_rss_mb, and phase
+//! details.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool: its result is its output
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use nearfield_aggregator::AggregateConfig;
+use nearfield_common::kafka::{KafkaSettings, Topics};
+use nearfield_common::shutdown::CancellationToken;
+use nearfield_schemas::{Codec, SaleEvent, SaleKind};
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{DeliveryResult, Message};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+
+fn proc_stat() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    ((tick(11) + tick(12)) / 100.0, kb("VmHWM:").max(kb("VmRSS:")) / 1024.0)
+}
+
+fn rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn die(msg: &str) -> ! {
+    eprintln!("{msg}");
+    std::process::exit(1)
+}
+
+struct Count(AtomicU64);
+impl ClientContext for &'static Count {}
+impl ProducerContext for &'static Count {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+        if r.is_err() {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn fill(brokers: &str, topic: &str, n: u64, keys: u64) {
+    let failed: &'static Count = Box::leak(Box::new(Count(AtomicU64::new(0))));
+    let producer: ThreadedProducer<&'static Count> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .set("partitioner", "murmur2_random")
+        .set("queue.buffering.max.messages", "200000")
+        .set("batch.num.messages", "10000")
+        .create_with_context(failed)
+        .unwrap_or_else(|e| die(&format!("producer: {e}")));
+    let codec = Codec::single_object();
+    let now = nearfield_common::time::now_ms();
+    let span = 240_000u64;
+    let mut buf = Vec::with_capacity(160);
+    for i in 0..n {
+        let k = (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11) % keys;
+        let (grid, sku) = (k / 400, k % 400);
+        let e = SaleEvent {
+            event_id: format!("pos-1-{i}"),
+            store_id: format!("store-{:06}", (grid * 7 + i % 7) % 1_000_000),
+            device_id: "pos-1".into(),
+            grid_id: format!("8831aa{grid:09x}"),
+            sku: format!("SKU-{sku:05}"),
+            kind: if i % 20 == 0 { SaleKind::Return } else { SaleKind::Sale },
+            quantity: 1 + (i % 3) as i32,
+            unit_price_minor: 650,
+            currency: "CNY".into(),
+            occurred_at: now - span as i64 + (i * span / n) as i64,
+            received_at: now - span as i64 + (i * span / n) as i64 + 20,
+        };
+        buf.clear();
+        if let Err(e) = codec.encode_into(&e, &mut buf) {
+            die(&format!("encode: {e}"));
+        }
+        let mut rec = BaseRecord::to(topic).key(e.grid_id.as_str()).payload(buf.as_slice());
+        while let Err((_, back)) = producer.send(rec) {
+            rec = back;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let _ = producer.flush(Duration::from_secs(120));
+    if failed.0.load(Ordering::Relaxed) > 0 || producer.in_flight_count() > 0 {
+        die("fill: not every event was written");
+    }
+    println!("{{\"phase\":\"fill\",\"events\":{n},\"keys\":{keys}}}");
+}
+
+fn consume(brokers: &str, topic: &str, n: u64) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("bench-bare-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("fetch.queue.backoff.ms", "10")
+        .create()
+        .unwrap_or_else(|e| die(&format!("consumer: {e}")));
+    consumer.subscribe(&[topic]).unwrap_or_else(|e| die(&format!("subscribe: {e}")));
+    let (cpu0, _) = proc_stat();
+    let mut started = None;
+    let (mut got, mut bytes) = (0u64, 0u64);
+    while got < n {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                started.get_or_insert_with(Instant::now);
+                got += 1;
+                bytes += m.payload().map_or(0, |p| p.len() as u64);
+            }
+            Some(Err(e)) => eprintln!("consume: {e}"),
+            None => {}
+        }
+    }
+    let secs = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    let (cpu1, hwm) = proc_stat();
+    let cpu = cpu1 - cpu0;
+    println!(
+        "{{\"phase\":\"consume\",\"events\":{got},\"bytes\":{bytes},\"seconds\":{secs:.2},\"events_per_s\":{:.0},\"cpu_s\":{cpu:.2},\"events_per_cpu_s\":{:.0},\"peak_rss_mb\":{hwm:.1}}}",
+        got as f64 / secs.max(0.001),
+        got as f64 / cpu.max(0.01)
+    );
+}
+
+fn processed() -> u64 {
+    prometheus::gather()
+        .iter()
+        .filter(|f| f.name() == nearfield_aggregator::internal_events::EVENTS_TOTAL)
+        .flat_map(|f| f.get_metric().iter().map(|m| m.get_counter().get_value() as u64))
+        .sum()
+}
+
+fn gauge(name: &str) -> i64 {
+    prometheus::gather()
+        .iter()
+        .filter(|f| f.name() == name)
+        .flat_map(|f| f.get_metric().iter().map(|m| m.get_gauge().get_value() as i64))
+        .sum()
+}
+
+fn settings(brokers: &str, topic: &str, prefix: &str) -> (KafkaSettings, AggregateConfig) {
+    let topics = Topics {
+        sales: topic.to_string(),
+        heartbeats: format!("{prefix}-hb"),
+        dlq: format!("{prefix}-dlq"),
+        late: format!("{prefix}-late"),
+        demand: format!("{prefix}-demand"),
+        stores: format!("{prefix}-stores"),
+        catalog: format!("{prefix}-catalog"),
+        aggregator_changelog: format!("{prefix}-changelog"),
+        ..Topics::default()
+    };
+    let kafka = KafkaSettings { brokers: brokers.to_string(), topics, ..KafkaSettings::default() };
+    let cfg = AggregateConfig {
+        listen: "127.0.0.1:0".parse().unwrap_or_else(|_| die("addr")),
+        group_id: format!("{prefix}-agg"),
+        follow_stores_topic: false,
+        ..AggregateConfig::default()
+    };
+    (kafka, cfg)
+}
+
+async fn aggregate(brokers: &str, topic: &str, n: u64, prefix: &str) {
+    let (kafka, mut cfg) = settings(brokers, topic, prefix);
+    cfg.instance_id = Some("bench-1".into());
+    let token = CancellationToken::new();
+    let (cpu0, _) = proc_stat();
+    let started = Instant::now();
+    let running = nearfield_aggregator::start(cfg, kafka, token.clone())
+        .await
+        .unwrap_or_else(|e| die(&format!("start: {e}")));
+    while processed() < n {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Processed is counted at commit: everything is committed now.
+    let secs = started.elapsed().as_secs_f64();
+    let (cpu1, hwm) = proc_stat();
+    let cpu = cpu1 - cpu0;
+    let keys = gauge(nearfield_aggregator::internal_events::KEYS);
+    let windows = gauge(nearfield_aggregator::internal_events::OPEN_WINDOWS);
+    let state_bytes = gauge(nearfield_aggregator::internal_events::STATE_BYTES);
+    let rss = rss_mb();
+    token.cancel();
+    let _ = running.done.await;
+    println!(
+        "{{\"phase\":\"aggregate\",\"events\":{n},\"seconds\":{secs:.2},\"events_per_s\":{:.0},\"cpu_s\":{cpu:.2},\"events_per_cpu_s\":{:.0},\"peak_rss_mb\":{hwm:.1},\"rss_mb\":{rss:.1},\"keys\":{keys},\"windows\":{windows},\"state_bytes\":{state_bytes}}}",
+        n as f64 / secs,
+        n as f64 / cpu.max(0.01)
+    );
+}
+
+async fn restore(brokers: &str, topic: &str, prefix: &str) {
+    let (kafka, mut cfg) = settings(brokers, topic, prefix);
+    cfg.instance_id = Some("bench-2".into());
+    let rss0 = rss_mb();
+    let token = CancellationToken::new();
+    let started = Instant::now();
+    let running = nearfield_aggregator::start(cfg, kafka, token.clone())
+        .await
+        .unwrap_or_else(|e| die(&format!("start: {e}")));
+    let engine = Arc::clone(&running.engine);
+    loop {
+        let (ready, parts) =
+            engine.lock().map(|e| (e.ready, e.partitions.len())).unwrap_or((false, 0));
+        if ready && parts > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let size = engine.lock().map(|e| e.size()).unwrap_or_default();
+    let records: u64 = prometheus::gather()
+        .iter()
+        .filter(|f| f.name() == nearfield_aggregator::internal_events::RESTORED_RECORDS_TOTAL)
+        .flat_map(|f| f.get_metric().iter().map(|m| m.get_counter().get_value() as u64))
+        .sum();
+    let rss = rss_mb();
+    token.cancel();
+    let _ = running.done.await;
+    println!(
+        "{{\"phase\":\"restore\",\"seconds\":{secs:.2},\"records\":{records},\"keys\":{},\"windows\":{},\"state_bytes\":{},\"rss_mb\":{rss:.1},\"rss_growth_mb\":{:.1}}}",
+        size.keys,
+        size.windows,
+        size.bytes,
+        rss - rss0
+    );
+}
+
+fn main() {
+    tracing_subscriber::fmt().with_env_filter("warn").with_writer(std::io::stderr).init();
+    let args: Vec<String> = std::env::args().collect();
+    let num = |s: &str| s.parse::<u64>().unwrap_or_else(|_| die("N and KEYS are numbers"));
+    let rt = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| die(&format!("runtime: {e}")))
+    };
+    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [_, "fill", b, t, n, k, p] => {
+            let (kafka, _) = settings(b, t, p);
+            rt().block_on(kafka.ensure_topics(&kafka.topic_specs()))
+                .unwrap_or_else(|e| die(&format!("topics: {e}")));
+            fill(b, t, num(n), num(k));
+        }
+        [_, "consume", b, t, n] => consume(b, t, num(n)),
+        [_, "aggregate", b, t, n, p] => rt().block_on(aggregate(b, t, num(n), p)),
+        [_, "restore", b, t, _, p] => rt().block_on(restore(b, t, p)),
+        _ => die("usage: aggregator_bench fill BROKERS TOPIC N KEYS PREFIX | consume BROKERS TOPIC N | aggregate|restore BROKERS TOPIC N PREFIX"),
+    }
+}
