@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The pipeline as far as it exists, on a local broker with simulated shops:
-# Kafka (started here unless NEARFIELD_BROKERS names one) → topics → ingest → simulated
-# store devices of the example city. Ctrl-C stops everything, the broker it started too.
+# Kafka (started here unless NEARFIELD_BROKERS names one) → topics → ingest → aggregator,
+# driven by the simulated store devices of the example city. The demo shortens the
+# smallest window to one minute so windows close while you watch. Ctrl-C stops
+# everything, the broker it started too.
 #   DEMO_SECONDS=120 DEMO_RATE=2000 make demo
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,10 +37,26 @@ mkdir -p target/demo
 $BIN --config $CFG ingest 2>target/demo/ingest.log & PIDS+=($!)
 for _ in $(seq 1 100); do curl -sf localhost:8080/readyz >/dev/null && break; sleep 0.2; done
 curl -sf localhost:8080/readyz >/dev/null || { tail -n 30 target/demo/ingest.log >&2; echo "demo: ingest not ready" >&2; exit 1; }
+export NEARFIELD_AGGREGATE__WINDOWS_MS='[60000, 3600000, 86400000]'
+export NEARFIELD_AGGREGATE__OUT_OF_ORDERNESS_MS=5000 NEARFIELD_AGGREGATE__GRACE_MS=2000
+export NEARFIELD_AGGREGATE__MAX_CLOSE_DELAY_MS=15000
+$BIN --config $CFG aggregate 2>target/demo/aggregate.log & PIDS+=($!)
+for _ in $(seq 1 150); do curl -sf localhost:8081/readyz >/dev/null && break; sleep 0.2; done
+curl -sf localhost:8081/readyz >/dev/null || { tail -n 30 target/demo/aggregate.log >&2; echo "demo: aggregator not ready" >&2; exit 1; }
 cat >&2 <<MSG
 demo: ingest on http://127.0.0.1:8080  (API: /openapi.json, metrics: /metrics, log: target/demo/ingest.log)
+demo: aggregator on http://127.0.0.1:8081  (live: /v1/demand?grid=<h3 cell>[&sku=…], metrics: /metrics, log: target/demo/aggregate.log)
 demo: ~3000 simulated shops around Shanghai send $RATE events/s for $SECS s (Ctrl-C stops)
 MSG
-$BIN --config $CFG simulate --rate "$RATE" --duration "$SECS" | tee target/demo/summary.json
+$BIN --config $CFG simulate --rate "$RATE" --duration "$SECS" --acked-log target/demo/acked.jsonl \
+  | tee target/demo/summary.json
+echo "demo: waiting for the last one-minute windows to close…" >&2
+sleep 20
 echo "demo: ingest metrics:" >&2
 curl -s localhost:8080/metrics | grep -E '^nearfield_ingest_(events_(accepted|rejected)_total|heartbeats_total|dlq_written_total)' >&2 || true
+echo "demo: aggregator metrics:" >&2
+curl -s localhost:8081/metrics | grep -E '^nearfield_aggregator_(events_total|windows_emitted_total|keys|windows|partitions|consumer_lag|watermark_delay_seconds) ' >&2 || true
+curl -s localhost:8081/metrics | grep -E '^nearfield_aggregator_(events_total|windows_emitted_total)\{' >&2 || true
+read -r grid sku < <(tail -n 1 target/demo/acked.jsonl | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["grid_id"], d["sku"])')
+echo "demo: live demand of $sku in grid $grid (GET /v1/demand?grid=$grid&sku=$sku):" >&2
+curl -s "localhost:8081/v1/demand?grid=$grid&sku=$sku" | python3 -m json.tool | head -n 40 >&2 || true

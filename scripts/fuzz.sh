@@ -20,6 +20,10 @@ for rec in SaleEvent DemandWindow PlanSignal Heartbeat StoreRecord CatalogRecord
   done
   i=$((i + 1))
 done
+# Byte 7 selects the aggregator's changelog decoder.
+for f in aggregator/testdata/changelog/*.bin; do
+  { printf '\x07'; cat "$f"; } >"$corpus/seed-changelog-$(basename "$f")"
+done
 
 # Seed corpus for the ingest body parsers: a JSON event, a JSON batch, NDJSON, an Avro batch.
 corpus=fuzz/corpus/ingest_bodies

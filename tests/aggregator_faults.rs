@@ -87,18 +87,23 @@ fn spawn(s: &Setup, instance: &str, n: usize) -> Child {
         .expect("spawn nearfield aggregate")
 }
 
-fn sigterm(child: &mut Child) {
+fn sigterm(child: &mut Child, log: std::path::PathBuf) {
+    let tail = || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    };
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let deadline = Instant::now() + Duration::from_secs(40);
     while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
-            assert!(status.success(), "aggregator exited with {status} after SIGTERM");
+            assert!(status.success(), "aggregator exited with {status} after SIGTERM:\n{}", tail());
             return;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     let _ = child.kill();
-    panic!("aggregator did not stop within 40 s of SIGTERM");
+    panic!("aggregator did not stop within 40 s of SIGTERM:\n{}", tail());
 }
 
 struct Failures(Arc<AtomicU64>);
@@ -298,7 +303,7 @@ fn sigkill_at_random_moments_neither_loses_nor_double_counts() {
     stop.store(true, Ordering::Relaxed);
     let events = feeder.join().expect("feeder");
     let revisions = assert_exact(kafka, &s, &events);
-    sigterm(&mut child);
+    sigterm(&mut child, s.dir.path().join("a-6.log"));
     eprintln!("{} events, 6 SIGKILLs, {revisions} revisions: outputs exact", events.len());
 }
 
@@ -312,8 +317,8 @@ fn scaling_one_to_three_to_one_moves_state_with_partitions() {
     let mut b = spawn(&s, "b", 0);
     let mut c = spawn(&s, "c", 0);
     std::thread::sleep(Duration::from_secs(8));
-    sigterm(&mut b);
-    sigterm(&mut c);
+    sigterm(&mut b, s.dir.path().join("b-0.log"));
+    sigterm(&mut c, s.dir.path().join("c-0.log"));
     std::thread::sleep(Duration::from_secs(5));
     stop.store(true, Ordering::Relaxed);
     let events = feeder.join().expect("feeder");
@@ -323,7 +328,7 @@ fn scaling_one_to_three_to_one_moves_state_with_partitions() {
         let log = std::fs::read_to_string(s.dir.path().join(name)).expect("log");
         assert!(log.contains("partition restored"), "{name} never owned a partition:\n{log}");
     }
-    sigterm(&mut a);
+    sigterm(&mut a, s.dir.path().join("a-0.log"));
 }
 
 #[test]
@@ -339,6 +344,6 @@ fn losing_a_broker_mid_stream_changes_nothing() {
     stop.store(true, Ordering::Relaxed);
     let events = feeder.join().expect("feeder");
     assert_exact(kafka, &s, &events);
-    sigterm(&mut a);
+    sigterm(&mut a, s.dir.path().join("a-0.log"));
     kafka.start_node(2);
 }

@@ -119,7 +119,10 @@ fn bench(c: &mut Criterion) {
                 for e in warm {
                     let k = key_id(&e.grid_id, &e.sku);
                     for s in sizes {
-                        update(m.entry((k, e.occurred_at - e.occurred_at.rem_euclid(s))).or_default(), e);
+                        update(
+                            m.entry((k, e.occurred_at - e.occurred_at.rem_euclid(s))).or_default(),
+                            e,
+                        );
                     }
                 }
                 m
@@ -128,7 +131,10 @@ fn bench(c: &mut Criterion) {
                 for e in evs {
                     let k = key_id(&e.grid_id, &e.sku);
                     for s in sizes {
-                        update(m.entry((k, e.occurred_at - e.occurred_at.rem_euclid(s))).or_default(), e);
+                        update(
+                            m.entry((k, e.occurred_at - e.occurred_at.rem_euclid(s))).or_default(),
+                            e,
+                        );
                     }
                 }
                 m
@@ -143,7 +149,12 @@ fn bench(c: &mut Criterion) {
                 for e in warm {
                     let k = key_id(&e.grid_id, &e.sku);
                     for s in sizes {
-                        update(&mut m.entry((k, e.occurred_at - e.occurred_at.rem_euclid(s))).or_default(), e);
+                        update(
+                            &mut m
+                                .entry((k, e.occurred_at - e.occurred_at.rem_euclid(s)))
+                                .or_default(),
+                            e,
+                        );
                     }
                 }
                 m
@@ -152,7 +163,12 @@ fn bench(c: &mut Criterion) {
                 for e in evs {
                     let k = key_id(&e.grid_id, &e.sku);
                     for s in sizes {
-                        update(&mut m.entry((k, e.occurred_at - e.occurred_at.rem_euclid(s))).or_default(), e);
+                        update(
+                            &mut m
+                                .entry((k, e.occurred_at - e.occurred_at.rem_euclid(s)))
+                                .or_default(),
+                            e,
+                        );
                     }
                 }
                 m

@@ -2,19 +2,19 @@
 //! changelog topic and read back on restore.
 //!
 //! Keys (binary, big-endian so a key's bytes identify it exactly):
-//! - `W` size start key-id(u128): counters of one grid × SKU × window;
-//! - `G` size start grid-id(u64): stores that reported in a grid during a window;
-//! - `D` seq(u64): a chunk of de-duplicated event ids (one per flush);
+//! - `K` key-id(u128): every live window of one grid × SKU (counters, revision);
+//! - `G` grid-id(u64): the stores that reported in a grid, per live window;
+//! - `D` seq(u64): a chunk of de-duplicated event ids sharing one earliest-window end;
 //! - `M`: the partition's watermark, next chunk number and heartbeat offset.
 //!
 //! Values start with a format version byte. A tombstone (no value) deletes the key.
 //! Decoding is bounded and never panics: the bytes are ours, but a broken or foreign
-//! record must end in an error that names it, not a crash.
+//! record must end in an error that names it, not a crash (`fuzz/decode_records` runs it).
 
 use crate::state::Counters;
 use crate::window::Millis;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const MAX_ITEMS: usize = 10_000_000;
 
 /// A changelog record could not be read.
@@ -39,52 +39,50 @@ pub enum Error {
 /// A parsed key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Key {
-    Window { size: Millis, start: Millis, key: u128 },
-    Grid { size: Millis, start: Millis, grid: u64 },
-    Dedupe { seq: u64 },
+    Key(u128),
+    Grid(u64),
+    Dedupe(u64),
     Meta,
+}
+
+/// One window of a grid × SKU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowRec {
+    pub size: Millis,
+    pub start: Millis,
+    pub counters: Counters,
+    pub revision: i32,
+}
+
+/// The reporting stores of a grid during one window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GridRec {
+    pub size: Millis,
+    pub start: Millis,
+    pub stores: Vec<u64>,
 }
 
 /// A decoded value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
-    Window {
-        grid: String,
-        sku: String,
-        size: Millis,
-        start: Millis,
-        counters: Counters,
-        revision: i32,
-    },
-    GridWindow {
-        stores: Vec<u64>,
-    },
-    Dedupe {
-        ids: Vec<(u128, Millis)>,
-    },
-    Meta {
-        max_event_time: Option<Millis>,
-        next_chunk: u64,
-        heartbeat_offset: i64,
-    },
+    Key { grid: String, sku: String, windows: Vec<WindowRec> },
+    Grid { windows: Vec<GridRec> },
+    Dedupe { end: Millis, ids: Vec<u64> },
+    Meta { max_event_time: Option<Millis>, next_chunk: u64, heartbeat_offset: i64 },
 }
 
-/// Key of a window record.
-pub fn window_key(size: Millis, start: Millis, key: u128) -> Vec<u8> {
-    let mut k = Vec::with_capacity(33);
-    k.push(b'W');
-    k.extend_from_slice(&size.to_be_bytes());
-    k.extend_from_slice(&start.to_be_bytes());
+/// Key of a grid × SKU record.
+pub fn key_key(key: u128) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17);
+    k.push(b'K');
     k.extend_from_slice(&key.to_be_bytes());
     k
 }
 
-/// Key of a grid-window record.
-pub fn grid_key(size: Millis, start: Millis, grid: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(25);
+/// Key of a grid record.
+pub fn grid_key(grid: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9);
     k.push(b'G');
-    k.extend_from_slice(&size.to_be_bytes());
-    k.extend_from_slice(&start.to_be_bytes());
     k.extend_from_slice(&grid.to_be_bytes());
     k
 }
@@ -102,30 +100,22 @@ pub fn meta_key() -> Vec<u8> {
     vec![b'M']
 }
 
-fn be8(b: &[u8]) -> [u8; 8] {
+fn be8(b: &[u8]) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[..8]);
-    a
+    u64::from_be_bytes(a)
 }
 
 /// Parses a key.
 pub fn parse_key(k: &[u8]) -> Result<Key, Error> {
     match (k.first(), k.len()) {
-        (Some(b'W'), 33) => {
+        (Some(b'K'), 17) => {
             let mut id = [0u8; 16];
-            id.copy_from_slice(&k[17..33]);
-            Ok(Key::Window {
-                size: i64::from_be_bytes(be8(&k[1..])),
-                start: i64::from_be_bytes(be8(&k[9..])),
-                key: u128::from_be_bytes(id),
-            })
+            id.copy_from_slice(&k[1..17]);
+            Ok(Key::Key(u128::from_be_bytes(id)))
         }
-        (Some(b'G'), 25) => Ok(Key::Grid {
-            size: i64::from_be_bytes(be8(&k[1..])),
-            start: i64::from_be_bytes(be8(&k[9..])),
-            grid: u64::from_be_bytes(be8(&k[17..])),
-        }),
-        (Some(b'D'), 9) => Ok(Key::Dedupe { seq: u64::from_be_bytes(be8(&k[1..])) }),
+        (Some(b'G'), 9) => Ok(Key::Grid(be8(&k[1..]))),
+        (Some(b'D'), 9) => Ok(Key::Dedupe(be8(&k[1..]))),
         (Some(b'M'), 1) => Ok(Key::Meta),
         _ => Err(Error::Key(k.len())),
     }
@@ -143,6 +133,10 @@ impl W {
     fn str(&mut self, s: &str) {
         self.u64(s.len() as u64);
         self.0.extend_from_slice(s.as_bytes());
+    }
+    fn u64s(&mut self, v: &[u64]) {
+        self.u64(v.len() as u64);
+        v.iter().for_each(|s| self.u64(*s));
     }
 }
 
@@ -168,11 +162,6 @@ impl<'a> R<'a> {
     fn i64(&mut self) -> Result<i64, Error> {
         Ok(self.u64()? as i64)
     }
-    fn u128(&mut self) -> Result<u128, Error> {
-        let mut a = [0u8; 16];
-        a.copy_from_slice(self.take(16)?);
-        Ok(u128::from_le_bytes(a))
-    }
     /// A count of items each at least `item_bytes` long, checked against what is left.
     fn count(&mut self, item_bytes: usize) -> Result<usize, Error> {
         let n = usize::try_from(self.u64()?).map_err(|_| Error::TooMany(usize::MAX))?;
@@ -196,36 +185,38 @@ impl<'a> R<'a> {
 
 /// Encodes a value.
 pub fn encode(r: &Record) -> Vec<u8> {
-    let mut w = W(Vec::with_capacity(64));
+    let mut w = W(Vec::with_capacity(128));
     w.0.push(VERSION);
     match r {
-        Record::Window { grid, sku, size, start, counters: c, revision } => {
-            w.0.push(b'W');
+        Record::Key { grid, sku, windows } => {
+            w.0.push(b'K');
             w.str(grid);
             w.str(sku);
-            w.i64(*size);
-            w.i64(*start);
-            for v in [c.units_sold, c.units_returned, c.preorder_units, c.revenue_minor] {
-                w.i64(v);
+            w.u64(windows.len() as u64);
+            for x in windows {
+                let c = &x.counters;
+                for v in [x.size, x.start, c.units_sold, c.units_returned, c.preorder_units] {
+                    w.i64(v);
+                }
+                for v in [c.revenue_minor, c.event_count, c.last_event_at, i64::from(x.revision)] {
+                    w.i64(v);
+                }
+                w.u64s(&c.stores);
             }
-            w.i64(c.event_count);
-            w.i64(c.last_event_at);
-            w.i64(i64::from(*revision));
-            w.u64(c.stores.len() as u64);
-            c.stores.iter().for_each(|s| w.u64(*s));
         }
-        Record::GridWindow { stores } => {
+        Record::Grid { windows } => {
             w.0.push(b'G');
-            w.u64(stores.len() as u64);
-            stores.iter().for_each(|s| w.u64(*s));
-        }
-        Record::Dedupe { ids } => {
-            w.0.push(b'D');
-            w.u64(ids.len() as u64);
-            for (id, end) in ids {
-                w.0.extend_from_slice(&id.to_le_bytes());
-                w.i64(*end);
+            w.u64(windows.len() as u64);
+            for g in windows {
+                w.i64(g.size);
+                w.i64(g.start);
+                w.u64s(&g.stores);
             }
+        }
+        Record::Dedupe { end, ids } => {
+            w.0.push(b'D');
+            w.i64(*end);
+            w.u64s(ids);
         }
         Record::Meta { max_event_time, next_chunk, heartbeat_offset } => {
             w.0.push(b'M');
@@ -245,33 +236,37 @@ pub fn decode(bytes: &[u8]) -> Result<Record, Error> {
         return Err(Error::Version(v));
     }
     let rec = match r.u8()? {
-        b'W' => {
+        b'K' => {
             let grid = r.str()?;
             let sku = r.str()?;
-            let size = r.i64()?;
-            let start = r.i64()?;
-            let mut c = Counters {
-                units_sold: r.i64()?,
-                units_returned: r.i64()?,
-                preorder_units: r.i64()?,
-                revenue_minor: r.i64()?,
-                event_count: r.i64()?,
-                last_event_at: r.i64()?,
-                stores: Vec::new(),
-            };
-            let revision = i32::try_from(r.i64()?).map_err(|_| Error::Mismatch)?;
-            c.stores = r.u64s()?;
-            Record::Window { grid, sku, size, start, counters: c, revision }
-        }
-        b'G' => Record::GridWindow { stores: r.u64s()? },
-        b'D' => {
-            let n = r.count(24)?;
-            let mut ids = Vec::with_capacity(n);
+            let n = r.count(80)?;
+            let mut windows = Vec::with_capacity(n);
             for _ in 0..n {
-                ids.push((r.u128()?, r.i64()?));
+                let (size, start) = (r.i64()?, r.i64()?);
+                let mut counters = Counters {
+                    units_sold: r.i64()?,
+                    units_returned: r.i64()?,
+                    preorder_units: r.i64()?,
+                    revenue_minor: r.i64()?,
+                    event_count: r.i64()?,
+                    last_event_at: r.i64()?,
+                    stores: Vec::new(),
+                };
+                let revision = i32::try_from(r.i64()?).map_err(|_| Error::Mismatch)?;
+                counters.stores = r.u64s()?;
+                windows.push(WindowRec { size, start, counters, revision });
             }
-            Record::Dedupe { ids }
+            Record::Key { grid, sku, windows }
         }
+        b'G' => {
+            let n = r.count(24)?;
+            let mut windows = Vec::with_capacity(n);
+            for _ in 0..n {
+                windows.push(GridRec { size: r.i64()?, start: r.i64()?, stores: r.u64s()? });
+            }
+            Record::Grid { windows }
+        }
+        b'D' => Record::Dedupe { end: r.i64()?, ids: r.u64s()? },
         b'M' => {
             let m = r.i64()?;
             Record::Meta {
@@ -293,16 +288,38 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn counters() -> impl Strategy<Value = Counters> {
+        (proptest::array::uniform6(any::<i64>()), proptest::collection::vec(any::<u64>(), 0..20))
+            .prop_map(|(n, stores)| Counters {
+                units_sold: n[0],
+                units_returned: n[1],
+                preorder_units: n[2],
+                revenue_minor: n[3],
+                event_count: n[4],
+                last_event_at: n[5],
+                stores,
+            })
+    }
+
     proptest! {
         #[test]
-        fn values_round_trip(grid in "[0-9a-f]{15}", sku in "[A-Z0-9-]{1,20}", size in 1i64..1_000_000_000, start in any::<i64>(),
-                             nums in proptest::array::uniform6(any::<i64>()), rev in -1i32..1000, stores in proptest::collection::vec(any::<u64>(), 0..50),
-                             ids in proptest::collection::vec((any::<u128>(), any::<i64>()), 0..50), mt in proptest::option::of(-1_000_000i64..i64::MAX), seq in any::<u64>(), hb in any::<i64>()) {
-            let counters = Counters { units_sold: nums[0], units_returned: nums[1], preorder_units: nums[2], revenue_minor: nums[3], event_count: nums[4], last_event_at: nums[5], stores: stores.clone() };
+        fn values_round_trip(
+            grid in "[0-9a-f]{15}",
+            sku in "[A-Z0-9-]{1,20}",
+            windows in proptest::collection::vec((1i64..1_000_000_000, any::<i64>(), counters(), -1i32..1000), 0..6),
+            grids in proptest::collection::vec((1i64..1_000_000, any::<i64>(), proptest::collection::vec(any::<u64>(), 0..9)), 0..6),
+            ids in proptest::collection::vec(any::<u64>(), 0..50),
+            end in any::<i64>(),
+            mt in proptest::option::of(-1_000_000i64..i64::MAX),
+            seq in any::<u64>(),
+            hb in any::<i64>(),
+        ) {
+            let windows = windows.into_iter().map(|(size, start, counters, revision)| WindowRec { size, start, counters, revision }).collect();
+            let grids = grids.into_iter().map(|(size, start, stores)| GridRec { size, start, stores }).collect();
             for rec in [
-                Record::Window { grid: grid.clone(), sku: sku.clone(), size, start, counters, revision: rev },
-                Record::GridWindow { stores },
-                Record::Dedupe { ids },
+                Record::Key { grid: grid.clone(), sku: sku.clone(), windows },
+                Record::Grid { windows: grids },
+                Record::Dedupe { end, ids },
                 Record::Meta { max_event_time: mt, next_chunk: seq, heartbeat_offset: hb },
             ] {
                 prop_assert_eq!(decode(&encode(&rec)).expect("decodes"), rec);
@@ -310,16 +327,81 @@ mod tests {
         }
 
         #[test]
-        fn keys_round_trip(size in any::<i64>(), start in any::<i64>(), key in any::<u128>(), grid in any::<u64>(), seq in any::<u64>()) {
-            prop_assert_eq!(parse_key(&window_key(size, start, key)), Ok(Key::Window { size, start, key }));
-            prop_assert_eq!(parse_key(&grid_key(size, start, grid)), Ok(Key::Grid { size, start, grid }));
-            prop_assert_eq!(parse_key(&dedupe_key(seq)), Ok(Key::Dedupe { seq }));
+        fn keys_round_trip(key in any::<u128>(), grid in any::<u64>(), seq in any::<u64>()) {
+            prop_assert_eq!(parse_key(&key_key(key)), Ok(Key::Key(key)));
+            prop_assert_eq!(parse_key(&grid_key(grid)), Ok(Key::Grid(grid)));
+            prop_assert_eq!(parse_key(&dedupe_key(seq)), Ok(Key::Dedupe(seq)));
         }
 
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = decode(&bytes);
             let _ = parse_key(&bytes);
+        }
+    }
+
+    fn samples() -> Vec<(&'static str, Record)> {
+        let counters = Counters {
+            units_sold: 12,
+            units_returned: 1,
+            preorder_units: 3,
+            revenue_minor: 11_880,
+            event_count: 9,
+            last_event_at: 1_764_000_299_000,
+            stores: vec![7, 42],
+        };
+        vec![
+            (
+                "key",
+                Record::Key {
+                    grid: "8831aa5a8bfffff".into(),
+                    sku: "MILK-1L".into(),
+                    windows: vec![WindowRec {
+                        size: 300_000,
+                        start: 1_764_000_000_000,
+                        counters,
+                        revision: 1,
+                    }],
+                },
+            ),
+            (
+                "grid",
+                Record::Grid {
+                    windows: vec![GridRec {
+                        size: 300_000,
+                        start: 1_764_000_000_000,
+                        stores: vec![7, 42, 99],
+                    }],
+                },
+            ),
+            ("dedupe", Record::Dedupe { end: 1_764_000_300_000, ids: vec![1, 2, 3] }),
+            (
+                "meta",
+                Record::Meta {
+                    max_event_time: Some(1_764_000_301_000),
+                    next_chunk: 4,
+                    heartbeat_offset: 17,
+                },
+            ),
+        ]
+    }
+
+    /// The changelog format is what a new release restores from: it may only change with
+    /// a new VERSION. `NEARFIELD_REGENERATE=1` rewrites the files (also the fuzz seeds).
+    #[test]
+    fn format_is_stable() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/changelog");
+        for (name, rec) in samples() {
+            let path = dir.join(format!("{name}.bin"));
+            let bytes = encode(&rec);
+            if std::env::var_os("NEARFIELD_REGENERATE").is_some() {
+                std::fs::create_dir_all(&dir).expect("dir");
+                std::fs::write(&path, &bytes).expect("write");
+            }
+            let stored = std::fs::read(&path)
+                .expect("testdata/changelog file (NEARFIELD_REGENERATE=1 writes it)");
+            assert_eq!(stored, bytes, "{name}: changelog encoding changed without a new VERSION");
+            assert_eq!(decode(&stored).expect("decodes"), rec);
         }
     }
 
@@ -332,6 +414,6 @@ mod tests {
         v.extend_from_slice(&1000u64.to_le_bytes());
         assert_eq!(decode(&v), Err(Error::Truncated));
         assert_eq!(decode(&[9, b'M']), Err(Error::Version(9)));
-        assert_eq!(parse_key(b"Wshort"), Err(Error::Key(6)));
+        assert_eq!(parse_key(b"Kshort"), Err(Error::Key(6)));
     }
 }

@@ -65,15 +65,15 @@ fn live(p: i32, st: &PartitionState, k: &KeyState) -> LiveKey {
             revenue_minor: w.counters.revenue_minor,
             event_count: w.counters.event_count,
             distinct_stores: w.counters.stores.len(),
-            stores_reporting: st.stores_reporting(&k.grid, w.size_idx, w.start),
+            stores_reporting: st.stores_reporting(k.grid(), w.size_idx, w.start),
             status: if st.is_closed(w) { "closed" } else { "open" },
             revision: w.revision.max(0),
         })
         .collect();
     windows.sort_by_key(|w| (w.window_end - w.window_start, w.window_start));
     LiveKey {
-        grid_id: k.grid.to_string(),
-        sku: k.sku.to_string(),
+        grid_id: k.grid().to_string(),
+        sku: k.sku().to_string(),
         partition: p,
         watermark: st.watermark(),
         windows,

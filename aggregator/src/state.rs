@@ -8,8 +8,13 @@
 //! from the changelog records, so a restored partition continues exactly where the last
 //! committed transaction left it.
 //!
-//! Windows with the same size and end share a *bucket*; closing and expiry are decided
-//! per bucket (they depend only on the end), so a tick costs O(buckets), not O(windows).
+//! Layout, chosen by measurement (README, performance): one map entry per grid × SKU
+//! holding its few live windows inline (one lookup per event, one changelog record per
+//! changed key), one entry per grid for completeness, and de-duplication sets grouped by
+//! the end of the event's earliest window (a retry carries the same `occurred_at`, so it
+//! lands in the same set; a whole set is dropped when its windows expire). Closing and
+//! expiry depend only on a window's end, so they are tracked per *bucket* (size, end);
+//! when a bucket closes or expires, one scan over the keys finds its windows.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -18,7 +23,7 @@ use std::sync::Arc;
 use nearfield_schemas::{DemandWindow, SaleEvent, SaleKind};
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::changelog::{self, Record};
+use crate::changelog::{self, GridRec, Record, WindowRec};
 use crate::window::{Millis, Windowing};
 
 /// A fast hasher for keys made of integers that are already hashes (xxh3 of strings) or
@@ -62,10 +67,11 @@ impl Hasher for IdHasher {
     }
 }
 
-/// Most event ids in one changelog record (24 bytes each: ~390 KiB).
-pub const DEDUPE_CHUNK_IDS: usize = 16_384;
+/// Most event ids in one changelog record (8 bytes each: 256 KiB).
+pub const DEDUPE_CHUNK_IDS: usize = 32_768;
 
 type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+type IdSet<K> = HashSet<K, BuildHasherDefault<IdHasher>>;
 
 /// 128-bit identity of a grid × SKU.
 pub fn key_id(grid: &str, sku: &str) -> u128 {
@@ -76,14 +82,15 @@ pub fn key_id(grid: &str, sku: &str) -> u128 {
     h.digest128()
 }
 
-/// 128-bit identity of an event for de-duplication: the device's `event_id` within its
-/// store.
-pub fn event_key(store_id: &str, event_id: &str) -> u128 {
+/// 64-bit identity of an event for de-duplication: the device's `event_id` within its
+/// store. Ids are compared only among events whose earliest window ends at the same time,
+/// so a false match needs two of those few million ids to collide in 64 bits.
+pub fn event_key(store_id: &str, event_id: &str) -> u64 {
     let mut h = Xxh3::new();
     h.update(store_id.as_bytes());
     h.update(&[0xff]);
     h.update(event_id.as_bytes());
-    h.digest128()
+    h.digest()
 }
 
 /// 64-bit identity of a store or grid (distinct counts).
@@ -153,29 +160,66 @@ pub struct WindowState {
     pub counters: Counters,
     /// Last emitted revision; −1 before the first emission.
     pub revision: i32,
-    /// Changed since the last flush.
-    dirty: bool,
+    /// Changed since its last emission (in memory only: a committed state never holds a
+    /// closed window with unemitted changes).
+    changed: bool,
 }
 
 /// All live windows of one grid × SKU.
 #[derive(Debug, Clone)]
 pub struct KeyState {
-    pub grid: Arc<str>,
-    pub sku: Arc<str>,
+    /// `grid` followed by `sku`, in one allocation.
+    name: Box<str>,
+    grid_len: usize,
     pub windows: Vec<WindowState>,
-}
-
-#[derive(Debug, Default)]
-struct Bucket {
-    keys: HashSet<u128, BuildHasherDefault<IdHasher>>,
-    closed: bool,
-}
-
-/// Stores that reported in a grid during a window (a sale or a heartbeat).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GridWindow {
-    pub stores: Vec<u64>,
+    /// Changed since the last flush.
     dirty: bool,
+}
+
+impl KeyState {
+    fn new(grid: &str, sku: &str) -> Self {
+        KeyState {
+            name: format!("{grid}{sku}").into_boxed_str(),
+            grid_len: grid.len(),
+            windows: Vec::with_capacity(3),
+            dirty: false,
+        }
+    }
+
+    /// The grid (H3 cell).
+    pub fn grid(&self) -> &str {
+        &self.name[..self.grid_len]
+    }
+
+    /// The SKU.
+    pub fn sku(&self) -> &str {
+        &self.name[self.grid_len..]
+    }
+}
+
+/// Stores of one grid that reported (a sale or a heartbeat), per live window.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct GridState {
+    windows: Vec<(usize, Millis, Vec<u64>)>,
+    dirty: bool,
+}
+
+impl GridState {
+    /// Adds `store` to the window; true when the grid changed.
+    fn report(&mut self, size_idx: usize, start: Millis, store: u64) -> bool {
+        let changed = match self.windows.iter_mut().find(|w| w.0 == size_idx && w.1 == start) {
+            Some(w) => insert_sorted(&mut w.2, store),
+            None => {
+                self.windows.push((size_idx, start, vec![store]));
+                true
+            }
+        };
+        changed && !std::mem::replace(&mut self.dirty, true)
+    }
+
+    fn reporting(&self, size_idx: usize, start: Millis) -> usize {
+        self.windows.iter().find(|w| w.0 == size_idx && w.1 == start).map_or(0, |w| w.2.len())
+    }
 }
 
 /// What an event did.
@@ -212,13 +256,16 @@ pub struct PartitionState {
     cfg: Arc<StateConfig>,
     max_event_time: Option<Millis>,
     keys: IdMap<u128, KeyState>,
-    buckets: BTreeMap<(Millis, usize), Bucket>,
     dirty_keys: Vec<u128>,
-    grids: IdMap<(u64, usize, Millis), GridWindow>,
-    dirty_grids: Vec<(u64, usize, Millis)>,
-    dedupe: IdMap<u128, Millis>,
-    dedupe_by_end: BTreeMap<Millis, Vec<u128>>,
-    pending_ids: Vec<(u128, Millis)>,
+    /// Buckets (end, size index) with live windows, and whether each is closed.
+    buckets: BTreeMap<(Millis, usize), bool>,
+    grids: IdMap<u64, GridState>,
+    dirty_grids: Vec<u64>,
+    /// Event ids by the end of their earliest window.
+    dedupe: BTreeMap<Millis, IdSet<u64>>,
+    dedupe_ids: usize,
+    pending_ids: Vec<(Millis, u64)>,
+    /// Dedupe changelog chunks and the window end they belong to.
     chunks: BTreeMap<u64, Millis>,
     next_chunk: u64,
     heartbeat_offset: i64,
@@ -243,12 +290,12 @@ impl PartitionState {
             cfg,
             max_event_time: None,
             keys: IdMap::default(),
-            buckets: BTreeMap::new(),
             dirty_keys: Vec::new(),
+            buckets: BTreeMap::new(),
             grids: IdMap::default(),
             dirty_grids: Vec::new(),
-            dedupe: IdMap::default(),
-            dedupe_by_end: BTreeMap::new(),
+            dedupe: BTreeMap::new(),
+            dedupe_ids: 0,
             pending_ids: Vec::new(),
             chunks: BTreeMap::new(),
             next_chunk: 0,
@@ -272,36 +319,29 @@ impl PartitionState {
     pub fn apply_sale(&mut self, ev: &SaleEvent, now: Millis) -> Outcome {
         let w = &self.cfg.windowing;
         let t = ev.occurred_at;
-        if w.is_late(t, self.watermark(), now) {
+        let wm = self.watermark();
+        if w.is_late(t, wm, now) {
             return Outcome::Late;
         }
-        let id = event_key(&ev.store_id, &ev.event_id);
         let first_end = w.first_end(t);
-        // An id whose entry has expired (but not yet been purged) is not a duplicate: the
-        // outcome must not depend on when the last flush ran.
-        let wm = self.watermark();
-        if self.dedupe.get(&id).is_some_and(|end| !w.is_expired(*end, wm, now)) {
+        let id = event_key(&ev.store_id, &ev.event_id);
+        if !self.dedupe.entry(first_end).or_default().insert(id) {
             return Outcome::Duplicate;
         }
-        self.dedupe.insert(id, first_end);
-        self.dedupe_by_end.entry(first_end).or_default().push(id);
-        self.pending_ids.push((id, first_end));
+        self.dedupe_ids += 1;
+        self.pending_ids.push((first_end, id));
         let store = short_id(&ev.store_id);
         let count_revenue = ev.currency == self.cfg.currency;
         let kid = key_id(&ev.grid_id, &ev.sku);
-        let ks = self.keys.entry(kid).or_insert_with(|| KeyState {
-            grid: Arc::from(ev.grid_id.as_str()),
-            sku: Arc::from(ev.sku.as_str()),
-            windows: Vec::with_capacity(w.sizes.len()),
-        });
-        let mut key_dirty = false;
-        let grid = short_id(&ev.grid_id);
+        let ks = self.keys.entry(kid).or_insert_with(|| KeyState::new(&ev.grid_id, &ev.sku));
+        let grid = self.grids.entry(short_id(&ev.grid_id)).or_default();
+        let mut grid_dirty = false;
         for (size_idx, start, end) in w.windows_of(t) {
             let win =
                 match ks.windows.iter().position(|x| x.size_idx == size_idx && x.start == start) {
                     Some(i) => &mut ks.windows[i],
                     None => {
-                        self.buckets.entry((end, size_idx)).or_default().keys.insert(kid);
+                        self.buckets.entry((end, size_idx)).or_insert(false);
                         self.windows += 1;
                         ks.windows.push(WindowState {
                             size_idx,
@@ -309,20 +349,20 @@ impl PartitionState {
                             end,
                             counters: Counters::default(),
                             revision: -1,
-                            dirty: false,
+                            changed: false,
                         });
                         ks.windows.last_mut().expect("just pushed")
                     }
                 };
             win.counters.add(ev, store, count_revenue);
-            key_dirty |= !std::mem::replace(&mut win.dirty, true);
-            let gw = self.grids.entry((grid, size_idx, start)).or_default();
-            if insert_sorted(&mut gw.stores, store) && !std::mem::replace(&mut gw.dirty, true) {
-                self.dirty_grids.push((grid, size_idx, start));
-            }
+            win.changed = true;
+            grid_dirty |= grid.report(size_idx, start, store);
         }
-        if key_dirty {
+        if !std::mem::replace(&mut ks.dirty, true) {
             self.dirty_keys.push(kid);
+        }
+        if grid_dirty {
+            self.dirty_grids.push(short_id(&ev.grid_id));
         }
         // The watermark follows event time, clamped by ingest's clock so one device with a
         // clock running ahead cannot close everyone's windows early.
@@ -348,16 +388,17 @@ impl PartitionState {
         self.meta_dirty = true;
         let w = &self.cfg.windowing;
         let wm = self.watermark();
-        let grid = short_id(grid_id);
+        let gid = short_id(grid_id);
         let store = short_id(store_id);
+        let grid = self.grids.entry(gid).or_default();
+        let mut dirty = false;
         for (size_idx, start, end) in w.windows_of(at) {
-            if w.is_expired(end, wm, now) {
-                continue;
+            if !w.is_expired(end, wm, now) {
+                dirty |= grid.report(size_idx, start, store);
             }
-            let gw = self.grids.entry((grid, size_idx, start)).or_default();
-            if insert_sorted(&mut gw.stores, store) && !std::mem::replace(&mut gw.dirty, true) {
-                self.dirty_grids.push((grid, size_idx, start));
-            }
+        }
+        if dirty {
+            self.dirty_grids.push(gid);
         }
     }
 
@@ -367,80 +408,152 @@ impl PartitionState {
     pub fn flush(&mut self, now: Millis, expected: &dyn Fn(&str) -> i32) -> Flushed {
         let mut out = Flushed::default();
         let wm = self.watermark();
-        let w = self.cfg.windowing.clone();
-        // Close buckets whose end is due: their never-emitted windows become outputs.
-        for ((end, _), bucket) in self.buckets.iter_mut() {
+        let w = Arc::clone(&self.cfg);
+        let w = &w.windowing;
+        // Close buckets whose end is due; their windows become outputs.
+        let mut newly_closed = Vec::new();
+        for ((end, size_idx), closed) in self.buckets.iter_mut() {
             if !w.is_closed(*end, wm, now) {
                 break;
             }
-            if !bucket.closed {
-                bucket.closed = true;
-                for kid in &bucket.keys {
+            if !std::mem::replace(closed, true) {
+                newly_closed.push((*end, *size_idx));
+            }
+        }
+        if !newly_closed.is_empty() {
+            for (kid, ks) in &mut self.keys {
+                let due = ks
+                    .windows
+                    .iter()
+                    .any(|x| x.revision < 0 && newly_closed.contains(&(x.end, x.size_idx)));
+                if due && !std::mem::replace(&mut ks.dirty, true) {
                     self.dirty_keys.push(*kid);
                 }
             }
         }
-        self.dirty_keys.sort_unstable();
-        self.dirty_keys.dedup();
+        // Expire buckets past their allowed lateness.
+        let expired: Vec<(Millis, usize)> = self
+            .buckets
+            .keys()
+            .take_while(|(end, _)| w.is_expired(*end, wm, now))
+            .copied()
+            .collect();
+        for b in &expired {
+            self.buckets.remove(b);
+        }
+        let mut tombstones = Vec::new();
         for kid in std::mem::take(&mut self.dirty_keys) {
-            let Some(KeyState { grid, sku, windows }) = self.keys.get_mut(&kid) else { continue };
-            for win in windows.iter_mut() {
-                let closed = self.buckets.get(&(win.end, win.size_idx)).is_some_and(|b| b.closed);
-                let emit = closed && (win.dirty || win.revision < 0);
-                if !win.dirty && !emit {
-                    continue;
-                }
-                win.dirty = false;
-                if emit {
+            let Some(ks) = self.keys.get_mut(&kid) else { continue };
+            let grid = &ks.name[..ks.grid_len];
+            let sku = &ks.name[ks.grid_len..];
+            for win in &mut ks.windows {
+                let closed = self.buckets.get(&(win.end, win.size_idx)).copied().unwrap_or(true);
+                if closed && (win.changed || win.revision < 0) {
                     win.revision += 1;
-                    let gw = self.grids.get(&(short_id(grid), win.size_idx, win.start));
+                    let reporting = self
+                        .grids
+                        .get(&short_id(grid))
+                        .map_or(0, |g| g.reporting(win.size_idx, win.start));
                     out.outputs.push(demand_window(
                         (grid, sku),
                         win,
-                        gw.map_or(0, |g| g.stores.len()),
+                        reporting,
                         expected(grid),
                         &self.cfg.currency,
                         wm,
                         now,
                     ));
                 }
-                let size = w.sizes[win.size_idx];
+                win.changed = false;
+            }
+            if expired.is_empty() {
+                ks.dirty = false;
+                out.changelog.push((changelog::key_key(kid), Some(encode_key(w, ks))));
+            }
+            // Otherwise the expiry scan below writes it (once, without expired windows).
+        }
+        if !expired.is_empty() {
+            // One scan drops the expired windows of every key.
+            for (kid, ks) in &mut self.keys {
+                let before = ks.windows.len();
+                ks.windows.retain(|x| !expired.contains(&(x.end, x.size_idx)));
+                let dropped = before - ks.windows.len();
+                self.windows -= dropped;
+                out.expired_windows += dropped;
+                let dirty = std::mem::replace(&mut ks.dirty, false);
+                if ks.windows.is_empty() {
+                    tombstones.push(*kid);
+                } else if dropped > 0 || dirty {
+                    out.changelog.push((changelog::key_key(*kid), Some(encode_key(w, ks))));
+                }
+            }
+            for kid in &tombstones {
+                self.keys.remove(kid);
+                out.changelog.push((changelog::key_key(*kid), None));
+            }
+            for (gid, g) in &mut self.grids {
+                let before = g.windows.len();
+                g.windows.retain(|x| !w.is_expired(x.1 + w.sizes[x.0], wm, now));
+                if g.windows.len() != before && !std::mem::replace(&mut g.dirty, true) {
+                    self.dirty_grids.push(*gid);
+                }
+            }
+        }
+        for gid in std::mem::take(&mut self.dirty_grids) {
+            let Some(g) = self.grids.get_mut(&gid) else { continue };
+            g.dirty = false;
+            if g.windows.is_empty() {
+                self.grids.remove(&gid);
+                out.changelog.push((changelog::grid_key(gid), None));
+            } else {
+                let windows = g
+                    .windows
+                    .iter()
+                    .map(|(i, start, stores)| GridRec {
+                        size: w.sizes[*i],
+                        start: *start,
+                        stores: stores.clone(),
+                    })
+                    .collect();
                 out.changelog.push((
-                    changelog::window_key(size, win.start, kid),
-                    Some(changelog::encode(&Record::Window {
-                        grid: grid.to_string(),
-                        sku: sku.to_string(),
-                        size,
-                        start: win.start,
-                        counters: win.counters.clone(),
-                        revision: win.revision,
-                    })),
+                    changelog::grid_key(gid),
+                    Some(changelog::encode(&Record::Grid { windows })),
                 ));
             }
         }
-        for gk in std::mem::take(&mut self.dirty_grids) {
-            if let Some(gw) = self.grids.get_mut(&gk) {
-                gw.dirty = false;
+        // Ids seen since the last flush, grouped by window end, in chunks that stay well
+        // below Kafka's message size limit.
+        let mut pending = std::mem::take(&mut self.pending_ids);
+        pending.sort_unstable();
+        for group in pending.chunk_by(|a, b| a.0 == b.0) {
+            let end = group[0].0;
+            for ids in group.chunks(DEDUPE_CHUNK_IDS) {
+                let seq = self.next_chunk;
+                self.next_chunk += 1;
+                self.chunks.insert(seq, end);
+                self.meta_dirty = true;
+                let ids = ids.iter().map(|(_, id)| *id).collect();
                 out.changelog.push((
-                    changelog::grid_key(w.sizes[gk.1], gk.2, gk.0),
-                    Some(changelog::encode(&Record::GridWindow { stores: gw.stores.clone() })),
+                    changelog::dedupe_key(seq),
+                    Some(changelog::encode(&Record::Dedupe { end, ids })),
                 ));
             }
         }
-        // Ids seen since the last flush, in chunks that stay well below Kafka's message
-        // size limit (24 bytes per id).
-        for ids in std::mem::take(&mut self.pending_ids).chunks(DEDUPE_CHUNK_IDS) {
-            let max_end = ids.iter().map(|(_, e)| *e).max().unwrap_or(Millis::MIN);
-            let seq = self.next_chunk;
-            self.next_chunk += 1;
-            self.chunks.insert(seq, max_end);
-            self.meta_dirty = true;
-            out.changelog.push((
-                changelog::dedupe_key(seq),
-                Some(changelog::encode(&Record::Dedupe { ids: ids.to_vec() })),
-            ));
+        let gone: Vec<Millis> =
+            self.dedupe.keys().take_while(|e| w.is_expired(**e, wm, now)).copied().collect();
+        for e in gone {
+            self.dedupe_ids -= self.dedupe.remove(&e).map_or(0, |s| s.len());
         }
-        self.expire(wm, now, &mut out);
+        let chunks: Vec<u64> = self
+            .chunks
+            .iter()
+            .filter(|(_, end)| w.is_expired(**end, wm, now))
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in chunks {
+            self.chunks.remove(&seq);
+            out.changelog.push((changelog::dedupe_key(seq), None));
+        }
         if std::mem::take(&mut self.meta_dirty) {
             out.changelog.push((
                 changelog::meta_key(),
@@ -454,136 +567,67 @@ impl PartitionState {
         out
     }
 
-    fn expire(&mut self, wm: Millis, now: Millis, out: &mut Flushed) {
-        let w = &self.cfg.windowing;
-        let due: Vec<(Millis, usize)> = self
-            .buckets
-            .keys()
-            .take_while(|(end, _)| w.is_expired(*end, wm, now))
-            .copied()
-            .collect();
-        for (end, size_idx) in due {
-            let Some(bucket) = self.buckets.remove(&(end, size_idx)) else { continue };
-            let size = w.sizes[size_idx];
-            let start = end - size;
-            for kid in bucket.keys {
-                if let Some(ks) = self.keys.get_mut(&kid) {
-                    let before = ks.windows.len();
-                    ks.windows.retain(|x| !(x.size_idx == size_idx && x.start == start));
-                    self.windows -= before - ks.windows.len();
-                    out.expired_windows += before - ks.windows.len();
-                    out.changelog.push((changelog::window_key(size, start, kid), None));
-                    if ks.windows.is_empty() {
-                        self.keys.remove(&kid);
-                    }
-                }
-            }
-        }
-        // Grid windows (heartbeats may have made some without any sale).
-        let gone: Vec<(u64, usize, Millis)> = self
-            .grids
-            .keys()
-            .filter(|(_, i, start)| w.is_expired(start + w.sizes[*i], wm, now))
-            .copied()
-            .collect();
-        for gk in gone {
-            self.grids.remove(&gk);
-            out.changelog.push((changelog::grid_key(w.sizes[gk.1], gk.2, gk.0), None));
-        }
-        let ends: Vec<Millis> =
-            self.dedupe_by_end.keys().take_while(|e| w.is_expired(**e, wm, now)).copied().collect();
-        for e in ends {
-            for id in self.dedupe_by_end.remove(&e).unwrap_or_default() {
-                if self.dedupe.get(&id) == Some(&e) {
-                    self.dedupe.remove(&id);
-                }
-            }
-        }
-        let chunks: Vec<u64> = self
-            .chunks
-            .iter()
-            .filter(|(_, max_end)| w.is_expired(**max_end, wm, now))
-            .map(|(s, _)| *s)
-            .collect();
-        for seq in chunks {
-            self.chunks.remove(&seq);
-            out.changelog.push((changelog::dedupe_key(seq), None));
-        }
-    }
-
     /// Applies one changelog record read back during restore (`None`: a tombstone).
     pub fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), changelog::Error> {
         let k = changelog::parse_key(key)?;
         let Some(value) = value else {
             match k {
-                changelog::Key::Window { size, start, key } => {
-                    if let Some(i) = self.size_idx(size)
-                        && let Some(ks) = self.keys.get_mut(&key)
-                    {
-                        let before = ks.windows.len();
-                        ks.windows.retain(|x| !(x.size_idx == i && x.start == start));
-                        self.windows -= before - ks.windows.len();
-                        if ks.windows.is_empty() {
-                            self.keys.remove(&key);
-                        }
-                        if let Some(b) = self.buckets.get_mut(&(start + size, i)) {
-                            b.keys.remove(&key);
-                        }
+                changelog::Key::Key(kid) => {
+                    if let Some(ks) = self.keys.remove(&kid) {
+                        self.windows -= ks.windows.len();
                     }
                 }
-                changelog::Key::Grid { size, start, grid } => {
-                    if let Some(i) = self.size_idx(size) {
-                        self.grids.remove(&(grid, i, start));
-                    }
+                changelog::Key::Grid(gid) => {
+                    self.grids.remove(&gid);
                 }
-                changelog::Key::Dedupe { seq } => {
+                changelog::Key::Dedupe(seq) => {
                     self.chunks.remove(&seq);
                 }
                 changelog::Key::Meta => {}
             }
             return Ok(());
         };
+        let sizes = &self.cfg.windowing.sizes;
+        let size_idx = |size: Millis| sizes.iter().position(|&s| s == size);
         match (k, changelog::decode(value)?) {
-            (
-                changelog::Key::Window { size, start, key },
-                Record::Window { grid, sku, counters, revision, .. },
-            ) => {
-                let Some(size_idx) = self.size_idx(size) else {
-                    tracing::warn!(
-                        size,
-                        "changelog window of a size no longer configured; dropped"
-                    );
-                    return Ok(());
-                };
-                let end = start + size;
-                let ks = self.keys.entry(key).or_insert_with(|| KeyState {
-                    grid: Arc::from(grid.as_str()),
-                    sku: Arc::from(sku.as_str()),
-                    windows: Vec::new(),
-                });
-                let win = WindowState { size_idx, start, end, counters, revision, dirty: false };
-                match ks.windows.iter_mut().find(|x| x.size_idx == size_idx && x.start == start) {
-                    Some(x) => *x = win,
-                    None => {
-                        ks.windows.push(win);
-                        self.windows += 1;
-                        self.buckets.entry((end, size_idx)).or_default().keys.insert(key);
-                    }
+            (changelog::Key::Key(kid), Record::Key { grid, sku, windows }) => {
+                let mut ks = KeyState::new(&grid, &sku);
+                for WindowRec { size, start, counters, revision } in windows {
+                    let Some(i) = size_idx(size) else {
+                        tracing::warn!(
+                            size,
+                            "changelog window of a size no longer configured; dropped"
+                        );
+                        continue;
+                    };
+                    self.buckets.entry((start + size, i)).or_insert(false);
+                    ks.windows.push(WindowState {
+                        size_idx: i,
+                        start,
+                        end: start + size,
+                        counters,
+                        revision,
+                        changed: false,
+                    });
                 }
-            }
-            (changelog::Key::Grid { size, start, grid }, Record::GridWindow { stores }) => {
-                if let Some(i) = self.size_idx(size) {
-                    self.grids.insert((grid, i, start), GridWindow { stores, dirty: false });
+                if let Some(old) = self.keys.insert(kid, ks.clone()) {
+                    self.windows -= old.windows.len();
                 }
+                self.windows += ks.windows.len();
             }
-            (changelog::Key::Dedupe { seq }, Record::Dedupe { ids }) => {
-                let max_end = ids.iter().map(|(_, e)| *e).max().unwrap_or(Millis::MIN);
-                self.chunks.insert(seq, max_end);
-                for (id, end) in ids {
-                    // A later chunk may hold the same id again (reused after expiry).
-                    if self.dedupe.get(&id).is_none_or(|e| *e < end) {
-                        self.dedupe.insert(id, end);
-                        self.dedupe_by_end.entry(end).or_default().push(id);
+            (changelog::Key::Grid(gid), Record::Grid { windows }) => {
+                let windows = windows
+                    .into_iter()
+                    .filter_map(|g| size_idx(g.size).map(|i| (i, g.start, g.stores)))
+                    .collect();
+                self.grids.insert(gid, GridState { windows, dirty: false });
+            }
+            (changelog::Key::Dedupe(seq), Record::Dedupe { end, ids }) => {
+                self.chunks.insert(seq, end);
+                let set = self.dedupe.entry(end).or_default();
+                for id in ids {
+                    if set.insert(id) {
+                        self.dedupe_ids += 1;
                     }
                 }
             }
@@ -600,10 +644,6 @@ impl PartitionState {
         Ok(())
     }
 
-    fn size_idx(&self, size: Millis) -> Option<usize> {
-        self.cfg.windowing.sizes.iter().position(|&s| s == size)
-    }
-
     /// The live windows of a grid × SKU (the live query).
     pub fn key(&self, grid: &str, sku: &str) -> Option<&KeyState> {
         self.keys.get(&key_id(grid, sku))
@@ -611,40 +651,60 @@ impl PartitionState {
 
     /// Every grid × SKU of a grid (the live query without `sku`).
     pub fn keys_of_grid<'a>(&'a self, grid: &'a str) -> impl Iterator<Item = &'a KeyState> + 'a {
-        self.keys.values().filter(move |k| &*k.grid == grid)
+        self.keys.values().filter(move |k| k.grid() == grid)
     }
 
     /// Whether the bucket of a window is closed.
     pub fn is_closed(&self, win: &WindowState) -> bool {
-        self.buckets.get(&(win.end, win.size_idx)).is_some_and(|b| b.closed)
+        self.buckets.get(&(win.end, win.size_idx)).copied().unwrap_or(true)
     }
 
     /// Reporting stores of a grid during a window.
     pub fn stores_reporting(&self, grid: &str, size_idx: usize, start: Millis) -> usize {
-        self.grids.get(&(short_id(grid), size_idx, start)).map_or(0, |g| g.stores.len())
+        self.grids.get(&short_id(grid)).map_or(0, |g| g.reporting(size_idx, start))
     }
 
-    /// How big the state is (an estimate of bytes: fixed per-entry overheads plus strings
-    /// and store sets).
+    /// How big the state is (an estimate of bytes: entries, their heap parts, and the
+    /// maps' slack).
     pub fn size(&self) -> StateSize {
-        let mut bytes = self.dedupe.len() * 40 + self.grids.len() * 64;
+        let map_entry = |k: usize, v: usize| (k + v + 1) * 8 / 7;
+        let mut bytes = self.dedupe_ids * map_entry(8, 0)
+            + self.keys.capacity() * map_entry(16, size_of::<KeyState>());
+        let mut grid_windows = 0;
         for ks in self.keys.values() {
-            bytes += 96 + ks.grid.len() + ks.sku.len();
-            for w in &ks.windows {
-                bytes += size_of::<WindowState>() + w.counters.stores.capacity() * 8;
-            }
+            bytes += ks.name.len() + ks.windows.capacity() * size_of::<WindowState>();
+            bytes += ks.windows.iter().map(|w| w.counters.stores.capacity() * 8).sum::<usize>();
         }
         for g in self.grids.values() {
-            bytes += g.stores.capacity() * 8;
+            grid_windows += g.windows.len();
+            bytes += map_entry(8, size_of::<GridState>())
+                + g.windows.iter().map(|w| 40 + w.2.capacity() * 8).sum::<usize>();
         }
         StateSize {
             keys: self.keys.len(),
             windows: self.windows,
-            dedupe_ids: self.dedupe.len(),
-            grid_windows: self.grids.len(),
+            dedupe_ids: self.dedupe_ids,
+            grid_windows,
             bytes,
         }
     }
+}
+
+fn encode_key(w: &Windowing, ks: &KeyState) -> Vec<u8> {
+    changelog::encode(&Record::Key {
+        grid: ks.grid().to_string(),
+        sku: ks.sku().to_string(),
+        windows: ks
+            .windows
+            .iter()
+            .map(|x| WindowRec {
+                size: w.sizes[x.size_idx],
+                start: x.start,
+                counters: x.counters.clone(),
+                revision: x.revision,
+            })
+            .collect(),
+    })
 }
 
 fn demand_window(
@@ -825,7 +885,7 @@ mod tests {
             .iter()
             .filter(|(k, _)| k[0] == b'D')
             .map(|(_, v)| match changelog::decode(v.as_deref().expect("value")) {
-                Ok(Record::Dedupe { ids }) => ids.len(),
+                Ok(Record::Dedupe { ids, .. }) => ids.len(),
                 other => panic!("{other:?}"),
             })
             .collect();
@@ -880,7 +940,7 @@ mod tests {
             // The model.
             let mut now = base;
             let mut max_t: Option<Millis> = None;
-            let mut counted: HashMap<(u8, u8), Millis> = HashMap::new();
+            let mut counted: HashSet<(u8, u8, Millis)> = HashSet::new();
             let mut model: BTreeMap<WinKey, (i64, i64, i64, i64)> = BTreeMap::new();
             // What the state held at the last flush, to replay after a "crash".
             let mut since_flush: Vec<SaleEvent> = Vec::new();
@@ -893,10 +953,10 @@ mod tests {
                         let wm = w.watermark(max_t);
                         let expect = if w.is_late(t, wm, now) {
                             Outcome::Late
-                        } else if counted.get(&(store, id)).is_some_and(|end| !w.is_expired(*end, wm, now)) {
+                        } else if !counted.insert((store, id, w.first_end(t))) {
+                            // A retry carries the event's own time: same earliest window.
                             Outcome::Duplicate
                         } else {
-                            counted.insert((store, id), w.first_end(t));
                             for (_, start, end) in w.windows_of(t) {
                                 let c = model.entry((e.grid_id.clone(), e.sku.clone(), start, end)).or_default();
                                 match kind {
