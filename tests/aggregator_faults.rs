@@ -69,25 +69,37 @@ fn setup(kafka: &Kafka, prefix: &str, partitions: i32) -> Setup {
     Setup { dir, config, sales, demand, late }
 }
 
-fn spawn(s: &Setup, instance: &str, n: usize) -> Child {
-    let log = s.dir.path().join(format!("{instance}-{n}.log"));
-    Command::new(env!("CARGO_BIN_EXE_nearfield"))
-        .args([
-            "--config",
-            s.config.to_str().expect("utf8"),
-            "aggregate",
-            "--instance-id",
-            instance,
-        ])
-        .env_remove("NEARFIELD_BROKERS")
-        .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).expect("log"))
-        .spawn()
-        .expect("spawn nearfield aggregate")
+/// An aggregator process, killed when dropped (a failing test leaves nothing running).
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
-fn sigterm(child: &mut Child, log: std::path::PathBuf) {
+fn spawn(s: &Setup, instance: &str, n: usize) -> Proc {
+    let log = s.dir.path().join(format!("{instance}-{n}.log"));
+    Proc(
+        Command::new(env!("CARGO_BIN_EXE_nearfield"))
+            .args([
+                "--config",
+                s.config.to_str().expect("utf8"),
+                "aggregate",
+                "--instance-id",
+                instance,
+            ])
+            .env_remove("NEARFIELD_BROKERS")
+            .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).expect("log"))
+            .spawn()
+            .expect("spawn nearfield aggregate"),
+    )
+}
+
+fn sigterm(Proc(child): &mut Proc, log: std::path::PathBuf) {
     let tail = || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -257,6 +269,23 @@ fn compare(
 }
 
 /// Waits until the outputs equal the recount, then checks nothing went to the late topic.
+/// The aggregators' logs without routine lines (for a failure message).
+fn logs(s: &Setup) -> String {
+    let mut out = String::new();
+    for entry in std::fs::read_dir(s.dir.path()).expect("dir").flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.ends_with(".log") {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.contains("INFO") || l.contains("rebalance") || l.contains("restore"))
+                .collect();
+            out.push_str(&format!("--- {name}\n{}\n", lines.join("\n")));
+        }
+    }
+    out
+}
+
 fn assert_exact(kafka: &Kafka, s: &Setup, events: &[SaleEvent]) -> usize {
     let truth = recount(events);
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -264,7 +293,7 @@ fn assert_exact(kafka: &Kafka, s: &Setup, events: &[SaleEvent]) -> usize {
         match compare(kafka, s, &truth) {
             Ok(revisions) => break revisions,
             Err(e) if Instant::now() > deadline => {
-                panic!("outputs never matched ground truth: {e}")
+                panic!("outputs never matched ground truth: {e}\n{}", logs(s))
             }
             Err(_) => std::thread::sleep(Duration::from_secs(2)),
         }
@@ -295,8 +324,8 @@ fn sigkill_at_random_moments_neither_loses_nor_double_counts() {
     for round in 1..=6 {
         pause = pause.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         std::thread::sleep(Duration::from_millis(1_500 + (pause >> 33) % 3_000));
-        child.kill().expect("SIGKILL");
-        let _ = child.wait();
+        child.0.kill().expect("SIGKILL");
+        let _ = child.0.wait();
         child = spawn(&s, "a", round);
     }
     std::thread::sleep(Duration::from_secs(2));

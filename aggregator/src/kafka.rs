@@ -27,7 +27,7 @@ use nearfield_schemas::{Codec, Heartbeat, RejectSource, RejectedEvent, SaleEvent
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
 
@@ -90,7 +90,11 @@ fn lock(e: &SharedEngine) -> MutexGuard<'_, Engine> {
 struct Ctx {
     engine: SharedEngine,
     directory: Arc<GridDirectory>,
-    producer: BaseProducer,
+    /// Transactional; its own thread serves delivery reports, which aborting a transaction
+    /// waits for.
+    producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
+    /// Set once the loop stops: new assignments are not restored any more.
+    stopping: AtomicBool,
     heartbeats: BaseConsumer,
     settings: KafkaSettings,
     topics: Topics,
@@ -124,8 +128,12 @@ impl ConsumerContext for Ctx {
                 let parts = partitions_of(tpl, &self.topics.sales);
                 Rebalanced { kind: "revoke", partitions: &parts }.emit();
                 // Commit what was processed so far (offsets of the revoked partitions
-                // included) before anyone else can own them.
-                if let Err(e) = self.commit(consumer) {
+                // included) before anyone else can own them. When the loop is stopping it
+                // has committed already, or aborted: then the in-memory state holds
+                // changes whose outputs were aborted and must never be committed.
+                if !self.stopping.load(Ordering::Relaxed)
+                    && let Err(e) = self.commit(consumer)
+                {
                     self.fail(format!("commit on revocation: {e}"));
                 }
                 let mut engine = lock(&self.engine);
@@ -139,6 +147,10 @@ impl ConsumerContext for Ctx {
             Rebalance::Assign(tpl) => {
                 let parts = partitions_of(tpl, &self.topics.sales);
                 Rebalanced { kind: "assign", partitions: &parts }.emit();
+                if self.stopping.load(Ordering::Relaxed) {
+                    // Leaving the group: these partitions go back without being processed.
+                    return;
+                }
                 lock(&self.engine).ready = false;
                 if let Err(e) = self.restore(consumer, &parts) {
                     self.fail(format!("restore: {e}"));
@@ -180,7 +192,9 @@ impl Ctx {
             tpl.add_partition(&self.topics.sales, *p);
         }
         let deadline = Duration::from_millis(self.cfg.restore_timeout_ms);
+        tracing::info!(partitions = ?parts, "restore: fetching stable committed offsets");
         let committed = consumer.committed_offsets(tpl, deadline)?;
+        tracing::info!(partitions = ?parts, "restore: reading the changelog");
         let started = Instant::now();
         let cfg = Arc::clone(&lock(&self.engine).cfg);
         let restored = restore_partitions(
@@ -251,7 +265,7 @@ impl Ctx {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     rec = r;
-                    self.producer.poll(Duration::from_millis(10));
+                    std::thread::sleep(Duration::from_millis(5));
                 }
                 Err((e, _)) => return Err(e),
             }
@@ -533,7 +547,10 @@ fn producer_config(
     Ok(c)
 }
 
-fn partition_count(c: &BaseProducer, topic: &str) -> Result<i32, LoopError> {
+fn partition_count<C: rdkafka::producer::ProducerContext>(
+    c: &ThreadedProducer<C>,
+    topic: &str,
+) -> Result<i32, LoopError> {
     let md = c.client().fetch_metadata(Some(topic), Duration::from_secs(30))?;
     let t = md
         .topics()
@@ -583,7 +600,7 @@ fn run_once(
 ) -> Result<(), LoopError> {
     let instance = cfg.instance_id();
     let topics = settings.topics.clone();
-    let producer: BaseProducer = producer_config(settings, cfg, &instance)?.create()?;
+    let producer: ThreadedProducer<_> = producer_config(settings, cfg, &instance)?.create()?;
     let sales_parts = partition_count(&producer, &topics.sales)?;
     let changelog_parts = partition_count(&producer, &topics.aggregator_changelog)?;
     if sales_parts != changelog_parts {
@@ -616,6 +633,7 @@ fn run_once(
         dlq_partitions,
         codec: Codec::single_object(),
         failure: Mutex::new(None),
+        stopping: AtomicBool::new(false),
         last_commit: Mutex::new(Instant::now()),
     };
     let consumer: BaseConsumer<Ctx> =
@@ -625,6 +643,7 @@ fn run_once(
     let interval = Duration::from_millis(cfg.commit_interval_ms);
     let result = consume(&consumer, interval, stop);
     let ctx = consumer.context();
+    ctx.stopping.store(true, Ordering::Relaxed);
     match &result {
         Ok(()) => {
             // Graceful stop: commit, then leave the group (its revocation commits again,
@@ -673,6 +692,9 @@ fn consume(
         ctx.drain_heartbeats(&mut stats);
         let due = ctx.last_commit.lock().map(|t| t.elapsed() >= interval).unwrap_or(true);
         if due {
+            if let Some(f) = ctx.take_failure() {
+                return Err(LoopError::Other(f));
+            }
             ctx.commit(consumer)?;
             std::mem::take(&mut stats).emit();
         }
