@@ -135,7 +135,15 @@ up() {
   mkdir -p "$DIR"
   local ports; read -r -a ports <<<"$(free_ports $((2 * n)))"
   local cluster_id
-  cluster_id=$(python3 -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
+  # Like Kafka's Uuid.randomUuid: never starting with '-', which the tool would read as
+  # an option (1 id in 64 otherwise).
+  cluster_id=$(python3 -c '
+import base64, uuid
+while True:
+    i = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    if not i.startswith("-"):
+        print(i)
+        break')
   local voters="" brokers="" rf=1 isr=1
   if ((n >= 3)); then rf=3; isr=2; elif ((n == 2)); then rf=2; isr=1; fi
   for i in $(seq 1 "$n"); do

@@ -6,13 +6,13 @@
 //! twice, and revisions run 0, 1, 2… without gaps.
 
 use std::collections::{BTreeMap, HashSet};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nearfield_schemas::{Codec, DemandWindow, SaleEvent, SaleKind};
-use nearfield_testkit::{Isolation, Kafka, read_to_end};
+use nearfield_testkit::{Isolation, Kafka, Process, read_to_end};
 use rdkafka::ClientContext;
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
@@ -69,19 +69,9 @@ fn setup(kafka: &Kafka, prefix: &str, partitions: i32) -> Setup {
     Setup { dir, config, sales, demand, late }
 }
 
-/// An aggregator process, killed when dropped (a failing test leaves nothing running).
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(s: &Setup, instance: &str, n: usize) -> Proc {
+fn spawn(s: &Setup, instance: &str, n: usize) -> Process {
     let log = s.dir.path().join(format!("{instance}-{n}.log"));
-    Proc(
+    Process(
         Command::new(env!("CARGO_BIN_EXE_nearfield"))
             .args([
                 "--config",
@@ -92,6 +82,7 @@ fn spawn(s: &Setup, instance: &str, n: usize) -> Proc {
             ])
             .env_remove("NEARFIELD_BROKERS")
             .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
+            .env("RUST_BACKTRACE", "0")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log).expect("log"))
             .spawn()
@@ -99,11 +90,11 @@ fn spawn(s: &Setup, instance: &str, n: usize) -> Proc {
     )
 }
 
-fn sigterm(Proc(child): &mut Proc, log: std::path::PathBuf) {
+fn sigterm(Process(child): &mut Process, log: std::path::PathBuf) {
     let tail = || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
+        lines[lines.len().saturating_sub(60)..].join("\n")
     };
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let deadline = Instant::now() + Duration::from_secs(40);
@@ -345,18 +336,23 @@ fn scaling_one_to_three_to_one_moves_state_with_partitions() {
     std::thread::sleep(Duration::from_secs(5));
     let mut b = spawn(&s, "b", 0);
     let mut c = spawn(&s, "c", 0);
-    std::thread::sleep(Duration::from_secs(8));
+    // Scale back in only once the new instances own partitions (and ran a while).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for name in ["b-0.log", "c-0.log"] {
+        while !std::fs::read_to_string(s.dir.path().join(name))
+            .is_ok_and(|l| l.contains("partition restored"))
+        {
+            assert!(Instant::now() < deadline, "{name} never owned a partition:\n{}", logs(&s));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    std::thread::sleep(Duration::from_secs(4));
     sigterm(&mut b, s.dir.path().join("b-0.log"));
     sigterm(&mut c, s.dir.path().join("c-0.log"));
     std::thread::sleep(Duration::from_secs(5));
     stop.store(true, Ordering::Relaxed);
     let events = feeder.join().expect("feeder");
     assert_exact(kafka, &s, &events);
-    // The new instances did own partitions while they ran.
-    for name in ["b-0.log", "c-0.log"] {
-        let log = std::fs::read_to_string(s.dir.path().join(name)).expect("log");
-        assert!(log.contains("partition restored"), "{name} never owned a partition:\n{log}");
-    }
     sigterm(&mut a, s.dir.path().join("a-0.log"));
 }
 

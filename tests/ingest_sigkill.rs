@@ -2,13 +2,13 @@
 //! (counted with an independent consumer), and a restarted ingest serves again.
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nearfield_common::shutdown::CancellationToken;
 use nearfield_schemas::{Codec, SaleEvent};
 use nearfield_simulator::SimulateConfig;
-use nearfield_testkit::{Isolation, Kafka, read_to_end};
+use nearfield_testkit::{Isolation, Kafka, Process, read_to_end};
 
 const MASTER: &str = "6e6561726669656c642d64656d6f2d6f6e6c792d6d61737465722d6b6579";
 
@@ -16,14 +16,16 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 
-fn spawn_ingest(config: &std::path::Path, log: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_nearfield"))
-        .args(["--config", config.to_str().expect("utf8"), "ingest"])
-        .env_remove("NEARFIELD_BROKERS")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).expect("log file"))
-        .spawn()
-        .expect("spawn nearfield ingest")
+fn spawn_ingest(config: &std::path::Path, log: &std::path::Path) -> Process {
+    Process(
+        Command::new(env!("CARGO_BIN_EXE_nearfield"))
+            .args(["--config", config.to_str().expect("utf8"), "ingest"])
+            .env_remove("NEARFIELD_BROKERS")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).expect("log file"))
+            .spawn()
+            .expect("spawn nearfield ingest"),
+    )
 }
 
 async fn wait_ready(port: u16) {
@@ -122,8 +124,8 @@ async fn sigkill_under_load_loses_no_acknowledged_event() {
         CancellationToken::new(),
     ));
     tokio::time::sleep(Duration::from_millis(2_500)).await;
-    child.kill().expect("SIGKILL ingest");
-    let _ = child.wait();
+    child.0.kill().expect("SIGKILL ingest");
+    let _ = child.0.wait();
     let summary = sim.await.expect("join").expect("simulation ran");
     assert!(summary.acked > 1_000, "load was acknowledged before the kill: {summary:?}");
     assert!(summary.failed > 0, "requests failed after the kill: {summary:?}");
@@ -139,8 +141,8 @@ async fn sigkill_under_load_loses_no_acknowledged_event() {
     .await
     .expect("second simulation");
     assert!(summary2.acked > 0 && summary2.failed == 0, "{summary2:?}");
-    child.kill().expect("stop ingest");
-    let _ = child.wait();
+    child.0.kill().expect("stop ingest");
+    let _ = child.0.wait();
 
     let on_topic: HashSet<String> =
         read_to_end(kafka, &sales, Isolation::ReadCommitted, Duration::from_secs(60))
@@ -178,11 +180,11 @@ async fn sigterm_under_load_drains_flushes_and_exits_cleanly() {
         CancellationToken::new(),
     ));
     tokio::time::sleep(Duration::from_millis(2_000)).await;
-    let pid = child.id().to_string();
+    let pid = child.0.id().to_string();
     let term = Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
     assert!(term.success());
     let status =
-        tokio::task::spawn_blocking(move || child.wait()).await.expect("join").expect("wait");
+        tokio::task::spawn_blocking(move || child.0.wait()).await.expect("join").expect("wait");
     assert!(status.success(), "ingest exits 0 after SIGTERM, got {status:?}");
     let summary = sim.await.expect("join").expect("simulation ran");
     assert!(summary.acked > 0, "{summary:?}");

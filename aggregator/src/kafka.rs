@@ -648,14 +648,18 @@ fn run_once(
         Ok(()) => {
             // Graceful stop: commit, then leave the group (its revocation commits again,
             // with nothing left to write).
-            let r = ctx.commit(&consumer);
-            if let Err(e) = &r {
+            if let Err(e) = ctx.commit(&consumer) {
+                // E.g. the group is rebalancing as instances stop together. Nothing is
+                // lost: the partitions' next owners resume from the previous commit.
                 TransactionAborted { error: &e.to_string() }.emit();
                 let _ = ctx.producer.abort_transaction(ctx.timeout());
+                tracing::warn!(
+                    "last transaction aborted at shutdown; the next owners of these partitions resume from the previous commit"
+                );
             }
             consumer.unsubscribe();
             let _ = consumer.poll(Duration::from_millis(100));
-            r
+            Ok(())
         }
         Err(e) => {
             TransactionAborted { error: &e.to_string() }.emit();

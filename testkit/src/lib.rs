@@ -285,3 +285,15 @@ pub fn read_to_end(
     out.sort_by_key(|r| (r.partition, r.offset));
     out
 }
+
+/// A child process (a stage under test), killed when dropped, so a failing test leaves
+/// nothing running.
+#[derive(Debug)]
+pub struct Process(pub std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
