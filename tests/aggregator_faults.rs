@@ -353,6 +353,14 @@ fn scaling_one_to_three_to_one_moves_state_with_partitions() {
     stop.store(true, Ordering::Relaxed);
     let events = feeder.join().expect("feeder");
     assert_exact(kafka, &s, &events);
+    let all = logs(&s);
+    eprintln!(
+        "{} events; {} aborted transactions, {} in-place recoveries, {} restarts: outputs exact",
+        events.len(),
+        all.matches("transaction aborted").count(),
+        all.matches("recovered from the last commit").count(),
+        all.matches("aggregator loop failed").count()
+    );
     sigterm(&mut a, s.dir.path().join("a-0.log"));
 }
 
@@ -369,6 +377,14 @@ fn losing_a_broker_mid_stream_changes_nothing() {
     stop.store(true, Ordering::Relaxed);
     let events = feeder.join().expect("feeder");
     assert_exact(kafka, &s, &events);
+    let all = logs(&s);
+    eprintln!(
+        "{} events; {} aborted transactions, {} in-place recoveries, {} restarts: outputs exact",
+        events.len(),
+        all.matches("transaction aborted").count(),
+        all.matches("recovered from the last commit").count(),
+        all.matches("aggregator loop failed").count()
+    );
     sigterm(&mut a, s.dir.path().join("a-0.log"));
     kafka.start_node(2);
 }

@@ -93,6 +93,8 @@ struct Ctx {
     /// Transactional; its own thread serves delivery reports, which aborting a transaction
     /// waits for.
     producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
+    /// Heartbeat partitions currently assigned.
+    hb_assigned: Mutex<std::collections::BTreeSet<i32>>,
     /// Set once the loop stops: new assignments are not restored any more.
     stopping: AtomicBool,
     heartbeats: BaseConsumer,
@@ -105,6 +107,10 @@ struct Ctx {
     codec: Codec,
     failure: Mutex<Option<String>>,
     last_commit: Mutex<Instant>,
+    /// Something was produced into the open transaction.
+    produced: AtomicBool,
+    /// The input offsets of the last commit (an idle interval commits nothing).
+    committed: Mutex<HashMap<i32, i64>>,
 }
 
 impl ClientContext for Ctx {
@@ -134,7 +140,12 @@ impl ConsumerContext for Ctx {
                 if !self.stopping.load(Ordering::Relaxed)
                     && let Err(e) = self.commit(consumer)
                 {
-                    self.fail(format!("commit on revocation: {e}"));
+                    // The revoked partitions' next owner resumes from the previous commit;
+                    // the ones this instance keeps are rebuilt from theirs.
+                    TransactionAborted { error: &e.to_string() }.emit();
+                    if let Err(e) = self.recover(consumer, &parts) {
+                        self.fail(format!("recovery after a failed commit on revocation: {e}"));
+                    }
                 }
                 let mut engine = lock(&self.engine);
                 for p in &parts {
@@ -160,6 +171,13 @@ impl ConsumerContext for Ctx {
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
         }
+    }
+}
+
+fn heartbeat_position(st: &PartitionState) -> Offset {
+    match st.heartbeat_offset() {
+        o if o >= 0 => Offset::Offset(o),
+        _ => Offset::Beginning,
     }
 }
 
@@ -236,17 +254,51 @@ impl Ctx {
     /// Follows `heartbeats.v1` for exactly the owned partitions, each from the offset its
     /// state recorded.
     fn assign_heartbeats(&self) {
-        let mut tpl = TopicPartitionList::new();
-        for (p, st) in &lock(&self.engine).partitions {
-            let off = match st.heartbeat_offset() {
-                o if o >= 0 => Offset::Offset(o),
-                _ => Offset::Beginning,
-            };
-            let _ = tpl.add_partition_offset(&self.topics.heartbeats, *p, off);
+        // Only the changes, incrementally: re-assigning a whole set in quick succession
+        // trips an assertion in librdkafka's assignment code.
+        let owned: BTreeMap<i32, Offset> = lock(&self.engine)
+            .partitions
+            .iter()
+            .map(|(p, st)| (*p, heartbeat_position(st)))
+            .collect();
+        let mut current =
+            self.hb_assigned.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut remove = TopicPartitionList::new();
+        for p in current.iter().filter(|p| !owned.contains_key(p)) {
+            remove.add_partition(&self.topics.heartbeats, *p);
         }
-        if let Err(e) = self.heartbeats.assign(&tpl) {
+        let mut add = TopicPartitionList::new();
+        for (p, off) in owned.iter().filter(|(p, _)| !current.contains(p)) {
+            let _ = add.add_partition_offset(&self.topics.heartbeats, *p, *off);
+        }
+        if remove.count() > 0
+            && let Err(e) = self.heartbeats.incremental_unassign(&remove)
+        {
+            tracing::warn!(error = %e, "cannot unassign heartbeat partitions");
+        }
+        if add.count() > 0
+            && let Err(e) = self.heartbeats.incremental_assign(&add)
+        {
             tracing::warn!(error = %e, "cannot assign heartbeat partitions");
         }
+        *current = owned.keys().copied().collect();
+    }
+
+    /// Moves the heartbeat consumer of `parts` back to the offsets their state recorded.
+    fn rewind_heartbeats(&self, parts: &[i32]) -> Result<(), LoopError> {
+        let mut tpl = TopicPartitionList::new();
+        {
+            let engine = lock(&self.engine);
+            for p in parts {
+                if let Some(st) = engine.partitions.get(p) {
+                    tpl.add_partition_offset(&self.topics.heartbeats, *p, heartbeat_position(st))?;
+                }
+            }
+        }
+        if tpl.count() > 0 {
+            self.heartbeats.seek_partitions(tpl, Duration::from_secs(10))?;
+        }
+        Ok(())
     }
 
     fn send(
@@ -260,6 +312,7 @@ impl Ctx {
         if let Some(p) = payload {
             rec = rec.payload(p);
         }
+        self.produced.store(true, Ordering::Relaxed);
         loop {
             match self.producer.send(rec) {
                 Ok(()) => return Ok(()),
@@ -272,6 +325,51 @@ impl Ctx {
         }
     }
 
+    /// After a failed transaction: aborts it, drops every uncommitted change by rebuilding
+    /// the owned partitions (except `leaving`) from their changelog, and rewinds the
+    /// consumer to the committed offsets. The group membership is kept, so no rebalance
+    /// follows; a failure here restarts the whole loop.
+    fn recover(&self, consumer: &BaseConsumer<Self>, leaving: &[i32]) -> Result<(), LoopError> {
+        self.producer.abort_transaction(self.timeout())?;
+        self.producer.begin_transaction()?;
+        self.produced.store(false, Ordering::Relaxed);
+        self.committed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        let parts: Vec<i32> = partitions_of(&consumer.assignment()?, &self.topics.sales)
+            .into_iter()
+            .filter(|p| !leaving.contains(p))
+            .collect();
+        {
+            let mut engine = lock(&self.engine);
+            engine.partitions.clear();
+            engine.offsets.clear();
+            engine.ready = false;
+        }
+        self.restore(consumer, &parts)?;
+        let mut tpl = TopicPartitionList::new();
+        {
+            let engine = lock(&self.engine);
+            for p in &parts {
+                let o = engine.offsets.get(p).map_or(Offset::Beginning, |o| Offset::Offset(*o));
+                tpl.add_partition_offset(&self.topics.sales, *p, o)?;
+            }
+        }
+        if tpl.count() > 0 {
+            for e in consumer.seek_partitions(tpl, Duration::from_secs(10))?.elements() {
+                if let Err(err) = e.error() {
+                    return Err(LoopError::Other(format!(
+                        "rewinding partition {}: {err}",
+                        e.partition()
+                    )));
+                }
+            }
+        }
+        self.assign_heartbeats();
+        self.rewind_heartbeats(&parts)?;
+        lock(&self.engine).ready = true;
+        tracing::warn!(partitions = ?parts, "recovered from the last commit after an aborted transaction");
+        Ok(())
+    }
+
     /// Flushes every owned partition's changes and commits them with the input offsets in
     /// the open transaction, then opens the next one.
     fn commit(&self, consumer: &BaseConsumer<Self>) -> Result<(), LoopError> {
@@ -279,6 +377,7 @@ impl Ctx {
         let now = now_ms();
         let (mut records, mut finals, mut revisions, mut expired) = (0, 0, 0, 0);
         let mut offsets = TopicPartitionList::new();
+        let current: HashMap<i32, i64>;
         {
             let mut engine = lock(&self.engine);
             let Engine { partitions, offsets: next, .. } = &mut *engine;
@@ -306,6 +405,15 @@ impl Ctx {
                     offsets.add_partition_offset(&self.topics.sales, *p, Offset::Offset(*o))?;
                 }
             }
+            current = next.clone();
+        }
+        let mut committed =
+            self.committed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let last = &mut *self.last_commit.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if records == 0 && !self.produced.load(Ordering::Relaxed) && current == *committed {
+            // Idle: nothing to write, offsets unchanged.
+            *last = Instant::now();
+            return Ok(());
         }
         if offsets.count() > 0 {
             let cgm = consumer
@@ -315,8 +423,9 @@ impl Ctx {
         }
         self.producer.commit_transaction(self.timeout())?;
         self.producer.begin_transaction()?;
-        *self.last_commit.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Instant::now();
+        self.produced.store(false, Ordering::Relaxed);
+        *committed = current;
+        *last = Instant::now();
         TransactionCommitted { elapsed: started.elapsed(), records, finals, revisions, expired }
             .emit();
         Ok(())
@@ -499,7 +608,6 @@ impl ConsumerContext for QuietEof {}
 fn consumer_config(
     settings: &KafkaSettings,
     cfg: &AggregateConfig,
-    instance: &str,
 ) -> KafkaResult<rdkafka::ClientConfig> {
     let mut c = rdkafka::ClientConfig::new();
     c.set("partition.assignment.strategy", "cooperative-sticky")
@@ -515,7 +623,6 @@ fn consumer_config(
         c.set(k, v);
     }
     c.set("group.id", &cfg.group_id)
-        .set("group.instance.id", instance)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("isolation.level", "read_committed")
@@ -634,10 +741,12 @@ fn run_once(
         codec: Codec::single_object(),
         failure: Mutex::new(None),
         stopping: AtomicBool::new(false),
+        hb_assigned: Mutex::new(std::collections::BTreeSet::new()),
         last_commit: Mutex::new(Instant::now()),
+        produced: AtomicBool::new(false),
+        committed: Mutex::new(HashMap::new()),
     };
-    let consumer: BaseConsumer<Ctx> =
-        consumer_config(settings, cfg, &instance)?.create_with_context(ctx)?;
+    let consumer: BaseConsumer<Ctx> = consumer_config(settings, cfg)?.create_with_context(ctx)?;
     consumer.subscribe(&[&topics.sales])?;
     tracing::info!(instance, group = cfg.group_id, "aggregator consuming {}", topics.sales);
     let interval = Duration::from_millis(cfg.commit_interval_ms);
@@ -685,7 +794,14 @@ fn consume(
         let until = Instant::now() + Duration::from_millis(50);
         while Instant::now() < until {
             match consumer.poll(Duration::from_millis(20)) {
-                Some(Ok(m)) => ctx.process_sale(&m, &mut stats)?,
+                Some(Ok(m)) => {
+                    if let Err(e) = ctx.process_sale(&m, &mut stats) {
+                        TransactionAborted { error: &e.to_string() }.emit();
+                        stats = EventsProcessed::default();
+                        ctx.recover(consumer, &[])?;
+                        break;
+                    }
+                }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "consumer error");
                     break;
@@ -699,8 +815,16 @@ fn consume(
             if let Some(f) = ctx.take_failure() {
                 return Err(LoopError::Other(f));
             }
-            ctx.commit(consumer)?;
-            std::mem::take(&mut stats).emit();
+            match ctx.commit(consumer) {
+                Ok(()) => std::mem::take(&mut stats).emit(),
+                Err(e) => {
+                    // Typically the group moved to a new generation under us (a rebalance):
+                    // the transaction is aborted and processing resumes from the last commit.
+                    TransactionAborted { error: &e.to_string() }.emit();
+                    stats = EventsProcessed::default();
+                    ctx.recover(consumer, &[])?;
+                }
+            }
         }
         if last_gauges.elapsed() >= Duration::from_secs(1) {
             last_gauges = Instant::now();
