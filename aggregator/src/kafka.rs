@@ -1,7 +1,7 @@
 //! The aggregator's Kafka loop: consume → update state → produce, exactly once.
 //!
 //! One dedicated thread (rdkafka calls block; none of this runs on the async runtime)
-//! owns a consumer-group member on `sales.v1` (cooperative-sticky, static membership), a
+//! owns a consumer-group member on `sales.v1` (cooperative-sticky assignment), a
 //! manually assigned consumer on the co-partitioned `heartbeats.v1`, and one transactional
 //! producer whose `transactional.id` is stable per instance. Every `commit_interval` it
 //! writes, in one transaction: the changelog records of what changed, the closed windows
@@ -12,9 +12,10 @@
 //! On assignment, before any record of a partition is processed, the committed offsets are
 //! fetched (stable: every transaction that committed them is complete) and the partition's
 //! state is restored from its changelog partition up to the last stable offset. On
-//! revocation the open transaction is committed first, then the state is dropped. Any
-//! Kafka error inside a transaction aborts it and restarts the loop from the last commit:
-//! state is reloaded from the changelog and input resumes from the committed offsets.
+//! revocation the open transaction is committed first, then the state is dropped. A
+//! Kafka error inside a transaction aborts it; the owned partitions are then rebuilt from
+//! the changelog and the consumers rewound to the committed offsets (membership kept).
+//! If that fails, the whole loop restarts with new clients.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
