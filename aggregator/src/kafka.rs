@@ -116,15 +116,12 @@ struct Ctx {
 
 impl ClientContext for Ctx {
     fn stats(&self, stats: Statistics) {
-        for topic in [&self.topics.sales, &self.topics.heartbeats] {
-            let lag = stats
-                .topics
-                .get(topic.as_str())
-                .map_or(0, |t| t.partitions.values().map(|p| p.consumer_lag.max(0)).sum::<i64>());
-            if topic == &self.topics.sales {
-                ConsumerLag { topic, lag }.emit();
-            }
-        }
+        let topic = &self.topics.sales;
+        let lag = stats
+            .topics
+            .get(topic.as_str())
+            .map_or(0, |t| t.partitions.values().map(|p| p.consumer_lag.max(0)).sum::<i64>());
+        ConsumerLag { topic, lag }.emit();
     }
 }
 
