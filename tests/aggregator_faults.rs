@@ -30,6 +30,7 @@ struct Setup {
     sales: String,
     demand: String,
     late: String,
+    group: String,
 }
 
 fn setup(kafka: &Kafka, prefix: &str, partitions: i32) -> Setup {
@@ -66,7 +67,7 @@ fn setup(kafka: &Kafka, prefix: &str, partitions: i32) -> Setup {
         ),
     )
     .expect("config");
-    Setup { dir, config, sales, demand, late }
+    Setup { dir, config, sales, demand, late, group: format!("agg-{id}") }
 }
 
 fn spawn(s: &Setup, instance: &str, n: usize) -> Process {
@@ -360,6 +361,36 @@ fn scaling_one_to_three_to_one_moves_state_with_partitions() {
         all.matches("transaction aborted").count(),
         all.matches("recovered from the last commit").count(),
         all.matches("aggregator loop failed").count()
+    );
+    sigterm(&mut a, s.dir.path().join("a-0.log"));
+}
+
+/// A zombie takes the aggregator's transactional id (as a stale copy of the instance
+/// would): the aggregator's producer is fenced, its transaction fails, and it must start
+/// over from its last commit, fencing the zombie in turn, without losing or repeating a
+/// count.
+#[test]
+fn a_fenced_producer_restarts_from_the_last_commit() {
+    use rdkafka::producer::{BaseProducer, Producer};
+    let kafka = Kafka::shared();
+    let s = setup(kafka, "agg-fence", 3);
+    let (stop, feeder) = feeding(kafka, s.sales.clone(), 1_500);
+    let mut a = spawn(&s, "a", 0);
+    std::thread::sleep(Duration::from_secs(6));
+    let zombie: BaseProducer = kafka
+        .client_config()
+        .set("transactional.id", format!("{}-a", s.group))
+        .create()
+        .expect("zombie producer");
+    zombie.init_transactions(Duration::from_secs(30)).expect("zombie fences the aggregator");
+    std::thread::sleep(Duration::from_secs(6));
+    stop.store(true, Ordering::Relaxed);
+    let events = feeder.join().expect("feeder");
+    assert_exact(kafka, &s, &events);
+    let all = logs(&s);
+    assert!(
+        all.contains("aggregator loop failed"),
+        "the fenced producer was never noticed:\n{all}"
     );
     sigterm(&mut a, s.dir.path().join("a-0.log"));
 }
