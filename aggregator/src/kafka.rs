@@ -237,15 +237,12 @@ impl Ctx {
     }
 
     fn restore_consumer(&self) -> KafkaResult<BaseConsumer<QuietEof>> {
-        let mut c =
-            self.settings.client_config().map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
-        c.set("group.id", format!("{}-restore", self.cfg.group_id))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "true")
-            .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "20");
+        let c = reader(
+            &self.settings,
+            format!("{}-restore", self.cfg.group_id),
+            &[],
+            &[("enable.partition.eof", "true".into()), ("fetch.wait.max.ms", "20".into())],
+        )?;
         c.create_with_context(QuietEof)
     }
 
@@ -603,29 +600,58 @@ impl ClientContext for QuietEof {
 
 impl ConsumerContext for QuietEof {}
 
+/// A client config layered as defaults < pass-through properties < the settings the
+/// aggregator's guarantees depend on (which configuration cannot weaken).
+fn layered(
+    settings: &KafkaSettings,
+    defaults: &[(&str, String)],
+    owned: &[(&str, String)],
+) -> KafkaResult<rdkafka::ClientConfig> {
+    let mut c = rdkafka::ClientConfig::new();
+    for (k, v) in defaults {
+        c.set(*k, v);
+    }
+    let passthrough =
+        settings.client_config().map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
+    for (k, v) in passthrough.config_map() {
+        c.set(k, v);
+    }
+    for (k, v) in owned {
+        c.set(*k, v);
+    }
+    Ok(c)
+}
+
+/// A read_committed consumer that never commits or stores offsets by itself.
+fn reader(
+    settings: &KafkaSettings,
+    group: String,
+    defaults: &[(&str, String)],
+    extra: &[(&str, String)],
+) -> KafkaResult<rdkafka::ClientConfig> {
+    let mut owned = vec![
+        ("group.id", group),
+        ("enable.auto.commit", "false".into()),
+        ("enable.auto.offset.store", "false".into()),
+        ("isolation.level", "read_committed".into()),
+        ("auto.offset.reset", "earliest".into()),
+    ];
+    owned.extend(extra.iter().cloned());
+    layered(settings, defaults, &owned)
+}
+
 fn consumer_config(
     settings: &KafkaSettings,
     cfg: &AggregateConfig,
 ) -> KafkaResult<rdkafka::ClientConfig> {
-    let mut c = rdkafka::ClientConfig::new();
-    c.set("partition.assignment.strategy", "cooperative-sticky")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000")
-        .set("fetch.queue.backoff.ms", "10")
-        .set("statistics.interval.ms", "5000");
-    for (k, v) in settings
-        .client_config()
-        .map_err(|e| KafkaError::ClientCreation(e.to_string()))?
-        .config_map()
-    {
-        c.set(k, v);
-    }
-    c.set("group.id", &cfg.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest");
-    Ok(c)
+    let defaults = [
+        ("partition.assignment.strategy", "cooperative-sticky".to_string()),
+        ("session.timeout.ms", "10000".into()),
+        ("heartbeat.interval.ms", "1000".into()),
+        ("fetch.queue.backoff.ms", "10".into()),
+        ("statistics.interval.ms", "5000".into()),
+    ];
+    reader(settings, cfg.group_id.clone(), &defaults, &[])
 }
 
 fn producer_config(
@@ -633,23 +659,21 @@ fn producer_config(
     cfg: &AggregateConfig,
     instance: &str,
 ) -> KafkaResult<rdkafka::ClientConfig> {
-    let mut c = rdkafka::ClientConfig::new();
-    c.set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        .set("queue.buffering.max.messages", "1000000")
-        .set("queue.buffering.max.kbytes", "1048576");
-    for (k, v) in settings
-        .client_config()
-        .map_err(|e| KafkaError::ClientCreation(e.to_string()))?
-        .config_map()
-    {
-        c.set(k, v);
-    }
-    c.set("transactional.id", format!("{}-{instance}", cfg.group_id))
-        .set("transaction.timeout.ms", cfg.transaction_timeout_ms.to_string())
-        .set("enable.idempotence", "true")
-        .set("acks", "all");
-    Ok(c)
+    layered(
+        settings,
+        &[
+            ("linger.ms", "5".into()),
+            ("compression.type", "lz4".into()),
+            ("queue.buffering.max.messages", "1000000".into()),
+            ("queue.buffering.max.kbytes", "1048576".into()),
+        ],
+        &[
+            ("transactional.id", format!("{}-{instance}", cfg.group_id)),
+            ("transaction.timeout.ms", cfg.transaction_timeout_ms.to_string()),
+            ("enable.idempotence", "true".into()),
+            ("acks", "all".into()),
+        ],
+    )
 }
 
 fn partition_count<C: rdkafka::producer::ProducerContext>(
@@ -719,12 +743,7 @@ fn run_once(
     let dlq_partitions = partition_count(&producer, &topics.dlq)?;
     producer.init_transactions(Duration::from_millis(cfg.transaction_timeout_ms.max(30_000)))?;
     producer.begin_transaction()?;
-    let mut hb = settings.client_config().map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
-    hb.set("group.id", format!("{}-heartbeats", cfg.group_id))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest");
+    let hb = reader(settings, format!("{}-heartbeats", cfg.group_id), &[], &[])?;
     let ctx = Ctx {
         engine: Arc::clone(engine),
         directory: Arc::clone(directory),
