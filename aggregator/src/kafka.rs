@@ -24,12 +24,12 @@ use std::time::{Duration, Instant};
 
 use nearfield_common::kafka::{KafkaSettings, Topics, partition_for_key};
 use nearfield_common::time::now_ms;
+use nearfield_common::txn;
 use nearfield_schemas::{Codec, Heartbeat, RejectSource, RejectedEvent, SaleEvent};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::producer::{Producer, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
 
 use crate::config::AggregateConfig;
@@ -129,7 +129,7 @@ impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(tpl) => {
-                let parts = partitions_of(tpl, &self.topics.sales);
+                let parts = txn::partitions_of(tpl, &self.topics.sales);
                 Rebalanced { kind: "revoke", partitions: &parts }.emit();
                 // Commit what was processed so far (offsets of the revoked partitions
                 // included) before anyone else can own them. When the loop is stopping it
@@ -154,7 +154,7 @@ impl ConsumerContext for Ctx {
                 self.assign_heartbeats();
             }
             Rebalance::Assign(tpl) => {
-                let parts = partitions_of(tpl, &self.topics.sales);
+                let parts = txn::partitions_of(tpl, &self.topics.sales);
                 Rebalanced { kind: "assign", partitions: &parts }.emit();
                 if self.stopping.load(Ordering::Relaxed) {
                     // Leaving the group: these partitions go back without being processed.
@@ -177,10 +177,6 @@ fn heartbeat_position(st: &PartitionState) -> Offset {
         o if o >= 0 => Offset::Offset(o),
         _ => Offset::Beginning,
     }
-}
-
-fn partitions_of(tpl: &TopicPartitionList, topic: &str) -> Vec<i32> {
-    tpl.elements().iter().filter(|e| e.topic() == topic).map(|e| e.partition()).collect()
 }
 
 impl Ctx {
@@ -213,13 +209,15 @@ impl Ctx {
         tracing::info!(partitions = ?parts, "restore: reading the changelog");
         let started = Instant::now();
         let cfg = Arc::clone(&lock(&self.engine).cfg);
-        let restored = restore_partitions(
-            &self.restore_consumer()?,
+        let restored = txn::read_to_stable_end(
+            &txn::restore_consumer(&self.settings, format!("{}-restore", self.cfg.group_id))?,
             &self.topics.aggregator_changelog,
             parts,
-            &cfg,
+            || PartitionState::new(Arc::clone(&cfg)),
+            |state, key, value| state.restore(key, value).map_err(|e| e.to_string()),
             deadline,
-        )?;
+        )
+        .map_err(|e| LoopError::Other(e.to_string()))?;
         let elapsed = started.elapsed();
         let mut engine = lock(&self.engine);
         for (p, (state, records)) in restored {
@@ -234,16 +232,6 @@ impl Ctx {
             }
         }
         Ok(())
-    }
-
-    fn restore_consumer(&self) -> KafkaResult<BaseConsumer<QuietEof>> {
-        let c = reader(
-            &self.settings,
-            format!("{}-restore", self.cfg.group_id),
-            &[],
-            &[("enable.partition.eof", "true".into()), ("fetch.wait.max.ms", "20".into())],
-        )?;
-        c.create_with_context(QuietEof)
     }
 
     /// Follows `heartbeats.v1` for exactly the owned partitions, each from the offset its
@@ -303,21 +291,8 @@ impl Ctx {
         key: &[u8],
         payload: Option<&[u8]>,
     ) -> KafkaResult<()> {
-        let mut rec = BaseRecord::<[u8], [u8]>::to(topic).partition(partition).key(key);
-        if let Some(p) = payload {
-            rec = rec.payload(p);
-        }
         self.produced.store(true, Ordering::Relaxed);
-        loop {
-            match self.producer.send(rec) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    rec = r;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((e, _)) => return Err(e),
-            }
-        }
+        txn::send_waiting(&self.producer, topic, partition, key, payload)
     }
 
     /// After a failed transaction: aborts it, drops every uncommitted change by rebuilding
@@ -329,7 +304,7 @@ impl Ctx {
         self.producer.begin_transaction()?;
         self.produced.store(false, Ordering::Relaxed);
         self.committed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
-        let parts: Vec<i32> = partitions_of(&consumer.assignment()?, &self.topics.sales)
+        let parts: Vec<i32> = txn::partitions_of(&consumer.assignment()?, &self.topics.sales)
             .into_iter()
             .filter(|p| !leaving.contains(p))
             .collect();
@@ -522,175 +497,6 @@ impl Ctx {
     }
 }
 
-/// Reads the changelog partitions `parts` (all at once) into fresh states, up to the last
-/// stable offset each had when the restore started. Returns the states and record counts.
-fn restore_partitions(
-    c: &BaseConsumer<QuietEof>,
-    topic: &str,
-    parts: &[i32],
-    cfg: &Arc<StateConfig>,
-    deadline: Duration,
-) -> Result<BTreeMap<i32, (PartitionState, u64)>, LoopError> {
-    let mut out = BTreeMap::new();
-    let mut pending = HashMap::new();
-    let mut tpl = TopicPartitionList::new();
-    for p in parts {
-        out.insert(*p, (PartitionState::new(Arc::clone(cfg)), 0u64));
-        // Under read_committed the high watermark answered is the last stable offset.
-        let (low, end) = c.fetch_watermarks(topic, *p, Duration::from_secs(30))?;
-        if end > low {
-            pending.insert(*p, end);
-            tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
-        }
-    }
-    if pending.is_empty() {
-        return Ok(out);
-    }
-    c.assign(&tpl)?;
-    let started = Instant::now();
-    while !pending.is_empty() {
-        if started.elapsed() > deadline {
-            return Err(LoopError::Other(format!(
-                "restoring {topic} partitions {:?} took longer than restore_timeout_ms",
-                pending.keys().collect::<Vec<_>>()
-            )));
-        }
-        match c.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                let p = m.partition();
-                let Some((state, n)) = out.get_mut(&p) else { continue };
-                if !pending.contains_key(&p) {
-                    continue;
-                }
-                state
-                    .restore(m.key().unwrap_or_default(), m.payload())
-                    .map_err(|e| LoopError::Other(format!("{topic}/{p}@{}: {e}", m.offset())))?;
-                *n += 1;
-                if pending.get(&p).is_some_and(|end| m.offset() + 1 >= *end) {
-                    pending.remove(&p);
-                }
-            }
-            // Reached the end: only transaction markers (or nothing) were left.
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                pending.remove(&p);
-            }
-            Some(Err(e)) => tracing::warn!(error = %e, topic, "restore consumer"),
-            None => {}
-        }
-    }
-    c.unassign()?;
-    Ok(out)
-}
-
-/// Client context of the restore consumer: end-of-partition is how a restore ends, not an
-/// error worth logging.
-struct QuietEof;
-
-impl ClientContext for QuietEof {
-    fn error(&self, error: KafkaError, reason: &str) {
-        let eof = matches!(
-            error,
-            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
-        );
-        if !eof {
-            tracing::warn!(error = %error, reason, "restore consumer");
-        }
-    }
-}
-
-impl ConsumerContext for QuietEof {}
-
-/// A client config layered as defaults < pass-through properties < the settings the
-/// aggregator's guarantees depend on (which configuration cannot weaken).
-fn layered(
-    settings: &KafkaSettings,
-    defaults: &[(&str, String)],
-    owned: &[(&str, String)],
-) -> KafkaResult<rdkafka::ClientConfig> {
-    let mut c = rdkafka::ClientConfig::new();
-    for (k, v) in defaults {
-        c.set(*k, v);
-    }
-    let passthrough =
-        settings.client_config().map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
-    for (k, v) in passthrough.config_map() {
-        c.set(k, v);
-    }
-    for (k, v) in owned {
-        c.set(*k, v);
-    }
-    Ok(c)
-}
-
-/// A read_committed consumer that never commits or stores offsets by itself.
-fn reader(
-    settings: &KafkaSettings,
-    group: String,
-    defaults: &[(&str, String)],
-    extra: &[(&str, String)],
-) -> KafkaResult<rdkafka::ClientConfig> {
-    let mut owned = vec![
-        ("group.id", group),
-        ("enable.auto.commit", "false".into()),
-        ("enable.auto.offset.store", "false".into()),
-        ("isolation.level", "read_committed".into()),
-        ("auto.offset.reset", "earliest".into()),
-    ];
-    owned.extend(extra.iter().cloned());
-    layered(settings, defaults, &owned)
-}
-
-fn consumer_config(
-    settings: &KafkaSettings,
-    cfg: &AggregateConfig,
-) -> KafkaResult<rdkafka::ClientConfig> {
-    let defaults = [
-        ("partition.assignment.strategy", "cooperative-sticky".to_string()),
-        ("session.timeout.ms", "10000".into()),
-        ("heartbeat.interval.ms", "1000".into()),
-        ("fetch.queue.backoff.ms", "10".into()),
-        ("statistics.interval.ms", "5000".into()),
-    ];
-    reader(settings, cfg.group_id.clone(), &defaults, &[])
-}
-
-fn producer_config(
-    settings: &KafkaSettings,
-    cfg: &AggregateConfig,
-    instance: &str,
-) -> KafkaResult<rdkafka::ClientConfig> {
-    layered(
-        settings,
-        &[
-            ("linger.ms", "5".into()),
-            ("compression.type", "lz4".into()),
-            ("queue.buffering.max.messages", "1000000".into()),
-            ("queue.buffering.max.kbytes", "1048576".into()),
-        ],
-        &[
-            ("transactional.id", format!("{}-{instance}", cfg.group_id)),
-            ("transaction.timeout.ms", cfg.transaction_timeout_ms.to_string()),
-            ("enable.idempotence", "true".into()),
-            ("acks", "all".into()),
-        ],
-    )
-}
-
-fn partition_count<C: rdkafka::producer::ProducerContext>(
-    c: &ThreadedProducer<C>,
-    topic: &str,
-) -> Result<i32, LoopError> {
-    let md = c.client().fetch_metadata(Some(topic), Duration::from_secs(30))?;
-    let t = md
-        .topics()
-        .first()
-        .ok_or_else(|| LoopError::Other(format!("topic {topic}: no metadata")))?;
-    if let Some(e) = t.error() {
-        return Err(LoopError::Other(format!("topic {topic}: {e:?}")));
-    }
-    i32::try_from(t.partitions().len()).map_err(|e| LoopError::Other(e.to_string()))
-}
-
 /// Runs the loop until `stop` is set; on an error inside a transaction it aborts, then
 /// restarts from the last commit (after `backoff`) until stopped.
 pub fn run_loop(
@@ -729,21 +535,29 @@ fn run_once(
 ) -> Result<(), LoopError> {
     let instance = cfg.instance_id();
     let topics = settings.topics.clone();
-    let producer: ThreadedProducer<_> = producer_config(settings, cfg, &instance)?.create()?;
-    let sales_parts = partition_count(&producer, &topics.sales)?;
-    let changelog_parts = partition_count(&producer, &topics.aggregator_changelog)?;
+    let producer: ThreadedProducer<_> = txn::transactional_producer(
+        settings,
+        format!("{}-{instance}", cfg.group_id),
+        cfg.transaction_timeout_ms,
+    )?
+    .create()?;
+    let sales_parts = txn::partition_count(&producer, &topics.sales).map_err(LoopError::Other)?;
+    let changelog_parts =
+        txn::partition_count(&producer, &topics.aggregator_changelog).map_err(LoopError::Other)?;
     if sales_parts != changelog_parts {
         return Err(LoopError::Other(format!(
             "{} has {changelog_parts} partitions but {} has {sales_parts}: the changelog must be co-partitioned with its input",
             topics.aggregator_changelog, topics.sales
         )));
     }
-    let demand_partitions = partition_count(&producer, &topics.demand)?;
-    let late_partitions = partition_count(&producer, &topics.late)?;
-    let dlq_partitions = partition_count(&producer, &topics.dlq)?;
+    let demand_partitions =
+        txn::partition_count(&producer, &topics.demand).map_err(LoopError::Other)?;
+    let late_partitions =
+        txn::partition_count(&producer, &topics.late).map_err(LoopError::Other)?;
+    let dlq_partitions = txn::partition_count(&producer, &topics.dlq).map_err(LoopError::Other)?;
     producer.init_transactions(Duration::from_millis(cfg.transaction_timeout_ms.max(30_000)))?;
     producer.begin_transaction()?;
-    let hb = reader(settings, format!("{}-heartbeats", cfg.group_id), &[], &[])?;
+    let hb = txn::reader(settings, format!("{}-heartbeats", cfg.group_id), &[], &[])?;
     let ctx = Ctx {
         engine: Arc::clone(engine),
         directory: Arc::clone(directory),
@@ -763,7 +577,8 @@ fn run_once(
         produced: AtomicBool::new(false),
         committed: Mutex::new(HashMap::new()),
     };
-    let consumer: BaseConsumer<Ctx> = consumer_config(settings, cfg)?.create_with_context(ctx)?;
+    let consumer: BaseConsumer<Ctx> =
+        txn::group_member(settings, cfg.group_id.clone())?.create_with_context(ctx)?;
     consumer.subscribe(&[&topics.sales])?;
     tracing::info!(instance, group = cfg.group_id, "aggregator consuming {}", topics.sales);
     let interval = Duration::from_millis(cfg.commit_interval_ms);

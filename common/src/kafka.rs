@@ -228,6 +228,68 @@ impl KafkaSettings {
     }
 }
 
+/// Follows a compacted topic (a registry: `stores.v1`, `catalog.v1`) from its beginning on
+/// a dedicated thread until `stop` is set, handing each record's key, value (`None` for a
+/// tombstone) and offset to `apply`. Reads committed data only and never commits offsets:
+/// every start reads the whole topic again, which compaction keeps small.
+pub fn follow_compacted(
+    settings: &KafkaSettings,
+    topic: String,
+    group: &str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    mut apply: impl FnMut(&str, Option<&[u8]>, i64) + Send + 'static,
+) -> rdkafka::error::KafkaResult<std::thread::JoinHandle<()>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+    let mut c = self_config(settings)?;
+    c.set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed");
+    let consumer: BaseConsumer = c.create()?;
+    let name = format!("follow-{topic}");
+    std::thread::Builder::new()
+        .name(name.chars().take(15).collect())
+        .spawn(move || {
+            let mut assigned = false;
+            while !stop.load(Ordering::Relaxed) {
+                if !assigned {
+                    match consumer.fetch_metadata(Some(&topic), Duration::from_secs(3)) {
+                        Ok(md) if md.topics().first().is_some_and(|t| t.error().is_none()) => {
+                            let mut tpl = TopicPartitionList::new();
+                            for p in md.topics()[0].partitions() {
+                                let _ = tpl.add_partition_offset(&topic, p.id(), Offset::Beginning);
+                            }
+                            assigned = consumer.assign(&tpl).is_ok();
+                            tracing::info!(topic, partitions = tpl.count(), "following topic");
+                        }
+                        _ => {
+                            tracing::warn!(topic, "topic not available yet; retrying");
+                            std::thread::sleep(Duration::from_secs(5));
+                            continue;
+                        }
+                    }
+                }
+                match consumer.poll(Duration::from_millis(250)) {
+                    Some(Ok(m)) => {
+                        let key = m.key().map(String::from_utf8_lossy).unwrap_or_default();
+                        apply(&key, m.payload(), m.offset());
+                    }
+                    Some(Err(e)) => tracing::warn!(error = %e, topic, "follower consumer error"),
+                    None => {}
+                }
+            }
+        })
+        .map_err(|e| rdkafka::error::KafkaError::ClientCreation(e.to_string()))
+}
+
+fn self_config(settings: &KafkaSettings) -> rdkafka::error::KafkaResult<ClientConfig> {
+    settings.client_config().map_err(|e| rdkafka::error::KafkaError::ClientCreation(e.to_string()))
+}
+
 /// Kafka's default partitioner for a keyed record (murmur2 of the key, as the Java client
 /// and librdkafka's `murmur2` partitioner compute it), so Java, Python and Rust producers
 /// agree on where a key lives.

@@ -6,15 +6,11 @@
 use std::io::BufRead;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::AtomicBool;
 
 use h3o::{LatLng, Resolution};
 use nearfield_schemas::{Codec, StoreRecord};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, KafkaResult};
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::error::KafkaResult;
 
 use crate::kafka::KafkaSettings;
 
@@ -78,65 +74,27 @@ pub fn follow(
     sink: Arc<dyn StoreSink>,
     stop: Arc<AtomicBool>,
 ) -> KafkaResult<std::thread::JoinHandle<()>> {
-    let mut c = settings.client_config().map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
-    c.set("group.id", "nearfield-registry-follower")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("isolation.level", "read_committed");
-    let consumer: BaseConsumer = c.create()?;
-    std::thread::Builder::new()
-        .name("stores-follower".into())
-        .spawn(move || follow_loop(&consumer, &topic, &*sink, &stop))
-        .map_err(|e| KafkaError::ClientCreation(e.to_string()))
-}
-
-fn follow_loop(consumer: &BaseConsumer, topic: &str, sink: &dyn StoreSink, stop: &AtomicBool) {
     let codec = Codec::single_object();
-    let mut assigned = false;
-    while !stop.load(Ordering::Relaxed) {
-        if !assigned {
-            match consumer.fetch_metadata(Some(topic), Duration::from_secs(3)) {
-                Ok(md) if md.topics().first().is_some_and(|t| t.error().is_none()) => {
-                    let mut tpl = TopicPartitionList::new();
-                    for p in md.topics()[0].partitions() {
-                        let _ = tpl.add_partition_offset(topic, p.id(), Offset::Beginning);
+    crate::kafka::follow_compacted(
+        settings,
+        topic,
+        "nearfield-registry-follower",
+        stop,
+        move |key, payload, offset| {
+            match payload {
+                None => sink.remove(key),
+                Some(bytes) => match codec.decode::<StoreRecord>(bytes) {
+                    Ok(rec) => {
+                        if let Err(e) = sink.upsert(&rec) {
+                            tracing::warn!(store_id = rec.store_id, error = %e, "store record refused");
+                        }
                     }
-                    assigned = consumer.assign(&tpl).is_ok();
-                    tracing::info!(
-                        topic,
-                        partitions = tpl.count(),
-                        "following store registry topic"
-                    );
-                }
-                _ => {
-                    tracing::warn!(topic, "store registry topic not available yet; retrying");
-                    std::thread::sleep(Duration::from_secs(5));
-                    continue;
-                }
+                    Err(e) => tracing::warn!(error = %e, offset, "undecodable store record"),
+                },
             }
-        }
-        match consumer.poll(Duration::from_millis(250)) {
-            Some(Ok(m)) => {
-                let key = m.key().map(String::from_utf8_lossy).unwrap_or_default();
-                match m.payload() {
-                    None => sink.remove(&key),
-                    Some(bytes) => match codec.decode::<StoreRecord>(bytes) {
-                        Ok(rec) => {
-                            if let Err(e) = sink.upsert(&rec) {
-                                tracing::warn!(store_id = rec.store_id, error = %e, "store record refused");
-                            }
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, offset = m.offset(), "undecodable store record");
-                        }
-                    },
-                }
-                sink.changed();
-            }
-            Some(Err(e)) => tracing::warn!(error = %e, "store registry consumer error"),
-            None => {}
-        }
-    }
+            sink.changed();
+        },
+    )
 }
 
 #[cfg(test)]

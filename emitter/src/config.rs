@@ -1,0 +1,236 @@
+//! Configuration of the emitter (`[emit]` in the deployment file, overridable by
+//! `NEARFIELD_EMIT__*` environment variables). Validated at start with messages that name
+//! the setting.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::forecast;
+
+/// Settings of `nearfield emit`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmitConfig {
+    /// HTTP listen address (recent signals, metrics, health).
+    pub listen: SocketAddr,
+    /// Consumer group of all emitter instances.
+    pub group_id: String,
+    /// This instance's stable identity; its transactional id is `<group_id>-<instance_id>`
+    /// (default: the host name). Unique per instance.
+    pub instance_id: Option<String>,
+    /// Supplier catalog file (JSON lines of `CatalogRecord`s).
+    pub catalog_file: Option<PathBuf>,
+    /// Follow `catalog.v1` for catalog changes.
+    pub follow_catalog_topic: bool,
+    /// Size of the `DemandWindow`s planned on (one of the aggregator's window sizes).
+    pub bucket_ms: i64,
+    /// A bucket is complete once the demand watermark passes its end + this (windows of
+    /// the same bucket from slower aggregator partitions arrive within it).
+    pub settle_ms: i64,
+    /// Length of the planning horizon; horizons are aligned to multiples of it (UTC).
+    pub horizon_ms: i64,
+    /// SCHEDULED plans are made when a completed bucket ends on a multiple of this.
+    pub schedule_ms: i64,
+    /// Buckets of history kept per region for the forecast (default 14 days of hours).
+    pub history_buckets: usize,
+    /// Buckets per season of the forecast (24 hourly buckets = a daily profile).
+    pub season_buckets: usize,
+    /// Level smoothing of the forecast (the starting point; the best of a small grid is
+    /// picked on each region's history).
+    pub alpha: f64,
+    /// Seasonal smoothing of the forecast (likewise).
+    pub gamma: f64,
+    /// Nominal coverage of the forecast interval (0.8 = p10..p90).
+    pub interval_coverage: f64,
+    /// Privacy floor: nothing a supplier receives is built from fewer stores than this.
+    pub privacy_k: i32,
+    /// H3 resolution of the regions plans are made for (7 ≈ 5 km²).
+    pub region_resolution: u8,
+    /// Thin regions merge into their parents down to this resolution; below it they are
+    /// suppressed.
+    pub min_region_resolution: u8,
+    /// SURGE: a completed bucket above the forecast interval and at least this many times
+    /// the point forecast…
+    pub surge_factor: f64,
+    /// …and at least this many units.
+    pub surge_min_units: i64,
+    /// FIRM needs stores_reporting / stores_expected at least this (and a season of
+    /// history); otherwise PLANNING.
+    pub firm_coverage: f64,
+    /// How long plans stay revisable and per-grid details are kept (must exceed the
+    /// aggregator's allowed lateness).
+    pub revision_retention_ms: i64,
+    /// When a partition receives nothing for this long (wall clock), its demand clock
+    /// advances with the wall clock so schedules still fire; 0 disables.
+    pub idle_advance_ms: i64,
+    /// How often state changes, signals and offsets are committed in one transaction.
+    pub commit_interval_ms: u64,
+    /// Kafka transaction timeout.
+    pub transaction_timeout_ms: u64,
+    /// Longest a partition's restore may take before the instance restarts.
+    pub restore_timeout_ms: u64,
+    /// Partitions of the plan topics the emitter creates.
+    pub plan_partitions: i32,
+    /// Signals kept in memory for `GET /v1/plans`.
+    pub recent_signals: usize,
+}
+
+impl Default for EmitConfig {
+    fn default() -> Self {
+        EmitConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8082)),
+            group_id: "nearfield-emitter".into(),
+            instance_id: None,
+            catalog_file: None,
+            follow_catalog_topic: true,
+            bucket_ms: 3_600_000,
+            settle_ms: 120_000,
+            horizon_ms: 86_400_000,
+            schedule_ms: 86_400_000,
+            history_buckets: 336,
+            season_buckets: 24,
+            alpha: 0.1,
+            gamma: 0.05,
+            interval_coverage: 0.8,
+            privacy_k: 5,
+            region_resolution: 7,
+            min_region_resolution: 5,
+            surge_factor: 2.0,
+            surge_min_units: 20,
+            firm_coverage: 0.8,
+            revision_retention_ms: 3 * 3_600_000,
+            idle_advance_ms: 600_000,
+            commit_interval_ms: 500,
+            transaction_timeout_ms: 10_000,
+            restore_timeout_ms: 300_000,
+            plan_partitions: 3,
+            recent_signals: 500,
+        }
+    }
+}
+
+/// A setting is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("emit.{setting}: {rule}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub rule: String,
+}
+
+fn bad(setting: &'static str, rule: &str) -> Result<(), ConfigError> {
+    Err(ConfigError { setting, rule: rule.into() })
+}
+
+impl EmitConfig {
+    /// The instance id (configured, else the host name).
+    pub fn instance_id(&self) -> String {
+        self.instance_id
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "local".into())
+    }
+
+    /// The forecast parameters.
+    pub fn forecast(&self) -> forecast::Params {
+        forecast::Params {
+            alpha: self.alpha,
+            gamma: self.gamma,
+            season: self.season_buckets,
+            coverage: self.interval_coverage,
+        }
+    }
+
+    /// Checks every setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.group_id.trim().is_empty() {
+            return bad("group_id", "must not be empty");
+        }
+        if self.bucket_ms < 60_000 {
+            return bad("bucket_ms", "must be at least 60000 (one minute)");
+        }
+        if self.settle_ms < 0 {
+            return bad("settle_ms", "must be >= 0");
+        }
+        if self.horizon_ms < self.bucket_ms || self.horizon_ms % self.bucket_ms != 0 {
+            return bad("horizon_ms", "must be a positive multiple of bucket_ms");
+        }
+        if self.schedule_ms < self.bucket_ms || self.schedule_ms % self.bucket_ms != 0 {
+            return bad("schedule_ms", "must be a positive multiple of bucket_ms");
+        }
+        if !(2..=10_000).contains(&self.history_buckets) {
+            return bad("history_buckets", "must be within 2..=10000");
+        }
+        if self.season_buckets == 0 || self.season_buckets > self.history_buckets {
+            return bad("season_buckets", "must be within 1..=history_buckets");
+        }
+        if !(self.alpha > 0.0 && self.alpha < 1.0) {
+            return bad("alpha", "must be within (0, 1)");
+        }
+        if !(self.gamma >= 0.0 && self.gamma < 1.0) {
+            return bad("gamma", "must be within [0, 1)");
+        }
+        if !(self.interval_coverage > 0.0 && self.interval_coverage < 1.0) {
+            return bad("interval_coverage", "must be within (0, 1)");
+        }
+        if self.privacy_k < 1 {
+            return bad("privacy_k", "must be at least 1");
+        }
+        if self.region_resolution > 15 {
+            return bad("region_resolution", "must be an H3 resolution (0..=15)");
+        }
+        if self.min_region_resolution > self.region_resolution {
+            return bad("min_region_resolution", "must be <= region_resolution");
+        }
+        if !(self.surge_factor >= 1.0) {
+            return bad("surge_factor", "must be >= 1");
+        }
+        if self.surge_min_units < 1 {
+            return bad("surge_min_units", "must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&self.firm_coverage) {
+            return bad("firm_coverage", "must be within [0, 1]");
+        }
+        if self.revision_retention_ms < self.bucket_ms {
+            return bad("revision_retention_ms", "must be at least bucket_ms");
+        }
+        if self.idle_advance_ms < 0 {
+            return bad("idle_advance_ms", "must be >= 0 (0 disables)");
+        }
+        if !(10..=60_000).contains(&self.commit_interval_ms) {
+            return bad("commit_interval_ms", "must be within 10..=60000");
+        }
+        if self.transaction_timeout_ms < self.commit_interval_ms.saturating_mul(2) {
+            return bad("transaction_timeout_ms", "must be at least twice commit_interval_ms");
+        }
+        if self.plan_partitions < 1 {
+            return bad("plan_partitions", "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_errors_name_the_setting() {
+        EmitConfig::default().validate().expect("defaults are valid");
+        let c = EmitConfig { horizon_ms: 5_000_000, ..EmitConfig::default() };
+        assert_eq!(
+            c.validate().expect_err("not a multiple").to_string(),
+            "emit.horizon_ms: must be a positive multiple of bucket_ms"
+        );
+        let c = EmitConfig { privacy_k: 0, ..EmitConfig::default() };
+        assert_eq!(c.validate().expect_err("k").setting, "privacy_k");
+        let c = EmitConfig { min_region_resolution: 9, ..EmitConfig::default() };
+        assert_eq!(c.validate().expect_err("res").setting, "min_region_resolution");
+        let c = EmitConfig { alpha: 1.0, ..EmitConfig::default() };
+        assert_eq!(c.validate().expect_err("alpha").setting, "alpha");
+    }
+}
