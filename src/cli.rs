@@ -1,8 +1,8 @@
 //! Command-line interface of the `nearfield` binary.
 //!
 //! Every subcommand takes `--config FILE` (the deployment file; see `config.rs`). Stage
-//! subcommands run until SIGINT/SIGTERM and then shut down gracefully. `emit`, `run` and
-//! `replay` are added as those stages land.
+//! subcommands run until SIGINT/SIGTERM and then shut down gracefully. `run` and `replay`
+//! are added as those land.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -42,6 +42,16 @@ enum Command {
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
         /// This instance's stable id (overrides aggregate.instance_id).
+        #[arg(long)]
+        instance_id: Option<String>,
+    },
+    /// Turn closed demand windows into production-plan signals per supplier (exactly
+    /// once).
+    Emit {
+        /// Listen address (overrides emit.listen).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// This instance's stable id (overrides emit.instance_id).
         #[arg(long)]
         instance_id: Option<String>,
     },
@@ -114,6 +124,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             agg.listen = listen.unwrap_or(agg.listen);
             agg.instance_id = instance_id.or(agg.instance_id);
             nearfield_aggregator::run(agg, cfg.kafka, shutdown::on_signal()).await?;
+            Ok(())
+        }
+        Command::Emit { listen, instance_id } => {
+            let mut emit = cfg.emit;
+            emit.listen = listen.unwrap_or(emit.listen);
+            emit.instance_id = instance_id.or(emit.instance_id);
+            nearfield_emitter::run(emit, cfg.kafka, shutdown::on_signal()).await?;
             Ok(())
         }
         Command::Simulate { rate, duration, target, acked_log } => {

@@ -11,6 +11,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use nearfield_aggregator::AggregateConfig;
 use nearfield_common::kafka::KafkaSettings;
+use nearfield_emitter::EmitConfig;
 use nearfield_ingest::IngestConfig;
 use nearfield_simulator::SimulateConfig;
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,7 @@ pub struct Config {
     pub kafka: KafkaSettings,
     pub ingest: IngestConfig,
     pub aggregate: AggregateConfig,
+    pub emit: EmitConfig,
     pub simulate: SimulateConfig,
 }
 
@@ -64,6 +66,7 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
         resolve(dir, &mut cfg.ingest.master_key_file);
         resolve(dir, &mut cfg.simulate.stores_file);
         resolve(dir, &mut cfg.aggregate.stores_file);
+        resolve(dir, &mut cfg.emit.catalog_file);
     }
     // The simulator plays the devices of this deployment unless told otherwise.
     if cfg.simulate.stores_file.is_none() {
@@ -109,6 +112,11 @@ mod tests {
         cfg.ingest.validate().expect("ingest settings valid");
         cfg.simulate.validate().expect("simulate settings valid");
         cfg.aggregate.validate().expect("aggregate settings valid");
+        cfg.emit.validate().expect("emit settings valid");
+        assert!(
+            cfg.emit.catalog_file.as_ref().is_some_and(|p| p.is_file()),
+            "catalog file resolved next to the config"
+        );
         assert_eq!(cfg.aggregate.stores_file, cfg.ingest.stores_file);
         assert!(
             cfg.ingest.stores_file.as_ref().is_some_and(|p| p.is_file()),

@@ -96,6 +96,8 @@ pub struct Topics {
     pub catalog: String,
     /// The aggregator's state changelog (compacted, co-partitioned with `sales`).
     pub aggregator_changelog: String,
+    /// The emitter's state changelog (compacted, co-partitioned with `demand`).
+    pub emitter_changelog: String,
     /// Plan topics are `<plan_prefix><supplier_id><plan_suffix>`.
     pub plan_prefix: String,
     pub plan_suffix: String,
@@ -112,6 +114,7 @@ impl Default for Topics {
             stores: "stores.v1".into(),
             catalog: "catalog.v1".into(),
             aggregator_changelog: "aggregator.changelog.v1".into(),
+            emitter_changelog: "emitter.changelog.v1".into(),
             plan_prefix: "plan.".into(),
             plan_suffix: ".v1".into(),
         }
@@ -188,6 +191,7 @@ impl KafkaSettings {
             spec(&t.stores, 1, "compact"),
             spec(&t.catalog, 1, "compact"),
             spec(&t.aggregator_changelog, p, "compact"),
+            spec(&t.emitter_changelog, p, "compact"),
         ]
     }
 

@@ -227,6 +227,8 @@ pub struct Tally {
     pub forecast_hits: u64,
     /// Revised windows that left a plan's recommendation unchanged.
     pub revisions_absorbed: u64,
+    /// Milliseconds from the newest sale behind a signal to the signal.
+    pub latencies_ms: Vec<i64>,
 }
 
 /// What a flush hands to the transaction.
@@ -751,7 +753,10 @@ fn decide_unit(
         members.iter().flat_map(|c| c.acc_stores.keys().cloned()).collect();
     grids.sort();
     grids.dedup();
-    let (reporting, expected, _) = completeness(sku, &grids, basis_from, basis_to);
+    let (reporting, expected, last_event) = completeness(sku, &grids, basis_from, basis_to);
+    if last_event != i64::MIN {
+        tally.latencies_ms.push(now - last_event);
+    }
     let coverage = if expected > 0 { f64::from(reporting) / f64::from(expected) } else { 0.0 };
     let firmness = if coverage >= cfg.firm_coverage && n >= season {
         Firmness::Firm

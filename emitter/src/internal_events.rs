@@ -1,0 +1,361 @@
+//! Everything the emitter reports: one struct per event whose `emit()` logs and counts.
+//! Metric names are constants; labels are low-cardinality (reason, firmness, outcome;
+//! never a supplier, SKU or region).
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use nearfield_common::metrics::{counter, counter_vec, doubling, gauge, gauge_vec, histogram};
+use nearfield_schemas::PlanSignal;
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
+
+use crate::state::{StateSize, Tally};
+
+pub const WINDOWS_TOTAL: &str = "nearfield_emitter_windows_total";
+pub const SIGNALS_TOTAL: &str = "nearfield_emitter_signals_total";
+pub const EVENT_TO_SIGNAL_SECONDS: &str = "nearfield_emitter_event_to_signal_seconds";
+pub const SUPPRESSED_TOTAL: &str = "nearfield_emitter_privacy_suppressed_total";
+pub const FORECAST_ABS_ERROR: &str = "nearfield_emitter_forecast_abs_error_units";
+pub const FORECAST_INTERVAL_TOTAL: &str = "nearfield_emitter_forecast_interval_total";
+pub const REVISIONS_ABSORBED_TOTAL: &str = "nearfield_emitter_revisions_absorbed_total";
+pub const SKUS: &str = "nearfield_emitter_skus";
+pub const CELLS: &str = "nearfield_emitter_cells";
+pub const PLANS: &str = "nearfield_emitter_plans";
+pub const STATE_BYTES: &str = "nearfield_emitter_state_bytes";
+pub const CATALOG_SKUS: &str = "nearfield_emitter_catalog_skus";
+pub const PARTITIONS: &str = "nearfield_emitter_partitions";
+pub const WATERMARK_DELAY_SECONDS: &str = "nearfield_emitter_watermark_delay_seconds";
+pub const CONSUMER_LAG: &str = "nearfield_emitter_consumer_lag";
+pub const RESTORE_SECONDS: &str = "nearfield_emitter_restore_seconds";
+pub const TRANSACTION_SECONDS: &str = "nearfield_emitter_transaction_seconds";
+pub const TRANSACTIONS_TOTAL: &str = "nearfield_emitter_transactions_total";
+pub const REBALANCES_TOTAL: &str = "nearfield_emitter_rebalances_total";
+pub const RESTARTS_TOTAL: &str = "nearfield_emitter_restarts_total";
+
+static WINDOWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        WINDOWS_TOTAL,
+        "DemandWindows consumed, by outcome: applied, revised (late correction), other_size, \
+         provisional, unknown_sku, outside_areas, invalid_grid, too_old, undecodable (to \
+         sales.dlq.v1).",
+        &["outcome"],
+    )
+});
+static SIGNALS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(SIGNALS_TOTAL, "PlanSignals written, by reason and firmness.", &["reason", "firmness"])
+});
+static LATENCY: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram(
+        EVENT_TO_SIGNAL_SECONDS,
+        "From the newest sale (occurred_at) behind a signal to the signal's decision.",
+        doubling(1.0, 16),
+    )
+});
+static SUPPRESSED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        SUPPRESSED_TOTAL,
+        "Decisions withheld because even the coarsest region had fewer stores than the \
+         privacy floor k.",
+    )
+});
+static FORECAST_ERR: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram(
+        FORECAST_ABS_ERROR,
+        "|actual − one-step forecast| of a region's net units as each bucket completes.",
+        doubling(0.5, 14),
+    )
+});
+static INTERVAL: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        FORECAST_INTERVAL_TOTAL,
+        "Completed buckets whose actual fell inside (hit) or outside (miss) the forecast \
+         interval; hit / (hit + miss) should be near interval_coverage.",
+        &["outcome"],
+    )
+});
+static ABSORBED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(REVISIONS_ABSORBED_TOTAL, "Late corrections that left a plan's recommendation as it was.")
+});
+static SKUS_G: LazyLock<IntGauge> = LazyLock::new(|| gauge(SKUS, "SKUs with planning state."));
+static CELLS_G: LazyLock<IntGauge> =
+    LazyLock::new(|| gauge(CELLS, "(SKU, warehouse, region) series held in memory."));
+static PLANS_G: LazyLock<IntGauge> =
+    LazyLock::new(|| gauge(PLANS, "Plans held while they are revisable."));
+static BYTES: LazyLock<IntGauge> =
+    LazyLock::new(|| gauge(STATE_BYTES, "Estimated bytes of planning state in memory."));
+static CATALOG: LazyLock<IntGauge> =
+    LazyLock::new(|| gauge(CATALOG_SKUS, "SKUs in the supplier catalog."));
+static PARTS: LazyLock<IntGauge> =
+    LazyLock::new(|| gauge(PARTITIONS, "demand.v1 partitions owned and restored."));
+static WM_DELAY: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        WATERMARK_DELAY_SECONDS,
+        "Wall clock minus the lowest demand clock among owned partitions, in seconds.",
+    )
+});
+static LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge_vec(CONSUMER_LAG, "Records behind the end of the owned partitions.", &["topic"])
+});
+static RESTORE: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram(RESTORE_SECONDS, "Time to restore partitions from the changelog.", doubling(0.01, 14))
+});
+static TXN_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    histogram(
+        TRANSACTION_SECONDS,
+        "Time to write and commit one transaction (changelog, signals, offsets).",
+        doubling(0.001, 14),
+    )
+});
+static TXNS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(TRANSACTIONS_TOTAL, "Kafka transactions by outcome.", &["outcome"])
+});
+static REBALANCES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(REBALANCES_TOTAL, "Partition assignments and revocations.", &["kind"])
+});
+static RESTARTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(RESTARTS_TOTAL, "Times the Kafka loop restarted after an error (state reloaded).")
+});
+
+const OUTCOMES: [&str; 9] = [
+    "applied",
+    "revised",
+    "other_size",
+    "provisional",
+    "unknown_sku",
+    "outside_areas",
+    "invalid_grid",
+    "too_old",
+    "undecodable",
+];
+
+/// Registers every metric so `/metrics` lists them from the start.
+pub fn register_all() {
+    for o in OUTCOMES {
+        WINDOWS.with_label_values(&[o]);
+    }
+    for r in ["THRESHOLD", "SCHEDULED", "SURGE", "REVISION"] {
+        for f in ["FIRM", "PLANNING"] {
+            SIGNALS.with_label_values(&[r, f]);
+        }
+    }
+    for o in ["hit", "miss"] {
+        INTERVAL.with_label_values(&[o]);
+    }
+    for o in ["committed", "aborted"] {
+        TXNS.with_label_values(&[o]);
+    }
+    for k in ["assign", "revoke"] {
+        REBALANCES.with_label_values(&[k]);
+    }
+    for m in [&LATENCY, &FORECAST_ERR, &RESTORE, &TXN_SECONDS] {
+        LazyLock::force(m);
+    }
+    for m in [&SUPPRESSED, &ABSORBED, &RESTARTS] {
+        LazyLock::force(m);
+    }
+    for m in [&SKUS_G, &CELLS_G, &PLANS_G, &BYTES, &CATALOG, &PARTS, &WM_DELAY] {
+        LazyLock::force(m);
+    }
+    LazyLock::force(&LAG);
+}
+
+/// One DemandWindow was consumed.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowConsumed {
+    pub outcome: &'static str,
+}
+impl WindowConsumed {
+    pub fn emit(self) {
+        WINDOWS.with_label_values(&[self.outcome]).inc();
+    }
+}
+
+/// A record on `demand.v1` could not be decoded; it goes to the dead-letter topic.
+#[derive(Debug)]
+pub struct InvalidRecord<'a> {
+    pub partition: i32,
+    pub offset: i64,
+    pub reason: &'a str,
+}
+impl InvalidRecord<'_> {
+    pub fn emit(self) {
+        tracing::warn!(
+            partition = self.partition,
+            offset = self.offset,
+            reason = self.reason,
+            "undecodable demand record sent to the dead-letter topic"
+        );
+        WINDOWS.with_label_values(&["undecodable"]).inc();
+    }
+}
+
+/// Signals were decided and committed; the tally of the decisions behind them.
+#[derive(Debug)]
+pub struct SignalsCommitted<'a> {
+    pub signals: &'a [PlanSignal],
+    pub tally: Tally,
+}
+impl SignalsCommitted<'_> {
+    pub fn emit(self) {
+        for s in self.signals {
+            tracing::info!(
+                signal_id = s.signal_id,
+                supplier = s.supplier_id,
+                sku = s.sku,
+                region = s.region,
+                reason = ?s.reason,
+                firmness = ?s.firmness,
+                recommended = s.recommended_units,
+                revision = s.revision,
+                "plan signal"
+            );
+            SIGNALS
+                .with_label_values(&[reason_label(s), firmness_label(s)])
+                .inc();
+        }
+        let t = self.tally;
+        SUPPRESSED.inc_by(t.suppressed);
+        ABSORBED.inc_by(t.revisions_absorbed);
+        for e in &t.forecast_abs_errors {
+            FORECAST_ERR.observe(*e);
+        }
+        let total = t.forecast_abs_errors.len() as u64;
+        INTERVAL.with_label_values(&["hit"]).inc_by(t.forecast_hits);
+        INTERVAL.with_label_values(&["miss"]).inc_by(total.saturating_sub(t.forecast_hits));
+        for l in &t.latencies_ms {
+            LATENCY.observe(*l as f64 / 1000.0);
+        }
+    }
+}
+
+fn reason_label(s: &PlanSignal) -> &'static str {
+    use nearfield_schemas::PlanReason::*;
+    match s.reason {
+        Threshold => "THRESHOLD",
+        Scheduled => "SCHEDULED",
+        Surge => "SURGE",
+        Revision => "REVISION",
+    }
+}
+
+fn firmness_label(s: &PlanSignal) -> &'static str {
+    match s.firmness {
+        nearfield_schemas::Firmness::Firm => "FIRM",
+        nearfield_schemas::Firmness::Planning => "PLANNING",
+    }
+}
+
+/// A transaction committed.
+#[derive(Debug)]
+pub struct TransactionCommitted {
+    pub elapsed: Duration,
+    pub records: usize,
+}
+impl TransactionCommitted {
+    pub fn emit(self) {
+        tracing::trace!(records = self.records, "transaction committed");
+        TXN_SECONDS.observe(self.elapsed.as_secs_f64());
+        TXNS.with_label_values(&["committed"]).inc();
+    }
+}
+
+/// A transaction was aborted; processing resumes from the last commit.
+#[derive(Debug)]
+pub struct TransactionAborted<'a> {
+    pub error: &'a str,
+}
+impl TransactionAborted<'_> {
+    pub fn emit(self) {
+        tracing::error!(error = self.error, "transaction aborted; resuming from the last commit");
+        TXNS.with_label_values(&["aborted"]).inc();
+    }
+}
+
+/// Partitions were assigned or revoked.
+#[derive(Debug)]
+pub struct Rebalanced<'a> {
+    pub kind: &'static str,
+    pub partitions: &'a [i32],
+}
+impl Rebalanced<'_> {
+    pub fn emit(self) {
+        tracing::info!(kind = self.kind, partitions = ?self.partitions, "rebalance");
+        REBALANCES.with_label_values(&[self.kind]).inc();
+    }
+}
+
+/// Partitions were restored from the changelog.
+#[derive(Debug)]
+pub struct PartitionsRestored<'a> {
+    pub partitions: &'a [i32],
+    pub records: u64,
+    pub elapsed: Duration,
+}
+impl PartitionsRestored<'_> {
+    pub fn emit(self) {
+        tracing::info!(
+            partitions = ?self.partitions,
+            records = self.records,
+            elapsed_ms = self.elapsed.as_millis() as u64,
+            "partitions restored"
+        );
+        RESTORE.observe(self.elapsed.as_secs_f64());
+    }
+}
+
+/// The Kafka loop failed and restarts.
+#[derive(Debug)]
+pub struct LoopRestarted<'a> {
+    pub error: &'a str,
+}
+impl LoopRestarted<'_> {
+    pub fn emit(self) {
+        tracing::error!(error = self.error, "emitter loop failed; restarting from Kafka");
+        RESTARTS.inc();
+    }
+}
+
+/// Periodic gauges.
+#[derive(Debug)]
+pub struct StateGauges {
+    pub size: StateSize,
+    pub partitions: usize,
+    pub catalog_skus: usize,
+    pub watermark_delay_s: Option<i64>,
+}
+impl StateGauges {
+    pub fn emit(self) {
+        SKUS_G.set(self.size.skus as i64);
+        CELLS_G.set(self.size.cells as i64);
+        PLANS_G.set(self.size.plans as i64);
+        BYTES.set(self.size.bytes as i64);
+        CATALOG.set(self.catalog_skus as i64);
+        PARTS.set(self.partitions as i64);
+        WM_DELAY.set(self.watermark_delay_s.unwrap_or(0));
+    }
+}
+
+/// Consumer lag from librdkafka statistics.
+#[derive(Debug)]
+pub struct ConsumerLag<'a> {
+    pub topic: &'a str,
+    pub lag: i64,
+}
+impl ConsumerLag<'_> {
+    pub fn emit(self) {
+        LAG.with_label_values(&[self.topic]).set(self.lag);
+    }
+}
+
+/// A catalog record from `catalog.v1` was refused or undecodable.
+#[derive(Debug)]
+pub struct CatalogRecordRefused<'a> {
+    pub key: &'a str,
+    pub offset: i64,
+    pub error: &'a str,
+}
+impl CatalogRecordRefused<'_> {
+    pub fn emit(self) {
+        tracing::warn!(sku = self.key, offset = self.offset, error = self.error, "catalog record refused");
+    }
+}
