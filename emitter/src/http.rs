@@ -42,7 +42,9 @@ async fn plans(
     if let Some(s) = &q.supplier
         && (s.is_empty()
             || s.len() > 48
-            || !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'))
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'))
     {
         return bad("supplier", "must be 1..=48 characters of [a-z0-9_-]");
     }

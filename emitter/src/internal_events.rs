@@ -42,7 +42,11 @@ static WINDOWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 static SIGNALS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter_vec(SIGNALS_TOTAL, "PlanSignals written, by reason and firmness.", &["reason", "firmness"])
+    counter_vec(
+        SIGNALS_TOTAL,
+        "PlanSignals written, by reason and firmness.",
+        &["reason", "firmness"],
+    )
 });
 static LATENCY: LazyLock<Histogram> = LazyLock::new(|| {
     histogram(
@@ -74,7 +78,10 @@ static INTERVAL: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 static ABSORBED: LazyLock<IntCounter> = LazyLock::new(|| {
-    counter(REVISIONS_ABSORBED_TOTAL, "Late corrections that left a plan's recommendation as it was.")
+    counter(
+        REVISIONS_ABSORBED_TOTAL,
+        "Late corrections that left a plan's recommendation as it was.",
+    )
 });
 static SKUS_G: LazyLock<IntGauge> = LazyLock::new(|| gauge(SKUS, "SKUs with planning state."));
 static CELLS_G: LazyLock<IntGauge> =
@@ -209,9 +216,7 @@ impl SignalsCommitted<'_> {
                 revision = s.revision,
                 "plan signal"
             );
-            SIGNALS
-                .with_label_values(&[reason_label(s), firmness_label(s)])
-                .inc();
+            SIGNALS.with_label_values(&[reason_label(s), firmness_label(s)]).inc();
         }
         let t = self.tally;
         SUPPRESSED.inc_by(t.suppressed);
@@ -356,6 +361,11 @@ pub struct CatalogRecordRefused<'a> {
 }
 impl CatalogRecordRefused<'_> {
     pub fn emit(self) {
-        tracing::warn!(sku = self.key, offset = self.offset, error = self.error, "catalog record refused");
+        tracing::warn!(
+            sku = self.key,
+            offset = self.offset,
+            error = self.error,
+            "catalog record refused"
+        );
     }
 }

@@ -397,7 +397,12 @@ impl Ctx {
                 let bytes =
                     self.codec.encode(&rejected).map_err(|e| LoopError::Other(e.to_string()))?;
                 let key = m.key().unwrap_or_default();
-                self.send(&self.topics.dlq, partition_for_key(key, self.dlq_partitions), key, Some(&bytes))?;
+                self.send(
+                    &self.topics.dlq,
+                    partition_for_key(key, self.dlq_partitions),
+                    key,
+                    Some(&bytes),
+                )?;
                 lock(&self.engine).offsets.insert(p, m.offset() + 1);
             }
         }

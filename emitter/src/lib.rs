@@ -16,6 +16,7 @@
 //! - [`kafka`]: the transactional consume → decide → produce loop, restore, rebalance.
 //! - [`http`]: recent signals and ops endpoints.
 //! - [`internal_events`]: logs and metrics.
+//! - [`synthetic`]: deterministic demand streams and reference decisions (tests, benches).
 
 pub mod catalog;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod http;
 pub mod internal_events;
 pub mod kafka;
 pub mod state;
+pub mod synthetic;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -135,7 +137,8 @@ pub async fn start(
     tracing::info!(%local_addr, "emitter listening");
 
     let worker = {
-        let (engine, catalog, stop) = (Arc::clone(&engine), Arc::clone(&catalog), Arc::clone(&stop));
+        let (engine, catalog, stop) =
+            (Arc::clone(&engine), Arc::clone(&catalog), Arc::clone(&stop));
         let handle = tokio::runtime::Handle::current();
         std::thread::Builder::new()
             .name("emitter".into())

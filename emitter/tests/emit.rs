@@ -1,0 +1,236 @@
+//! SPEC §7 on real Kafka, in-process: a synthetic stream of DemandWindows in, plan signals
+//! out on one topic per supplier — exactly the decisions of the reference state machine
+//! (THRESHOLD, SCHEDULED, SURGE and REVISION among them), nothing for a SKU whose shops
+//! are thinner than the privacy floor, undecodable bytes to the dead-letter topic, and
+//! the recent signals and metrics over HTTP.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nearfield_common::kafka::{KafkaSettings, Topics, partition_for_key};
+use nearfield_common::shutdown::CancellationToken;
+use nearfield_emitter::EmitConfig;
+use nearfield_emitter::state::StateConfig;
+use nearfield_emitter::synthetic::{self, Scenario};
+use nearfield_schemas::{
+    CatalogRecord, Codec, PlanReason, PlanSignal, RejectSource, RejectedEvent, ServiceArea,
+};
+use nearfield_testkit::{Isolation, Kafka, read_to_end};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+const PARTITIONS: i32 = 2;
+
+fn read(topic: &str, isolation: Isolation) -> Vec<nearfield_testkit::Record> {
+    read_to_end(Kafka::shared(), topic, isolation, Duration::from_secs(30))
+}
+
+async fn signals_on(topic: String) -> Vec<PlanSignal> {
+    let recs = tokio::task::spawn_blocking(move || read(&topic, Isolation::ReadCommitted))
+        .await
+        .expect("read");
+    let codec = Codec::single_object();
+    recs.iter().map(|r| codec.decode(r.value.as_deref().expect("value")).expect("decode")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demand_windows_in_plan_signals_out() {
+    let kafka = Kafka::shared();
+    let id = Kafka::unique_topic("emit");
+    let t = |n: &str| format!("{n}-{id}");
+    let topics = Topics {
+        dlq: t("dlq"),
+        demand: t("demand"),
+        catalog: t("catalog"),
+        emitter_changelog: t("emchangelog"),
+        plan_prefix: format!("plan-{id}."),
+        ..Topics::default()
+    };
+    for (topic, parts, compact) in [
+        (&topics.demand, PARTITIONS, true),
+        (&topics.emitter_changelog, PARTITIONS, true),
+        (&topics.dlq, 1, false),
+    ] {
+        let cfg: &[(&str, &str)] = if compact { &[("cleanup.policy", "compact")] } else { &[] };
+        kafka.create_topic(topic, parts, cfg);
+    }
+    let settings = KafkaSettings {
+        brokers: kafka.brokers().to_string(),
+        topics: topics.clone(),
+        partitions: PARTITIONS,
+        ..KafkaSettings::default()
+    };
+    // The synthetic SKUs, plus one sold by a single shop (thinner than k = 3).
+    let scenario = Scenario::default();
+    let mut records = synthetic::catalog_records(&scenario);
+    let area = records[0].service_areas[0].cells[0].clone();
+    records.push(CatalogRecord {
+        sku: "THIN-1".into(),
+        name: "Sold by one shop".into(),
+        category: "synthetic".into(),
+        supplier_id: "thin".into(),
+        factory_id: "f".into(),
+        moq: 1,
+        batch_size: 1,
+        lead_time_hours: 0,
+        service_areas: vec![ServiceArea { warehouse_id: "wh".into(), cells: vec![area] }],
+        updated_at: 0,
+    });
+    let dir = tempfile::tempdir().expect("tmp");
+    let catalog_file = dir.path().join("catalog.jsonl");
+    let lines: Vec<String> =
+        records.iter().map(|r| serde_json::to_string(r).expect("json")).collect();
+    std::fs::write(&catalog_file, lines.join("\n")).expect("catalog");
+    let cfg = EmitConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        group_id: format!("emit-{id}"),
+        instance_id: Some("it".into()),
+        catalog_file: Some(catalog_file),
+        follow_catalog_topic: false,
+        privacy_k: 3,
+        idle_advance_ms: 0,
+        commit_interval_ms: 100,
+        ..EmitConfig::default()
+    };
+    let state_cfg = Arc::new(StateConfig::from_config(&cfg).expect("valid"));
+    let catalog = nearfield_emitter::catalog::Catalog::default();
+    for r in &records {
+        catalog.upsert(r).expect("valid record");
+    }
+
+    let mut windows = synthetic::stream(&scenario);
+    let grid = synthetic::grids(1).remove(0);
+    let thin: Vec<_> = windows
+        .iter()
+        .filter(|w| w.sku == synthetic::sku(0) && w.grid_id == grid)
+        .map(|w| {
+            let mut w = w.clone();
+            w.sku = "THIN-1".into();
+            w.distinct_stores = 1;
+            w
+        })
+        .collect();
+    windows.extend(thin);
+    let partition_of = |sku: &str| partition_for_key(sku.as_bytes(), PARTITIONS);
+    let expected = synthetic::reference(&windows, partition_of, &state_cfg, &catalog);
+    let reasons: BTreeSet<_> = expected.iter().map(|s| format!("{:?}", s.reason)).collect();
+    assert_eq!(reasons.len(), 4, "the scenario exercises every rule: {reasons:?}");
+    assert!(expected.iter().all(|s| s.supplier_id != "thin"));
+
+    let token = CancellationToken::new();
+    let running = nearfield_emitter::start(cfg, settings, token.clone()).await.expect("start");
+    let base = format!("http://{}", running.local_addr);
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
+        assert!(Instant::now() < deadline, "emitter not ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let producer: FutureProducer = kafka.client_config().create().expect("producer");
+    let codec = Codec::single_object();
+    let send = async |key: &str, partition: i32, bytes: &[u8]| {
+        producer
+            .send(
+                FutureRecord::to(&topics.demand).key(key).partition(partition).payload(bytes),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("delivered");
+    };
+    send("SYN-0000", partition_of("SYN-0000"), b"\xc3\x01garbage").await;
+    for w in &windows {
+        send(&w.sku, partition_of(&w.sku), &codec.encode(w).expect("encode")).await;
+    }
+
+    // Every supplier's topic ends up with exactly the reference decisions.
+    let mut by_supplier: BTreeMap<String, Vec<PlanSignal>> = BTreeMap::new();
+    for s in &expected {
+        by_supplier.entry(s.supplier_id.clone()).or_default().push(s.clone());
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for (supplier, want) in &by_supplier {
+        let topic = topics.plan(supplier);
+        loop {
+            let mut got = signals_on(topic.clone()).await;
+            assert!(got.iter().all(|s| &s.supplier_id == supplier), "only its own plans");
+            if got.len() >= want.len() {
+                for s in &mut got {
+                    assert!(s.generated_at > 0);
+                    s.generated_at = 0;
+                }
+                let key = |s: &PlanSignal| s.signal_id.clone();
+                let mut got_sorted = got.clone();
+                got_sorted.sort_by_key(key);
+                let mut want_sorted = want.clone();
+                want_sorted.sort_by_key(key);
+                assert_eq!(got_sorted, want_sorted, "{supplier}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{supplier}: {} of {} signals",
+                got.len(),
+                want.len()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    for s in &expected {
+        assert!(s.recommended_units >= s.moq && s.recommended_units % s.batch_size == 0, "{s:?}");
+        assert!(s.contributing_stores >= 3, "{s:?}");
+        if s.reason == PlanReason::Revision {
+            let sup = s.supersedes.as_deref().expect("a revision names what it supersedes");
+            assert!(expected.iter().any(|o| o.signal_id == sup), "supersedes a signal sent");
+        }
+    }
+
+    // The undecodable record went to the dead-letter topic with its origin.
+    let dlq = {
+        let t = topics.dlq.clone();
+        tokio::task::spawn_blocking(move || read(&t, Isolation::ReadCommitted)).await.expect("dlq")
+    };
+    assert_eq!(dlq.len(), 1);
+    let rej: RejectedEvent = codec.decode(dlq[0].value.as_deref().expect("value")).expect("decode");
+    assert_eq!(rej.source, RejectSource::Emitter);
+    assert!(rej.reason.starts_with("decode."), "{}", rej.reason);
+    assert!(rej.origin.as_deref().is_some_and(|o| o.starts_with(&topics.demand)));
+
+    // Recent signals and metrics over HTTP.
+    let body: serde_json::Value = http
+        .get(format!("{base}/v1/plans?supplier=syn-0&limit=5"))
+        .send()
+        .await
+        .expect("plans")
+        .json()
+        .await
+        .expect("json");
+    let listed = body["signals"].as_array().expect("signals");
+    assert!(!listed.is_empty() && listed.len() <= 5);
+    assert!(listed.iter().all(|s| s["supplier_id"] == "syn-0"));
+    let r = http.get(format!("{base}/v1/plans?supplier=Not%20Valid")).send().await.expect("bad");
+    assert_eq!(r.status(), 400);
+    let err: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(err["error"]["field"], "supplier");
+    let metrics =
+        http.get(format!("{base}/metrics")).send().await.expect("m").text().await.expect("t");
+    for needle in [
+        "nearfield_emitter_signals_total{firmness=",
+        "nearfield_emitter_privacy_suppressed_total",
+        "nearfield_emitter_forecast_abs_error_units_count",
+        "nearfield_emitter_event_to_signal_seconds_count",
+        "nearfield_emitter_windows_total{outcome=\"undecodable\"} 1",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from /metrics");
+    }
+    let suppressed = metrics
+        .lines()
+        .find(|l| l.starts_with("nearfield_emitter_privacy_suppressed_total "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("suppressed value");
+    assert!(suppressed > 0.0, "the thin SKU's decisions were suppressed");
+
+    token.cancel();
+    running.done.await.expect("join").expect("clean stop");
+}
