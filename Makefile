@@ -32,6 +32,7 @@ kafka-status: ## show the local Kafka nodes
 bench: bootstrap ## criterion benchmarks, then the ingest and aggregator benchmarks on a real broker
 	cargo bench --locked -p nearfield-schemas --bench codec
 	cargo bench --locked -p nearfield-aggregator --bench update
+	cargo bench --locked -p nearfield-emitter --bench decide
 	benches/ingest.sh
 	benches/aggregator.sh
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The pipeline as far as it exists, on a local broker with simulated shops:
-# Kafka (started here unless NEARFIELD_BROKERS names one) → topics → ingest → aggregator,
-# driven by the simulated store devices of the example city. The demo shortens the
-# smallest window to one minute so windows close while you watch. Ctrl-C stops
+# Kafka (started here unless NEARFIELD_BROKERS names one) → topics → ingest → aggregator
+# → emitter, driven by the simulated store devices of the example city. The demo shortens
+# the smallest window to one minute, and the emitter plans on those minutes (10-minute
+# horizons, a schedule every 5 minutes), so windows close and plans appear while you
+# watch. Ctrl-C stops
 # everything, the broker it started too.
 #   DEMO_SECONDS=120 DEMO_RATE=2000 make demo
 set -euo pipefail
@@ -43,15 +45,22 @@ export NEARFIELD_AGGREGATE__MAX_CLOSE_DELAY_MS=15000
 $BIN --config $CFG aggregate 2>target/demo/aggregate.log & PIDS+=($!)
 for _ in $(seq 1 150); do curl -sf localhost:8081/readyz >/dev/null && break; sleep 0.2; done
 curl -sf localhost:8081/readyz >/dev/null || { tail -n 30 target/demo/aggregate.log >&2; echo "demo: aggregator not ready" >&2; exit 1; }
+export NEARFIELD_EMIT__BUCKET_MS=60000 NEARFIELD_EMIT__SETTLE_MS=5000
+export NEARFIELD_EMIT__HORIZON_MS=600000 NEARFIELD_EMIT__SCHEDULE_MS=300000
+export NEARFIELD_EMIT__SEASON_BUCKETS=10 NEARFIELD_EMIT__IDLE_ADVANCE_MS=30000
+$BIN --config $CFG emit 2>target/demo/emit.log & PIDS+=($!)
+for _ in $(seq 1 150); do curl -sf localhost:8082/readyz >/dev/null && break; sleep 0.2; done
+curl -sf localhost:8082/readyz >/dev/null || { tail -n 30 target/demo/emit.log >&2; echo "demo: emitter not ready" >&2; exit 1; }
 cat >&2 <<MSG
 demo: ingest on http://127.0.0.1:8080  (API: /openapi.json, metrics: /metrics, log: target/demo/ingest.log)
 demo: aggregator on http://127.0.0.1:8081  (live: /v1/demand?grid=<h3 cell>[&sku=…], metrics: /metrics, log: target/demo/aggregate.log)
+demo: emitter on http://127.0.0.1:8082  (plans: /v1/plans[?supplier=…], metrics: /metrics, log: target/demo/emit.log)
 demo: ~3000 simulated shops around Shanghai send $RATE events/s for $SECS s (Ctrl-C stops)
 MSG
 $BIN --config $CFG simulate --rate "$RATE" --duration "$SECS" --acked-log target/demo/acked.jsonl \
   | tee target/demo/summary.json
-echo "demo: waiting for the last one-minute windows to close…" >&2
-sleep 20
+echo "demo: waiting for the last one-minute windows to close and be planned on…" >&2
+sleep 40
 echo "demo: ingest metrics:" >&2
 curl -s localhost:8080/metrics | grep -E '^nearfield_ingest_(events_(accepted|rejected)_total|heartbeats_total|dlq_written_total)' >&2 || true
 echo "demo: aggregator metrics:" >&2
@@ -60,3 +69,17 @@ curl -s localhost:8081/metrics | grep -E '^nearfield_aggregator_(events_total|wi
 read -r grid sku < <(tail -n 1 target/demo/acked.jsonl | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["grid_id"], d["sku"])')
 echo "demo: live demand of $sku in grid $grid (GET /v1/demand?grid=$grid&sku=$sku):" >&2
 curl -s "localhost:8081/v1/demand?grid=$grid&sku=$sku" | python3 -m json.tool | head -n 40 >&2 || true
+echo "demo: emitter metrics:" >&2
+curl -s localhost:8082/metrics | grep -E '^nearfield_emitter_(windows_total|signals_total|privacy_suppressed_total)' | grep -v ' 0$' >&2 || true
+echo "demo: signals per supplier (plan.<supplier>.v1):" >&2
+curl -s "localhost:8082/v1/plans?limit=1000" | python3 -c '
+import collections, json, sys
+signals = json.load(sys.stdin)["signals"]
+per = collections.Counter((s["supplier_id"], s["reason"]) for s in signals)
+for (sup, reason), n in sorted(per.items()):
+    print(f"  {sup:<16} {reason:<10} {n}")
+if signals:
+    s = signals[0]
+    print("latest:", json.dumps({k: s[k] for k in ("supplier_id", "sku", "region", "reason", "firmness",
+          "observed_units", "forecast_units", "recommended_units", "moq", "batch_size", "contributing_stores")}))
+' >&2 || true

@@ -186,7 +186,7 @@ impl EmitConfig {
         if self.min_region_resolution > self.region_resolution {
             return bad("min_region_resolution", "must be <= region_resolution");
         }
-        if !(self.surge_factor >= 1.0) {
+        if self.surge_factor.is_nan() || self.surge_factor < 1.0 {
             return bad("surge_factor", "must be >= 1");
         }
         if self.surge_min_units < 1 {

@@ -116,7 +116,7 @@ pub fn stream(s: &Scenario) -> Vec<DemandWindow> {
         for i in 0..s.skus {
             for (gi, g) in grids.iter().enumerate() {
                 let r = xorshift(&mut x);
-                if r % 5 == 0 {
+                if r.is_multiple_of(5) {
                     continue; // quiet this hour
                 }
                 let base = 2.0 + (i % 4) as f64 + gi as f64 % 3.0;
@@ -126,7 +126,7 @@ pub fn stream(s: &Scenario) -> Vec<DemandWindow> {
                 }
                 let stores = 1 + ((r >> 20) % 3) as i32;
                 out.push(window(&sku(i), g, end, net, stores, 0));
-                if (r >> 30) % 9 == 0 && h > 1 {
+                if (r >> 30).is_multiple_of(9) && h > 1 {
                     // A late correction of the previous hour (revision 1).
                     out.push(window(&sku(i), g, end - HOUR, net + 7, stores, 1));
                 }
