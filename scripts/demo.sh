@@ -3,7 +3,7 @@
 # Kafka (started here unless NEARFIELD_BROKERS names one) → topics → ingest → aggregator
 # → emitter, driven by the simulated store devices of the example city. The demo shortens
 # the smallest window to one minute, and the emitter plans on those minutes (10-minute
-# horizons, a schedule every 5 minutes), so windows close and plans appear while you
+# horizons, a schedule every 2 minutes), so windows close and plans appear while you
 # watch. Ctrl-C stops
 # everything, the broker it started too.
 #   DEMO_SECONDS=120 DEMO_RATE=2000 make demo
@@ -46,7 +46,7 @@ $BIN --config $CFG aggregate 2>target/demo/aggregate.log & PIDS+=($!)
 for _ in $(seq 1 150); do curl -sf localhost:8081/readyz >/dev/null && break; sleep 0.2; done
 curl -sf localhost:8081/readyz >/dev/null || { tail -n 30 target/demo/aggregate.log >&2; echo "demo: aggregator not ready" >&2; exit 1; }
 export NEARFIELD_EMIT__BUCKET_MS=60000 NEARFIELD_EMIT__SETTLE_MS=5000
-export NEARFIELD_EMIT__HORIZON_MS=600000 NEARFIELD_EMIT__SCHEDULE_MS=300000
+export NEARFIELD_EMIT__HORIZON_MS=600000 NEARFIELD_EMIT__SCHEDULE_MS=120000
 export NEARFIELD_EMIT__SEASON_BUCKETS=10 NEARFIELD_EMIT__IDLE_ADVANCE_MS=30000
 $BIN --config $CFG emit 2>target/demo/emit.log & PIDS+=($!)
 for _ in $(seq 1 150); do curl -sf localhost:8082/readyz >/dev/null && break; sleep 0.2; done

@@ -24,6 +24,9 @@ done
 for f in aggregator/testdata/changelog/*.bin; do
   { printf '\x07'; cat "$f"; } >"$corpus/seed-changelog-$(basename "$f")"
 done
+# Byte 8 selects the emitter's changelog decoder (next byte: even = clock, odd = a SKU).
+printf '\x08\x00{"watermark":1764550800000,"completed":1764547200000}' >"$corpus/seed-emitter-meta"
+printf '\x08\x01{"cells":{},"grids":{},"plans":[]}' >"$corpus/seed-emitter-sku"
 
 # Seed corpus for the ingest body parsers: a JSON event, a JSON batch, NDJSON, an Avro batch.
 corpus=fuzz/corpus/ingest_bodies

@@ -1,7 +1,8 @@
 //! Every contract decoder on untrusted bytes: never a panic, never an unbounded
 //! allocation (libFuzzer's -rss_limit_mb and -malloc_limit_mb catch those), and whatever
 //! decodes re-encodes to a message that decodes to the same value. The aggregator's
-//! changelog decoder (bytes read back from Kafka on restore) is held to the same rules.
+//! and emitter's changelog decoders (bytes read back from Kafka on restore) are held to
+//! the same rules.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -24,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&pick, msg)) = data.split_first() else {
         return;
     };
-    match pick % 8 {
+    match pick % 9 {
         0 => check::<SaleEvent>(&codec, msg),
         1 => check::<DemandWindow>(&codec, msg),
         2 => check::<PlanSignal>(&codec, msg),
@@ -32,6 +33,17 @@ fuzz_target!(|data: &[u8]| {
         4 => check::<StoreRecord>(&codec, msg),
         5 => check::<CatalogRecord>(&codec, msg),
         6 => check::<RejectedEvent>(&codec, msg),
+        8 => {
+            use std::sync::{Arc, LazyLock};
+            static CFG: LazyLock<Arc<nearfield_emitter::state::StateConfig>> = LazyLock::new(|| {
+                let c = nearfield_emitter::EmitConfig::default();
+                Arc::new(nearfield_emitter::state::StateConfig::from_config(&c).expect("valid"))
+            });
+            let Some((&k, value)) = msg.split_first() else { return };
+            let key: &[u8] = if k % 2 == 0 { b"m" } else { b"s/SKU-1" };
+            let mut st = nearfield_emitter::state::PartitionState::new(Arc::clone(&CFG));
+            let _ = st.restore(key, Some(value), 0);
+        }
         _ => {
             use nearfield_aggregator::changelog;
             let _ = changelog::parse_key(msg);
