@@ -8,7 +8,7 @@ use std::sync::Arc;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use nearfield_emitter::EmitConfig;
 use nearfield_emitter::forecast::Model;
-use nearfield_emitter::state::StateConfig;
+use nearfield_emitter::state::{PartitionState, StateConfig};
 use nearfield_emitter::synthetic::{self, Scenario};
 
 fn apply(c: &mut Criterion) {
@@ -24,7 +24,21 @@ fn apply(c: &mut Criterion) {
         g.bench_with_input(
             BenchmarkId::new("apply_and_decide", format!("{skus}skus_{grids}grids_{hours}h")),
             &windows,
-            |b, w| b.iter(|| synthetic::reference(w, |_| 0, &state_cfg, &catalog)),
+            |b, w| {
+                b.iter(|| {
+                    // As the loop does: apply every window, flush (changelog records and
+                    // signals) once per commit interval, here every 1000 windows.
+                    let mut st = PartitionState::new(Arc::clone(&state_cfg));
+                    let mut signals = 0;
+                    for (i, x) in w.iter().enumerate() {
+                        st.apply(x, &catalog, 0);
+                        if i % 1000 == 999 {
+                            signals += st.flush(0, &catalog).signals.len();
+                        }
+                    }
+                    signals + st.flush(0, &catalog).signals.len()
+                })
+            },
         );
     }
     let series: Vec<f64> = (0..336)
