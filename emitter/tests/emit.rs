@@ -47,6 +47,7 @@ async fn demand_windows_in_plan_signals_out() {
         ..Topics::default()
     };
     for (topic, parts, compact) in [
+        (&topics.catalog, 1, true),
         (&topics.demand, PARTITIONS, true),
         (&topics.emitter_changelog, PARTITIONS, true),
         (&topics.dlq, 1, false),
@@ -76,6 +77,11 @@ async fn demand_windows_in_plan_signals_out() {
         service_areas: vec![ServiceArea { warehouse_id: "wh".into(), cells: vec![area] }],
         updated_at: 0,
     });
+    // One more SKU arrives on catalog.v1 only (a supplier not in the file: its plan topic
+    // is created when its first signal is).
+    let mut live = records[0].clone();
+    live.sku = "LIVE-1".into();
+    live.supplier_id = "live".into();
     let dir = tempfile::tempdir().expect("tmp");
     let catalog_file = dir.path().join("catalog.jsonl");
     let lines: Vec<String> =
@@ -86,7 +92,7 @@ async fn demand_windows_in_plan_signals_out() {
         group_id: format!("emit-{id}"),
         instance_id: Some("it".into()),
         catalog_file: Some(catalog_file),
-        follow_catalog_topic: false,
+        follow_catalog_topic: true,
         privacy_k: 3,
         idle_advance_ms: 0,
         commit_interval_ms: 100,
@@ -94,29 +100,59 @@ async fn demand_windows_in_plan_signals_out() {
     };
     let state_cfg = Arc::new(StateConfig::from_config(&cfg).expect("valid"));
     let catalog = nearfield_emitter::catalog::Catalog::default();
-    for r in &records {
+    for r in records.iter().chain([&live]) {
         catalog.upsert(r).expect("valid record");
     }
 
-    let mut windows = synthetic::stream(&scenario);
     let grid = synthetic::grids(1).remove(0);
-    let thin: Vec<_> = windows
-        .iter()
-        .filter(|w| w.sku == synthetic::sku(0) && w.grid_id == grid)
-        .map(|w| {
-            let mut w = w.clone();
-            w.sku = "THIN-1".into();
-            w.distinct_stores = 1;
-            w
+    // Interleaved with the stream (so they share its clock): THIN-1 sells like SYN-0000 in
+    // one grid but from a single shop; LIVE-1 sells like SYN-0001.
+    let windows: Vec<_> = synthetic::stream(&scenario)
+        .into_iter()
+        .flat_map(|w| {
+            let thin = (w.sku == synthetic::sku(0) && w.grid_id == grid).then(|| {
+                let mut c = w.clone();
+                c.sku = "THIN-1".into();
+                c.distinct_stores = 1;
+                c
+            });
+            let live = (w.sku == synthetic::sku(1)).then(|| {
+                let mut c = w.clone();
+                c.sku = "LIVE-1".into();
+                c
+            });
+            std::iter::once(w).chain(thin).chain(live)
         })
         .collect();
-    windows.extend(thin);
     let partition_of = |sku: &str| partition_for_key(sku.as_bytes(), PARTITIONS);
     let expected = synthetic::reference(&windows, partition_of, &state_cfg, &catalog);
     let reasons: BTreeSet<_> = expected.iter().map(|s| format!("{:?}", s.reason)).collect();
     assert_eq!(reasons.len(), 4, "the scenario exercises every rule: {reasons:?}");
+    assert!(expected.iter().any(|s| s.supplier_id == "live"));
     assert!(expected.iter().all(|s| s.supplier_id != "thin"));
+    // THIN-1 reached the decision points (its demand passed the MOQ): withheld by the
+    // floor, not ignored.
+    let thin_units: i64 = windows.iter().filter(|w| w.sku == "THIN-1").map(|w| w.net_units).sum();
+    assert!(thin_units > 10 * records.last().map_or(1, |r| r.moq), "{thin_units}");
+    let k1 = EmitConfig { privacy_k: 1, ..cfg.clone() };
+    let k1 = Arc::new(StateConfig::from_config(&k1).expect("valid"));
+    let without_floor = synthetic::reference(&windows, partition_of, &k1, &catalog);
+    assert!(
+        without_floor.iter().any(|s| s.supplier_id == "thin"),
+        "with k = 1 THIN-1 would be planned: the floor is what withholds it"
+    );
 
+    let producer: FutureProducer = kafka.client_config().create().expect("producer");
+    let codec = Codec::single_object();
+    producer
+        .send(
+            FutureRecord::to(&topics.catalog)
+                .key("LIVE-1")
+                .payload(&codec.encode(&live).expect("encode")),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("catalog record delivered");
     let token = CancellationToken::new();
     let running = nearfield_emitter::start(cfg, settings, token.clone()).await.expect("start");
     let base = format!("http://{}", running.local_addr);
@@ -127,8 +163,10 @@ async fn demand_windows_in_plan_signals_out() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let producer: FutureProducer = kafka.client_config().create().expect("producer");
-    let codec = Codec::single_object();
+    while running.catalog.get("LIVE-1").is_none() {
+        assert!(Instant::now() < deadline, "catalog.v1 never followed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let send = async |key: &str, partition: i32, bytes: &[u8]| {
         producer
             .send(
