@@ -36,8 +36,8 @@ static WINDOWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
         WINDOWS_TOTAL,
         "DemandWindows consumed, by outcome: applied, revised (late correction), other_size, \
-         provisional, unknown_sku, outside_areas, invalid_grid, too_old, undecodable (to \
-         sales.dlq.v1).",
+         provisional, unknown_sku, outside_areas, invalid_grid, invalid_time, too_old, \
+         undecodable (to sales.dlq.v1).",
         &["outcome"],
     )
 });
@@ -123,7 +123,7 @@ static RESTARTS: LazyLock<IntCounter> = LazyLock::new(|| {
     counter(RESTARTS_TOTAL, "Times the Kafka loop restarted after an error (state reloaded).")
 });
 
-const OUTCOMES: [&str; 9] = [
+const OUTCOMES: [&str; 10] = [
     "applied",
     "revised",
     "other_size",
@@ -131,6 +131,7 @@ const OUTCOMES: [&str; 9] = [
     "unknown_sku",
     "outside_areas",
     "invalid_grid",
+    "invalid_time",
     "too_old",
     "undecodable",
 ];

@@ -93,6 +93,8 @@ pub enum Outcome {
     OutsideAreas,
     /// The grid is not an H3 cell.
     InvalidGrid,
+    /// Window bounds or watermark outside years 1970..=9999, or end not after start.
+    InvalidTime,
     /// Older than `revision_retention_ms` behind the clock: nothing left to revise.
     TooOld,
 }
@@ -108,6 +110,7 @@ impl Outcome {
             Outcome::UnknownSku => "unknown_sku",
             Outcome::OutsideAreas => "outside_areas",
             Outcome::InvalidGrid => "invalid_grid",
+            Outcome::InvalidTime => "invalid_time",
             Outcome::TooOld => "too_old",
         }
     }
@@ -259,6 +262,8 @@ pub enum RestoreError {
 }
 
 const SKU_PREFIX: &[u8] = b"s/";
+/// 9999-12-31T23:59:59.999Z: times beyond are refused, so the arithmetic cannot overflow.
+const MAX_TIME: i64 = 253_402_300_799_999;
 const META_KEY: &[u8] = b"m";
 
 /// One partition's state.
@@ -395,6 +400,13 @@ impl PartitionState {
     /// the clock passed (deciding on each).
     pub fn apply(&mut self, w: &DemandWindow, catalog: &Catalog, now: i64) -> Outcome {
         self.last_input_wall = now;
+        let sane = |t: i64| (0..=MAX_TIME).contains(&t);
+        if !sane(w.window_start) || !sane(w.window_end) || !sane(w.watermark) {
+            return Outcome::InvalidTime;
+        }
+        if w.window_end <= w.window_start {
+            return Outcome::InvalidTime;
+        }
         let outcome = self.apply_data(w, catalog, now);
         let clock = if w.is_final { w.watermark.max(w.window_end) } else { w.watermark };
         if clock > self.watermark {
@@ -1136,6 +1148,55 @@ mod tests {
             }
         }
         out
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Whatever arrives — any times, sizes, counts, revisions, grids — nothing panics,
+        /// every signal respects MOQ, batch and the floor, and a restore from the changelog
+        /// continues exactly as the original.
+        #[test]
+        fn arbitrary_windows_never_break_the_rules(
+            ws in proptest::collection::vec(
+                (0usize..4, -3i64..200, -200i64..400, 0i32..6, 0i32..3, 0u8..8),
+                1..120,
+            ),
+            cut in 0usize..120,
+        ) {
+            let cat = Catalog::of([item(30, 7)]);
+            let make = |(g, h, net, stores, rev, odd): (usize, i64, i64, i32, i32, u8)| {
+                let mut w = win(g.min(2), T0 + h * H, net, stores, rev);
+                match odd {
+                    0 => w.window_end = i64::MAX,
+                    1 => w.watermark = i64::MIN,
+                    2 => { w.window_start = w.window_end - 300_000; }
+                    3 => w.grid_id = "nope".into(),
+                    4 => w.is_final = false,
+                    _ => {}
+                }
+                w
+            };
+            let ws: Vec<DemandWindow> = ws.into_iter().map(make).collect();
+            let mut whole = PartitionState::new(cfg(2));
+            let all = strip(run(&mut whole, &cat, &ws));
+            for s in &all {
+                proptest::prop_assert!(s.recommended_units >= 30 && s.recommended_units % 7 == 0);
+                proptest::prop_assert!(s.contributing_stores >= 2);
+            }
+            let cut = cut.min(ws.len());
+            let mut a = PartitionState::new(cfg(2));
+            for w in &ws[..cut] {
+                a.apply(w, &cat, 0);
+            }
+            let f = a.flush(0, &cat);
+            let mut got = f.signals;
+            let mut b = PartitionState::new(cfg(2));
+            for (k, v) in &f.changelog {
+                b.restore(k, v.as_deref(), 0).expect("restore");
+            }
+            got.extend(run(&mut b, &cat, &ws[cut..]));
+            proptest::prop_assert_eq!(strip(got), all);
+        }
     }
 
     #[test]
