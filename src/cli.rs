@@ -1,8 +1,7 @@
 //! Command-line interface of the `nearfield` binary.
 //!
 //! Every subcommand takes `--config FILE` (the deployment file; see `config.rs`). Stage
-//! subcommands run until SIGINT/SIGTERM and then shut down gracefully. `run` and `replay`
-//! are added as those land.
+//! subcommands run until SIGINT/SIGTERM and then shut down gracefully.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -55,6 +54,10 @@ enum Command {
         #[arg(long)]
         instance_id: Option<String>,
     },
+    /// Run ingest, aggregator and emitter in one process (small deployments and the demo;
+    /// separate processes remain the production shape). A stage that fails stops the
+    /// others.
+    Run,
     /// Simulated store devices sending signed traffic to ingest.
     Simulate {
         /// Target events per second (overrides simulate.rate).
@@ -132,6 +135,32 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             emit.instance_id = instance_id.or(emit.instance_id);
             nearfield_emitter::run(emit, cfg.kafka, shutdown::on_signal()).await?;
             Ok(())
+        }
+        Command::Run => {
+            let root = shutdown::on_signal();
+            let watch = |stage: &'static str, r: anyhow::Result<()>| {
+                if let Err(e) = &r {
+                    tracing::error!(stage, error = %e, "stage failed; stopping the others");
+                    root.cancel();
+                }
+                r.with_context(|| format!("{stage} stage"))
+            };
+            let (kafka, token) = (&cfg.kafka, || root.child_token());
+            let (i, a, e) = tokio::join!(
+                async {
+                    let r = nearfield_ingest::run(cfg.ingest, kafka.clone(), token()).await;
+                    watch("ingest", r.map_err(Into::into))
+                },
+                async {
+                    let r = nearfield_aggregator::run(cfg.aggregate, kafka.clone(), token()).await;
+                    watch("aggregate", r.map_err(Into::into))
+                },
+                async {
+                    let r = nearfield_emitter::run(cfg.emit, kafka.clone(), token()).await;
+                    watch("emit", r.map_err(Into::into))
+                },
+            );
+            i.and(a).and(e)
         }
         Command::Simulate { rate, duration, target, acked_log } => {
             let mut sim = cfg.simulate;

@@ -35,10 +35,11 @@ fuzz_target!(|data: &[u8]| {
         6 => check::<RejectedEvent>(&codec, msg),
         8 => {
             use std::sync::{Arc, LazyLock};
-            static CFG: LazyLock<Arc<nearfield_emitter::state::StateConfig>> = LazyLock::new(|| {
-                let c = nearfield_emitter::EmitConfig::default();
-                Arc::new(nearfield_emitter::state::StateConfig::from_config(&c).expect("valid"))
-            });
+            static CFG: LazyLock<Arc<nearfield_emitter::state::StateConfig>> =
+                LazyLock::new(|| {
+                    let c = nearfield_emitter::EmitConfig::default();
+                    Arc::new(nearfield_emitter::state::StateConfig::from_config(&c).expect("valid"))
+                });
             let Some((&k, value)) = msg.split_first() else { return };
             let key: &[u8] = if k % 2 == 0 { b"m" } else { b"s/SKU-1" };
             let mut st = nearfield_emitter::state::PartitionState::new(Arc::clone(&CFG));
