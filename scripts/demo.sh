@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
-# The pipeline as far as it exists, on a local broker with simulated shops:
-# Kafka (started here unless NEARFIELD_BROKERS names one) → topics → ingest → aggregator
-# → emitter, driven by the simulated store devices of the example city. The demo shortens
-# the smallest window to one minute, and the emitter plans on those minutes (10-minute
+# The whole pipeline on a local broker with simulated shops: Kafka (started here unless
+# NEARFIELD_BROKERS names one) → topics → ingest → aggregator → emitter, the live page on
+# :8090, driven by the simulated store devices of the example city. The demo shortens the
+# smallest window to one minute, and the emitter plans on those minutes (10-minute
 # horizons, a schedule every 2 minutes), so windows close and plans appear while you
-# watch. Ctrl-C stops
-# everything, the broker it started too.
+# watch. Ctrl-C stops everything, the broker it started too.
 #   DEMO_SECONDS=120 DEMO_RATE=2000 make demo
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -51,12 +50,34 @@ export NEARFIELD_EMIT__SEASON_BUCKETS=10 NEARFIELD_EMIT__IDLE_ADVANCE_MS=30000
 $BIN --config $CFG emit 2>target/demo/emit.log & PIDS+=($!)
 for _ in $(seq 1 150); do curl -sf localhost:8082/readyz >/dev/null && break; sleep 0.2; done
 curl -sf localhost:8082/readyz >/dev/null || { tail -n 30 target/demo/emit.log >&2; echo "demo: emitter not ready" >&2; exit 1; }
+$BIN --config $CFG live 2>target/demo/live.log & PIDS+=($!)
+for _ in $(seq 1 50); do curl -sf localhost:8090/healthz >/dev/null && break; sleep 0.2; done
 cat >&2 <<MSG
+demo: LIVE PAGE: http://127.0.0.1:8090/  (map of the city's demand, plan signals, health)
 demo: ingest on http://127.0.0.1:8080  (API: /openapi.json, metrics: /metrics, log: target/demo/ingest.log)
 demo: aggregator on http://127.0.0.1:8081  (live: /v1/demand?grid=<h3 cell>[&sku=…], metrics: /metrics, log: target/demo/aggregate.log)
 demo: emitter on http://127.0.0.1:8082  (plans: /v1/plans[?supplier=…], metrics: /metrics, log: target/demo/emit.log)
 demo: ~3000 simulated shops around Shanghai send $RATE events/s for $SECS s (Ctrl-C stops)
 MSG
+# A one-line summary every 10 s while it runs (from the live page's own API).
+python3 - <<'PY' & PIDS+=($!)
+import json, time, urllib.request
+while True:
+    time.sleep(10)
+    try:
+        s = json.load(urllib.request.urlopen("http://127.0.0.1:8090/api/state", timeout=5))
+    except Exception as e:  # a stage restarting: say so, keep going
+        print(f"demo: summary unavailable ({e})", flush=True)
+        continue
+    h = s["health"]
+    per = {}
+    for sig in s["signals"]:
+        per[sig["supplier_id"]] = per.get(sig["supplier_id"], 0) + 1
+    f = lambda v: "-" if v is None else f"{v:,.0f}"
+    print(f"demo: {f(h['events_per_s'])} events/s · {f(h['events_accepted'])} accepted · "
+          f"{h['windows_per_s'] or 0:,.1f} windows/s · lag agg {f(h['aggregator_lag'])} / emit {f(h['emitter_lag'])} · "
+          f"signals {f(h['signals_total'])} (latest 40 by supplier: {per})", flush=True)
+PY
 $BIN --config $CFG simulate --rate "$RATE" --duration "$SECS" --acked-log target/demo/acked.jsonl \
   | tee target/demo/summary.json
 echo "demo: waiting for the last one-minute windows to close and be planned on…" >&2

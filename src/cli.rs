@@ -54,7 +54,14 @@ enum Command {
         #[arg(long)]
         instance_id: Option<String>,
     },
-    /// Run ingest, aggregator and emitter in one process (small deployments and the demo;
+    /// Serve the live page: the city's demand per grid cell, the latest plan signals and
+    /// pipeline health (reads the stages' HTTP endpoints).
+    Live {
+        /// Listen address (overrides live.listen).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Run ingest, aggregator, emitter and the live page in one process (small deployments and the demo;
     /// separate processes remain the production shape). A stage that fails stops the
     /// others.
     Run,
@@ -136,6 +143,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             nearfield_emitter::run(emit, cfg.kafka, shutdown::on_signal()).await?;
             Ok(())
         }
+        Command::Live { listen } => {
+            let mut live = cfg.live;
+            live.listen = listen.unwrap_or(live.listen);
+            nearfield_live::run(live, shutdown::on_signal()).await?;
+            Ok(())
+        }
         Command::Run => {
             let root = shutdown::on_signal();
             let watch = |stage: &'static str, r: anyhow::Result<()>| {
@@ -146,7 +159,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 r.with_context(|| format!("{stage} stage"))
             };
             let (kafka, token) = (&cfg.kafka, || root.child_token());
-            let (i, a, e) = tokio::join!(
+            let (i, a, e, l) = tokio::join!(
                 async {
                     let r = nearfield_ingest::run(cfg.ingest, kafka.clone(), token()).await;
                     watch("ingest", r.map_err(Into::into))
@@ -159,8 +172,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     let r = nearfield_emitter::run(cfg.emit, kafka.clone(), token()).await;
                     watch("emit", r.map_err(Into::into))
                 },
+                async {
+                    watch("live", nearfield_live::run(cfg.live, token()).await.map_err(Into::into))
+                },
             );
-            i.and(a).and(e)
+            i.and(a).and(e).and(l)
         }
         Command::Simulate { rate, duration, target, acked_log } => {
             let mut sim = cfg.simulate;

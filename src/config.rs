@@ -13,6 +13,7 @@ use nearfield_aggregator::AggregateConfig;
 use nearfield_common::kafka::KafkaSettings;
 use nearfield_emitter::EmitConfig;
 use nearfield_ingest::IngestConfig;
+use nearfield_live::LiveConfig;
 use nearfield_simulator::SimulateConfig;
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +25,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub aggregate: AggregateConfig,
     pub emit: EmitConfig,
+    pub live: LiveConfig,
     pub simulate: SimulateConfig,
 }
 
@@ -67,6 +69,7 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
         resolve(dir, &mut cfg.simulate.stores_file);
         resolve(dir, &mut cfg.aggregate.stores_file);
         resolve(dir, &mut cfg.emit.catalog_file);
+        resolve(dir, &mut cfg.live.catalog_file);
     }
     // The simulator plays the devices of this deployment unless told otherwise.
     if cfg.simulate.stores_file.is_none() {
@@ -87,6 +90,10 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
     }
     if cfg.aggregate.h3_resolution.is_none() {
         cfg.aggregate.h3_resolution = Some(cfg.ingest.h3_resolution);
+    }
+    // The live page's categories come from the emitter's catalog.
+    if cfg.live.catalog_file.is_none() {
+        cfg.live.catalog_file.clone_from(&cfg.emit.catalog_file);
     }
     if cfg.simulate.h3_resolution.is_none() {
         cfg.simulate.h3_resolution = Some(cfg.ingest.h3_resolution);
@@ -113,6 +120,7 @@ mod tests {
         cfg.simulate.validate().expect("simulate settings valid");
         cfg.aggregate.validate().expect("aggregate settings valid");
         cfg.emit.validate().expect("emit settings valid");
+        cfg.live.validate().expect("live settings valid");
         assert!(
             cfg.emit.catalog_file.as_ref().is_some_and(|p| p.is_file()),
             "catalog file resolved next to the config"

@@ -649,6 +649,11 @@ impl PartitionState {
         self.keys.get(&key_id(grid, sku))
     }
 
+    /// Every grid × SKU held (the live map).
+    pub fn keys(&self) -> impl Iterator<Item = &KeyState> + '_ {
+        self.keys.values()
+    }
+
     /// Every grid × SKU of a grid (the live query without `sku`).
     pub fn keys_of_grid<'a>(&'a self, grid: &'a str) -> impl Iterator<Item = &'a KeyState> + 'a {
         self.keys.values().filter(move |k| k.grid() == grid)

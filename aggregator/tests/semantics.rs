@@ -224,6 +224,27 @@ async fn events_end_where_the_spec_says() {
         .map(|w| w["window_start"].as_i64().expect("start"))
         .collect();
     assert_eq!(starts, vec![t0 + 10 * SEC, t0 + 20 * SEC]);
+    // The city view: the newest window's demand per grid, and the top SKUs.
+    let newest_net = v["keys"][0]["windows"][1]["net_units"].as_i64().expect("net");
+    let c: serde_json::Value =
+        http.get(format!("{base}/v1/cells")).send().await.expect("cells").json().await.expect("j");
+    assert_eq!(c["window_start"], t0 + 20 * SEC);
+    assert_eq!(c["cells"][0]["grid_id"], grid.as_str());
+    assert_eq!(c["cells"][0]["net_units"], newest_net);
+    assert_eq!(c["top_skus"][0]["sku"], "MILK-1L");
+    let c: serde_json::Value = http
+        .get(format!("{base}/v1/cells?skus=OTHER"))
+        .send()
+        .await
+        .expect("cells")
+        .json()
+        .await
+        .expect("j");
+    assert_eq!(c["cells"].as_array().map(Vec::len), Some(0));
+    let r = http.get(format!("{base}/v1/cells?window_ms=7")).send().await.expect("bad size");
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["error"]["field"], "window_ms");
     let r =
         http.get(format!("{base}/v1/demand?grid=8830e1d8fffffff&sku=X")).send().await.expect("q");
     assert_eq!(r.status(), 404);

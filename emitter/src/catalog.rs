@@ -154,6 +154,16 @@ impl Catalog {
             .collect()
     }
 
+    /// Every item (a snapshot).
+    pub fn items(&self) -> Vec<Arc<Item>> {
+        self.items
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// Number of SKUs.
     pub fn len(&self) -> usize {
         self.items.read().unwrap_or_else(std::sync::PoisonError::into_inner).len()

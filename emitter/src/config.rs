@@ -150,8 +150,8 @@ impl EmitConfig {
         if self.group_id.trim().is_empty() {
             return bad("group_id", "must not be empty");
         }
-        if self.bucket_ms < 60_000 {
-            return bad("bucket_ms", "must be at least 60000 (one minute)");
+        if self.bucket_ms < 1_000 {
+            return bad("bucket_ms", "must be at least 1000 (one second)");
         }
         if self.settle_ms < 0 {
             return bad("settle_ms", "must be >= 0");

@@ -1,0 +1,168 @@
+// The live page: polls /api/state and redraws the map, tables and health tiles in place.
+"use strict";
+
+const errorsEl = document.getElementById("errors");
+function report(msg) {
+  errorsEl.textContent = String(msg);
+  document.body.dataset.error = String(msg);
+}
+window.addEventListener("error", (e) => report(e.message));
+window.addEventListener("unhandledrejection", (e) => report(e.reason));
+
+const svg = d3.select("#svg");
+const gCells = svg.append("g");
+const filterEl = document.getElementById("filter");
+let refreshMs = 2000;
+let timer = null;
+
+const fmt = d3.format(",.0f");
+const fmt1 = d3.format(",.1f");
+const num = (v, f = fmt) => (v === null || v === undefined ? "–" : f(v));
+
+function query() {
+  const v = filterEl.value;
+  if (!v) return "";
+  const [kind, name] = v.split(":", 2);
+  return "?" + kind + "=" + encodeURIComponent(name);
+}
+
+function drawMap(cells) {
+  const node = svg.node();
+  const width = node.clientWidth || 800;
+  const height = node.clientHeight || 640;
+  const features = cells
+    .filter((c) => Array.isArray(c.boundary))
+    .map((c) => ({
+      type: "Feature",
+      properties: c,
+      geometry: { type: "Polygon", coordinates: [c.boundary] },
+    }));
+  const fc = { type: "FeatureCollection", features };
+  if (features.length === 0) {
+    gCells.selectAll("path").remove();
+    return;
+  }
+  const projection = d3.geoMercator().fitExtent([[10, 10], [width - 10, height - 10]], fc);
+  const path = d3.geoPath(projection);
+  const max = d3.max(cells, (c) => Math.max(c.net_units, 0)) || 1;
+  const color = d3.scaleSequentialSqrt([0, max], d3.interpolateYlOrRd);
+  gCells
+    .selectAll("path.cell")
+    .data(features, (f) => f.properties.grid_id)
+    .join(
+      (enter) => enter.append("path").attr("class", "cell").call((p) => p.append("title")),
+      (update) => update,
+      (exit) => exit.remove()
+    )
+    .attr("d", path)
+    .attr("data-grid", (f) => f.properties.grid_id)
+    .attr("fill", (f) => color(Math.max(f.properties.net_units, 0)))
+    .select("title")
+    .text((f) => `${f.properties.grid_id}: ${f.properties.net_units} net units, ${f.properties.event_count} events`);
+  d3.select("#legend").html(
+    `<span>0</span><svg width="160" height="10">${d3
+      .range(0, 1.01, 0.1)
+      .map((t, i) => `<rect x="${i * 14.5}" width="15" height="10" fill="${color(t * max)}"></rect>`)
+      .join("")}</svg><span>${fmt(max)} net units</span><span>· ${features.length} cells</span>`
+  );
+}
+
+function drawTables(state) {
+  d3.select("#top")
+    .selectAll("tr")
+    .data(state.top_skus || [])
+    .join("tr")
+    .attr("title", "show this SKU on the map")
+    .style("cursor", "pointer")
+    .on("click", (_, d) => selectSku(d.sku))
+    .html((d) => `<td>${d.sku}</td><td class="num">${fmt(d.net_units)}</td>`);
+  d3.select("#signals")
+    .selectAll("tr")
+    .data(state.signals || [], (s) => s.signal_id)
+    .join("tr")
+    .attr("class", "signal")
+    .attr("title", (s) => `${s.signal_id} · region ${s.region} · horizon ${new Date(s.horizon_start).toISOString()} · forecast ${fmt1(s.forecast_units)} [${fmt1(s.forecast_low)}, ${fmt1(s.forecast_high)}]`)
+    .html(
+      (s) =>
+        `<td>${s.supplier_id}</td><td>${s.sku}</td><td class="reason ${s.reason}">${s.reason}</td>` +
+        `<td>${s.firmness}</td><td class="num">${fmt(s.recommended_units)}</td><td class="num">${s.contributing_stores}</td>`
+    );
+}
+
+function drawHealth(h) {
+  const up = h.stages_up || {};
+  const tiles = [
+    ["events/s accepted", num(h.events_per_s)],
+    ["events accepted", num(h.events_accepted)],
+    ["windows/s closed", num(h.windows_per_s, fmt1)],
+    ["signals", num(h.signals_total)],
+    ["aggregator lag (records)", num(h.aggregator_lag)],
+    ["aggregator watermark delay (s)", num(h.aggregator_watermark_delay_s)],
+    ["emitter lag (records)", num(h.emitter_lag)],
+    ["emitter watermark delay (s)", num(h.emitter_watermark_delay_s)],
+  ];
+  const stages = ["ingest", "aggregator", "emitter"]
+    .map((s) => (up[s] ? s : `<span class="down">${s} down</span>`))
+    .join(" · ");
+  d3.select("#health")
+    .selectAll("div.tile")
+    .data(tiles)
+    .join("div")
+    .attr("class", "tile")
+    .html((d) => `<div class="v">${d[1]}</div><div class="k">${d[0]}</div>`);
+  document.getElementById("status").innerHTML = stages;
+}
+
+function selectSku(sku) {
+  const value = "sku:" + sku;
+  if (![...filterEl.options].some((o) => o.value === value)) {
+    const o = document.createElement("option");
+    o.value = value;
+    o.textContent = "SKU " + sku;
+    filterEl.appendChild(o);
+  }
+  filterEl.value = value;
+  clearTimeout(timer);
+  refresh();
+}
+
+async function refresh() {
+  try {
+    const r = await fetch("/api/state" + query());
+    if (!r.ok) throw new Error(`/api/state: HTTP ${r.status}`);
+    const state = await r.json();
+    drawMap(state.cells || []);
+    drawTables(state);
+    drawHealth(state.health || {});
+    const w = state.window_start
+      ? `window ${new Date(state.window_start).toISOString().slice(11, 16)}–${new Date(state.window_end).toISOString().slice(11, 16)} UTC`
+      : "waiting for the first window…";
+    document.getElementById("window").textContent = w;
+    errorsEl.textContent = (state.errors || []).join("\n");
+    document.body.dataset.cells = String((state.cells || []).length);
+    document.body.dataset.signals = String((state.signals || []).length);
+  } catch (e) {
+    report(e);
+  } finally {
+    timer = setTimeout(refresh, refreshMs);
+  }
+}
+
+async function start() {
+  const r = await fetch("/api/options");
+  const opts = await r.json();
+  refreshMs = opts.refresh_ms || refreshMs;
+  for (const c of opts.categories || []) {
+    const o = document.createElement("option");
+    o.value = "category:" + c.name;
+    o.textContent = `category ${c.name} (${c.skus} SKUs)`;
+    filterEl.appendChild(o);
+  }
+  filterEl.addEventListener("change", () => {
+    clearTimeout(timer);
+    refresh();
+  });
+  refresh();
+}
+
+start().catch(report);

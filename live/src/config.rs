@@ -1,0 +1,68 @@
+//! Configuration of the live page (`[live]`, `NEARFIELD_LIVE__*`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Settings of `nearfield live`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveConfig {
+    /// Where the page is served.
+    pub listen: SocketAddr,
+    /// Base URLs of the stages' HTTP servers (metrics, `/v1/cells`, `/v1/plans`).
+    pub ingest_url: String,
+    pub aggregator_url: String,
+    pub emitter_url: String,
+    /// Catalog file for the category selector (inherits `emit.catalog_file`).
+    pub catalog_file: Option<PathBuf>,
+    /// Window size the map shows (default: the aggregator's smallest).
+    pub window_ms: Option<i64>,
+    /// How often the page refreshes, in milliseconds.
+    pub refresh_ms: u64,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        LiveConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            ingest_url: "http://127.0.0.1:8080".into(),
+            aggregator_url: "http://127.0.0.1:8081".into(),
+            emitter_url: "http://127.0.0.1:8082".into(),
+            catalog_file: None,
+            window_ms: None,
+            refresh_ms: 2000,
+        }
+    }
+}
+
+/// A setting is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("live.{setting}: {rule}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub rule: String,
+}
+
+impl LiveConfig {
+    /// Checks every setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (setting, url) in [
+            ("ingest_url", &self.ingest_url),
+            ("aggregator_url", &self.aggregator_url),
+            ("emitter_url", &self.emitter_url),
+        ] {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError { setting, rule: "must be an http(s) URL".into() });
+            }
+        }
+        if !(250..=60_000).contains(&self.refresh_ms) {
+            return Err(ConfigError {
+                setting: "refresh_ms",
+                rule: "must be within 250..=60000".into(),
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,453 @@
+//! End to end on real Kafka, as separate `nearfield` processes: the simulator's devices →
+//! ingest → aggregator → emitter → plan topics over the example city, then the same with
+//! one SIGKILL of each stage mid-run (each restarted at once).
+//!
+//! Checks, with ground truth from the simulator's acknowledged events:
+//! - every acknowledged sale is on `sales.v1` (durable acks), and every final
+//!   `DemandWindow` (latest revision) equals the recount of the distinct events there:
+//!   each acked sale counted exactly once (none went to the late topic);
+//! - every plan signal is consistent with the windows it names: the plan topics hold
+//!   exactly the decisions the emitter's state machine makes on `demand.v1` as written
+//!   (same ids, same figures), every signal's grids lie in its region, it is built from at
+//!   least `k` shops, and its recommendation respects the SKU's MOQ and batch size.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use h3o::CellIndex;
+use nearfield_common::kafka::partition_for_key;
+use nearfield_emitter::EmitConfig;
+use nearfield_emitter::catalog::Catalog;
+use nearfield_emitter::state::StateConfig;
+use nearfield_emitter::synthetic;
+use nearfield_schemas::{Codec, DemandWindow, PlanSignal, SaleEvent, SaleKind};
+use nearfield_testkit::{Isolation, Kafka, Process, read_to_end};
+
+const PARTITIONS: i32 = 3;
+const WINDOW: i64 = 5_000;
+const K: i32 = 3;
+
+/// The end-to-end runs share the machine with nothing else of theirs.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn repo(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+struct Pipeline {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    ports: [u16; 3],
+    sales: String,
+    late: String,
+    demand: String,
+    plan_prefix: String,
+}
+
+const STAGES: [&str; 3] = ["ingest", "aggregate", "emit"];
+
+fn setup(kafka: &Kafka) -> Pipeline {
+    let id = Kafka::unique_topic("e2e");
+    let t = |n: &str| format!("{n}-{id}");
+    let compact: &[(&str, &str)] = &[("cleanup.policy", "compact")];
+    let names = [
+        ("sales", PARTITIONS, false),
+        ("hb", PARTITIONS, false),
+        ("dlq", 1, false),
+        ("late", PARTITIONS, false),
+        ("demand", PARTITIONS, true),
+        ("stores", 1, true),
+        ("catalog", 1, true),
+        ("aggchangelog", PARTITIONS, true),
+        ("emchangelog", PARTITIONS, true),
+    ];
+    for (n, p, c) in names {
+        kafka.create_topic(&t(n), p, if c { compact } else { &[] });
+    }
+    let ports = [free_port(), free_port(), free_port()];
+    let dir = tempfile::tempdir().expect("tmp");
+    let config = dir.path().join("nearfield.toml");
+    let plan_prefix = format!("plan-{id}.");
+    let stores = repo("deploy/examples/stores.jsonl");
+    let catalog = repo("deploy/examples/catalog.jsonl");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[kafka]
+brokers = "{brokers}"
+partitions = {PARTITIONS}
+[kafka.topics]
+sales = "{sales}"
+heartbeats = "{hb}"
+dlq = "{dlq}"
+late = "{late}"
+demand = "{demand}"
+stores = "{stores_t}"
+catalog = "{catalog_t}"
+aggregator_changelog = "{aggcl}"
+emitter_changelog = "{emcl}"
+plan_prefix = "{plan_prefix}"
+[ingest]
+listen = "127.0.0.1:{pi}"
+stores_file = "{stores}"
+follow_stores_topic = false
+master_key = "6e6561726669656c642d64656d6f2d6f6e6c792d6d61737465722d6b6579"
+[aggregate]
+listen = "127.0.0.1:{pa}"
+group_id = "agg-{id}"
+windows_ms = [{WINDOW}]
+out_of_orderness_ms = 1000
+grace_ms = 500
+allowed_lateness_ms = 3600000
+max_close_delay_ms = 3000
+commit_interval_ms = 200
+follow_stores_topic = false
+[emit]
+listen = "127.0.0.1:{pe}"
+group_id = "emit-{id}"
+catalog_file = "{catalog}"
+follow_catalog_topic = false
+bucket_ms = {WINDOW}
+settle_ms = 1000
+horizon_ms = 60000
+schedule_ms = 20000
+history_buckets = 120
+season_buckets = 12
+privacy_k = {K}
+revision_retention_ms = 3600000
+idle_advance_ms = 0
+commit_interval_ms = 200
+[simulate]
+target = "http://127.0.0.1:{pi}"
+skus = 400
+"#,
+            brokers = kafka.brokers(),
+            sales = t("sales"),
+            hb = t("hb"),
+            dlq = t("dlq"),
+            late = t("late"),
+            demand = t("demand"),
+            stores_t = t("stores"),
+            catalog_t = t("catalog"),
+            aggcl = t("aggchangelog"),
+            emcl = t("emchangelog"),
+            stores = stores.display(),
+            catalog = catalog.display(),
+            pi = ports[0],
+            pa = ports[1],
+            pe = ports[2],
+        ),
+    )
+    .expect("config");
+    Pipeline {
+        dir,
+        config,
+        ports,
+        sales: t("sales"),
+        late: t("late"),
+        demand: t("demand"),
+        plan_prefix,
+    }
+}
+
+fn spawn(p: &Pipeline, stage: &str, n: usize) -> Process {
+    let log = p.dir.path().join(format!("{stage}-{n}.log"));
+    let mut args = vec!["--config".to_string(), p.config.display().to_string(), stage.to_string()];
+    if stage != "ingest" {
+        args.extend(["--instance-id".into(), "e2e".into()]);
+    }
+    Process(
+        Command::new(env!("CARGO_BIN_EXE_nearfield"))
+            .args(&args)
+            .env_remove("NEARFIELD_BROKERS")
+            .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).expect("log"))
+            .spawn()
+            .expect("spawn nearfield"),
+    )
+}
+
+fn wait_ready(p: &Pipeline, i: usize) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let ok = std::net::TcpStream::connect(("127.0.0.1", p.ports[i])).is_ok_and(|mut s| {
+            use std::io::{Read, Write};
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let req = "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+            let mut buf = String::new();
+            s.write_all(req.as_bytes()).is_ok()
+                && s.read_to_string(&mut buf).is_ok()
+                && buf.starts_with("HTTP/1.1 200")
+        });
+        if ok {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{} never ready:\n{}", STAGES[i], logs(p));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn logs(p: &Pipeline) -> String {
+    let mut out = String::new();
+    for entry in std::fs::read_dir(p.dir.path()).expect("dir").flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.ends_with(".log") {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().filter(|l| !l.contains("INFO")).collect();
+            let tail = &lines[lines.len().saturating_sub(30)..];
+            out.push_str(&format!("--- {name}\n{}\n", tail.join("\n")));
+        }
+    }
+    out
+}
+
+fn sigterm(Process(child): &mut Process) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while child.try_wait().ok().flatten().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("a stage did not stop within 40 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+type Key = (String, String, i64);
+
+/// Distinct sale events on `sales.v1` minus those on the late topic, recounted per
+/// (grid, sku, window start): (sold, returned, preorder, events).
+fn recount(kafka: &Kafka, p: &Pipeline) -> (HashSet<String>, BTreeMap<Key, [i64; 4]>) {
+    let codec = Codec::single_object();
+    let late: HashSet<(String, String)> =
+        read_to_end(kafka, &p.late, Isolation::ReadCommitted, Duration::from_secs(60))
+            .iter()
+            .filter_map(|r| codec.decode::<SaleEvent>(r.value.as_deref()?).ok())
+            .map(|e| (e.store_id, e.event_id))
+            .collect();
+    let mut seen = HashSet::new();
+    let mut ids = HashSet::new();
+    let mut m: BTreeMap<Key, [i64; 4]> = BTreeMap::new();
+    for r in read_to_end(kafka, &p.sales, Isolation::ReadCommitted, Duration::from_secs(60)) {
+        let e: SaleEvent = codec.decode(r.value.as_deref().expect("value")).expect("decode");
+        ids.insert(format!("{}/{}", e.store_id, e.event_id));
+        if late.contains(&(e.store_id.clone(), e.event_id.clone()))
+            || !seen.insert((e.store_id.clone(), e.event_id.clone()))
+        {
+            continue;
+        }
+        let start = e.occurred_at - e.occurred_at.rem_euclid(WINDOW);
+        let c = m.entry((e.grid_id.clone(), e.sku.clone(), start)).or_default();
+        let q = i64::from(e.quantity);
+        match e.kind {
+            SaleKind::Sale => c[0] += q,
+            SaleKind::Return => c[1] += q,
+            SaleKind::Preorder => c[2] += q,
+        }
+        c[3] += 1;
+    }
+    (ids, m)
+}
+
+/// The latest revision of every window on `demand.v1`, and the records in partition order.
+fn windows(kafka: &Kafka, p: &Pipeline) -> (BTreeMap<Key, [i64; 4]>, Vec<DemandWindow>) {
+    let codec = Codec::single_object();
+    let mut recs = read_to_end(kafka, &p.demand, Isolation::ReadCommitted, Duration::from_secs(60));
+    recs.sort_by_key(|r| (r.partition, r.offset));
+    let all: Vec<DemandWindow> = recs
+        .iter()
+        .map(|r| codec.decode(r.value.as_deref().expect("value")).expect("decode"))
+        .collect();
+    let mut latest: BTreeMap<Key, (i32, [i64; 4])> = BTreeMap::new();
+    for w in &all {
+        let k = (w.grid_id.clone(), w.sku.clone(), w.window_start);
+        let v = [w.units_sold, w.units_returned, w.preorder_units, w.event_count];
+        if latest.get(&k).is_none_or(|(rev, _)| *rev < w.revision) {
+            latest.insert(k, (w.revision, v));
+        }
+    }
+    (latest.into_iter().map(|(k, (_, v))| (k, v)).collect(), all)
+}
+
+fn plans(kafka: &Kafka, p: &Pipeline, suppliers: &[String]) -> Vec<PlanSignal> {
+    let codec = Codec::single_object();
+    let mut out = Vec::new();
+    for s in suppliers {
+        let topic = format!("{}{s}.v1", p.plan_prefix);
+        for r in read_to_end(kafka, &topic, Isolation::ReadCommitted, Duration::from_secs(60)) {
+            let mut sig: PlanSignal =
+                codec.decode(r.value.as_deref().expect("value")).expect("decode");
+            assert_eq!(&sig.supplier_id, s, "a signal on another supplier's topic");
+            sig.generated_at = 0;
+            out.push(sig);
+        }
+    }
+    out.sort_by(|a, b| a.signal_id.cmp(&b.signal_id));
+    out
+}
+
+fn run(kill: bool) {
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let kafka = Kafka::shared();
+    let p = setup(kafka);
+    let mut procs: Vec<Process> = Vec::new();
+    for (i, stage) in STAGES.iter().enumerate() {
+        procs.push(spawn(&p, stage, 0));
+        wait_ready(&p, i);
+    }
+    let acked = p.dir.path().join("acked.jsonl");
+    let mut sim = Process(
+        Command::new(env!("CARGO_BIN_EXE_nearfield"))
+            .args(["--config", &p.config.display().to_string(), "simulate"])
+            .args([
+                "--rate",
+                "300",
+                "--duration",
+                "30",
+                "--acked-log",
+                &acked.display().to_string(),
+            ])
+            .env_remove("NEARFIELD_BROKERS")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(p.dir.path().join("simulate.log")).expect("log"))
+            .spawn()
+            .expect("spawn simulate"),
+    );
+    if kill {
+        for (i, stage) in STAGES.iter().enumerate() {
+            std::thread::sleep(Duration::from_secs(7));
+            procs[i].0.kill().expect("SIGKILL");
+            let _ = procs[i].0.wait();
+            procs[i] = spawn(&p, stage, 1);
+        }
+    }
+    let status = sim.0.wait().expect("simulator");
+    assert!(status.success(), "simulator failed:\n{}", logs(&p));
+
+    // Ground truth: the acknowledged events.
+    let truth: Vec<serde_json::Value> = std::fs::read_to_string(&acked)
+        .expect("acked log")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert!(truth.len() > 3_000, "only {} events acknowledged", truth.len());
+
+    // Windows: converge to the recount of what is on sales.v1.
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let (on_sales, all_windows) = loop {
+        let (ids, want) = recount(kafka, &p);
+        let (got, all) = windows(kafka, &p);
+        if got == want {
+            break (ids, all);
+        }
+        if Instant::now() > deadline {
+            let missing = want.keys().filter(|k| !got.contains_key(*k)).count();
+            let wrong = want.iter().filter(|(k, v)| got.get(*k).is_some_and(|g| g != *v)).count();
+            panic!("{missing} windows missing, {wrong} differ from the recount\n{}", logs(&p));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    for t in &truth {
+        let id = format!(
+            "{}/{}",
+            t["store_id"].as_str().expect("store"),
+            t["event_id"].as_str().expect("id")
+        );
+        assert!(on_sales.contains(&id), "acknowledged event {id} is not on sales.v1");
+    }
+    let late = read_to_end(kafka, &p.late, Isolation::ReadCommitted, Duration::from_secs(30));
+    assert!(late.is_empty(), "{} acknowledged events went to the late topic", late.len());
+
+    // Signals: exactly the emitter's decisions on demand.v1 as written.
+    let catalog = Catalog::default();
+    catalog.load_file(&repo("deploy/examples/catalog.jsonl")).expect("catalog");
+    let cfg = EmitConfig {
+        bucket_ms: WINDOW,
+        settle_ms: 1000,
+        horizon_ms: 60_000,
+        schedule_ms: 20_000,
+        history_buckets: 120,
+        season_buckets: 12,
+        privacy_k: K,
+        revision_retention_ms: 3_600_000,
+        idle_advance_ms: 0,
+        ..EmitConfig::default()
+    };
+    let state_cfg = Arc::new(StateConfig::from_config(&cfg).expect("valid"));
+    let suppliers: Vec<String> = catalog.suppliers().into_iter().collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let got = loop {
+        let (_, all) = windows(kafka, &p);
+        let mut want = synthetic::reference(
+            &all,
+            |sku| partition_for_key(sku.as_bytes(), PARTITIONS),
+            &state_cfg,
+            &catalog,
+        );
+        want.sort_by(|a, b| a.signal_id.cmp(&b.signal_id));
+        let got = plans(kafka, &p, &suppliers);
+        if got == want {
+            break got;
+        }
+        if Instant::now() > deadline {
+            let ids =
+                |v: &[PlanSignal]| v.iter().map(|s| s.signal_id.clone()).collect::<HashSet<_>>();
+            let (g, w) = (ids(&got), ids(&want));
+            panic!(
+                "{} signals, {} expected; {} missing, {} unexpected\n{}",
+                got.len(),
+                want.len(),
+                w.difference(&g).count(),
+                g.difference(&w).count(),
+                logs(&p)
+            );
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    assert!(!got.is_empty(), "no signal at all");
+    let skus_with_windows: HashSet<(String, String)> =
+        all_windows.iter().map(|w| (w.sku.clone(), w.grid_id.clone())).collect();
+    for s in &got {
+        let item = catalog.get(&s.sku).expect("a catalog SKU");
+        assert_eq!(s.supplier_id, item.supplier_id);
+        assert!(s.recommended_units >= item.moq && s.recommended_units % item.batch_size == 0);
+        assert!(s.contributing_stores >= K, "{s:?}");
+        let region: CellIndex = s.region.parse().expect("region cell");
+        for g in &s.contributing_grids {
+            assert!(skus_with_windows.contains(&(s.sku.clone(), g.clone())), "no window for {g}");
+            let cell: CellIndex = g.parse().expect("grid");
+            assert_eq!(cell.parent(region.resolution()), Some(region), "{g} outside {}", s.region);
+        }
+    }
+    eprintln!(
+        "e2e (kill: {kill}): {} events acknowledged, {} distinct windows, {} signals, all exact",
+        truth.len(),
+        all_windows.len(),
+        got.len()
+    );
+    for proc in &mut procs {
+        sigterm(proc);
+    }
+}
+
+#[test]
+fn simulator_to_plan_topics_exactly_once() {
+    run(false);
+}
+
+#[test]
+fn one_sigkill_of_each_stage_changes_nothing() {
+    run(true);
+}
