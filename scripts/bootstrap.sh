@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing nearfield needs and is missing on this machine:
 # C toolchain and headers for librdkafka, Java 17 and Maven for the local Kafka, a Python
-# venv with an independent Avro implementation for the golden vectors, and the Kafka jars.
+# venv with an independent Avro implementation for the golden vectors, and the Kafka jars;
+# with --test also headless Chromium for the live page's browser test.
 # Idempotent; cheap when everything is present.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,6 +20,9 @@ need_cmd pkg-config pkg-config
 need_cmd java openjdk-17-jdk-headless
 need_cmd mvn maven
 need_cmd python3 python3
+if [[ "${1:-}" == "--test" ]]; then
+  need_cmd chromium chromium
+fi
 if command -v pkg-config >/dev/null 2>&1; then
   need_pc openssl libssl-dev
   need_pc libcurl libcurl4-openssl-dev

@@ -8,7 +8,7 @@ cd "$ROOT"
 step() { printf '\n==> %s\n' "$*" >&2; }
 
 step "bootstrap"
-scripts/bootstrap.sh
+scripts/bootstrap.sh --test
 
 step "cargo fmt --check"
 cargo fmt --all --check

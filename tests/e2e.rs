@@ -47,7 +47,7 @@ fn repo(p: &str) -> PathBuf {
 struct Pipeline {
     dir: tempfile::TempDir,
     config: PathBuf,
-    ports: [u16; 3],
+    ports: [u16; 4],
     sales: String,
     late: String,
     demand: String,
@@ -74,7 +74,7 @@ fn setup(kafka: &Kafka) -> Pipeline {
     for (n, p, c) in names {
         kafka.create_topic(&t(n), p, if c { compact } else { &[] });
     }
-    let ports = [free_port(), free_port(), free_port()];
+    let ports = [free_port(), free_port(), free_port(), free_port()];
     let dir = tempfile::tempdir().expect("tmp");
     let config = dir.path().join("nearfield.toml");
     let plan_prefix = format!("plan-{id}.");
@@ -105,6 +105,7 @@ master_key = "6e6561726669656c642d64656d6f2d6f6e6c792d6d61737465722d6b6579"
 [aggregate]
 listen = "127.0.0.1:{pa}"
 group_id = "agg-{id}"
+instance_id = "e2e"
 windows_ms = [{WINDOW}]
 out_of_orderness_ms = 1000
 grace_ms = 500
@@ -115,6 +116,7 @@ follow_stores_topic = false
 [emit]
 listen = "127.0.0.1:{pe}"
 group_id = "emit-{id}"
+instance_id = "e2e"
 catalog_file = "{catalog}"
 follow_catalog_topic = false
 bucket_ms = {WINDOW}
@@ -127,6 +129,12 @@ privacy_k = {K}
 revision_retention_ms = 3600000
 idle_advance_ms = 0
 commit_interval_ms = 200
+[live]
+listen = "127.0.0.1:{pl}"
+ingest_url = "http://127.0.0.1:{pi}"
+aggregator_url = "http://127.0.0.1:{pa}"
+emitter_url = "http://127.0.0.1:{pe}"
+refresh_ms = 1000
 [simulate]
 target = "http://127.0.0.1:{pi}"
 skus = 400
@@ -146,6 +154,7 @@ skus = 400
             pi = ports[0],
             pa = ports[1],
             pe = ports[2],
+            pl = ports[3],
         ),
     )
     .expect("config");
@@ -162,10 +171,7 @@ skus = 400
 
 fn spawn(p: &Pipeline, stage: &str, n: usize) -> Process {
     let log = p.dir.path().join(format!("{stage}-{n}.log"));
-    let mut args = vec!["--config".to_string(), p.config.display().to_string(), stage.to_string()];
-    if stage != "ingest" {
-        args.extend(["--instance-id".into(), "e2e".into()]);
-    }
+    let args = ["--config".to_string(), p.config.display().to_string(), stage.to_string()];
     Process(
         Command::new(env!("CARGO_BIN_EXE_nearfield"))
             .args(&args)
@@ -178,22 +184,24 @@ fn spawn(p: &Pipeline, stage: &str, n: usize) -> Process {
     )
 }
 
+/// GET `path` on a local port: (status line, body).
+fn http_get(port: u16, path: &str) -> Option<(String, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    Some((head.lines().next()?.to_string(), body.to_string()))
+}
+
 fn wait_ready(p: &Pipeline, i: usize) {
     let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let ok = std::net::TcpStream::connect(("127.0.0.1", p.ports[i])).is_ok_and(|mut s| {
-            use std::io::{Read, Write};
-            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            let req = "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
-            let mut buf = String::new();
-            s.write_all(req.as_bytes()).is_ok()
-                && s.read_to_string(&mut buf).is_ok()
-                && buf.starts_with("HTTP/1.1 200")
-        });
-        if ok {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{} never ready:\n{}", STAGES[i], logs(p));
+    while !http_get(p.ports[i], "/readyz").is_some_and(|(s, _)| s.starts_with("HTTP/1.1 200")) {
+        let name = STAGES.get(i).copied().unwrap_or("live");
+        assert!(Instant::now() < deadline, "{name} never ready:\n{}", logs(p));
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -295,6 +303,21 @@ fn plans(kafka: &Kafka, p: &Pipeline, suppliers: &[String]) -> Vec<PlanSignal> {
     }
     out.sort_by(|a, b| a.signal_id.cmp(&b.signal_id));
     out
+}
+
+fn simulate(p: &Pipeline, seconds: u32, acked: &Path) -> Process {
+    Process(
+        Command::new(env!("CARGO_BIN_EXE_nearfield"))
+            .args(["--config", &p.config.display().to_string(), "simulate"])
+            .args(["--rate", "300", "--duration", &seconds.to_string()])
+            .args(["--acked-log", &acked.display().to_string()])
+            .env_remove("NEARFIELD_BROKERS")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(p.dir.path().join("simulate.log")).expect("log"))
+            .spawn()
+            .expect("spawn simulate"),
+    )
 }
 
 fn run(kill: bool) {
@@ -450,4 +473,82 @@ fn simulator_to_plan_topics_exactly_once() {
 #[test]
 fn one_sigkill_of_each_stage_changes_nothing() {
     run(true);
+}
+
+/// `nearfield run` (every stage and the live page in one process) with simulated shops;
+/// headless Chromium loads the live page and must see grid cells and plan signals drawn,
+/// with no console message and no script error. The screenshot goes to
+/// `target/live-page.png` (`docs/live-page.png` is one such).
+#[test]
+fn the_live_page_shows_the_city_in_a_browser() {
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let chromium = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
+        .expect("headless Chromium is needed: scripts/bootstrap.sh --test installs it (apt-get install chromium)");
+    let kafka = Kafka::shared();
+    let p = setup(kafka);
+    let mut all = spawn(&p, "run", 0);
+    for i in 0..4 {
+        wait_ready(&p, i);
+    }
+    let mut sim = simulate(&p, 40, &p.dir.path().join("acked.jsonl"));
+    // Wait until the page's backend has cells and signals to show.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let state: Option<serde_json::Value> = http_get(p.ports[3], "/api/state")
+            .and_then(|(_, body)| serde_json::from_str(&body).ok());
+        let n = |k: &str| state.as_ref().and_then(|s| s[k].as_array().map(Vec::len)).unwrap_or(0);
+        if n("cells") > 0 && n("signals") > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no cells and signals to show:\n{}", logs(&p));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let url = format!("http://127.0.0.1:{}/", p.ports[3]);
+    let headless = |extra: &[&str]| {
+        let profile = tempfile::tempdir().expect("profile");
+        Command::new(chromium)
+            .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"])
+            .args(["--window-size=1400,860", "--virtual-time-budget=8000"])
+            .args(["--enable-logging=stderr", "--v=0", "--no-first-run"])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("run chromium")
+    };
+    let out = headless(&["--dump-dom"]);
+    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let console: Vec<&str> = std::str::from_utf8(&out.stderr)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught"))
+        .collect();
+    assert!(console.is_empty(), "the page logged to the console: {console:#?}");
+    let body = dom.split("<body").nth(1).and_then(|b| b.split('>').next()).unwrap_or_default();
+    assert!(!body.contains("data-error"), "script error on the page: {body}");
+    let attr = |name: &str| -> usize {
+        body.split(&format!("{name}=\""))
+            .nth(1)
+            .and_then(|v| v.split('"').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(attr("data-cells") > 0, "no cells drawn: {body}");
+    assert!(attr("data-signals") > 0, "no signals listed: {body}");
+    assert!(dom.contains("class=\"cell\""), "no hexagon in the map");
+    assert!(dom.contains("class=\"signal\""), "no signal row");
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("live-page.png");
+    let out = headless(&[&format!("--screenshot={}", shot.display())]);
+    assert!(out.status.success() && shot.is_file(), "no screenshot");
+    eprintln!(
+        "live page: {} cells, {} signals drawn; screenshot {}",
+        attr("data-cells"),
+        attr("data-signals"),
+        shot.display()
+    );
+    let _ = sim.0.kill();
+    sigterm(&mut all);
 }

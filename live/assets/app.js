@@ -26,44 +26,51 @@ function query() {
   return "?" + kind + "=" + encodeURIComponent(name);
 }
 
+// Every cell seen so far, so the map keeps the city's shape while the current window
+// fills up (a cell without demand in this window is drawn empty).
+const known = new Map();
+let projectionFor = 0;
+let projection = null;
+
 function drawMap(cells) {
   const node = svg.node();
   const width = node.clientWidth || 800;
   const height = node.clientHeight || 640;
-  const features = cells
-    .filter((c) => Array.isArray(c.boundary))
-    .map((c) => ({
-      type: "Feature",
-      properties: c,
-      geometry: { type: "Polygon", coordinates: [c.boundary] },
-    }));
-  const fc = { type: "FeatureCollection", features };
-  if (features.length === 0) {
-    gCells.selectAll("path").remove();
-    return;
+  for (const c of cells) {
+    if (Array.isArray(c.boundary) && !known.has(c.grid_id)) known.set(c.grid_id, c.boundary);
   }
-  const projection = d3.geoMercator().fitExtent([[10, 10], [width - 10, height - 10]], fc);
+  const now = new Map(cells.map((c) => [c.grid_id, c]));
+  const features = [...known].map(([grid, ring]) => ({
+    type: "Feature",
+    properties: now.get(grid) || { grid_id: grid, net_units: 0, event_count: 0, quiet: true },
+    geometry: { type: "Polygon", coordinates: [ring] },
+  }));
+  if (features.length === 0) return;
+  if (!projection || projectionFor !== features.length) {
+    // Refit only when the set of cells grew.
+    projection = d3.geoMercator().fitExtent([[10, 10], [width - 10, height - 10]], {
+      type: "FeatureCollection",
+      features,
+    });
+    projectionFor = features.length;
+  }
   const path = d3.geoPath(projection);
   const max = d3.max(cells, (c) => Math.max(c.net_units, 0)) || 1;
   const color = d3.scaleSequentialSqrt([0, max], d3.interpolateYlOrRd);
   gCells
     .selectAll("path.cell")
     .data(features, (f) => f.properties.grid_id)
-    .join(
-      (enter) => enter.append("path").attr("class", "cell").call((p) => p.append("title")),
-      (update) => update,
-      (exit) => exit.remove()
-    )
+    .join((enter) => enter.append("path").attr("class", "cell").call((p) => p.append("title")))
     .attr("d", path)
     .attr("data-grid", (f) => f.properties.grid_id)
-    .attr("fill", (f) => color(Math.max(f.properties.net_units, 0)))
+    .attr("fill", (f) => (f.properties.quiet ? "#1f2833" : color(Math.max(f.properties.net_units, 0))))
     .select("title")
     .text((f) => `${f.properties.grid_id}: ${f.properties.net_units} net units, ${f.properties.event_count} events`);
   d3.select("#legend").html(
     `<span>0</span><svg width="160" height="10">${d3
       .range(0, 1.01, 0.1)
       .map((t, i) => `<rect x="${i * 14.5}" width="15" height="10" fill="${color(t * max)}"></rect>`)
-      .join("")}</svg><span>${fmt(max)} net units</span><span>· ${features.length} cells</span>`
+      .join("")}</svg><span>${fmt(max)} net units</span><span>· ${cells.length} cells with demand of ${features.length} seen</span>`
   );
 }
 
@@ -114,6 +121,8 @@ function drawHealth(h) {
 }
 
 function selectSku(sku) {
+  known.clear();
+  projection = null;
   const value = "sku:" + sku;
   if (![...filterEl.options].some((o) => o.value === value)) {
     const o = document.createElement("option");
@@ -159,6 +168,8 @@ async function start() {
     filterEl.appendChild(o);
   }
   filterEl.addEventListener("change", () => {
+    known.clear();
+    projection = null;
     clearTimeout(timer);
     refresh();
   });

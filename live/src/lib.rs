@@ -81,9 +81,21 @@ pub async fn start(config: LiveConfig, shutdown: CancellationToken) -> Result<Ru
         .route("/vendor/d3.min.js", get(|| async { asset("text/javascript; charset=utf-8", D3) }))
         .route("/api/options", get(options))
         .route("/api/state", get(state))
-        .with_state(sources)
+        .with_state(Arc::clone(&sources))
         .merge(ops_routes(readiness));
     tracing::info!(%local_addr, "live page at http://{local_addr}/");
+    {
+        let (sources, shutdown) = (Arc::clone(&sources), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                sources.sample().await;
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(sources.refresh()) => {}
+                }
+            }
+        });
+    }
     let done = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })

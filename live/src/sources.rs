@@ -19,7 +19,7 @@ pub struct StateQuery {
     pub category: Option<String>,
 }
 
-/// Counters of the previous call, for rates.
+/// Counters at one moment, for rates.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     at: Instant,
@@ -35,7 +35,10 @@ pub struct Sources {
     http: reqwest::Client,
     /// category → its SKUs.
     categories: BTreeMap<String, Vec<String>>,
-    last: Mutex<Option<Sample>>,
+    /// Samples of the last ten seconds, oldest first.
+    last: Mutex<std::collections::VecDeque<Sample>>,
+    /// events/s accepted, windows/s closed, signals/s over the last ten seconds.
+    rates: Mutex<Option<(f64, f64, f64)>>,
 }
 
 /// The sum of every sample of `name` (any labels) in Prometheus text.
@@ -80,7 +83,13 @@ impl Sources {
             }
         }
         let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).build()?;
-        Ok(Sources { cfg: cfg.clone(), http, categories, last: Mutex::new(None) })
+        Ok(Sources {
+            cfg: cfg.clone(),
+            http,
+            categories,
+            last: Mutex::new(std::collections::VecDeque::new()),
+            rates: Mutex::new(None),
+        })
     }
 
     /// Categories (with their SKU counts) and the refresh interval.
@@ -97,6 +106,49 @@ impl Sources {
             return Err(format!("{url}: HTTP {}", r.status()));
         }
         r.text().await.map_err(|e| format!("{url}: {e}"))
+    }
+
+    /// Samples the stages' counters (run every `refresh_ms` in the background), so rates
+    /// do not depend on how many pages are open.
+    pub async fn sample(&self) {
+        let (i, a, e) = tokio::join!(
+            self.get(format!("{}/metrics", self.cfg.ingest_url)),
+            self.get(format!("{}/metrics", self.cfg.aggregator_url)),
+            self.get(format!("{}/metrics", self.cfg.emitter_url)),
+        );
+        let v = |r: &Result<String, String>, name: &str| {
+            r.as_deref().ok().and_then(|t| metric_sum(t, name)).unwrap_or(0.0)
+        };
+        let now = Instant::now();
+        let cur = Sample {
+            at: now,
+            accepted: v(&i, "nearfield_ingest_events_accepted_total"),
+            windows: v(&a, "nearfield_aggregator_windows_emitted_total"),
+            signals: v(&e, "nearfield_emitter_signals_total"),
+        };
+        let prev = {
+            let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            last.push_back(cur);
+            while last.front().is_some_and(|s| now.duration_since(s.at) > Duration::from_secs(10)) {
+                last.pop_front();
+            }
+            last.front().copied()
+        };
+        let rates =
+            prev.filter(|p| now.duration_since(p.at) > Duration::from_millis(200)).map(|p| {
+                let dt = now.duration_since(p.at).as_secs_f64();
+                (
+                    ((cur.accepted - p.accepted) / dt).max(0.0),
+                    ((cur.windows - p.windows) / dt).max(0.0),
+                    ((cur.signals - p.signals) / dt).max(0.0),
+                )
+            });
+        *self.rates.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = rates;
+    }
+
+    /// The interval between samples.
+    pub fn refresh(&self) -> Duration {
+        Duration::from_millis(self.cfg.refresh_ms)
     }
 
     /// The whole page's data; an invalid query names the field.
@@ -156,28 +208,8 @@ impl Sources {
         }
         let m = |t: &Option<String>, name: &str| t.as_deref().and_then(|t| metric_sum(t, name));
         let accepted = m(&ti, "nearfield_ingest_events_accepted_total");
-        let windows = m(&ta, "nearfield_aggregator_windows_emitted_total");
         let signals = m(&te, "nearfield_emitter_signals_total");
-        let now = Instant::now();
-        let rates = {
-            let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let prev = *last;
-            let cur = Sample {
-                at: now,
-                accepted: accepted.unwrap_or(0.0),
-                windows: windows.unwrap_or(0.0),
-                signals: signals.unwrap_or(0.0),
-            };
-            *last = Some(cur);
-            prev.filter(|p| now.duration_since(p.at) > Duration::from_millis(200)).map(|p| {
-                let dt = now.duration_since(p.at).as_secs_f64();
-                (
-                    ((cur.accepted - p.accepted) / dt).max(0.0),
-                    ((cur.windows - p.windows) / dt).max(0.0),
-                    ((cur.signals - p.signals) / dt).max(0.0),
-                )
-            })
-        };
+        let rates = *self.rates.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         Ok(json!({
             "filter": {"sku": q.sku, "category": q.category},
             "window_start": cells.get("window_start"),
