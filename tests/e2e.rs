@@ -552,3 +552,96 @@ fn the_live_page_shows_the_city_in_a_browser() {
     let _ = sim.0.kill();
     sigterm(&mut all);
 }
+
+/// `nearfield replay` backfills two hours of history (ending an hour ago) in seconds: every
+/// row is acknowledged, nothing goes to the late topic (windows close by event time while
+/// history streams through), and the final windows equal the recount of the file.
+#[test]
+fn replayed_history_is_counted_by_event_time() {
+    let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let kafka = Kafka::shared();
+    let p = setup(kafka);
+    let mut procs = vec![spawn(&p, "ingest", 0), spawn(&p, "aggregate", 0)];
+    wait_ready(&p, 0);
+    wait_ready(&p, 1);
+    let stores: Vec<String> = std::fs::read_to_string(repo("deploy/examples/stores.jsonl"))
+        .expect("stores")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|s| s["active"] == true)
+        .filter_map(|s| s["store_id"].as_str().map(str::to_string))
+        .take(60)
+        .collect();
+    let now = nearfield_common::time::now_ms();
+    let (from, rows) = (now - 3 * 3_600_000, 3_000i64);
+    let mut csv =
+        String::from("event_id,store_id,sku,kind,quantity,unit_price_minor,occurred_at\n");
+    for i in 0..rows {
+        let kind = if i % 17 == 0 { "RETURN" } else { "SALE" };
+        let t = from + i * 2 * 3_600_000 / rows;
+        csv.push_str(&format!(
+            "h{i},{},SKU-{:05},{kind},{},350,{t}\n",
+            stores[(i as usize * 7) % stores.len()],
+            1 + i % 20,
+            1 + i % 3
+        ));
+    }
+    csv.push_str("bad,store-000001,SKU-00001,SALE,one,350,1\n");
+    let file = p.dir.path().join("history.csv");
+    std::fs::write(&file, csv).expect("csv");
+    let acked = p.dir.path().join("replay-acked.jsonl");
+    let out = Command::new(env!("CARGO_BIN_EXE_nearfield"))
+        .args(["--config", &p.config.display().to_string(), "replay", &file.display().to_string()])
+        .args(["--speedup", "3600", "--acked-log", &acked.display().to_string()])
+        .env_remove("NEARFIELD_BROKERS")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("replay");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "replay failed: {stderr}");
+    assert!(stderr.contains("replay [") && stderr.contains("100.0%"), "no progress bar: {stderr}");
+    assert!(stderr.contains("line 3002: quantity: must be an integer"), "{stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("summary");
+    assert_eq!(summary["acked"], rows, "{summary}");
+    assert_eq!(summary["rejected"]["csv.quantity"], 1, "{summary}");
+
+    let mut want: BTreeMap<Key, [i64; 4]> = BTreeMap::new();
+    for l in std::fs::read_to_string(&acked).expect("acked").lines() {
+        let t: serde_json::Value = serde_json::from_str(l).expect("json");
+        let at = t["occurred_at"].as_i64().expect("t");
+        let key = (
+            t["grid_id"].as_str().expect("grid").to_string(),
+            t["sku"].as_str().expect("sku").to_string(),
+            at - at.rem_euclid(WINDOW),
+        );
+        let c = want.entry(key).or_default();
+        let q = t["quantity"].as_i64().expect("q");
+        if t["kind"] == "RETURN" {
+            c[1] += q;
+        } else {
+            c[0] += q;
+        }
+        c[3] += 1;
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (got, _) = windows(kafka, &p);
+        if got == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} windows of {} match the file\n{}",
+            want.iter().filter(|(k, v)| got.get(*k) == Some(*v)).count(),
+            want.len(),
+            logs(&p)
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let late = read_to_end(kafka, &p.late, Isolation::ReadCommitted, Duration::from_secs(30));
+    assert!(late.is_empty(), "{} replayed events went to the late topic", late.len());
+    eprintln!("replay: {rows} rows of history acknowledged and counted by event time, none late");
+    for proc in &mut procs {
+        sigterm(proc);
+    }
+}

@@ -14,7 +14,9 @@
 use crate::state::Counters;
 use crate::window::Millis;
 
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
+/// Versions still read (a release restores what the one before it wrote).
+const READS: [u8; 2] = [2, 3];
 const MAX_ITEMS: usize = 10_000_000;
 
 /// A changelog record could not be read.
@@ -65,10 +67,27 @@ pub struct GridRec {
 /// A decoded value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
-    Key { grid: String, sku: String, windows: Vec<WindowRec> },
-    Grid { windows: Vec<GridRec> },
-    Dedupe { end: Millis, ids: Vec<u64> },
-    Meta { max_event_time: Option<Millis>, next_chunk: u64, heartbeat_offset: i64 },
+    Key {
+        grid: String,
+        sku: String,
+        windows: Vec<WindowRec>,
+    },
+    Grid {
+        windows: Vec<GridRec>,
+    },
+    Dedupe {
+        end: Millis,
+        ids: Vec<u64>,
+    },
+    Meta {
+        max_event_time: Option<Millis>,
+        next_chunk: u64,
+        heartbeat_offset: i64,
+        /// Wall-clock time the watermark last advanced (version 3; `i64::MIN` before).
+        last_advance_wall: Millis,
+        /// The wall clock the window rules last saw (version 3; `i64::MIN` before).
+        wall_floor: Millis,
+    },
 }
 
 /// Key of a grid × SKU record.
@@ -218,11 +237,19 @@ pub fn encode(r: &Record) -> Vec<u8> {
             w.i64(*end);
             w.u64s(ids);
         }
-        Record::Meta { max_event_time, next_chunk, heartbeat_offset } => {
+        Record::Meta {
+            max_event_time,
+            next_chunk,
+            heartbeat_offset,
+            last_advance_wall,
+            wall_floor,
+        } => {
             w.0.push(b'M');
             w.i64(max_event_time.unwrap_or(i64::MIN));
             w.u64(*next_chunk);
             w.i64(*heartbeat_offset);
+            w.i64(*last_advance_wall);
+            w.i64(*wall_floor);
         }
     }
     w.0
@@ -232,7 +259,7 @@ pub fn encode(r: &Record) -> Vec<u8> {
 pub fn decode(bytes: &[u8]) -> Result<Record, Error> {
     let mut r = R(bytes);
     let v = r.u8()?;
-    if v != VERSION {
+    if !READS.contains(&v) {
         return Err(Error::Version(v));
     }
     let rec = match r.u8()? {
@@ -273,6 +300,8 @@ pub fn decode(bytes: &[u8]) -> Result<Record, Error> {
                 max_event_time: (m != i64::MIN).then_some(m),
                 next_chunk: r.u64()?,
                 heartbeat_offset: r.i64()?,
+                last_advance_wall: if v >= 3 { r.i64()? } else { i64::MIN },
+                wall_floor: if v >= 3 { r.i64()? } else { i64::MIN },
             }
         }
         t => return Err(Error::Tag(t)),
@@ -320,7 +349,7 @@ mod tests {
                 Record::Key { grid: grid.clone(), sku: sku.clone(), windows },
                 Record::Grid { windows: grids },
                 Record::Dedupe { end, ids },
-                Record::Meta { max_event_time: mt, next_chunk: seq, heartbeat_offset: hb },
+                Record::Meta { max_event_time: mt, next_chunk: seq, heartbeat_offset: hb, last_advance_wall: hb.wrapping_mul(3), wall_floor: hb.wrapping_mul(5) },
             ] {
                 prop_assert_eq!(decode(&encode(&rec)).expect("decodes"), rec);
             }
@@ -381,6 +410,8 @@ mod tests {
                     max_event_time: Some(1_764_000_301_000),
                     next_chunk: 4,
                     heartbeat_offset: 17,
+                    last_advance_wall: 1_764_000_302_000,
+                    wall_floor: 1_764_000_303_000,
                 },
             ),
         ]
@@ -402,6 +433,22 @@ mod tests {
                 .expect("testdata/changelog file (NEARFIELD_REGENERATE=1 writes it)");
             assert_eq!(stored, bytes, "{name}: changelog encoding changed without a new VERSION");
             assert_eq!(decode(&stored).expect("decodes"), rec);
+        }
+    }
+
+    /// What the previous release wrote (version 2, in `testdata/changelog/v2/`) still
+    /// restores: the same records, with the fields version 3 added at their defaults.
+    #[test]
+    fn the_previous_version_still_decodes() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/changelog/v2");
+        for (name, mut rec) in samples() {
+            let stored = std::fs::read(dir.join(format!("{name}.bin"))).expect("v2 file");
+            assert_eq!(stored[0], 2);
+            if let Record::Meta { last_advance_wall, wall_floor, .. } = &mut rec {
+                *last_advance_wall = i64::MIN;
+                *wall_floor = i64::MIN;
+            }
+            assert_eq!(decode(&stored).expect("v2 decodes"), rec, "{name}");
         }
     }
 

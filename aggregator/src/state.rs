@@ -269,6 +269,12 @@ pub struct PartitionState {
     chunks: BTreeMap<u64, Millis>,
     next_chunk: u64,
     heartbeat_offset: i64,
+    /// Wall-clock time the watermark last advanced: while it advances the partition is
+    /// busy and only the watermark closes windows (see [`PartitionState::clock`]).
+    last_advance_wall: Millis,
+    /// The wall clock the window rules last saw; never goes back, so a window closed or
+    /// expired by the wall clock stays so.
+    wall_floor: Millis,
     meta_dirty: bool,
     windows: usize,
 }
@@ -289,6 +295,8 @@ impl PartitionState {
         PartitionState {
             cfg,
             max_event_time: None,
+            last_advance_wall: Millis::MIN,
+            wall_floor: Millis::MIN,
             keys: IdMap::default(),
             dirty_keys: Vec::new(),
             buckets: BTreeMap::new(),
@@ -315,12 +323,31 @@ impl PartitionState {
         self.heartbeat_offset
     }
 
+    /// The wall clock the window rules see. It moves to `now` once the watermark has not
+    /// advanced for `max_close_delay` (a quiet or idle partition) and stands still while
+    /// the watermark advances — live traffic, a consumer catching up on lag, a replay of
+    /// history — so windows then close and expire by event time only, and reading old
+    /// data never closes its windows before their events are read. It never goes back,
+    /// and a partition whose watermark never advanced has none (`Millis::MIN`).
+    pub fn clock(&mut self, now: Millis) -> Millis {
+        let mcd = self.cfg.windowing.max_close_delay;
+        if self.last_advance_wall != Millis::MIN
+            && now.saturating_sub(self.last_advance_wall) >= mcd
+            && now > self.wall_floor
+        {
+            self.wall_floor = now;
+            self.meta_dirty = true;
+        }
+        self.wall_floor
+    }
+
     /// Applies one sale event at wall-clock `now`.
     pub fn apply_sale(&mut self, ev: &SaleEvent, now: Millis) -> Outcome {
+        let clock = self.clock(now);
         let w = &self.cfg.windowing;
         let t = ev.occurred_at;
         let wm = self.watermark();
-        if w.is_late(t, wm, now) {
+        if w.is_late(t, wm, clock) {
             return Outcome::Late;
         }
         let first_end = w.first_end(t);
@@ -369,6 +396,7 @@ impl PartitionState {
         let clamped = t.min(ev.received_at);
         if self.max_event_time.is_none_or(|m| clamped > m) {
             self.max_event_time = Some(clamped);
+            self.last_advance_wall = now;
             self.meta_dirty = true;
         }
         Outcome::Counted
@@ -386,6 +414,7 @@ impl PartitionState {
     ) {
         self.heartbeat_offset = next_offset;
         self.meta_dirty = true;
+        let now = self.clock(now);
         let w = &self.cfg.windowing;
         let wm = self.watermark();
         let gid = short_id(grid_id);
@@ -406,6 +435,8 @@ impl PartitionState {
     /// returns the changelog records and outputs since the last flush. `expected(grid)` is
     /// the number of active stores registered in a grid.
     pub fn flush(&mut self, now: Millis, expected: &dyn Fn(&str) -> i32) -> Flushed {
+        let emitted_at = now;
+        let now = self.clock(now);
         let mut out = Flushed::default();
         let wm = self.watermark();
         let w = Arc::clone(&self.cfg);
@@ -461,7 +492,7 @@ impl PartitionState {
                         expected(grid),
                         &self.cfg.currency,
                         wm,
-                        now,
+                        emitted_at,
                     ));
                 }
                 win.changed = false;
@@ -561,6 +592,8 @@ impl PartitionState {
                     max_event_time: self.max_event_time,
                     next_chunk: self.next_chunk,
                     heartbeat_offset: self.heartbeat_offset,
+                    last_advance_wall: self.last_advance_wall,
+                    wall_floor: self.wall_floor,
                 })),
             ));
         }
@@ -633,8 +666,16 @@ impl PartitionState {
             }
             (
                 changelog::Key::Meta,
-                Record::Meta { max_event_time, next_chunk, heartbeat_offset },
+                Record::Meta {
+                    max_event_time,
+                    next_chunk,
+                    heartbeat_offset,
+                    last_advance_wall,
+                    wall_floor,
+                },
             ) => {
+                self.last_advance_wall = last_advance_wall;
+                self.wall_floor = wall_floor;
                 self.max_event_time = max_event_time;
                 self.next_chunk = next_chunk;
                 self.heartbeat_offset = heartbeat_offset;
@@ -945,6 +986,16 @@ mod tests {
             // The model.
             let mut now = base;
             let mut max_t: Option<Millis> = None;
+            // When the model's watermark last advanced (wall clock): the wall-clock rules
+            // apply only after max_close_delay without an advance.
+            let mut advanced: Option<Millis> = None;
+            let mut floor = Millis::MIN;
+            let tick = |advanced: Option<Millis>, floor: &mut Millis, now: Millis| {
+                if advanced.is_some_and(|a| now - a >= w.max_close_delay) {
+                    *floor = (*floor).max(now);
+                }
+                *floor
+            };
             let mut counted: HashSet<(u8, u8, Millis)> = HashSet::new();
             let mut model: BTreeMap<WinKey, (i64, i64, i64, i64)> = BTreeMap::new();
             // What the state held at the last flush, to replay after a "crash".
@@ -956,7 +1007,8 @@ mod tests {
                         let t = now + dt;
                         let e = ev(&id.to_string(), &format!("s{store}"), &format!("g{grid}"), &format!("k{sku}"), kind, q, t);
                         let wm = w.watermark(max_t);
-                        let expect = if w.is_late(t, wm, now) {
+                        let clock = tick(advanced, &mut floor, now);
+                        let expect = if w.is_late(t, wm, clock) {
                             Outcome::Late
                         } else if !counted.insert((store, id, w.first_end(t))) {
                             // A retry carries the event's own time: same earliest window.
@@ -972,7 +1024,10 @@ mod tests {
                                 c.3 += 1;
                             }
                             let clamped = t.min(e.received_at);
-                            max_t = Some(max_t.map_or(clamped, |m| m.max(clamped)));
+                            if max_t.is_none_or(|m| clamped > m) {
+                                max_t = Some(clamped);
+                                advanced = Some(now);
+                            }
                             Outcome::Counted
                         };
                         prop_assert_eq!(st.apply_sale(&e, now), expect, "event {:?}", e);
@@ -980,6 +1035,7 @@ mod tests {
                     }
                     Step::Flush { advance } => {
                         now += advance;
+                        tick(advanced, &mut floor, now);
                         let f = st.flush(now, &none);
                         for (k, v) in f.changelog {
                             match v { Some(v) => { log.insert(k, v); } None => { log.remove(&k); } }

@@ -5,7 +5,8 @@
 //! A window `[start, end)` of size `s` is aligned to the epoch: `start = t - t mod s`.
 //! It **closes** when the watermark reaches `end + grace`, or at the latest when the wall
 //! clock reaches `end + max_close_delay` (a quiet grid or an idle partition never stalls
-//! it). After closing it accepts late events for `allowed_lateness` more (each changes
+//! it). The wall clock given to these rules is the partition's (see
+//! `PartitionState::clock`): it only moves while the watermark stands still. After closing it accepts late events for `allowed_lateness` more (each changes
 //! the window and emits revision + 1), then **expires**: its state is dropped. An event is
 //! **late** when the earliest-ending window it belongs to has expired; a late event counts
 //! in no window and goes to `sales.late.v1`, so every event is either counted in all its

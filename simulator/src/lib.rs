@@ -12,12 +12,14 @@
 //! # Layout
 //! - [`config`]: the settings and their checks.
 //! - [`demand`]: the traffic model (stores, SKUs, Zipf, daily curve).
+//! - [`replay`]: `nearfield replay`: historical sales from CSV through ingest.
 //! - [`client`]: signed requests with retries.
 //! - [`report`]: counters, latency percentiles, progress line and summary.
 
 pub mod client;
 pub mod config;
 pub mod demand;
+pub mod replay;
 pub mod report;
 
 use std::sync::{Arc, Mutex};
@@ -52,12 +54,9 @@ pub enum SimulateError {
     Client(String),
 }
 
-/// Runs the simulation for the configured duration (or until `shutdown`), then waits
-/// for requests in flight and returns the summary.
-pub async fn run(
-    config: SimulateConfig,
-    shutdown: CancellationToken,
-) -> Result<Summary, SimulateError> {
+/// Validates the settings and loads the registry's stores and devices (with their keys,
+/// derived from the master key).
+pub(crate) fn load_city(config: &SimulateConfig) -> Result<City, SimulateError> {
     config.validate()?;
     let key_hex = config.master_key.clone().ok_or(config::ConfigError {
         setting: "master_key",
@@ -70,8 +69,34 @@ pub async fn run(
         .ok_or(config::ConfigError { setting: "stores_file", rule: "not set" })?;
     let resolution = h3o::Resolution::try_from(config.h3_resolution.unwrap_or(8))
         .map_err(|_| config::ConfigError { setting: "h3_resolution", rule: "must be 0..=15" })?;
-    let city =
-        City::load(&stores_file, &master, resolution, &config).map_err(SimulateError::Stores)?;
+    City::load(&stores_file, &master, resolution, config).map_err(SimulateError::Stores)
+}
+
+/// The shared statistics (with the acked log), the HTTP client of the devices, and the
+/// permits that cap requests in flight.
+#[allow(clippy::type_complexity)]
+pub(crate) fn devices_client(
+    config: &SimulateConfig,
+) -> Result<(Arc<Mutex<Stats>>, Arc<Client>, Arc<Semaphore>), SimulateError> {
+    let acked_log = match &config.acked_log {
+        Some(path) => Some(report::AckedLog::create(path).map_err(SimulateError::AckedLog)?),
+        None => None,
+    };
+    let stats = Arc::new(Mutex::new(Stats::new(acked_log)));
+    let client = Arc::new(
+        Client::new(config, Arc::clone(&stats))
+            .map_err(|e| SimulateError::Client(e.to_string()))?,
+    );
+    Ok((stats, client, Arc::new(Semaphore::new(config.concurrency))))
+}
+
+/// Runs the simulation for the configured duration (or until `shutdown`), then waits
+/// for requests in flight and returns the summary.
+pub async fn run(
+    config: SimulateConfig,
+    shutdown: CancellationToken,
+) -> Result<Summary, SimulateError> {
+    let city = load_city(&config)?;
     tracing::info!(
         stores = city.stores.len(),
         devices = city.devices.len(),
@@ -79,16 +104,7 @@ pub async fn run(
         "simulated city loaded"
     );
 
-    let acked_log = match &config.acked_log {
-        Some(path) => Some(report::AckedLog::create(path).map_err(SimulateError::AckedLog)?),
-        None => None,
-    };
-    let stats = Arc::new(Mutex::new(Stats::new(acked_log)));
-    let client = Arc::new(
-        Client::new(&config, Arc::clone(&stats))
-            .map_err(|e| SimulateError::Client(e.to_string()))?,
-    );
-    let permits = Arc::new(Semaphore::new(config.concurrency));
+    let (stats, client, permits) = devices_client(&config)?;
     let mut rng = StdRng::seed_from_u64(config.seed);
     let mut generator = demand::Generator::new(&city, &config);
 

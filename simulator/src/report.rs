@@ -116,6 +116,10 @@ impl Stats {
             let _ = writeln!(log.0, "{line}");
         }
     }
+    /// A replayed row could not be read (counted under `csv.<column>`).
+    pub fn unreadable(&mut self, column: &str) {
+        *self.s.rejected.entry(format!("csv.{column}")).or_default() += 1;
+    }
     pub fn rejected(&mut self, rule: &str, _t: &Truth) {
         *self.s.rejected.entry(rule.to_string()).or_default() += 1;
     }
