@@ -2,7 +2,8 @@
 # Installs what building and testing nearfield needs and is missing on this machine:
 # C toolchain and headers for librdkafka, Java 17 and Maven for the local Kafka, a Python
 # venv with an independent Avro implementation for the golden vectors, and the Kafka jars;
-# with --test also headless Chromium for the live page's browser test.
+# with --test also headless Chromium for the live page's browser test and promtool for
+# the alert rules.
 # Idempotent; cheap when everything is present.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,6 +23,7 @@ need_cmd mvn maven
 need_cmd python3 python3
 if [[ "${1:-}" == "--test" ]]; then
   need_cmd chromium chromium
+  need_cmd promtool prometheus
 fi
 if command -v pkg-config >/dev/null 2>&1; then
   need_pc openssl libssl-dev

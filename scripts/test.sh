@@ -45,6 +45,11 @@ fi
 step "golden vectors with fastavro (independent Avro implementation)"
 .venv/bin/python -m pytest -q schemas/tests/python 2>&1 | tee -a "$LOG"
 
+step "deploy/: promtool (config, rules, rule tests) and structural checks"
+promtool check config deploy/prometheus/prometheus.yml
+promtool test rules deploy/prometheus/tests/*.yml 2>&1 | tee -a "$LOG"
+.venv/bin/python -m pytest -q deploy/tests 2>&1 | tee -a "$LOG"
+
 step "fuzz smoke (${FUZZ_SECONDS:=20}s per target)"
 scripts/fuzz.sh "$FUZZ_SECONDS"
 

@@ -1,6 +1,6 @@
 //! Everything the emitter reports: one struct per event whose `emit()` logs and counts.
-//! Metric names are constants; labels are low-cardinality (reason, firmness, outcome;
-//! never a supplier, SKU or region).
+//! Metric names are constants; labels are low-cardinality (reason, firmness, outcome, and
+//! the supplier on one counter; never a SKU, region or store).
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use crate::state::{StateSize, Tally};
 
 pub const WINDOWS_TOTAL: &str = "nearfield_emitter_windows_total";
 pub const SIGNALS_TOTAL: &str = "nearfield_emitter_signals_total";
+pub const SUPPLIER_SIGNALS_TOTAL: &str = "nearfield_emitter_supplier_signals_total";
 pub const EVENT_TO_SIGNAL_SECONDS: &str = "nearfield_emitter_event_to_signal_seconds";
 pub const SUPPRESSED_TOTAL: &str = "nearfield_emitter_privacy_suppressed_total";
 pub const FORECAST_ABS_ERROR: &str = "nearfield_emitter_forecast_abs_error_units";
@@ -47,6 +48,11 @@ static SIGNALS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         "PlanSignals written, by reason and firmness.",
         &["reason", "firmness"],
     )
+});
+/// Per supplier, so an alert can tell a supplier that gets no plan. Suppliers are few (the
+/// factories of the catalog), unlike SKUs, regions or stores, which are never labels.
+static SUPPLIER_SIGNALS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(SUPPLIER_SIGNALS_TOTAL, "PlanSignals written, by supplier.", &["supplier"])
 });
 static LATENCY: LazyLock<Histogram> = LazyLock::new(|| {
     histogram(
@@ -158,6 +164,7 @@ pub fn register_all() {
     for m in [&LATENCY, &FORECAST_ERR, &RESTORE, &TXN_SECONDS] {
         LazyLock::force(m);
     }
+    LazyLock::force(&SUPPLIER_SIGNALS);
     for m in [&SUPPRESSED, &ABSORBED, &RESTARTS] {
         LazyLock::force(m);
     }
