@@ -67,14 +67,15 @@ while True:
     try:
         s = json.load(urllib.request.urlopen("http://127.0.0.1:8090/api/state", timeout=5))
     except Exception as e:  # a stage restarting: say so, keep going
-        print(f"demo: summary unavailable ({e})", flush=True)
+        print(f"\ndemo: summary unavailable ({e})", flush=True)
         continue
     h = s["health"]
     per = {}
     for sig in s["signals"]:
         per[sig["supplier_id"]] = per.get(sig["supplier_id"], 0) + 1
     f = lambda v: "-" if v is None else f"{v:,.0f}"
-    print(f"demo: {f(h['events_per_s'])} events/s · {f(h['events_accepted'])} accepted · "
+    # A newline first: the simulator's progress line (stderr) has none of its own.
+    print(f"\ndemo: {f(h['events_per_s'])} events/s · {f(h['events_accepted'])} accepted · "
           f"{h['windows_per_s'] or 0:,.1f} windows/s · lag agg {f(h['aggregator_lag'])} / emit {f(h['emitter_lag'])} · "
           f"signals {f(h['signals_total'])} (latest 40 by supplier: {per})", flush=True)
 PY
