@@ -167,13 +167,20 @@ impl Sources {
             },
             (None, None) => None,
         };
-        let mut cells_url = format!("{}/v1/cells?", self.cfg.aggregator_url);
+        // Parameters are percent-encoded: a SKU is the user's text.
+        let mut params: Vec<(&str, String)> = Vec::new();
         if let Some(w) = self.cfg.window_ms {
-            cells_url.push_str(&format!("window_ms={w}&"));
+            params.push(("window_ms", w.to_string()));
         }
         if let Some(s) = &skus {
-            cells_url.push_str(&format!("skus={}", s.join(",")));
+            params.push(("skus", s.join(",")));
         }
+        let cells_url = reqwest::Url::parse_with_params(
+            &format!("{}/v1/cells", self.cfg.aggregator_url),
+            &params,
+        )
+        .map(String::from)
+        .map_err(|e| ("aggregator_url", e.to_string()))?;
         let (cells, plans, m_ingest, m_agg, m_emit) = tokio::join!(
             self.get(cells_url),
             self.get(format!("{}/v1/plans?limit=40", self.cfg.emitter_url)),
