@@ -505,6 +505,18 @@ fn the_live_page_shows_the_city_in_a_browser() {
         assert!(Instant::now() < deadline, "no cells and signals to show:\n{}", logs(&p));
         std::thread::sleep(Duration::from_millis(500));
     }
+    // The category filter: only that category's SKUs, and an unknown one is named.
+    let (status, body) = http_get(p.ports[3], "/api/state?category=dairy").expect("dairy");
+    assert!(status.contains("200"), "{status}");
+    let dairy: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let catalog = Catalog::default();
+    catalog.load_file(&repo("deploy/examples/catalog.jsonl")).expect("catalog");
+    for t in dairy["top_skus"].as_array().expect("top") {
+        let sku = t["sku"].as_str().expect("sku");
+        assert_eq!(catalog.get(sku).map(|i| i.category.clone()).as_deref(), Some("dairy"), "{sku}");
+    }
+    let (status, body) = http_get(p.ports[3], "/api/state?category=nope").expect("nope");
+    assert!(status.contains("400") && body.contains("category"), "{status} {body}");
     let url = format!("http://127.0.0.1:{}/", p.ports[3]);
     let headless = |extra: &[&str]| {
         let profile = tempfile::tempdir().expect("profile");

@@ -315,24 +315,8 @@ impl Ctx {
             engine.ready = false;
         }
         self.restore(consumer, &parts)?;
-        let mut tpl = TopicPartitionList::new();
-        {
-            let engine = lock(&self.engine);
-            for p in &parts {
-                let o = engine.offsets.get(p).map_or(Offset::Beginning, |o| Offset::Offset(*o));
-                tpl.add_partition_offset(&self.topics.sales, *p, o)?;
-            }
-        }
-        if tpl.count() > 0 {
-            for e in consumer.seek_partitions(tpl, Duration::from_secs(10))?.elements() {
-                if let Err(err) = e.error() {
-                    return Err(LoopError::Other(format!(
-                        "rewinding partition {}: {err}",
-                        e.partition()
-                    )));
-                }
-            }
-        }
+        let offsets = lock(&self.engine).offsets.clone();
+        txn::rewind(consumer, &self.topics.sales, &parts, &offsets).map_err(LoopError::Other)?;
         self.assign_heartbeats();
         self.rewind_heartbeats(&parts)?;
         lock(&self.engine).ready = true;

@@ -222,6 +222,45 @@ pub fn read_to_stable_end<S>(
     Ok(out)
 }
 
+/// Moves `consumer` on `topic` back to `offsets` for `parts` (the beginning where a
+/// partition has no committed offset): after an aborted transaction, processing resumes
+/// from the last commit.
+pub fn rewind<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    parts: &[i32],
+    offsets: &HashMap<i32, i64>,
+) -> Result<(), String> {
+    let mut tpl = TopicPartitionList::new();
+    for p in parts {
+        let o = offsets.get(p).map_or(Offset::Beginning, |o| Offset::Offset(*o));
+        tpl.add_partition_offset(topic, *p, o).map_err(|e| e.to_string())?;
+    }
+    if tpl.count() == 0 {
+        return Ok(());
+    }
+    let sought =
+        consumer.seek_partitions(tpl, Duration::from_secs(10)).map_err(|e| e.to_string())?;
+    for e in sought.elements() {
+        if let Err(err) = e.error() {
+            return Err(format!("rewinding partition {}: {err}", e.partition()));
+        }
+    }
+    Ok(())
+}
+
+/// A stage instance's stable identity: the configured one, else the host name (a
+/// Kubernetes StatefulSet pod name), else `local`.
+pub fn instance_id(configured: Option<&str>) -> String {
+    configured
+        .map(str::to_string)
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "local".into())
+}
+
 /// Sends one record, waiting while the producer's queue is full.
 pub fn send_waiting<C: ProducerContext<DeliveryOpaque = ()> + 'static>(
     producer: &rdkafka::producer::ThreadedProducer<C>,

@@ -126,13 +126,7 @@ fn bad(setting: &'static str, rule: &str) -> Result<(), ConfigError> {
 impl EmitConfig {
     /// The instance id (configured, else the host name).
     pub fn instance_id(&self) -> String {
-        self.instance_id
-            .clone()
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "local".into())
+        nearfield_common::txn::instance_id(self.instance_id.as_deref())
     }
 
     /// The forecast parameters.

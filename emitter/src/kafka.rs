@@ -274,24 +274,8 @@ impl Ctx {
             engine.ready = false;
         }
         self.restore(consumer, &parts)?;
-        let mut tpl = TopicPartitionList::new();
-        {
-            let engine = lock(&self.engine);
-            for p in &parts {
-                let o = engine.offsets.get(p).map_or(Offset::Beginning, |o| Offset::Offset(*o));
-                tpl.add_partition_offset(&self.topics.demand, *p, o)?;
-            }
-        }
-        if tpl.count() > 0 {
-            for e in consumer.seek_partitions(tpl, Duration::from_secs(10))?.elements() {
-                if let Err(err) = e.error() {
-                    return Err(LoopError::Other(format!(
-                        "rewinding partition {}: {err}",
-                        e.partition()
-                    )));
-                }
-            }
-        }
+        let offsets = lock(&self.engine).offsets.clone();
+        txn::rewind(consumer, &self.topics.demand, &parts, &offsets).map_err(LoopError::Other)?;
         lock(&self.engine).ready = true;
         tracing::warn!(partitions = ?parts, "recovered from the last commit after an aborted transaction");
         Ok(())

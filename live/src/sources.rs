@@ -37,8 +37,9 @@ pub struct Sources {
     categories: BTreeMap<String, Vec<String>>,
     /// Samples of the last ten seconds, oldest first.
     last: Mutex<std::collections::VecDeque<Sample>>,
-    /// events/s accepted, windows/s closed, signals/s over the last ten seconds.
-    rates: Mutex<Option<(f64, f64, f64)>>,
+    /// The `health` part of the page and the stages that did not answer, as of the last
+    /// sample (the page reads it; it never scrapes the stages itself).
+    health: Mutex<(Value, Vec<String>)>,
 }
 
 /// The sum of every sample of `name` (any labels) in Prometheus text.
@@ -88,7 +89,7 @@ impl Sources {
             http,
             categories,
             last: Mutex::new(std::collections::VecDeque::new()),
-            rates: Mutex::new(None),
+            health: Mutex::new((Value::Null, Vec::new())),
         })
     }
 
@@ -143,7 +144,23 @@ impl Sources {
                     ((cur.signals - p.signals) / dt).max(0.0),
                 )
             });
-        *self.rates.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = rates;
+        let m = |r: &Result<String, String>, name: &str| {
+            r.as_deref().ok().and_then(|t| metric_sum(t, name))
+        };
+        let health = json!({
+            "events_per_s": rates.map(|r| r.0),
+            "events_accepted": m(&i, "nearfield_ingest_events_accepted_total"),
+            "windows_per_s": rates.map(|r| r.1),
+            "signals_per_s": rates.map(|r| r.2),
+            "signals_total": m(&e, "nearfield_emitter_signals_total"),
+            "aggregator_lag": m(&a, "nearfield_aggregator_consumer_lag"),
+            "aggregator_watermark_delay_s": m(&a, "nearfield_aggregator_watermark_delay_seconds"),
+            "emitter_lag": m(&e, "nearfield_emitter_consumer_lag"),
+            "emitter_watermark_delay_s": m(&e, "nearfield_emitter_watermark_delay_seconds"),
+            "stages_up": {"ingest": i.is_ok(), "aggregator": a.is_ok(), "emitter": e.is_ok()},
+        });
+        let errors = [i, a, e].into_iter().filter_map(Result::err).collect();
+        *self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = (health, errors);
     }
 
     /// The interval between samples.
@@ -181,14 +198,12 @@ impl Sources {
         )
         .map(String::from)
         .map_err(|e| ("aggregator_url", e.to_string()))?;
-        let (cells, plans, m_ingest, m_agg, m_emit) = tokio::join!(
+        let (cells, plans) = tokio::join!(
             self.get(cells_url),
             self.get(format!("{}/v1/plans?limit=40", self.cfg.emitter_url)),
-            self.get(format!("{}/metrics", self.cfg.ingest_url)),
-            self.get(format!("{}/metrics", self.cfg.aggregator_url)),
-            self.get(format!("{}/metrics", self.cfg.emitter_url)),
         );
-        let mut errors = Vec::new();
+        let (health, mut errors) =
+            self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let mut parsed = |r: Result<String, String>| -> Value {
             match r.and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string())) {
                 Ok(v) => v,
@@ -206,17 +221,6 @@ impl Sources {
                 c["boundary"] = json!(ring);
             }
         }
-        let text = |r: &Result<String, String>| r.as_deref().ok().map(str::to_string);
-        let (ti, ta, te) = (text(&m_ingest), text(&m_agg), text(&m_emit));
-        for r in [&m_ingest, &m_agg, &m_emit] {
-            if let Err(e) = r {
-                errors.push(e.clone());
-            }
-        }
-        let m = |t: &Option<String>, name: &str| t.as_deref().and_then(|t| metric_sum(t, name));
-        let accepted = m(&ti, "nearfield_ingest_events_accepted_total");
-        let signals = m(&te, "nearfield_emitter_signals_total");
-        let rates = *self.rates.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         Ok(json!({
             "filter": {"sku": q.sku, "category": q.category},
             "window_start": cells.get("window_start"),
@@ -225,18 +229,7 @@ impl Sources {
             "cells": cells.get("cells").cloned().unwrap_or(json!([])),
             "top_skus": cells.get("top_skus").cloned().unwrap_or(json!([])),
             "signals": plans.get("signals").cloned().unwrap_or(json!([])),
-            "health": {
-                "events_per_s": rates.map(|r| r.0),
-                "events_accepted": accepted,
-                "windows_per_s": rates.map(|r| r.1),
-                "signals_per_s": rates.map(|r| r.2),
-                "signals_total": signals,
-                "aggregator_lag": m(&ta, "nearfield_aggregator_consumer_lag"),
-                "aggregator_watermark_delay_s": m(&ta, "nearfield_aggregator_watermark_delay_seconds"),
-                "emitter_lag": m(&te, "nearfield_emitter_consumer_lag"),
-                "emitter_watermark_delay_s": m(&te, "nearfield_emitter_watermark_delay_seconds"),
-                "stages_up": {"ingest": ti.is_some(), "aggregator": ta.is_some(), "emitter": te.is_some()},
-            },
+            "health": health,
             "errors": errors,
         }))
     }
