@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing nearfield needs and is missing on this machine:
 # C toolchain and headers for librdkafka, Java 17 and Maven for the local Kafka, a Python
-# venv with an independent Avro implementation for the golden vectors, and the Kafka jars;
+# venv with an independent Avro implementation for the golden vectors and the Python
+# factory client, and the Kafka jars;
 # with --test also headless Chromium for the live page's browser test and promtool for
 # the alert rules.
 # Idempotent; cheap when everything is present.
@@ -52,5 +53,9 @@ if ! cmp -s "$req" .venv/requirements.stamp 2>/dev/null; then
   .venv/bin/pip install -q --disable-pip-version-check -r "$req"
   cp "$req" .venv/requirements.stamp
 fi
+# The Python factory client, installed as a factory would (a built wheel, schemas inside).
+.venv/bin/pip install -q --disable-pip-version-check --no-build-isolation --no-deps \
+  --force-reinstall ./clients/python >/dev/null
+rm -rf clients/python/build clients/python/src/*.egg-info
 
 scripts/kafka.sh fetch

@@ -20,6 +20,17 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "build tests"
 cargo test --workspace --locked --no-run
 
+LOG="$ROOT/target/test-output.log"
+: >"$LOG"
+step "Java factory client: mvn test (golden vectors, plan book) and package"
+if ! (cd clients/java && mvn -B -q package) >>"$LOG" 2>&1; then
+  grep -E '^\[ERROR\]|FAIL' "$LOG" | head -n 60 >&2
+  echo "clients/java: mvn package failed; full output in $LOG" >&2
+  exit 1
+fi
+java_tests=$(cat clients/java/target/surefire-reports/*.txt | grep -oE 'Tests run: [0-9]+, Failures: 0, Errors: 0' | awk '{s+=$3} END {print s+0}')
+echo "clients/java: $java_tests tests passed" >&2
+
 step "start Apache Kafka"
 export NEARFIELD_KAFKA_DIR="$ROOT/target/kafka-make-test"
 export NEARFIELD_KAFKA_OWNER_PID=$$
@@ -29,8 +40,6 @@ brokers_line=$(scripts/kafka.sh up 1 | tail -n 1)
 export NEARFIELD_BROKERS="${brokers_line#NEARFIELD_BROKERS=}"
 echo "using live Kafka at $NEARFIELD_BROKERS" >&2
 
-LOG="$ROOT/target/test-output.log"
-: >"$LOG"
 step "cargo test (unit + integration against live Kafka)"
 set +e
 cargo test --workspace --locked 2>&1 | tee -a "$LOG" | grep --line-buffered -E '^(test result|\s+Running|test .* FAILED$|.*panicked)'
@@ -45,6 +54,9 @@ fi
 step "golden vectors with fastavro (independent Avro implementation)"
 .venv/bin/python -m pytest -q schemas/tests/python 2>&1 | tee -a "$LOG"
 
+step "Python factory client: pytest (golden vectors, plan book, errors; the installed package)"
+.venv/bin/python -m pytest -q -p no:cacheprovider clients/python/tests 2>&1 | tee -a "$LOG"
+
 step "deploy/: promtool (config, rules, rule tests) and structural checks"
 promtool check config deploy/prometheus/prometheus.yml
 promtool test rules deploy/prometheus/tests/*.yml 2>&1 | tee -a "$LOG"
@@ -56,4 +68,4 @@ scripts/fuzz.sh "$FUZZ_SECONDS"
 passed=$(grep -oE '(ok|FAILED)\. [0-9]+ passed' "$LOG" | awk '{s+=$2} END {print s+0}')
 py=$(grep -oE '^[0-9]+ passed' "$LOG" | awk '{s+=$1} END {print s+0}')
 step "all checks passed"
-echo "nearfield: $((passed + py)) passed, 0 failed"
+echo "nearfield: $((passed + py + java_tests)) passed, 0 failed"

@@ -12,11 +12,14 @@
 //! - [`codec`]: the [`Codec`] that writes and reads framed records, bounded on decode.
 //! - [`compat`]: backward/forward compatibility checks between schema versions.
 //! - [`golden`]: the golden vectors in `schemas/testdata/` shared with other languages.
+//! - [`plan_book`]: the latest plan per key, as a factory keeps it (same rules as the Java
+//!   and Python clients in `clients/`).
 
 pub mod codec;
 pub mod compat;
 pub mod framing;
 pub mod golden;
+pub mod plan_book;
 pub mod records;
 pub mod registry;
 

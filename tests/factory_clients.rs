@@ -1,0 +1,298 @@
+//! Issue #9's live test: the emitter writes plans to real Kafka, and the factory clients —
+//! Java (`clients/java`, run as its `FollowPlans` example) and Python (`clients/python`,
+//! `python -m nearfield_plans.follow`) — read them. Each must see exactly what the Rust
+//! side wrote (every record, in order, decoded to the same values), reach the same
+//! outcome per record and the same final book as [`nearfield_schemas::plan_book`], and
+//! leave its consumer group committed at the end of the topic (offsets are committed only
+//! after the plan was handled, and every plan was handled).
+//!
+//! The clients are built by `make test` (`mvn package` in clients/java; the Python package
+//! is installed into `.venv` by scripts/bootstrap.sh). Missing builds fail the test loudly.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nearfield_common::kafka::{KafkaSettings, Topics, partition_for_key};
+use nearfield_common::shutdown::CancellationToken;
+use nearfield_emitter::EmitConfig;
+use nearfield_emitter::state::StateConfig;
+use nearfield_emitter::synthetic::{self, Scenario};
+use nearfield_schemas::golden::reference_decode;
+use nearfield_schemas::plan_book::PlanBook;
+use nearfield_schemas::{Codec, PlanReason, PlanSignal};
+use nearfield_testkit::{Isolation, Kafka, read_to_end};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{Value, json};
+
+const PARTITIONS: i32 = 2;
+const PLAN_PARTITIONS: i32 = 3;
+
+fn repo(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+/// What the Rust side wrote: per record, the line a client must print.
+fn rust_lines(kafka: &Kafka, topic: &str) -> (Vec<Value>, Value) {
+    let recs = read_to_end(kafka, topic, Isolation::ReadCommitted, Duration::from_secs(30));
+    let codec = Codec::single_object();
+    let mut book = PlanBook::default();
+    let mut lines = Vec::new();
+    for r in &recs {
+        let bytes = r.value.as_deref().expect("plan records have values");
+        let plan: PlanSignal = codec.decode(bytes).expect("the emitter's plan decodes");
+        let outcome = book.apply(&plan);
+        let json = reference_decode("PlanSignal", bytes).expect("reference decode");
+        lines.push(json!({
+            "partition": r.partition,
+            "offset": r.offset,
+            "outcome": outcome.name(),
+            "plan": json,
+        }));
+    }
+    let current: Vec<Value> = book
+        .current()
+        .map(|p| {
+            let bytes = codec.encode(p).expect("encode");
+            reference_decode("PlanSignal", &bytes).expect("reference decode")
+        })
+        .collect();
+    (lines, Value::Array(current))
+}
+
+/// A client's output: the per-record lines in partition order, and the final book.
+fn client_lines(path: &Path, who: &str) -> (Vec<Value>, Value) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{who}: no output: {e}"));
+    let mut lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{who}: bad line {l}: {e}")))
+        .collect();
+    let last = lines.pop().unwrap_or_else(|| panic!("{who}: printed nothing"));
+    let book = last.get("book").cloned().unwrap_or_else(|| panic!("{who}: last line {last}"));
+    (lines, book)
+}
+
+/// Records of one partition keep their order; partitions interleave freely.
+fn by_partition(lines: &[Value]) -> BTreeMap<i64, Vec<Value>> {
+    let mut out: BTreeMap<i64, Vec<Value>> = BTreeMap::new();
+    for l in lines {
+        out.entry(l["partition"].as_i64().expect("partition")).or_default().push(l.clone());
+    }
+    out
+}
+
+/// The group's committed offsets must equal the partitions' ends (read_committed).
+fn assert_committed_at_end(kafka: &Kafka, topic: &str, group: &str, ends: &BTreeMap<i32, i64>) {
+    let consumer: BaseConsumer = kafka
+        .client_config()
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PLAN_PARTITIONS {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed");
+    for p in 0..PLAN_PARTITIONS {
+        let end = ends.get(&p).copied().unwrap_or(0);
+        let got = committed.find_partition(topic, p).map(|e| e.offset());
+        let ok = match got {
+            Some(Offset::Offset(o)) => o >= end,
+            _ => end == 0,
+        };
+        assert!(ok, "{group}: partition {p} committed {got:?}, topic ends at {end}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn java_and_python_clients_agree_with_what_the_emitter_wrote() {
+    let java_classes = repo("clients/java/target/classes");
+    let java_cp = repo("clients/java/target/classpath.txt");
+    let python = repo(".venv/bin/python");
+    assert!(
+        java_classes.join("dev/nearfield/plans/FollowPlans.class").exists() && java_cp.exists(),
+        "the Java client is not built: run `mvn -B package` in clients/java (make test does)"
+    );
+    assert!(python.exists(), "no .venv: run scripts/bootstrap.sh (make test does)");
+
+    let kafka = Kafka::shared();
+    let id = Kafka::unique_topic("factory");
+    let t = |n: &str| format!("{n}-{id}");
+    let topics = Topics {
+        dlq: t("dlq"),
+        demand: t("demand"),
+        catalog: t("catalog"),
+        emitter_changelog: t("emchangelog"),
+        plan_prefix: format!("plan-{id}."),
+        ..Topics::default()
+    };
+    for (topic, parts, compact) in [
+        (&topics.catalog, 1, true),
+        (&topics.demand, PARTITIONS, true),
+        (&topics.emitter_changelog, PARTITIONS, true),
+        (&topics.dlq, 1, false),
+    ] {
+        let cfg: &[(&str, &str)] = if compact { &[("cleanup.policy", "compact")] } else { &[] };
+        kafka.create_topic(topic, parts, cfg);
+    }
+    let settings = KafkaSettings {
+        brokers: kafka.brokers().to_string(),
+        topics: topics.clone(),
+        partitions: PARTITIONS,
+        ..KafkaSettings::default()
+    };
+    let scenario = Scenario::default();
+    let records = synthetic::catalog_records(&scenario);
+    let dir = tempfile::tempdir().expect("tmp");
+    let catalog_file = dir.path().join("catalog.jsonl");
+    let lines: Vec<String> =
+        records.iter().map(|r| serde_json::to_string(r).expect("json")).collect();
+    std::fs::write(&catalog_file, lines.join("\n")).expect("catalog");
+    let cfg = EmitConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        group_id: format!("emit-{id}"),
+        instance_id: Some("factory-it".into()),
+        catalog_file: Some(catalog_file),
+        privacy_k: 3,
+        idle_advance_ms: 0,
+        commit_interval_ms: 100,
+        plan_partitions: PLAN_PARTITIONS,
+        ..EmitConfig::default()
+    };
+    let state_cfg = Arc::new(StateConfig::from_config(&cfg).expect("valid"));
+    let catalog = nearfield_emitter::catalog::Catalog::default();
+    for r in &records {
+        catalog.upsert(r).expect("valid record");
+    }
+    let windows = synthetic::stream(&scenario);
+    let partition_of = |sku: &str| partition_for_key(sku.as_bytes(), PARTITIONS);
+    let expected = synthetic::reference(&windows, partition_of, &state_cfg, &catalog);
+    // The supplier with the most revisions: the clients must honour `supersedes`.
+    let mut revisions: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in &expected {
+        *revisions.entry(&s.supplier_id).or_default() +=
+            usize::from(s.reason == PlanReason::Revision);
+    }
+    let (supplier, n_rev) =
+        revisions.iter().max_by_key(|(_, n)| **n).map(|(s, n)| (s.to_string(), *n)).expect("any");
+    assert!(n_rev > 0, "the scenario produces revisions");
+    let want = expected.iter().filter(|s| s.supplier_id == supplier).count();
+
+    let token = CancellationToken::new();
+    let running = nearfield_emitter::start(cfg, settings, token.clone()).await.expect("start");
+    let producer: FutureProducer = kafka.client_config().create().expect("producer");
+    let codec = Codec::single_object();
+    for w in &windows {
+        producer
+            .send(
+                FutureRecord::to(&topics.demand)
+                    .key(&w.sku)
+                    .partition(partition_of(&w.sku))
+                    .payload(&codec.encode(w).expect("encode")),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("delivered");
+    }
+    let topic = topics.plan(&supplier);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (rust, rust_book) = loop {
+        let t = topic.clone();
+        // A topic not created yet reads as empty.
+        let (lines, book) = tokio::task::spawn_blocking(move || rust_lines(Kafka::shared(), &t))
+            .await
+            .expect("read");
+        if lines.len() >= want {
+            break (lines, book);
+        }
+        assert!(Instant::now() < deadline, "{topic}: fewer than {want} plans");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    token.cancel();
+    running.done.await.expect("join").expect("clean stop");
+    assert_eq!(rust.len(), want, "the emitter wrote the reference decisions");
+    let outcomes: Vec<&str> = rust.iter().filter_map(|l| l["outcome"].as_str()).collect();
+    let mut histogram: BTreeMap<&str, usize> = BTreeMap::new();
+    for o in &outcomes {
+        *histogram.entry(o).or_default() += 1;
+    }
+    eprintln!("{topic}: {} plans, outcomes {histogram:?}", rust.len());
+    assert!(histogram.contains_key("REVISED"), "revisions applied: {histogram:?}");
+    let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+    for l in &rust {
+        let p = l["partition"].as_i64().expect("p") as i32;
+        let o = l["offset"].as_i64().expect("o");
+        let e = ends.entry(p).or_default();
+        *e = (*e).max(o + 1);
+    }
+
+    // Both clients read the topic at once, each in its own consumer group.
+    let brokers = kafka.brokers().to_string();
+    let classpath = format!(
+        "{}:{}",
+        java_classes.display(),
+        std::fs::read_to_string(&java_cp).expect("classpath").trim()
+    );
+    let java_out = dir.path().join("java.jsonl");
+    let python_out = dir.path().join("python.jsonl");
+    let java_group = format!("factory-java-{id}");
+    let python_group = format!("factory-python-{id}");
+    let mut java = Command::new("java")
+        .arg("-Dorg.slf4j.simpleLogger.defaultLogLevel=warn")
+        .args(["-cp", &classpath, "dev.nearfield.plans.FollowPlans", "--brokers", &brokers])
+        .args(["--supplier", &supplier, "--topic", &topic, "--group", &java_group])
+        .args(["--idle-exit-ms", "3000"])
+        .arg("--out")
+        .arg(&java_out)
+        .env_remove("NEARFIELD_BROKERS")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("java runs");
+    let mut py = Command::new(&python)
+        .args(["-m", "nearfield_plans.follow", "--brokers", &brokers, "--supplier", &supplier])
+        .args(["--topic", &topic, "--group", &python_group, "--idle-exit-s", "3"])
+        .arg("--out")
+        .arg(&python_out)
+        .current_dir(dir.path()) // the installed package, not the source tree
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("python runs");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let wait = |child: &mut std::process::Child, who: &str| loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "{who} exited with {status}");
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{who} did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    tokio::task::block_in_place(|| {
+        wait(&mut java, "java FollowPlans");
+        wait(&mut py, "python nearfield_plans.follow");
+    });
+
+    for (who, out, group) in
+        [("java", &java_out, &java_group), ("python", &python_out, &python_group)]
+    {
+        let (lines, book) = client_lines(out, who);
+        assert_eq!(lines.len(), rust.len(), "{who}: every plan handled once");
+        let (got, want) = (by_partition(&lines), by_partition(&rust));
+        for (p, want) in &want {
+            let got = got.get(p).cloned().unwrap_or_default();
+            assert_eq!(got.len(), want.len(), "{who}: partition {p}");
+            for (g, w) in got.iter().zip(want) {
+                assert_eq!(g, w, "{who}: partition {p}: the client disagrees with Rust");
+            }
+        }
+        assert_eq!(book, rust_book, "{who}: final book");
+        assert_committed_at_end(kafka, &topic, group, &ends);
+    }
+}
