@@ -6,6 +6,11 @@ mod config;
 
 use clap::Parser;
 
+/// mimalloc: the aggregator's profile was a fifth malloc/free (decoded strings per event);
+/// with it the aggregator benchmark does 1.3× the events per CPU-second (README).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let args = cli::Args::parse();
     cli::init_tracing(args.log_json);

@@ -385,61 +385,75 @@ impl Ctx {
         Ok(())
     }
 
-    /// Applies one sale record; late and undecodable records are written to their topics
-    /// inside the open transaction.
-    fn process_sale(
+    /// Applies a batch of sale records: decoded outside the engine lock, applied under one
+    /// lock with one clock reading (per-record locking and clock reads were a tenth of the
+    /// aggregator's CPU in the benchmark's profile); then late and undecodable records are
+    /// written to their topics inside the open transaction.
+    fn process_sales(
         &self,
-        m: &BorrowedMessage<'_>,
+        batch: &[BorrowedMessage<'_>],
         stats: &mut EventsProcessed,
     ) -> Result<(), LoopError> {
-        let p = m.partition();
-        let payload = m.payload().unwrap_or_default();
         let now = now_ms();
-        match self.codec.decode::<SaleEvent>(payload) {
-            Ok(ev) => {
-                let outcome = {
-                    let mut engine = lock(&self.engine);
+        let decoded: Vec<_> = batch
+            .iter()
+            .map(|m| self.codec.decode::<SaleEvent>(m.payload().unwrap_or_default()))
+            .collect();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        {
+            let mut engine = lock(&self.engine);
+            for (m, ev) in batch.iter().zip(&decoded) {
+                let p = m.partition();
+                if let Ok(ev) = ev {
                     let Some(st) = engine.partitions.get_mut(&p) else {
                         return Err(LoopError::Other(format!(
                             "record of partition {p}, which is not restored"
                         )));
                     };
-                    let o = st.apply_sale(&ev, now);
-                    engine.offsets.insert(p, m.offset() + 1);
-                    o
-                };
-                match outcome {
-                    Outcome::Counted => stats.counted += 1,
-                    Outcome::Duplicate => stats.duplicate += 1,
-                    Outcome::Late => {
-                        stats.late += 1;
-                        let part = partition_for_key(ev.grid_id.as_bytes(), self.late_partitions);
-                        self.send(&self.topics.late, part, ev.grid_id.as_bytes(), Some(payload))?;
-                    }
+                    outcomes.push(Some(st.apply_sale(ev, now)));
+                } else {
+                    outcomes.push(None);
                 }
+                engine.offsets.insert(p, m.offset() + 1);
             }
-            Err(e) => {
-                let reason = e.reason();
-                InvalidRecord { partition: p, offset: m.offset(), reason }.emit();
-                stats.invalid += 1;
-                let rejected = RejectedEvent {
-                    source: RejectSource::Aggregator,
-                    reason: reason.to_string(),
-                    field: None,
-                    message: e.to_string(),
-                    store_id: None,
-                    device_id: None,
-                    event_id: None,
-                    content_type: "application/vnd.nearfield.sale-event+avro".into(),
-                    payload: payload.to_vec(),
-                    origin: Some(format!("{}/{p}/{}", m.topic(), m.offset())),
-                    rejected_at: now,
-                };
-                let bytes =
-                    self.codec.encode(&rejected).map_err(|e| LoopError::Other(e.to_string()))?;
-                let dlq_part = partition_for_key(m.key().unwrap_or_default(), self.dlq_partitions);
-                self.send(&self.topics.dlq, dlq_part, m.key().unwrap_or_default(), Some(&bytes))?;
-                lock(&self.engine).offsets.insert(p, m.offset() + 1);
+        }
+        for ((m, ev), outcome) in batch.iter().zip(decoded).zip(outcomes) {
+            let p = m.partition();
+            let payload = m.payload().unwrap_or_default();
+            match (ev, outcome) {
+                (Ok(_), Some(Outcome::Counted)) => stats.counted += 1,
+                (Ok(_), Some(Outcome::Duplicate)) => stats.duplicate += 1,
+                (Ok(ev), Some(Outcome::Late)) => {
+                    stats.late += 1;
+                    let part = partition_for_key(ev.grid_id.as_bytes(), self.late_partitions);
+                    self.send(&self.topics.late, part, ev.grid_id.as_bytes(), Some(payload))?;
+                }
+                (Ok(_), None) => {}
+                (Err(e), _) => {
+                    let reason = e.reason();
+                    InvalidRecord { partition: p, offset: m.offset(), reason }.emit();
+                    stats.invalid += 1;
+                    let rejected = RejectedEvent {
+                        source: RejectSource::Aggregator,
+                        reason: reason.to_string(),
+                        field: None,
+                        message: e.to_string(),
+                        store_id: None,
+                        device_id: None,
+                        event_id: None,
+                        content_type: "application/vnd.nearfield.sale-event+avro".into(),
+                        payload: payload.to_vec(),
+                        origin: Some(format!("{}/{p}/{}", m.topic(), m.offset())),
+                        rejected_at: now,
+                    };
+                    let bytes = self
+                        .codec
+                        .encode(&rejected)
+                        .map_err(|e| LoopError::Other(e.to_string()))?;
+                    let key = m.key().unwrap_or_default();
+                    let dlq_part = partition_for_key(key, self.dlq_partitions);
+                    self.send(&self.topics.dlq, dlq_part, key, Some(&bytes))?;
+                }
             }
         }
         Ok(())
@@ -594,6 +608,9 @@ fn run_once(
     }
 }
 
+/// Records applied under one engine lock.
+const BATCH: usize = 512;
+
 fn consume(
     consumer: &BaseConsumer<Ctx>,
     interval: Duration,
@@ -606,23 +623,35 @@ fn consume(
         if let Some(f) = ctx.take_failure() {
             return Err(LoopError::Other(f));
         }
-        // Drain what is fetched, up to the commit interval.
+        // Drain what is fetched, up to 50 ms, in batches of up to BATCH records.
         let until = Instant::now() + Duration::from_millis(50);
-        while Instant::now() < until {
-            match consumer.poll(Duration::from_millis(20)) {
-                Some(Ok(m)) => {
-                    if let Err(e) = ctx.process_sale(&m, &mut stats) {
-                        TransactionAborted { error: &e.to_string() }.emit();
-                        stats = EventsProcessed::default();
-                        ctx.recover(consumer, &[])?;
+        let mut more = true;
+        while more && Instant::now() < until {
+            let mut batch = Vec::with_capacity(BATCH);
+            while batch.len() < BATCH {
+                let wait = if batch.is_empty() { Duration::from_millis(20) } else { Duration::ZERO };
+                match consumer.poll(wait) {
+                    Some(Ok(m)) => batch.push(m),
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "consumer error");
+                        more = false;
+                        break;
+                    }
+                    None => {
+                        more = false;
                         break;
                     }
                 }
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "consumer error");
-                    break;
-                }
-                None => break,
+            }
+            if batch.is_empty() {
+                break;
+            }
+            if let Err(e) = ctx.process_sales(&batch, &mut stats) {
+                TransactionAborted { error: &e.to_string() }.emit();
+                stats = EventsProcessed::default();
+                drop(batch);
+                ctx.recover(consumer, &[])?;
+                break;
             }
         }
         ctx.drain_heartbeats(&mut stats);
