@@ -3,7 +3,7 @@
 SHELL := /usr/bin/env bash
 KAFKA_BROKERS ?= 1
 
-.PHONY: help bootstrap build demo test kafka-up kafka-down kafka-status bench bench-ingest bench-aggregator fuzz golden fmt lint
+.PHONY: help bootstrap build demo test kafka-up kafka-down kafka-status bench bench-ingest bench-aggregator bench-latency fuzz golden fmt lint
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -29,18 +29,24 @@ kafka-down: ## stop the local Kafka and remove its data
 kafka-status: ## show the local Kafka nodes
 	@scripts/kafka.sh status
 
-bench: bootstrap ## criterion benchmarks, then the ingest and aggregator benchmarks on a real broker
+bench: bootstrap ## criterion benchmarks, ingest/aggregator (vs bare client and Kafka Streams) and latency on a real broker; one table
+	rm -rf target/bench
 	cargo bench --locked -p nearfield-schemas --bench codec
 	cargo bench --locked -p nearfield-aggregator --bench update
 	cargo bench --locked -p nearfield-emitter --bench decide
 	benches/ingest.sh
 	benches/aggregator.sh
+	benches/latency.sh
+	@echo; echo "nearfield benchmark ($$(nproc) cores, $$(rustc --version | cut -d' ' -f2), Kafka 4.3.1, $$(date -u +%F)):"; benches/report.py | tee target/bench/report.md
 
 bench-ingest: bootstrap ## ingest events/s, latency and memory vs a bare producer (BENCH_SECONDS)
 	benches/ingest.sh $${BENCH_SECONDS:-20}
 
 bench-aggregator: bootstrap ## aggregator events/s vs a bare consumer, memory and restore per key (BENCH_EVENTS, BENCH_KEYS)
 	benches/aggregator.sh $${BENCH_EVENTS:-2000000} $${BENCH_KEYS:-1000000}
+
+bench-latency: bootstrap ## end-to-end latency: window close, occurred_at → DemandWindow → PlanSignal (BENCH_SECONDS, BENCH_RATE)
+	benches/latency.sh $${BENCH_SECONDS:-60} $${BENCH_RATE:-2000}
 
 fuzz: ## fuzz every decoder (FUZZ_SECONDS each, default 300)
 	@scripts/fuzz.sh $${FUZZ_SECONDS:-300}

@@ -170,14 +170,6 @@ fn processed() -> u64 {
         .sum()
 }
 
-fn gauge(name: &str) -> i64 {
-    prometheus::gather()
-        .iter()
-        .filter(|f| f.name() == name)
-        .flat_map(|f| f.get_metric().iter().map(|m| m.get_gauge().get_value() as i64))
-        .sum()
-}
-
 fn settings(brokers: &str, topic: &str, prefix: &str) -> (KafkaSettings, AggregateConfig) {
     let topics = Topics {
         sales: topic.to_string(),
@@ -216,9 +208,9 @@ async fn aggregate(brokers: &str, topic: &str, n: u64, prefix: &str) {
     let secs = started.elapsed().as_secs_f64();
     let (cpu1, hwm) = proc_stat();
     let cpu = cpu1 - cpu0;
-    let keys = gauge(nearfield_aggregator::internal_events::KEYS);
-    let windows = gauge(nearfield_aggregator::internal_events::OPEN_WINDOWS);
-    let state_bytes = gauge(nearfield_aggregator::internal_events::STATE_BYTES);
+    // The gauges are refreshed every 10 s; ask the engine.
+    let size = running.engine.lock().map(|e| e.size()).unwrap_or_default();
+    let (keys, windows, state_bytes) = (size.keys, size.windows, size.bytes);
     let rss = rss_mb();
     token.cancel();
     let _ = running.done.await;

@@ -371,7 +371,8 @@ impl PartitionState {
         let count_revenue = ev.currency == self.cfg.currency;
         let kid = key_id(&ev.grid_id, &ev.sku);
         let ks = self.keys.entry(kid).or_insert_with(|| KeyState::new(&ev.grid_id, &ev.sku));
-        let grid = self.grids.entry(short_id(&ev.grid_id)).or_default();
+        let gid = short_id(&ev.grid_id);
+        let grid = self.grids.entry(gid).or_default();
         let mut grid_dirty = false;
         for (size_idx, start, end) in w.windows_of(t) {
             let win =
@@ -399,7 +400,7 @@ impl PartitionState {
             self.dirty_keys.push(kid);
         }
         if grid_dirty {
-            self.dirty_grids.push(short_id(&ev.grid_id));
+            self.dirty_grids.push(gid);
         }
         // The watermark follows event time, clamped by ingest's clock so one device with a
         // clock running ahead cannot close everyone's windows early.
@@ -809,8 +810,8 @@ mod tests {
             h.update(a.as_bytes());
             h.update(&[0xff]);
             h.update(b.as_bytes());
-            assert_eq!(super::event_key(a, b), h.digest());
-            assert_eq!(super::key_id(a, b), h.digest128());
+            assert_eq!(event_key(a, b), h.digest());
+            assert_eq!(key_id(a, b), h.digest128());
         }
     }
 
