@@ -4,7 +4,8 @@
 //! side wrote (every record, in order, decoded to the same values), reach the same
 //! outcome per record and the same final book as [`nearfield_schemas::plan_book`], and
 //! leave its consumer group committed at the end of the topic (offsets are committed only
-//! after the plan was handled, and every plan was handled).
+//! after the plan was handled, and every plan was handled). A Python handler that raises
+//! on the 7th plan leaves its group committed exactly at that plan.
 //!
 //! The clients are built by `make test` (`mvn package` in clients/java; the Python package
 //! is installed into `.venv` by scripts/bootstrap.sh). Missing builds fail the test loudly.
@@ -278,6 +279,64 @@ async fn java_and_python_clients_agree_with_what_the_emitter_wrote() {
         wait(&mut java, "java FollowPlans");
         wait(&mut py, "python nearfield_plans.follow");
     });
+
+    // A handler that fails stops the consumer with that plan uncommitted: the group's
+    // offset on its partition is exactly the failed record's (it is read again on
+    // restart), and every plan handled before it is committed.
+    let failing_group = format!("factory-failing-{id}");
+    let script = r#"
+import sys
+from nearfield_plans import PlanConsumer, consumer_config
+brokers, supplier, topic, group, fail_at = sys.argv[1:6]
+seen = []
+def handle(msg, plan, outcome):
+    seen.append((msg.partition(), msg.offset()))
+    if len(seen) == int(fail_at):
+        print(f"FAILED {msg.partition()} {msg.offset()}", flush=True)
+        raise RuntimeError("the factory's database is down")
+consumer = PlanConsumer(consumer_config(brokers, group), supplier, topic=topic)
+try:
+    consumer.run(handle, idle_exit_s=3)
+finally:
+    consumer.close()
+"#;
+    let failed = Command::new(&python)
+        .args(["-c", script, &brokers, &supplier, &topic, &failing_group, "7"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("python runs");
+    assert!(!failed.status.success(), "the failing handler stops the consumer");
+    let stdout = String::from_utf8_lossy(&failed.stdout);
+    let line = stdout.lines().find(|l| l.starts_with("FAILED ")).expect("the handler failed");
+    let nums: Vec<i64> = line.split_whitespace().skip(1).map(|v| v.parse().expect("num")).collect();
+    let (fp, fo) = (nums[0] as i32, nums[1]);
+    let consumer: BaseConsumer = kafka
+        .client_config()
+        .set("group.id", &failing_group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&topic, fp);
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed");
+    let got = committed.find_partition(&topic, fp).map(|e| e.offset());
+    // The handled record before the failed one in its partition (offsets skip the
+    // transaction markers, so "just before" is the previous record, not `fo - 1`).
+    let previous = rust
+        .iter()
+        .filter(|l| l["partition"].as_i64() == Some(i64::from(fp)))
+        .filter_map(|l| l["offset"].as_i64())
+        .filter(|&o| o < fo)
+        .max();
+    match previous {
+        None => assert!(!matches!(got, Some(Offset::Offset(_))), "nothing handled: {got:?}"),
+        Some(prev) => assert_eq!(
+            got,
+            Some(Offset::Offset(prev + 1)),
+            "committed past the last handled plan ({prev}), not past the failed one ({fo})"
+        ),
+    }
 
     for (who, out, group) in
         [("java", &java_out, &java_group), ("python", &python_out, &python_group)]
