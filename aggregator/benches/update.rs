@@ -17,6 +17,10 @@ use nearfield_aggregator::state::{IdHasher, PartitionState, StateConfig, key_id}
 use nearfield_aggregator::window::Windowing;
 use nearfield_schemas::{SaleEvent, SaleKind};
 
+/// The allocator the `nearfield` binary uses.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EVENTS: usize = 100_000;
 /// Events applied before measuring, so the maps hold a realistic working set.
 const WARM: usize = 200_000;
