@@ -21,50 +21,22 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use nearfield_schemas::{Codec, DemandWindow, PlanSignal, SaleEvent};
+use nearfield_testkit::{Isolation, read_topic};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 
 fn die(msg: &str) -> ! {
     eprintln!("latency_report: {msg}");
     std::process::exit(1)
 }
 
-/// Every record value of `topic`, from the beginning to the end at the time of the call.
+/// Every record value of `topic`, from the beginning to its end at the time of the call
+/// (read_committed).
 fn read(brokers: &str, topic: &str) -> Vec<Vec<u8>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "latency-report")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .create()
-        .unwrap_or_else(|e| die(&format!("consumer: {e}")));
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap_or_else(|e| die(&format!("metadata {topic}: {e}")));
-    let parts: Vec<i32> =
-        md.topics().first().map_or(vec![], |t| t.partitions().iter().map(|p| p.id()).collect());
-    let mut tpl = TopicPartitionList::new();
-    for &p in &parts {
-        let _ = tpl.add_partition_offset(topic, p, Offset::Beginning);
-    }
-    consumer.assign(&tpl).unwrap_or_else(|e| die(&format!("assign: {e}")));
-    let mut open: std::collections::HashSet<i32> = parts.into_iter().collect();
-    let mut out = Vec::new();
-    while !open.is_empty() {
-        match consumer.poll(Duration::from_millis(500)) {
-            Some(Ok(m)) => out.push(m.payload().unwrap_or_default().to_vec()),
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                open.remove(&p);
-            }
-            Some(Err(e)) => die(&format!("consume {topic}: {e}")),
-            None => {}
-        }
-    }
-    out
+    read_topic(brokers, topic, Isolation::ReadCommitted, Duration::from_secs(300))
+        .into_iter()
+        .filter_map(|r| r.value)
+        .collect()
 }
 
 fn pct(v: &mut [i64], p: f64) -> i64 {

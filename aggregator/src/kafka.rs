@@ -433,19 +433,14 @@ impl Ctx {
                     let reason = e.reason();
                     InvalidRecord { partition: p, offset: m.offset(), reason }.emit();
                     stats.invalid += 1;
-                    let rejected = RejectedEvent {
-                        source: RejectSource::Aggregator,
-                        reason: reason.to_string(),
-                        field: None,
-                        message: e.to_string(),
-                        store_id: None,
-                        device_id: None,
-                        event_id: None,
-                        content_type: "application/vnd.nearfield.sale-event+avro".into(),
-                        payload: payload.to_vec(),
-                        origin: Some(format!("{}/{p}/{}", m.topic(), m.offset())),
-                        rejected_at: now,
-                    };
+                    let rejected = RejectedEvent::undecodable(
+                        RejectSource::Aggregator,
+                        &e,
+                        "application/vnd.nearfield.sale-event+avro",
+                        payload,
+                        format!("{}/{p}/{}", m.topic(), m.offset()),
+                        now,
+                    );
                     let bytes = self
                         .codec
                         .encode(&rejected)

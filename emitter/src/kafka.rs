@@ -365,19 +365,14 @@ impl Ctx {
             Err(e) => {
                 let reason = e.reason();
                 InvalidRecord { partition: p, offset: m.offset(), reason }.emit();
-                let rejected = RejectedEvent {
-                    source: RejectSource::Emitter,
-                    reason: reason.to_string(),
-                    field: None,
-                    message: e.to_string(),
-                    store_id: None,
-                    device_id: None,
-                    event_id: None,
-                    content_type: "application/vnd.nearfield.demand-window+avro".into(),
-                    payload: payload.to_vec(),
-                    origin: Some(format!("{}/{p}/{}", m.topic(), m.offset())),
-                    rejected_at: now,
-                };
+                let rejected = RejectedEvent::undecodable(
+                    RejectSource::Emitter,
+                    &e,
+                    "application/vnd.nearfield.demand-window+avro",
+                    payload,
+                    format!("{}/{p}/{}", m.topic(), m.offset()),
+                    now,
+                );
                 let bytes =
                     self.codec.encode(&rejected).map_err(|e| LoopError::Other(e.to_string()))?;
                 let key = m.key().unwrap_or_default();

@@ -216,3 +216,30 @@ pub struct RejectedEvent {
     pub origin: Option<String>,
     pub rejected_at: Millis,
 }
+
+impl RejectedEvent {
+    /// A Kafka record a stage could not decode: the reason and message from the decode
+    /// error, the bytes as read, and `origin` = `topic/partition/offset`.
+    pub fn undecodable(
+        source: RejectSource,
+        error: &crate::DecodeError,
+        content_type: &str,
+        payload: &[u8],
+        origin: String,
+        rejected_at: Millis,
+    ) -> Self {
+        RejectedEvent {
+            source,
+            reason: error.reason().to_string(),
+            field: None,
+            message: error.to_string(),
+            store_id: None,
+            device_id: None,
+            event_id: None,
+            content_type: content_type.to_string(),
+            payload: payload.to_vec(),
+            origin: Some(origin),
+            rejected_at,
+        }
+    }
+}

@@ -235,12 +235,22 @@ pub fn read_to_end(
     isolation: Isolation,
     timeout: Duration,
 ) -> Vec<Record> {
+    read_topic(kafka.brokers(), topic, isolation, timeout)
+}
+
+/// [`read_to_end`] on any cluster, named by its bootstrap servers (benchmark tools).
+pub fn read_topic(
+    brokers: &str,
+    topic: &str,
+    isolation: Isolation,
+    timeout: Duration,
+) -> Vec<Record> {
     let level = match isolation {
         Isolation::ReadCommitted => "read_committed",
         Isolation::ReadUncommitted => "read_uncommitted",
     };
-    let consumer: BaseConsumer = kafka
-        .client_config()
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
         .set("group.id", format!("testkit-{}", uuid::Uuid::new_v4().simple()))
         .set("enable.auto.commit", "false")
         .set("isolation.level", level)

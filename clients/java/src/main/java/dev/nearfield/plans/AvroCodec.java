@@ -6,6 +6,7 @@ import java.io.UncheckedIOException;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.util.HashMap;
+import java.util.List;
 import java.util.Map;
 import org.apache.avro.AvroRuntimeException;
 import org.apache.avro.Schema;
@@ -42,8 +43,9 @@ public final class AvroCodec {
   private AvroCodec(
       String record, Map<Integer, GenericDatumReader<GenericRecord>> byRegistryId) {
     this.record = record;
-    this.reader = Schemas.current(record);
-    for (Schemas.Version v : Schemas.versions(record)) {
+    List<Schemas.Version> versions = Schemas.versions(record);
+    this.reader = versions.get(0).schema(); // the current one
+    for (Schemas.Version v : versions) {
       byVersion.put(v.version(), v.schema());
       byFingerprint.putIfAbsent(v.fingerprint(), new GenericDatumReader<>(v.schema(), reader));
     }
