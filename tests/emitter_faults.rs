@@ -168,7 +168,7 @@ fn sigkill_and_rebalance_neither_lose_nor_repeat_a_decision() {
     let owns = |name: &str| {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !std::fs::read_to_string(s.dir.path().join(name))
-            .is_ok_and(|l| l.contains("partitions restored"))
+            .is_ok_and(|l| l.contains("partition restored"))
         {
             assert!(Instant::now() < deadline, "{name} never owned a partition:\n{}", logs(&s));
             std::thread::sleep(Duration::from_millis(100));
@@ -234,7 +234,7 @@ fn sigkill_and_rebalance_neither_lose_nor_repeat_a_decision() {
     eprintln!(
         "{n} windows, {kills} SIGKILLs (one of an instance that joined), {} signals exact ({} partition restores)",
         got.len(),
-        all.matches("partitions restored").count()
+        all.matches("partition restored").count()
     );
     let _ = Command::new("kill").args(["-TERM", &a.0.id().to_string()]).status();
     let deadline = Instant::now() + Duration::from_secs(40);

@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use dashmap::DashMap;
-use nearfield_aggregator::state::{IdHasher, PartitionState, StateConfig, key_id};
+use nearfield_aggregator::ids::{IdHasher, key_id};
+use nearfield_aggregator::state::{PartitionState, StateConfig};
 use nearfield_aggregator::window::Windowing;
 use nearfield_schemas::{SaleEvent, SaleKind};
 

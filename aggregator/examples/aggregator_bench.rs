@@ -16,13 +16,15 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool: its result is its output
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nearfield_aggregator::AggregateConfig;
+use nearfield_aggregator::query::{Answer, Query};
+use nearfield_aggregator::state::StateSize;
 use nearfield_common::kafka::{KafkaSettings, Topics};
 use nearfield_common::shutdown::CancellationToken;
+use nearfield_eos::internal_events::{RESTORE_SECONDS, RESTORED_RECORDS_TOTAL, metric_name};
 use nearfield_schemas::{Codec, SaleEvent, SaleKind};
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -208,8 +210,8 @@ async fn aggregate(brokers: &str, topic: &str, n: u64, prefix: &str) {
     let secs = started.elapsed().as_secs_f64();
     let (cpu1, hwm) = proc_stat();
     let cpu = cpu1 - cpu0;
-    // The gauges are refreshed every 10 s; ask the engine.
-    let size = running.engine.lock().map(|e| e.size()).unwrap_or_default();
+    // The gauges are refreshed every 10 s; ask the loop.
+    let size = state_size(&running).await;
     let (keys, windows, state_bytes) = (size.keys, size.windows, size.bytes);
     let rss = rss_mb();
     token.cancel();
@@ -221,6 +223,13 @@ async fn aggregate(brokers: &str, topic: &str, n: u64, prefix: &str) {
     );
 }
 
+async fn state_size(running: &nearfield_aggregator::Running) -> StateSize {
+    match running.queries.ask(Query::Size).await {
+        Ok(Answer::Size(s)) => s,
+        _ => StateSize::default(),
+    }
+}
+
 async fn restore(brokers: &str, topic: &str, prefix: &str) {
     let (kafka, mut cfg) = settings(brokers, topic, prefix);
     cfg.instance_id = Some("bench-2".into());
@@ -230,27 +239,25 @@ async fn restore(brokers: &str, topic: &str, prefix: &str) {
     let running = nearfield_aggregator::start(cfg, kafka, token.clone())
         .await
         .unwrap_or_else(|e| die(&format!("start: {e}")));
-    let engine = Arc::clone(&running.engine);
     loop {
-        let (ready, parts) =
-            engine.lock().map(|e| (e.ready, e.partitions.len())).unwrap_or((false, 0));
-        if ready && parts > 0 {
+        let status = running.status.load();
+        if status.ready() && !status.partitions.is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let secs = started.elapsed().as_secs_f64();
-    let size = engine.lock().map(|e| e.size()).unwrap_or_default();
+    let size = state_size(&running).await;
     let records: u64 = prometheus::gather()
         .iter()
-        .filter(|f| f.name() == nearfield_aggregator::internal_events::RESTORED_RECORDS_TOTAL)
+        .filter(|f| f.name() == metric_name("aggregator", RESTORED_RECORDS_TOTAL))
         .flat_map(|f| f.get_metric().iter().map(|m| m.get_counter().get_value() as u64))
         .sum();
     let rss = rss_mb();
     // Partitions restore together; each observes the batch's duration.
     let restore_s = prometheus::gather()
         .iter()
-        .filter(|f| f.name() == nearfield_aggregator::internal_events::RESTORE_SECONDS)
+        .filter(|f| f.name() == metric_name("aggregator", RESTORE_SECONDS))
         .flat_map(|f| {
             f.get_metric().iter().map(|m| {
                 let h = m.get_histogram();

@@ -11,7 +11,7 @@
 //! Decoding is bounded and never panics: the bytes are ours, but a broken or foreign
 //! record must end in an error that names it, not a crash (`fuzz/decode_records` runs it).
 
-use crate::state::Counters;
+use crate::counters::Counters;
 use crate::window::Millis;
 
 const VERSION: u8 = 3;

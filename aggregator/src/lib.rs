@@ -5,36 +5,42 @@
 //! closed windows as `DemandWindow`s to `demand.v1`, in Kafka transactions that also hold
 //! the input offsets and a compacted changelog of every state change. State moves with
 //! partitions: a new owner restores it from the changelog before processing. More
-//! instances in the group is how it scales.
+//! instances in the group is how it scales. The exactly-once machinery is
+//! `nearfield-eos`; this crate is what is the aggregator's own.
 //!
 //! # Layout
 //! - [`config`]: settings and their validation.
 //! - [`window`]: window assignment, watermarks, close and lateness (pure arithmetic).
+//! - [`ids`]: grid × SKU, event, store and grid identities, and their hasher.
+//! - [`counters`]: the counters of one window.
 //! - [`state`]: one partition's counters, de-duplication and completeness.
-//! - [`changelog`]: how state is written to and read back from the changelog topic.
+//! - [`changelog`]: the changelog record codec (versioned, with goldens).
 //! - [`stores`]: active stores per grid (`stores_expected`).
-//! - [`kafka`]: the transactional consume → process → produce loop, restore, rebalance.
-//! - [`http`]: live query and ops endpoints.
+//! - [`stage`]: the aggregator as a `nearfield_eos::Stage`.
+//! - [`query`]: the live query, answered on the loop's thread.
+//! - [`http`]: live query routes.
 //! - [`internal_events`]: logs and metrics.
 
 pub mod changelog;
 pub mod config;
+pub mod counters;
 pub mod http;
+pub mod ids;
 pub mod internal_events;
-pub mod kafka;
+pub mod query;
+pub mod stage;
 pub mod state;
 pub mod stores;
 pub mod window;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-use nearfield_common::http::Readiness;
 use nearfield_common::kafka::KafkaSettings;
 use nearfield_common::shutdown::CancellationToken;
 use nearfield_common::stores::StoreSink;
+use nearfield_eos::{Queries, SharedStatus, Wiring};
+use nearfield_schemas::RejectSource;
 
 pub use config::AggregateConfig;
 
@@ -47,12 +53,12 @@ pub enum AggregateError {
     StoreFile(#[from] nearfield_common::stores::StoreFileError),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("aggregator loop: {0}")]
-    Loop(#[from] kafka::LoopError),
+    #[error("aggregator: {0}")]
+    Loop(#[from] nearfield_eos::EosError),
+    #[error("aggregator: {0}")]
+    Serve(#[from] nearfield_eos::http::ServeError),
     #[error("aggregate.listen {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
-    #[error("http server: {0}")]
-    Serve(std::io::Error),
 }
 
 /// A started aggregator.
@@ -60,8 +66,10 @@ pub enum AggregateError {
 pub struct Running {
     /// The HTTP address (useful with port 0).
     pub local_addr: SocketAddr,
-    /// The state, for tests and the live page.
-    pub engine: kafka::SharedEngine,
+    /// What the loop publishes: owned partitions, restore progress, readiness.
+    pub status: SharedStatus,
+    /// Questions for the loop (the live query; tests and benchmarks).
+    pub queries: Queries<query::Query, query::Answer>,
     /// Resolves when the loop committed its last transaction and the server stopped.
     pub done: tokio::task::JoinHandle<Result<(), AggregateError>>,
 }
@@ -73,7 +81,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), AggregateError> {
     let running = start(config, kafka, shutdown).await?;
-    running.done.await.unwrap_or_else(|e| Err(AggregateError::Serve(std::io::Error::other(e))))
+    running.done.await.unwrap_or_else(|e| {
+        Err(AggregateError::Bind { addr: running.local_addr, source: std::io::Error::other(e) })
+    })
 }
 
 /// Starts the aggregator and returns once its HTTP server listens.
@@ -91,13 +101,11 @@ pub async fn start(
         let n = nearfield_common::stores::load_file(path, &*directory)?;
         tracing::info!(stores = n, file = %path.display(), "store registry loaded");
     }
-    let stop = Arc::new(AtomicBool::new(false));
     let follower = if config.follow_stores_topic {
         Some(nearfield_common::stores::follow(
             &kafka,
             kafka.topics.stores.clone(),
             Arc::clone(&directory) as Arc<dyn StoreSink>,
-            Arc::clone(&stop),
         )?)
     } else {
         None
@@ -107,59 +115,35 @@ pub async fn start(
         windowing: config.windowing(),
         currency: config.currency.clone(),
     });
-    let engine = Arc::new(Mutex::new(kafka::Engine::new(state_cfg)));
+    let t = &kafka.topics;
+    let wiring = Wiring {
+        input: t.sales.clone(),
+        changelog: t.aggregator_changelog.clone(),
+        side_inputs: vec![t.heartbeats.clone()],
+        outputs: vec![t.demand.clone(), t.late.clone()],
+        dlq: t.dlq.clone(),
+        reject_source: RejectSource::Aggregator,
+    };
+    let stage = Arc::new(stage::Aggregator::new(state_cfg, directory, t.clone()));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| AggregateError::Bind { addr: config.listen, source })?;
-    let local_addr = listener.local_addr().map_err(AggregateError::Serve)?;
-    let readiness = Readiness::default();
-    let app = http::router(Arc::clone(&engine), readiness.clone());
+    let local_addr = listener
+        .local_addr()
+        .map_err(|source| AggregateError::Bind { addr: config.listen, source })?;
+    let runtime =
+        nearfield_eos::spawn(stage, wiring, config.runtime(), kafka, None, shutdown.clone())?;
+    let (status, queries) = (Arc::clone(&runtime.status), runtime.queries.clone());
+    let api = http::Api { queries: queries.clone(), sizes: Arc::new(config.windows_ms.clone()) };
+    let app = http::router(api).merge(nearfield_eos::http::ops(Arc::clone(&status)));
     tracing::info!(%local_addr, "aggregator listening");
-
-    let worker = {
-        let (engine, directory, stop) =
-            (Arc::clone(&engine), Arc::clone(&directory), Arc::clone(&stop));
-        std::thread::Builder::new()
-            .name("aggregator".into())
-            .spawn(move || kafka::run_loop(kafka, config, engine, directory, stop))
-            .map_err(AggregateError::Serve)?
-    };
-    let done = {
-        let engine = Arc::clone(&engine);
-        tokio::spawn(async move {
-            let ready_loop = {
-                let (engine, readiness, shutdown) =
-                    (Arc::clone(&engine), readiness.clone(), shutdown.clone());
-                async move {
-                    loop {
-                        let ready = engine.lock().map(|e| e.ready).unwrap_or(false);
-                        readiness.set(ready && !shutdown.is_cancelled());
-                        tokio::select! {
-                            () = shutdown.cancelled() => { readiness.set(false); return; }
-                            () = tokio::time::sleep(Duration::from_millis(200)) => {}
-                        }
-                    }
-                }
-            };
-            let serve = axum::serve(listener, app).with_graceful_shutdown({
-                let shutdown = shutdown.clone();
-                async move { shutdown.cancelled().await }
-            });
-            let (served, ()) = tokio::join!(serve, ready_loop);
-            stop.store(true, Ordering::Relaxed);
-            let looped = tokio::task::spawn_blocking(move || worker.join())
-                .await
-                .map_err(|e| AggregateError::Serve(std::io::Error::other(e)))?
-                .map_err(|_| {
-                    AggregateError::Serve(std::io::Error::other("aggregator thread panicked"))
-                })?;
-            if let Some(f) = follower {
-                let _ = tokio::task::spawn_blocking(move || f.join()).await;
-            }
-            tracing::info!("aggregator stopped");
-            served.map_err(AggregateError::Serve)?;
-            looped.map_err(AggregateError::from)
-        })
-    };
-    Ok(Running { local_addr, engine, done })
+    let done = tokio::spawn(async move {
+        let served = nearfield_eos::http::serve(listener, app, runtime, shutdown).await;
+        if let Some(f) = follower {
+            f.stop().await;
+        }
+        tracing::info!("aggregator stopped");
+        Ok(served?)
+    });
+    Ok(Running { local_addr, status, queries, done })
 }

@@ -59,6 +59,10 @@ async fn until<F: AsyncFnMut() -> bool>(what: &str, mut f: F) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_end_where_the_spec_says() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("info,librdkafka=warn")
+        .with_test_writer()
+        .try_init();
     let kafka = Kafka::shared();
     let id = Kafka::unique_topic("sem");
     let t = |n: &str| format!("{n}-{id}");

@@ -27,11 +27,24 @@ impl Readiness {
 
 /// `/metrics`, `/healthz`, `/readyz`.
 pub fn ops_routes(readiness: Readiness) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready))
-        .with_state(readiness)
+    probes().merge(Router::new().route("/readyz", get(ready)).with_state(readiness))
+}
+
+/// `/metrics` and `/healthz` (a stage with its own `/readyz` adds it).
+pub fn probes() -> Router {
+    Router::new().route("/metrics", get(metrics)).route("/healthz", get(|| async { "ok\n" }))
+}
+
+/// A `400` whose body names the field and the rule:
+/// `{"error": {"field": …, "rule": …, "message": …}}`.
+pub fn bad_request(field: &str, rule: &str, message: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(
+            serde_json::json!({"error": {"field": field, "rule": rule, "message": message}}),
+        ),
+    )
+        .into_response()
 }
 
 async fn ready(State(r): State<Readiness>) -> Response {

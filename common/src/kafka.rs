@@ -232,17 +232,34 @@ impl KafkaSettings {
     }
 }
 
+/// A thread following a compacted topic, and the flag that stops it.
+#[derive(Debug)]
+pub struct Follower {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Follower {
+    /// Stops the thread and waits for it.
+    pub async fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let t = self.thread;
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
+}
+
 /// Follows a compacted topic (a registry: `stores.v1`, `catalog.v1`) from its beginning on
-/// a dedicated thread until `stop` is set, handing each record's key, value (`None` for a
+/// a dedicated thread until stopped, handing each record's key, value (`None` for a
 /// tombstone) and offset to `apply`. Reads committed data only and never commits offsets:
 /// every start reads the whole topic again, which compaction keeps small.
 pub fn follow_compacted(
     settings: &KafkaSettings,
     topic: String,
     group: &str,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     mut apply: impl FnMut(&str, Option<&[u8]>, i64) + Send + 'static,
-) -> rdkafka::error::KafkaResult<std::thread::JoinHandle<()>> {
+) -> rdkafka::error::KafkaResult<Follower> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&stop);
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::Message;
     use rdkafka::{Offset, TopicPartitionList};
@@ -255,9 +272,10 @@ pub fn follow_compacted(
         .set("isolation.level", "read_committed");
     let consumer: BaseConsumer = c.create()?;
     let name = format!("follow-{topic}");
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name(name.chars().take(15).collect())
         .spawn(move || {
+            let stop = flag;
             let mut assigned = false;
             while !stop.load(Ordering::Relaxed) {
                 if !assigned {
@@ -287,7 +305,8 @@ pub fn follow_compacted(
                 }
             }
         })
-        .map_err(|e| rdkafka::error::KafkaError::ClientCreation(e.to_string()))
+        .map_err(|e| rdkafka::error::KafkaError::ClientCreation(e.to_string()))?;
+    Ok(Follower { stop, thread })
 }
 
 fn self_config(settings: &KafkaSettings) -> rdkafka::error::KafkaResult<ClientConfig> {

@@ -8,7 +8,6 @@
 //! - [`http`]: `/metrics`, `/healthz` and readiness shared by the stages' HTTP servers.
 //! - [`stores`]: the store registry file, its `stores.v1` follower, and grids (H3).
 //! - [`time`]: wall-clock milliseconds.
-//! - [`txn`]: client configs, changelog restore and sends shared by the exactly-once stages.
 
 pub mod http;
 pub mod kafka;
@@ -16,4 +15,3 @@ pub mod metrics;
 pub mod shutdown;
 pub mod stores;
 pub mod time;
-pub mod txn;

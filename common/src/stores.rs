@@ -6,7 +6,6 @@
 use std::io::BufRead;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use h3o::{LatLng, Resolution};
 use nearfield_schemas::{Codec, StoreRecord};
@@ -67,19 +66,17 @@ pub fn load_file(path: &Path, sink: &dyn StoreSink) -> Result<usize, StoreFileEr
 }
 
 /// Follows the compacted registry topic from its beginning on a dedicated thread, applying
-/// each record (or tombstone) to `sink`, until `stop` is set.
+/// each record (or tombstone) to `sink`, until stopped.
 pub fn follow(
     settings: &KafkaSettings,
     topic: String,
     sink: Arc<dyn StoreSink>,
-    stop: Arc<AtomicBool>,
-) -> KafkaResult<std::thread::JoinHandle<()>> {
+) -> KafkaResult<crate::kafka::Follower> {
     let codec = Codec::single_object();
     crate::kafka::follow_compacted(
         settings,
         topic,
         "nearfield-registry-follower",
-        stop,
         move |key, payload, offset| {
             match payload {
                 None => sink.remove(key),

@@ -124,9 +124,13 @@ fn bad(setting: &'static str, rule: &str) -> Result<(), ConfigError> {
 }
 
 impl EmitConfig {
-    /// The instance id (configured, else the host name).
-    pub fn instance_id(&self) -> String {
-        nearfield_common::txn::instance_id(self.instance_id.as_deref())
+    /// The exactly-once runtime's settings.
+    pub fn runtime(&self) -> nearfield_eos::RuntimeConfig {
+        nearfield_eos::RuntimeConfig::from_millis(
+            &self.group_id,
+            self.instance_id.as_deref(),
+            [self.commit_interval_ms, self.transaction_timeout_ms, self.restore_timeout_ms],
+        )
     }
 
     /// The forecast parameters.

@@ -1,19 +1,18 @@
 //! The emitter's HTTP server: `GET /v1/plans[?supplier=…][&limit=…]` (the latest committed
-//! signals, newest first, for dashboards and the live page), plus `/metrics`, `/healthz`
-//! and `/readyz` (ready once every owned partition is restored).
+//! signals, newest first, for dashboards and the live page). The ops routes come from the
+//! runtime (`nearfield_eos::http::ops`). Handlers read the signals the loop publishes after
+//! each commit; they never touch the loop's state.
 
 use axum::Json;
 use axum::Router;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use nearfield_common::http::{Readiness, ops_routes};
 use nearfield_schemas::PlanSignal;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::kafka::SharedEngine;
+use crate::stage::Recent;
 
 /// Query parameters of `/v1/plans`.
 #[derive(Debug, Deserialize)]
@@ -24,12 +23,11 @@ pub struct PlansQuery {
 }
 
 fn bad(field: &str, rule: &str) -> Response {
-    (StatusCode::BAD_REQUEST, Json(json!({"error": {"field": field, "rule": rule}})))
-        .into_response()
+    nearfield_common::http::bad_request(field, rule, rule)
 }
 
 async fn plans(
-    State(engine): State<SharedEngine>,
+    State(recent): State<Recent>,
     q: Result<Query<PlansQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(Query(q)) = q else {
@@ -49,8 +47,8 @@ async fn plans(
         return bad("supplier", "must be 1..=48 characters of [a-z0-9_-]");
     }
     let signals: Vec<PlanSignal> = {
-        let e = engine.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        e.recent
+        let recent = recent.load();
+        recent
             .iter()
             .rev()
             .filter(|s| q.supplier.as_ref().is_none_or(|sup| &s.supplier_id == sup))
@@ -61,7 +59,7 @@ async fn plans(
     Json(json!({ "signals": signals })).into_response()
 }
 
-/// The router.
-pub fn router(engine: SharedEngine, readiness: Readiness) -> Router {
-    Router::new().route("/v1/plans", get(plans)).with_state(engine).merge(ops_routes(readiness))
+/// The query routes.
+pub fn router(recent: Recent) -> Router {
+    Router::new().route("/v1/plans", get(plans)).with_state(recent)
 }

@@ -1,13 +1,15 @@
-//! Everything the emitter reports: one struct per event whose `emit()` logs and counts.
+//! Everything the emitter reports besides what the exactly-once runtime reports for it
+//! (`nearfield_emitter_{transactions,rebalances,restarts,errors}_total`, restore, lag
+//! and partitions: see `nearfield_eos::internal_events`): one struct per event whose
+//! `emit()` logs and counts.
 //! Metric names are constants; labels are low-cardinality (reason, firmness, outcome, and
 //! the supplier on one counter; never a SKU, region or store).
 
 use std::sync::LazyLock;
-use std::time::Duration;
 
-use nearfield_common::metrics::{counter, counter_vec, doubling, gauge, gauge_vec, histogram};
+use nearfield_common::metrics::{counter, counter_vec, doubling, gauge, histogram};
 use nearfield_schemas::PlanSignal;
-use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
 
 use crate::state::{StateSize, Tally};
 
@@ -24,14 +26,7 @@ pub const CELLS: &str = "nearfield_emitter_cells";
 pub const PLANS: &str = "nearfield_emitter_plans";
 pub const STATE_BYTES: &str = "nearfield_emitter_state_bytes";
 pub const CATALOG_SKUS: &str = "nearfield_emitter_catalog_skus";
-pub const PARTITIONS: &str = "nearfield_emitter_partitions";
 pub const WATERMARK_DELAY_SECONDS: &str = "nearfield_emitter_watermark_delay_seconds";
-pub const CONSUMER_LAG: &str = "nearfield_emitter_consumer_lag";
-pub const RESTORE_SECONDS: &str = "nearfield_emitter_restore_seconds";
-pub const TRANSACTION_SECONDS: &str = "nearfield_emitter_transaction_seconds";
-pub const TRANSACTIONS_TOTAL: &str = "nearfield_emitter_transactions_total";
-pub const REBALANCES_TOTAL: &str = "nearfield_emitter_rebalances_total";
-pub const RESTARTS_TOTAL: &str = "nearfield_emitter_restarts_total";
 
 static WINDOWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
@@ -98,35 +93,11 @@ static BYTES: LazyLock<IntGauge> =
     LazyLock::new(|| gauge(STATE_BYTES, "Estimated bytes of planning state in memory."));
 static CATALOG: LazyLock<IntGauge> =
     LazyLock::new(|| gauge(CATALOG_SKUS, "SKUs in the supplier catalog."));
-static PARTS: LazyLock<IntGauge> =
-    LazyLock::new(|| gauge(PARTITIONS, "demand.v1 partitions owned and restored."));
 static WM_DELAY: LazyLock<IntGauge> = LazyLock::new(|| {
     gauge(
         WATERMARK_DELAY_SECONDS,
         "Wall clock minus the lowest demand clock among owned partitions, in seconds.",
     )
-});
-static LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
-    gauge_vec(CONSUMER_LAG, "Records behind the end of the owned partitions.", &["topic"])
-});
-static RESTORE: LazyLock<Histogram> = LazyLock::new(|| {
-    histogram(RESTORE_SECONDS, "Time to restore partitions from the changelog.", doubling(0.01, 14))
-});
-static TXN_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
-    histogram(
-        TRANSACTION_SECONDS,
-        "Time to write and commit one transaction (changelog, signals, offsets).",
-        doubling(0.001, 14),
-    )
-});
-static TXNS: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter_vec(TRANSACTIONS_TOTAL, "Kafka transactions by outcome.", &["outcome"])
-});
-static REBALANCES: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    counter_vec(REBALANCES_TOTAL, "Partition assignments and revocations.", &["kind"])
-});
-static RESTARTS: LazyLock<IntCounter> = LazyLock::new(|| {
-    counter(RESTARTS_TOTAL, "Times the Kafka loop restarted after an error (state reloaded).")
 });
 
 const OUTCOMES: [&str; 10] = [
@@ -155,23 +126,16 @@ pub fn register_all() {
     for o in ["hit", "miss"] {
         INTERVAL.with_label_values(&[o]);
     }
-    for o in ["committed", "aborted"] {
-        TXNS.with_label_values(&[o]);
-    }
-    for k in ["assign", "revoke"] {
-        REBALANCES.with_label_values(&[k]);
-    }
-    for m in [&LATENCY, &FORECAST_ERR, &RESTORE, &TXN_SECONDS] {
+    for m in [&LATENCY, &FORECAST_ERR] {
         LazyLock::force(m);
     }
     LazyLock::force(&SUPPLIER_SIGNALS);
-    for m in [&SUPPRESSED, &ABSORBED, &RESTARTS] {
+    for m in [&SUPPRESSED, &ABSORBED] {
         LazyLock::force(m);
     }
-    for m in [&SKUS_G, &CELLS_G, &PLANS_G, &BYTES, &CATALOG, &PARTS, &WM_DELAY] {
+    for m in [&SKUS_G, &CELLS_G, &PLANS_G, &BYTES, &CATALOG, &WM_DELAY] {
         LazyLock::force(m);
     }
-    LazyLock::force(&LAG);
 }
 
 /// One DemandWindow was consumed.
@@ -258,81 +222,10 @@ fn firmness_label(s: &PlanSignal) -> &'static str {
     }
 }
 
-/// A transaction committed.
-#[derive(Debug)]
-pub struct TransactionCommitted {
-    pub elapsed: Duration,
-    pub records: usize,
-}
-impl TransactionCommitted {
-    pub fn emit(self) {
-        tracing::trace!(records = self.records, "transaction committed");
-        TXN_SECONDS.observe(self.elapsed.as_secs_f64());
-        TXNS.with_label_values(&["committed"]).inc();
-    }
-}
-
-/// A transaction was aborted; processing resumes from the last commit.
-#[derive(Debug)]
-pub struct TransactionAborted<'a> {
-    pub error: &'a str,
-}
-impl TransactionAborted<'_> {
-    pub fn emit(self) {
-        tracing::error!(error = self.error, "transaction aborted; resuming from the last commit");
-        TXNS.with_label_values(&["aborted"]).inc();
-    }
-}
-
-/// Partitions were assigned or revoked.
-#[derive(Debug)]
-pub struct Rebalanced<'a> {
-    pub kind: &'static str,
-    pub partitions: &'a [i32],
-}
-impl Rebalanced<'_> {
-    pub fn emit(self) {
-        tracing::info!(kind = self.kind, partitions = ?self.partitions, "rebalance");
-        REBALANCES.with_label_values(&[self.kind]).inc();
-    }
-}
-
-/// Partitions were restored from the changelog.
-#[derive(Debug)]
-pub struct PartitionsRestored<'a> {
-    pub partitions: &'a [i32],
-    pub records: u64,
-    pub elapsed: Duration,
-}
-impl PartitionsRestored<'_> {
-    pub fn emit(self) {
-        tracing::info!(
-            partitions = ?self.partitions,
-            records = self.records,
-            elapsed_ms = self.elapsed.as_millis() as u64,
-            "partitions restored"
-        );
-        RESTORE.observe(self.elapsed.as_secs_f64());
-    }
-}
-
-/// The Kafka loop failed and restarts.
-#[derive(Debug)]
-pub struct LoopRestarted<'a> {
-    pub error: &'a str,
-}
-impl LoopRestarted<'_> {
-    pub fn emit(self) {
-        tracing::error!(error = self.error, "emitter loop failed; restarting from Kafka");
-        RESTARTS.inc();
-    }
-}
-
 /// Periodic gauges.
 #[derive(Debug)]
 pub struct StateGauges {
     pub size: StateSize,
-    pub partitions: usize,
     pub catalog_skus: usize,
     pub watermark_delay_s: Option<i64>,
 }
@@ -343,20 +236,7 @@ impl StateGauges {
         PLANS_G.set(self.size.plans as i64);
         BYTES.set(self.size.bytes as i64);
         CATALOG.set(self.catalog_skus as i64);
-        PARTS.set(self.partitions as i64);
         WM_DELAY.set(self.watermark_delay_s.unwrap_or(0));
-    }
-}
-
-/// Consumer lag from librdkafka statistics.
-#[derive(Debug)]
-pub struct ConsumerLag<'a> {
-    pub topic: &'a str,
-    pub lag: i64,
-}
-impl ConsumerLag<'_> {
-    pub fn emit(self) {
-        LAG.with_label_values(&[self.topic]).set(self.lag);
     }
 }
 

@@ -8,13 +8,15 @@
 //! like the aggregator: state changes, signals and input offsets commit in one
 //! transaction, and state moves with partitions through a changelog.
 //!
+//! The exactly-once machinery is `nearfield-eos`; this crate is what is the emitter's own.
+//!
 //! # Layout
 //! - [`config`]: settings and their validation.
 //! - [`catalog`]: the supplier catalog (file + `catalog.v1`).
 //! - [`forecast`]: Holt–Winters with a daily profile and a prediction interval.
 //! - [`state`]: one partition's planning state: roll-up, privacy floor, decisions.
-//! - [`kafka`]: the transactional consume → decide → produce loop, restore, rebalance.
-//! - [`http`]: recent signals and ops endpoints.
+//! - [`stage`]: the emitter as a `nearfield_eos::Stage`.
+//! - [`http`]: recent signals.
 //! - [`internal_events`]: logs and metrics.
 //! - [`synthetic`]: deterministic demand streams and reference decisions (tests, benches).
 
@@ -23,19 +25,17 @@ pub mod config;
 pub mod forecast;
 pub mod http;
 pub mod internal_events;
-pub mod kafka;
+pub mod stage;
 pub mod state;
 pub mod synthetic;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-use nearfield_common::http::Readiness;
 use nearfield_common::kafka::{KafkaSettings, TopicSpec};
 use nearfield_common::shutdown::CancellationToken;
-use nearfield_schemas::{CatalogRecord, Codec};
+use nearfield_eos::{SharedStatus, Wiring};
+use nearfield_schemas::{CatalogRecord, Codec, RejectSource};
 
 pub use config::EmitConfig;
 
@@ -50,12 +50,12 @@ pub enum EmitError {
     CatalogFile(#[from] catalog::CatalogFileError),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("emitter loop: {0}")]
-    Loop(#[from] kafka::LoopError),
+    #[error("emitter: {0}")]
+    Loop(#[from] nearfield_eos::EosError),
+    #[error("emitter: {0}")]
+    Serve(#[from] nearfield_eos::http::ServeError),
     #[error("emit.listen {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
-    #[error("http server: {0}")]
-    Serve(std::io::Error),
 }
 
 /// A started emitter.
@@ -63,8 +63,10 @@ pub enum EmitError {
 pub struct Running {
     /// The HTTP address (useful with port 0).
     pub local_addr: SocketAddr,
-    /// The state, for tests and the live page.
-    pub engine: kafka::SharedEngine,
+    /// What the loop publishes: owned partitions, restore progress, readiness.
+    pub status: SharedStatus,
+    /// The latest committed signals.
+    pub recent: stage::Recent,
     /// The catalog in use.
     pub catalog: Arc<catalog::Catalog>,
     /// Resolves when the loop committed its last transaction and the server stopped.
@@ -78,7 +80,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), EmitError> {
     let running = start(config, kafka, shutdown).await?;
-    running.done.await.unwrap_or_else(|e| Err(EmitError::Serve(std::io::Error::other(e))))
+    running.done.await.unwrap_or_else(|e| {
+        Err(EmitError::Bind { addr: running.local_addr, source: std::io::Error::other(e) })
+    })
 }
 
 /// Starts the emitter and returns once its HTTP server listens.
@@ -95,14 +99,12 @@ pub async fn start(
         let n = catalog.load_file(path)?;
         tracing::info!(skus = n, file = %path.display(), "catalog loaded");
     }
-    let stop = Arc::new(AtomicBool::new(false));
     let follower = if config.follow_catalog_topic {
         let (cat, codec) = (Arc::clone(&catalog), Codec::single_object());
         Some(nearfield_common::kafka::follow_compacted(
             &kafka,
             kafka.topics.catalog.clone(),
             "nearfield-catalog-follower",
-            Arc::clone(&stop),
             move |key, payload, offset| match payload {
                 None => cat.remove(key),
                 Some(bytes) => {
@@ -126,59 +128,47 @@ pub async fn start(
         cleanup: "delete",
     }));
     kafka.ensure_topics(&specs).await?;
-    let engine =
-        Arc::new(Mutex::new(kafka::Engine::new(Arc::clone(&state_cfg), config.recent_signals)));
+    let t = &kafka.topics;
+    let wiring = Wiring {
+        input: t.demand.clone(),
+        changelog: t.emitter_changelog.clone(),
+        side_inputs: Vec::new(),
+        outputs: Vec::new(),
+        dlq: t.dlq.clone(),
+        reject_source: RejectSource::Emitter,
+    };
+    let stage = Arc::new(stage::Emitter::new(
+        state_cfg,
+        Arc::clone(&catalog),
+        t.clone(),
+        config.plan_partitions,
+        config.recent_signals,
+    ));
+    let (recent, create) = (stage.recent(), stage.create_on_demand());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| EmitError::Bind { addr: config.listen, source })?;
-    let local_addr = listener.local_addr().map_err(EmitError::Serve)?;
-    let readiness = Readiness::default();
-    let app = http::router(Arc::clone(&engine), readiness.clone());
+    let local_addr =
+        listener.local_addr().map_err(|source| EmitError::Bind { addr: config.listen, source })?;
+    let runtime = nearfield_eos::spawn(
+        stage,
+        wiring,
+        config.runtime(),
+        kafka,
+        Some(create),
+        shutdown.clone(),
+    )?;
+    let status = Arc::clone(&runtime.status);
+    let app =
+        http::router(Arc::clone(&recent)).merge(nearfield_eos::http::ops(Arc::clone(&status)));
     tracing::info!(%local_addr, "emitter listening");
-
-    let worker = {
-        let (engine, catalog, stop) =
-            (Arc::clone(&engine), Arc::clone(&catalog), Arc::clone(&stop));
-        let handle = tokio::runtime::Handle::current();
-        std::thread::Builder::new()
-            .name("emitter".into())
-            .spawn(move || kafka::run_loop(kafka, config, engine, catalog, handle, stop))
-            .map_err(EmitError::Serve)?
-    };
-    let done = {
-        let engine = Arc::clone(&engine);
-        tokio::spawn(async move {
-            let ready_loop = {
-                let (engine, readiness, shutdown) =
-                    (Arc::clone(&engine), readiness.clone(), shutdown.clone());
-                async move {
-                    loop {
-                        let ready = engine.lock().map(|e| e.ready).unwrap_or(false);
-                        readiness.set(ready && !shutdown.is_cancelled());
-                        tokio::select! {
-                            () = shutdown.cancelled() => { readiness.set(false); return; }
-                            () = tokio::time::sleep(Duration::from_millis(200)) => {}
-                        }
-                    }
-                }
-            };
-            let serve = axum::serve(listener, app).with_graceful_shutdown({
-                let shutdown = shutdown.clone();
-                async move { shutdown.cancelled().await }
-            });
-            let (served, ()) = tokio::join!(serve, ready_loop);
-            stop.store(true, Ordering::Relaxed);
-            let looped = tokio::task::spawn_blocking(move || worker.join())
-                .await
-                .map_err(|e| EmitError::Serve(std::io::Error::other(e)))?
-                .map_err(|_| EmitError::Serve(std::io::Error::other("emitter thread panicked")))?;
-            if let Some(f) = follower {
-                let _ = tokio::task::spawn_blocking(move || f.join()).await;
-            }
-            tracing::info!("emitter stopped");
-            served.map_err(EmitError::Serve)?;
-            looped.map_err(EmitError::from)
-        })
-    };
-    Ok(Running { local_addr, engine, catalog, done })
+    let done = tokio::spawn(async move {
+        let served = nearfield_eos::http::serve(listener, app, runtime, shutdown).await;
+        if let Some(f) = follower {
+            f.stop().await;
+        }
+        tracing::info!("emitter stopped");
+        Ok(served?)
+    });
+    Ok(Running { local_addr, status, recent, catalog, done })
 }

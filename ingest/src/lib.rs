@@ -106,13 +106,11 @@ pub async fn start(
         tracing::info!(stores = n, file = %path.display(), "store registry loaded");
     }
     internal_events::RegistrySize { stores: registry.len() }.emit();
-    let stop_follower = Arc::new(AtomicBool::new(false));
     let follower = if config.follow_stores_topic {
         Some(nearfield_common::stores::follow(
             &kafka,
             kafka.topics.stores.clone(),
             Arc::clone(&registry) as Arc<dyn nearfield_common::stores::StoreSink>,
-            Arc::clone(&stop_follower),
         )?)
     } else {
         None
@@ -161,9 +159,8 @@ pub async fn start(
                 "producer not fully flushed at shutdown; those requests were answered 503"
             );
         }
-        stop_follower.store(true, Ordering::Relaxed);
         if let Some(f) = follower {
-            let _ = tokio::task::spawn_blocking(move || f.join()).await;
+            f.stop().await;
         }
         tracing::info!("ingest stopped");
         served.map_err(IngestError::Serve)

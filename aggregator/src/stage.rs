@@ -1,0 +1,163 @@
+//! The aggregator as a stage of the exactly-once runtime (`nearfield-eos`): what it does
+//! with a sale record, a heartbeat and a commit. Everything around it — group membership,
+//! transactions, restore, rebalances, errors — is the runtime's.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nearfield_common::kafka::Topics;
+use nearfield_eos::{Emit, EosError, Input, Millis, Owned, Stage};
+use nearfield_schemas::{Codec, Heartbeat, SaleEvent};
+
+use crate::internal_events::{Committed, InvalidRecord, StateGauges};
+use crate::query::{self, Answer, Query};
+use crate::state::{Outcome, PartitionState, StateConfig, StateSize};
+use crate::stores::GridDirectory;
+
+/// Content type of a dead-lettered sale record.
+const SALE_CONTENT_TYPE: &str = "application/vnd.nearfield.sale-event+avro";
+
+/// The aggregator stage.
+#[derive(Debug)]
+pub struct Aggregator {
+    cfg: Arc<StateConfig>,
+    directory: Arc<GridDirectory>,
+    topics: Topics,
+    codec: Codec,
+    /// The last size walk (every key: done every 10 s, not with every gauge refresh).
+    size: Mutex<Option<(Instant, StateSize)>>,
+}
+
+impl Aggregator {
+    /// The stage over `topics`, with `expected` stores per grid from `directory`.
+    pub fn new(cfg: Arc<StateConfig>, directory: Arc<GridDirectory>, topics: Topics) -> Self {
+        Aggregator { cfg, directory, topics, codec: Codec::single_object(), size: Mutex::new(None) }
+    }
+}
+
+impl nearfield_eos::PartitionState for PartitionState {
+    type RestoreError = crate::changelog::Error;
+
+    fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), Self::RestoreError> {
+        PartitionState::restore(self, key, value)
+    }
+
+    fn side_offset(&self, _side: usize) -> i64 {
+        self.heartbeat_offset()
+    }
+
+    fn watermark(&self) -> Option<Millis> {
+        Some(PartitionState::watermark(self)).filter(|w| *w > Millis::MIN)
+    }
+}
+
+impl Stage for Aggregator {
+    type State = PartitionState;
+    type Summary = Committed;
+    type Query = Query;
+    type Answer = Answer;
+
+    const NAME: &'static str = "aggregator";
+
+    fn fresh(&self, _partition: i32) -> PartitionState {
+        PartitionState::new(Arc::clone(&self.cfg))
+    }
+
+    fn process(
+        &self,
+        state: &mut PartitionState,
+        records: &[Input<'_>],
+        now: Millis,
+        out: &mut Emit<'_, Committed>,
+    ) -> Result<(), EosError> {
+        for r in records {
+            match self.codec.decode::<SaleEvent>(r.payload) {
+                Ok(ev) => match state.apply_sale(&ev, now) {
+                    Outcome::Counted => out.summary.events.counted += 1,
+                    Outcome::Duplicate => out.summary.events.duplicate += 1,
+                    Outcome::Late => {
+                        out.summary.events.late += 1;
+                        out.send(&self.topics.late, ev.grid_id.as_bytes(), r.payload)?;
+                    }
+                },
+                Err(e) => {
+                    InvalidRecord { partition: r.partition, offset: r.offset, reason: e.reason() }
+                        .emit();
+                    out.summary.events.invalid += 1;
+                    out.dead_letter(r, &e, SALE_CONTENT_TYPE, now)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn process_side(
+        &self,
+        _side: usize,
+        state: &mut PartitionState,
+        r: &Input<'_>,
+        now: Millis,
+        out: &mut Emit<'_, Committed>,
+    ) -> Result<(), EosError> {
+        match self.codec.decode::<Heartbeat>(r.payload) {
+            Ok(hb) => {
+                state.apply_heartbeat(&hb.grid_id, &hb.store_id, hb.received_at, r.offset + 1, now);
+                out.summary.events.heartbeats += 1;
+            }
+            Err(e) => tracing::warn!(
+                partition = r.partition,
+                offset = r.offset,
+                reason = e.reason(),
+                "undecodable heartbeat skipped"
+            ),
+        }
+        Ok(())
+    }
+
+    fn flush(
+        &self,
+        state: &mut PartitionState,
+        now: Millis,
+        out: &mut Emit<'_, Committed>,
+    ) -> Result<(), EosError> {
+        let flushed = state.flush(now, &|g| self.directory.expected(g));
+        for (k, v) in &flushed.changelog {
+            out.changelog(k, v.as_deref())?;
+        }
+        for w in &flushed.outputs {
+            let key = format!("{}|{}|{}|{}", w.sku, w.grid_id, w.window_start, w.window_end);
+            out.send_record(&self.topics.demand, w.sku.as_bytes(), key.as_bytes(), w)?;
+            if w.revision == 0 {
+                out.summary.finals += 1;
+            } else {
+                out.summary.revisions += 1;
+            }
+        }
+        out.summary.expired += flushed.expired_windows;
+        Ok(())
+    }
+
+    fn committed(&self, summary: Committed) {
+        summary.emit();
+    }
+
+    fn answer(&self, owned: &Owned<'_, PartitionState>, q: Query) -> Answer {
+        query::answer(owned, q)
+    }
+
+    fn gauges(&self, owned: &Owned<'_, PartitionState>, now: Millis) {
+        let mut last = self.size.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_none_or(|(at, _)| at.elapsed() >= Duration::from_secs(10)) {
+            *last = Some((Instant::now(), owned.active.values().map(PartitionState::size).sum()));
+        }
+        let delay = owned
+            .active
+            .values()
+            .map(PartitionState::watermark)
+            .filter(|w| *w > i64::MIN)
+            .min()
+            .map(|w| (now - w) / 1000);
+        StateGauges { size: last.map(|(_, s)| s).unwrap_or_default(), watermark_delay_s: delay }
+            .emit();
+    }
+}

@@ -1,0 +1,586 @@
+//! The state of one input partition: counters per grid × SKU × window, the stores that
+//! reported per grid × window, the `event_id` de-duplication set, and the watermark.
+//!
+//! Only the aggregator's polling thread mutates it. Every mutation marks what changed,
+//! and [`PartitionState::flush`] turns the changes since the last flush into changelog
+//! records and closed-window outputs, which the caller writes in one Kafka transaction
+//! with the input offsets (see `stage.rs`). [`PartitionState::restore`] rebuilds the state
+//! from the changelog records, so a restored partition continues exactly where the last
+//! committed transaction left it.
+//!
+//! Layout, chosen by measurement (README, performance): one map entry per grid × SKU
+//! holding its few live windows inline (one lookup per event, one changelog record per
+//! changed key), one entry per grid for completeness, and de-duplication sets grouped by
+//! the end of the event's earliest window (a retry carries the same `occurred_at`, so it
+//! lands in the same set; a whole set is dropped when its windows expire). Closing and
+//! expiry depend only on a window's end, so they are tracked per *bucket* (size, end);
+//! when a bucket closes or expires, one scan over the keys finds its windows.
+//!
+//! # Layout
+//! - this file: the partition's state, applying events and heartbeats, and flushing;
+//! - `restore`: rebuilding the state from changelog records;
+//! - `tests`: the unit tests and the reference-model property test.
+
+mod restore;
+use restore::encode_key;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use nearfield_schemas::{DemandWindow, SaleEvent};
+
+use crate::changelog::{self, GridRec, Record};
+use crate::counters::{Counters, insert_sorted};
+use crate::ids::{IdMap, IdSet, event_key, key_id, short_id};
+use crate::window::{Millis, Windowing};
+
+/// Most event ids in one changelog record (8 bytes each: 256 KiB).
+pub const DEDUPE_CHUNK_IDS: usize = 32_768;
+
+/// One window of one grid × SKU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowState {
+    pub size_idx: usize,
+    pub start: Millis,
+    pub end: Millis,
+    pub counters: Counters,
+    /// Last emitted revision; −1 before the first emission.
+    pub revision: i32,
+    /// Changed since its last emission (in memory only: a committed state never holds a
+    /// closed window with unemitted changes).
+    changed: bool,
+}
+
+/// All live windows of one grid × SKU.
+#[derive(Debug, Clone)]
+pub struct KeyState {
+    /// `grid` followed by `sku`, in one allocation.
+    name: Box<str>,
+    grid_len: usize,
+    pub windows: Vec<WindowState>,
+    /// Changed since the last flush.
+    dirty: bool,
+}
+
+impl KeyState {
+    pub(crate) fn new(grid: &str, sku: &str) -> Self {
+        KeyState {
+            name: format!("{grid}{sku}").into_boxed_str(),
+            grid_len: grid.len(),
+            windows: Vec::with_capacity(3),
+            dirty: false,
+        }
+    }
+
+    /// The grid (H3 cell).
+    pub fn grid(&self) -> &str {
+        &self.name[..self.grid_len]
+    }
+
+    /// The SKU.
+    pub fn sku(&self) -> &str {
+        &self.name[self.grid_len..]
+    }
+}
+
+/// Stores of one grid that reported (a sale or a heartbeat), per live window.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct GridState {
+    windows: Vec<(usize, Millis, Vec<u64>)>,
+    dirty: bool,
+}
+
+impl GridState {
+    /// Adds `store` to the window; true when the grid changed.
+    fn report(&mut self, size_idx: usize, start: Millis, store: u64) -> bool {
+        let changed = match self.windows.iter_mut().find(|w| w.0 == size_idx && w.1 == start) {
+            Some(w) => insert_sorted(&mut w.2, store),
+            None => {
+                self.windows.push((size_idx, start, vec![store]));
+                true
+            }
+        };
+        changed && !std::mem::replace(&mut self.dirty, true)
+    }
+
+    fn reporting(&self, size_idx: usize, start: Millis) -> usize {
+        self.windows.iter().find(|w| w.0 == size_idx && w.1 == start).map_or(0, |w| w.2.len())
+    }
+}
+
+/// What an event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Counted in every window it belongs to.
+    Counted,
+    /// Its `event_id` was already counted (a device retry).
+    Duplicate,
+    /// Too late for its windows: goes to `sales.late.v1`.
+    Late,
+}
+
+/// Changelog records and closed-window outputs of one flush.
+#[derive(Debug, Default)]
+pub struct Flushed {
+    pub changelog: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    pub outputs: Vec<DemandWindow>,
+    /// Windows dropped after their allowed lateness.
+    pub expired_windows: usize,
+}
+
+/// Per-partition settings the state needs.
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    pub windowing: Windowing,
+    /// The deployment's currency: revenue sums only events in it.
+    pub currency: String,
+}
+
+/// The state of one input partition.
+#[derive(Debug)]
+pub struct PartitionState {
+    cfg: Arc<StateConfig>,
+    max_event_time: Option<Millis>,
+    keys: IdMap<u128, KeyState>,
+    dirty_keys: Vec<u128>,
+    /// Buckets (end, size index) with live windows, and whether each is closed.
+    buckets: BTreeMap<(Millis, usize), bool>,
+    grids: IdMap<u64, GridState>,
+    dirty_grids: Vec<u64>,
+    /// Event ids by the end of their earliest window.
+    dedupe: BTreeMap<Millis, IdSet<u64>>,
+    dedupe_ids: usize,
+    pending_ids: Vec<(Millis, u64)>,
+    /// Dedupe changelog chunks and the window end they belong to.
+    chunks: BTreeMap<u64, Millis>,
+    next_chunk: u64,
+    heartbeat_offset: i64,
+    /// Wall-clock time the watermark last advanced: while it advances the partition is
+    /// busy and only the watermark closes windows (see [`PartitionState::clock`]).
+    last_advance_wall: Millis,
+    /// The wall clock the window rules last saw; never goes back, so a window closed or
+    /// expired by the wall clock stays so.
+    wall_floor: Millis,
+    meta_dirty: bool,
+    windows: usize,
+}
+
+/// Sizes of a partition's state (metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateSize {
+    pub keys: usize,
+    pub windows: usize,
+    pub dedupe_ids: usize,
+    pub grid_windows: usize,
+    pub bytes: usize,
+}
+
+impl std::iter::Sum for StateSize {
+    fn sum<I: Iterator<Item = StateSize>>(iter: I) -> Self {
+        iter.fold(StateSize::default(), |a, b| StateSize {
+            keys: a.keys + b.keys,
+            windows: a.windows + b.windows,
+            dedupe_ids: a.dedupe_ids + b.dedupe_ids,
+            grid_windows: a.grid_windows + b.grid_windows,
+            bytes: a.bytes + b.bytes,
+        })
+    }
+}
+
+impl PartitionState {
+    /// An empty partition.
+    pub fn new(cfg: Arc<StateConfig>) -> Self {
+        PartitionState {
+            cfg,
+            max_event_time: None,
+            last_advance_wall: Millis::MIN,
+            wall_floor: Millis::MIN,
+            keys: IdMap::default(),
+            dirty_keys: Vec::new(),
+            buckets: BTreeMap::new(),
+            grids: IdMap::default(),
+            dirty_grids: Vec::new(),
+            dedupe: BTreeMap::new(),
+            dedupe_ids: 0,
+            pending_ids: Vec::new(),
+            chunks: BTreeMap::new(),
+            next_chunk: 0,
+            heartbeat_offset: -1,
+            meta_dirty: false,
+            windows: 0,
+        }
+    }
+
+    /// The partition's watermark.
+    pub fn watermark(&self) -> Millis {
+        self.cfg.windowing.watermark(self.max_event_time)
+    }
+
+    /// Next heartbeat offset to read for this partition (−1: none read yet).
+    pub fn heartbeat_offset(&self) -> i64 {
+        self.heartbeat_offset
+    }
+
+    /// The wall clock the window rules see. It moves to `now` once the watermark has not
+    /// advanced for `max_close_delay` (a quiet or idle partition) and stands still while
+    /// the watermark advances — live traffic, a consumer catching up on lag, a replay of
+    /// history — so windows then close and expire by event time only, and reading old
+    /// data never closes its windows before their events are read. It never goes back,
+    /// and a partition whose watermark never advanced has none (`Millis::MIN`).
+    pub fn clock(&mut self, now: Millis) -> Millis {
+        let mcd = self.cfg.windowing.max_close_delay;
+        if self.last_advance_wall != Millis::MIN
+            && now.saturating_sub(self.last_advance_wall) >= mcd
+            && now > self.wall_floor
+        {
+            self.wall_floor = now;
+            self.meta_dirty = true;
+        }
+        self.wall_floor
+    }
+
+    /// Applies one sale event at wall-clock `now`.
+    pub fn apply_sale(&mut self, ev: &SaleEvent, now: Millis) -> Outcome {
+        let clock = self.clock(now);
+        let w = &self.cfg.windowing;
+        let t = ev.occurred_at;
+        let wm = self.watermark();
+        if w.is_late(t, wm, clock) {
+            return Outcome::Late;
+        }
+        let first_end = w.first_end(t);
+        let id = event_key(&ev.store_id, &ev.event_id);
+        if !self.dedupe.entry(first_end).or_default().insert(id) {
+            return Outcome::Duplicate;
+        }
+        self.dedupe_ids += 1;
+        self.pending_ids.push((first_end, id));
+        let store = short_id(&ev.store_id);
+        let count_revenue = ev.currency == self.cfg.currency;
+        let kid = key_id(&ev.grid_id, &ev.sku);
+        let ks = self.keys.entry(kid).or_insert_with(|| KeyState::new(&ev.grid_id, &ev.sku));
+        let gid = short_id(&ev.grid_id);
+        let grid = self.grids.entry(gid).or_default();
+        let mut grid_dirty = false;
+        for (size_idx, start, end) in w.windows_of(t) {
+            let win =
+                match ks.windows.iter().position(|x| x.size_idx == size_idx && x.start == start) {
+                    Some(i) => &mut ks.windows[i],
+                    None => {
+                        self.buckets.entry((end, size_idx)).or_insert(false);
+                        self.windows += 1;
+                        ks.windows.push(WindowState {
+                            size_idx,
+                            start,
+                            end,
+                            counters: Counters::default(),
+                            revision: -1,
+                            changed: false,
+                        });
+                        ks.windows.last_mut().expect("just pushed")
+                    }
+                };
+            win.counters.add(ev, store, count_revenue);
+            win.changed = true;
+            grid_dirty |= grid.report(size_idx, start, store);
+        }
+        if !std::mem::replace(&mut ks.dirty, true) {
+            self.dirty_keys.push(kid);
+        }
+        if grid_dirty {
+            self.dirty_grids.push(gid);
+        }
+        // The watermark follows event time, clamped by ingest's clock so one device with a
+        // clock running ahead cannot close everyone's windows early.
+        let clamped = t.min(ev.received_at);
+        if self.max_event_time.is_none_or(|m| clamped > m) {
+            self.max_event_time = Some(clamped);
+            self.last_advance_wall = now;
+            self.meta_dirty = true;
+        }
+        Outcome::Counted
+    }
+
+    /// Records that `store_id` of `grid_id` was online at `at` (a device heartbeat), and
+    /// that the next heartbeat to read is at `next_offset`.
+    pub fn apply_heartbeat(
+        &mut self,
+        grid_id: &str,
+        store_id: &str,
+        at: Millis,
+        next_offset: i64,
+        now: Millis,
+    ) {
+        self.heartbeat_offset = next_offset;
+        self.meta_dirty = true;
+        let now = self.clock(now);
+        let w = &self.cfg.windowing;
+        let wm = self.watermark();
+        let gid = short_id(grid_id);
+        let store = short_id(store_id);
+        let grid = self.grids.entry(gid).or_default();
+        let mut dirty = false;
+        for (size_idx, start, end) in w.windows_of(at) {
+            if !w.is_expired(end, wm, now) {
+                dirty |= grid.report(size_idx, start, store);
+            }
+        }
+        if dirty {
+            self.dirty_grids.push(gid);
+        }
+    }
+
+    /// Closes due windows, emits closed windows that changed, drops expired state, and
+    /// returns the changelog records and outputs since the last flush. `expected(grid)` is
+    /// the number of active stores registered in a grid.
+    pub fn flush(&mut self, now: Millis, expected: &dyn Fn(&str) -> i32) -> Flushed {
+        let emitted_at = now;
+        let now = self.clock(now);
+        let mut out = Flushed::default();
+        let wm = self.watermark();
+        let w = Arc::clone(&self.cfg);
+        let w = &w.windowing;
+        // Close buckets whose end is due; their windows become outputs.
+        let mut newly_closed = Vec::new();
+        for ((end, size_idx), closed) in self.buckets.iter_mut() {
+            if !w.is_closed(*end, wm, now) {
+                break;
+            }
+            if !std::mem::replace(closed, true) {
+                newly_closed.push((*end, *size_idx));
+            }
+        }
+        if !newly_closed.is_empty() {
+            for (kid, ks) in &mut self.keys {
+                let due = ks
+                    .windows
+                    .iter()
+                    .any(|x| x.revision < 0 && newly_closed.contains(&(x.end, x.size_idx)));
+                if due && !std::mem::replace(&mut ks.dirty, true) {
+                    self.dirty_keys.push(*kid);
+                }
+            }
+        }
+        // Expire buckets past their allowed lateness.
+        let expired: Vec<(Millis, usize)> = self
+            .buckets
+            .keys()
+            .take_while(|(end, _)| w.is_expired(*end, wm, now))
+            .copied()
+            .collect();
+        for b in &expired {
+            self.buckets.remove(b);
+        }
+        let mut tombstones = Vec::new();
+        for kid in std::mem::take(&mut self.dirty_keys) {
+            let Some(ks) = self.keys.get_mut(&kid) else { continue };
+            let grid = &ks.name[..ks.grid_len];
+            let sku = &ks.name[ks.grid_len..];
+            for win in &mut ks.windows {
+                let closed = self.buckets.get(&(win.end, win.size_idx)).copied().unwrap_or(true);
+                if closed && (win.changed || win.revision < 0) {
+                    win.revision += 1;
+                    let reporting = self
+                        .grids
+                        .get(&short_id(grid))
+                        .map_or(0, |g| g.reporting(win.size_idx, win.start));
+                    out.outputs.push(demand_window(
+                        (grid, sku),
+                        win,
+                        reporting,
+                        expected(grid),
+                        &self.cfg.currency,
+                        wm,
+                        emitted_at,
+                    ));
+                }
+                win.changed = false;
+            }
+            if expired.is_empty() {
+                ks.dirty = false;
+                out.changelog.push((changelog::key_key(kid), Some(encode_key(w, ks))));
+            }
+            // Otherwise the expiry scan below writes it (once, without expired windows).
+        }
+        if !expired.is_empty() {
+            // One scan drops the expired windows of every key.
+            for (kid, ks) in &mut self.keys {
+                let before = ks.windows.len();
+                ks.windows.retain(|x| !expired.contains(&(x.end, x.size_idx)));
+                let dropped = before - ks.windows.len();
+                self.windows -= dropped;
+                out.expired_windows += dropped;
+                let dirty = std::mem::replace(&mut ks.dirty, false);
+                if ks.windows.is_empty() {
+                    tombstones.push(*kid);
+                } else if dropped > 0 || dirty {
+                    out.changelog.push((changelog::key_key(*kid), Some(encode_key(w, ks))));
+                }
+            }
+            for kid in &tombstones {
+                self.keys.remove(kid);
+                out.changelog.push((changelog::key_key(*kid), None));
+            }
+            for (gid, g) in &mut self.grids {
+                let before = g.windows.len();
+                g.windows.retain(|x| !w.is_expired(x.1 + w.sizes[x.0], wm, now));
+                if g.windows.len() != before && !std::mem::replace(&mut g.dirty, true) {
+                    self.dirty_grids.push(*gid);
+                }
+            }
+        }
+        for gid in std::mem::take(&mut self.dirty_grids) {
+            let Some(g) = self.grids.get_mut(&gid) else { continue };
+            g.dirty = false;
+            if g.windows.is_empty() {
+                self.grids.remove(&gid);
+                out.changelog.push((changelog::grid_key(gid), None));
+            } else {
+                let windows = g
+                    .windows
+                    .iter()
+                    .map(|(i, start, stores)| GridRec {
+                        size: w.sizes[*i],
+                        start: *start,
+                        stores: stores.clone(),
+                    })
+                    .collect();
+                out.changelog.push((
+                    changelog::grid_key(gid),
+                    Some(changelog::encode(&Record::Grid { windows })),
+                ));
+            }
+        }
+        // Ids seen since the last flush, grouped by window end, in chunks that stay well
+        // below Kafka's message size limit.
+        let mut pending = std::mem::take(&mut self.pending_ids);
+        pending.sort_unstable();
+        for group in pending.chunk_by(|a, b| a.0 == b.0) {
+            let end = group[0].0;
+            for ids in group.chunks(DEDUPE_CHUNK_IDS) {
+                let seq = self.next_chunk;
+                self.next_chunk += 1;
+                self.chunks.insert(seq, end);
+                self.meta_dirty = true;
+                let ids = ids.iter().map(|(_, id)| *id).collect();
+                out.changelog.push((
+                    changelog::dedupe_key(seq),
+                    Some(changelog::encode(&Record::Dedupe { end, ids })),
+                ));
+            }
+        }
+        let gone: Vec<Millis> =
+            self.dedupe.keys().take_while(|e| w.is_expired(**e, wm, now)).copied().collect();
+        for e in gone {
+            self.dedupe_ids -= self.dedupe.remove(&e).map_or(0, |s| s.len());
+        }
+        let chunks: Vec<u64> = self
+            .chunks
+            .iter()
+            .filter(|(_, end)| w.is_expired(**end, wm, now))
+            .map(|(s, _)| *s)
+            .collect();
+        for seq in chunks {
+            self.chunks.remove(&seq);
+            out.changelog.push((changelog::dedupe_key(seq), None));
+        }
+        if std::mem::take(&mut self.meta_dirty) {
+            out.changelog.push((
+                changelog::meta_key(),
+                Some(changelog::encode(&Record::Meta {
+                    max_event_time: self.max_event_time,
+                    next_chunk: self.next_chunk,
+                    heartbeat_offset: self.heartbeat_offset,
+                    last_advance_wall: self.last_advance_wall,
+                    wall_floor: self.wall_floor,
+                })),
+            ));
+        }
+        out
+    }
+
+    /// The live windows of a grid × SKU (the live query).
+    pub fn key(&self, grid: &str, sku: &str) -> Option<&KeyState> {
+        self.keys.get(&key_id(grid, sku))
+    }
+
+    /// Every grid × SKU held (the live map).
+    pub fn keys(&self) -> impl Iterator<Item = &KeyState> + '_ {
+        self.keys.values()
+    }
+
+    /// Every grid × SKU of a grid (the live query without `sku`).
+    pub fn keys_of_grid<'a>(&'a self, grid: &'a str) -> impl Iterator<Item = &'a KeyState> + 'a {
+        self.keys.values().filter(move |k| k.grid() == grid)
+    }
+
+    /// Whether the bucket of a window is closed.
+    pub fn is_closed(&self, win: &WindowState) -> bool {
+        self.buckets.get(&(win.end, win.size_idx)).copied().unwrap_or(true)
+    }
+
+    /// Reporting stores of a grid during a window.
+    pub fn stores_reporting(&self, grid: &str, size_idx: usize, start: Millis) -> usize {
+        self.grids.get(&short_id(grid)).map_or(0, |g| g.reporting(size_idx, start))
+    }
+
+    /// How big the state is (an estimate of bytes: entries, their heap parts, and the
+    /// maps' slack).
+    pub fn size(&self) -> StateSize {
+        let map_entry = |k: usize, v: usize| (k + v + 1) * 8 / 7;
+        let mut bytes = self.dedupe_ids * map_entry(8, 0)
+            + self.keys.capacity() * map_entry(16, size_of::<KeyState>());
+        let mut grid_windows = 0;
+        for ks in self.keys.values() {
+            bytes += ks.name.len() + ks.windows.capacity() * size_of::<WindowState>();
+            bytes += ks.windows.iter().map(|w| w.counters.stores.capacity() * 8).sum::<usize>();
+        }
+        for g in self.grids.values() {
+            grid_windows += g.windows.len();
+            bytes += map_entry(8, size_of::<GridState>())
+                + g.windows.iter().map(|w| 40 + w.2.capacity() * 8).sum::<usize>();
+        }
+        StateSize {
+            keys: self.keys.len(),
+            windows: self.windows,
+            dedupe_ids: self.dedupe_ids,
+            grid_windows,
+            bytes,
+        }
+    }
+}
+
+fn demand_window(
+    (grid, sku): (&str, &str),
+    win: &WindowState,
+    stores_reporting: usize,
+    stores_expected: i32,
+    currency: &str,
+    watermark: Millis,
+    now: Millis,
+) -> DemandWindow {
+    let c = &win.counters;
+    DemandWindow {
+        grid_id: grid.to_string(),
+        sku: sku.to_string(),
+        window_start: win.start,
+        window_end: win.end,
+        units_sold: c.units_sold,
+        units_returned: c.units_returned,
+        preorder_units: c.preorder_units,
+        net_units: c.net_units(),
+        revenue_minor: c.revenue_minor,
+        currency: currency.to_string(),
+        event_count: c.event_count,
+        distinct_stores: i32::try_from(c.stores.len()).unwrap_or(i32::MAX),
+        stores_reporting: i32::try_from(stores_reporting).unwrap_or(i32::MAX),
+        stores_expected,
+        revision: win.revision,
+        is_final: true,
+        watermark,
+        last_event_at: c.last_event_at,
+        emitted_at: now,
+    }
+}

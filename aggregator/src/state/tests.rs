@@ -1,0 +1,289 @@
+//! Unit tests of the partition state and the reference-model property test.
+
+use std::collections::{BTreeMap, HashSet};
+
+use nearfield_schemas::SaleKind;
+
+use proptest::prelude::*;
+
+use super::*;
+
+const MIN: Millis = 60_000;
+
+fn cfg() -> Arc<StateConfig> {
+    Arc::new(StateConfig {
+        windowing: Windowing {
+            sizes: vec![5 * MIN, 60 * MIN],
+            out_of_orderness: 30_000,
+            grace: 10_000,
+            allowed_lateness: 10 * MIN,
+            max_close_delay: 2 * MIN,
+        },
+        currency: "CNY".into(),
+    })
+}
+
+fn ev(
+    id: &str,
+    store: &str,
+    grid: &str,
+    sku: &str,
+    kind: SaleKind,
+    q: i32,
+    t: Millis,
+) -> SaleEvent {
+    SaleEvent {
+        event_id: id.into(),
+        store_id: store.into(),
+        device_id: "d".into(),
+        grid_id: grid.into(),
+        sku: sku.into(),
+        kind,
+        quantity: q,
+        unit_price_minor: 100,
+        currency: "CNY".into(),
+        occurred_at: t,
+        received_at: t + 1_000,
+    }
+}
+
+fn none(_: &str) -> i32 {
+    7
+}
+
+#[test]
+fn counts_close_once_and_revise_on_late_data() {
+    let mut st = PartitionState::new(cfg());
+    let t0 = 1_000 * 60 * MIN; // aligned to the hour
+    assert_eq!(
+        st.apply_sale(&ev("1", "s1", "g", "A", SaleKind::Sale, 3, t0 + 1), t0),
+        Outcome::Counted
+    );
+    assert_eq!(
+        st.apply_sale(&ev("2", "s2", "g", "A", SaleKind::Return, 1, t0 + 2), t0),
+        Outcome::Counted
+    );
+    assert_eq!(
+        st.apply_sale(&ev("3", "s2", "g", "A", SaleKind::Preorder, 5, t0 + 3), t0),
+        Outcome::Counted
+    );
+    assert_eq!(
+        st.apply_sale(&ev("1", "s1", "g", "A", SaleKind::Sale, 3, t0 + 1), t0),
+        Outcome::Duplicate
+    );
+    // The same event id from another store is another event.
+    assert_eq!(
+        st.apply_sale(&ev("1", "s3", "g", "A", SaleKind::Sale, 1, t0 + 4), t0),
+        Outcome::Counted
+    );
+    let f = st.flush(t0, &none);
+    assert!(f.outputs.is_empty(), "nothing closes before the watermark passes");
+    // An event 6 minutes later moves the watermark past the first 5-minute window + grace.
+    st.apply_sale(&ev("4", "s1", "g", "B", SaleKind::Sale, 1, t0 + 6 * MIN), t0 + 6 * MIN);
+    let f = st.flush(t0 + 6 * MIN, &none);
+    assert_eq!(f.outputs.len(), 1);
+    let w = &f.outputs[0];
+    assert_eq!((w.sku.as_str(), w.window_start, w.window_end), ("A", t0, t0 + 5 * MIN));
+    assert_eq!((w.units_sold, w.units_returned, w.preorder_units, w.net_units), (4, 1, 5, 8));
+    assert_eq!((w.revenue_minor, w.event_count, w.distinct_stores), (300, 4, 3));
+    assert_eq!((w.stores_reporting, w.stores_expected, w.revision, w.is_final), (3, 7, 0, true));
+    // A late event within the allowed lateness revises it once.
+    assert_eq!(
+        st.apply_sale(&ev("5", "s4", "g", "A", SaleKind::Sale, 2, t0 + 10), t0 + 6 * MIN),
+        Outcome::Counted
+    );
+    let f = st.flush(t0 + 6 * MIN, &none);
+    assert_eq!(f.outputs.len(), 1);
+    assert_eq!((f.outputs[0].revision, f.outputs[0].units_sold), (1, 6));
+    // Past lateness it is late, and the window's state is gone.
+    let later = t0 + 30 * MIN;
+    st.apply_sale(&ev("6", "s1", "g", "B", SaleKind::Sale, 1, later), later);
+    let _ = st.flush(later, &none);
+    assert_eq!(
+        st.apply_sale(&ev("7", "s1", "g", "A", SaleKind::Sale, 1, t0 + 20), later),
+        Outcome::Late
+    );
+    assert!(st.key("g", "A").is_some_and(|k| k.windows.iter().all(|w| w.size_idx == 1)));
+}
+
+#[test]
+fn a_quiet_partition_closes_by_wall_clock() {
+    let mut st = PartitionState::new(cfg());
+    let t0 = 1_000 * 60 * MIN;
+    st.apply_sale(&ev("1", "s1", "g", "A", SaleKind::Sale, 1, t0), t0);
+    assert!(st.flush(t0 + 5 * MIN + MIN, &none).outputs.is_empty());
+    let f = st.flush(t0 + 5 * MIN + 2 * MIN, &none);
+    assert_eq!(f.outputs.len(), 1, "closed max_close_delay after its end");
+}
+
+#[test]
+fn heartbeats_count_towards_reporting_stores() {
+    let mut st = PartitionState::new(cfg());
+    let t0 = 1_000 * 60 * MIN;
+    st.apply_heartbeat("g", "s9", t0 + 5, 11, t0);
+    st.apply_heartbeat("g", "s8", t0 + 5, 12, t0);
+    st.apply_sale(&ev("1", "s1", "g", "A", SaleKind::Sale, 1, t0), t0);
+    let f = st.flush(t0 + 8 * MIN, &none);
+    assert_eq!(f.outputs[0].stores_reporting, 3);
+    assert_eq!(st.heartbeat_offset(), 12);
+}
+
+#[test]
+fn dedupe_ids_are_written_in_bounded_chunks() {
+    let mut st = PartitionState::new(cfg());
+    let t0 = 1_000 * 60 * MIN;
+    let n = DEDUPE_CHUNK_IDS * 2 + 5;
+    for i in 0..n {
+        st.apply_sale(&ev(&i.to_string(), "s1", "g", "A", SaleKind::Sale, 1, t0), t0);
+    }
+    let f = st.flush(t0, &none);
+    let chunks: Vec<usize> = f
+        .changelog
+        .iter()
+        .filter(|(k, _)| k[0] == b'D')
+        .map(|(_, v)| match changelog::decode(v.as_deref().expect("value")) {
+            Ok(Record::Dedupe { ids, .. }) => ids.len(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(chunks, vec![DEDUPE_CHUNK_IDS, DEDUPE_CHUNK_IDS, 5]);
+    assert!(f.changelog.iter().all(|(_, v)| v.as_ref().is_none_or(|v| v.len() < 512 * 1024)));
+}
+
+/// One step of a generated history.
+#[derive(Debug, Clone)]
+enum Step {
+    Sale {
+        id: u8,
+        store: u8,
+        grid: u8,
+        sku: u8,
+        kind: u8,
+        q: i32,
+        dt: Millis,
+    },
+    Flush {
+        advance: Millis,
+    },
+    /// Crash after the last flush: restore from the changelog.
+    Restore,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (0u8..40, 0u8..4, 0u8..2, 0u8..3, 0u8..3, 1i32..5, -20 * MIN..5 * MIN)
+            .prop_map(|(id, store, grid, sku, kind, q, dt)| Step::Sale { id, store, grid, sku, kind, q, dt }),
+        2 => (0..3 * MIN).prop_map(|advance| Step::Flush { advance }),
+        1 => Just(Step::Restore),
+    ]
+}
+
+type WinKey = (String, String, Millis, Millis);
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Against a reference model: every counted event is in the final value of each of
+    /// its windows, revisions run 0, 1, 2… without repeats, and crashes (restore from
+    /// the changelog at a flush) change nothing.
+    #[test]
+    fn matches_the_reference_model(steps in proptest::collection::vec(step(), 1..120)) {
+        let cfg = cfg();
+        let w = cfg.windowing.clone();
+        let base = 2_000 * 60 * MIN;
+        let mut st = PartitionState::new(Arc::clone(&cfg));
+        let mut log: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        let mut outputs: Vec<DemandWindow> = Vec::new();
+        // The model.
+        let mut now = base;
+        let mut max_t: Option<Millis> = None;
+        // When the model's watermark last advanced (wall clock): the wall-clock rules
+        // apply only after max_close_delay without an advance.
+        let mut advanced: Option<Millis> = None;
+        let mut floor = Millis::MIN;
+        let tick = |advanced: Option<Millis>, floor: &mut Millis, now: Millis| {
+            if advanced.is_some_and(|a| now - a >= w.max_close_delay) {
+                *floor = (*floor).max(now);
+            }
+            *floor
+        };
+        let mut counted: HashSet<(u8, u8, Millis)> = HashSet::new();
+        let mut model: BTreeMap<WinKey, (i64, i64, i64, i64)> = BTreeMap::new();
+        // What the state held at the last flush, to replay after a "crash".
+        let mut since_flush: Vec<SaleEvent> = Vec::new();
+        for s in steps {
+            match s {
+                Step::Sale { id, store, grid, sku, kind, q, dt } => {
+                    let kind = [SaleKind::Sale, SaleKind::Return, SaleKind::Preorder][kind as usize];
+                    let t = now + dt;
+                    let e = ev(&id.to_string(), &format!("s{store}"), &format!("g{grid}"), &format!("k{sku}"), kind, q, t);
+                    let wm = w.watermark(max_t);
+                    let clock = tick(advanced, &mut floor, now);
+                    let expect = if w.is_late(t, wm, clock) {
+                        Outcome::Late
+                    } else if !counted.insert((store, id, w.first_end(t))) {
+                        // A retry carries the event's own time: same earliest window.
+                        Outcome::Duplicate
+                    } else {
+                        for (_, start, end) in w.windows_of(t) {
+                            let c = model.entry((e.grid_id.clone(), e.sku.clone(), start, end)).or_default();
+                            match kind {
+                                SaleKind::Sale => c.0 += i64::from(q),
+                                SaleKind::Return => c.1 += i64::from(q),
+                                SaleKind::Preorder => c.2 += i64::from(q),
+                            }
+                            c.3 += 1;
+                        }
+                        let clamped = t.min(e.received_at);
+                        if max_t.is_none_or(|m| clamped > m) {
+                            max_t = Some(clamped);
+                            advanced = Some(now);
+                        }
+                        Outcome::Counted
+                    };
+                    prop_assert_eq!(st.apply_sale(&e, now), expect, "event {:?}", e);
+                    since_flush.push(e);
+                }
+                Step::Flush { advance } => {
+                    now += advance;
+                    tick(advanced, &mut floor, now);
+                    let f = st.flush(now, &none);
+                    for (k, v) in f.changelog {
+                        match v { Some(v) => { log.insert(k, v); } None => { log.remove(&k); } }
+                    }
+                    outputs.extend(f.outputs);
+                    since_flush.clear();
+                }
+                Step::Restore => {
+                    // Uncommitted work is lost with the process; Kafka redelivers it.
+                    let mut fresh = PartitionState::new(Arc::clone(&cfg));
+                    for (k, v) in &log {
+                        fresh.restore(k, Some(v)).expect("restores");
+                    }
+                    st = fresh;
+                    for e in std::mem::take(&mut since_flush) {
+                        st.apply_sale(&e, now);
+                        since_flush.push(e);
+                    }
+                }
+            }
+        }
+        // Let everything close and expire.
+        let f = st.flush(Millis::MAX / 4, &none);
+        outputs.extend(f.outputs);
+        prop_assert_eq!(st.size().windows, 0);
+        prop_assert_eq!(st.size().dedupe_ids, 0);
+        let mut last: BTreeMap<WinKey, DemandWindow> = BTreeMap::new();
+        for o in outputs {
+            let k = (o.grid_id.clone(), o.sku.clone(), o.window_start, o.window_end);
+            let expected_rev = last.get(&k).map_or(0, |p| p.revision + 1);
+            prop_assert_eq!(o.revision, expected_rev, "revisions are consecutive for {:?}", k);
+            last.insert(k, o);
+        }
+        let got: BTreeMap<WinKey, (i64, i64, i64, i64)> = last
+            .into_iter()
+            .map(|(k, o)| (k, (o.units_sold, o.units_returned, o.preorder_units, o.event_count)))
+            .collect();
+        prop_assert_eq!(got, model);
+    }
+}

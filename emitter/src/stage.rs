@@ -1,0 +1,185 @@
+//! The emitter as a stage of the exactly-once runtime (`nearfield-eos`): what it does
+//! with a demand window and at a commit. Signals go to `plan.<supplier>.v1`, created on
+//! first use; the latest committed ones are kept for `/v1/plans`.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use nearfield_common::kafka::{TopicSpec, Topics};
+use nearfield_eos::{Emit, EosError, Input, Millis, Owned, Stage};
+use nearfield_schemas::{Codec, DemandWindow, PlanSignal};
+
+use crate::catalog::Catalog;
+use crate::internal_events::{InvalidRecord, SignalsCommitted, StateGauges, WindowConsumed};
+use crate::state::{PartitionState, StateConfig, StateSize, Tally};
+
+/// Content type of a dead-lettered demand record.
+const DEMAND_CONTENT_TYPE: &str = "application/vnd.nearfield.demand-window+avro";
+
+/// The latest committed signals, newest last (what `/v1/plans` serves).
+pub type Recent = Arc<ArcSwap<VecDeque<PlanSignal>>>;
+
+/// The emitter stage.
+#[derive(Debug)]
+pub struct Emitter {
+    cfg: Arc<StateConfig>,
+    catalog: Arc<Catalog>,
+    topics: Topics,
+    plan_partitions: i32,
+    codec: Codec,
+    recent: Recent,
+    recent_cap: usize,
+}
+
+/// Signals and decision tallies of one transaction.
+#[derive(Debug, Default)]
+pub struct Committed {
+    pub signals: Vec<PlanSignal>,
+    pub tally: Tally,
+}
+
+impl Emitter {
+    /// The stage; `recent_cap` signals are kept for `/v1/plans`.
+    pub fn new(
+        cfg: Arc<StateConfig>,
+        catalog: Arc<Catalog>,
+        topics: Topics,
+        plan_partitions: i32,
+        recent_cap: usize,
+    ) -> Self {
+        Emitter {
+            cfg,
+            catalog,
+            topics,
+            plan_partitions,
+            codec: Codec::single_object(),
+            recent: Arc::default(),
+            recent_cap,
+        }
+    }
+
+    /// The latest committed signals.
+    pub fn recent(&self) -> Recent {
+        Arc::clone(&self.recent)
+    }
+
+    /// The spec of a plan topic the emitter may create (a supplier's first signal).
+    pub fn plan_topic_spec(topics: &Topics, partitions: i32, topic: &str) -> Option<TopicSpec> {
+        let supplier =
+            topic.strip_prefix(&topics.plan_prefix)?.strip_suffix(&topics.plan_suffix)?;
+        (!supplier.is_empty()).then(|| TopicSpec {
+            name: topic.to_string(),
+            partitions,
+            cleanup: "delete",
+        })
+    }
+
+    /// Which topics the runtime may create on first write.
+    pub fn create_on_demand(&self) -> Arc<nearfield_eos::CreateOnDemand> {
+        let (topics, n) = (self.topics.clone(), self.plan_partitions);
+        Arc::new(move |topic: &str| Emitter::plan_topic_spec(&topics, n, topic))
+    }
+}
+
+impl nearfield_eos::PartitionState for PartitionState {
+    type RestoreError = crate::state::RestoreError;
+
+    fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), Self::RestoreError> {
+        PartitionState::restore(self, key, value)
+    }
+
+    fn restored(&mut self, now: Millis) {
+        PartitionState::restored(self, now);
+    }
+
+    fn watermark(&self) -> Option<Millis> {
+        Some(PartitionState::watermark(self)).filter(|w| *w > Millis::MIN)
+    }
+}
+
+impl Stage for Emitter {
+    type State = PartitionState;
+    type Summary = Committed;
+    type Query = ();
+    type Answer = ();
+
+    const NAME: &'static str = "emitter";
+
+    fn fresh(&self, _partition: i32) -> PartitionState {
+        PartitionState::new(Arc::clone(&self.cfg))
+    }
+
+    fn process(
+        &self,
+        state: &mut PartitionState,
+        records: &[Input<'_>],
+        now: Millis,
+        out: &mut Emit<'_, Committed>,
+    ) -> Result<(), EosError> {
+        for r in records {
+            match self.codec.decode::<DemandWindow>(r.payload) {
+                Ok(w) => {
+                    let outcome = state.apply(&w, &self.catalog, now);
+                    WindowConsumed { outcome: outcome.label() }.emit();
+                }
+                Err(e) => {
+                    InvalidRecord { partition: r.partition, offset: r.offset, reason: e.reason() }
+                        .emit();
+                    out.dead_letter(r, &e, DEMAND_CONTENT_TYPE, now)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(
+        &self,
+        state: &mut PartitionState,
+        now: Millis,
+        out: &mut Emit<'_, Committed>,
+    ) -> Result<(), EosError> {
+        let flushed = state.flush(now, &self.catalog);
+        out.summary.tally.merge(std::mem::take(&mut state.tally));
+        for (k, v) in &flushed.changelog {
+            out.changelog(k, v.as_deref())?;
+        }
+        for s in &flushed.signals {
+            let topic = self.topics.plan(&s.supplier_id);
+            out.send_record(&topic, s.sku.as_bytes(), s.sku.as_bytes(), s)?;
+        }
+        out.summary.signals.extend(flushed.signals);
+        Ok(())
+    }
+
+    fn committed(&self, summary: Committed) {
+        if !summary.signals.is_empty() {
+            self.recent.rcu(|old| {
+                let mut v = (**old).clone();
+                v.extend(summary.signals.iter().cloned());
+                let excess = v.len().saturating_sub(self.recent_cap);
+                v.drain(..excess);
+                v
+            });
+        }
+        SignalsCommitted { signals: &summary.signals, tally: summary.tally }.emit();
+    }
+
+    fn answer(&self, _owned: &Owned<'_, PartitionState>, _q: ()) {}
+
+    fn gauges(&self, owned: &Owned<'_, PartitionState>, now: Millis) {
+        let delay = owned
+            .active
+            .values()
+            .map(PartitionState::watermark)
+            .filter(|w| *w > i64::MIN)
+            .min()
+            .map(|w| (now - w) / 1000);
+        StateGauges {
+            size: owned.active.values().map(PartitionState::size).sum::<StateSize>(),
+            catalog_skus: self.catalog.len(),
+            watermark_delay_s: delay,
+        }
+        .emit();
+    }
+}

@@ -1,0 +1,312 @@
+//! The decisions: the privacy merge of thin regions, a unit's series and forecast, which
+//! rule fires (SURGE > THRESHOLD > SCHEDULED), the recommendation and its rounding, the
+//! deterministic signal id, and the re-decision of a plan after late data (REVISION).
+
+use std::collections::BTreeMap;
+
+use h3o::{CellIndex, Resolution};
+use nearfield_schemas::{Firmness, PlanReason, PlanSignal};
+
+use crate::catalog::Item;
+use crate::forecast::Model;
+
+use super::model::{CellState, Plan, SkuState};
+use super::{StateConfig, Tally};
+
+pub(crate) fn align_down(t: i64, size: i64) -> i64 {
+    t.div_euclid(size) * size
+}
+
+pub(crate) fn align_up(t: i64, size: i64) -> i64 {
+    -align_down(-t, size)
+}
+
+/// `units` rounded up to a multiple of `batch`, and at least `moq`.
+pub fn recommend(need: f64, moq: i64, batch: i64) -> i64 {
+    let need = if need.is_finite() { need.max(0.0).ceil() as i64 } else { 0 };
+    let units = need.max(moq).max(1);
+    let batch = batch.max(1);
+    (units + batch - 1) / batch * batch
+}
+
+/// The deterministic id of a decision.
+#[allow(clippy::too_many_arguments)]
+pub fn signal_id(
+    supplier: &str,
+    sku: &str,
+    warehouse: &str,
+    region: &str,
+    horizon_start: i64,
+    based_on: i64,
+    reason: PlanReason,
+    revision: i32,
+) -> String {
+    let text = format!(
+        "{supplier}|{sku}|{warehouse}|{region}|{horizon_start}|{based_on}|{reason:?}|{revision}"
+    );
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(text.as_bytes()))
+}
+
+/// A set of cells decided together after the privacy merge.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Unit {
+    pub(crate) region: CellIndex,
+    pub(crate) members: Vec<String>,
+    pub(crate) stores: i32,
+}
+
+/// Merges regions thinner than `k` stores into their parents (finest first) until they
+/// reach `k`; what is still thinner at `min_res` is suppressed.
+pub(crate) fn privacy_merge(
+    cands: Vec<(CellIndex, String, i32)>,
+    k: i32,
+    min_res: Resolution,
+) -> (Vec<Unit>, Vec<Unit>) {
+    let mut level: BTreeMap<CellIndex, (Vec<String>, i32)> = BTreeMap::new();
+    for (cell, key, stores) in cands {
+        let e = level.entry(cell).or_default();
+        e.0.push(key);
+        e.1 += stores;
+    }
+    let (mut units, mut suppressed) = (Vec::new(), Vec::new());
+    while let Some(res) = level.keys().map(|c| c.resolution()).max() {
+        let at: Vec<CellIndex> = level.keys().filter(|c| c.resolution() == res).copied().collect();
+        for c in at {
+            let Some((members, stores)) = level.remove(&c) else { continue };
+            let parent = res.pred().filter(|_| res > min_res).and_then(|r| c.parent(r));
+            if stores >= k {
+                units.push(Unit { region: c, members, stores });
+            } else if let Some(p) = parent {
+                let e = level.entry(p).or_default();
+                e.0.extend(members);
+                e.1 += stores;
+            } else {
+                suppressed.push(Unit { region: c, members, stores });
+            }
+        }
+    }
+    (units, suppressed)
+}
+
+/// The unit's net units per bucket, oldest first, ending at `end` (at most `history`).
+pub(crate) fn unit_series(
+    sku: &SkuState,
+    members: &[String],
+    end: i64,
+    cfg: &StateConfig,
+) -> Vec<f64> {
+    let cells: Vec<&CellState> =
+        members.iter().filter_map(|m| sku.cells.get(m)).filter(|c| !c.series.is_empty()).collect();
+    let Some(first) = cells.iter().map(|c| c.series_start(cfg.bucket)).min() else {
+        return Vec::new();
+    };
+    let start = first.max(end - (cfg.history as i64 - 1) * cfg.bucket).min(end);
+    let n = ((end - start) / cfg.bucket + 1) as usize;
+    let mut v = vec![0.0; n];
+    for c in cells {
+        let s = c.series_start(cfg.bucket);
+        for (i, val) in c.series.iter().enumerate() {
+            let b = s + i as i64 * cfg.bucket;
+            if (start..=end).contains(&b) {
+                v[((b - start) / cfg.bucket) as usize] += *val as f64;
+            }
+        }
+    }
+    v
+}
+
+/// The buckets of a horizon as forecast steps after the bucket ending at `end`.
+pub(crate) fn steps(end: i64, horizon_start: i64, horizon_end: i64, bucket: i64) -> (usize, usize) {
+    (((horizon_start - end) / bucket) as usize + 1, ((horizon_end - end) / bucket) as usize)
+}
+
+pub(crate) fn need(reason: PlanReason, forecast: f64, observed: i64) -> f64 {
+    match reason {
+        PlanReason::Scheduled | PlanReason::Revision => forecast,
+        // Demand already seen and not yet planned for is at least what to make.
+        PlanReason::Threshold | PlanReason::Surge => forecast.max(observed as f64),
+    }
+}
+
+/// (stores_reporting, stores_expected, latest occurred_at) of `grids` in (from, to].
+pub(crate) fn completeness(
+    sku: &SkuState,
+    grids: &[String],
+    from: i64,
+    to: i64,
+) -> (i32, i32, i64) {
+    let (mut rep, mut exp, mut last) = (0, 0, i64::MIN);
+    for g in grids {
+        let Some(b) = sku.grids.get(g) else { continue };
+        if let Some(latest) = b.iter().rev().find(|b| b.end > from && b.end <= to) {
+            rep += latest.reporting;
+            exp += latest.expected;
+        }
+        for x in b.iter().filter(|b| b.end > from && b.end <= to) {
+            last = last.max(x.last_event_at);
+        }
+    }
+    (rep, exp, last)
+}
+
+/// Decides one unit at the completion of bucket `end`; on a signal, records the plan and
+/// resets the members' accumulation.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn decide_unit(
+    sku: &mut SkuState,
+    unit: &Unit,
+    warehouse: &str,
+    end: i64,
+    item: &Item,
+    cfg: &StateConfig,
+    now: i64,
+    tally: &mut Tally,
+) -> Option<PlanSignal> {
+    let series = unit_series(sku, &unit.members, end, cfg);
+    let n = series.len();
+    let season = cfg.forecast.season;
+    // How the bucket that just completed compares with its one-step forecast.
+    let mut surge = false;
+    if n > season {
+        let f1 = Model::fit_best(&series[..n - 1], &cfg.forecast).horizon(1, 1);
+        let actual = series[n - 1];
+        tally.forecast_abs_errors.push((actual - f1.point).abs());
+        if f1.low <= actual && actual <= f1.high {
+            tally.forecast_hits += 1;
+        }
+        surge = actual > f1.high
+            && actual >= cfg.surge_factor * f1.point
+            && actual >= cfg.surge_min_units as f64;
+    }
+    let members: Vec<&CellState> = unit.members.iter().filter_map(|m| sku.cells.get(m)).collect();
+    let observed: i64 = members.iter().map(|c| c.acc_units).sum();
+    let basis_from = members.iter().map(|c| c.acc_from).min().unwrap_or(i64::MIN);
+    let basis_to = members.iter().map(|c| c.acc_to).max().unwrap_or(end).max(end);
+    let reason = if surge {
+        PlanReason::Surge
+    } else if observed >= item.moq {
+        PlanReason::Threshold
+    } else if end % cfg.schedule == 0 {
+        PlanReason::Scheduled
+    } else {
+        return None;
+    };
+    let model = Model::fit_best(&series, &cfg.forecast);
+    let horizon_start = align_up(end + item.lead_time_ms, cfg.horizon).max(end + cfg.bucket);
+    let horizon_end = horizon_start + cfg.horizon;
+    let (k0, k1) = steps(end, horizon_start, horizon_end, cfg.bucket);
+    let fc = model.horizon(k0, k1);
+    let mut grids: Vec<String> =
+        members.iter().flat_map(|c| c.acc_stores.keys().cloned()).collect();
+    grids.sort();
+    grids.dedup();
+    let (reporting, expected, last_event) = completeness(sku, &grids, basis_from, basis_to);
+    if last_event != i64::MIN {
+        tally.latencies_ms.push(now - last_event);
+    }
+    let coverage = if expected > 0 { f64::from(reporting) / f64::from(expected) } else { 0.0 };
+    let firmness = if coverage >= cfg.firm_coverage && n >= season {
+        Firmness::Firm
+    } else {
+        Firmness::Planning
+    };
+    let region = unit.region.to_string();
+    let signal = PlanSignal {
+        signal_id: signal_id(
+            &item.supplier_id,
+            &item.sku,
+            warehouse,
+            &region,
+            horizon_start,
+            end,
+            reason,
+            0,
+        ),
+        supplier_id: item.supplier_id.clone(),
+        factory_id: item.factory_id.clone(),
+        sku: item.sku.clone(),
+        warehouse_id: Some(warehouse.to_string()),
+        region,
+        horizon_start,
+        horizon_end,
+        observed_units: observed,
+        forecast_units: fc.point,
+        forecast_low: fc.low,
+        forecast_high: fc.high,
+        interval_coverage: cfg.forecast.coverage,
+        recommended_units: recommend(need(reason, fc.point, observed), item.moq, item.batch_size),
+        moq: item.moq,
+        batch_size: item.batch_size,
+        reason,
+        firmness,
+        contributing_grids: grids,
+        contributing_stores: unit.stores,
+        stores_reporting: reporting,
+        stores_expected: expected,
+        based_on_watermark: end,
+        generated_at: now,
+        revision: 0,
+        supersedes: None,
+    };
+    for m in &unit.members {
+        if let Some(c) = sku.cells.get_mut(m) {
+            c.acc_units = 0;
+            c.acc_stores.clear();
+            c.acc_from = basis_to;
+            c.acc_to = basis_to;
+        }
+    }
+    sku.plans.push(Plan {
+        signal: signal.clone(),
+        base_reason: reason,
+        members: unit.members.clone(),
+        basis_from,
+        basis_to,
+    });
+    Some(signal)
+}
+
+/// Re-decides plan `idx` after late data; a changed recommendation is a REVISION.
+pub(crate) fn revise(
+    sku: &mut SkuState,
+    idx: usize,
+    item: &Item,
+    cfg: &StateConfig,
+    now: i64,
+) -> Option<PlanSignal> {
+    let plan = &sku.plans[idx];
+    let end = plan.signal.based_on_watermark;
+    let series = unit_series(sku, &plan.members, end, cfg);
+    let model = Model::fit_best(&series, &cfg.forecast);
+    let (k0, k1) = steps(end, plan.signal.horizon_start, plan.signal.horizon_end, cfg.bucket);
+    let fc = model.horizon(k0, k1);
+    let observed = plan.signal.observed_units;
+    let rec = recommend(need(plan.base_reason, fc.point, observed), item.moq, item.batch_size);
+    if rec == plan.signal.recommended_units {
+        return None;
+    }
+    let plan = &mut sku.plans[idx];
+    let old = plan.signal.signal_id.clone();
+    let s = &mut plan.signal;
+    s.revision += 1;
+    s.reason = PlanReason::Revision;
+    s.supersedes = Some(old);
+    s.forecast_units = fc.point;
+    s.forecast_low = fc.low;
+    s.forecast_high = fc.high;
+    s.recommended_units = rec;
+    s.moq = item.moq;
+    s.batch_size = item.batch_size;
+    s.generated_at = now;
+    s.signal_id = signal_id(
+        &s.supplier_id,
+        &s.sku,
+        s.warehouse_id.as_deref().unwrap_or_default(),
+        &s.region,
+        s.horizon_start,
+        end,
+        PlanReason::Revision,
+        s.revision,
+    );
+    Some(s.clone())
+}

@@ -1,0 +1,483 @@
+//! One input partition's planning state and the decisions made on it.
+//!
+//! `demand.v1` is keyed by SKU, so everything about a SKU lives in one partition. Per SKU
+//! the state holds:
+//! - **cells**: one per (warehouse, region) where the region is the grid's H3 parent at
+//!   `region_resolution`: a series of net units per bucket (the forecast's history) and
+//!   what accumulated since the cell's last plan (units, contributing stores per grid);
+//! - **grids**: the last `DemandWindow` figures per grid and bucket, for the revision
+//!   deltas and completeness (`stores_reporting` / `stores_expected`);
+//! - **plans**: the signals still revisable (their basis within `revision_retention_ms`).
+//!
+//! Time is the demand clock: the largest watermark (or end of a final window) seen on
+//! the partition. A bucket is complete once the clock passes its end + `settle_ms`; each
+//! completion decides, per (supplier, SKU, warehouse), which regions get a `PlanSignal`
+//! (privacy floor first, then SURGE > THRESHOLD > SCHEDULED). A window arriving for a
+//! bucket a plan already used is applied to that plan, which is re-decided at once: a
+//! changed recommendation is a REVISION that supersedes it.
+//!
+//! Everything is decided from the input records in partition order (the wall clock only
+//! stamps `generated_at` and, after `idle_advance_ms` of silence, moves the clock), so a
+//! replay from the last commit makes exactly the same decisions with the same ids.
+//!
+//! # Layout
+//! - this file: applying windows, the clock, completing buckets, pruning, flushing;
+//! - `model`: the state's data types;
+//! - `decide`: privacy merge, forecasts, rules, recommendations, revisions;
+//! - `changelog`: the changelog records and restore;
+//! - `tests`: unit tests and the restore-equivalence property test.
+
+mod changelog;
+mod decide;
+mod model;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use h3o::{CellIndex, Resolution};
+use nearfield_schemas::{DemandWindow, PlanSignal};
+
+use crate::catalog::Catalog;
+use crate::config::EmitConfig;
+use crate::forecast;
+
+pub use changelog::RestoreError;
+use changelog::{META_KEY, SKU_PREFIX};
+use decide::{align_down, decide_unit, privacy_merge, revise};
+pub use decide::{recommend, signal_id};
+use model::{CellState, GridBucket, Meta, SkuState};
+
+/// The settings the state machine uses.
+#[derive(Debug, Clone)]
+pub struct StateConfig {
+    pub bucket: i64,
+    pub settle: i64,
+    pub horizon: i64,
+    pub schedule: i64,
+    pub history: usize,
+    pub forecast: forecast::Params,
+    pub k: i32,
+    pub region_res: Resolution,
+    pub min_region_res: Resolution,
+    pub surge_factor: f64,
+    pub surge_min_units: i64,
+    pub firm_coverage: f64,
+    pub retention: i64,
+    pub idle_advance: i64,
+}
+
+impl StateConfig {
+    /// From validated settings.
+    pub fn from_config(c: &EmitConfig) -> Result<Self, crate::config::ConfigError> {
+        let res = |setting, r: u8| {
+            Resolution::try_from(r)
+                .map_err(|e| crate::config::ConfigError { setting, rule: e.to_string() })
+        };
+        Ok(StateConfig {
+            bucket: c.bucket_ms,
+            settle: c.settle_ms,
+            horizon: c.horizon_ms,
+            schedule: c.schedule_ms,
+            history: c.history_buckets,
+            forecast: c.forecast(),
+            k: c.privacy_k,
+            region_res: res("region_resolution", c.region_resolution)?,
+            min_region_res: res("min_region_resolution", c.min_region_resolution)?,
+            surge_factor: c.surge_factor,
+            surge_min_units: c.surge_min_units,
+            firm_coverage: c.firm_coverage,
+            retention: c.revision_retention_ms,
+            idle_advance: c.idle_advance_ms,
+        })
+    }
+}
+
+/// What became of one `DemandWindow`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Counted towards its region's next plan.
+    Applied,
+    /// A late correction applied to the accumulation or to a plan already sent.
+    Revised,
+    /// Another window size than `bucket_ms`, or not aligned to it (it only moves the clock).
+    OtherSize,
+    /// A provisional (not final) window (it only moves the clock).
+    Provisional,
+    /// The SKU is not in the catalog.
+    UnknownSku,
+    /// No warehouse of the SKU serves the grid.
+    OutsideAreas,
+    /// The grid is not an H3 cell.
+    InvalidGrid,
+    /// Window bounds or watermark outside years 1970..=9999, or end not after start.
+    InvalidTime,
+    /// Older than `revision_retention_ms` behind the clock: nothing left to revise.
+    TooOld,
+}
+
+impl Outcome {
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Applied => "applied",
+            Outcome::Revised => "revised",
+            Outcome::OtherSize => "other_size",
+            Outcome::Provisional => "provisional",
+            Outcome::UnknownSku => "unknown_sku",
+            Outcome::OutsideAreas => "outside_areas",
+            Outcome::InvalidGrid => "invalid_grid",
+            Outcome::InvalidTime => "invalid_time",
+            Outcome::TooOld => "too_old",
+        }
+    }
+}
+
+/// What happened since the last flush, for metrics.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Tally {
+    /// A rule would have fired for a region set thinner than the privacy floor.
+    pub suppressed: u64,
+    /// |actual − forecast| of one-step forecasts as buckets completed.
+    pub forecast_abs_errors: Vec<f64>,
+    /// How many of those actuals fell inside the interval.
+    pub forecast_hits: u64,
+    /// Revised windows that left a plan's recommendation unchanged.
+    pub revisions_absorbed: u64,
+    /// Milliseconds from the newest sale behind a signal to the signal.
+    pub latencies_ms: Vec<i64>,
+}
+
+impl Tally {
+    /// Adds `t` to this tally.
+    pub fn merge(&mut self, t: Tally) {
+        self.suppressed += t.suppressed;
+        self.forecast_abs_errors.extend(t.forecast_abs_errors);
+        self.forecast_hits += t.forecast_hits;
+        self.revisions_absorbed += t.revisions_absorbed;
+        self.latencies_ms.extend(t.latencies_ms);
+    }
+}
+
+/// What a flush hands to the transaction.
+#[derive(Debug, Default)]
+pub struct Flushed {
+    /// Changelog records (key, value; `None` deletes).
+    pub changelog: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// Signals decided since the last flush, in decision order.
+    pub signals: Vec<PlanSignal>,
+}
+
+/// Sizes for the gauges.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StateSize {
+    pub skus: usize,
+    pub cells: usize,
+    pub plans: usize,
+    pub bytes: usize,
+}
+
+/// 9999-12-31T23:59:59.999Z: times beyond are refused, so the arithmetic cannot overflow.
+const MAX_TIME: i64 = 253_402_300_799_999;
+
+impl std::iter::Sum for StateSize {
+    fn sum<I: Iterator<Item = StateSize>>(iter: I) -> Self {
+        iter.fold(StateSize::default(), |a, b| StateSize {
+            skus: a.skus + b.skus,
+            cells: a.cells + b.cells,
+            plans: a.plans + b.plans,
+            bytes: a.bytes + b.bytes,
+        })
+    }
+}
+
+/// One partition's state.
+#[derive(Debug)]
+pub struct PartitionState {
+    cfg: Arc<StateConfig>,
+    skus: BTreeMap<String, SkuState>,
+    watermark: i64,
+    /// End of the last completed bucket (`i64::MIN` before the first window).
+    completed: i64,
+    dirty: BTreeSet<String>,
+    meta_dirty: bool,
+    signals: Vec<PlanSignal>,
+    last_input_wall: i64,
+    /// Metrics since the last flush.
+    pub tally: Tally,
+}
+impl PartitionState {
+    /// Empty state.
+    pub fn new(cfg: Arc<StateConfig>) -> Self {
+        PartitionState {
+            cfg,
+            skus: BTreeMap::new(),
+            watermark: i64::MIN,
+            completed: i64::MIN,
+            dirty: BTreeSet::new(),
+            meta_dirty: false,
+            signals: Vec::new(),
+            last_input_wall: i64::MIN,
+            tally: Tally::default(),
+        }
+    }
+
+    /// The demand clock (`i64::MIN` before any window).
+    pub fn watermark(&self) -> i64 {
+        self.watermark
+    }
+
+    /// End of the last completed bucket.
+    pub fn completed(&self) -> i64 {
+        self.completed
+    }
+
+    /// Sizes for the gauges.
+    pub fn size(&self) -> StateSize {
+        let mut s = StateSize { skus: self.skus.len(), ..StateSize::default() };
+        for sku in self.skus.values() {
+            s.cells += sku.cells.len();
+            s.plans += sku.plans.len();
+            s.bytes += sku.cells.values().map(|c| 160 + c.series.len() * 8).sum::<usize>()
+                + sku.grids.values().map(|g| 64 + g.len() * 48).sum::<usize>()
+                + sku.plans.len() * 600;
+        }
+        s
+    }
+
+    /// Applies one `DemandWindow` read at wall-clock `now`, then completes the buckets
+    /// the clock passed (deciding on each).
+    pub fn apply(&mut self, w: &DemandWindow, catalog: &Catalog, now: i64) -> Outcome {
+        self.last_input_wall = now;
+        let sane = |t: i64| (0..=MAX_TIME).contains(&t);
+        if !sane(w.window_start) || !sane(w.window_end) || !sane(w.watermark) {
+            return Outcome::InvalidTime;
+        }
+        if w.window_end <= w.window_start {
+            return Outcome::InvalidTime;
+        }
+        let outcome = self.apply_data(w, catalog, now);
+        let clock = if w.is_final { w.watermark.max(w.window_end) } else { w.watermark };
+        if clock > self.watermark {
+            self.watermark = clock;
+            self.meta_dirty = true;
+        }
+        self.advance(catalog, now);
+        outcome
+    }
+
+    fn apply_data(&mut self, w: &DemandWindow, catalog: &Catalog, now: i64) -> Outcome {
+        let cfg = Arc::clone(&self.cfg);
+        if w.window_end - w.window_start != cfg.bucket || w.window_end % cfg.bucket != 0 {
+            return Outcome::OtherSize;
+        }
+        if !w.is_final {
+            return Outcome::Provisional;
+        }
+        let Some(item) = catalog.get(&w.sku) else { return Outcome::UnknownSku };
+        let Ok(grid) = w.grid_id.parse::<CellIndex>() else { return Outcome::InvalidGrid };
+        let Some(warehouse) = item.warehouse_of(grid) else { return Outcome::OutsideAreas };
+        let end = w.window_end;
+        if self.completed != i64::MIN && end <= self.completed - cfg.retention {
+            return Outcome::TooOld;
+        }
+        if self.completed == i64::MIN {
+            self.completed = end - cfg.bucket;
+            self.meta_dirty = true;
+        }
+        let region = if grid.resolution() > cfg.region_res {
+            grid.parent(cfg.region_res).unwrap_or(grid)
+        } else {
+            grid
+        };
+        let key = format!("{warehouse}|{region}");
+        let sku = self.skus.entry(w.sku.clone()).or_default();
+        self.dirty.insert(w.sku.clone());
+        let buckets = sku.grids.entry(w.grid_id.clone()).or_default();
+        let fresh = GridBucket {
+            end,
+            net: w.net_units,
+            stores: w.distinct_stores,
+            reporting: w.stores_reporting,
+            expected: w.stores_expected,
+            last_event_at: w.last_event_at,
+        };
+        let old = match buckets.iter_mut().find(|b| b.end == end) {
+            Some(b) => std::mem::replace(b, fresh).net,
+            None => {
+                let at = buckets.partition_point(|b| b.end < end);
+                buckets.insert(at, fresh);
+                0
+            }
+        };
+        let delta = w.net_units - old;
+        let cell = sku
+            .cells
+            .entry(key.clone())
+            .or_insert_with(|| CellState::new(warehouse, region.to_string()));
+        cell.add(end, delta, cfg.bucket, cfg.history);
+        if end > cell.acc_from {
+            cell.acc_units += delta;
+            let s = cell.acc_stores.entry(w.grid_id.clone()).or_default();
+            *s = (*s).max(w.distinct_stores);
+            cell.acc_to = cell.acc_to.max(end);
+            return if w.revision > 0 { Outcome::Revised } else { Outcome::Applied };
+        }
+        // The bucket is in the basis of a plan already sent: revise it.
+        let Some(idx) = sku
+            .plans
+            .iter()
+            .rposition(|p| p.members.contains(&key) && p.basis_from < end && end <= p.basis_to)
+        else {
+            return Outcome::TooOld;
+        };
+        sku.plans[idx].signal.observed_units += delta;
+        if let Some(sig) = revise(sku, idx, &item, &cfg, now) {
+            self.signals.push(sig);
+        } else {
+            self.tally.revisions_absorbed += 1;
+        }
+        Outcome::Revised
+    }
+
+    /// Completes every bucket the clock passed.
+    fn advance(&mut self, catalog: &Catalog, now: i64) {
+        if self.completed == i64::MIN || self.watermark == i64::MIN {
+            return;
+        }
+        let cfg = Arc::clone(&self.cfg);
+        let horizon = self.watermark - cfg.settle;
+        // After a long silence, only the last `history` buckets can matter.
+        let skip_to = align_down(horizon, cfg.bucket) - cfg.history as i64 * cfg.bucket;
+        if skip_to > self.completed {
+            self.completed = skip_to;
+            self.meta_dirty = true;
+        }
+        while self.completed + cfg.bucket <= horizon {
+            let end = self.completed + cfg.bucket;
+            self.decide(end, catalog, now);
+            self.completed = end;
+            self.meta_dirty = true;
+            self.prune();
+        }
+    }
+
+    /// Decides, for bucket `end`, which regions get a plan.
+    fn decide(&mut self, end: i64, catalog: &Catalog, now: i64) {
+        let cfg = Arc::clone(&self.cfg);
+        for (sku_id, sku) in &mut self.skus {
+            if sku.cells.values().all(|c| c.acc_stores.is_empty()) {
+                continue;
+            }
+            let Some(item) = catalog.get(sku_id) else { continue };
+            let mut by_warehouse: BTreeMap<String, Vec<(CellIndex, String, i32)>> = BTreeMap::new();
+            for (key, c) in &sku.cells {
+                if c.acc_stores.is_empty() {
+                    continue;
+                }
+                let Ok(region) = c.region.parse::<CellIndex>() else { continue };
+                by_warehouse.entry(c.warehouse.clone()).or_default().push((
+                    region,
+                    key.clone(),
+                    c.acc_stores.values().sum(),
+                ));
+            }
+            for (warehouse, cands) in by_warehouse {
+                let (units, suppressed) = privacy_merge(cands, cfg.k, cfg.min_region_res);
+                for unit in units {
+                    if let Some(sig) =
+                        decide_unit(sku, &unit, &warehouse, end, &item, &cfg, now, &mut self.tally)
+                    {
+                        self.signals.push(sig);
+                        self.dirty.insert(sku_id.clone());
+                    }
+                }
+                for unit in suppressed {
+                    let acc: i64 = unit
+                        .members
+                        .iter()
+                        .filter_map(|m| sku.cells.get(m))
+                        .map(|c| c.acc_units)
+                        .sum();
+                    if acc >= item.moq || end % cfg.schedule == 0 {
+                        self.tally.suppressed += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops what can no longer be revised or forecast with.
+    fn prune(&mut self) {
+        let cfg = Arc::clone(&self.cfg);
+        let horizon = self.completed - cfg.retention;
+        let oldest_series = self.completed - (cfg.history as i64 - 1) * cfg.bucket;
+        let mut gone = Vec::new();
+        for (id, sku) in &mut self.skus {
+            let mut changed = false;
+            let before = sku.plans.len();
+            sku.plans.retain(|p| p.basis_to > horizon);
+            changed |= sku.plans.len() != before;
+            sku.grids.retain(|_, b| {
+                let n = b.len();
+                b.retain(|g| g.end > horizon);
+                changed |= b.len() != n;
+                !b.is_empty()
+            });
+            let plans = &sku.plans;
+            sku.cells.retain(|key, c| {
+                while !c.series.is_empty() && c.series_start(cfg.bucket) < oldest_series {
+                    c.series.pop_front();
+                    changed = true;
+                }
+                let idle = c.series.iter().all(|v| *v == 0)
+                    && c.acc_units == 0
+                    && c.acc_stores.is_empty()
+                    && !plans.iter().any(|p| p.members.contains(key));
+                changed |= idle;
+                !idle
+            });
+            if changed {
+                self.dirty.insert(id.clone());
+            }
+            if sku.cells.is_empty() && sku.grids.is_empty() && sku.plans.is_empty() {
+                gone.push(id.clone());
+            }
+        }
+        for id in gone {
+            self.skus.remove(&id);
+        }
+    }
+
+    /// Takes the changelog records of what changed and the signals decided since the last
+    /// flush. First moves a silent partition's clock with the wall clock (see
+    /// `idle_advance_ms`).
+    pub fn flush(&mut self, now: i64, catalog: &Catalog) -> Flushed {
+        let cfg = Arc::clone(&self.cfg);
+        if cfg.idle_advance > 0
+            && self.watermark != i64::MIN
+            && self.last_input_wall != i64::MIN
+            && now - self.last_input_wall >= cfg.idle_advance
+            && now - cfg.idle_advance > self.watermark
+        {
+            self.watermark = now - cfg.idle_advance;
+            self.meta_dirty = true;
+            self.advance(catalog, now);
+        }
+        let mut out = Flushed { signals: std::mem::take(&mut self.signals), ..Flushed::default() };
+        for id in std::mem::take(&mut self.dirty) {
+            let mut key = SKU_PREFIX.to_vec();
+            key.extend_from_slice(id.as_bytes());
+            let value = self.skus.get(&id).and_then(|s| serde_json::to_vec(s).ok());
+            out.changelog.push((key, value));
+        }
+        if std::mem::take(&mut self.meta_dirty) {
+            let meta = Meta { watermark: self.watermark, completed: self.completed };
+            if let Ok(v) = serde_json::to_vec(&meta) {
+                out.changelog.push((META_KEY.to_vec(), Some(v)));
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,111 @@
+//! The planning state's data: per SKU its (warehouse, region) cells with their bucket
+//! series and accumulation, the latest figures per grid and bucket, and the plans still
+//! revisable; and the partition's clock (`Meta`).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use nearfield_schemas::{PlanReason, PlanSignal};
+use serde::{Deserialize, Serialize};
+
+/// One (warehouse, region) of a SKU.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct CellState {
+    pub(crate) warehouse: String,
+    pub(crate) region: String,
+    /// End of the newest bucket in `series`.
+    pub(crate) series_end: i64,
+    /// Net units per bucket, oldest first, ending at `series_end`.
+    pub(crate) series: VecDeque<i64>,
+    /// Net units of buckets ending after `acc_from`, not yet in a plan.
+    pub(crate) acc_units: i64,
+    pub(crate) acc_from: i64,
+    pub(crate) acc_to: i64,
+    /// Distinct stores per grid (largest per-bucket count) in the accumulation.
+    pub(crate) acc_stores: BTreeMap<String, i32>,
+}
+
+impl CellState {
+    pub(crate) fn new(warehouse: &str, region: String) -> Self {
+        CellState {
+            warehouse: warehouse.to_string(),
+            region,
+            series_end: i64::MIN,
+            series: VecDeque::new(),
+            acc_units: 0,
+            acc_from: i64::MIN,
+            acc_to: i64::MIN,
+            acc_stores: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn series_start(&self, bucket: i64) -> i64 {
+        self.series_end - (self.series.len() as i64 - 1) * bucket
+    }
+
+    pub(crate) fn add(&mut self, end: i64, delta: i64, bucket: i64, history: usize) {
+        if self.series.is_empty() {
+            self.series_end = end;
+            self.series.push_back(delta);
+        } else if end > self.series_end {
+            let gap = (end - self.series_end) / bucket;
+            for _ in 1..gap.min(history as i64 + 1) {
+                self.series.push_back(0);
+            }
+            self.series.push_back(delta);
+            self.series_end = end;
+        } else {
+            let back = ((self.series_end - end) / bucket) as usize;
+            let len = self.series.len();
+            if back < len {
+                self.series[len - 1 - back] += delta;
+            } else if back < history {
+                for _ in len..back {
+                    self.series.push_front(0);
+                }
+                self.series.push_front(delta);
+            }
+        }
+        while self.series.len() > history {
+            self.series.pop_front();
+        }
+    }
+}
+
+/// The figures of one grid in one bucket, as last received.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct GridBucket {
+    pub(crate) end: i64,
+    pub(crate) net: i64,
+    pub(crate) stores: i32,
+    pub(crate) reporting: i32,
+    pub(crate) expected: i32,
+    pub(crate) last_event_at: i64,
+}
+
+/// A plan sent and still revisable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Plan {
+    /// The latest signal of this plan (after its revisions).
+    pub(crate) signal: PlanSignal,
+    /// The rule that made the first signal.
+    pub(crate) base_reason: PlanReason,
+    /// Cell keys rolled up into the plan.
+    pub(crate) members: Vec<String>,
+    /// Buckets ending in (basis_from, basis_to] are the plan's observation basis.
+    pub(crate) basis_from: i64,
+    pub(crate) basis_to: i64,
+}
+
+/// Everything about one SKU.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct SkuState {
+    pub(crate) cells: BTreeMap<String, CellState>,
+    pub(crate) grids: BTreeMap<String, Vec<GridBucket>>,
+    pub(crate) plans: Vec<Plan>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Meta {
+    pub(crate) watermark: i64,
+    pub(crate) completed: i64,
+}

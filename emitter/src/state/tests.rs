@@ -1,0 +1,349 @@
+//! Unit tests of the planning state and the restore-equivalence property test.
+
+use super::*;
+use crate::catalog::Item;
+use h3o::LatLng;
+use nearfield_schemas::{Firmness, PlanReason};
+
+const H: i64 = 3_600_000;
+const DAY: i64 = 24 * H;
+/// A Monday, 00:00 UTC.
+const T0: i64 = 1_764_547_200_000;
+
+fn cfg(k: i32) -> Arc<StateConfig> {
+    let c =
+        EmitConfig { settle_ms: H / 2, privacy_k: k, idle_advance_ms: 0, ..EmitConfig::default() };
+    Arc::new(StateConfig::from_config(&c).expect("valid"))
+}
+
+fn item(moq: i64, batch: i64) -> Item {
+    let area = LatLng::new(31.23, 121.47).expect("ll").to_cell(Resolution::Four);
+    Item {
+        sku: "SKU-1".into(),
+        category: "dairy".into(),
+        supplier_id: "acme".into(),
+        factory_id: "f1".into(),
+        moq,
+        batch_size: batch,
+        lead_time_ms: 0,
+        areas: vec![("wh-1".into(), vec![area])],
+    }
+}
+
+/// Grid `i`: res-8 cells; 0 and 1 share a res-7 region, 2 is in another res-7 region.
+fn grid(i: usize) -> String {
+    let base = LatLng::new(31.23, 121.47).expect("ll").to_cell(Resolution::Seven);
+    let children: Vec<CellIndex> = base.children(Resolution::Eight).collect();
+    match i {
+        0 | 1 => children[i].to_string(),
+        _ => {
+            let other = base
+                .grid_disk::<Vec<_>>(1)
+                .into_iter()
+                .find(|c| *c != base && c.parent(Resolution::Six) == base.parent(Resolution::Six))
+                .expect("a sibling region");
+            other.center_child(Resolution::Eight).expect("child").to_string()
+        }
+    }
+}
+
+fn win(g: usize, end: i64, net: i64, stores: i32, revision: i32) -> DemandWindow {
+    DemandWindow {
+        grid_id: grid(g),
+        sku: "SKU-1".into(),
+        window_start: end - H,
+        window_end: end,
+        units_sold: net,
+        units_returned: 0,
+        preorder_units: 0,
+        net_units: net,
+        revenue_minor: net * 100,
+        currency: "CNY".into(),
+        event_count: net,
+        distinct_stores: stores,
+        stores_reporting: stores,
+        stores_expected: stores,
+        revision,
+        is_final: true,
+        watermark: end,
+        last_event_at: end - 1,
+        emitted_at: end,
+    }
+}
+
+/// A five-minute window: it only moves the clock to `t`.
+fn tick(t: i64) -> DemandWindow {
+    let mut w = win(0, t - t % 300_000, 1, 1, 0);
+    w.window_start = w.window_end - 300_000;
+    w.watermark = t;
+    w
+}
+
+fn run(st: &mut PartitionState, cat: &Catalog, ws: &[DemandWindow]) -> Vec<PlanSignal> {
+    for w in ws {
+        st.apply(w, cat, 0);
+    }
+    st.flush(0, cat).signals
+}
+
+#[test]
+fn recommendation_is_a_batch_multiple_of_at_least_the_moq() {
+    assert_eq!(recommend(0.0, 100, 24), 120);
+    assert_eq!(recommend(100.0, 100, 25), 100);
+    assert_eq!(recommend(101.2, 100, 25), 125);
+    assert_eq!(recommend(-5.0, 1, 1), 1);
+    assert_eq!(recommend(f64::NAN, 10, 4), 12);
+    assert_eq!(recommend(7.0, 1, 5), 10);
+}
+
+#[test]
+fn threshold_fires_when_accumulated_demand_reaches_the_moq() {
+    let cat = Catalog::of([item(50, 24)]);
+    let mut st = PartitionState::new(cfg(1));
+    let start = T0 + 2 * H;
+    let ws: Vec<_> = (1..=6).map(|i| win(0, start + i * H, 10, 2, 0)).collect();
+    let out = run(&mut st, &cat, &ws);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    let s = &out[0];
+    assert_eq!(s.reason, PlanReason::Threshold);
+    assert_eq!(s.observed_units, 50);
+    // Bucket 4 completes when bucket 5's window moves the clock past it + settle; the
+    // accumulation then holds buckets 1..=5 (every closed window received).
+    assert_eq!(s.based_on_watermark, start + 4 * H);
+    assert!(s.recommended_units >= 50 && s.recommended_units % 24 == 0, "{s:?}");
+    // 10 units an hour for the next day: 240, a multiple of the batch already.
+    assert!((s.forecast_units - 240.0).abs() < 1e-6, "{s:?}");
+    assert_eq!(s.recommended_units, 240);
+    assert_eq!(s.supplier_id, "acme");
+    assert_eq!(s.contributing_grids, vec![grid(0)]);
+    assert_eq!(s.firmness, Firmness::Planning, "less than a season of history");
+    assert_eq!(s.horizon_start, T0 + DAY, "next aligned day");
+    // The accumulation starts again after the plan.
+    let more: Vec<_> = (7..=9).map(|i| win(0, start + i * H, 10, 2, 0)).collect();
+    assert!(run(&mut st, &cat, &more).is_empty());
+}
+
+#[test]
+fn scheduled_plans_come_at_the_schedule_boundary() {
+    let cat = Catalog::of([item(1000, 10)]);
+    let mut st = PartitionState::new(cfg(1));
+    let mut ws: Vec<_> = (1..=24).map(|i| win(0, T0 + i * H, 3, 1, 0)).collect();
+    ws.push(tick(T0 + DAY + H / 2));
+    let out = run(&mut st, &cat, &ws);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(out[0].reason, PlanReason::Scheduled);
+    assert_eq!(out[0].based_on_watermark, T0 + DAY);
+    assert_eq!(out[0].observed_units, 72);
+    assert_eq!(out[0].recommended_units, 1000, "below the MOQ: the MOQ");
+}
+
+#[test]
+fn a_surge_well_above_the_forecast_is_signalled() {
+    let cat = Catalog::of([item(100_000, 10)]);
+    let mut st = PartitionState::new(cfg(1));
+    let mut ws: Vec<_> = (1..=72).map(|i| win(0, T0 + i * H + 5 * H, 10, 3, 0)).collect();
+    ws.push(win(0, T0 + 78 * H, 90, 3, 0));
+    ws.push(tick(T0 + 78 * H + H / 2));
+    let out = run(&mut st, &cat, &ws);
+    let surges: Vec<_> = out.iter().filter(|s| s.reason == PlanReason::Surge).collect();
+    assert_eq!(surges.len(), 1, "{out:#?}");
+    assert_eq!(surges[0].based_on_watermark, T0 + 78 * H);
+    assert_eq!(surges[0].firmness, Firmness::Firm, "3 days of history, full coverage");
+    assert!(st.tally.forecast_abs_errors.len() > 40);
+}
+
+#[test]
+fn thin_regions_merge_into_their_parent_or_are_suppressed() {
+    let cat = Catalog::of([item(10, 1)]);
+    let it = item(10, 1);
+    for g in 0..3 {
+        let cell: CellIndex = grid(g).parse().expect("cell");
+        assert_eq!(it.warehouse_of(cell), Some("wh-1"), "grid {g}");
+    }
+    // Grids 0 and 2 are in different res-7 regions under one res-6 parent, one store
+    // each: with k = 2 they are planned together at resolution 6.
+    let mut st = PartitionState::new(cfg(2));
+    let out = run(
+        &mut st,
+        &cat,
+        &[win(0, T0 + H, 6, 1, 0), win(2, T0 + H, 6, 1, 0), tick(T0 + H + H / 2)],
+    );
+    assert_eq!(out.len(), 1, "{out:#?}");
+    let region: CellIndex = out[0].region.parse().expect("cell");
+    assert_eq!(region.resolution(), Resolution::Six);
+    assert_eq!(out[0].contributing_stores, 2);
+    assert_eq!(out[0].observed_units, 12);
+    let mut grids = vec![grid(0), grid(2)];
+    grids.sort();
+    assert_eq!(out[0].contributing_grids, grids);
+    // With k = 3 nothing reaches the floor, even at resolution 5: suppressed.
+    let mut st = PartitionState::new(cfg(3));
+    let out = run(
+        &mut st,
+        &cat,
+        &[win(0, T0 + H, 6, 1, 0), win(2, T0 + H, 6, 1, 0), tick(T0 + H + H / 2)],
+    );
+    assert!(out.is_empty(), "{out:#?}");
+    assert_eq!(st.tally.suppressed, 1);
+    // A region that reaches k alone is planned at resolution 7.
+    let mut st = PartitionState::new(cfg(2));
+    let out = run(&mut st, &cat, &[win(0, T0 + H, 12, 2, 0), tick(T0 + H + H / 2)]);
+    assert_eq!(out.len(), 1);
+    let region: CellIndex = out[0].region.parse().expect("cell");
+    assert_eq!(region.resolution(), Resolution::Seven);
+}
+
+#[test]
+fn late_data_that_changes_a_plan_revises_it() {
+    let cat = Catalog::of([item(20, 1000)]);
+    let mut st = PartitionState::new(cfg(1));
+    let out = run(&mut st, &cat, &[win(0, T0 + H, 25, 2, 0), tick(T0 + H + H / 2)]);
+    assert_eq!(out.len(), 1);
+    let first = out[0].clone();
+    // 25 an hour for a day: 600, rounded up to the batch of 1000.
+    assert_eq!(first.recommended_units, 1000);
+    // A late correction of the same bucket that keeps the recommendation: absorbed.
+    let out = run(&mut st, &cat, &[win(0, T0 + H, 27, 2, 1)]);
+    assert!(out.is_empty(), "{out:#?}");
+    assert_eq!(st.tally.revisions_absorbed, 1);
+    // A late window from another grid of the same region that changes it: REVISION.
+    let out = run(&mut st, &cat, &[win(1, T0 + H, 20, 1, 0)]);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    let rev = &out[0];
+    assert_eq!(rev.reason, PlanReason::Revision);
+    assert_eq!(rev.revision, 1);
+    assert_eq!(rev.supersedes.as_deref(), Some(first.signal_id.as_str()));
+    assert_eq!(rev.observed_units, 47);
+    assert_eq!(rev.recommended_units, 2000, "47 × 24 = 1128 → 2000");
+    assert_ne!(rev.signal_id, first.signal_id);
+}
+
+#[test]
+fn unknown_skus_other_sizes_and_far_grids_are_reported_not_applied() {
+    let cat = Catalog::of([item(20, 10)]);
+    let mut st = PartitionState::new(cfg(1));
+    let mut w = win(0, T0 + H, 5, 1, 0);
+    w.sku = "SKU-X".into();
+    assert_eq!(st.apply(&w, &cat, 0), Outcome::UnknownSku);
+    let mut w = win(0, T0 + H, 5, 1, 0);
+    w.window_start = T0 + H - 300_000;
+    assert_eq!(st.apply(&w, &cat, 0), Outcome::OtherSize);
+    let mut w = win(0, T0 + H, 5, 1, 0);
+    w.grid_id = "8828308281fffff".into();
+    assert_eq!(st.apply(&w, &cat, 0), Outcome::OutsideAreas);
+    w.grid_id = "not-a-cell".into();
+    assert_eq!(st.apply(&w, &cat, 0), Outcome::InvalidGrid);
+    assert_eq!(st.apply(&win(0, T0 + H, 5, 1, 0), &cat, 0), Outcome::Applied);
+    assert_eq!(st.apply(&win(0, T0 - DAY, 5, 1, 0), &cat, 0), Outcome::TooOld);
+}
+
+fn strip(mut v: Vec<PlanSignal>) -> Vec<PlanSignal> {
+    for s in &mut v {
+        s.generated_at = 0;
+    }
+    v
+}
+
+/// A deterministic stream: three grids, four days, random-ish demand and late
+/// corrections.
+fn stream() -> Vec<DemandWindow> {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut out = Vec::new();
+    for h in 1..=96 {
+        let end = T0 + h * H;
+        for g in 0..3 {
+            let net = (next() % 12) as i64 + if h == 80 { 60 } else { 0 };
+            out.push(win(g, end, net, 1 + (next() % 3) as i32, 0));
+            if next() % 7 == 0 && h > 2 {
+                out.push(win(g, end - H, net + 5, 2, 1));
+            }
+        }
+    }
+    out
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    /// Whatever arrives — any times, sizes, counts, revisions, grids — nothing panics,
+    /// every signal respects MOQ, batch and the floor, and a restore from the changelog
+    /// continues exactly as the original.
+    #[test]
+    fn arbitrary_windows_never_break_the_rules(
+        ws in proptest::collection::vec(
+            (0usize..4, -3i64..200, -200i64..400, 0i32..6, 0i32..3, 0u8..8),
+            1..120,
+        ),
+        cut in 0usize..120,
+    ) {
+        let cat = Catalog::of([item(30, 7)]);
+        let make = |(g, h, net, stores, rev, odd): (usize, i64, i64, i32, i32, u8)| {
+            let mut w = win(g.min(2), T0 + h * H, net, stores, rev);
+            match odd {
+                0 => w.window_end = i64::MAX,
+                1 => w.watermark = i64::MIN,
+                2 => { w.window_start = w.window_end - 300_000; }
+                3 => w.grid_id = "nope".into(),
+                4 => w.is_final = false,
+                _ => {}
+            }
+            w
+        };
+        let ws: Vec<DemandWindow> = ws.into_iter().map(make).collect();
+        let mut whole = PartitionState::new(cfg(2));
+        let all = strip(run(&mut whole, &cat, &ws));
+        for s in &all {
+            proptest::prop_assert!(s.recommended_units >= 30 && s.recommended_units % 7 == 0);
+            proptest::prop_assert!(s.contributing_stores >= 2);
+        }
+        let cut = cut.min(ws.len());
+        let mut a = PartitionState::new(cfg(2));
+        for w in &ws[..cut] {
+            a.apply(w, &cat, 0);
+        }
+        let f = a.flush(0, &cat);
+        let mut got = f.signals;
+        let mut b = PartitionState::new(cfg(2));
+        for (k, v) in &f.changelog {
+            b.restore(k, v.as_deref()).expect("restore");
+        }
+        got.extend(run(&mut b, &cat, &ws[cut..]));
+        proptest::prop_assert_eq!(strip(got), all);
+    }
+}
+
+#[test]
+fn restoring_from_the_changelog_at_any_point_makes_the_same_decisions() {
+    let cat = Catalog::of([item(40, 12)]);
+    let ws = stream();
+    let mut whole = PartitionState::new(cfg(2));
+    let expected = strip(run(&mut whole, &cat, &ws));
+    assert!(expected.len() > 20, "{}", expected.len());
+    for reason in [PlanReason::Threshold, PlanReason::Scheduled, PlanReason::Revision] {
+        assert!(expected.iter().any(|s| s.reason == reason), "no {reason:?}");
+    }
+    let ids: BTreeSet<_> = expected.iter().map(|s| s.signal_id.clone()).collect();
+    assert_eq!(ids.len(), expected.len(), "signal ids are unique");
+    for cut in [1, 37, 150, 290, ws.len() - 1] {
+        let mut a = PartitionState::new(cfg(2));
+        let mut log: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        let mut got = Vec::new();
+        for w in &ws[..cut] {
+            a.apply(w, &cat, 0);
+        }
+        let f = a.flush(0, &cat);
+        got.extend(f.signals);
+        log.extend(f.changelog);
+        let mut b = PartitionState::new(cfg(2));
+        for (k, v) in &log {
+            b.restore(k, v.as_deref()).expect("restore");
+        }
+        got.extend(run(&mut b, &cat, &ws[cut..]));
+        assert_eq!(strip(got), expected, "cut at {cut}");
+    }
+}

@@ -1,0 +1,173 @@
+//! The Kafka clients of the runtime, configured so that configuration cannot weaken a
+//! guarantee: defaults < pass-through properties (`kafka.properties`, SASL/SSL included)
+//! < the settings exactly-once depends on. Also topic metadata: partition counts, and the
+//! check that a topic exists and may be used.
+
+use std::time::Duration;
+
+use nearfield_common::kafka::KafkaSettings;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, ClientContext};
+
+use crate::error::{EosError, TopicProblem};
+
+/// A client config layered as defaults < pass-through properties < `owned`.
+pub fn layered(
+    settings: &KafkaSettings,
+    defaults: &[(&str, String)],
+    owned: &[(&str, String)],
+) -> Result<ClientConfig, EosError> {
+    let mut c = ClientConfig::new();
+    for (k, v) in defaults {
+        c.set(*k, v);
+    }
+    let passthrough = settings.client_config().map_err(|e| EosError::Client {
+        client: "client config",
+        source: KafkaError::ClientCreation(e.to_string()),
+    })?;
+    for (k, v) in passthrough.config_map() {
+        c.set(k, v);
+    }
+    for (k, v) in owned {
+        c.set(*k, v);
+    }
+    Ok(c)
+}
+
+/// A read_committed consumer config that never commits or stores offsets by itself.
+pub fn reader(
+    settings: &KafkaSettings,
+    group: &str,
+    defaults: &[(&str, String)],
+    extra: &[(&str, String)],
+) -> Result<ClientConfig, EosError> {
+    let mut owned = vec![
+        ("group.id", group.to_string()),
+        ("enable.auto.commit", "false".into()),
+        ("enable.auto.offset.store", "false".into()),
+        ("isolation.level", "read_committed".into()),
+        ("auto.offset.reset", "earliest".into()),
+        ("allow.auto.create.topics", "false".into()),
+    ];
+    owned.extend(extra.iter().cloned());
+    layered(settings, defaults, &owned)
+}
+
+/// The config of a transactional producer with the stable id `transactional_id`. It never
+/// creates topics by writing to them: a deleted output must stop the stage, not come back
+/// with the broker's defaults.
+pub fn transactional_producer(
+    settings: &KafkaSettings,
+    transactional_id: String,
+    transaction_timeout: Duration,
+) -> Result<ClientConfig, EosError> {
+    layered(
+        settings,
+        &[
+            ("linger.ms", "5".into()),
+            ("compression.type", "lz4".into()),
+            ("queue.buffering.max.messages", "1000000".into()),
+            ("queue.buffering.max.kbytes", "1048576".into()),
+        ],
+        &[
+            ("transactional.id", transactional_id),
+            ("transaction.timeout.ms", transaction_timeout.as_millis().to_string()),
+            ("enable.idempotence", "true".into()),
+            ("acks", "all".into()),
+            ("allow.auto.create.topics", "false".into()),
+        ],
+    )
+}
+
+/// The config of a consumer-group member that reads committed data only and commits its
+/// offsets through transactions (never by itself).
+pub fn group_member(settings: &KafkaSettings, group: &str) -> Result<ClientConfig, EosError> {
+    let defaults = [
+        ("partition.assignment.strategy", "cooperative-sticky".to_string()),
+        ("session.timeout.ms", "10000".into()),
+        ("heartbeat.interval.ms", "1000".into()),
+        ("fetch.queue.backoff.ms", "10".into()),
+        ("statistics.interval.ms", "5000".into()),
+    ];
+    reader(settings, group, &defaults, &[])
+}
+
+/// Client context of a restore consumer: end-of-partition is how a restore ends, not an
+/// error worth logging.
+#[derive(Debug)]
+pub struct QuietEof;
+
+impl ClientContext for QuietEof {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let eof = matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        );
+        if !eof {
+            tracing::warn!(error = %error, reason, "restore consumer");
+        }
+    }
+}
+
+impl ConsumerContext for QuietEof {}
+
+/// A consumer for reading changelog partitions to their stable end (read_committed,
+/// reports end of partition).
+pub fn restore_consumer(
+    settings: &KafkaSettings,
+    group: &str,
+) -> Result<BaseConsumer<QuietEof>, EosError> {
+    reader(
+        settings,
+        group,
+        &[],
+        &[("enable.partition.eof", "true".into()), ("fetch.wait.max.ms", "20".into())],
+    )?
+    .create_with_context(QuietEof)
+    .map_err(|source| EosError::Client { client: "restore consumer", source })
+}
+
+/// The number of partitions of `topic`; an error says whether it is missing or refused.
+pub fn partition_count<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topic: &str,
+) -> Result<i32, EosError> {
+    let problem = |problem| EosError::Topic { topic: topic.to_string(), problem };
+    let md = client
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .map_err(|e| problem(TopicProblem::Metadata(e.to_string())))?;
+    let Some(t) = md.topics().first() else {
+        return Err(problem(TopicProblem::Missing));
+    };
+    match t.error() {
+        None if t.partitions().is_empty() => Err(problem(TopicProblem::Missing)),
+        None => Ok(i32::try_from(t.partitions().len()).unwrap_or(i32::MAX)),
+        Some(e) => match RDKafkaErrorCode::from(e) {
+            RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic => {
+                Err(problem(TopicProblem::Missing))
+            }
+            RDKafkaErrorCode::TopicAuthorizationFailed => Err(problem(TopicProblem::Unauthorized)),
+            other => Err(problem(TopicProblem::Metadata(other.to_string()))),
+        },
+    }
+}
+
+/// A stage instance's stable identity: the configured one, else the host name (a
+/// Kubernetes StatefulSet pod name), else `local`.
+pub fn instance_id(configured: Option<&str>) -> String {
+    configured
+        .map(str::to_string)
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "local".into())
+}
+
+/// Creates the group member's consumer on `topics` helper: `Consumer` trait in scope for
+/// callers of this module.
+pub fn subscribe<C: ConsumerContext>(c: &BaseConsumer<C>, topic: &str) -> Result<(), EosError> {
+    c.subscribe(&[topic]).map_err(|e| EosError::kafka("subscribe", e))
+}

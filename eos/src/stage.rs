@@ -1,0 +1,319 @@
+//! What a stage supplies to the runtime ([`Stage`], [`PartitionState`]) and what the
+//! runtime hands it: input records ([`Input`]) and the open transaction ([`Emit`]), into
+//! which a stage writes its changelog records and outputs. Everything written through
+//! [`Emit`] commits together with the input offsets, or not at all.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nearfield_common::kafka::{KafkaSettings, partition_for_key};
+use nearfield_schemas::{AvroRecord, Codec, DecodeError, RejectSource, RejectedEvent};
+use rdkafka::error::KafkaError;
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Message};
+
+use crate::clients;
+use crate::config::CreateOnDemand;
+use crate::error::EosError;
+
+/// Event-time or wall-clock milliseconds.
+pub type Millis = i64;
+
+/// One input record, borrowed from the consumer's buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: &'a [u8],
+    pub payload: &'a [u8],
+}
+
+/// The state of one input partition.
+pub trait PartitionState: Send + 'static {
+    /// Why a changelog record could not be applied.
+    type RestoreError: std::error::Error + Send + Sync + 'static;
+
+    /// Applies one changelog record read back while restoring (`None`: a tombstone).
+    fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), Self::RestoreError>;
+
+    /// Called once the changelog was read to its end, with the wall clock.
+    fn restored(&mut self, _now: Millis) {}
+
+    /// The next offset of side input `side` to read for this partition (negative: from the
+    /// beginning). Stages with side inputs record it in their changelog.
+    fn side_offset(&self, _side: usize) -> i64 {
+        -1
+    }
+
+    /// The partition's event-time watermark, if it has one (status and gauges).
+    fn watermark(&self) -> Option<Millis> {
+        None
+    }
+}
+
+/// The partitions an instance owns, as the stage sees them in queries and gauges.
+#[derive(Debug)]
+pub struct Owned<'a, St> {
+    /// Restored partitions and their state.
+    pub active: &'a BTreeMap<i32, St>,
+    /// Partitions assigned but still being restored.
+    pub restoring: &'a [i32],
+}
+
+/// A stateful stage on the exactly-once runtime.
+pub trait Stage: Send + Sync + Sized + 'static {
+    /// One input partition's state.
+    type State: PartitionState;
+    /// What a transaction did, reported once it committed (metrics, recent outputs).
+    type Summary: Default + Send + 'static;
+    /// A question HTTP handlers ask the loop, and its answer.
+    type Query: Send + 'static;
+    type Answer: Send + 'static;
+
+    /// The stage's name in logs and metric names (`nearfield_<name>_…`).
+    const NAME: &'static str;
+
+    /// Empty state for `partition` (the changelog is then applied to it).
+    fn fresh(&self, partition: i32) -> Self::State;
+
+    /// Applies a run of consecutive records of one partition, in offset order.
+    fn process(
+        &self,
+        state: &mut Self::State,
+        records: &[Input<'_>],
+        now: Millis,
+        out: &mut Emit<'_, Self::Summary>,
+    ) -> Result<(), EosError>;
+
+    /// Applies one record of side input `side` to the partition's state.
+    fn process_side(
+        &self,
+        _side: usize,
+        _state: &mut Self::State,
+        _record: &Input<'_>,
+        _now: Millis,
+        _out: &mut Emit<'_, Self::Summary>,
+    ) -> Result<(), EosError> {
+        Ok(())
+    }
+
+    /// Writes what changed since the last flush: changelog records and outputs. Called for
+    /// every restored partition right before each commit.
+    fn flush(
+        &self,
+        state: &mut Self::State,
+        now: Millis,
+        out: &mut Emit<'_, Self::Summary>,
+    ) -> Result<(), EosError>;
+
+    /// A transaction committed; `summary` is what the stage recorded in it.
+    fn committed(&self, _summary: Self::Summary) {}
+
+    /// Answers a query on the loop's thread, between batches.
+    fn answer(&self, owned: &Owned<'_, Self::State>, query: Self::Query) -> Self::Answer;
+
+    /// Refreshes the stage's gauges (about once a second).
+    fn gauges(&self, _owned: &Owned<'_, Self::State>, _now: Millis) {}
+}
+
+/// Delivery failures of the open transaction, by topic (the first error code each).
+#[derive(Debug, Default)]
+pub(crate) struct Deliveries {
+    failed: Mutex<BTreeMap<String, RDKafkaErrorCode>>,
+}
+
+impl Deliveries {
+    pub(crate) fn take(&self) -> BTreeMap<String, RDKafkaErrorCode> {
+        std::mem::take(&mut *self.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, r: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, m)) = r {
+            let code = e.rdkafka_error_code().unwrap_or(RDKafkaErrorCode::Unknown);
+            let mut f = self.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            f.entry(m.topic().to_string()).or_insert(code);
+        }
+    }
+}
+
+/// The open transaction's producer side: partition counts, encoding, the records sent.
+pub(crate) struct Txn {
+    pub(crate) producer: ThreadedProducer<Deliveries>,
+    codec: Codec,
+    buf: Vec<u8>,
+    changelog: String,
+    dlq: String,
+    reject_source: RejectSource,
+    partitions: HashMap<String, i32>,
+    create: Arc<CreateOnDemand>,
+    settings: KafkaSettings,
+    tokio: tokio::runtime::Handle,
+    /// Records sent since the transaction began.
+    pub(crate) records: usize,
+}
+
+impl std::fmt::Debug for Txn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Txn").field("records", &self.records).finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct TxnParts {
+    pub(crate) producer: ThreadedProducer<Deliveries>,
+    pub(crate) changelog: String,
+    pub(crate) dlq: String,
+    pub(crate) reject_source: RejectSource,
+    pub(crate) partitions: HashMap<String, i32>,
+    pub(crate) create: Arc<CreateOnDemand>,
+    pub(crate) settings: KafkaSettings,
+    pub(crate) tokio: tokio::runtime::Handle,
+}
+
+impl Txn {
+    pub(crate) fn new(p: TxnParts) -> Self {
+        Txn {
+            producer: p.producer,
+            codec: Codec::single_object(),
+            buf: Vec::with_capacity(512),
+            changelog: p.changelog,
+            dlq: p.dlq,
+            reject_source: p.reject_source,
+            partitions: p.partitions,
+            create: p.create,
+            settings: p.settings,
+            tokio: p.tokio,
+            records: 0,
+        }
+    }
+
+    /// Partitions of `topic`, looked up once (and the topic created if the stage creates
+    /// it on demand).
+    fn partitions_of(&mut self, topic: &str) -> Result<i32, EosError> {
+        if let Some(n) = self.partitions.get(topic) {
+            return Ok(*n);
+        }
+        let n = match clients::partition_count(self.producer.client(), topic) {
+            Ok(n) => n,
+            Err(missing) => {
+                let Some(spec) = (self.create)(topic) else { return Err(missing) };
+                self.tokio
+                    .block_on(self.settings.ensure_topics(std::slice::from_ref(&spec)))
+                    .map_err(|e| EosError::kafka("creating a topic", e))?;
+                clients::partition_count(self.producer.client(), topic)?
+            }
+        };
+        self.partitions.insert(topic.to_string(), n);
+        Ok(n)
+    }
+
+    fn send(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        key: &[u8],
+        payload: Option<&[u8]>,
+    ) -> Result<(), EosError> {
+        let mut rec = BaseRecord::<[u8], [u8]>::to(topic).partition(partition).key(key);
+        if let Some(p) = payload {
+            rec = rec.payload(p);
+        }
+        self.records += 1;
+        loop {
+            match self.producer.send(rec) {
+                Ok(()) => return Ok(()),
+                // Backpressure: the producer's own thread drains the queue.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    rec = r;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err((e, _)) => return Err(EosError::kafka("producing into the transaction", e)),
+            }
+        }
+    }
+}
+
+/// The open transaction, as a stage writes to it while processing one partition.
+pub struct Emit<'a, T> {
+    pub(crate) txn: &'a mut Txn,
+    pub(crate) partition: i32,
+    /// What the stage records about this transaction (reported at commit).
+    pub summary: &'a mut T,
+}
+
+impl<T> std::fmt::Debug for Emit<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emit").field("partition", &self.partition).finish_non_exhaustive()
+    }
+}
+
+impl<T> Emit<'_, T> {
+    /// The input partition being processed.
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    /// A changelog record of this partition (`None`: a tombstone).
+    pub fn changelog(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), EosError> {
+        let topic = std::mem::take(&mut self.txn.changelog);
+        let r = self.txn.send(&topic, self.partition, key, value);
+        self.txn.changelog = topic;
+        r
+    }
+
+    /// Raw bytes to `topic`, in the partition Kafka's default partitioner gives `key`.
+    pub fn send(&mut self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), EosError> {
+        let n = self.txn.partitions_of(topic)?;
+        self.txn.send(topic, partition_for_key(key, n), key, Some(payload))
+    }
+
+    /// An Avro record (single-object encoding) to `topic`, partitioned by `partition_key`
+    /// and keyed by `key`.
+    pub fn send_record<R: AvroRecord>(
+        &mut self,
+        topic: &str,
+        partition_key: &[u8],
+        key: &[u8],
+        record: &R,
+    ) -> Result<(), EosError> {
+        let n = self.txn.partitions_of(topic)?;
+        let mut buf = std::mem::take(&mut self.txn.buf);
+        buf.clear();
+        let encoded = self.txn.codec.encode_into(record, &mut buf).map_err(|source| {
+            EosError::Encode { record: R::NAME, topic: topic.to_string(), source }
+        });
+        let r = encoded.and_then(|()| {
+            self.txn.send(topic, partition_for_key(partition_key, n), key, Some(&buf))
+        });
+        self.txn.buf = buf;
+        r
+    }
+
+    /// Sends an undecodable input record to the dead-letter topic with the reason.
+    pub fn dead_letter(
+        &mut self,
+        record: &Input<'_>,
+        error: &DecodeError,
+        content_type: &str,
+        now: Millis,
+    ) -> Result<(), EosError> {
+        let rejected = RejectedEvent::undecodable(
+            self.txn.reject_source,
+            error,
+            content_type,
+            record.payload,
+            format!("{}/{}/{}", record.topic, record.partition, record.offset),
+            now,
+        );
+        let dlq = self.txn.dlq.clone();
+        self.send_record(&dlq, record.key, record.key, &rejected)
+    }
+}
