@@ -151,17 +151,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         Command::Aggregate { listen, instance_id } => {
             let mut agg = cfg.aggregate;
-            agg.listen = listen.unwrap_or(agg.listen);
-            agg.instance_id = instance_id.or(agg.instance_id);
-            nearfield_aggregator::run(agg, cfg.kafka, shutdown::on_signal()).await?;
-            Ok(())
+            let eo = &mut agg.exactly_once;
+            eo.listen = listen.unwrap_or(eo.listen);
+            eo.instance_id = instance_id.or(eo.instance_id.take());
+            let running =
+                nearfield_aggregator::start(agg, cfg.kafka, shutdown::on_signal()).await?;
+            Ok(running.done.await??)
         }
         Command::Emit { listen, instance_id } => {
             let mut emit = cfg.emit;
-            emit.listen = listen.unwrap_or(emit.listen);
-            emit.instance_id = instance_id.or(emit.instance_id);
-            nearfield_emitter::run(emit, cfg.kafka, shutdown::on_signal()).await?;
-            Ok(())
+            let eo = &mut emit.exactly_once;
+            eo.listen = listen.unwrap_or(eo.listen);
+            eo.instance_id = instance_id.or(eo.instance_id.take());
+            let running = nearfield_emitter::start(emit, cfg.kafka, shutdown::on_signal()).await?;
+            Ok(running.stage.done.await??)
         }
         Command::Live { listen } => {
             let mut live = cfg.live;
@@ -185,12 +188,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     watch("ingest", r.map_err(Into::into))
                 },
                 async {
-                    let r = nearfield_aggregator::run(cfg.aggregate, kafka.clone(), token()).await;
-                    watch("aggregate", r.map_err(Into::into))
+                    let r = match nearfield_aggregator::start(cfg.aggregate, kafka.clone(), token())
+                        .await
+                    {
+                        Ok(running) => joined(running.done).await,
+                        Err(e) => Err(e.into()),
+                    };
+                    watch("aggregate", r)
                 },
                 async {
-                    let r = nearfield_emitter::run(cfg.emit, kafka.clone(), token()).await;
-                    watch("emit", r.map_err(Into::into))
+                    let r = match nearfield_emitter::start(cfg.emit, kafka.clone(), token()).await {
+                        Ok(running) => joined(running.stage.done).await,
+                        Err(e) => Err(e.into()),
+                    };
+                    watch("emit", r)
                 },
                 async {
                     watch("live", nearfield_live::run(cfg.live, token()).await.map_err(Into::into))
@@ -252,6 +263,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             write_stdout(&format!("{}\n", serde_json::to_string_pretty(&json)?))
         }
     }
+}
+
+/// The result of a stage's task.
+async fn joined<E: std::error::Error + Send + Sync + 'static>(
+    done: tokio::task::JoinHandle<Result<(), E>>,
+) -> anyhow::Result<()> {
+    Ok(done.await??)
 }
 
 fn write_stdout(text: &str) -> anyhow::Result<()> {

@@ -155,13 +155,16 @@ async fn java_and_python_clients_agree_with_what_the_emitter_wrote() {
         records.iter().map(|r| serde_json::to_string(r).expect("json")).collect();
     std::fs::write(&catalog_file, lines.join("\n")).expect("catalog");
     let cfg = EmitConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        group_id: format!("emit-{id}"),
-        instance_id: Some("factory-it".into()),
+        exactly_once: nearfield_eos::LoopSettings {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            group_id: format!("emit-{id}"),
+            instance_id: Some("factory-it".into()),
+            commit_interval_ms: 100,
+            ..nearfield_eos::LoopSettings::default()
+        },
         catalog_file: Some(catalog_file),
         privacy_k: 3,
         idle_advance_ms: 0,
-        commit_interval_ms: 100,
         plan_partitions: PLAN_PARTITIONS,
         ..EmitConfig::default()
     };
@@ -215,7 +218,7 @@ async fn java_and_python_clients_agree_with_what_the_emitter_wrote() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     token.cancel();
-    running.done.await.expect("join").expect("clean stop");
+    running.stage.done.await.expect("join").expect("clean stop");
     assert_eq!(rust.len(), want, "the emitter wrote the reference decisions");
     let outcomes: Vec<&str> = rust.iter().filter_map(|l| l["outcome"].as_str()).collect();
     let mut histogram: BTreeMap<&str, usize> = BTreeMap::new();

@@ -186,8 +186,11 @@ fn settings(brokers: &str, topic: &str, prefix: &str) -> (KafkaSettings, Aggrega
     };
     let kafka = KafkaSettings { brokers: brokers.to_string(), topics, ..KafkaSettings::default() };
     let cfg = AggregateConfig {
-        listen: "127.0.0.1:0".parse().unwrap_or_else(|_| die("addr")),
-        group_id: format!("{prefix}-agg"),
+        exactly_once: nearfield_eos::LoopSettings {
+            listen: "127.0.0.1:0".parse().unwrap_or_else(|_| die("addr")),
+            group_id: format!("{prefix}-agg"),
+            ..nearfield_eos::LoopSettings::default()
+        },
         follow_stores_topic: false,
         ..AggregateConfig::default()
     };
@@ -196,7 +199,7 @@ fn settings(brokers: &str, topic: &str, prefix: &str) -> (KafkaSettings, Aggrega
 
 async fn aggregate(brokers: &str, topic: &str, n: u64, prefix: &str) {
     let (kafka, mut cfg) = settings(brokers, topic, prefix);
-    cfg.instance_id = Some("bench-1".into());
+    cfg.exactly_once.instance_id = Some("bench-1".into());
     let token = CancellationToken::new();
     let (cpu0, _) = proc_stat();
     let started = Instant::now();
@@ -232,7 +235,7 @@ async fn state_size(running: &nearfield_aggregator::Running) -> StateSize {
 
 async fn restore(brokers: &str, topic: &str, prefix: &str) {
     let (kafka, mut cfg) = settings(brokers, topic, prefix);
-    cfg.instance_id = Some("bench-2".into());
+    cfg.exactly_once.instance_id = Some("bench-2".into());
     let rss0 = rss_mb();
     let token = CancellationToken::new();
     let started = Instant::now();

@@ -15,11 +15,6 @@ pub const EVENTS_TOTAL: &str = "nearfield_aggregator_events_total";
 pub const HEARTBEATS_TOTAL: &str = "nearfield_aggregator_heartbeats_total";
 pub const WINDOWS_EMITTED_TOTAL: &str = "nearfield_aggregator_windows_emitted_total";
 pub const WINDOWS_EXPIRED_TOTAL: &str = "nearfield_aggregator_windows_expired_total";
-pub const OPEN_WINDOWS: &str = "nearfield_aggregator_windows";
-pub const KEYS: &str = "nearfield_aggregator_keys";
-pub const DEDUPE_IDS: &str = "nearfield_aggregator_dedupe_ids";
-pub const STATE_BYTES: &str = "nearfield_aggregator_state_bytes";
-pub const WATERMARK_DELAY_SECONDS: &str = "nearfield_aggregator_watermark_delay_seconds";
 
 static EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
@@ -41,6 +36,12 @@ static EMITTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 static EXPIRED: LazyLock<IntCounter> = LazyLock::new(|| {
     counter(WINDOWS_EXPIRED_TOTAL, "Windows dropped from state after their allowed lateness.")
 });
+// The state gauges, refreshed about every ten seconds (a walk over every key).
+pub const OPEN_WINDOWS: &str = "nearfield_aggregator_windows";
+pub const KEYS: &str = "nearfield_aggregator_keys";
+pub const DEDUPE_IDS: &str = "nearfield_aggregator_dedupe_ids";
+pub const STATE_BYTES: &str = "nearfield_aggregator_state_bytes";
+
 static WINDOWS: LazyLock<IntGauge> =
     LazyLock::new(|| gauge(OPEN_WINDOWS, "Windows held in memory (open or within lateness)."));
 static KEYS_G: LazyLock<IntGauge> =
@@ -49,12 +50,6 @@ static DEDUPE: LazyLock<IntGauge> =
     LazyLock::new(|| gauge(DEDUPE_IDS, "Event ids held for de-duplication."));
 static BYTES: LazyLock<IntGauge> =
     LazyLock::new(|| gauge(STATE_BYTES, "Estimated bytes of aggregation state in memory."));
-static WM_DELAY: LazyLock<IntGauge> = LazyLock::new(|| {
-    gauge(
-        WATERMARK_DELAY_SECONDS,
-        "Wall clock minus the lowest watermark among owned partitions, in seconds.",
-    )
-});
 /// Registers every metric so `/metrics` lists them from the start.
 pub fn register_all() {
     LazyLock::force(&EVENTS);
@@ -70,7 +65,6 @@ pub fn register_all() {
     LazyLock::force(&KEYS_G);
     LazyLock::force(&DEDUPE);
     LazyLock::force(&BYTES);
-    LazyLock::force(&WM_DELAY);
 }
 
 /// Sale records were processed in one batch.
@@ -98,24 +92,6 @@ impl EventsProcessed {
     }
 }
 
-/// A record on `sales.v1` could not be decoded; it goes to the dead-letter topic.
-#[derive(Debug)]
-pub struct InvalidRecord<'a> {
-    pub partition: i32,
-    pub offset: i64,
-    pub reason: &'a str,
-}
-impl InvalidRecord<'_> {
-    pub fn emit(self) {
-        tracing::warn!(
-            partition = self.partition,
-            offset = self.offset,
-            reason = self.reason,
-            "undecodable sale record sent to the dead-letter topic"
-        );
-    }
-}
-
 /// What one transaction did, reported once it committed.
 #[derive(Debug, Default)]
 pub struct Committed {
@@ -137,7 +113,6 @@ impl Committed {
 #[derive(Debug)]
 pub struct StateGauges {
     pub size: StateSize,
-    pub watermark_delay_s: Option<i64>,
 }
 impl StateGauges {
     pub fn emit(self) {
@@ -145,6 +120,5 @@ impl StateGauges {
         KEYS_G.set(self.size.keys as i64);
         DEDUPE.set(self.size.dedupe_ids as i64);
         BYTES.set(self.size.bytes as i64);
-        WM_DELAY.set(self.watermark_delay_s.unwrap_or(0));
     }
 }

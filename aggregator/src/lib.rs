@@ -33,13 +33,13 @@ pub mod state;
 pub mod stores;
 pub mod window;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use nearfield_common::kafka::KafkaSettings;
 use nearfield_common::shutdown::CancellationToken;
 use nearfield_common::stores::StoreSink;
-use nearfield_eos::{Queries, SharedStatus, Wiring};
+use nearfield_eos::http::Launch;
+use nearfield_eos::{Queries, Wiring};
 use nearfield_schemas::RejectSource;
 
 pub use config::AggregateConfig;
@@ -57,36 +57,14 @@ pub enum AggregateError {
     Loop(#[from] nearfield_eos::EosError),
     #[error("aggregator: {0}")]
     Serve(#[from] nearfield_eos::http::ServeError),
-    #[error("aggregate.listen {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
 }
 
-/// A started aggregator.
-#[derive(Debug)]
-pub struct Running {
-    /// The HTTP address (useful with port 0).
-    pub local_addr: SocketAddr,
-    /// What the loop publishes: owned partitions, restore progress, readiness.
-    pub status: SharedStatus,
-    /// Questions for the loop (the live query; tests and benchmarks).
-    pub queries: Queries<query::Query, query::Answer>,
-    /// Resolves when the loop committed its last transaction and the server stopped.
-    pub done: tokio::task::JoinHandle<Result<(), AggregateError>>,
-}
+/// A started aggregator (`done` resolves when it committed its last transaction and its
+/// server stopped).
+pub type Running = nearfield_eos::http::Launched<stage::Aggregator>;
 
-/// Runs the aggregator until `shutdown` is cancelled, then commits and leaves the group.
-pub async fn run(
-    config: AggregateConfig,
-    kafka: KafkaSettings,
-    shutdown: CancellationToken,
-) -> Result<(), AggregateError> {
-    let running = start(config, kafka, shutdown).await?;
-    running.done.await.unwrap_or_else(|e| {
-        Err(AggregateError::Bind { addr: running.local_addr, source: std::io::Error::other(e) })
-    })
-}
-
-/// Starts the aggregator and returns once its HTTP server listens.
+/// Starts the aggregator and returns once its HTTP server listens; it runs until
+/// `shutdown` is cancelled (then commits and leaves the group) or a fatal error.
 pub async fn start(
     config: AggregateConfig,
     kafka: KafkaSettings,
@@ -125,25 +103,17 @@ pub async fn start(
         reject_source: RejectSource::Aggregator,
     };
     let stage = Arc::new(stage::Aggregator::new(state_cfg, directory, t.clone()));
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| AggregateError::Bind { addr: config.listen, source })?;
-    let local_addr = listener
-        .local_addr()
-        .map_err(|source| AggregateError::Bind { addr: config.listen, source })?;
-    let runtime =
-        nearfield_eos::spawn(stage, wiring, config.runtime(), kafka, None, shutdown.clone())?;
-    let (status, queries) = (Arc::clone(&runtime.status), runtime.queries.clone());
-    let api = http::Api { queries: queries.clone(), sizes: Arc::new(config.windows_ms.clone()) };
-    let app = http::router(api).merge(nearfield_eos::http::ops(Arc::clone(&status)));
-    tracing::info!(%local_addr, "aggregator listening");
-    let done = tokio::spawn(async move {
-        let served = nearfield_eos::http::serve(listener, app, runtime, shutdown).await;
-        if let Some(f) = follower {
-            f.stop().await;
-        }
-        tracing::info!("aggregator stopped");
-        Ok(served?)
-    });
-    Ok(Running { local_addr, status, queries, done })
+    let sizes = Arc::new(config.windows_ms.clone());
+    let launch = Launch {
+        stage,
+        wiring,
+        config: config.runtime(),
+        settings: kafka,
+        create: None,
+        listen: config.exactly_once.listen,
+    };
+    let routes = |q: &Queries<query::Query, query::Answer>| {
+        http::router(http::Api { queries: q.clone(), sizes })
+    };
+    Ok(nearfield_eos::http::launch(launch, routes, follower, shutdown).await?)
 }

@@ -9,7 +9,7 @@ use nearfield_common::kafka::Topics;
 use nearfield_eos::{Emit, EosError, Input, Millis, Owned, Stage};
 use nearfield_schemas::{Codec, Heartbeat, SaleEvent};
 
-use crate::internal_events::{Committed, InvalidRecord, StateGauges};
+use crate::internal_events::{Committed, StateGauges};
 use crate::query::{self, Answer, Query};
 use crate::state::{Outcome, PartitionState, StateConfig, StateSize};
 use crate::stores::GridDirectory;
@@ -71,20 +71,16 @@ impl Stage for Aggregator {
         out: &mut Emit<'_, Committed>,
     ) -> Result<(), EosError> {
         for r in records {
-            match self.codec.decode::<SaleEvent>(r.payload) {
-                Ok(ev) => match state.apply_sale(&ev, now) {
-                    Outcome::Counted => out.summary.events.counted += 1,
-                    Outcome::Duplicate => out.summary.events.duplicate += 1,
-                    Outcome::Late => {
-                        out.summary.events.late += 1;
-                        out.send(&self.topics.late, ev.grid_id.as_bytes(), r.payload)?;
-                    }
-                },
-                Err(e) => {
-                    InvalidRecord { partition: r.partition, offset: r.offset, reason: e.reason() }
-                        .emit();
-                    out.summary.events.invalid += 1;
-                    out.dead_letter(r, &e, SALE_CONTENT_TYPE, now)?;
+            let Some(ev) = out.decode::<SaleEvent>(r, SALE_CONTENT_TYPE, now)? else {
+                out.summary.events.invalid += 1;
+                continue;
+            };
+            match state.apply_sale(&ev, now) {
+                Outcome::Counted => out.summary.events.counted += 1,
+                Outcome::Duplicate => out.summary.events.duplicate += 1,
+                Outcome::Late => {
+                    out.summary.events.late += 1;
+                    out.send(&self.topics.late, ev.grid_id.as_bytes(), r.payload)?;
                 }
             }
         }
@@ -145,19 +141,11 @@ impl Stage for Aggregator {
         query::answer(owned, q)
     }
 
-    fn gauges(&self, owned: &Owned<'_, PartitionState>, now: Millis) {
+    fn gauges(&self, owned: &Owned<'_, PartitionState>, _now: Millis) {
         let mut last = self.size.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if last.is_none_or(|(at, _)| at.elapsed() >= Duration::from_secs(10)) {
             *last = Some((Instant::now(), owned.active.values().map(PartitionState::size).sum()));
         }
-        let delay = owned
-            .active
-            .values()
-            .map(PartitionState::watermark)
-            .filter(|w| *w > i64::MIN)
-            .min()
-            .map(|w| (now - w) / 1000);
-        StateGauges { size: last.map(|(_, s)| s).unwrap_or_default(), watermark_delay_s: delay }
-            .emit();
+        StateGauges { size: last.map(|(_, s)| s).unwrap_or_default() }.emit();
     }
 }

@@ -9,6 +9,7 @@ use nearfield_aggregator::AggregateConfig;
 use nearfield_common::kafka::{KafkaSettings, Topics};
 use nearfield_common::shutdown::CancellationToken;
 use nearfield_schemas::{Codec, DemandWindow, Heartbeat, RejectedEvent, SaleEvent, SaleKind};
+use nearfield_testkit::http::{assert_metrics, assert_refused, get_json};
 use nearfield_testkit::{Isolation, Kafka, read_to_end};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -99,15 +100,18 @@ async fn events_end_where_the_spec_says() {
     )
     .expect("stores");
     let cfg = AggregateConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        group_id: format!("agg-{id}"),
-        instance_id: Some("sem".into()),
+        exactly_once: nearfield_eos::LoopSettings {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            group_id: format!("agg-{id}"),
+            instance_id: Some("sem".into()),
+            commit_interval_ms: 100,
+            ..nearfield_eos::LoopSettings::default()
+        },
         windows_ms: vec![10 * SEC],
         out_of_orderness_ms: SEC,
         grace_ms: 0,
         allowed_lateness_ms: 10 * SEC,
         max_close_delay_ms: 86_400 * SEC,
-        commit_interval_ms: 100,
         stores_file: Some(stores),
         follow_stores_topic: false,
         ..AggregateConfig::default()
@@ -245,27 +249,20 @@ async fn events_end_where_the_spec_says() {
         .await
         .expect("j");
     assert_eq!(c["cells"].as_array().map(Vec::len), Some(0));
-    let r = http.get(format!("{base}/v1/cells?window_ms=7")).send().await.expect("bad size");
-    assert_eq!(r.status(), 400);
-    let body: serde_json::Value = r.json().await.expect("json");
-    assert_eq!(body["error"]["field"], "window_ms");
-    let r =
-        http.get(format!("{base}/v1/demand?grid=8830e1d8fffffff&sku=X")).send().await.expect("q");
-    assert_eq!(r.status(), 404);
-    let r = http.get(format!("{base}/v1/demand?sku=X")).send().await.expect("q");
-    assert_eq!(r.status(), 400);
-    let body: serde_json::Value = r.json().await.expect("json");
-    assert_eq!(body["error"]["field"], "grid");
-    let metrics =
-        http.get(format!("{base}/metrics")).send().await.expect("m").text().await.expect("t");
-    for needle in [
-        "nearfield_aggregator_events_total{outcome=\"duplicate\"} 1",
-        "nearfield_aggregator_events_total{outcome=\"late\"} 1",
-        "nearfield_aggregator_events_total{outcome=\"invalid\"} 1",
-        "nearfield_aggregator_windows_emitted_total{kind=\"revision\"} 1",
-    ] {
-        assert!(metrics.contains(needle), "metrics lack {needle}");
-    }
+    assert_refused(&format!("{base}/v1/cells?window_ms=7"), 400, "window_ms").await;
+    let (status, _) = get_json(&format!("{base}/v1/demand?grid=8830e1d8fffffff&sku=X")).await;
+    assert_eq!(status, 404);
+    assert_refused(&format!("{base}/v1/demand?sku=X"), 400, "grid").await;
+    assert_metrics(
+        &base,
+        &[
+            "nearfield_aggregator_events_total{outcome=\"duplicate\"} 1",
+            "nearfield_aggregator_events_total{outcome=\"late\"} 1",
+            "nearfield_aggregator_events_total{outcome=\"invalid\"} 1",
+            "nearfield_aggregator_windows_emitted_total{kind=\"revision\"} 1",
+        ],
+    )
+    .await;
     token.cancel();
     running.done.await.expect("join").expect("clean stop");
 }

@@ -2,7 +2,6 @@
 //! `NEARFIELD_EMIT__*` environment variables). Validated at start with messages that name
 //! the setting.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -13,13 +12,10 @@ use crate::forecast;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EmitConfig {
-    /// HTTP listen address (recent signals, metrics, health).
-    pub listen: SocketAddr,
-    /// Consumer group of all emitter instances.
-    pub group_id: String,
-    /// This instance's stable identity; its transactional id is `<group_id>-<instance_id>`
-    /// (default: the host name). Unique per instance.
-    pub instance_id: Option<String>,
+    /// Listen address, group, instance id, commit interval and timeouts (the keys every
+    /// exactly-once stage has).
+    #[serde(flatten)]
+    pub exactly_once: nearfield_eos::LoopSettings,
     /// Supplier catalog file (JSON lines of `CatalogRecord`s).
     pub catalog_file: Option<PathBuf>,
     /// Follow `catalog.v1` for catalog changes.
@@ -65,12 +61,6 @@ pub struct EmitConfig {
     /// When a partition receives nothing for this long (wall clock), its demand clock
     /// advances with the wall clock so schedules still fire; 0 disables.
     pub idle_advance_ms: i64,
-    /// How often state changes, signals and offsets are committed in one transaction.
-    pub commit_interval_ms: u64,
-    /// Kafka transaction timeout.
-    pub transaction_timeout_ms: u64,
-    /// Longest a partition's restore may take before the instance restarts.
-    pub restore_timeout_ms: u64,
     /// Partitions of the plan topics the emitter creates.
     pub plan_partitions: i32,
     /// Signals kept in memory for `GET /v1/plans`.
@@ -80,9 +70,7 @@ pub struct EmitConfig {
 impl Default for EmitConfig {
     fn default() -> Self {
         EmitConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8082)),
-            group_id: "nearfield-emitter".into(),
-            instance_id: None,
+            exactly_once: nearfield_eos::LoopSettings::stage("nearfield-emitter", 8082),
             catalog_file: None,
             follow_catalog_topic: true,
             bucket_ms: 3_600_000,
@@ -102,9 +90,6 @@ impl Default for EmitConfig {
             firm_coverage: 0.8,
             revision_retention_ms: 3 * 3_600_000,
             idle_advance_ms: 600_000,
-            commit_interval_ms: 500,
-            transaction_timeout_ms: 10_000,
-            restore_timeout_ms: 300_000,
             plan_partitions: 3,
             recent_signals: 500,
         }
@@ -126,11 +111,7 @@ fn bad(setting: &'static str, rule: &str) -> Result<(), ConfigError> {
 impl EmitConfig {
     /// The exactly-once runtime's settings.
     pub fn runtime(&self) -> nearfield_eos::RuntimeConfig {
-        nearfield_eos::RuntimeConfig::from_millis(
-            &self.group_id,
-            self.instance_id.as_deref(),
-            [self.commit_interval_ms, self.transaction_timeout_ms, self.restore_timeout_ms],
-        )
+        self.exactly_once.runtime()
     }
 
     /// The forecast parameters.
@@ -145,8 +126,8 @@ impl EmitConfig {
 
     /// Checks every setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.group_id.trim().is_empty() {
-            return bad("group_id", "must not be empty");
+        if let Err((setting, rule)) = self.exactly_once.validate() {
+            return bad(setting, rule);
         }
         if self.bucket_ms < 1_000 {
             return bad("bucket_ms", "must be at least 1000 (one second)");
@@ -198,12 +179,6 @@ impl EmitConfig {
         }
         if self.idle_advance_ms < 0 {
             return bad("idle_advance_ms", "must be >= 0 (0 disables)");
-        }
-        if !(10..=60_000).contains(&self.commit_interval_ms) {
-            return bad("commit_interval_ms", "must be within 10..=60000");
-        }
-        if self.transaction_timeout_ms < self.commit_interval_ms.saturating_mul(2) {
-            return bad("transaction_timeout_ms", "must be at least twice commit_interval_ms");
         }
         if self.plan_partitions < 1 {
             return bad("plan_partitions", "must be at least 1");

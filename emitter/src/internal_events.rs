@@ -26,7 +26,6 @@ pub const CELLS: &str = "nearfield_emitter_cells";
 pub const PLANS: &str = "nearfield_emitter_plans";
 pub const STATE_BYTES: &str = "nearfield_emitter_state_bytes";
 pub const CATALOG_SKUS: &str = "nearfield_emitter_catalog_skus";
-pub const WATERMARK_DELAY_SECONDS: &str = "nearfield_emitter_watermark_delay_seconds";
 
 static WINDOWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
@@ -93,12 +92,6 @@ static BYTES: LazyLock<IntGauge> =
     LazyLock::new(|| gauge(STATE_BYTES, "Estimated bytes of planning state in memory."));
 static CATALOG: LazyLock<IntGauge> =
     LazyLock::new(|| gauge(CATALOG_SKUS, "SKUs in the supplier catalog."));
-static WM_DELAY: LazyLock<IntGauge> = LazyLock::new(|| {
-    gauge(
-        WATERMARK_DELAY_SECONDS,
-        "Wall clock minus the lowest demand clock among owned partitions, in seconds.",
-    )
-});
 
 const OUTCOMES: [&str; 10] = [
     "applied",
@@ -133,7 +126,7 @@ pub fn register_all() {
     for m in [&SUPPRESSED, &ABSORBED] {
         LazyLock::force(m);
     }
-    for m in [&SKUS_G, &CELLS_G, &PLANS_G, &BYTES, &CATALOG, &WM_DELAY] {
+    for m in [&SKUS_G, &CELLS_G, &PLANS_G, &BYTES, &CATALOG] {
         LazyLock::force(m);
     }
 }
@@ -146,25 +139,6 @@ pub struct WindowConsumed {
 impl WindowConsumed {
     pub fn emit(self) {
         WINDOWS.with_label_values(&[self.outcome]).inc();
-    }
-}
-
-/// A record on `demand.v1` could not be decoded; it goes to the dead-letter topic.
-#[derive(Debug)]
-pub struct InvalidRecord<'a> {
-    pub partition: i32,
-    pub offset: i64,
-    pub reason: &'a str,
-}
-impl InvalidRecord<'_> {
-    pub fn emit(self) {
-        tracing::warn!(
-            partition = self.partition,
-            offset = self.offset,
-            reason = self.reason,
-            "undecodable demand record sent to the dead-letter topic"
-        );
-        WINDOWS.with_label_values(&["undecodable"]).inc();
     }
 }
 
@@ -227,7 +201,6 @@ fn firmness_label(s: &PlanSignal) -> &'static str {
 pub struct StateGauges {
     pub size: StateSize,
     pub catalog_skus: usize,
-    pub watermark_delay_s: Option<i64>,
 }
 impl StateGauges {
     pub fn emit(self) {
@@ -236,7 +209,6 @@ impl StateGauges {
         PLANS_G.set(self.size.plans as i64);
         BYTES.set(self.size.bytes as i64);
         CATALOG.set(self.catalog_skus as i64);
-        WM_DELAY.set(self.watermark_delay_s.unwrap_or(0));
     }
 }
 

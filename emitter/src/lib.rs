@@ -29,12 +29,12 @@ pub mod stage;
 pub mod state;
 pub mod synthetic;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use nearfield_common::kafka::{KafkaSettings, TopicSpec};
 use nearfield_common::shutdown::CancellationToken;
-use nearfield_eos::{SharedStatus, Wiring};
+use nearfield_eos::Wiring;
+use nearfield_eos::http::Launch;
 use nearfield_schemas::{CatalogRecord, Codec, RejectSource};
 
 pub use config::EmitConfig;
@@ -54,38 +54,21 @@ pub enum EmitError {
     Loop(#[from] nearfield_eos::EosError),
     #[error("emitter: {0}")]
     Serve(#[from] nearfield_eos::http::ServeError),
-    #[error("emit.listen {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
 }
 
 /// A started emitter.
 #[derive(Debug)]
 pub struct Running {
-    /// The HTTP address (useful with port 0).
-    pub local_addr: SocketAddr,
-    /// What the loop publishes: owned partitions, restore progress, readiness.
-    pub status: SharedStatus,
+    /// The loop and HTTP server (`done` resolves when both stopped).
+    pub stage: nearfield_eos::http::Launched<stage::Emitter>,
     /// The latest committed signals.
     pub recent: stage::Recent,
     /// The catalog in use.
     pub catalog: Arc<catalog::Catalog>,
-    /// Resolves when the loop committed its last transaction and the server stopped.
-    pub done: tokio::task::JoinHandle<Result<(), EmitError>>,
 }
 
-/// Runs the emitter until `shutdown` is cancelled, then commits and leaves the group.
-pub async fn run(
-    config: EmitConfig,
-    kafka: KafkaSettings,
-    shutdown: CancellationToken,
-) -> Result<(), EmitError> {
-    let running = start(config, kafka, shutdown).await?;
-    running.done.await.unwrap_or_else(|e| {
-        Err(EmitError::Bind { addr: running.local_addr, source: std::io::Error::other(e) })
-    })
-}
-
-/// Starts the emitter and returns once its HTTP server listens.
+/// Starts the emitter and returns once its HTTP server listens; it runs until `shutdown`
+/// is cancelled (then commits and leaves the group) or a fatal error.
 pub async fn start(
     config: EmitConfig,
     kafka: KafkaSettings,
@@ -145,30 +128,15 @@ pub async fn start(
         config.recent_signals,
     ));
     let (recent, create) = (stage.recent(), stage.create_on_demand());
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| EmitError::Bind { addr: config.listen, source })?;
-    let local_addr =
-        listener.local_addr().map_err(|source| EmitError::Bind { addr: config.listen, source })?;
-    let runtime = nearfield_eos::spawn(
+    let launch = Launch {
         stage,
         wiring,
-        config.runtime(),
-        kafka,
-        Some(create),
-        shutdown.clone(),
-    )?;
-    let status = Arc::clone(&runtime.status);
-    let app =
-        http::router(Arc::clone(&recent)).merge(nearfield_eos::http::ops(Arc::clone(&status)));
-    tracing::info!(%local_addr, "emitter listening");
-    let done = tokio::spawn(async move {
-        let served = nearfield_eos::http::serve(listener, app, runtime, shutdown).await;
-        if let Some(f) = follower {
-            f.stop().await;
-        }
-        tracing::info!("emitter stopped");
-        Ok(served?)
-    });
-    Ok(Running { local_addr, status, recent, catalog, done })
+        config: config.runtime(),
+        settings: kafka,
+        create: Some(create),
+        listen: config.exactly_once.listen,
+    };
+    let routes = |_: &nearfield_eos::Queries<(), ()>| http::router(Arc::clone(&recent));
+    let stage = nearfield_eos::http::launch(launch, routes, follower, shutdown).await?;
+    Ok(Running { stage, recent, catalog })
 }

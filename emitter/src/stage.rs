@@ -8,10 +8,10 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use nearfield_common::kafka::{TopicSpec, Topics};
 use nearfield_eos::{Emit, EosError, Input, Millis, Owned, Stage};
-use nearfield_schemas::{Codec, DemandWindow, PlanSignal};
+use nearfield_schemas::{DemandWindow, PlanSignal};
 
 use crate::catalog::Catalog;
-use crate::internal_events::{InvalidRecord, SignalsCommitted, StateGauges, WindowConsumed};
+use crate::internal_events::{SignalsCommitted, StateGauges, WindowConsumed};
 use crate::state::{PartitionState, StateConfig, StateSize, Tally};
 
 /// Content type of a dead-lettered demand record.
@@ -27,7 +27,6 @@ pub struct Emitter {
     catalog: Arc<Catalog>,
     topics: Topics,
     plan_partitions: i32,
-    codec: Codec,
     recent: Recent,
     recent_cap: usize,
 }
@@ -48,15 +47,7 @@ impl Emitter {
         plan_partitions: i32,
         recent_cap: usize,
     ) -> Self {
-        Emitter {
-            cfg,
-            catalog,
-            topics,
-            plan_partitions,
-            codec: Codec::single_object(),
-            recent: Arc::default(),
-            recent_cap,
-        }
+        Emitter { cfg, catalog, topics, plan_partitions, recent: Arc::default(), recent_cap }
     }
 
     /// The latest committed signals.
@@ -99,16 +90,12 @@ impl nearfield_eos::PartitionState for PartitionState {
 }
 
 impl Stage for Emitter {
+    const NAME: &'static str = "emitter";
+
     type State = PartitionState;
     type Summary = Committed;
     type Query = ();
     type Answer = ();
-
-    const NAME: &'static str = "emitter";
-
-    fn fresh(&self, _partition: i32) -> PartitionState {
-        PartitionState::new(Arc::clone(&self.cfg))
-    }
 
     fn process(
         &self,
@@ -118,17 +105,11 @@ impl Stage for Emitter {
         out: &mut Emit<'_, Committed>,
     ) -> Result<(), EosError> {
         for r in records {
-            match self.codec.decode::<DemandWindow>(r.payload) {
-                Ok(w) => {
-                    let outcome = state.apply(&w, &self.catalog, now);
-                    WindowConsumed { outcome: outcome.label() }.emit();
-                }
-                Err(e) => {
-                    InvalidRecord { partition: r.partition, offset: r.offset, reason: e.reason() }
-                        .emit();
-                    out.dead_letter(r, &e, DEMAND_CONTENT_TYPE, now)?;
-                }
-            }
+            let outcome = match out.decode::<DemandWindow>(r, DEMAND_CONTENT_TYPE, now)? {
+                Some(w) => state.apply(&w, &self.catalog, now).label(),
+                None => "undecodable",
+            };
+            WindowConsumed { outcome }.emit();
         }
         Ok(())
     }
@@ -167,19 +148,12 @@ impl Stage for Emitter {
 
     fn answer(&self, _owned: &Owned<'_, PartitionState>, _q: ()) {}
 
-    fn gauges(&self, owned: &Owned<'_, PartitionState>, now: Millis) {
-        let delay = owned
-            .active
-            .values()
-            .map(PartitionState::watermark)
-            .filter(|w| *w > i64::MIN)
-            .min()
-            .map(|w| (now - w) / 1000);
-        StateGauges {
-            size: owned.active.values().map(PartitionState::size).sum::<StateSize>(),
-            catalog_skus: self.catalog.len(),
-            watermark_delay_s: delay,
-        }
-        .emit();
+    fn fresh(&self, _partition: i32) -> PartitionState {
+        PartitionState::new(Arc::clone(&self.cfg))
+    }
+
+    fn gauges(&self, owned: &Owned<'_, PartitionState>, _now: Millis) {
+        let size = owned.active.values().map(PartitionState::size).sum::<StateSize>();
+        StateGauges { size, catalog_skus: self.catalog.len() }.emit();
     }
 }

@@ -16,6 +16,7 @@ use nearfield_emitter::synthetic::{self, Scenario};
 use nearfield_schemas::{
     CatalogRecord, Codec, PlanReason, PlanSignal, RejectSource, RejectedEvent, ServiceArea,
 };
+use nearfield_testkit::http::{assert_metrics, assert_refused};
 use nearfield_testkit::{Isolation, Kafka, read_to_end};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -88,14 +89,17 @@ async fn demand_windows_in_plan_signals_out() {
         records.iter().map(|r| serde_json::to_string(r).expect("json")).collect();
     std::fs::write(&catalog_file, lines.join("\n")).expect("catalog");
     let cfg = EmitConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        group_id: format!("emit-{id}"),
-        instance_id: Some("it".into()),
+        exactly_once: nearfield_eos::LoopSettings {
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            group_id: format!("emit-{id}"),
+            instance_id: Some("it".into()),
+            commit_interval_ms: 100,
+            ..nearfield_eos::LoopSettings::default()
+        },
         catalog_file: Some(catalog_file),
         follow_catalog_topic: true,
         privacy_k: 3,
         idle_advance_ms: 0,
-        commit_interval_ms: 100,
         ..EmitConfig::default()
     };
     let state_cfg = Arc::new(StateConfig::from_config(&cfg).expect("valid"));
@@ -155,7 +159,7 @@ async fn demand_windows_in_plan_signals_out() {
         .expect("catalog record delivered");
     let token = CancellationToken::new();
     let running = nearfield_emitter::start(cfg, settings, token.clone()).await.expect("start");
-    let base = format!("http://{}", running.local_addr);
+    let base = format!("http://{}", running.stage.local_addr);
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200) {
@@ -246,21 +250,18 @@ async fn demand_windows_in_plan_signals_out() {
     let listed = body["signals"].as_array().expect("signals");
     assert!(!listed.is_empty() && listed.len() <= 5);
     assert!(listed.iter().all(|s| s["supplier_id"] == "syn-0"));
-    let r = http.get(format!("{base}/v1/plans?supplier=Not%20Valid")).send().await.expect("bad");
-    assert_eq!(r.status(), 400);
-    let err: serde_json::Value = r.json().await.expect("json");
-    assert_eq!(err["error"]["field"], "supplier");
-    let metrics =
-        http.get(format!("{base}/metrics")).send().await.expect("m").text().await.expect("t");
-    for needle in [
-        "nearfield_emitter_signals_total{firmness=",
-        "nearfield_emitter_privacy_suppressed_total",
-        "nearfield_emitter_forecast_abs_error_units_count",
-        "nearfield_emitter_event_to_signal_seconds_count",
-        "nearfield_emitter_windows_total{outcome=\"undecodable\"} 1",
-    ] {
-        assert!(metrics.contains(needle), "{needle} missing from /metrics");
-    }
+    assert_refused(&format!("{base}/v1/plans?supplier=Not%20Valid"), 400, "supplier").await;
+    let metrics = assert_metrics(
+        &base,
+        &[
+            "nearfield_emitter_signals_total{firmness=",
+            "nearfield_emitter_privacy_suppressed_total",
+            "nearfield_emitter_forecast_abs_error_units_count",
+            "nearfield_emitter_event_to_signal_seconds_count",
+            "nearfield_emitter_windows_total{outcome=\"undecodable\"} 1",
+        ],
+    )
+    .await;
     let suppressed = metrics
         .lines()
         .find(|l| l.starts_with("nearfield_emitter_privacy_suppressed_total "))
@@ -270,5 +271,5 @@ async fn demand_windows_in_plan_signals_out() {
     assert!(suppressed > 0.0, "the thin SKU's decisions were suppressed");
 
     token.cancel();
-    running.done.await.expect("join").expect("clean stop");
+    running.stage.done.await.expect("join").expect("clean stop");
 }

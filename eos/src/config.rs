@@ -2,10 +2,90 @@
 //! section, whose names they keep) and the wiring a stage declares: what it reads, where
 //! its changelog lives, what it writes.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use nearfield_common::kafka::TopicSpec;
 use nearfield_schemas::RejectSource;
+use serde::{Deserialize, Serialize};
+
+/// The settings every exactly-once stage has, flattened into its section of the
+/// deployment file (`[aggregate]`, `[emit]`): the same keys, the same rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoopSettings {
+    /// HTTP listen address (queries, metrics, health). Without an operator token only a
+    /// loopback address is served.
+    pub listen: SocketAddr,
+    /// Consumer group of all the stage's instances.
+    pub group_id: String,
+    /// This instance's stable identity; its transactional id is `<group_id>-<instance_id>`.
+    /// Every instance needs its own (a Kubernetes StatefulSet pod name is ideal); the
+    /// default is the host name. A restarted instance with the same id fences its former
+    /// self at once; a new id waits up to `transaction_timeout_ms` for its transactions.
+    pub instance_id: Option<String>,
+    /// How often state changes, outputs and input offsets are committed in one
+    /// transaction: the knob between latency and throughput.
+    pub commit_interval_ms: u64,
+    /// Kafka transaction timeout (how long a crashed instance's open transaction can hold
+    /// back its partitions' new owner).
+    pub transaction_timeout_ms: u64,
+    /// Longest a partition's restore may take before the instance gives up and restarts.
+    pub restore_timeout_ms: u64,
+}
+
+impl Default for LoopSettings {
+    fn default() -> Self {
+        LoopSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            group_id: "nearfield".into(),
+            instance_id: None,
+            commit_interval_ms: 500,
+            transaction_timeout_ms: 10_000,
+            restore_timeout_ms: 300_000,
+        }
+    }
+}
+
+impl LoopSettings {
+    /// Defaults with the stage's own group and port.
+    pub fn stage(group_id: &str, port: u16) -> Self {
+        LoopSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], port)),
+            group_id: group_id.into(),
+            ..LoopSettings::default()
+        }
+    }
+
+    /// Checks the settings: `Err((setting, rule))`.
+    pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+        if self.group_id.trim().is_empty() {
+            return Err(("group_id", "must not be empty"));
+        }
+        if !(10..=60_000).contains(&self.commit_interval_ms) {
+            return Err(("commit_interval_ms", "must be within 10..=60000"));
+        }
+        if self.transaction_timeout_ms < self.commit_interval_ms.saturating_mul(2) {
+            return Err(("transaction_timeout_ms", "must be at least twice commit_interval_ms"));
+        }
+        if self.restore_timeout_ms < 1_000 {
+            return Err(("restore_timeout_ms", "must be at least 1000"));
+        }
+        Ok(())
+    }
+
+    /// The runtime's settings.
+    pub fn runtime(&self) -> RuntimeConfig {
+        RuntimeConfig {
+            group_id: self.group_id.clone(),
+            instance_id: crate::clients::instance_id(self.instance_id.as_deref()),
+            commit_interval: Duration::from_millis(self.commit_interval_ms),
+            transaction_timeout: Duration::from_millis(self.transaction_timeout_ms),
+            restore_timeout: Duration::from_millis(self.restore_timeout_ms),
+            batch: 512,
+        }
+    }
+}
 
 /// How the loop runs.
 #[derive(Debug, Clone)]
@@ -25,24 +105,6 @@ pub struct RuntimeConfig {
 }
 
 impl RuntimeConfig {
-    /// From a stage's settings in milliseconds (`commit_interval_ms`,
-    /// `transaction_timeout_ms`, `restore_timeout_ms`); the instance id is the configured
-    /// one, else the host name.
-    pub fn from_millis(
-        group_id: &str,
-        instance_id: Option<&str>,
-        [commit_interval, transaction_timeout, restore_timeout]: [u64; 3],
-    ) -> Self {
-        RuntimeConfig {
-            group_id: group_id.to_string(),
-            instance_id: crate::clients::instance_id(instance_id),
-            commit_interval: Duration::from_millis(commit_interval),
-            transaction_timeout: Duration::from_millis(transaction_timeout),
-            restore_timeout: Duration::from_millis(restore_timeout),
-            batch: 512,
-        }
-    }
-
     /// The producer's stable transactional id.
     pub fn transactional_id(&self) -> String {
         format!("{}-{}", self.group_id, self.instance_id)

@@ -484,6 +484,12 @@ impl<S: Stage> Core<S> {
         }
     }
 
+    /// Wall clock minus the lowest watermark of the active partitions, in seconds.
+    pub(crate) fn watermark_delay(&self) -> Option<i64> {
+        let low = self.states.values().filter_map(PartitionState::watermark).min()?;
+        Some((now_ms() - low) / 1000)
+    }
+
     /// (partitions restoring, changelog offsets they have left).
     pub(crate) fn restore_backlog(&self) -> (usize, u64) {
         let left = self.restoring.values().map(|r| r.total.saturating_sub(r.read)).sum();

@@ -1,8 +1,8 @@
 //! What every exactly-once stage serves besides its own queries: `/metrics`, `/healthz`,
 //! and `/readyz` from the loop's published [`Status`](crate::Status) — `200` once every
 //! owned partition is restored, `503` while any is restoring or the loop restarts — with
-//! each partition's phase and restore progress in the body. And [`serve`]: the HTTP
-//! server and the loop of one stage, stopped together.
+//! each partition's phase and restore progress in the body. And [`launch`]: a stage's
+//! loop and HTTP server, started and stopped together.
 
 use axum::Json;
 use axum::Router;
@@ -10,10 +10,15 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use nearfield_common::kafka::{Follower, KafkaSettings};
 use nearfield_common::shutdown::CancellationToken;
 
+use crate::config::{CreateOnDemand, RuntimeConfig, Wiring};
 use crate::error::EosError;
-use crate::query::SharedStatus;
+use crate::query::{Queries, SharedStatus};
 use crate::runtime::Runtime;
 use crate::stage::Stage;
 
@@ -43,6 +48,62 @@ pub enum ServeError {
     Loop(#[from] EosError),
     #[error("http server: {0}")]
     Http(std::io::Error),
+    #[error("listen {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// What a stage starts with.
+#[allow(missing_debug_implementations)]
+pub struct Launch<S: Stage> {
+    pub stage: Arc<S>,
+    pub wiring: Wiring,
+    pub config: RuntimeConfig,
+    pub settings: KafkaSettings,
+    /// Topics the stage creates when it first writes to them.
+    pub create: Option<Arc<CreateOnDemand>>,
+    /// Where its HTTP server listens.
+    pub listen: SocketAddr,
+}
+
+/// A started stage.
+#[derive(Debug)]
+pub struct Launched<S: Stage> {
+    /// The HTTP address (useful with port 0).
+    pub local_addr: SocketAddr,
+    /// What the loop publishes: owned partitions, restore progress, readiness.
+    pub status: SharedStatus,
+    /// Questions for the loop.
+    pub queries: Queries<S::Query, S::Answer>,
+    /// Resolves when the loop committed its last transaction and the server stopped.
+    pub done: tokio::task::JoinHandle<Result<(), ServeError>>,
+}
+
+/// Starts the stage's loop and its HTTP server (`routes` built with the query mailbox,
+/// plus [`ops`]); returns once the server listens. On `shutdown` or a fatal error both
+/// stop, then `follower` (the stage's registry follower) is stopped.
+pub async fn launch<S: Stage>(
+    l: Launch<S>,
+    routes: impl FnOnce(&Queries<S::Query, S::Answer>) -> Router,
+    follower: Option<Follower>,
+    shutdown: CancellationToken,
+) -> Result<Launched<S>, ServeError> {
+    let bind = |source| ServeError::Bind { addr: l.listen, source };
+    let listener = tokio::net::TcpListener::bind(l.listen).await.map_err(bind)?;
+    let local_addr = listener.local_addr().map_err(bind)?;
+    let runtime =
+        crate::spawn(l.stage, l.wiring, l.config, l.settings, l.create, shutdown.clone())?;
+    let (status, queries) = (Arc::clone(&runtime.status), runtime.queries.clone());
+    let app = routes(&queries).merge(ops(Arc::clone(&status)));
+    tracing::info!(%local_addr, "{} listening", S::NAME);
+    let done = tokio::spawn(async move {
+        let served = serve(listener, app, runtime, shutdown).await;
+        if let Some(f) = follower {
+            f.stop().await;
+        }
+        tracing::info!("{} stopped", S::NAME);
+        served
+    });
+    Ok(Launched { local_addr, status, queries, done })
 }
 
 /// Serves `app` on `listener` while `runtime` runs; returns when both stopped: on

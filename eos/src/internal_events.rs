@@ -23,6 +23,7 @@ pub const REBALANCES_TOTAL: &str = "rebalances_total";
 pub const RESTARTS_TOTAL: &str = "restarts_total";
 pub const ERRORS_TOTAL: &str = "errors_total";
 pub const PARTITIONS: &str = "partitions";
+pub const WATERMARK_DELAY_SECONDS: &str = "watermark_delay_seconds";
 
 /// The full metric name of `suffix` for `stage`.
 pub fn metric_name(stage: &str, suffix: &str) -> String {
@@ -44,6 +45,7 @@ pub struct Metrics {
     restarts: IntCounter,
     errors: IntCounterVec,
     partitions: IntGauge,
+    watermark_delay: IntGauge,
 }
 
 static BY_STAGE: LazyLock<Mutex<HashMap<&'static str, &'static Metrics>>> =
@@ -109,6 +111,10 @@ impl Metrics {
                 &["class"],
             ),
             partitions: gauge(&n(PARTITIONS), "Input partitions owned and restored."),
+            watermark_delay: gauge(
+                &n(WATERMARK_DELAY_SECONDS),
+                "Wall clock minus the lowest watermark among owned partitions, in seconds.",
+            ),
         };
         for o in ["committed", "aborted"] {
             m.txns.with_label_values(&[o]);
@@ -267,10 +273,34 @@ impl Fatal<'_> {
 #[derive(Debug)]
 pub struct Owned {
     pub partitions: usize,
+    pub watermark_delay_s: Option<i64>,
 }
 impl Owned {
     pub fn emit(self, m: &Metrics) {
         m.partitions.set(self.partitions as i64);
+        m.watermark_delay.set(self.watermark_delay_s.unwrap_or(0));
+    }
+}
+
+/// An undecodable input record went to the dead-letter topic.
+#[derive(Debug)]
+pub struct DeadLettered<'a> {
+    pub record: &'static str,
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub reason: &'a str,
+}
+impl DeadLettered<'_> {
+    pub fn emit(self) {
+        tracing::warn!(
+            record = self.record,
+            topic = self.topic,
+            partition = self.partition,
+            offset = self.offset,
+            reason = self.reason,
+            "undecodable record sent to the dead-letter topic"
+        );
     }
 }
 

@@ -37,7 +37,7 @@ mod restore;
 pub mod runtime;
 pub mod stage;
 
-pub use config::{CreateOnDemand, RuntimeConfig, Wiring};
+pub use config::{CreateOnDemand, LoopSettings, RuntimeConfig, Wiring};
 pub use error::{Class, EosError, TopicProblem};
 pub use query::{PartitionStatus, Queries, QueryError, SharedStatus, Status};
 pub use runtime::{Runtime, spawn};

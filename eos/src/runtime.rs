@@ -393,7 +393,8 @@ fn consume<S: Stage>(
             core.gauges();
             let (restoring, remaining) = core.restore_backlog();
             Restoring { partitions: restoring, remaining }.emit(ctx.metrics);
-            Owned { partitions: core.states.len() }.emit(ctx.metrics);
+            Owned { partitions: core.states.len(), watermark_delay_s: core.watermark_delay() }
+                .emit(ctx.metrics);
             core.status_dirty = true;
         }
         if std::mem::take(&mut core.status_dirty) {

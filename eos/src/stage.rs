@@ -297,6 +297,31 @@ impl<T> Emit<'_, T> {
         r
     }
 
+    /// Decodes `record` as an `R`. An undecodable record goes to the dead-letter topic
+    /// with the reason (and a log line) and is `None`: the stage counts it and goes on.
+    pub fn decode<R: AvroRecord>(
+        &mut self,
+        record: &Input<'_>,
+        content_type: &str,
+        now: Millis,
+    ) -> Result<Option<R>, EosError> {
+        match self.txn.codec.decode::<R>(record.payload) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) => {
+                crate::internal_events::DeadLettered {
+                    record: R::NAME,
+                    topic: record.topic,
+                    partition: record.partition,
+                    offset: record.offset,
+                    reason: e.reason(),
+                }
+                .emit();
+                self.dead_letter(record, &e, content_type, now)?;
+                Ok(None)
+            }
+        }
+    }
+
     /// Sends an undecodable input record to the dead-letter topic with the reason.
     pub fn dead_letter(
         &mut self,

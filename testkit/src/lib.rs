@@ -11,8 +11,15 @@
 //! # Layout
 //! - [`Kafka`]: a running cluster, its nodes, and topic creation.
 //! - [`read_to_end`]: everything a topic holds, read with a chosen isolation level.
+//! - [`http`]: GET helpers for the stages' endpoints.
+//! - [`deployment`]: a stage's instances as processes a test starts, kills and scales.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+pub mod deployment;
+pub mod http;
+
+pub use deployment::Deployment;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -198,6 +205,30 @@ impl Kafka {
             assert!(Instant::now() < deadline, "topic {topic} not visible");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+}
+
+impl Kafka {
+    /// Deletes `topic` and waits until the metadata no longer lists it.
+    pub fn delete_topic(&self, topic: &str) {
+        let admin: AdminClient<DefaultClientContext> =
+            self.client_config().create().expect("admin client");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+                for r in rt.block_on(admin.delete_topics(&[topic], &opts)).expect("delete_topics") {
+                    if let Err((t, e)) = r {
+                        panic!("delete topic {t}: {e}");
+                    }
+                }
+            })
+            .join()
+            .expect("admin thread")
+        });
     }
 }
 

@@ -1,0 +1,44 @@
+//! HTTP helpers for tests of the stages' endpoints.
+
+use std::time::Duration;
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("http client")
+}
+
+/// GET `url`: the status and the body as JSON (`Null` when it is not JSON).
+pub async fn get_json(url: &str) -> (u16, serde_json::Value) {
+    let r = client().get(url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+}
+
+/// Asserts that GET `url` answers `status` with an error naming `field`.
+pub async fn assert_refused(url: &str, status: u16, field: &str) {
+    let (got, body) = get_json(url).await;
+    assert_eq!(got, status, "GET {url}: {body}");
+    assert_eq!(body["error"]["field"], field, "GET {url}: {body}");
+}
+
+/// The text of `base`/metrics.
+pub async fn metrics(base: &str) -> String {
+    let url = format!("{base}/metrics");
+    client()
+        .get(&url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .text()
+        .await
+        .unwrap_or_default()
+}
+
+/// Asserts that every needle is in `base`/metrics; returns the text.
+pub async fn assert_metrics(base: &str, needles: &[&str]) -> String {
+    let text = metrics(base).await;
+    for needle in needles {
+        assert!(text.contains(needle), "{needle} missing from {base}/metrics");
+    }
+    text
+}

@@ -1,0 +1,200 @@
+//! The emitter under test: a synthetic stream of `DemandWindow`s written in partition
+//! order; the truth is what a single in-memory state machine decides on the same input,
+//! and the plan topics (read_committed) must hold exactly those signals: none lost, none
+//! repeated (every `signal_id` once), same content.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nearfield_common::kafka::partition_for_key;
+use nearfield_emitter::EmitConfig;
+use nearfield_emitter::state::StateConfig;
+use nearfield_emitter::synthetic::{self, Scenario};
+use nearfield_schemas::{Codec, DemandWindow, PlanSignal};
+use nearfield_testkit::{Deployment, Isolation, Kafka, read_to_end};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+
+use crate::scenarios::Harness;
+
+const RATE: u64 = 150;
+
+pub struct Emitter {
+    partitions: i32,
+    demand: String,
+    plan_prefix: String,
+    group: String,
+    suppliers: Vec<String>,
+    windows: Vec<DemandWindow>,
+    expected: Vec<PlanSignal>,
+    feeder: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Harness for Emitter {
+    const STAGE: &'static str = "emitter";
+    const KILL_PAUSE_MS: (u64, u64) = (300, 2_000);
+
+    fn setup(kafka: &Kafka, partitions: i32) -> (Self, Deployment) {
+        let scenario = Scenario { skus: 12, grids: 6, hours: 120, seed: 11, surge_hour: Some(100) };
+        let id = Kafka::unique_topic("emit");
+        let t = |n: &str| format!("{n}-{id}");
+        let (demand, changelog, dlq, catalog) =
+            (t("demand"), t("emchangelog"), t("dlq"), t("catalog"));
+        let isr: &[(&str, &str)] =
+            if kafka.nodes() >= 3 { &[("min.insync.replicas", "2")] } else { &[] };
+        let mut compact = vec![("cleanup.policy", "compact")];
+        compact.extend_from_slice(isr);
+        kafka.create_topic(&demand, partitions, &compact);
+        kafka.create_topic(&changelog, partitions, &compact);
+        kafka.create_topic(&dlq, 1, isr);
+        let lines: Vec<String> = synthetic::catalog_records(&scenario)
+            .iter()
+            .map(|r| serde_json::to_string(r).expect("json"))
+            .collect();
+        let plan_prefix = format!("plan-{id}.");
+        let config = format!(
+            "[kafka]\nbrokers = \"{}\"\npartitions = {partitions}\n\
+             [kafka.topics]\ndemand = \"{demand}\"\nemitter_changelog = \"{changelog}\"\n\
+             dlq = \"{dlq}\"\ncatalog = \"{catalog}\"\nplan_prefix = \"{plan_prefix}\"\n\
+             [emit]\nlisten = \"127.0.0.1:0\"\ngroup_id = \"emit-{id}\"\n\
+             catalog_file = \"catalog.jsonl\"\nfollow_catalog_topic = false\nprivacy_k = 3\n\
+             idle_advance_ms = 0\ncommit_interval_ms = 200\ntransaction_timeout_ms = 10000\n",
+            kafka.brokers()
+        );
+        let d = Deployment::new(
+            env!("CARGO_BIN_EXE_nearfield").as_ref(),
+            "emit",
+            &config,
+            &[("catalog.jsonl", &lines.join("\n"))],
+        );
+        let windows = synthetic::stream(&scenario);
+        let cfg = EmitConfig { privacy_k: 3, idle_advance_ms: 0, ..EmitConfig::default() };
+        let state_cfg = Arc::new(StateConfig::from_config(&cfg).expect("valid"));
+        let expected = synthetic::reference(
+            &windows,
+            |sku| partition_for_key(sku.as_bytes(), partitions),
+            &state_cfg,
+            &synthetic::catalog(&scenario),
+        );
+        let h = Emitter {
+            partitions,
+            demand,
+            plan_prefix,
+            group: format!("emit-{id}"),
+            suppliers: (0..3).map(|i| format!("syn-{i}")).collect(),
+            windows,
+            expected,
+            feeder: None,
+        };
+        (h, d)
+    }
+
+    fn feed(&mut self, kafka: &Kafka) {
+        let (brokers, topic, windows, n) = (
+            kafka.brokers().to_string(),
+            self.demand.clone(),
+            self.windows.clone(),
+            self.partitions,
+        );
+        self.feeder = Some(std::thread::spawn(move || feed(&brokers, &topic, &windows, n)));
+    }
+
+    fn stop_feeding(&mut self) {
+        if let Some(f) = self.feeder.take() {
+            f.join().expect("feeder");
+        }
+    }
+
+    fn assert_exact(&self, kafka: &Kafka, d: &Deployment) -> String {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        let got = loop {
+            let got = self.plans(kafka);
+            if got.len() >= self.expected.len() || Instant::now() > deadline {
+                break got;
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        };
+        let mut ids = HashSet::new();
+        for p in &got {
+            assert!(
+                ids.insert(p.signal_id.clone()),
+                "signal {} sent twice:\n{}",
+                p.signal_id,
+                d.logs()
+            );
+        }
+        let by_id = |v: &[PlanSignal]| -> BTreeMap<String, PlanSignal> {
+            v.iter().map(|p| (p.signal_id.clone(), p.clone())).collect()
+        };
+        let (got_m, want_m) = (by_id(&got), by_id(&self.expected));
+        let missing: Vec<_> = want_m.keys().filter(|k| !got_m.contains_key(*k)).take(3).collect();
+        let extra: Vec<_> = got_m.keys().filter(|k| !want_m.contains_key(*k)).take(3).collect();
+        assert!(
+            missing.is_empty() && extra.is_empty(),
+            "{} expected, {} got; missing {missing:?}, unexpected {extra:?}\n{}",
+            self.expected.len(),
+            got.len(),
+            d.logs()
+        );
+        assert_eq!(got_m, want_m, "same decisions, same content");
+        format!("{} windows, {} signals: exact", self.windows.len(), got.len())
+    }
+
+    fn group(&self) -> String {
+        self.group.clone()
+    }
+}
+
+impl Emitter {
+    fn plans(&self, kafka: &Kafka) -> Vec<PlanSignal> {
+        let codec = Codec::single_object();
+        let mut out = Vec::new();
+        for sup in &self.suppliers {
+            let topic = format!("{}{sup}.v1", self.plan_prefix);
+            if !topic_exists(kafka, &topic) {
+                continue;
+            }
+            for r in read_to_end(kafka, &topic, Isolation::ReadCommitted, Duration::from_secs(60)) {
+                let mut p: PlanSignal = codec.decode(&r.value.expect("value")).expect("decode");
+                assert_eq!(&p.supplier_id, sup, "a signal on another supplier's topic");
+                p.generated_at = 0;
+                out.push(p);
+            }
+        }
+        out
+    }
+}
+
+fn topic_exists(kafka: &Kafka, topic: &str) -> bool {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = kafka.client_config().create().expect("consumer");
+    c.fetch_metadata(Some(topic), Duration::from_secs(10))
+        .is_ok_and(|md| md.topics().first().is_some_and(|t| t.error().is_none()))
+}
+
+/// Writes the windows in order (per partition) at about [`RATE`] per second.
+fn feed(brokers: &str, topic: &str, windows: &[DemandWindow], partitions: i32) {
+    let producer: ThreadedProducer<_> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "300000")
+        .create()
+        .expect("producer");
+    let codec = Codec::single_object();
+    let started = Instant::now();
+    for (i, w) in windows.iter().enumerate() {
+        while (started.elapsed().as_millis() as u64) * RATE / 1000 < i as u64 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let bytes = codec.encode(w).expect("encode");
+        let part = partition_for_key(w.sku.as_bytes(), partitions);
+        let mut rec = BaseRecord::to(topic).key(w.sku.as_bytes()).partition(part).payload(&bytes);
+        while let Err((_, back)) = producer.send(rec) {
+            rec = back;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    producer.flush(Duration::from_secs(300)).expect("flush");
+}

@@ -1,0 +1,85 @@
+//! Exactly-once of both stateful stages under faults, on real Kafka, through one fixture
+//! (`nearfield_testkit::Deployment`) and one set of scenarios (`scenarios.rs`): SIGKILLs
+//! of instances that own partitions, scaling 1 → 3 → 1, a zombie fencing the producer,
+//! and a broker lost on a three-node cluster. After each, the stage's outputs equal the
+//! ground truth exactly. Then what the runtime promises besides: a partition restoring
+//! does not stop the others, and a permanent error stops the stage, naming its cause.
+
+mod aggregator;
+mod emitter;
+mod runtime;
+mod scenarios;
+
+use std::sync::{Mutex, MutexGuard};
+
+use aggregator::Aggregator;
+use emitter::Emitter;
+use nearfield_testkit::Kafka;
+
+/// One at a time: each drives brokers and several stage processes, and on two cores
+/// running them together starves a 3-node cluster's failover.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[test]
+fn aggregator_sigkill_at_random_moments_neither_loses_nor_double_counts() {
+    let _s = serial();
+    scenarios::sigkill::<Aggregator>(Kafka::shared());
+}
+
+#[test]
+fn aggregator_scaling_one_to_three_to_one_moves_state_with_partitions() {
+    let _s = serial();
+    scenarios::scale_out_and_in::<Aggregator>(Kafka::shared());
+}
+
+#[test]
+fn aggregator_fenced_by_a_zombie_restarts_from_the_last_commit() {
+    let _s = serial();
+    scenarios::zombie_fencing::<Aggregator>(Kafka::shared());
+}
+
+#[test]
+fn aggregator_losing_a_broker_mid_stream_changes_nothing() {
+    let _s = serial();
+    scenarios::broker_loss::<Aggregator>();
+}
+
+#[test]
+fn emitter_sigkill_at_random_moments_neither_loses_nor_repeats_a_decision() {
+    let _s = serial();
+    scenarios::sigkill::<Emitter>(Kafka::shared());
+}
+
+#[test]
+fn emitter_scaling_one_to_three_to_one_moves_state_with_partitions() {
+    let _s = serial();
+    scenarios::scale_out_and_in::<Emitter>(Kafka::shared());
+}
+
+#[test]
+fn emitter_fenced_by_a_zombie_restarts_from_the_last_commit() {
+    let _s = serial();
+    scenarios::zombie_fencing::<Emitter>(Kafka::shared());
+}
+
+#[test]
+fn emitter_losing_a_broker_mid_stream_changes_nothing() {
+    let _s = serial();
+    scenarios::broker_loss::<Emitter>();
+}
+
+#[test]
+fn a_partition_restoring_does_not_stop_the_others() {
+    let _s = serial();
+    runtime::restoring_does_not_block(Kafka::shared());
+}
+
+#[test]
+fn a_deleted_output_topic_stops_the_stage_naming_it() {
+    let _s = serial();
+    runtime::deleted_output_is_fatal(Kafka::shared());
+}

@@ -1,0 +1,170 @@
+//! What the exactly-once runtime promises besides exactness, shown on the aggregator.
+
+use std::time::{Duration, Instant};
+
+use nearfield_schemas::{Codec, SaleEvent, SaleKind};
+use nearfield_testkit::Kafka;
+use nearfield_testkit::http::get_json;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+
+use crate::aggregator::{FAST_WINDOWS, deploy};
+use crate::scenarios::Harness;
+
+fn sale(id: u64, grid: &str, sku: &str) -> SaleEvent {
+    let now = nearfield_common::time::now_ms();
+    SaleEvent {
+        event_id: format!("e{id}"),
+        store_id: format!("st{}", id % 50),
+        device_id: "d1".into(),
+        grid_id: grid.into(),
+        sku: sku.into(),
+        kind: SaleKind::Sale,
+        quantity: 1,
+        unit_price_minor: 100,
+        currency: "CNY".into(),
+        occurred_at: now,
+        received_at: now,
+    }
+}
+
+/// Writes `events` to `partition` of `topic` (whatever their key would say).
+fn write(kafka: &Kafka, topic: &str, partition: i32, events: impl Iterator<Item = SaleEvent>) {
+    let producer: ThreadedProducer<_> = kafka
+        .client_config()
+        .set("acks", "all")
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "500000")
+        .create()
+        .expect("producer");
+    let codec = Codec::single_object();
+    for e in events {
+        let bytes = codec.encode(&e).expect("encode");
+        let mut rec =
+            BaseRecord::to(topic).partition(partition).key(e.grid_id.as_bytes()).payload(&bytes);
+        while let Err((_, back)) = producer.send(rec) {
+            rec = back;
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    producer.flush(Duration::from_secs(120)).expect("flush");
+}
+
+fn phases(readyz: &serde_json::Value) -> (String, String) {
+    let p = |i: &str| readyz["partitions"][i]["phase"].as_str().unwrap_or("none").to_string();
+    (p("0"), p("1"))
+}
+
+async fn event_count(base: &str, grid: &str, sku: &str) -> Option<i64> {
+    let (status, v) = get_json(&format!("{base}/v1/demand?grid={grid}&sku={sku}")).await;
+    (status == 200).then(|| v["keys"][0]["windows"][0]["event_count"].as_i64()).flatten()
+}
+
+/// Partition 0 holds a large state and partition 1 a small one. A new instance restores
+/// both: partition 1 is restored at once and goes on processing — a new sale is counted and
+/// the live query answers it — while partition 0 is still restoring (which `/readyz` says).
+pub fn restoring_does_not_block(kafka: &Kafka) {
+    let hour =
+        "windows_ms = [3600000]\nmax_close_delay_ms = 86400000\nallowed_lateness_ms = 3600000\n";
+    let (h, mut d) = deploy(kafka, 2, hour);
+    let big = 400_000u64;
+    write(
+        kafka,
+        h.sales(),
+        0,
+        (0..big)
+            .map(|i| sale(i, &format!("8831aa{:09x}", i / 400), &format!("SKU-{:05}", i % 400))),
+    );
+    let (grid, sku) = ("8830e1d80bfffff", "SMALL-1");
+    write(kafka, h.sales(), 1, (0..10).map(|i| sale(big + i, grid, sku)));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let base = d.start_listening("a");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let counted = format!("nearfield_aggregator_events_total{{outcome=\"counted\"}} {}", big + 10);
+    while !rt.block_on(nearfield_testkit::http::metrics(&base)).contains(&counted) {
+        assert!(
+            Instant::now() < deadline,
+            "the first instance never counted everything:\n{}",
+            d.logs()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    d.stop("a");
+
+    let base = d.start_listening("b");
+    // Partition 1 active while partition 0 restores.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, r) = rt.block_on(get_json(&format!("{base}/readyz")));
+        match phases(&r) {
+            (p0, p1) if p0 == "restoring" && p1 == "active" => break,
+            (p0, _) if p0 == "active" => panic!(
+                "partition 0 restored before it could be observed restoring; make it larger\n{r}"
+            ),
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never saw partition 1 active beside partition 0 restoring:\n{}",
+            d.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    write(kafka, h.sales(), 1, std::iter::once(sale(big + 10, grid, sku)));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rt.block_on(event_count(&base, grid, sku)) != Some(11) {
+        assert!(
+            Instant::now() < deadline,
+            "partition 1 did not process while partition 0 restored:\n{}",
+            d.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, r) = rt.block_on(get_json(&format!("{base}/readyz")));
+    assert_eq!(
+        phases(&r).0,
+        "restoring",
+        "partition 0 still restoring when partition 1's sale was counted: {r}"
+    );
+    assert_eq!(status, 503, "not ready while a partition restores");
+    eprintln!(
+        "partition 1 counted a new sale while partition 0 restored: {}",
+        r["partitions"]["0"]
+    );
+    // And then partition 0 finishes, with everything.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while rt.block_on(get_json(&format!("{base}/readyz"))).0 != 200 {
+        assert!(Instant::now() < deadline, "partition 0 never restored:\n{}", d.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(rt.block_on(event_count(&base, "8831aa000000000", "SKU-00000")).is_some());
+    d.stop("b");
+}
+
+/// The aggregator's output topic is deleted while it runs: it stops within seconds with a
+/// non-zero exit and a message naming the topic, instead of retrying forever.
+pub fn deleted_output_is_fatal(kafka: &Kafka) {
+    let (mut h, mut d) = deploy(kafka, 3, FAST_WINDOWS);
+    h.feed(kafka);
+    d.start("a");
+    d.wait_owns("a");
+    std::thread::sleep(Duration::from_secs(3));
+    kafka.delete_topic(h.demand());
+    let deleted = Instant::now();
+    let status = d.exited("a", Duration::from_secs(90));
+    let took = deleted.elapsed();
+    h.stop_feeding();
+    let log = d.log("a");
+    let status = status.unwrap_or_else(|| {
+        panic!("still running 90 s after its output topic was deleted:\n{}", d.logs())
+    });
+    assert!(!status.success(), "exited with {status} (should fail)");
+    let fatal = log
+        .lines()
+        .find(|l| l.contains("permanent error"))
+        .unwrap_or_else(|| panic!("no permanent error in:\n{log}"));
+    assert!(
+        fatal.contains(h.demand()) && fatal.contains("does not exist"),
+        "the message names the topic: {fatal}"
+    );
+    eprintln!("stopped {:.1} s after its output topic was deleted: {fatal}", took.as_secs_f64());
+}
