@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use nearfield_common::time::now_ms;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::producer::Producer;
+use rdkafka::producer::{Producer, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
 
 use crate::clients;
@@ -31,7 +31,7 @@ use crate::internal_events::{
 };
 use crate::query::{PartitionStatus, Status};
 use crate::restore::{Command, Report, Restored};
-use crate::stage::{Emit, Input, Owned, PartitionState, Stage, Txn};
+use crate::stage::{Deliveries, Emit, Input, Owned, PartitionState, Stage, Txn};
 
 /// A partition being restored.
 #[derive(Debug, Clone, Copy)]
@@ -369,14 +369,20 @@ impl<S: Stage> Core<S> {
                 .map_err(|e| EosError::kafka("building the offsets", e))?;
         }
         let timeout = self.timeout();
+        let producer = &self.txn.producer;
         if offsets.count() > 0 {
-            let cgm = consumer.group_metadata().ok_or(EosError::NoGroupMetadata)?;
-            retrying(self.metrics, "sending offsets to the transaction", || {
-                self.txn.producer.send_offsets_to_transaction(&offsets, &cgm, timeout)
+            let cgm = Arc::new(consumer.group_metadata().ok_or(EosError::NoGroupMetadata)?);
+            let op = "sending offsets to the transaction";
+            retrying(self.metrics, op, || {
+                let (offsets, cgm) = (offsets.clone(), Arc::clone(&cgm));
+                bounded(producer, op, timeout, move |p| {
+                    p.send_offsets_to_transaction(&offsets, &cgm, timeout)
+                })
             })?;
         }
-        retrying(self.metrics, "committing the transaction", || {
-            self.txn.producer.commit_transaction(timeout)
+        let op = "committing the transaction";
+        retrying(self.metrics, op, || {
+            bounded(producer, op, timeout, move |p| p.commit_transaction(timeout))
         })?;
         self.txn
             .producer
@@ -407,10 +413,10 @@ impl<S: Stage> Core<S> {
             return Err(e);
         }
         TransactionAborted { error: &e.to_string() }.emit(self.metrics);
-        self.txn
-            .producer
-            .abort_transaction(self.timeout())
-            .map_err(|e| EosError::kafka("aborting the transaction", e))?;
+        let timeout = self.timeout();
+        bounded(&self.txn.producer, "aborting the transaction", timeout, move |p| {
+            p.abort_transaction(timeout)
+        })?;
         self.txn
             .producer
             .begin_transaction()
@@ -502,19 +508,85 @@ impl<S: Stage> Core<S> {
 fn retrying(
     metrics: &Metrics,
     operation: &'static str,
-    mut f: impl FnMut() -> rdkafka::error::KafkaResult<()>,
+    mut f: impl FnMut() -> Result<(), EosError>,
 ) -> Result<(), EosError> {
     let mut backoff = Duration::from_millis(100);
     let mut attempt = 0;
     loop {
-        let Err(e) = f() else { return Ok(()) };
-        let err = EosError::kafka(operation, e);
+        let Err(err) = f() else { return Ok(()) };
         if err.class() != Class::Retry || attempt >= 3 {
             return Err(err);
         }
         ErrorSeen { class: Class::Retry, error: &err.to_string() }.emit(metrics);
+        tracing::debug!(operation, attempt, "retrying");
         std::thread::sleep(backoff);
         backoff *= 2;
         attempt += 1;
+    }
+}
+
+/// How long past its own timeout a transactional call may take before it counts as
+/// wedged.
+const WEDGE_MARGIN: Duration = Duration::from_secs(5);
+
+/// Runs a transactional call of `producer` on a helper thread and waits at most its
+/// `timeout` plus [`WEDGE_MARGIN`]. A call that has not returned by then is left behind
+/// with its producer (it holds a reference), and [`EosError::Wedged`] restarts the loop
+/// with new clients: a new producer with the same transactional id fences the old one.
+fn bounded(
+    producer: &Arc<ThreadedProducer<Deliveries>>,
+    operation: &'static str,
+    timeout: Duration,
+    call: impl FnOnce(&ThreadedProducer<Deliveries>) -> rdkafka::error::KafkaResult<()> + Send + 'static,
+) -> Result<(), EosError> {
+    within(producer, operation, timeout + WEDGE_MARGIN, call)
+}
+
+/// [`bounded`] for any shared client, waiting at most `after`.
+fn within<P: Send + Sync + 'static>(
+    producer: &Arc<P>,
+    operation: &'static str,
+    after: Duration,
+    call: impl FnOnce(&P) -> rdkafka::error::KafkaResult<()> + Send + 'static,
+) -> Result<(), EosError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let p = Arc::clone(producer);
+    std::thread::Builder::new()
+        .name("txn-call".into())
+        .spawn(move || {
+            let _ = tx.send(call(&p));
+        })
+        .map_err(|source| EosError::Thread { thread: "transactional call", source })?;
+    match rx.recv_timeout(after) {
+        Ok(r) => r.map_err(|e| EosError::kafka(operation, e)),
+        Err(_) => Err(EosError::Wedged { operation, after }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_that_does_not_return_is_wedged_and_left_behind() {
+        let client = Arc::new(());
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let stuck = within(&client, "sending offsets", Duration::from_millis(50), move |_| {
+            let _ = wait.recv();
+            Ok(())
+        });
+        assert!(matches!(stuck, Err(EosError::Wedged { operation: "sending offsets", .. })));
+        assert_eq!(stuck.map_err(|e| e.class()), Err(Class::Restart));
+        // The helper still holds the client until its call returns.
+        assert_eq!(Arc::strong_count(&client), 2);
+        drop(release);
+        let done = within(&client, "committing", Duration::from_secs(30), |_| Ok(()));
+        assert!(done.is_ok());
+        let failed = within(&client, "committing", Duration::from_secs(30), |_| {
+            Err(rdkafka::error::KafkaError::MessageProduction(
+                rdkafka::types::RDKafkaErrorCode::ProducerFenced,
+            ))
+        });
+        assert!(failed.is_err_and(|e| e.is_fenced()));
     }
 }

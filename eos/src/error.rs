@@ -104,6 +104,14 @@ pub enum EosError {
     /// The consumer has no group metadata to commit offsets with.
     #[error("the consumer has no group metadata (not a group member)")]
     NoGroupMetadata,
+    /// A transactional call did not return in time. librdkafka can wait forever for a
+    /// coordinator on a broker that is gone (confluentinc/librdkafka#5456, #5511); the
+    /// producer is abandoned and the loop restarts with new clients.
+    #[error(
+        "{operation} did not return within {after:?} (librdkafka waits for a coordinator \
+         that is gone): restarting with new clients"
+    )]
+    Wedged { operation: &'static str, after: Duration },
     /// A thread could not be started.
     #[error("starting the {thread} thread: {source}")]
     Thread { thread: &'static str, source: std::io::Error },
@@ -156,6 +164,7 @@ impl EosError {
             | EosError::Thread { .. } => Class::Fatal,
             EosError::RestoreTimeout { .. }
             | EosError::Fenced { .. }
+            | EosError::Wedged { .. }
             | EosError::NoGroupMetadata => Class::Restart,
             EosError::AssignmentLost => Class::Abort,
             EosError::Kafka { source, .. } => kafka_class(source),

@@ -225,7 +225,7 @@ fn run_once<S: Stage>(
     let core = Core {
         stage: Arc::clone(&spec.stage),
         txn: Txn::new(TxnParts {
-            producer,
+            producer: Arc::new(producer),
             changelog: w.changelog.clone(),
             dlq: w.dlq.clone(),
             reject_source: w.reject_source,
@@ -278,6 +278,8 @@ fn run_once<S: Stage>(
             consumer.unsubscribe();
             let _ = consumer.poll(Duration::from_millis(100));
         }
+        // A wedged producer is left to its helper thread: another call would wait too.
+        Err(EosError::Wedged { .. }) => {}
         Err(_) => {
             let _ = ctx.lock().txn.producer.abort_transaction(timeout);
         }

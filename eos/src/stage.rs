@@ -147,7 +147,7 @@ impl ProducerContext for Deliveries {
 
 /// The open transaction's producer side: partition counts, encoding, the records sent.
 pub(crate) struct Txn {
-    pub(crate) producer: ThreadedProducer<Deliveries>,
+    pub(crate) producer: Arc<ThreadedProducer<Deliveries>>,
     codec: Codec,
     buf: Vec<u8>,
     changelog: String,
@@ -168,7 +168,7 @@ impl std::fmt::Debug for Txn {
 }
 
 pub(crate) struct TxnParts {
-    pub(crate) producer: ThreadedProducer<Deliveries>,
+    pub(crate) producer: Arc<ThreadedProducer<Deliveries>>,
     pub(crate) changelog: String,
     pub(crate) dlq: String,
     pub(crate) reject_source: RejectSource,

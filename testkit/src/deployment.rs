@@ -193,6 +193,29 @@ impl Deployment {
         out
     }
 
+    /// Thread backtraces of every running instance (gdb, when the machine has it), for
+    /// the failure message of a test whose stage stopped making progress.
+    pub fn stacks(&self) -> String {
+        let mut out = String::new();
+        for (name, (_, p)) in &self.instances {
+            let Some(Process(child)) = p else { continue };
+            let pid = child.id().to_string();
+            let bt = Command::new("gdb")
+                .args(["-p", &pid, "-batch", "-nx", "-ex", "thread apply all bt 25"])
+                .output();
+            let text = match bt {
+                Ok(o) => String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .filter(|l| l.starts_with("Thread") || l.starts_with('#'))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                Err(e) => format!("(no backtrace: gdb: {e})"),
+            };
+            out.push_str(&format!("--- stacks of {name} (pid {pid})\n{text}\n"));
+        }
+        out
+    }
+
     /// How often `needle` appears in all logs.
     pub fn count(&self, needle: &str) -> usize {
         std::fs::read_dir(self.dir.path())

@@ -118,7 +118,7 @@ impl Harness for Aggregator {
             match compare(kafka, &self.demand, &truth) {
                 Ok(revisions) => break revisions,
                 Err(e) if Instant::now() > deadline => {
-                    panic!("outputs never matched ground truth: {e}\n{}", d.logs())
+                    panic!("outputs never matched ground truth: {e}\n{}\n{}", d.logs(), d.stacks())
                 }
                 Err(_) => std::thread::sleep(Duration::from_secs(2)),
             }

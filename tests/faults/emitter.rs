@@ -131,10 +131,11 @@ impl Harness for Emitter {
         let extra: Vec<_> = got_m.keys().filter(|k| !want_m.contains_key(*k)).take(3).collect();
         assert!(
             missing.is_empty() && extra.is_empty(),
-            "{} expected, {} got; missing {missing:?}, unexpected {extra:?}\n{}",
+            "{} expected, {} got; missing {missing:?}, unexpected {extra:?}\n{}\n{}",
             self.expected.len(),
             got.len(),
-            d.logs()
+            d.logs(),
+            d.stacks()
         );
         assert_eq!(got_m, want_m, "same decisions, same content");
         format!("{} windows, {} signals: exact", self.windows.len(), got.len())
