@@ -88,6 +88,11 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
     if cfg.aggregate.stores_file.is_none() {
         cfg.aggregate.stores_file.clone_from(&cfg.ingest.stores_file);
     }
+    // Ingest accepts no event older than the aggregator's horizon: none of its windows
+    // would count it (a 422 naming occurred_at, not an ack for an event lost to lateness).
+    if cfg.ingest.limits.max_event_age_ms.is_none() {
+        cfg.ingest.limits.max_event_age_ms = Some(cfg.aggregate.windowing().max_event_age());
+    }
     if cfg.aggregate.h3_resolution.is_none() {
         cfg.aggregate.h3_resolution = Some(cfg.ingest.h3_resolution);
     }
@@ -131,6 +136,16 @@ mod tests {
             "stores file resolved next to the config"
         );
         assert_eq!(cfg.simulate.master_key, cfg.ingest.master_key);
+        // Ingest's horizon is the aggregator's: the day window, its grace and 48 h of
+        // lateness, out-of-orderness and the close delay.
+        assert_eq!(
+            cfg.ingest.limits.max_event_age_ms,
+            Some(86_400_000 + 10_000 + 172_800_000 + 30_000 + 120_000)
+        );
+        assert_eq!(
+            cfg.ingest.limits.max_event_age_ms,
+            Some(nearfield_ingest::config::DEFAULT_MAX_EVENT_AGE_MS)
+        );
     }
 
     #[test]

@@ -65,8 +65,8 @@ fn cfg() -> Arc<StateConfig> {
         windowing: Windowing {
             sizes: vec![300_000, 3_600_000, 86_400_000],
             out_of_orderness: 30_000,
-            grace: 10_000,
-            allowed_lateness: 3_600_000,
+            grace: vec![10_000; 3],
+            allowed_lateness: vec![600_000, 7_200_000, 172_800_000],
             max_close_delay: 120_000,
         },
         currency: "CNY".into(),

@@ -4,7 +4,8 @@
 //! Keys (binary, big-endian so a key's bytes identify it exactly):
 //! - `K` key-id(u128): every live window of one grid × SKU (counters, revision);
 //! - `G` grid-id(u64): the stores that reported in a grid, per live window;
-//! - `D` seq(u64): a chunk of de-duplicated event ids sharing one earliest-window end;
+//! - `D` seq(u64): a chunk of de-duplicated event ids sharing one horizon (version 4;
+//!   before, one earliest-window end);
 //! - `M`: the partition's watermark, next chunk number and heartbeat offset.
 //!
 //! Values start with a format version byte. A tombstone (no value) deletes the key.
@@ -14,9 +15,9 @@
 use crate::counters::Counters;
 use crate::window::Millis;
 
-const VERSION: u8 = 3;
-/// Versions still read (a release restores what the one before it wrote).
-const READS: [u8; 2] = [2, 3];
+const VERSION: u8 = 4;
+/// Versions still read (a release restores what the ones before it wrote).
+const READS: [u8; 3] = [2, 3, 4];
 const MAX_ITEMS: usize = 10_000_000;
 
 /// A changelog record could not be read.
@@ -75,8 +76,16 @@ pub enum Record {
     Grid {
         windows: Vec<GridRec>,
     },
+    /// Event ids remembered until the watermark reaches `horizon` (the expiry of the last
+    /// window of their events).
     Dedupe {
-        end: Millis,
+        horizon: Millis,
+        ids: Vec<u64>,
+    },
+    /// Versions 2 and 3: event ids grouped by the end of their events' earliest window
+    /// (restore turns it into a horizon).
+    DedupeByFirstEnd {
+        first_end: Millis,
         ids: Vec<u64>,
     },
     Meta {
@@ -87,6 +96,10 @@ pub enum Record {
         last_advance_wall: Millis,
         /// The wall clock the window rules last saw (version 3; `i64::MIN` before).
         wall_floor: Millis,
+        /// Per window size: the newest end of an expired window, `(size, end)` (version
+        /// 4; `None` before). Windows up to it are gone and count nothing more, even
+        /// when allowed lateness is widened later.
+        expired_through: Option<Vec<(Millis, Millis)>>,
     },
 }
 
@@ -232,9 +245,16 @@ pub fn encode(r: &Record) -> Vec<u8> {
                 w.u64s(&g.stores);
             }
         }
-        Record::Dedupe { end, ids } => {
+        Record::Dedupe { horizon, ids } => {
             w.0.push(b'D');
-            w.i64(*end);
+            w.i64(*horizon);
+            w.u64s(ids);
+        }
+        Record::DedupeByFirstEnd { first_end, ids } => {
+            // Never written by this release; encoded as the old format for tests.
+            w.0[0] = 3;
+            w.0.push(b'D');
+            w.i64(*first_end);
             w.u64s(ids);
         }
         Record::Meta {
@@ -243,6 +263,7 @@ pub fn encode(r: &Record) -> Vec<u8> {
             heartbeat_offset,
             last_advance_wall,
             wall_floor,
+            expired_through,
         } => {
             w.0.push(b'M');
             w.i64(max_event_time.unwrap_or(i64::MIN));
@@ -250,6 +271,12 @@ pub fn encode(r: &Record) -> Vec<u8> {
             w.i64(*heartbeat_offset);
             w.i64(*last_advance_wall);
             w.i64(*wall_floor);
+            let through = expired_through.as_deref().unwrap_or_default();
+            w.u64(through.len() as u64);
+            for (size, end) in through {
+                w.i64(*size);
+                w.i64(*end);
+            }
         }
     }
     w.0
@@ -293,7 +320,8 @@ pub fn decode(bytes: &[u8]) -> Result<Record, Error> {
             }
             Record::Grid { windows }
         }
-        b'D' => Record::Dedupe { end: r.i64()?, ids: r.u64s()? },
+        b'D' if v >= 4 => Record::Dedupe { horizon: r.i64()?, ids: r.u64s()? },
+        b'D' => Record::DedupeByFirstEnd { first_end: r.i64()?, ids: r.u64s()? },
         b'M' => {
             let m = r.i64()?;
             Record::Meta {
@@ -302,6 +330,12 @@ pub fn decode(bytes: &[u8]) -> Result<Record, Error> {
                 heartbeat_offset: r.i64()?,
                 last_advance_wall: if v >= 3 { r.i64()? } else { i64::MIN },
                 wall_floor: if v >= 3 { r.i64()? } else { i64::MIN },
+                expired_through: if v >= 4 {
+                    let n = r.count(16)?;
+                    Some((0..n).map(|_| Ok((r.i64()?, r.i64()?))).collect::<Result<_, Error>>()?)
+                } else {
+                    None
+                },
             }
         }
         t => return Err(Error::Tag(t)),
@@ -348,8 +382,9 @@ mod tests {
             for rec in [
                 Record::Key { grid: grid.clone(), sku: sku.clone(), windows },
                 Record::Grid { windows: grids },
-                Record::Dedupe { end, ids },
-                Record::Meta { max_event_time: mt, next_chunk: seq, heartbeat_offset: hb, last_advance_wall: hb.wrapping_mul(3), wall_floor: hb.wrapping_mul(5) },
+                Record::Dedupe { horizon: end, ids: ids.clone() },
+                Record::DedupeByFirstEnd { first_end: end, ids },
+                Record::Meta { max_event_time: mt, next_chunk: seq, heartbeat_offset: hb, last_advance_wall: hb.wrapping_mul(3), wall_floor: hb.wrapping_mul(5), expired_through: Some(vec![(300_000, hb), (3_600_000, end)]) },
             ] {
                 prop_assert_eq!(decode(&encode(&rec)).expect("decodes"), rec);
             }
@@ -403,7 +438,7 @@ mod tests {
                     }],
                 },
             ),
-            ("dedupe", Record::Dedupe { end: 1_764_000_300_000, ids: vec![1, 2, 3] }),
+            ("dedupe", Record::Dedupe { horizon: 1_764_000_300_000, ids: vec![1, 2, 3] }),
             (
                 "meta",
                 Record::Meta {
@@ -412,6 +447,7 @@ mod tests {
                     heartbeat_offset: 17,
                     last_advance_wall: 1_764_000_302_000,
                     wall_floor: 1_764_000_303_000,
+                    expired_through: Some(vec![(300_000, 1_764_000_000_000)]),
                 },
             ),
         ]
@@ -436,19 +472,32 @@ mod tests {
         }
     }
 
-    /// What the previous release wrote (version 2, in `testdata/changelog/v2/`) still
-    /// restores: the same records, with the fields version 3 added at their defaults.
+    /// What the previous releases wrote (versions 2 and 3, in `testdata/changelog/v2/`
+    /// and `v3/`) still restores: the same records, with the fields later versions added
+    /// at their defaults, and de-duplication chunks keyed by their earliest window end.
     #[test]
-    fn the_previous_version_still_decodes() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/changelog/v2");
-        for (name, mut rec) in samples() {
-            let stored = std::fs::read(dir.join(format!("{name}.bin"))).expect("v2 file");
-            assert_eq!(stored[0], 2);
-            if let Record::Meta { last_advance_wall, wall_floor, .. } = &mut rec {
-                *last_advance_wall = i64::MIN;
-                *wall_floor = i64::MIN;
+    fn the_previous_versions_still_decode() {
+        for version in [2u8, 3] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("testdata/changelog/v{version}"));
+            for (name, mut rec) in samples() {
+                let stored = std::fs::read(dir.join(format!("{name}.bin"))).expect("old file");
+                assert_eq!(stored[0], version);
+                match &mut rec {
+                    Record::Meta { last_advance_wall, wall_floor, expired_through, .. } => {
+                        *expired_through = None;
+                        if version == 2 {
+                            *last_advance_wall = i64::MIN;
+                            *wall_floor = i64::MIN;
+                        }
+                    }
+                    Record::Dedupe { horizon, ids } => {
+                        rec = Record::DedupeByFirstEnd { first_end: *horizon, ids: ids.clone() };
+                    }
+                    _ => {}
+                }
+                assert_eq!(decode(&stored).expect("old version decodes"), rec, "v{version} {name}");
             }
-            assert_eq!(decode(&stored).expect("v2 decodes"), rec, "{name}");
         }
     }
 

@@ -20,11 +20,13 @@ pub struct AggregateConfig {
     pub windows_ms: Vec<i64>,
     /// Watermark = largest event time seen on a partition − this.
     pub out_of_orderness_ms: i64,
-    /// A window closes once the watermark passes its end + grace.
-    pub grace_ms: i64,
-    /// After closing, late events revise a window (revision + 1) for this long; later
-    /// events go to `sales.late.v1`.
-    pub allowed_lateness_ms: i64,
+    /// A window closes once the watermark passes its end + grace: one value for every
+    /// size, or one per size (in the order of `windows_ms`).
+    pub grace_ms: PerSize,
+    /// After closing, late events revise a window (revision + 1) for this long; an event
+    /// goes to `sales.late.v1` only when every window of it is past this. One value for
+    /// every size, or one per size (default 5 min: 10 min, 1 h: 2 h, 1 day: 48 h).
+    pub allowed_lateness_ms: PerSize,
     /// A window closes at the latest this long (wall clock) after its end, even when its
     /// partition is quiet.
     pub max_close_delay_ms: i64,
@@ -44,13 +46,34 @@ impl Default for AggregateConfig {
             exactly_once: nearfield_eos::LoopSettings::stage("nearfield-aggregator", 8081),
             windows_ms: vec![300_000, 3_600_000, 86_400_000],
             out_of_orderness_ms: 30_000,
-            grace_ms: 10_000,
-            allowed_lateness_ms: 3_600_000,
+            grace_ms: PerSize::All(10_000),
+            allowed_lateness_ms: PerSize::Each(vec![600_000, 7_200_000, 172_800_000]),
             max_close_delay_ms: 120_000,
             currency: "CNY".into(),
             stores_file: None,
             follow_stores_topic: true,
             h3_resolution: None,
+        }
+    }
+}
+
+/// A setting given once for every window size, or once per size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PerSize {
+    /// The same value for every size.
+    All(i64),
+    /// One value per size, in the order of `windows_ms`.
+    Each(Vec<i64>),
+}
+
+impl PerSize {
+    /// One value per size (a list of the wrong length is kept as is for validation to
+    /// name).
+    pub fn per_size(&self, sizes: usize) -> Vec<i64> {
+        match self {
+            PerSize::All(v) => vec![*v; sizes],
+            PerSize::Each(v) => v.clone(),
         }
     }
 }
@@ -69,8 +92,8 @@ impl AggregateConfig {
         Windowing {
             sizes: self.windows_ms.clone(),
             out_of_orderness: self.out_of_orderness_ms,
-            grace: self.grace_ms,
-            allowed_lateness: self.allowed_lateness_ms,
+            grace: self.grace_ms.per_size(self.windows_ms.len()),
+            allowed_lateness: self.allowed_lateness_ms.per_size(self.windows_ms.len()),
             max_close_delay: self.max_close_delay_ms,
         }
     }
@@ -115,9 +138,16 @@ mod tests {
         AggregateConfig::default().validate().expect("defaults are valid");
         let c = AggregateConfig { windows_ms: vec![], ..AggregateConfig::default() };
         assert_eq!(c.validate().expect_err("empty").setting, "windows_ms");
-        let c = AggregateConfig { grace_ms: -5, ..AggregateConfig::default() };
+        let c = AggregateConfig { grace_ms: PerSize::All(-5), ..AggregateConfig::default() };
         let e = c.validate().expect_err("negative");
         assert_eq!(e.to_string(), "aggregate.grace_ms: must be >= 0");
+        let c = AggregateConfig {
+            allowed_lateness_ms: PerSize::Each(vec![1, 2]),
+            ..AggregateConfig::default()
+        };
+        let e = c.validate().expect_err("one per size");
+        assert_eq!(e.setting, "allowed_lateness_ms");
+        assert!(e.rule.contains("3 sizes, 2 values"), "{e}");
         let c = AggregateConfig { currency: "cny".into(), ..AggregateConfig::default() };
         assert_eq!(c.validate().expect_err("currency").setting, "currency");
         let mut c = AggregateConfig::default();

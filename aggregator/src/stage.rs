@@ -42,6 +42,10 @@ impl nearfield_eos::PartitionState for PartitionState {
         PartitionState::restore(self, key, value)
     }
 
+    fn restored(&mut self, _now: Millis) {
+        PartitionState::restored(self);
+    }
+
     fn side_offset(&self, _side: usize) -> i64 {
         self.heartbeat_offset()
     }
@@ -50,6 +54,11 @@ impl nearfield_eos::PartitionState for PartitionState {
         Some(PartitionState::watermark(self)).filter(|w| *w > Millis::MIN)
     }
 }
+
+/// Header of a `sales.late.v1` record: why no window counted the event.
+pub const LATE_REASON_HEADER: &str = "nearfield-late-reason";
+/// Header of a `sales.late.v1` record: the watermark (ms) at which its last window expired.
+pub const LATE_EXPIRED_AT_HEADER: &str = "nearfield-late-expired-at";
 
 impl Stage for Aggregator {
     type State = PartitionState;
@@ -76,11 +85,17 @@ impl Stage for Aggregator {
                 continue;
             };
             match state.apply_sale(&ev, now) {
-                Outcome::Counted => out.summary.events.counted += 1,
+                Outcome::Counted { .. } => out.summary.events.counted += 1,
                 Outcome::Duplicate => out.summary.events.duplicate += 1,
-                Outcome::Late => {
+                Outcome::Late(late) => {
                     out.summary.events.late += 1;
-                    out.send(&self.topics.late, ev.grid_id.as_bytes(), r.payload)?;
+                    let (reason, expired_at) = (late.to_string(), late.expired_at.to_string());
+                    out.send_with_headers(
+                        &self.topics.late,
+                        ev.grid_id.as_bytes(),
+                        r.payload,
+                        &[(LATE_REASON_HEADER, &reason), (LATE_EXPIRED_AT_HEADER, &expired_at)],
+                    )?;
                 }
             }
         }

@@ -3,14 +3,18 @@
 //! same rules hold live, after a restore, and in the proptest reference model.
 //!
 //! A window `[start, end)` of size `s` is aligned to the epoch: `start = t - t mod s`.
-//! It **closes** when the watermark reaches `end + grace`, or at the latest when the wall
+//! Every size has its own grace and allowed lateness (`docs/lateness.md`). A window
+//! **closes** when the watermark reaches `end + grace`, or at the latest when the wall
 //! clock reaches `end + max_close_delay` (a quiet grid or an idle partition never stalls
 //! it). The wall clock given to these rules is the partition's (see
-//! `PartitionState::clock`): it only moves while the watermark stands still. After closing it accepts late events for `allowed_lateness` more (each changes
-//! the window and emits revision + 1), then **expires**: its state is dropped. An event is
-//! **late** when the earliest-ending window it belongs to has expired; a late event counts
-//! in no window and goes to `sales.late.v1`, so every event is either counted in all its
-//! windows or in none.
+//! `PartitionState::clock`): it only moves while the watermark stands still. After closing
+//! a window accepts late events for its `allowed_lateness` more (each changes the window
+//! and emits revision + 1), then **expires**: its state is dropped.
+//!
+//! Lateness is judged **per size**: an event counts in every window of it that has not
+//! expired, and is **late** — it goes to `sales.late.v1` — only when all of them have. A
+//! shop that uploads a few hours late misses its 5-minute windows but still counts in its
+//! hour and its day.
 
 use serde::Serialize;
 
@@ -22,14 +26,35 @@ pub type Millis = i64;
 pub struct Windowing {
     /// Tumbling window sizes, ascending and distinct.
     pub sizes: Vec<Millis>,
+    /// Per size: a window closes when the watermark passes its end plus this.
+    pub grace: Vec<Millis>,
+    /// Per size: after closing, late events still revise a window for this long.
+    pub allowed_lateness: Vec<Millis>,
     /// Watermark = largest event time seen − this.
     pub out_of_orderness: Millis,
-    /// A window closes when the watermark passes its end plus this.
-    pub grace: Millis,
-    /// After closing, late events still revise a window for this long.
-    pub allowed_lateness: Millis,
     /// Wall-clock bound on closing: a window closes at the latest this long after its end.
     pub max_close_delay: Millis,
+}
+
+/// Why an event counts in no window (the reason given with it on `sales.late.v1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Late {
+    /// The latest-expiring window of the event: `(size, end)`.
+    pub last_window: (Millis, Millis),
+    /// Event time at which that window expired by the watermark rule.
+    pub expired_at: Millis,
+}
+
+impl std::fmt::Display for Late {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (size, end) = self.last_window;
+        write!(
+            f,
+            "every window of occurred_at has expired (the last, {size} ms ending at {end}, \
+             stopped accepting at {}); widen allowed_lateness_ms and run `nearfield replay --late`",
+            self.expired_at
+        )
+    }
 }
 
 impl Windowing {
@@ -46,26 +71,85 @@ impl Windowing {
         })
     }
 
-    /// The earliest end among the windows containing `t`: the one that expires first.
-    pub fn first_end(&self, t: Millis) -> Millis {
-        self.windows_of(t).map(|(_, _, e)| e).min().unwrap_or(Millis::MAX)
+    /// The windows containing `t` that still accept it (not expired).
+    pub fn accepting(
+        &self,
+        t: Millis,
+        watermark: Millis,
+        now: Millis,
+    ) -> impl Iterator<Item = (usize, Millis, Millis)> + '_ {
+        self.windows_of(t).filter(move |&(i, _, end)| !self.is_expired(i, end, watermark, now))
     }
 
-    /// Whether a window ending at `end` is closed.
-    pub fn is_closed(&self, end: Millis, watermark: Millis, now: Millis) -> bool {
-        watermark >= end.saturating_add(self.grace)
+    /// Whether the window of size index `i` ending at `end` is closed.
+    pub fn is_closed(&self, i: usize, end: Millis, watermark: Millis, now: Millis) -> bool {
+        watermark >= end.saturating_add(self.grace[i])
             || now >= end.saturating_add(self.max_close_delay)
     }
 
-    /// Whether a window ending at `end` is past its allowed lateness (its state may go).
-    pub fn is_expired(&self, end: Millis, watermark: Millis, now: Millis) -> bool {
-        watermark >= end.saturating_add(self.grace).saturating_add(self.allowed_lateness)
-            || now >= end.saturating_add(self.max_close_delay).saturating_add(self.allowed_lateness)
+    /// Whether the window of size index `i` ending at `end` is past its allowed lateness
+    /// (it counts nothing more; its state may go).
+    pub fn is_expired(&self, i: usize, end: Millis, watermark: Millis, now: Millis) -> bool {
+        let lateness = self.allowed_lateness[i];
+        watermark >= end.saturating_add(self.grace[i]).saturating_add(lateness)
+            || now >= end.saturating_add(self.max_close_delay).saturating_add(lateness)
     }
 
-    /// Whether an event at `t` is too late to count anywhere.
+    /// `Some(why)` when an event at `t` counts in no window any more.
+    pub fn late(&self, t: Millis, watermark: Millis, now: Millis) -> Option<Late> {
+        if self.accepting(t, watermark, now).next().is_some() || self.sizes.is_empty() {
+            return None;
+        }
+        Some(self.last_window(t))
+    }
+
+    /// The latest-expiring window of an event at `t`, as the reason it is late (also when
+    /// its state was dropped under narrower settings).
+    pub fn last_window(&self, t: Millis) -> Late {
+        let (i, end) = self
+            .windows_of(t)
+            .map(|(i, _, end)| (i, end))
+            .max_by_key(|&(i, end)| self.expiry(i, end))
+            .unwrap_or((0, Millis::MAX));
+        Late {
+            last_window: (self.sizes.get(i).copied().unwrap_or(0), end),
+            expired_at: self.expiry(i, end),
+        }
+    }
+
+    /// Whether an event at `t` counts in no window any more.
     pub fn is_late(&self, t: Millis, watermark: Millis, now: Millis) -> bool {
-        self.is_expired(self.first_end(t), watermark, now)
+        self.late(t, watermark, now).is_some()
+    }
+
+    /// The watermark at which the window of size index `i` ending at `end` expires.
+    fn expiry(&self, i: usize, end: Millis) -> Millis {
+        let (g, l) = (self.grace.get(i).copied(), self.allowed_lateness.get(i).copied());
+        end.saturating_add(g.unwrap_or(0)).saturating_add(l.unwrap_or(0))
+    }
+
+    /// The watermark at which the last window of an event at `t` expires: how long its
+    /// `event_id` must be remembered.
+    pub fn horizon(&self, t: Millis) -> Millis {
+        self.windows_of(t).map(|(i, _, end)| self.expiry(i, end)).max().unwrap_or(Millis::MAX)
+    }
+
+    /// Whether every window with [`horizon`](Self::horizon) `h` has expired, by the
+    /// watermark or (later by at most `grace`) the wall clock.
+    pub fn horizon_passed(&self, h: Millis, watermark: Millis, now: Millis) -> bool {
+        watermark >= h || now >= h.saturating_add(self.max_close_delay)
+    }
+
+    /// How old (`received_at − occurred_at`) an event may be and still find a window
+    /// that accepts it: the largest size + grace + allowed lateness, plus the watermark's
+    /// out-of-orderness and the wall-clock close delay as a margin. Ingest refuses older
+    /// events (422 `occurred_at`), since no window would count them.
+    pub fn max_event_age(&self) -> Millis {
+        let widest = (0..self.sizes.len())
+            .map(|i| self.sizes[i] + self.grace[i] + self.allowed_lateness[i])
+            .max()
+            .unwrap_or(0);
+        widest + self.out_of_orderness + self.max_close_delay
     }
 
     /// The watermark after events whose largest (clamped) time is `max_event_time`.
@@ -84,10 +168,22 @@ impl Windowing {
         if self.sizes.windows(2).any(|w| w[0] >= w[1]) {
             return Err("windows_ms: sizes must be ascending and distinct".into());
         }
+        for (name, v) in
+            [("grace_ms", &self.grace), ("allowed_lateness_ms", &self.allowed_lateness)]
+        {
+            if v.len() != self.sizes.len() {
+                return Err(format!(
+                    "{name}: give one value for every size, or one value for all ({} sizes, {} values)",
+                    self.sizes.len(),
+                    v.len()
+                ));
+            }
+            if v.iter().any(|&x| x < 0) {
+                return Err(format!("{name}: must be >= 0"));
+            }
+        }
         for (name, v) in [
             ("out_of_orderness_ms", self.out_of_orderness),
-            ("grace_ms", self.grace),
-            ("allowed_lateness_ms", self.allowed_lateness),
             ("max_close_delay_ms", self.max_close_delay),
         ] {
             if v < 0 {
@@ -103,47 +199,99 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    const MIN: Millis = 60_000;
+    const HOUR: Millis = 60 * MIN;
+
     fn w() -> Windowing {
         Windowing {
-            sizes: vec![300_000, 3_600_000],
+            sizes: vec![5 * MIN, HOUR],
+            grace: vec![10_000, 10_000],
+            allowed_lateness: vec![10 * MIN, 2 * HOUR],
             out_of_orderness: 30_000,
-            grace: 10_000,
-            allowed_lateness: 600_000,
-            max_close_delay: 120_000,
+            max_close_delay: 2 * MIN,
         }
     }
 
     #[test]
     fn windows_are_aligned_half_open_intervals() {
         let w = w();
-        let got: Vec<_> = w.windows_of(3_600_000 + 299_999).collect();
-        assert_eq!(got, vec![(0, 3_600_000, 3_900_000), (1, 3_600_000, 7_200_000)]);
-        let got: Vec<_> = w.windows_of(3_900_000).collect();
-        assert_eq!(got[0], (0, 3_900_000, 4_200_000));
+        let got: Vec<_> = w.windows_of(HOUR + 5 * MIN - 1).collect();
+        assert_eq!(got, vec![(0, HOUR, HOUR + 5 * MIN), (1, HOUR, 2 * HOUR)]);
+        let got: Vec<_> = w.windows_of(HOUR + 5 * MIN).collect();
+        assert_eq!(got[0], (0, HOUR + 5 * MIN, HOUR + 10 * MIN));
         // Before the epoch too.
-        assert_eq!(Windowing::start(-1, 300_000), -300_000);
+        assert_eq!(Windowing::start(-1, 5 * MIN), -5 * MIN);
     }
 
     #[test]
-    fn close_and_expiry_by_watermark_or_wall_clock() {
+    fn close_and_expiry_by_watermark_or_wall_clock_per_size() {
         let w = w();
-        let end = 300_000;
-        assert!(!w.is_closed(end, end + 9_999, 0));
-        assert!(w.is_closed(end, end + 10_000, 0));
-        assert!(w.is_closed(end, Millis::MIN, end + 120_000), "wall clock closes a quiet window");
-        assert!(!w.is_expired(end, end + 10_000, 0));
-        assert!(w.is_expired(end, end + 610_000, 0));
-        assert!(w.is_expired(end, Millis::MIN, end + 720_000));
+        let end = 5 * MIN;
+        assert!(!w.is_closed(0, end, end + 9_999, 0));
+        assert!(w.is_closed(0, end, end + 10_000, 0));
+        assert!(
+            w.is_closed(0, end, Millis::MIN, end + 2 * MIN),
+            "wall clock closes a quiet window"
+        );
+        assert!(!w.is_expired(0, end, end + 10_000, 0));
+        assert!(w.is_expired(0, end, end + 10_000 + 10 * MIN, 0));
+        assert!(!w.is_expired(1, end, end + 10_000 + 10 * MIN, 0), "the hour accepts for 2 h");
+        assert!(w.is_expired(0, end, Millis::MIN, end + 12 * MIN));
+    }
+
+    #[test]
+    fn an_event_hours_late_still_counts_in_its_hour() {
+        let w = w();
+        let t = HOUR + 7 * MIN;
+        // The watermark is 1 h 30 min past the event: its 5-minute window is gone, its hour
+        // (closed at 2 h + 10 s, accepting until 4 h + 10 s) is not.
+        let wm = t + 90 * MIN;
+        let got: Vec<_> = w.accepting(t, wm, 0).collect();
+        assert_eq!(got, vec![(1, HOUR, 2 * HOUR)]);
+        assert_eq!(w.late(t, wm, 0), None);
+        let gone = w.late(t, 4 * HOUR + 10_000, 0).expect("both windows expired");
+        assert_eq!(gone.last_window, (HOUR, 2 * HOUR));
+        assert_eq!(gone.expired_at, 4 * HOUR + 10_000);
+        assert!(gone.to_string().contains("nearfield replay --late"));
+        assert_eq!(w.horizon(t), 4 * HOUR + 10_000);
+    }
+
+    #[test]
+    fn ingest_horizon_covers_the_widest_window() {
+        let w = w();
+        assert_eq!(w.max_event_age(), HOUR + 10_000 + 2 * HOUR + 30_000 + 2 * MIN);
     }
 
     #[test]
     fn settings_are_validated_by_name() {
         let mut bad = w();
-        bad.sizes = vec![3_600_000, 300_000];
+        bad.sizes = vec![HOUR, 5 * MIN];
         assert!(bad.validate().expect_err("order").starts_with("windows_ms"));
         let mut bad = w();
-        bad.grace = -1;
+        bad.grace = vec![-1, 0];
         assert!(bad.validate().expect_err("neg").starts_with("grace_ms"));
+        let mut bad = w();
+        bad.allowed_lateness = vec![0];
+        let e = bad.validate().expect_err("count");
+        assert!(e.starts_with("allowed_lateness_ms: give one value for every size"), "{e}");
+    }
+
+    fn any_windowing() -> impl Strategy<Value = Windowing> {
+        (
+            proptest::collection::vec(0i64..3 * HOUR, 3),
+            proptest::collection::vec(0i64..50 * HOUR, 3),
+            0i64..10 * MIN,
+            0i64..10 * MIN,
+        )
+            .prop_map(|(grace, allowed_lateness, out_of_orderness, max_close_delay)| {
+                Windowing {
+                    sizes: vec![5 * MIN, HOUR, 24 * HOUR],
+                    grace,
+                    allowed_lateness,
+                    out_of_orderness,
+                    max_close_delay,
+                }
+            })
     }
 
     proptest! {
@@ -155,24 +303,28 @@ mod tests {
         }
 
         #[test]
-        fn closing_and_expiry_are_monotone(end in -1_000_000i64..1_000_000, wm in -2_000_000i64..2_000_000, now in -2_000_000i64..2_000_000, dw in 0i64..1_000_000, dn in 0i64..1_000_000) {
-            let w = w();
+        fn closing_and_expiry_are_monotone(w in any_windowing(), i in 0usize..3, end in -1_000_000i64..1_000_000, wm in -2_000_000i64..2_000_000, now in -2_000_000i64..2_000_000, dw in 0i64..1_000_000, dn in 0i64..1_000_000) {
             // Once closed or expired, a window stays so as watermark and clock advance.
-            if w.is_closed(end, wm, now) { prop_assert!(w.is_closed(end, wm + dw, now + dn)); }
-            if w.is_expired(end, wm, now) {
-                prop_assert!(w.is_expired(end, wm + dw, now + dn));
-                prop_assert!(w.is_closed(end, wm, now), "expired implies closed");
+            if w.is_closed(i, end, wm, now) { prop_assert!(w.is_closed(i, end, wm + dw, now + dn)); }
+            if w.is_expired(i, end, wm, now) {
+                prop_assert!(w.is_expired(i, end, wm + dw, now + dn));
+                prop_assert!(w.is_closed(i, end, wm, now), "expired implies closed");
             }
         }
 
         #[test]
-        fn a_late_event_has_every_window_closed(t in 0i64..100_000_000, wm in 0i64..200_000_000, now in 0i64..200_000_000) {
-            let w = w();
-            if w.is_late(t, wm, now) {
-                for (_, _, end) in w.windows_of(t) {
-                    prop_assert!(w.is_closed(end, wm, now) || end > w.first_end(t));
-                }
+        fn late_means_every_window_expired_and_the_horizon_outlives_them(w in any_windowing(), t in 0i64..100 * HOUR, wm in 0i64..200 * HOUR, now in 0i64..200 * HOUR) {
+            let late = w.is_late(t, wm, now);
+            let all_expired = w.windows_of(t).all(|(i, _, end)| w.is_expired(i, end, wm, now));
+            prop_assert_eq!(late, all_expired);
+            // An id is forgotten only once no window of its event accepts it any more.
+            if w.horizon_passed(w.horizon(t), wm, now) {
+                prop_assert!(all_expired);
             }
+            // Ingest's horizon: an event older than it is late once the watermark (or the
+            // wall clock) has reached the ingest clock less the out-of-orderness.
+            let received = t + w.max_event_age() + 1;
+            prop_assert!(w.is_late(t, received - w.out_of_orderness, Millis::MIN));
         }
     }
 }

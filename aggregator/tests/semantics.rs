@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use nearfield_aggregator::AggregateConfig;
+use nearfield_aggregator::config::PerSize;
 use nearfield_common::kafka::{KafkaSettings, Topics};
 use nearfield_common::shutdown::CancellationToken;
 use nearfield_schemas::{Codec, DemandWindow, Heartbeat, RejectedEvent, SaleEvent, SaleKind};
@@ -109,8 +110,8 @@ async fn events_end_where_the_spec_says() {
         },
         windows_ms: vec![10 * SEC],
         out_of_orderness_ms: SEC,
-        grace_ms: 0,
-        allowed_lateness_ms: 10 * SEC,
+        grace_ms: PerSize::All(0),
+        allowed_lateness_ms: PerSize::All(10 * SEC),
         max_close_delay_ms: 86_400 * SEC,
         stores_file: Some(stores),
         follow_stores_topic: false,

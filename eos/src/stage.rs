@@ -11,6 +11,7 @@ use nearfield_common::kafka::{KafkaSettings, partition_for_key};
 use nearfield_schemas::{AvroRecord, Codec, DecodeError, RejectSource, RejectedEvent};
 use rdkafka::error::KafkaError;
 use rdkafka::message::DeliveryResult;
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Message};
@@ -222,9 +223,23 @@ impl Txn {
         key: &[u8],
         payload: Option<&[u8]>,
     ) -> Result<(), EosError> {
+        self.send_with(topic, partition, key, payload, None)
+    }
+
+    fn send_with(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        key: &[u8],
+        payload: Option<&[u8]>,
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), EosError> {
         let mut rec = BaseRecord::<[u8], [u8]>::to(topic).partition(partition).key(key);
         if let Some(p) = payload {
             rec = rec.payload(p);
+        }
+        if let Some(h) = headers {
+            rec = rec.headers(h);
         }
         self.records += 1;
         loop {
@@ -273,6 +288,22 @@ impl<T> Emit<'_, T> {
     pub fn send(&mut self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), EosError> {
         let n = self.txn.partitions_of(topic)?;
         self.txn.send(topic, partition_for_key(key, n), key, Some(payload))
+    }
+
+    /// [`send`](Self::send) with record headers (`name`, UTF-8 value), e.g. why an
+    /// input went to a side topic.
+    pub fn send_with_headers(
+        &mut self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        headers: &[(&str, &str)],
+    ) -> Result<(), EosError> {
+        let n = self.txn.partitions_of(topic)?;
+        let h = headers.iter().fold(OwnedHeaders::new(), |h, (name, value)| {
+            h.insert(rdkafka::message::Header { key: name, value: Some(value.as_bytes()) })
+        });
+        self.txn.send_with(topic, partition_for_key(key, n), key, Some(payload), Some(h))
     }
 
     /// An Avro record (single-object encoding) to `topic`, partitioned by `partition_key`

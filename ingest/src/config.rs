@@ -75,8 +75,13 @@ pub struct Limits {
     pub max_unit_price_minor: i64,
     /// How far occurred_at may be ahead of the ingest clock (device clock skew), ms.
     pub max_future_skew_ms: i64,
-    /// How old occurred_at may be (offline devices uploading late), ms.
-    pub max_event_age_ms: i64,
+    /// How old occurred_at may be (offline devices uploading late), ms. Unset, it is the
+    /// aggregator's horizon, which `nearfield` derives from `[aggregate]` (the widest
+    /// window plus its grace and allowed lateness, out-of-orderness and max close delay)
+    /// since no window would count an older event; without one it is
+    /// [`DEFAULT_MAX_EVENT_AGE_MS`]. Set it higher only to backfill history into a
+    /// deployment before live traffic.
+    pub max_event_age_ms: Option<i64>,
     /// How far a request signature's timestamp may be from the ingest clock, ms.
     pub replay_window_ms: i64,
 }
@@ -90,9 +95,20 @@ impl Default for Limits {
             max_quantity: 10_000,
             max_unit_price_minor: 1_000_000_000,
             max_future_skew_ms: 5 * 60_000,
-            max_event_age_ms: 7 * 24 * 3_600_000,
+            max_event_age_ms: None,
             replay_window_ms: 5 * 60_000,
         }
+    }
+}
+
+/// The horizon of the default aggregator settings (1 day + 10 s grace + 48 h lateness +
+/// 30 s out-of-orderness + 2 min close delay), for an ingest run without them.
+pub const DEFAULT_MAX_EVENT_AGE_MS: i64 = 86_400_000 + 10_000 + 172_800_000 + 30_000 + 120_000;
+
+impl Limits {
+    /// How old occurred_at may be, ms.
+    pub fn max_event_age_ms(&self) -> i64 {
+        self.max_event_age_ms.unwrap_or(DEFAULT_MAX_EVENT_AGE_MS)
     }
 }
 
@@ -140,7 +156,7 @@ impl IngestConfig {
         if l.max_quantity < 1 {
             return err("limits.max_quantity", "must be at least 1");
         }
-        if l.max_future_skew_ms < 0 || l.max_event_age_ms <= 0 || l.replay_window_ms <= 0 {
+        if l.max_future_skew_ms < 0 || l.max_event_age_ms() <= 0 || l.replay_window_ms <= 0 {
             return err("limits", "time windows must be positive");
         }
         if !(self.rate_limit.events_per_second > 0.0 && self.rate_limit.burst >= 1.0) {

@@ -294,14 +294,14 @@ pub fn validate(
             ),
         ));
     }
-    if f.occurred_at < now_ms.saturating_sub(limits.max_event_age_ms) {
+    if f.occurred_at < now_ms.saturating_sub(limits.max_event_age_ms()) {
         return Err(Rejection::new(
             "occurred_at",
             "occurred_at.too_old",
             format!(
-                "occurred_at is {} ms in the past; events older than {} ms are not accepted",
+                "occurred_at is {} ms in the past, beyond the horizon of {} ms (the aggregator's widest window, its grace and allowed lateness): no window would count it",
                 now_ms.saturating_sub(f.occurred_at),
-                limits.max_event_age_ms
+                limits.max_event_age_ms()
             ),
         ));
     }
@@ -488,9 +488,30 @@ mod tests {
         let mut v = good();
         v["occurred_at"] = json!(NOW + 300_000);
         assert!(check(v).is_ok());
+        let horizon = crate::config::DEFAULT_MAX_EVENT_AGE_MS;
         let mut v = good();
-        v["occurred_at"] = json!(NOW - 7 * 86_400_000);
+        v["occurred_at"] = json!(NOW - horizon);
         assert!(check(v).is_ok());
+    }
+
+    #[test]
+    fn an_event_older_than_the_aggregators_horizon_is_refused_naming_it() {
+        let horizon = crate::config::DEFAULT_MAX_EVENT_AGE_MS;
+        let mut v = good();
+        v["occurred_at"] = json!(NOW - horizon - 1);
+        let r = check(v).expect_err("beyond the horizon");
+        assert_eq!(
+            (r.field.as_deref(), r.rule, r.status),
+            (Some("occurred_at"), "occurred_at.too_old", 422)
+        );
+        assert!(r.message.contains(&format!("horizon of {horizon} ms")), "{}", r.message);
+        // A deployment's own horizon (derived from its [aggregate] settings) is the rule.
+        let limits = Limits { max_event_age_ms: Some(3_600_000), ..Limits::default() };
+        let mut v = good();
+        v["occurred_at"] = json!(NOW - 3_600_001);
+        let f = fields_from_json(&v).expect("fields");
+        let r = validate(f, &who(), &limits, &[], NOW).expect_err("beyond a 1 h horizon");
+        assert_eq!(r.rule, "occurred_at.too_old");
     }
 
     #[test]

@@ -11,8 +11,9 @@
 //! Layout, chosen by measurement (README, performance): one map entry per grid × SKU
 //! holding its few live windows inline (one lookup per event, one changelog record per
 //! changed key), one entry per grid for completeness, and de-duplication sets grouped by
-//! the end of the event's earliest window (a retry carries the same `occurred_at`, so it
-//! lands in the same set; a whole set is dropped when its windows expire). Closing and
+//! the event's horizon, the expiry of its last window (a retry carries the same
+//! `occurred_at`, so it lands in the same set; a whole set is dropped when no window of
+//! its events accepts anything more). Closing and
 //! expiry depend only on a window's end, so they are tracked per *bucket* (size, end);
 //! when a bucket closes or expires, one scan over the keys finds its windows.
 //!
@@ -34,7 +35,7 @@ use nearfield_schemas::{DemandWindow, SaleEvent};
 use crate::changelog::{self, GridRec, Record};
 use crate::counters::{Counters, insert_sorted};
 use crate::ids::{IdMap, IdSet, event_key, key_id, short_id};
-use crate::window::{Millis, Windowing};
+use crate::window::{Late, Millis, Windowing};
 
 /// Most event ids in one changelog record (8 bytes each: 256 KiB).
 pub const DEDUPE_CHUNK_IDS: usize = 32_768;
@@ -111,14 +112,14 @@ impl GridState {
 }
 
 /// What an event did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Counted in every window it belongs to.
-    Counted,
+    /// Counted in every window of it that still accepts it (`windows` of them).
+    Counted { windows: usize },
     /// Its `event_id` was already counted (a device retry).
     Duplicate,
-    /// Too late for its windows: goes to `sales.late.v1`.
-    Late,
+    /// Too late for every window of it: goes to `sales.late.v1` with the reason.
+    Late(Late),
 }
 
 /// Changelog records and closed-window outputs of one flush.
@@ -149,7 +150,8 @@ pub struct PartitionState {
     buckets: BTreeMap<(Millis, usize), bool>,
     grids: IdMap<u64, GridState>,
     dirty_grids: Vec<u64>,
-    /// Event ids by the end of their earliest window.
+    /// Event ids by their horizon (the watermark at which the last window of the event
+    /// expires, [`Windowing::horizon`]).
     dedupe: BTreeMap<Millis, IdSet<u64>>,
     dedupe_ids: usize,
     pending_ids: Vec<(Millis, u64)>,
@@ -165,6 +167,13 @@ pub struct PartitionState {
     wall_floor: Millis,
     meta_dirty: bool,
     windows: usize,
+    /// Per size index: the newest end of an expired window. Such windows are gone: they
+    /// count nothing more even if allowed lateness is widened later (a window made anew
+    /// would be emitted with only the new events, over its final value).
+    expired_through: Vec<Millis>,
+    /// Whether the restored changelog said where `expired_through` is (version 4); if not,
+    /// [`PartitionState::restored`] derives it.
+    frontier_restored: bool,
 }
 
 /// Sizes of a partition's state (metrics).
@@ -193,7 +202,6 @@ impl PartitionState {
     /// An empty partition.
     pub fn new(cfg: Arc<StateConfig>) -> Self {
         PartitionState {
-            cfg,
             max_event_time: None,
             last_advance_wall: Millis::MIN,
             wall_floor: Millis::MIN,
@@ -210,6 +218,9 @@ impl PartitionState {
             heartbeat_offset: -1,
             meta_dirty: false,
             windows: 0,
+            expired_through: vec![Millis::MIN; cfg.windowing.sizes.len()],
+            frontier_restored: false,
+            cfg,
         }
     }
 
@@ -247,16 +258,18 @@ impl PartitionState {
         let w = &self.cfg.windowing;
         let t = ev.occurred_at;
         let wm = self.watermark();
-        if w.is_late(t, wm, clock) {
-            return Outcome::Late;
+        let through = &self.expired_through;
+        let kept = |&(i, _, end): &(usize, Millis, Millis)| end > through[i];
+        if !w.accepting(t, wm, clock).any(|x| kept(&x)) {
+            return Outcome::Late(w.late(t, wm, clock).unwrap_or_else(|| w.last_window(t)));
         }
-        let first_end = w.first_end(t);
+        let horizon = w.horizon(t);
         let id = event_key(&ev.store_id, &ev.event_id);
-        if !self.dedupe.entry(first_end).or_default().insert(id) {
+        if !self.dedupe.entry(horizon).or_default().insert(id) {
             return Outcome::Duplicate;
         }
         self.dedupe_ids += 1;
-        self.pending_ids.push((first_end, id));
+        self.pending_ids.push((horizon, id));
         let store = short_id(&ev.store_id);
         let count_revenue = ev.currency == self.cfg.currency;
         let kid = key_id(&ev.grid_id, &ev.sku);
@@ -264,7 +277,9 @@ impl PartitionState {
         let gid = short_id(&ev.grid_id);
         let grid = self.grids.entry(gid).or_default();
         let mut grid_dirty = false;
-        for (size_idx, start, end) in w.windows_of(t) {
+        let mut windows = 0;
+        for (size_idx, start, end) in w.accepting(t, wm, clock).filter(kept) {
+            windows += 1;
             let win =
                 match ks.windows.iter().position(|x| x.size_idx == size_idx && x.start == start) {
                     Some(i) => &mut ks.windows[i],
@@ -300,7 +315,7 @@ impl PartitionState {
             self.last_advance_wall = now;
             self.meta_dirty = true;
         }
-        Outcome::Counted
+        Outcome::Counted { windows }
     }
 
     /// Records that `store_id` of `grid_id` was online at `at` (a device heartbeat), and
@@ -322,10 +337,9 @@ impl PartitionState {
         let store = short_id(store_id);
         let grid = self.grids.entry(gid).or_default();
         let mut dirty = false;
-        for (size_idx, start, end) in w.windows_of(at) {
-            if !w.is_expired(end, wm, now) {
-                dirty |= grid.report(size_idx, start, store);
-            }
+        let through = &self.expired_through;
+        for (size_idx, start, _) in w.accepting(at, wm, now).filter(|x| x.2 > through[x.0]) {
+            dirty |= grid.report(size_idx, start, store);
         }
         if dirty {
             self.dirty_grids.push(gid);
@@ -342,13 +356,12 @@ impl PartitionState {
         let wm = self.watermark();
         let w = Arc::clone(&self.cfg);
         let w = &w.windowing;
-        // Close buckets whose end is due; their windows become outputs.
+        // Close buckets whose end is due; their windows become outputs. (Sizes have their
+        // own grace, so the order of ends is not the order of closing: look at each.)
         let mut newly_closed = Vec::new();
         for ((end, size_idx), closed) in self.buckets.iter_mut() {
-            if !w.is_closed(*end, wm, now) {
-                break;
-            }
-            if !std::mem::replace(closed, true) {
+            if !*closed && w.is_closed(*size_idx, *end, wm, now) {
+                *closed = true;
                 newly_closed.push((*end, *size_idx));
             }
         }
@@ -367,11 +380,14 @@ impl PartitionState {
         let expired: Vec<(Millis, usize)> = self
             .buckets
             .keys()
-            .take_while(|(end, _)| w.is_expired(*end, wm, now))
+            .filter(|(end, i)| w.is_expired(*i, *end, wm, now))
             .copied()
             .collect();
         for b in &expired {
             self.buckets.remove(b);
+            let through = &mut self.expired_through[b.1];
+            *through = (*through).max(b.0);
+            self.meta_dirty = true;
         }
         let mut tombstones = Vec::new();
         for kid in std::mem::take(&mut self.dirty_keys) {
@@ -425,7 +441,7 @@ impl PartitionState {
             }
             for (gid, g) in &mut self.grids {
                 let before = g.windows.len();
-                g.windows.retain(|x| !w.is_expired(x.1 + w.sizes[x.0], wm, now));
+                g.windows.retain(|x| !w.is_expired(x.0, x.1 + w.sizes[x.0], wm, now));
                 if g.windows.len() != before && !std::mem::replace(&mut g.dirty, true) {
                     self.dirty_grids.push(*gid);
                 }
@@ -453,33 +469,33 @@ impl PartitionState {
                 ));
             }
         }
-        // Ids seen since the last flush, grouped by window end, in chunks that stay well
+        // Ids seen since the last flush, grouped by horizon, in chunks that stay well
         // below Kafka's message size limit.
         let mut pending = std::mem::take(&mut self.pending_ids);
         pending.sort_unstable();
         for group in pending.chunk_by(|a, b| a.0 == b.0) {
-            let end = group[0].0;
+            let horizon = group[0].0;
             for ids in group.chunks(DEDUPE_CHUNK_IDS) {
                 let seq = self.next_chunk;
                 self.next_chunk += 1;
-                self.chunks.insert(seq, end);
+                self.chunks.insert(seq, horizon);
                 self.meta_dirty = true;
                 let ids = ids.iter().map(|(_, id)| *id).collect();
                 out.changelog.push((
                     changelog::dedupe_key(seq),
-                    Some(changelog::encode(&Record::Dedupe { end, ids })),
+                    Some(changelog::encode(&Record::Dedupe { horizon, ids })),
                 ));
             }
         }
         let gone: Vec<Millis> =
-            self.dedupe.keys().take_while(|e| w.is_expired(**e, wm, now)).copied().collect();
+            self.dedupe.keys().take_while(|h| w.horizon_passed(**h, wm, now)).copied().collect();
         for e in gone {
             self.dedupe_ids -= self.dedupe.remove(&e).map_or(0, |s| s.len());
         }
         let chunks: Vec<u64> = self
             .chunks
             .iter()
-            .filter(|(_, end)| w.is_expired(**end, wm, now))
+            .filter(|(_, h)| w.horizon_passed(**h, wm, now))
             .map(|(s, _)| *s)
             .collect();
         for seq in chunks {
@@ -495,6 +511,14 @@ impl PartitionState {
                     heartbeat_offset: self.heartbeat_offset,
                     last_advance_wall: self.last_advance_wall,
                     wall_floor: self.wall_floor,
+                    expired_through: Some(
+                        self.expired_through
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, end)| **end != Millis::MIN)
+                            .map(|(i, end)| (w.sizes[i], *end))
+                            .collect(),
+                    ),
                 })),
             ));
         }

@@ -62,14 +62,14 @@ impl PartitionState {
                     .collect();
                 self.grids.insert(gid, GridState { windows, dirty: false });
             }
-            (changelog::Key::Dedupe(seq), Record::Dedupe { end, ids }) => {
-                self.chunks.insert(seq, end);
-                let set = self.dedupe.entry(end).or_default();
-                for id in ids {
-                    if set.insert(id) {
-                        self.dedupe_ids += 1;
-                    }
-                }
+            (changelog::Key::Dedupe(seq), Record::Dedupe { horizon, ids }) => {
+                self.restore_dedupe(seq, horizon, ids);
+            }
+            // An older release grouped ids by their events' earliest window end: keep them
+            // as long as the last window of such an event accepts it.
+            (changelog::Key::Dedupe(seq), Record::DedupeByFirstEnd { first_end, ids }) => {
+                let horizon = self.cfg.windowing.horizon(first_end.saturating_sub(1));
+                self.restore_dedupe(seq, horizon, ids);
             }
             (
                 changelog::Key::Meta,
@@ -79,8 +79,17 @@ impl PartitionState {
                     heartbeat_offset,
                     last_advance_wall,
                     wall_floor,
+                    expired_through,
                 },
             ) => {
+                if let Some(through) = expired_through {
+                    self.frontier_restored = true;
+                    for (size, end) in through {
+                        if let Some(i) = size_idx(size) {
+                            self.expired_through[i] = end;
+                        }
+                    }
+                }
                 self.last_advance_wall = last_advance_wall;
                 self.wall_floor = wall_floor;
                 self.max_event_time = max_event_time;
@@ -90,6 +99,35 @@ impl PartitionState {
             _ => return Err(changelog::Error::Mismatch),
         }
         Ok(())
+    }
+
+    /// After the last record: a changelog of an older release does not say which windows
+    /// were dropped; assume every closed window with no state of its own older than the
+    /// oldest live window of its size was, so a widened lateness never remakes one with
+    /// only its new events.
+    pub fn restored(&mut self) {
+        if self.frontier_restored || self.max_event_time.is_none() {
+            return;
+        }
+        let w = &self.cfg.windowing;
+        let wm = self.watermark();
+        for (i, &size) in w.sizes.iter().enumerate() {
+            let closed = Windowing::start(wm.saturating_sub(w.grace[i]), size);
+            let oldest_live = self.buckets.keys().filter(|b| b.1 == i).map(|b| b.0).min();
+            let through = oldest_live.map_or(closed, |e| closed.min(e - size));
+            self.expired_through[i] = self.expired_through[i].max(through);
+        }
+        self.frontier_restored = true;
+    }
+
+    fn restore_dedupe(&mut self, seq: u64, horizon: Millis, ids: Vec<u64>) {
+        self.chunks.insert(seq, horizon);
+        let set = self.dedupe.entry(horizon).or_default();
+        for id in ids {
+            if set.insert(id) {
+                self.dedupe_ids += 1;
+            }
+        }
     }
 }
 

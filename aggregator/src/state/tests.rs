@@ -15,8 +15,8 @@ fn cfg() -> Arc<StateConfig> {
         windowing: Windowing {
             sizes: vec![5 * MIN, 60 * MIN],
             out_of_orderness: 30_000,
-            grace: 10_000,
-            allowed_lateness: 10 * MIN,
+            grace: vec![10_000, 10_000],
+            allowed_lateness: vec![10 * MIN, 20 * MIN],
             max_close_delay: 2 * MIN,
         },
         currency: "CNY".into(),
@@ -57,15 +57,15 @@ fn counts_close_once_and_revise_on_late_data() {
     let t0 = 1_000 * 60 * MIN; // aligned to the hour
     assert_eq!(
         st.apply_sale(&ev("1", "s1", "g", "A", SaleKind::Sale, 3, t0 + 1), t0),
-        Outcome::Counted
+        Outcome::Counted { windows: 2 }
     );
     assert_eq!(
         st.apply_sale(&ev("2", "s2", "g", "A", SaleKind::Return, 1, t0 + 2), t0),
-        Outcome::Counted
+        Outcome::Counted { windows: 2 }
     );
     assert_eq!(
         st.apply_sale(&ev("3", "s2", "g", "A", SaleKind::Preorder, 5, t0 + 3), t0),
-        Outcome::Counted
+        Outcome::Counted { windows: 2 }
     );
     assert_eq!(
         st.apply_sale(&ev("1", "s1", "g", "A", SaleKind::Sale, 3, t0 + 1), t0),
@@ -74,7 +74,7 @@ fn counts_close_once_and_revise_on_late_data() {
     // The same event id from another store is another event.
     assert_eq!(
         st.apply_sale(&ev("1", "s3", "g", "A", SaleKind::Sale, 1, t0 + 4), t0),
-        Outcome::Counted
+        Outcome::Counted { windows: 2 }
     );
     let f = st.flush(t0, &none);
     assert!(f.outputs.is_empty(), "nothing closes before the watermark passes");
@@ -90,20 +90,53 @@ fn counts_close_once_and_revise_on_late_data() {
     // A late event within the allowed lateness revises it once.
     assert_eq!(
         st.apply_sale(&ev("5", "s4", "g", "A", SaleKind::Sale, 2, t0 + 10), t0 + 6 * MIN),
-        Outcome::Counted
+        Outcome::Counted { windows: 2 }
     );
     let f = st.flush(t0 + 6 * MIN, &none);
     assert_eq!(f.outputs.len(), 1);
     assert_eq!((f.outputs[0].revision, f.outputs[0].units_sold), (1, 6));
-    // Past lateness it is late, and the window's state is gone.
+    // Past the 5-minute window's lateness it counts in its hour only (the 5-minute
+    // window's state is gone).
     let later = t0 + 30 * MIN;
     st.apply_sale(&ev("6", "s1", "g", "B", SaleKind::Sale, 1, later), later);
     let _ = st.flush(later, &none);
     assert_eq!(
         st.apply_sale(&ev("7", "s1", "g", "A", SaleKind::Sale, 1, t0 + 20), later),
-        Outcome::Late
+        Outcome::Counted { windows: 1 }
     );
-    assert!(st.key("g", "A").is_some_and(|k| k.windows.iter().all(|w| w.size_idx == 1)));
+    let a = st.key("g", "A").expect("key");
+    assert!(a.windows.iter().all(|w| w.size_idx == 1));
+    assert_eq!(a.windows[0].counters.units_sold, 7);
+    // Past the hour's lateness too, it counts nowhere: late, with the reason.
+    let much_later = t0 + 60 * MIN + 10_000 + 20 * MIN + 30_000;
+    st.apply_sale(&ev("8", "s1", "g", "B", SaleKind::Sale, 1, much_later), much_later);
+    match st.apply_sale(&ev("9", "s1", "g", "A", SaleKind::Sale, 1, t0 + 30), much_later) {
+        Outcome::Late(late) => {
+            assert_eq!(late.last_window, (60 * MIN, t0 + 60 * MIN));
+            assert_eq!(late.expired_at, t0 + 60 * MIN + 10_000 + 20 * MIN);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_shop_offline_for_hours_counts_in_its_open_windows_and_once() {
+    let mut st = PartitionState::new(cfg());
+    let t0 = 1_000 * 60 * MIN;
+    // On-time traffic runs 15 minutes past the hour's first quarter.
+    st.apply_sale(&ev("on", "s1", "g", "A", SaleKind::Sale, 1, t0 + MIN), t0 + MIN);
+    st.apply_sale(&ev("x", "s2", "g", "B", SaleKind::Sale, 1, t0 + 16 * MIN), t0 + 16 * MIN);
+    let f = st.flush(t0 + 16 * MIN, &none);
+    assert!(f.outputs.iter().any(|o| o.sku == "A" && o.window_end == t0 + 5 * MIN));
+    // The offline shop uploads its sale of minute 2: its 5-minute window expired, its
+    // hour is open.
+    let late = ev("off", "s9", "g", "A", SaleKind::Sale, 4, t0 + 2 * MIN);
+    assert_eq!(st.apply_sale(&late, t0 + 16 * MIN), Outcome::Counted { windows: 1 });
+    // The device retries (it never saw the ack): counted once.
+    assert_eq!(st.apply_sale(&late, t0 + 16 * MIN), Outcome::Duplicate);
+    let f = st.flush(t0 + 90 * MIN, &none);
+    let hour = f.outputs.iter().find(|o| o.sku == "A" && o.window_end == t0 + 60 * MIN);
+    assert_eq!(hour.map(|o| (o.units_sold, o.event_count, o.distinct_stores)), Some((5, 2, 2)));
 }
 
 #[test]
@@ -171,7 +204,7 @@ enum Step {
 
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        6 => (0u8..40, 0u8..4, 0u8..2, 0u8..3, 0u8..3, 1i32..5, -20 * MIN..5 * MIN)
+        6 => (0u8..40, 0u8..4, 0u8..2, 0u8..3, 0u8..3, 1i32..5, -50 * MIN..5 * MIN)
             .prop_map(|(id, store, grid, sku, kind, q, dt)| Step::Sale { id, store, grid, sku, kind, q, dt }),
         2 => (0..3 * MIN).prop_map(|advance| Step::Flush { advance }),
         1 => Just(Step::Restore),
@@ -219,13 +252,15 @@ proptest! {
                     let e = ev(&id.to_string(), &format!("s{store}"), &format!("g{grid}"), &format!("k{sku}"), kind, q, t);
                     let wm = w.watermark(max_t);
                     let clock = tick(advanced, &mut floor, now);
-                    let expect = if w.is_late(t, wm, clock) {
-                        Outcome::Late
-                    } else if !counted.insert((store, id, w.first_end(t))) {
-                        // A retry carries the event's own time: same earliest window.
+                    let expect = if let Some(late) = w.late(t, wm, clock) {
+                        Outcome::Late(late)
+                    } else if !counted.insert((store, id, w.horizon(t))) {
+                        // A retry carries the event's own time: same horizon.
                         Outcome::Duplicate
                     } else {
-                        for (_, start, end) in w.windows_of(t) {
+                        let mut windows = 0;
+                        for (_, start, end) in w.accepting(t, wm, clock) {
+                            windows += 1;
                             let c = model.entry((e.grid_id.clone(), e.sku.clone(), start, end)).or_default();
                             match kind {
                                 SaleKind::Sale => c.0 += i64::from(q),
@@ -239,7 +274,7 @@ proptest! {
                             max_t = Some(clamped);
                             advanced = Some(now);
                         }
-                        Outcome::Counted
+                        Outcome::Counted { windows }
                     };
                     prop_assert_eq!(st.apply_sale(&e, now), expect, "event {:?}", e);
                     since_flush.push(e);
@@ -286,4 +321,80 @@ proptest! {
             .collect();
         prop_assert_eq!(got, model);
     }
+}
+
+/// Replays `log` (changelog records as flushed) into a state with other settings.
+fn restored_with(log: &[(Vec<u8>, Option<Vec<u8>>)], cfg: Arc<StateConfig>) -> PartitionState {
+    let mut st = PartitionState::new(cfg);
+    for (k, v) in log {
+        st.restore(k, v.as_deref()).expect("restores");
+    }
+    st.restored();
+    st
+}
+
+fn widened() -> Arc<StateConfig> {
+    let mut c = (*cfg()).clone();
+    c.windowing.allowed_lateness = vec![60 * MIN, 60 * MIN];
+    Arc::new(c)
+}
+
+#[test]
+fn a_window_dropped_under_narrower_lateness_is_not_made_again() {
+    let mut st = PartitionState::new(cfg());
+    let t0 = 1_000 * 60 * MIN;
+    let mut log = Vec::new();
+    st.apply_sale(&ev("1", "s1", "g", "A", SaleKind::Sale, 3, t0 + 1), t0);
+    log.extend(st.flush(t0, &none).changelog);
+    // 20 minutes on: the first 5-minute window expired (lateness 10 min) and was dropped.
+    st.apply_sale(&ev("2", "s1", "g", "B", SaleKind::Sale, 1, t0 + 20 * MIN), t0 + 20 * MIN);
+    let f = st.flush(t0 + 20 * MIN, &none);
+    assert!(f.expired_windows >= 1);
+    log.extend(f.changelog);
+    // Restarted with 1 h of lateness for every size: the 5-minute window would accept a
+    // sale of minute 0 by the new rule, but its final value is gone; the sale counts in
+    // the hour only.
+    let mut st = restored_with(&log, widened());
+    assert_eq!(
+        st.apply_sale(&ev("3", "s2", "g", "A", SaleKind::Sale, 1, t0 + 2), t0 + 20 * MIN),
+        Outcome::Counted { windows: 1 }
+    );
+    let a = st.key("g", "A").expect("key");
+    assert_eq!(a.windows.iter().map(|w| w.size_idx).collect::<Vec<_>>(), vec![1]);
+}
+
+#[test]
+fn a_changelog_of_the_previous_release_gets_a_frontier_from_its_watermark() {
+    let t0 = 1_000 * 60 * MIN;
+    let mut st = PartitionState::new(cfg());
+    st.apply_sale(&ev("1", "s1", "g", "A", SaleKind::Sale, 3, t0 + 1), t0);
+    st.apply_sale(&ev("2", "s1", "g", "B", SaleKind::Sale, 1, t0 + 20 * MIN), t0 + 20 * MIN);
+    let log: Vec<_> = st
+        .flush(t0 + 20 * MIN, &none)
+        .changelog
+        .into_iter()
+        .map(|(k, v)| {
+            // The meta record as version 3 wrote it: no frontier.
+            if k == changelog::meta_key() {
+                let mut v3 = vec![3u8, b'M'];
+                for x in [t0 + 20 * MIN, 0, -1, t0 + 20 * MIN, Millis::MIN] {
+                    v3.extend_from_slice(&x.to_le_bytes());
+                }
+                (k, Some(v3))
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    let mut st = restored_with(&log, widened());
+    // Key B's live 5-minute window [20, 25) is the oldest live one: windows before it
+    // with no state count nothing more; the hour is live.
+    assert_eq!(
+        st.apply_sale(&ev("3", "s2", "g", "A", SaleKind::Sale, 1, t0 + 2), t0 + 20 * MIN),
+        Outcome::Counted { windows: 1 }
+    );
+    assert_eq!(
+        st.apply_sale(&ev("4", "s2", "g", "A", SaleKind::Sale, 1, t0 + 21 * MIN), t0 + 20 * MIN),
+        Outcome::Counted { windows: 2 }
+    );
 }
