@@ -102,6 +102,10 @@ listen = "127.0.0.1:{pi}"
 stores_file = "{stores}"
 follow_stores_topic = false
 master_key = "6e6561726669656c642d64656d6f2d6f6e6c792d6d61737465722d6b6579"
+[ingest.limits]
+# The replay test backfills 3 h of history into a fresh deployment, past the 10 s
+# windows' horizon (docs/lateness.md): allowed explicitly, as an operator would.
+max_event_age_ms = 86400000
 [aggregate]
 listen = "127.0.0.1:{pa}"
 group_id = "agg-{id}"

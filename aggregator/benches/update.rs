@@ -14,7 +14,7 @@ use std::sync::Arc;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use dashmap::DashMap;
 use nearfield_aggregator::ids::{IdHasher, key_id};
-use nearfield_aggregator::state::{PartitionState, StateConfig};
+use nearfield_aggregator::state::{Expected, PartitionState, StateConfig};
 use nearfield_aggregator::window::Windowing;
 use nearfield_schemas::{SaleEvent, SaleKind};
 
@@ -70,6 +70,7 @@ fn cfg() -> Arc<StateConfig> {
             max_close_delay: 120_000,
         },
         currency: "CNY".into(),
+        coverage: vec![false, true, true],
     })
 }
 
@@ -195,7 +196,7 @@ fn bench(c: &mut Criterion) {
             },
             |mut st| {
                 // Far enough ahead that every 5-minute window closes.
-                let f = st.flush(now + 600_000, &|_| 10);
+                let f = st.flush(now + 600_000, &Expected(|_: &str| 10));
                 (st, f)
             },
             BatchSize::LargeInput,

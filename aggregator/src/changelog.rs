@@ -63,6 +63,9 @@ pub struct GridRec {
     pub size: Millis,
     pub start: Millis,
     pub stores: Vec<u64>,
+    /// Stores whose latest heartbeat held unsent sales, and how many (version 4; empty
+    /// before).
+    pub pending: Vec<(u64, u32)>,
 }
 
 /// A decoded value.
@@ -100,6 +103,9 @@ pub enum Record {
         /// 4; `None` before). Windows up to it are gone and count nothing more, even
         /// when allowed lateness is widened later.
         expired_through: Option<Vec<(Millis, Millis)>>,
+        /// Per window size: the end of the last window whose coverage was written,
+        /// `(size, end)` (version 4; `None` before).
+        covered_through: Option<Vec<(Millis, Millis)>>,
     },
 }
 
@@ -209,6 +215,10 @@ impl<'a> R<'a> {
         let n = self.count(1)?;
         String::from_utf8(self.take(n)?.to_vec()).map_err(|_| Error::Utf8)
     }
+    fn pairs(&mut self) -> Result<Vec<(i64, i64)>, Error> {
+        let n = self.count(16)?;
+        (0..n).map(|_| Ok((self.i64()?, self.i64()?))).collect()
+    }
     fn u64s(&mut self) -> Result<Vec<u64>, Error> {
         let n = self.count(8)?;
         (0..n).map(|_| self.u64()).collect()
@@ -243,6 +253,11 @@ pub fn encode(r: &Record) -> Vec<u8> {
                 w.i64(g.size);
                 w.i64(g.start);
                 w.u64s(&g.stores);
+                w.u64(g.pending.len() as u64);
+                for (store, n) in &g.pending {
+                    w.u64(*store);
+                    w.u64(u64::from(*n));
+                }
             }
         }
         Record::Dedupe { horizon, ids } => {
@@ -264,6 +279,7 @@ pub fn encode(r: &Record) -> Vec<u8> {
             last_advance_wall,
             wall_floor,
             expired_through,
+            covered_through,
         } => {
             w.0.push(b'M');
             w.i64(max_event_time.unwrap_or(i64::MIN));
@@ -271,11 +287,13 @@ pub fn encode(r: &Record) -> Vec<u8> {
             w.i64(*heartbeat_offset);
             w.i64(*last_advance_wall);
             w.i64(*wall_floor);
-            let through = expired_through.as_deref().unwrap_or_default();
-            w.u64(through.len() as u64);
-            for (size, end) in through {
-                w.i64(*size);
-                w.i64(*end);
+            for pairs in [expired_through, covered_through] {
+                let pairs = pairs.as_deref().unwrap_or_default();
+                w.u64(pairs.len() as u64);
+                for (size, end) in pairs {
+                    w.i64(*size);
+                    w.i64(*end);
+                }
             }
         }
     }
@@ -316,7 +334,20 @@ pub fn decode(bytes: &[u8]) -> Result<Record, Error> {
             let n = r.count(24)?;
             let mut windows = Vec::with_capacity(n);
             for _ in 0..n {
-                windows.push(GridRec { size: r.i64()?, start: r.i64()?, stores: r.u64s()? });
+                let (size, start, stores) = (r.i64()?, r.i64()?, r.u64s()?);
+                let pending = if v >= 4 {
+                    let n = r.count(16)?;
+                    (0..n)
+                        .map(|_| {
+                            let store = r.u64()?;
+                            let n = u32::try_from(r.u64()?).map_err(|_| Error::Mismatch)?;
+                            Ok((store, n))
+                        })
+                        .collect::<Result<_, Error>>()?
+                } else {
+                    Vec::new()
+                };
+                windows.push(GridRec { size, start, stores, pending });
             }
             Record::Grid { windows }
         }
@@ -330,12 +361,8 @@ pub fn decode(bytes: &[u8]) -> Result<Record, Error> {
                 heartbeat_offset: r.i64()?,
                 last_advance_wall: if v >= 3 { r.i64()? } else { i64::MIN },
                 wall_floor: if v >= 3 { r.i64()? } else { i64::MIN },
-                expired_through: if v >= 4 {
-                    let n = r.count(16)?;
-                    Some((0..n).map(|_| Ok((r.i64()?, r.i64()?))).collect::<Result<_, Error>>()?)
-                } else {
-                    None
-                },
+                expired_through: if v >= 4 { Some(r.pairs()?) } else { None },
+                covered_through: if v >= 4 { Some(r.pairs()?) } else { None },
             }
         }
         t => return Err(Error::Tag(t)),
@@ -378,13 +405,13 @@ mod tests {
             hb in any::<i64>(),
         ) {
             let windows = windows.into_iter().map(|(size, start, counters, revision)| WindowRec { size, start, counters, revision }).collect();
-            let grids = grids.into_iter().map(|(size, start, stores)| GridRec { size, start, stores }).collect();
+            let grids = grids.into_iter().map(|(size, start, stores)| GridRec { size, start, pending: stores.iter().map(|s| (*s, (*s % 7) as u32)).collect(), stores }).collect();
             for rec in [
                 Record::Key { grid: grid.clone(), sku: sku.clone(), windows },
                 Record::Grid { windows: grids },
                 Record::Dedupe { horizon: end, ids: ids.clone() },
                 Record::DedupeByFirstEnd { first_end: end, ids },
-                Record::Meta { max_event_time: mt, next_chunk: seq, heartbeat_offset: hb, last_advance_wall: hb.wrapping_mul(3), wall_floor: hb.wrapping_mul(5), expired_through: Some(vec![(300_000, hb), (3_600_000, end)]) },
+                Record::Meta { max_event_time: mt, next_chunk: seq, heartbeat_offset: hb, last_advance_wall: hb.wrapping_mul(3), wall_floor: hb.wrapping_mul(5), expired_through: Some(vec![(300_000, hb), (3_600_000, end)]), covered_through: Some(vec![(3_600_000, end)]) },
             ] {
                 prop_assert_eq!(decode(&encode(&rec)).expect("decodes"), rec);
             }
@@ -435,6 +462,7 @@ mod tests {
                         size: 300_000,
                         start: 1_764_000_000_000,
                         stores: vec![7, 42, 99],
+                        pending: vec![(42, 5)],
                     }],
                 },
             ),
@@ -448,6 +476,7 @@ mod tests {
                     last_advance_wall: 1_764_000_302_000,
                     wall_floor: 1_764_000_303_000,
                     expired_through: Some(vec![(300_000, 1_764_000_000_000)]),
+                    covered_through: Some(vec![(3_600_000, 1_764_000_000_000)]),
                 },
             ),
         ]
@@ -484,8 +513,20 @@ mod tests {
                 let stored = std::fs::read(dir.join(format!("{name}.bin"))).expect("old file");
                 assert_eq!(stored[0], version);
                 match &mut rec {
-                    Record::Meta { last_advance_wall, wall_floor, expired_through, .. } => {
+                    Record::Grid { windows } => {
+                        for g in windows {
+                            g.pending.clear();
+                        }
+                    }
+                    Record::Meta {
+                        last_advance_wall,
+                        wall_floor,
+                        expired_through,
+                        covered_through,
+                        ..
+                    } => {
                         *expired_through = None;
+                        *covered_through = None;
                         if version == 2 {
                             *last_advance_wall = i64::MIN;
                             *wall_floor = i64::MIN;

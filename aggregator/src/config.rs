@@ -30,6 +30,11 @@ pub struct AggregateConfig {
     /// A window closes at the latest this long (wall clock) after its end, even when its
     /// partition is quiet.
     pub max_close_delay_ms: i64,
+    /// Window sizes whose closed windows get a `GridCoverage` record per registered grid
+    /// on `coverage.v1` (each must be one of `windows_ms`). Unset: every size of 1 h or
+    /// more (5-minute coverage would be 288 records per grid a day), or the largest size
+    /// when all are shorter.
+    pub coverage_windows_ms: Option<Vec<i64>>,
     /// The deployment's currency: revenue sums only events in it.
     pub currency: String,
     /// Store registry file for `stores_expected` (inherits `ingest.stores_file`).
@@ -49,6 +54,7 @@ impl Default for AggregateConfig {
             grace_ms: PerSize::All(10_000),
             allowed_lateness_ms: PerSize::Each(vec![600_000, 7_200_000, 172_800_000]),
             max_close_delay_ms: 120_000,
+            coverage_windows_ms: None,
             currency: "CNY".into(),
             stores_file: None,
             follow_stores_topic: true,
@@ -98,6 +104,22 @@ impl AggregateConfig {
         }
     }
 
+    /// The sizes with coverage records (see `coverage_windows_ms`).
+    pub fn coverage_sizes(&self) -> Vec<i64> {
+        match &self.coverage_windows_ms {
+            Some(sizes) => sizes.clone(),
+            None => {
+                let long: Vec<i64> =
+                    self.windows_ms.iter().copied().filter(|s| *s >= 3_600_000).collect();
+                if long.is_empty() {
+                    self.windows_ms.iter().copied().max().into_iter().collect()
+                } else {
+                    long
+                }
+            }
+        }
+    }
+
     /// The exactly-once runtime's settings.
     pub fn runtime(&self) -> nearfield_eos::RuntimeConfig {
         self.exactly_once.runtime()
@@ -112,6 +134,12 @@ impl AggregateConfig {
         self.exactly_once
             .validate()
             .map_err(|(setting, rule)| ConfigError { setting, rule: rule.into() })?;
+        if let Some(s) = self.coverage_sizes().iter().find(|s| !self.windows_ms.contains(s)) {
+            return Err(ConfigError {
+                setting: "coverage_windows_ms",
+                rule: format!("{s} is not one of windows_ms"),
+            });
+        }
         if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()) {
             return Err(ConfigError {
                 setting: "currency",

@@ -15,6 +15,7 @@ pub const EVENTS_TOTAL: &str = "nearfield_aggregator_events_total";
 pub const HEARTBEATS_TOTAL: &str = "nearfield_aggregator_heartbeats_total";
 pub const WINDOWS_EMITTED_TOTAL: &str = "nearfield_aggregator_windows_emitted_total";
 pub const WINDOWS_EXPIRED_TOTAL: &str = "nearfield_aggregator_windows_expired_total";
+pub const COVERAGE_TOTAL: &str = "nearfield_aggregator_coverage_records_total";
 
 static EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
@@ -31,6 +32,12 @@ static EMITTED: LazyLock<IntCounterVec> = LazyLock::new(|| {
         WINDOWS_EMITTED_TOTAL,
         "DemandWindows written to demand.v1: final (revision 0) or revision (late data).",
         &["kind"],
+    )
+});
+static COVERAGE: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        COVERAGE_TOTAL,
+        "GridCoverage records written (one per registered grid per closed window).",
     )
 });
 static EXPIRED: LazyLock<IntCounter> = LazyLock::new(|| {
@@ -61,6 +68,7 @@ pub fn register_all() {
         EMITTED.with_label_values(&[k]);
     }
     LazyLock::force(&EXPIRED);
+    LazyLock::force(&COVERAGE);
     LazyLock::force(&WINDOWS);
     LazyLock::force(&KEYS_G);
     LazyLock::force(&DEDUPE);
@@ -99,6 +107,7 @@ pub struct Committed {
     pub finals: usize,
     pub revisions: usize,
     pub expired: usize,
+    pub coverage: usize,
 }
 impl Committed {
     pub fn emit(self) {
@@ -106,6 +115,7 @@ impl Committed {
         EMITTED.with_label_values(&["final"]).inc_by(self.finals as u64);
         EMITTED.with_label_values(&["revision"]).inc_by(self.revisions as u64);
         EXPIRED.inc_by(self.expired as u64);
+        COVERAGE.inc_by(self.coverage as u64);
     }
 }
 

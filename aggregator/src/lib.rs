@@ -92,13 +92,17 @@ pub async fn start(
     let state_cfg = Arc::new(state::StateConfig {
         windowing: config.windowing(),
         currency: config.currency.clone(),
+        coverage: {
+            let sizes = config.coverage_sizes();
+            config.windows_ms.iter().map(|s| sizes.contains(s)).collect()
+        },
     });
     let t = &kafka.topics;
     let wiring = Wiring {
         input: t.sales.clone(),
         changelog: t.aggregator_changelog.clone(),
         side_inputs: vec![t.heartbeats.clone()],
-        outputs: vec![t.demand.clone(), t.late.clone()],
+        outputs: vec![t.demand.clone(), t.late.clone(), t.coverage.clone()],
         dlq: t.dlq.clone(),
         reject_source: RejectSource::Aggregator,
     };

@@ -11,7 +11,7 @@ use nearfield_schemas::{Codec, Heartbeat, SaleEvent};
 
 use crate::internal_events::{Committed, StateGauges};
 use crate::query::{self, Answer, Query};
-use crate::state::{Outcome, PartitionState, StateConfig, StateSize};
+use crate::state::{Beat, Outcome, PartitionState, Registry, StateConfig, StateSize};
 use crate::stores::GridDirectory;
 
 /// Content type of a dead-lettered sale record.
@@ -52,6 +52,22 @@ impl nearfield_eos::PartitionState for PartitionState {
 
     fn watermark(&self) -> Option<Millis> {
         Some(PartitionState::watermark(self)).filter(|w| *w > Millis::MIN)
+    }
+}
+
+/// The registered grids of one input partition.
+struct PartitionGrids<'a> {
+    directory: &'a GridDirectory,
+    partition: i32,
+    partitions: i32,
+}
+
+impl Registry for PartitionGrids<'_> {
+    fn expected(&self, grid: &str) -> i32 {
+        self.directory.expected(grid)
+    }
+    fn grids(&self) -> Vec<(String, i32)> {
+        self.directory.grids_of_partition(self.partition, self.partitions)
     }
 }
 
@@ -112,7 +128,13 @@ impl Stage for Aggregator {
     ) -> Result<(), EosError> {
         match self.codec.decode::<Heartbeat>(r.payload) {
             Ok(hb) => {
-                state.apply_heartbeat(&hb.grid_id, &hb.store_id, hb.received_at, r.offset + 1, now);
+                let beat = Beat {
+                    grid_id: &hb.grid_id,
+                    store_id: &hb.store_id,
+                    at: hb.received_at,
+                    pending_events: hb.pending_events,
+                };
+                state.apply_heartbeat(beat, r.offset + 1, now);
                 out.summary.events.heartbeats += 1;
             }
             Err(e) => tracing::warn!(
@@ -131,7 +153,12 @@ impl Stage for Aggregator {
         now: Millis,
         out: &mut Emit<'_, Committed>,
     ) -> Result<(), EosError> {
-        let flushed = state.flush(now, &|g| self.directory.expected(g));
+        let registry = PartitionGrids {
+            directory: &self.directory,
+            partition: out.partition(),
+            partitions: out.input_partitions(),
+        };
+        let flushed = state.flush(now, &registry);
         for (k, v) in &flushed.changelog {
             out.changelog(k, v.as_deref())?;
         }
@@ -144,6 +171,11 @@ impl Stage for Aggregator {
                 out.summary.revisions += 1;
             }
         }
+        for c in &flushed.coverage {
+            let key = format!("{}|{}|{}", c.grid_id, c.window_start, c.window_end);
+            out.send_record(&self.topics.coverage, c.grid_id.as_bytes(), key.as_bytes(), c)?;
+        }
+        out.summary.coverage += flushed.coverage.len();
         out.summary.expired += flushed.expired_windows;
         Ok(())
     }

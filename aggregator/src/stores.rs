@@ -31,6 +31,24 @@ impl GridDirectory {
         self.inner.lock().map(|i| i.active_per_grid.get(grid).copied().unwrap_or(0)).unwrap_or(0)
     }
 
+    /// Grids with active stores whose records go to input partition `partition` of
+    /// `partitions` (sales and heartbeats are keyed by grid), and how many stores each has.
+    pub fn grids_of_partition(&self, partition: i32, partitions: i32) -> Vec<(String, i32)> {
+        let Ok(inner) = self.inner.lock() else { return Vec::new() };
+        let mut out: Vec<(String, i32)> = inner
+            .active_per_grid
+            .iter()
+            .filter(|(g, n)| {
+                **n > 0
+                    && nearfield_common::kafka::partition_for_key(g.as_bytes(), partitions)
+                        == partition
+            })
+            .map(|(g, n)| (g.clone(), *n))
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// Registered stores.
     pub fn len(&self) -> usize {
         self.inner.lock().map(|i| i.stores.len()).unwrap_or(0)

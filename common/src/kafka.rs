@@ -92,6 +92,8 @@ pub struct Topics {
     pub dlq: String,
     pub late: String,
     pub demand: String,
+    /// Per grid per closed window: how completely it reported (compacted).
+    pub coverage: String,
     pub stores: String,
     pub catalog: String,
     /// The aggregator's state changelog (compacted, co-partitioned with `sales`).
@@ -111,6 +113,7 @@ impl Default for Topics {
             dlq: "sales.dlq.v1".into(),
             late: "sales.late.v1".into(),
             demand: "demand.v1".into(),
+            coverage: "coverage.v1".into(),
             stores: "stores.v1".into(),
             catalog: "catalog.v1".into(),
             aggregator_changelog: "aggregator.changelog.v1".into(),
@@ -188,6 +191,7 @@ impl KafkaSettings {
             spec(&t.dlq, p.min(3), "delete"),
             spec(&t.late, p, "delete"),
             spec(&t.demand, p, "compact"),
+            spec(&t.coverage, p, "compact"),
             spec(&t.stores, 1, "compact"),
             spec(&t.catalog, 1, "compact"),
             spec(&t.aggregator_changelog, p, "compact"),

@@ -159,6 +159,7 @@ fn window(sku: &str, grid: &str, end: i64, net: i64, stores: i32, revision: i32)
         distinct_stores: stores,
         stores_reporting: stores + 1,
         stores_expected: stores + 1,
+        stores_pending: 0,
         revision,
         is_final: true,
         watermark: end + 60_000,

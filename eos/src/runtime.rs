@@ -233,6 +233,7 @@ fn run_once<S: Stage>(
             create: Arc::clone(&spec.create),
             settings: spec.settings.clone(),
             tokio: spec.tokio.clone(),
+            input_partitions,
         }),
         wiring: w.clone(),
         cfg: cfg.clone(),

@@ -160,6 +160,8 @@ pub(crate) struct Txn {
     tokio: tokio::runtime::Handle,
     /// Records sent since the transaction began.
     pub(crate) records: usize,
+    /// Partitions of the input topic.
+    pub(crate) input_partitions: i32,
 }
 
 impl std::fmt::Debug for Txn {
@@ -177,6 +179,7 @@ pub(crate) struct TxnParts {
     pub(crate) create: Arc<CreateOnDemand>,
     pub(crate) settings: KafkaSettings,
     pub(crate) tokio: tokio::runtime::Handle,
+    pub(crate) input_partitions: i32,
 }
 
 impl Txn {
@@ -193,6 +196,7 @@ impl Txn {
             settings: p.settings,
             tokio: p.tokio,
             records: 0,
+            input_partitions: p.input_partitions,
         }
     }
 
@@ -274,6 +278,12 @@ impl<T> Emit<'_, T> {
     /// The input partition being processed.
     pub fn partition(&self) -> i32 {
         self.partition
+    }
+
+    /// How many partitions the input topic has (e.g. to find which keys belong to this
+    /// partition).
+    pub fn input_partitions(&self) -> i32 {
+        self.txn.input_partitions
     }
 
     /// A changelog record of this partition (`None`: a tombstone).

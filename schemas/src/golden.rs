@@ -69,6 +69,7 @@ pub fn vectors() -> Vec<Vector> {
         distinct_stores: 9,
         stores_reporting: 11,
         stores_expected: 12,
+        stores_pending: 2,
         revision: 0,
         is_final: true,
         watermark: T0 + 305_000,
@@ -213,6 +214,20 @@ pub fn vectors() -> Vec<Vector> {
         ),
         vector("sku", &catalog),
         vector("rejected", &rejected),
+        vector(
+            "silent_grid",
+            &GridCoverage {
+                grid_id: "8831aa5553fffff".into(),
+                window_start: T0,
+                window_end: T0 + 3_600_000,
+                stores_expected: 6,
+                stores_reporting: 2,
+                stores_pending: 1,
+                pending_events: 37,
+                watermark: T0 + 3_610_000,
+                emitted_at: T0 + 3_610_400,
+            },
+        ),
     ]
 }
 

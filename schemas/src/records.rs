@@ -66,10 +66,27 @@ pub struct DemandWindow {
     pub distinct_stores: i32,
     pub stores_reporting: i32,
     pub stores_expected: i32,
+    /// Stores whose latest heartbeat in the window held sales not uploaded yet.
+    #[serde(default)]
+    pub stores_pending: i32,
     pub revision: i32,
     pub is_final: bool,
     pub watermark: Millis,
     pub last_event_at: Millis,
+    pub emitted_at: Millis,
+}
+
+/// How completely one grid reported during one closed window (`coverage.v1`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GridCoverage {
+    pub grid_id: String,
+    pub window_start: Millis,
+    pub window_end: Millis,
+    pub stores_expected: i32,
+    pub stores_reporting: i32,
+    pub stores_pending: i32,
+    pub pending_events: i64,
+    pub watermark: Millis,
     pub emitted_at: Millis,
 }
 

@@ -12,7 +12,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::records::{
-    CatalogRecord, DemandWindow, Heartbeat, PlanSignal, RejectedEvent, SaleEvent, StoreRecord,
+    CatalogRecord, DemandWindow, GridCoverage, Heartbeat, PlanSignal, RejectedEvent, SaleEvent,
+    StoreRecord,
 };
 
 /// A parsed schema with its identity.
@@ -123,6 +124,7 @@ records! {
     StoreRecord => ["v1"],
     CatalogRecord => ["v1"],
     RejectedEvent => ["v1"],
+    GridCoverage => [],
 }
 
 #[cfg(test)]
@@ -173,7 +175,8 @@ mod tests {
                 panic!("{name} and {other} share a fingerprint");
             }
         }
-        assert_eq!(seen.len(), 7);
+        assert_eq!(seen.len(), all.len());
+        assert_eq!(seen.len(), 8);
     }
 
     #[test]

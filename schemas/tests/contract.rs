@@ -60,6 +60,7 @@ fn fast_codec_round_trips_every_golden_vector() {
             "StoreRecord" => fast_round_trip::<StoreRecord>(&v.bytes),
             "CatalogRecord" => fast_round_trip::<CatalogRecord>(&v.bytes),
             "RejectedEvent" => fast_round_trip::<RejectedEvent>(&v.bytes),
+            "GridCoverage" => fast_round_trip::<GridCoverage>(&v.bytes),
             other => panic!("no Rust type for {other}"),
         }
     }

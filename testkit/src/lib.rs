@@ -256,6 +256,8 @@ pub struct Record {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,
+    /// Record headers (name, value as UTF-8, lossy).
+    pub headers: Vec<(String, String)>,
 }
 
 /// Reads every record of `topic` from the beginning up to the end offsets taken when the
@@ -309,6 +311,18 @@ pub fn read_topic(
                 offset: m.offset(),
                 key: m.key().map(<[u8]>::to_vec),
                 value: m.payload().map(<[u8]>::to_vec),
+                headers: m
+                    .headers()
+                    .map(|h| {
+                        use rdkafka::message::Headers;
+                        h.iter()
+                            .map(|x| {
+                                let v = x.value.map(String::from_utf8_lossy).unwrap_or_default();
+                                (x.key.to_string(), v.into_owned())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             }),
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
                 open.remove(&p);

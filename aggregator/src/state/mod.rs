@@ -22,7 +22,10 @@
 //! - `restore`: rebuilding the state from changelog records;
 //! - `tests`: the unit tests and the reference-model property test.
 
+mod grids;
 mod restore;
+use grids::GridState;
+pub use grids::{Expected, Registry};
 use restore::encode_key;
 #[cfg(test)]
 mod tests;
@@ -30,12 +33,25 @@ mod tests;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use nearfield_schemas::{DemandWindow, SaleEvent};
+use nearfield_schemas::{DemandWindow, GridCoverage, SaleEvent};
 
-use crate::changelog::{self, GridRec, Record};
-use crate::counters::{Counters, insert_sorted};
+use crate::changelog::{self, Record};
+use crate::counters::Counters;
 use crate::ids::{IdMap, IdSet, event_key, key_id, short_id};
 use crate::window::{Late, Millis, Windowing};
+
+/// Most windows of one size one flush writes coverage for (a partition back from a long
+/// idle catches up over several commits).
+pub const MAX_COVERAGE_WINDOWS: usize = 24;
+
+/// Per size, the set entries of `ends` as `(size, end)` (the changelog's form).
+fn per_size(w: &Windowing, ends: &[Millis]) -> Vec<(Millis, Millis)> {
+    ends.iter()
+        .enumerate()
+        .filter(|(_, end)| **end != Millis::MIN)
+        .map(|(i, end)| (w.sizes[i], *end))
+        .collect()
+}
 
 /// Most event ids in one changelog record (8 bytes each: 256 KiB).
 pub const DEDUPE_CHUNK_IDS: usize = 32_768;
@@ -86,29 +102,15 @@ impl KeyState {
     }
 }
 
-/// Stores of one grid that reported (a sale or a heartbeat), per live window.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct GridState {
-    windows: Vec<(usize, Millis, Vec<u64>)>,
-    dirty: bool,
-}
-
-impl GridState {
-    /// Adds `store` to the window; true when the grid changed.
-    fn report(&mut self, size_idx: usize, start: Millis, store: u64) -> bool {
-        let changed = match self.windows.iter_mut().find(|w| w.0 == size_idx && w.1 == start) {
-            Some(w) => insert_sorted(&mut w.2, store),
-            None => {
-                self.windows.push((size_idx, start, vec![store]));
-                true
-            }
-        };
-        changed && !std::mem::replace(&mut self.dirty, true)
-    }
-
-    fn reporting(&self, size_idx: usize, start: Millis) -> usize {
-        self.windows.iter().find(|w| w.0 == size_idx && w.1 == start).map_or(0, |w| w.2.len())
-    }
+/// A device heartbeat, as the state needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Beat<'a> {
+    pub grid_id: &'a str,
+    pub store_id: &'a str,
+    /// When it was received (ingest clock).
+    pub at: Millis,
+    /// Sales the device holds but has not uploaded.
+    pub pending_events: i32,
 }
 
 /// What an event did.
@@ -127,6 +129,8 @@ pub enum Outcome {
 pub struct Flushed {
     pub changelog: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     pub outputs: Vec<DemandWindow>,
+    /// Coverage of every registered grid for the windows that closed (`coverage.v1`).
+    pub coverage: Vec<GridCoverage>,
     /// Windows dropped after their allowed lateness.
     pub expired_windows: usize,
 }
@@ -137,6 +141,8 @@ pub struct StateConfig {
     pub windowing: Windowing,
     /// The deployment's currency: revenue sums only events in it.
     pub currency: String,
+    /// Per size index: whether closed windows of it get `GridCoverage` records.
+    pub coverage: Vec<bool>,
 }
 
 /// The state of one input partition.
@@ -174,6 +180,8 @@ pub struct PartitionState {
     /// Whether the restored changelog said where `expired_through` is (version 4); if not,
     /// [`PartitionState::restored`] derives it.
     frontier_restored: bool,
+    /// Per size index: the end of the last window whose coverage was written.
+    covered_through: Vec<Millis>,
 }
 
 /// Sizes of a partition's state (metrics).
@@ -220,6 +228,7 @@ impl PartitionState {
             windows: 0,
             expired_through: vec![Millis::MIN; cfg.windowing.sizes.len()],
             frontier_restored: false,
+            covered_through: vec![Millis::MIN; cfg.windowing.sizes.len()],
             cfg,
         }
     }
@@ -318,16 +327,12 @@ impl PartitionState {
         Outcome::Counted { windows }
     }
 
-    /// Records that `store_id` of `grid_id` was online at `at` (a device heartbeat), and
-    /// that the next heartbeat to read is at `next_offset`.
-    pub fn apply_heartbeat(
-        &mut self,
-        grid_id: &str,
-        store_id: &str,
-        at: Millis,
-        next_offset: i64,
-        now: Millis,
-    ) {
+    /// Records that a store was online at `at` (a device heartbeat) holding
+    /// `pending_events` sales not uploaded yet, and that the next heartbeat to read is at
+    /// `next_offset`.
+    pub fn apply_heartbeat(&mut self, beat: Beat<'_>, next_offset: i64, now: Millis) {
+        let Beat { grid_id, store_id, at, pending_events } = beat;
+        let pending = u32::try_from(pending_events).unwrap_or(0);
         self.heartbeat_offset = next_offset;
         self.meta_dirty = true;
         let now = self.clock(now);
@@ -340,16 +345,17 @@ impl PartitionState {
         let through = &self.expired_through;
         for (size_idx, start, _) in w.accepting(at, wm, now).filter(|x| x.2 > through[x.0]) {
             dirty |= grid.report(size_idx, start, store);
+            dirty |= grid.report_pending(size_idx, start, store, pending);
         }
         if dirty {
             self.dirty_grids.push(gid);
         }
     }
 
-    /// Closes due windows, emits closed windows that changed, drops expired state, and
-    /// returns the changelog records and outputs since the last flush. `expected(grid)` is
-    /// the number of active stores registered in a grid.
-    pub fn flush(&mut self, now: Millis, expected: &dyn Fn(&str) -> i32) -> Flushed {
+    /// Closes due windows, emits closed windows that changed and the coverage of every
+    /// registered grid for closed windows, drops expired state, and returns the changelog
+    /// records and outputs since the last flush.
+    pub fn flush(&mut self, now: Millis, registry: &dyn Registry) -> Flushed {
         let emitted_at = now;
         let now = self.clock(now);
         let mut out = Flushed::default();
@@ -398,15 +404,13 @@ impl PartitionState {
                 let closed = self.buckets.get(&(win.end, win.size_idx)).copied().unwrap_or(true);
                 if closed && (win.changed || win.revision < 0) {
                     win.revision += 1;
-                    let reporting = self
-                        .grids
-                        .get(&short_id(grid))
-                        .map_or(0, |g| g.reporting(win.size_idx, win.start));
+                    let g = self.grids.get(&short_id(grid));
+                    let reporting = g.map_or(0, |g| g.reporting(win.size_idx, win.start));
+                    let pending = g.map_or(0, |g| g.pending(win.size_idx, win.start).0);
                     out.outputs.push(demand_window(
                         (grid, sku),
                         win,
-                        reporting,
-                        expected(grid),
+                        (reporting, registry.expected(grid), pending),
                         &self.cfg.currency,
                         wm,
                         emitted_at,
@@ -441,7 +445,8 @@ impl PartitionState {
             }
             for (gid, g) in &mut self.grids {
                 let before = g.windows.len();
-                g.windows.retain(|x| !w.is_expired(x.0, x.1 + w.sizes[x.0], wm, now));
+                g.windows
+                    .retain(|x| !w.is_expired(x.size_idx, x.start + w.sizes[x.size_idx], wm, now));
                 if g.windows.len() != before && !std::mem::replace(&mut g.dirty, true) {
                     self.dirty_grids.push(*gid);
                 }
@@ -454,15 +459,7 @@ impl PartitionState {
                 self.grids.remove(&gid);
                 out.changelog.push((changelog::grid_key(gid), None));
             } else {
-                let windows = g
-                    .windows
-                    .iter()
-                    .map(|(i, start, stores)| GridRec {
-                        size: w.sizes[*i],
-                        start: *start,
-                        stores: stores.clone(),
-                    })
-                    .collect();
+                let windows = g.records(w);
                 out.changelog.push((
                     changelog::grid_key(gid),
                     Some(changelog::encode(&Record::Grid { windows })),
@@ -502,6 +499,7 @@ impl PartitionState {
             self.chunks.remove(&seq);
             out.changelog.push((changelog::dedupe_key(seq), None));
         }
+        self.cover(registry, wm, now, emitted_at, &mut out);
         if std::mem::take(&mut self.meta_dirty) {
             out.changelog.push((
                 changelog::meta_key(),
@@ -511,18 +509,62 @@ impl PartitionState {
                     heartbeat_offset: self.heartbeat_offset,
                     last_advance_wall: self.last_advance_wall,
                     wall_floor: self.wall_floor,
-                    expired_through: Some(
-                        self.expired_through
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, end)| **end != Millis::MIN)
-                            .map(|(i, end)| (w.sizes[i], *end))
-                            .collect(),
-                    ),
+                    expired_through: Some(per_size(w, &self.expired_through)),
+                    covered_through: Some(per_size(w, &self.covered_through)),
                 })),
             ));
         }
         out
+    }
+
+    /// Writes the coverage of every registered grid of the partition for each window of a
+    /// coverage size that closed since the last flush — by time, so a grid (or a whole
+    /// partition) without sales gets its records too. It starts with the window the
+    /// partition's watermark is in when it first has one, and catches up at most
+    /// [`MAX_COVERAGE_WINDOWS`] windows per size and flush.
+    fn cover(
+        &mut self,
+        registry: &dyn Registry,
+        wm: Millis,
+        now: Millis,
+        emitted_at: Millis,
+        out: &mut Flushed,
+    ) {
+        if wm == Millis::MIN {
+            return;
+        }
+        let cfg = Arc::clone(&self.cfg);
+        let w = &cfg.windowing;
+        let mut grids: Option<Vec<(String, i32)>> = None;
+        for (i, &size) in w.sizes.iter().enumerate() {
+            if !cfg.coverage.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            if self.covered_through[i] == Millis::MIN {
+                self.covered_through[i] = Windowing::start(wm, size);
+                self.meta_dirty = true;
+            }
+            for _ in 0..MAX_COVERAGE_WINDOWS {
+                let start = self.covered_through[i];
+                let end = start.saturating_add(size);
+                if !w.is_closed(i, end, wm, now) {
+                    break;
+                }
+                for (grid, expected) in grids.get_or_insert_with(|| registry.grids()).iter() {
+                    let state = self.grids.get(&short_id(grid));
+                    let rec = grids::coverage(
+                        (grid.clone(), *expected),
+                        state,
+                        (i, start, end),
+                        wm,
+                        emitted_at,
+                    );
+                    out.coverage.push(rec);
+                }
+                self.covered_through[i] = end;
+                self.meta_dirty = true;
+            }
+        }
     }
 
     /// The live windows of a grid × SKU (the live query).
@@ -563,8 +605,7 @@ impl PartitionState {
         }
         for g in self.grids.values() {
             grid_windows += g.windows.len();
-            bytes += map_entry(8, size_of::<GridState>())
-                + g.windows.iter().map(|w| 40 + w.2.capacity() * 8).sum::<usize>();
+            bytes += map_entry(8, size_of::<GridState>()) + g.heap_bytes();
         }
         StateSize {
             keys: self.keys.len(),
@@ -579,8 +620,7 @@ impl PartitionState {
 fn demand_window(
     (grid, sku): (&str, &str),
     win: &WindowState,
-    stores_reporting: usize,
-    stores_expected: i32,
+    (stores_reporting, stores_expected, stores_pending): (usize, i32, usize),
     currency: &str,
     watermark: Millis,
     now: Millis,
@@ -601,6 +641,7 @@ fn demand_window(
         distinct_stores: i32::try_from(c.stores.len()).unwrap_or(i32::MAX),
         stores_reporting: i32::try_from(stores_reporting).unwrap_or(i32::MAX),
         stores_expected,
+        stores_pending: i32::try_from(stores_pending).unwrap_or(i32::MAX),
         revision: win.revision,
         is_final: true,
         watermark,

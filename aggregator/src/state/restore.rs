@@ -4,7 +4,8 @@
 use crate::changelog::{self, Record, WindowRec};
 use crate::window::{Millis, Windowing};
 
-use super::{GridState, KeyState, PartitionState, WindowState};
+use super::grids::{GridState, GridWindow};
+use super::{KeyState, PartitionState, WindowState};
 
 impl PartitionState {
     /// Applies one changelog record read back during restore (`None`: a tombstone).
@@ -58,7 +59,14 @@ impl PartitionState {
             (changelog::Key::Grid(gid), Record::Grid { windows }) => {
                 let windows = windows
                     .into_iter()
-                    .filter_map(|g| size_idx(g.size).map(|i| (i, g.start, g.stores)))
+                    .filter_map(|g| {
+                        size_idx(g.size).map(|size_idx| GridWindow {
+                            size_idx,
+                            start: g.start,
+                            stores: g.stores,
+                            pending: g.pending,
+                        })
+                    })
                     .collect();
                 self.grids.insert(gid, GridState { windows, dirty: false });
             }
@@ -80,8 +88,14 @@ impl PartitionState {
                     last_advance_wall,
                     wall_floor,
                     expired_through,
+                    covered_through,
                 },
             ) => {
+                for (size, end) in covered_through.unwrap_or_default() {
+                    if let Some(i) = size_idx(size) {
+                        self.covered_through[i] = end;
+                    }
+                }
                 if let Some(through) = expired_through {
                     self.frontier_restored = true;
                     for (size, end) in through {

@@ -20,6 +20,7 @@ fn cfg() -> Arc<StateConfig> {
             max_close_delay: 2 * MIN,
         },
         currency: "CNY".into(),
+        coverage: vec![false, true],
     })
 }
 
@@ -47,9 +48,12 @@ fn ev(
     }
 }
 
-fn none(_: &str) -> i32 {
+fn seven(_: &str) -> i32 {
     7
 }
+
+/// Seven stores expected in every grid; no registered grids to cover.
+static NONE: Expected<fn(&str) -> i32> = Expected(seven);
 
 #[test]
 fn counts_close_once_and_revise_on_late_data() {
@@ -76,11 +80,11 @@ fn counts_close_once_and_revise_on_late_data() {
         st.apply_sale(&ev("1", "s3", "g", "A", SaleKind::Sale, 1, t0 + 4), t0),
         Outcome::Counted { windows: 2 }
     );
-    let f = st.flush(t0, &none);
+    let f = st.flush(t0, &NONE);
     assert!(f.outputs.is_empty(), "nothing closes before the watermark passes");
     // An event 6 minutes later moves the watermark past the first 5-minute window + grace.
     st.apply_sale(&ev("4", "s1", "g", "B", SaleKind::Sale, 1, t0 + 6 * MIN), t0 + 6 * MIN);
-    let f = st.flush(t0 + 6 * MIN, &none);
+    let f = st.flush(t0 + 6 * MIN, &NONE);
     assert_eq!(f.outputs.len(), 1);
     let w = &f.outputs[0];
     assert_eq!((w.sku.as_str(), w.window_start, w.window_end), ("A", t0, t0 + 5 * MIN));
@@ -92,14 +96,14 @@ fn counts_close_once_and_revise_on_late_data() {
         st.apply_sale(&ev("5", "s4", "g", "A", SaleKind::Sale, 2, t0 + 10), t0 + 6 * MIN),
         Outcome::Counted { windows: 2 }
     );
-    let f = st.flush(t0 + 6 * MIN, &none);
+    let f = st.flush(t0 + 6 * MIN, &NONE);
     assert_eq!(f.outputs.len(), 1);
     assert_eq!((f.outputs[0].revision, f.outputs[0].units_sold), (1, 6));
     // Past the 5-minute window's lateness it counts in its hour only (the 5-minute
     // window's state is gone).
     let later = t0 + 30 * MIN;
     st.apply_sale(&ev("6", "s1", "g", "B", SaleKind::Sale, 1, later), later);
-    let _ = st.flush(later, &none);
+    let _ = st.flush(later, &NONE);
     assert_eq!(
         st.apply_sale(&ev("7", "s1", "g", "A", SaleKind::Sale, 1, t0 + 20), later),
         Outcome::Counted { windows: 1 }
@@ -126,7 +130,7 @@ fn a_shop_offline_for_hours_counts_in_its_open_windows_and_once() {
     // On-time traffic runs 15 minutes past the hour's first quarter.
     st.apply_sale(&ev("on", "s1", "g", "A", SaleKind::Sale, 1, t0 + MIN), t0 + MIN);
     st.apply_sale(&ev("x", "s2", "g", "B", SaleKind::Sale, 1, t0 + 16 * MIN), t0 + 16 * MIN);
-    let f = st.flush(t0 + 16 * MIN, &none);
+    let f = st.flush(t0 + 16 * MIN, &NONE);
     assert!(f.outputs.iter().any(|o| o.sku == "A" && o.window_end == t0 + 5 * MIN));
     // The offline shop uploads its sale of minute 2: its 5-minute window expired, its
     // hour is open.
@@ -134,7 +138,7 @@ fn a_shop_offline_for_hours_counts_in_its_open_windows_and_once() {
     assert_eq!(st.apply_sale(&late, t0 + 16 * MIN), Outcome::Counted { windows: 1 });
     // The device retries (it never saw the ack): counted once.
     assert_eq!(st.apply_sale(&late, t0 + 16 * MIN), Outcome::Duplicate);
-    let f = st.flush(t0 + 90 * MIN, &none);
+    let f = st.flush(t0 + 90 * MIN, &NONE);
     let hour = f.outputs.iter().find(|o| o.sku == "A" && o.window_end == t0 + 60 * MIN);
     assert_eq!(hour.map(|o| (o.units_sold, o.event_count, o.distinct_stores)), Some((5, 2, 2)));
 }
@@ -144,8 +148,8 @@ fn a_quiet_partition_closes_by_wall_clock() {
     let mut st = PartitionState::new(cfg());
     let t0 = 1_000 * 60 * MIN;
     st.apply_sale(&ev("1", "s1", "g", "A", SaleKind::Sale, 1, t0), t0);
-    assert!(st.flush(t0 + 5 * MIN + MIN, &none).outputs.is_empty());
-    let f = st.flush(t0 + 5 * MIN + 2 * MIN, &none);
+    assert!(st.flush(t0 + 5 * MIN + MIN, &NONE).outputs.is_empty());
+    let f = st.flush(t0 + 5 * MIN + 2 * MIN, &NONE);
     assert_eq!(f.outputs.len(), 1, "closed max_close_delay after its end");
 }
 
@@ -153,10 +157,18 @@ fn a_quiet_partition_closes_by_wall_clock() {
 fn heartbeats_count_towards_reporting_stores() {
     let mut st = PartitionState::new(cfg());
     let t0 = 1_000 * 60 * MIN;
-    st.apply_heartbeat("g", "s9", t0 + 5, 11, t0);
-    st.apply_heartbeat("g", "s8", t0 + 5, 12, t0);
+    st.apply_heartbeat(
+        Beat { grid_id: "g", store_id: "s9", at: t0 + 5, pending_events: 0 },
+        11,
+        t0,
+    );
+    st.apply_heartbeat(
+        Beat { grid_id: "g", store_id: "s8", at: t0 + 5, pending_events: 0 },
+        12,
+        t0,
+    );
     st.apply_sale(&ev("1", "s1", "g", "A", SaleKind::Sale, 1, t0), t0);
-    let f = st.flush(t0 + 8 * MIN, &none);
+    let f = st.flush(t0 + 8 * MIN, &NONE);
     assert_eq!(f.outputs[0].stores_reporting, 3);
     assert_eq!(st.heartbeat_offset(), 12);
 }
@@ -169,7 +181,7 @@ fn dedupe_ids_are_written_in_bounded_chunks() {
     for i in 0..n {
         st.apply_sale(&ev(&i.to_string(), "s1", "g", "A", SaleKind::Sale, 1, t0), t0);
     }
-    let f = st.flush(t0, &none);
+    let f = st.flush(t0, &NONE);
     let chunks: Vec<usize> = f
         .changelog
         .iter()
@@ -282,7 +294,7 @@ proptest! {
                 Step::Flush { advance } => {
                     now += advance;
                     tick(advanced, &mut floor, now);
-                    let f = st.flush(now, &none);
+                    let f = st.flush(now, &NONE);
                     for (k, v) in f.changelog {
                         match v { Some(v) => { log.insert(k, v); } None => { log.remove(&k); } }
                     }
@@ -304,7 +316,7 @@ proptest! {
             }
         }
         // Let everything close and expire.
-        let f = st.flush(Millis::MAX / 4, &none);
+        let f = st.flush(Millis::MAX / 4, &NONE);
         outputs.extend(f.outputs);
         prop_assert_eq!(st.size().windows, 0);
         prop_assert_eq!(st.size().dedupe_ids, 0);
@@ -345,10 +357,10 @@ fn a_window_dropped_under_narrower_lateness_is_not_made_again() {
     let t0 = 1_000 * 60 * MIN;
     let mut log = Vec::new();
     st.apply_sale(&ev("1", "s1", "g", "A", SaleKind::Sale, 3, t0 + 1), t0);
-    log.extend(st.flush(t0, &none).changelog);
+    log.extend(st.flush(t0, &NONE).changelog);
     // 20 minutes on: the first 5-minute window expired (lateness 10 min) and was dropped.
     st.apply_sale(&ev("2", "s1", "g", "B", SaleKind::Sale, 1, t0 + 20 * MIN), t0 + 20 * MIN);
-    let f = st.flush(t0 + 20 * MIN, &none);
+    let f = st.flush(t0 + 20 * MIN, &NONE);
     assert!(f.expired_windows >= 1);
     log.extend(f.changelog);
     // Restarted with 1 h of lateness for every size: the 5-minute window would accept a
@@ -370,7 +382,7 @@ fn a_changelog_of_the_previous_release_gets_a_frontier_from_its_watermark() {
     st.apply_sale(&ev("1", "s1", "g", "A", SaleKind::Sale, 3, t0 + 1), t0);
     st.apply_sale(&ev("2", "s1", "g", "B", SaleKind::Sale, 1, t0 + 20 * MIN), t0 + 20 * MIN);
     let log: Vec<_> = st
-        .flush(t0 + 20 * MIN, &none)
+        .flush(t0 + 20 * MIN, &NONE)
         .changelog
         .into_iter()
         .map(|(k, v)| {

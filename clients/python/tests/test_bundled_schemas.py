@@ -15,7 +15,11 @@ def test_bundled_schemas_equal_the_contract():
             "clients/python/src/nearfield_plans/schemas/avro/"
         )
         for version in codec.RELEASES:
-            src = (SCHEMAS / "released" / version / f"{record}.avsc").read_text()
+            released = SCHEMAS / "released" / version / f"{record}.avsc"
+            if not released.is_file():
+                assert not bundled.joinpath("released", version, f"{record}.avsc").is_file()
+                continue
+            src = released.read_text()
             assert bundled.joinpath("released", version, f"{record}.avsc").read_text() == src
     assert sorted(p.name for p in (SCHEMAS / "released").iterdir()) == codec.RELEASES
     assert sorted(p.stem for p in (SCHEMAS / "avro").glob("*.avsc")) == sorted(codec.RECORDS)

@@ -63,6 +63,7 @@ fn win(g: usize, end: i64, net: i64, stores: i32, revision: i32) -> DemandWindow
         distinct_stores: stores,
         stores_reporting: stores,
         stores_expected: stores,
+        stores_pending: 0,
         revision,
         is_final: true,
         watermark: end,

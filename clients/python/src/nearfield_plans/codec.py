@@ -34,6 +34,7 @@ RECORDS: List[str] = [
     "Heartbeat",
     "StoreRecord",
     "CatalogRecord",
+    "GridCoverage",
 ]
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
@@ -53,6 +54,9 @@ def schema_versions(record: str) -> List[Tuple[str, dict]]:
     """The current schema, then each released version, newest first, parsed."""
     out = [("current", fastavro.parse_schema(_load(f"avro/{record}.avsc")))]
     for version in reversed(RELEASES):
+        path = resources.files(__package__).joinpath("schemas", "released", version, f"{record}.avsc")
+        if not path.is_file():
+            continue  # the record is newer than this release
         out.append((version, fastavro.parse_schema(_load(f"released/{version}/{record}.avsc"))))
     return out
 

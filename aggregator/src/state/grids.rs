@@ -1,0 +1,176 @@
+//! Completeness per grid: which stores of a grid reported (a sale or a device heartbeat)
+//! during each live window, and which said they hold sales not uploaded yet (heartbeat
+//! `pending_events`); and the `GridCoverage` records of closed windows, written for every
+//! grid with registered stores whether it sold or not.
+
+use nearfield_schemas::GridCoverage;
+
+use crate::changelog::GridRec;
+use crate::counters::insert_sorted;
+use crate::window::{Millis, Windowing};
+
+/// The registered grids an aggregator partition answers for.
+pub trait Registry {
+    /// Active stores registered in `grid`.
+    fn expected(&self, grid: &str) -> i32;
+    /// Every grid of this partition with active registered stores, and how many.
+    fn grids(&self) -> Vec<(String, i32)>;
+}
+
+/// A registry without grids: `expected` from a function (tests, benchmarks).
+pub struct Expected<F: Fn(&str) -> i32>(pub F);
+
+impl<F: Fn(&str) -> i32> std::fmt::Debug for Expected<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Expected(..)")
+    }
+}
+
+impl<F: Fn(&str) -> i32> Registry for Expected<F> {
+    fn expected(&self, grid: &str) -> i32 {
+        (self.0)(grid)
+    }
+    fn grids(&self) -> Vec<(String, i32)> {
+        Vec::new()
+    }
+}
+
+/// One grid during one window.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct GridWindow {
+    pub(super) size_idx: usize,
+    pub(super) start: Millis,
+    /// Stores that reported, sorted.
+    pub(super) stores: Vec<u64>,
+    /// Stores whose latest heartbeat in the window held unsent sales, and how many;
+    /// sorted by store.
+    pub(super) pending: Vec<(u64, u32)>,
+}
+
+/// Stores of one grid that reported, per live window.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct GridState {
+    pub(super) windows: Vec<GridWindow>,
+    pub(super) dirty: bool,
+}
+
+impl GridState {
+    fn window(&mut self, size_idx: usize, start: Millis) -> &mut GridWindow {
+        let i = match self.windows.iter().position(|w| w.size_idx == size_idx && w.start == start) {
+            Some(i) => i,
+            None => {
+                self.windows.push(GridWindow { size_idx, start, ..GridWindow::default() });
+                self.windows.len() - 1
+            }
+        };
+        &mut self.windows[i]
+    }
+
+    /// Adds `store` to the window; true when the grid just became dirty.
+    pub(super) fn report(&mut self, size_idx: usize, start: Millis, store: u64) -> bool {
+        let changed = insert_sorted(&mut self.window(size_idx, start).stores, store);
+        changed && !std::mem::replace(&mut self.dirty, true)
+    }
+
+    /// Records a heartbeat's backlog (`0`: none); true when the grid just became dirty.
+    pub(super) fn report_pending(
+        &mut self,
+        size_idx: usize,
+        start: Millis,
+        store: u64,
+        events: u32,
+    ) -> bool {
+        let pending = &mut self.window(size_idx, start).pending;
+        let changed = match (pending.binary_search_by_key(&store, |p| p.0), events) {
+            (Ok(i), 0) => {
+                pending.remove(i);
+                true
+            }
+            (Ok(i), n) => std::mem::replace(&mut pending[i].1, n) != n,
+            (Err(_), 0) => false,
+            (Err(i), n) => {
+                pending.insert(i, (store, n));
+                true
+            }
+        };
+        changed && !std::mem::replace(&mut self.dirty, true)
+    }
+
+    fn find(&self, size_idx: usize, start: Millis) -> Option<&GridWindow> {
+        self.windows.iter().find(|w| w.size_idx == size_idx && w.start == start)
+    }
+
+    pub(super) fn reporting(&self, size_idx: usize, start: Millis) -> usize {
+        self.find(size_idx, start).map_or(0, |w| w.stores.len())
+    }
+
+    /// Stores holding unsent sales, and the sum of what they hold.
+    pub(super) fn pending(&self, size_idx: usize, start: Millis) -> (usize, i64) {
+        self.find(size_idx, start)
+            .map_or((0, 0), |w| (w.pending.len(), w.pending.iter().map(|p| i64::from(p.1)).sum()))
+    }
+
+    /// The changelog form of the live windows.
+    pub(super) fn records(&self, w: &Windowing) -> Vec<GridRec> {
+        self.windows
+            .iter()
+            .map(|g| GridRec {
+                size: w.sizes[g.size_idx],
+                start: g.start,
+                stores: g.stores.clone(),
+                pending: g.pending.clone(),
+            })
+            .collect()
+    }
+
+    /// Estimated heap bytes.
+    pub(super) fn heap_bytes(&self) -> usize {
+        self.windows
+            .iter()
+            .map(|w| size_of::<GridWindow>() + w.stores.capacity() * 8 + w.pending.capacity() * 16)
+            .sum()
+    }
+}
+
+/// The coverage record of one grid for one closed window.
+pub(super) fn coverage(
+    (grid, expected): (String, i32),
+    state: Option<&GridState>,
+    (size_idx, start, end): (usize, Millis, Millis),
+    watermark: Millis,
+    now: Millis,
+) -> GridCoverage {
+    let reporting = state.map_or(0, |g| g.reporting(size_idx, start));
+    let (pending, events) = state.map_or((0, 0), |g| g.pending(size_idx, start));
+    let int = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    GridCoverage {
+        grid_id: grid,
+        window_start: start,
+        window_end: end,
+        stores_expected: expected,
+        stores_reporting: int(reporting),
+        stores_pending: int(pending),
+        pending_events: events,
+        watermark,
+        emitted_at: now,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_latest_heartbeat_of_a_store_says_what_it_holds() {
+        let mut g = GridState::default();
+        assert!(g.report_pending(0, 0, 7, 12));
+        g.dirty = false;
+        assert!(g.report_pending(0, 0, 9, 3));
+        assert!(!g.report_pending(0, 0, 7, 5), "already dirty");
+        assert_eq!(g.pending(0, 0), (2, 8));
+        g.report_pending(0, 0, 7, 0);
+        assert_eq!(g.pending(0, 0), (1, 3), "an empty backlog clears the store");
+        assert_eq!(g.pending(1, 0), (0, 0));
+        assert_eq!(g.reporting(0, 0), 0, "a backlog alone is not a report");
+    }
+}
