@@ -20,6 +20,10 @@ for rec in SaleEvent DemandWindow PlanSignal Heartbeat StoreRecord CatalogRecord
   done
   i=$((i + 1))
 done
+# Byte 9 selects GridCoverage (added after the first seven).
+for f in schemas/testdata/GridCoverage/*.avro; do
+  { printf '\x09'; cat "$f"; } >"$corpus/seed-GridCoverage-$(basename "$f")"
+done
 # Byte 7 selects the aggregator's changelog decoder.
 for f in aggregator/testdata/changelog/*.bin; do
   { printf '\x07'; cat "$f"; } >"$corpus/seed-changelog-$(basename "$f")"

@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&pick, msg)) = data.split_first() else {
         return;
     };
-    match pick % 9 {
+    match pick % 10 {
         0 => check::<SaleEvent>(&codec, msg),
         1 => check::<DemandWindow>(&codec, msg),
         2 => check::<PlanSignal>(&codec, msg),
@@ -33,6 +33,7 @@ fuzz_target!(|data: &[u8]| {
         4 => check::<StoreRecord>(&codec, msg),
         5 => check::<CatalogRecord>(&codec, msg),
         6 => check::<RejectedEvent>(&codec, msg),
+        9 => check::<GridCoverage>(&codec, msg),
         8 => {
             use std::sync::{Arc, LazyLock};
             static CFG: LazyLock<Arc<nearfield_emitter::state::StateConfig>> =
@@ -49,7 +50,11 @@ fuzz_target!(|data: &[u8]| {
             use nearfield_aggregator::changelog;
             let _ = changelog::parse_key(msg);
             if let Ok(rec) = changelog::decode(msg) {
-                assert_eq!(changelog::decode(&changelog::encode(&rec)), Ok(rec));
+                // An older version's record re-encodes in the current one (fields it lacks
+                // at their defaults); from there, encoding is stable.
+                let once = changelog::encode(&rec);
+                let back = changelog::decode(&once).expect("a re-encoded record decodes");
+                assert_eq!(changelog::encode(&back), once);
             }
         }
     }
