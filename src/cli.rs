@@ -82,10 +82,22 @@ enum Command {
     },
     /// Backfill historical sales from a CSV file through ingest, signed as the stores'
     /// devices, at a speed-up of event time, with a progress bar (see docs/replay.md).
+    ///
+    /// With `--late` instead of a file: apply what is in `sales.late.v1` as corrections
+    /// (revisions) of the windows it missed, exactly once (docs/lateness.md).
     Replay {
         /// CSV with a header: event_id, store_id, sku, quantity, unit_price_minor,
         /// occurred_at (UTC ms), and optionally kind, currency, device_id.
-        file: PathBuf,
+        #[arg(required_unless_present = "late", conflicts_with = "late")]
+        file: Option<PathBuf>,
+        /// Apply `sales.late.v1` (what earlier runs did not) to `demand.v1` and print a
+        /// JSON summary.
+        #[arg(long)]
+        late: bool,
+        /// Consumer group (and transactional id) of `--late`: keep it, it remembers what
+        /// was applied.
+        #[arg(long, default_value = nearfield_aggregator::late::GROUP, requires = "late")]
+        group: String,
         /// Event time runs this many times faster than wall time (0: as fast as ingest
         /// takes it).
         #[arg(long, default_value_t = 0.0)]
@@ -218,7 +230,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let summary = nearfield_simulator::run(sim, shutdown::on_signal()).await?;
             write_stdout(&format!("{}\n", serde_json::to_string(&summary)?))
         }
-        Command::Replay { file, speedup, batch, target, acked_log } => {
+        Command::Replay { late: true, group, .. } => {
+            let (kafka, agg) = (cfg.kafka.clone(), cfg.aggregate.clone());
+            let summary = tokio::task::spawn_blocking(move || {
+                nearfield_aggregator::late::replay(&kafka, &agg.windowing(), &agg.currency, &group)
+            })
+            .await??;
+            write_stdout(&format!("{}\n", serde_json::to_string(&summary)?))
+        }
+        Command::Replay { file, speedup, batch, target, acked_log, .. } => {
+            let file = file.context("a CSV file to replay, or --late")?;
             let mut sim = cfg.simulate;
             sim.target = target.unwrap_or(sim.target);
             sim.acked_log = acked_log.or(sim.acked_log);

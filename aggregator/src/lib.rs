@@ -17,6 +17,7 @@
 //! - [`changelog`]: the changelog record codec (versioned, with goldens).
 //! - [`stores`]: active stores per grid (`stores_expected`).
 //! - [`stage`]: the aggregator as a `nearfield_eos::Stage`.
+//! - [`late`]: `nearfield replay --late`, corrections from `sales.late.v1`.
 //! - [`query`]: the live query, answered on the loop's thread.
 //! - [`http`]: live query routes.
 //! - [`internal_events`]: logs and metrics.
@@ -27,6 +28,7 @@ pub mod counters;
 pub mod http;
 pub mod ids;
 pub mod internal_events;
+pub mod late;
 pub mod query;
 pub mod stage;
 pub mod state;

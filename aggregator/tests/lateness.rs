@@ -244,6 +244,40 @@ async fn offline_shops_count_in_the_windows_that_still_accept_them() {
     assert!(header(LATE_REASON_HEADER).contains("every window of occurred_at has expired"));
     assert_eq!(header(LATE_EXPIRED_AT_HEADER), (t0 + 900 * SEC).to_string());
 
+    // `replay --late`: the late sale becomes a revision of each window it missed.
+    let windowing = nearfield_aggregator::window::Windowing {
+        sizes: SIZES.to_vec(),
+        grace: vec![0; 3],
+        allowed_lateness: vec![5 * SEC, 120 * SEC, 600 * SEC],
+        out_of_orderness: SEC,
+        max_close_delay: 86_400 * SEC,
+    };
+    let group = format!("replay-{id}");
+    let replay = async || {
+        let (s, w, g) = (settings.clone(), windowing.clone(), group.clone());
+        tokio::task::spawn_blocking(move || nearfield_aggregator::late::replay(&s, &w, "CNY", &g))
+            .await
+            .expect("join")
+            .expect("replay")
+    };
+    let before = finals(&topics.demand).await;
+    let run = replay().await;
+    assert_eq!((run.applied, run.windows_revised, run.windows_created), (1, 3, 0), "{run:?}");
+    let after = finals(&topics.demand).await;
+    for (size, units) in [(10 * SEC, 10), (60 * SEC, 16), (300 * SEC, 27)] {
+        let (old, new) = (&before[&(size, t0)], &after[&(size, t0)]);
+        assert_eq!((new.units_sold, new.revision), (units, old.revision + 1), "{size}: {new:?}");
+        assert_eq!(new.event_count, old.event_count + 1);
+    }
+    // Nothing new: nothing applied. The device retries e10 (late again): a duplicate.
+    assert_eq!(replay().await.applied, 0);
+    sale(event("e10", "s4", grid, 5, t0 + 6 * SEC)).await;
+    let late_topic = topics.late.clone();
+    until("the retry is late too", async || read(&late_topic).await.len() == 2).await;
+    let run = replay().await;
+    assert_eq!((run.applied, run.duplicates), (0, 1), "{run:?}");
+    assert_eq!(finals(&topics.demand).await[&(300 * SEC, t0)].units_sold, 27);
+
     agg.token.cancel();
     (&mut agg.done.done).await.expect("join").expect("stopped cleanly");
 }
