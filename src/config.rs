@@ -11,6 +11,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use nearfield_aggregator::AggregateConfig;
 use nearfield_common::kafka::KafkaSettings;
+use nearfield_common::operator::OperatorToken;
 use nearfield_emitter::EmitConfig;
 use nearfield_ingest::IngestConfig;
 use nearfield_live::LiveConfig;
@@ -27,6 +28,16 @@ pub struct Config {
     pub emit: EmitConfig,
     pub live: LiveConfig,
     pub simulate: SimulateConfig,
+    pub operator: OperatorConfig,
+}
+
+/// `[operator]`: the token the query and admin endpoints of the aggregator, the emitter
+/// and the live page require (SPEC §8); `NEARFIELD_OPERATOR_TOKEN` takes precedence.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OperatorConfig {
+    /// A file holding the token (e.g. a mounted Kubernetes Secret).
+    pub token_file: Option<PathBuf>,
 }
 
 fn resolve(base: &Path, p: &mut Option<PathBuf>) {
@@ -64,6 +75,7 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
         }
     }
     if let Some(dir) = file.and_then(Path::parent) {
+        resolve(dir, &mut cfg.operator.token_file);
         resolve(dir, &mut cfg.ingest.stores_file);
         resolve(dir, &mut cfg.ingest.master_key_file);
         resolve(dir, &mut cfg.simulate.stores_file);
@@ -96,6 +108,22 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
     if cfg.aggregate.h3_resolution.is_none() {
         cfg.aggregate.h3_resolution = Some(cfg.ingest.h3_resolution);
     }
+    // One operator token for every query endpoint, and for the live page's own calls.
+    let token = match (std::env::var("NEARFIELD_OPERATOR_TOKEN"), &cfg.operator.token_file) {
+        (Ok(t), _) if !t.trim().is_empty() => Some(t),
+        (_, Some(f)) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("operator.token_file {}", f.display()))?,
+        ),
+        _ => None,
+    };
+    let token = token
+        .map(|t| OperatorToken::new(&t))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{e} (NEARFIELD_OPERATOR_TOKEN or operator.token_file)"))?;
+    cfg.aggregate.exactly_once.operator_token.clone_from(&token);
+    cfg.emit.exactly_once.operator_token.clone_from(&token);
+    cfg.live.operator_token = token;
     // The live page's categories come from the emitter's catalog.
     if cfg.live.catalog_file.is_none() {
         cfg.live.catalog_file.clone_from(&cfg.emit.catalog_file);
@@ -183,5 +211,26 @@ mod tests {
             Ok(())
         });
         assert!(err.contains("listen_port"), "{err}");
+    }
+
+    #[test]
+    fn one_operator_token_reaches_every_query_endpoint() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("token", "from-the-file-0123456789\n")?;
+            jail.create_file("c.toml", "[operator]\ntoken_file = \"token\"\n")?;
+            let path = jail.directory().join("c.toml");
+            let cfg = load(Some(&path)).map_err(|e| e.to_string())?;
+            let want = OperatorToken::new("from-the-file-0123456789").ok();
+            assert_eq!(cfg.aggregate.exactly_once.operator_token, want);
+            assert_eq!(cfg.emit.exactly_once.operator_token, want);
+            assert_eq!(cfg.live.operator_token, want);
+            jail.set_env("NEARFIELD_OPERATOR_TOKEN", "from-the-environment-99");
+            let cfg = load(Some(&path)).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.live.operator_token, OperatorToken::new("from-the-environment-99").ok());
+            jail.set_env("NEARFIELD_OPERATOR_TOKEN", "short");
+            let err = load(Some(&path)).expect_err("too short").to_string();
+            assert!(err.contains("at least 16 bytes"), "{err}");
+            Ok(())
+        });
     }
 }

@@ -117,6 +117,8 @@ pub async fn start(
         settings: kafka,
         create: None,
         listen: config.exactly_once.listen,
+        operator_token: config.exactly_once.operator_token.clone(),
+        listen_setting: "aggregate.listen",
     };
     let routes = |q: &Queries<query::Query, query::Answer>| {
         http::router(http::Api { queries: q.clone(), sizes })

@@ -12,6 +12,7 @@
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod operator;
 pub mod shutdown;
 pub mod stores;
 pub mod time;

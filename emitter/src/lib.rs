@@ -135,6 +135,8 @@ pub async fn start(
         settings: kafka,
         create: Some(create),
         listen: config.exactly_once.listen,
+        operator_token: config.exactly_once.operator_token.clone(),
+        listen_setting: "emit.listen",
     };
     let routes = |_: &nearfield_eos::Queries<(), ()>| http::router(Arc::clone(&recent));
     let stage = nearfield_eos::http::launch(launch, routes, follower, shutdown).await?;

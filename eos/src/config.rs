@@ -32,6 +32,10 @@ pub struct LoopSettings {
     pub transaction_timeout_ms: u64,
     /// Longest a partition's restore may take before the instance gives up and restarts.
     pub restore_timeout_ms: u64,
+    /// The operator token the stage's query endpoints require (set by `nearfield` from
+    /// `NEARFIELD_OPERATOR_TOKEN` or `[operator] token_file`, never from this section).
+    #[serde(skip)]
+    pub operator_token: Option<nearfield_common::operator::OperatorToken>,
 }
 
 impl Default for LoopSettings {
@@ -43,6 +47,7 @@ impl Default for LoopSettings {
             commit_interval_ms: 500,
             transaction_timeout_ms: 10_000,
             restore_timeout_ms: 300_000,
+            operator_token: None,
         }
     }
 }

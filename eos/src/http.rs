@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use nearfield_common::kafka::{Follower, KafkaSettings};
+use nearfield_common::operator::{OperatorToken, check_listen, guard};
 use nearfield_common::shutdown::CancellationToken;
 
 use crate::config::{CreateOnDemand, RuntimeConfig, Wiring};
@@ -50,6 +51,9 @@ pub enum ServeError {
     Http(std::io::Error),
     #[error("listen {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    /// The listen address is not allowed (a non-loopback one without an operator token).
+    #[error("{0}")]
+    Listen(String),
 }
 
 /// What a stage starts with.
@@ -63,6 +67,10 @@ pub struct Launch<S: Stage> {
     pub create: Option<Arc<CreateOnDemand>>,
     /// Where its HTTP server listens.
     pub listen: SocketAddr,
+    /// The token its query routes require (`None`: loopback only, no token).
+    pub operator_token: Option<OperatorToken>,
+    /// The name of the listen setting, for errors (e.g. `aggregate.listen`).
+    pub listen_setting: &'static str,
 }
 
 /// A started stage.
@@ -87,13 +95,16 @@ pub async fn launch<S: Stage>(
     follower: Option<Follower>,
     shutdown: CancellationToken,
 ) -> Result<Launched<S>, ServeError> {
+    check_listen(l.listen_setting, l.listen, l.operator_token.as_ref())
+        .map_err(ServeError::Listen)?;
     let bind = |source| ServeError::Bind { addr: l.listen, source };
     let listener = tokio::net::TcpListener::bind(l.listen).await.map_err(bind)?;
     let local_addr = listener.local_addr().map_err(bind)?;
     let runtime =
         crate::spawn(l.stage, l.wiring, l.config, l.settings, l.create, shutdown.clone())?;
     let (status, queries) = (Arc::clone(&runtime.status), runtime.queries.clone());
-    let app = routes(&queries).merge(ops(Arc::clone(&status)));
+    // Queries need the operator token (when there is one); probes and metrics stay open.
+    let app = guard(routes(&queries), l.operator_token).merge(ops(Arc::clone(&status)));
     tracing::info!(%local_addr, "{} listening", S::NAME);
     let done = tokio::spawn(async move {
         let served = serve(listener, app, runtime, shutdown).await;

@@ -135,9 +135,15 @@ function selectSku(sku) {
   refresh();
 }
 
+// With an operator token the page is opened as /#token=<token>: it is sent as a bearer
+// token and never leaves the browser otherwise (a fragment is not sent to servers).
+const token = new URLSearchParams(location.hash.slice(1)).get("token");
+const api = (path) =>
+  fetch(path, token ? { headers: { Authorization: "Bearer " + token } } : {});
+
 async function refresh() {
   try {
-    const r = await fetch("/api/state" + query());
+    const r = await api("/api/state" + query());
     if (!r.ok) throw new Error(`/api/state: HTTP ${r.status}`);
     const state = await r.json();
     drawMap(state.cells || []);
@@ -158,7 +164,8 @@ async function refresh() {
 }
 
 async function start() {
-  const r = await fetch("/api/options");
+  const r = await api("/api/options");
+  if (!r.ok) throw new Error(`/api/options: HTTP ${r.status} (open the page as /#token=<operator token>)`);
   const opts = await r.json();
   refreshMs = opts.refresh_ms || refreshMs;
   for (const c of opts.categories || []) {

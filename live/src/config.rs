@@ -21,6 +21,11 @@ pub struct LiveConfig {
     pub window_ms: Option<i64>,
     /// How often the page refreshes, in milliseconds.
     pub refresh_ms: u64,
+    /// The operator token: the page's `/api/*` need it, and it is sent to the aggregator
+    /// and the emitter (set by `nearfield` from `NEARFIELD_OPERATOR_TOKEN` or
+    /// `[operator] token_file`, never from this section).
+    #[serde(skip)]
+    pub operator_token: Option<nearfield_common::operator::OperatorToken>,
 }
 
 impl Default for LiveConfig {
@@ -33,6 +38,7 @@ impl Default for LiveConfig {
             catalog_file: None,
             window_ms: None,
             refresh_ms: 2000,
+            operator_token: None,
         }
     }
 }

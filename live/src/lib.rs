@@ -28,6 +28,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use nearfield_common::http::{Readiness, ops_routes};
+use nearfield_common::operator::{check_listen, guard};
 use nearfield_common::shutdown::CancellationToken;
 use serde_json::json;
 
@@ -50,6 +51,8 @@ pub enum LiveError {
     Serve(std::io::Error),
     #[error("http client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error("{0}")]
+    Listen(String),
 }
 
 /// A started live page.
@@ -68,6 +71,8 @@ pub async fn run(config: LiveConfig, shutdown: CancellationToken) -> Result<(), 
 /// Starts the server and returns once it listens.
 pub async fn start(config: LiveConfig, shutdown: CancellationToken) -> Result<Running, LiveError> {
     config.validate()?;
+    check_listen("live.listen", config.listen, config.operator_token.as_ref())
+        .map_err(LiveError::Listen)?;
     let sources = Arc::new(sources::Sources::new(&config)?);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -75,13 +80,17 @@ pub async fn start(config: LiveConfig, shutdown: CancellationToken) -> Result<Ru
     let local_addr = listener.local_addr().map_err(LiveError::Serve)?;
     let readiness = Readiness::default();
     readiness.set(true);
+    // The page and its script are static; what it shows (`/api/*`) needs the operator
+    // token when there is one (the page sends the one in its URL fragment, `#token=…`).
+    let api = Router::new()
+        .route("/api/options", get(options))
+        .route("/api/state", get(state))
+        .with_state(Arc::clone(&sources));
     let app = Router::new()
         .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX) }))
         .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP) }))
         .route("/vendor/d3.min.js", get(|| async { asset("text/javascript; charset=utf-8", D3) }))
-        .route("/api/options", get(options))
-        .route("/api/state", get(state))
-        .with_state(Arc::clone(&sources))
+        .merge(guard(api, config.operator_token.clone()))
         .merge(ops_routes(readiness));
     tracing::info!(%local_addr, "live page at http://{local_addr}/");
     {

@@ -102,7 +102,11 @@ impl Sources {
     }
 
     async fn get(&self, url: String) -> Result<String, String> {
-        let r = self.http.get(&url).send().await.map_err(|e| format!("{url}: {e}"))?;
+        let mut req = self.http.get(&url);
+        if let Some(t) = &self.cfg.operator_token {
+            req = req.header(reqwest::header::AUTHORIZATION, t.bearer());
+        }
+        let r = req.send().await.map_err(|e| format!("{url}: {e}"))?;
         if !r.status().is_success() {
             return Err(format!("{url}: HTTP {}", r.status()));
         }
