@@ -44,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
             let Some((&k, value)) = msg.split_first() else { return };
             let key: &[u8] = if k % 2 == 0 { b"m" } else { b"s/SKU-1" };
             let mut st = nearfield_emitter::state::PartitionState::new(Arc::clone(&CFG));
-            let _ = st.restore(key, Some(value), 0);
+            let _ = st.restore(key, Some(value));
         }
         _ => {
             use nearfield_aggregator::changelog;
