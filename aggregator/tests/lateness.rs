@@ -340,14 +340,7 @@ async fn silent_grids_get_coverage_and_heartbeats_announce_backlogs() {
     // uploaded yet, and s3 (grid B, no sales) holds 5.
     send(&topics.sales, &a, codec.encode(&event("e1", "s1", &a, 2, t0 + 2 * SEC)).expect("enc"))
         .await;
-    // Coverage starts with the window the partition's first watermark is in: let minute 0
-    // be that one.
     let http = reqwest::Client::new();
-    until("e1 counted", async || {
-        let url = format!("{}/v1/demand?grid={a}&sku=MILK-1L", agg.base);
-        http.get(url).send().await.is_ok_and(|r| r.status() == 200)
-    })
-    .await;
     send(&topics.sales, &a, codec.encode(&event("e2", "s2", &a, 1, t0 + 70 * SEC)).expect("enc"))
         .await;
     send(&topics.heartbeats, &a, codec.encode(&beat("s1", &a, t0 + 66 * SEC, 3)).expect("enc"))

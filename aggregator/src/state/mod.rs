@@ -320,6 +320,15 @@ impl PartitionState {
         // clock running ahead cannot close everyone's windows early.
         let clamped = t.min(ev.received_at);
         if self.max_event_time.is_none_or(|m| clamped > m) {
+            if self.max_event_time.is_none() {
+                // Coverage starts with the window of the partition's first event (a
+                // function of the input, not of when commits happen).
+                for (i, through) in self.covered_through.iter_mut().enumerate() {
+                    if *through == Millis::MIN {
+                        *through = Windowing::start(clamped, self.cfg.windowing.sizes[i]);
+                    }
+                }
+            }
             self.max_event_time = Some(clamped);
             self.last_advance_wall = now;
             self.meta_dirty = true;
@@ -519,9 +528,9 @@ impl PartitionState {
 
     /// Writes the coverage of every registered grid of the partition for each window of a
     /// coverage size that closed since the last flush — by time, so a grid (or a whole
-    /// partition) without sales gets its records too. It starts with the window the
-    /// partition's watermark is in when it first has one, and catches up at most
-    /// [`MAX_COVERAGE_WINDOWS`] windows per size and flush.
+    /// partition) without sales gets its records too. It starts with the window of the
+    /// partition's first event, and catches up at most [`MAX_COVERAGE_WINDOWS`] windows
+    /// per size and flush.
     fn cover(
         &mut self,
         registry: &dyn Registry,
@@ -541,6 +550,7 @@ impl PartitionState {
                 continue;
             }
             if self.covered_through[i] == Millis::MIN {
+                // A changelog of an older release: start with the current window.
                 self.covered_through[i] = Windowing::start(wm, size);
                 self.meta_dirty = true;
             }
