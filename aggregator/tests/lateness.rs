@@ -15,11 +15,14 @@ use std::time::{Duration, Instant};
 use nearfield_aggregator::AggregateConfig;
 use nearfield_aggregator::config::PerSize;
 use nearfield_aggregator::stage::{LATE_EXPIRED_AT_HEADER, LATE_REASON_HEADER};
-use nearfield_common::kafka::{KafkaSettings, Topics};
+mod support;
+
+use nearfield_common::kafka::KafkaSettings;
 use nearfield_common::shutdown::CancellationToken;
 use nearfield_schemas::{Codec, DemandWindow, GridCoverage, Heartbeat, SaleEvent, SaleKind};
 use nearfield_testkit::{Isolation, Kafka, Record, read_to_end};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use support::settings;
 
 const SEC: i64 = 1_000;
 const SIZES: [i64; 3] = [10 * SEC, 60 * SEC, 300 * SEC];
@@ -115,29 +118,6 @@ async fn start(
     })
     .await;
     Aggregator { token, done, base }
-}
-
-/// Topics of one test, one partition each (every grid in one partition).
-fn settings(kafka: &Kafka, id: &str) -> KafkaSettings {
-    let t = |n: &str| format!("{n}-{id}");
-    let topics = Topics {
-        sales: t("sales"),
-        heartbeats: t("hb"),
-        dlq: t("dlq"),
-        late: t("late"),
-        demand: t("demand"),
-        coverage: t("coverage"),
-        stores: t("stores"),
-        catalog: t("catalog"),
-        aggregator_changelog: t("changelog"),
-        ..Topics::default()
-    };
-    KafkaSettings {
-        brokers: kafka.brokers().to_string(),
-        topics,
-        partitions: 1,
-        ..KafkaSettings::default()
-    }
 }
 
 fn init_logs() {

@@ -4,8 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+mod support;
+
 use nearfield_aggregator::AggregateConfig;
-use nearfield_common::kafka::{KafkaSettings, Topics};
 use nearfield_common::operator::OperatorToken;
 use nearfield_common::shutdown::CancellationToken;
 use nearfield_testkit::Kafka;
@@ -28,24 +29,7 @@ fn config(listen: &str, id: &str, token: Option<OperatorToken>) -> AggregateConf
 async fn query_endpoints_need_the_operator_token() {
     let kafka = Kafka::shared();
     let id = Kafka::unique_topic("op");
-    let t = |n: &str| format!("{n}-{id}");
-    let settings = KafkaSettings {
-        brokers: kafka.brokers().to_string(),
-        topics: Topics {
-            sales: t("sales"),
-            heartbeats: t("hb"),
-            dlq: t("dlq"),
-            late: t("late"),
-            demand: t("demand"),
-            coverage: t("coverage"),
-            stores: t("stores"),
-            catalog: t("catalog"),
-            aggregator_changelog: t("changelog"),
-            ..Topics::default()
-        },
-        partitions: 1,
-        ..KafkaSettings::default()
-    };
+    let settings = support::settings(kafka, &id);
     let refused = nearfield_aggregator::start(
         config("0.0.0.0:0", &id, None),
         settings.clone(),

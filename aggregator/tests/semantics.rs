@@ -5,9 +5,10 @@
 
 use std::time::{Duration, Instant};
 
+mod support;
+
 use nearfield_aggregator::AggregateConfig;
 use nearfield_aggregator::config::PerSize;
-use nearfield_common::kafka::{KafkaSettings, Topics};
 use nearfield_common::shutdown::CancellationToken;
 use nearfield_schemas::{Codec, DemandWindow, Heartbeat, RejectedEvent, SaleEvent, SaleKind};
 use nearfield_testkit::http::{assert_metrics, assert_refused, get_json};
@@ -67,24 +68,8 @@ async fn events_end_where_the_spec_says() {
         .try_init();
     let kafka = Kafka::shared();
     let id = Kafka::unique_topic("sem");
-    let t = |n: &str| format!("{n}-{id}");
-    let topics = Topics {
-        sales: t("sales"),
-        heartbeats: t("hb"),
-        dlq: t("dlq"),
-        late: t("late"),
-        demand: t("demand"),
-        stores: t("stores"),
-        catalog: t("catalog"),
-        aggregator_changelog: t("changelog"),
-        ..Topics::default()
-    };
-    let settings = KafkaSettings {
-        brokers: kafka.brokers().to_string(),
-        topics: topics.clone(),
-        partitions: 1,
-        ..KafkaSettings::default()
-    };
+    let settings = support::settings(kafka, &id);
+    let topics = settings.topics.clone();
     // Four shops at one spot (one inactive): the grid expects three.
     let (lat, lon) = (31.2304, 121.4737);
     let grid = nearfield_common::stores::grid_of(lat, lon, h3o::Resolution::Eight).expect("grid");
