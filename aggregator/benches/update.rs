@@ -71,6 +71,7 @@ fn cfg() -> Arc<StateConfig> {
         },
         currency: "CNY".into(),
         coverage: vec![false, true, true],
+        close_chunk: 50_000,
     })
 }
 

@@ -37,6 +37,10 @@ pub struct AggregateConfig {
     pub coverage_windows_ms: Option<Vec<i64>>,
     /// The deployment's currency: revenue sums only events in it.
     pub currency: String,
+    /// Most closed windows one partition emits per commit: a bucket of a million windows
+    /// closes over several transactions, each far below `transaction.timeout_ms`
+    /// (`nearfield_aggregator_close_backlog_windows` shows what waits).
+    pub close_chunk: usize,
     /// Store registry file for `stores_expected` (inherits `ingest.stores_file`).
     pub stores_file: Option<PathBuf>,
     /// Follow `stores.v1` for registry changes.
@@ -56,6 +60,7 @@ impl Default for AggregateConfig {
             max_close_delay_ms: 120_000,
             coverage_windows_ms: None,
             currency: "CNY".into(),
+            close_chunk: 50_000,
             stores_file: None,
             follow_stores_topic: true,
             h3_resolution: None,
@@ -140,6 +145,24 @@ impl AggregateConfig {
                 rule: format!("{s} is not one of windows_ms"),
             });
         }
+        if self.windows_ms.len() > MAX_SIZES {
+            return Err(ConfigError {
+                setting: "windows_ms",
+                rule: format!("at most {MAX_SIZES} window sizes"),
+            });
+        }
+        if let Some(s) = self.windows_ms.iter().find(|s| **s > MAX_SIZE_MS) {
+            return Err(ConfigError {
+                setting: "windows_ms",
+                rule: format!("{s} is longer than {MAX_SIZE_MS} ms (49 days)"),
+            });
+        }
+        if !(1..=1_000_000).contains(&self.close_chunk) {
+            return Err(ConfigError {
+                setting: "close_chunk",
+                rule: "must be within 1..=1000000".into(),
+            });
+        }
         if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()) {
             return Err(ConfigError {
                 setting: "currency",
@@ -149,6 +172,11 @@ impl AggregateConfig {
         Ok(())
     }
 }
+
+/// Most window sizes (a key's slot holds one position per size).
+pub const MAX_SIZES: usize = 6;
+/// Longest window size: event offsets in a window are 32-bit milliseconds.
+pub const MAX_SIZE_MS: i64 = u32::MAX as i64;
 
 fn rule_setting(rule: &str) -> &'static str {
     ["windows_ms", "out_of_orderness_ms", "grace_ms", "allowed_lateness_ms", "max_close_delay_ms"]
@@ -178,6 +206,14 @@ mod tests {
         assert!(e.rule.contains("3 sizes, 2 values"), "{e}");
         let c = AggregateConfig { currency: "cny".into(), ..AggregateConfig::default() };
         assert_eq!(c.validate().expect_err("currency").setting, "currency");
+        let c = AggregateConfig { close_chunk: 0, ..AggregateConfig::default() };
+        assert_eq!(c.validate().expect_err("chunk").setting, "close_chunk");
+        let c = AggregateConfig {
+            windows_ms: vec![60 * 86_400_000],
+            allowed_lateness_ms: PerSize::All(0),
+            ..AggregateConfig::default()
+        };
+        assert!(c.validate().expect_err("size").rule.contains("49 days"));
         let mut c = AggregateConfig::default();
         c.exactly_once.commit_interval_ms = 5;
         assert_eq!(c.validate().expect_err("interval").setting, "commit_interval_ms");

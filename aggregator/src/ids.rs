@@ -81,6 +81,20 @@ pub fn event_key(store_id: &str, event_id: &str) -> u64 {
     joined(store_id, event_id, xxhash_rust::xxh3::xxh3_64)
 }
 
+/// 64-bit hash of `a` and `b` together (a grid × SKU's index and sort hash).
+pub fn join_hash(a: &str, b: &str) -> u64 {
+    joined(a, b, xxhash_rust::xxh3::xxh3_64)
+}
+
+/// 32-bit identity of a store for the distinct-store sets of windows, never 0 or
+/// `u32::MAX` (the set's markers). Two stores of one grid × SKU × window collide with
+/// probability about n² / 2³³ (n = 100 stores: 1 in 860 000 windows), counting one fewer.
+/// It is derived from the store's [`short_id`] (`h`), which the grid's reporting stores
+/// keep whole.
+pub fn store32(h: u64) -> u32 {
+    ((h ^ (h >> 32)) as u32).clamp(1, u32::MAX - 1)
+}
+
 /// 64-bit identity of a store or grid (distinct counts).
 pub fn short_id(s: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(s.as_bytes())

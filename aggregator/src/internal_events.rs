@@ -48,6 +48,7 @@ pub const OPEN_WINDOWS: &str = "nearfield_aggregator_windows";
 pub const KEYS: &str = "nearfield_aggregator_keys";
 pub const DEDUPE_IDS: &str = "nearfield_aggregator_dedupe_ids";
 pub const STATE_BYTES: &str = "nearfield_aggregator_state_bytes";
+pub const CLOSE_BACKLOG: &str = "nearfield_aggregator_close_backlog_windows";
 
 static WINDOWS: LazyLock<IntGauge> =
     LazyLock::new(|| gauge(OPEN_WINDOWS, "Windows held in memory (open or within lateness)."));
@@ -57,6 +58,12 @@ static DEDUPE: LazyLock<IntGauge> =
     LazyLock::new(|| gauge(DEDUPE_IDS, "Event ids held for de-duplication."));
 static BYTES: LazyLock<IntGauge> =
     LazyLock::new(|| gauge(STATE_BYTES, "Estimated bytes of aggregation state in memory."));
+static BACKLOG: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        CLOSE_BACKLOG,
+        "Closed windows waiting to be emitted (a bucket closes over several commits, close_chunk per commit).",
+    )
+});
 /// Registers every metric so `/metrics` lists them from the start.
 pub fn register_all() {
     LazyLock::force(&EVENTS);
@@ -73,6 +80,7 @@ pub fn register_all() {
     LazyLock::force(&KEYS_G);
     LazyLock::force(&DEDUPE);
     LazyLock::force(&BYTES);
+    LazyLock::force(&BACKLOG);
 }
 
 /// Sale records were processed in one batch.
@@ -130,5 +138,6 @@ impl StateGauges {
         KEYS_G.set(self.size.keys as i64);
         DEDUPE.set(self.size.dedupe_ids as i64);
         BYTES.set(self.size.bytes as i64);
+        BACKLOG.set(self.size.close_backlog as i64);
     }
 }

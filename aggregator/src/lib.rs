@@ -94,6 +94,7 @@ pub async fn start(
     let state_cfg = Arc::new(state::StateConfig {
         windowing: config.windowing(),
         currency: config.currency.clone(),
+        close_chunk: config.close_chunk,
         coverage: {
             let sizes = config.coverage_sizes();
             config.windows_ms.iter().map(|s| sizes.contains(s)).collect()

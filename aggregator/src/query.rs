@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use nearfield_eos::Owned;
 use serde::{Deserialize, Serialize};
 
-use crate::state::{KeyState, PartitionState, StateSize};
+use crate::state::{KeyView, PartitionState, StateSize};
 
 /// A question for the loop.
 #[derive(Debug)]
@@ -65,29 +65,29 @@ pub struct Cell {
     pub event_count: i64,
 }
 
-fn live(p: i32, st: &PartitionState, k: &KeyState) -> LiveKey {
+fn live(p: i32, st: &PartitionState, k: KeyView<'_>) -> LiveKey {
     let mut windows: Vec<LiveWindow> = k
         .windows
         .iter()
         .map(|w| LiveWindow {
             window_start: w.start,
             window_end: w.end,
-            units_sold: w.counters.units_sold,
-            units_returned: w.counters.units_returned,
-            preorder_units: w.counters.preorder_units,
-            net_units: w.counters.net_units(),
-            revenue_minor: w.counters.revenue_minor,
-            event_count: w.counters.event_count,
-            distinct_stores: w.counters.stores.len(),
-            stores_reporting: st.stores_reporting(k.grid(), w.size_idx, w.start),
-            status: if st.is_closed(w) { "closed" } else { "open" },
+            units_sold: w.units_sold,
+            units_returned: w.units_returned,
+            preorder_units: w.preorder_units,
+            net_units: w.net_units(),
+            revenue_minor: w.revenue_minor,
+            event_count: w.event_count,
+            distinct_stores: usize::try_from(w.distinct_stores).unwrap_or(usize::MAX),
+            stores_reporting: st.stores_reporting(k.grid, w.size_idx, w.start),
+            status: if w.closed { "closed" } else { "open" },
             revision: w.revision.max(0),
         })
         .collect();
     windows.sort_by_key(|w| (w.window_end - w.window_start, w.window_start));
     LiveKey {
-        grid_id: k.grid().to_string(),
-        sku: k.sku().to_string(),
+        grid_id: k.grid.to_string(),
+        sku: k.sku.to_string(),
         partition: p,
         watermark: st.watermark(),
         windows,
@@ -102,7 +102,9 @@ pub fn answer(owned: &Owned<'_, PartitionState>, q: Query) -> Answer {
             for (p, st) in owned.active {
                 match sku.as_deref() {
                     Some(sku) => keys.extend(st.key(&grid, sku).map(|k| live(*p, st, k))),
-                    None => keys.extend(st.keys_of_grid(&grid).map(|k| live(*p, st, k))),
+                    None => {
+                        keys.extend(st.keys_of_grid(&grid).into_iter().map(|k| live(*p, st, k)))
+                    }
                 }
             }
             keys.sort_by(|a, b| a.sku.cmp(&b.sku));
@@ -117,8 +119,8 @@ pub fn answer(owned: &Owned<'_, PartitionState>, q: Query) -> Answer {
     }
 }
 
-/// The newest window's demand per grid and the top SKUs. Scans every key: meant for a
-/// dashboard polling every few seconds.
+/// The newest window's demand per grid and the top SKUs. Walks the newest bucket of the
+/// size on each partition: meant for a dashboard polling every few seconds.
 fn cells(
     owned: &Owned<'_, PartitionState>,
     idx: usize,
@@ -127,21 +129,23 @@ fn cells(
 ) -> serde_json::Value {
     let wanted = |sku: &str| filter.as_ref().is_none_or(|f| f.contains(sku));
     let states = || owned.active.values();
-    let newest = states()
-        .flat_map(|st| st.keys())
-        .filter(|k| wanted(k.sku()))
-        .flat_map(|k| k.windows.iter().filter(|w| w.size_idx == idx).map(|w| w.start))
+    let buckets: Vec<_> = states().filter_map(|st| st.newest(idx)).collect();
+    let newest = buckets
+        .iter()
+        .filter(|(_, rows)| rows.iter().any(|(_, sku, _)| wanted(sku)))
+        .map(|(start, _)| *start)
         .max();
     let mut grids: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
     let mut skus: HashMap<&str, i64> = HashMap::new();
-    if let Some(start) = newest {
-        for k in states().flat_map(|st| st.keys()).filter(|k| wanted(k.sku())) {
-            for w in k.windows.iter().filter(|w| w.size_idx == idx && w.start == start) {
-                let g = grids.entry(k.grid()).or_default();
-                g.0 += w.counters.net_units();
-                g.1 += w.counters.event_count;
-                *skus.entry(k.sku()).or_default() += w.counters.net_units();
-            }
+    for (start, rows) in &buckets {
+        if Some(*start) != newest {
+            continue;
+        }
+        for (grid, sku, w) in rows.iter().filter(|(_, sku, _)| wanted(sku)) {
+            let g = grids.entry(grid).or_default();
+            g.0 += w.net_units();
+            g.1 += w.event_count;
+            *skus.entry(sku).or_default() += w.net_units();
         }
     }
     let mut top: Vec<(&str, i64)> = skus.into_iter().collect();

@@ -8,99 +8,92 @@
 //! from the changelog records, so a restored partition continues exactly where the last
 //! committed transaction left it.
 //!
-//! Layout, chosen by measurement (README, performance): one map entry per grid × SKU
-//! holding its few live windows inline (one lookup per event, one changelog record per
-//! changed key), one entry per grid for completeness, and de-duplication sets grouped by
-//! the event's horizon, the expiry of its last window (a retry carries the same
-//! `occurred_at`, so it lands in the same set; a whole set is dropped when no window of
-//! its events accepts anything more). Closing and
-//! expiry depend only on a window's end, so they are tracked per *bucket* (size, end);
-//! when a bucket closes or expires, one scan over the keys finds its windows.
+//! Layout, made for hundreds of millions of keys (`docs/design/state-v5.md`,
+//! `docs/SCALING.md`): grid and SKU strings are interned to `u32`s; a key is a 28-byte
+//! slot in a slab found by one hash per event (`keys.rs`); its windows live in
+//! **buckets**, one per window size × start (`bucket.rs`), as 40-byte records with two
+//! store ids inline (`distinct.rs`); the key's slot holds the position of its newest
+//! window of each size, so an event reaches each of its windows by index, not by a search.
+//! A bucket closes as a whole (sorted once, then emitted behind a cursor in bounded
+//! chunks) and expires as a whole. De-duplication sets are grouped by the event's
+//! horizon, the expiry of its last window (a retry carries the same `occurred_at`, so it
+//! lands in the same set; a whole set is dropped when no window of its events accepts
+//! anything more).
 //!
 //! # Layout
-//! - this file: the partition's state, applying events and heartbeats, and flushing;
+//! - this file: the partition's state, applying events and heartbeats, queries;
+//! - `keys`, `bucket`, `distinct`: the key slab, the buckets of windows, store sets;
+//! - `flush`: closing, emitting, expiring and the changelog of one flush;
 //! - `restore`: rebuilding the state from changelog records;
+//! - `grids`: completeness per grid;
 //! - `tests`: the unit tests and the reference-model property test.
 
+mod bucket;
+mod distinct;
+mod flush;
 mod grids;
+mod keys;
 mod restore;
+use bucket::Bucket;
 use grids::GridState;
 pub use grids::{Expected, Registry};
-use restore::encode_key;
+use keys::{Keys, NO_POS};
 #[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use nearfield_schemas::{DemandWindow, GridCoverage, SaleEvent};
+use nearfield_schemas::{DemandWindow, GridCoverage, SaleEvent, SaleKind};
 
-use crate::changelog::{self, Record};
-use crate::counters::Counters;
-use crate::ids::{IdMap, IdSet, event_key, key_id, short_id};
+use crate::config::MAX_SIZES;
+use crate::ids::{IdMap, IdSet, event_key, join_hash, short_id, store32};
 use crate::window::{Late, Millis, Windowing};
 
 /// Most windows of one size one flush writes coverage for (a partition back from a long
 /// idle catches up over several commits).
 pub const MAX_COVERAGE_WINDOWS: usize = 24;
 
-/// Per size, the set entries of `ends` as `(size, end)` (the changelog's form).
-fn per_size(w: &Windowing, ends: &[Millis]) -> Vec<(Millis, Millis)> {
-    ends.iter()
-        .enumerate()
-        .filter(|(_, end)| **end != Millis::MIN)
-        .map(|(i, end)| (w.sizes[i], *end))
-        .collect()
-}
-
 /// Most event ids in one changelog record (8 bytes each: 256 KiB).
 pub const DEDUPE_CHUNK_IDS: usize = 32_768;
 
-/// One window of one grid × SKU.
+/// One window of a grid × SKU, as queries see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WindowState {
+pub struct WindowView {
     pub size_idx: usize,
     pub start: Millis,
     pub end: Millis,
-    pub counters: Counters,
+    pub units_sold: i64,
+    pub units_returned: i64,
+    pub preorder_units: i64,
+    pub revenue_minor: i64,
+    pub event_count: i64,
+    pub last_event_at: Millis,
+    pub distinct_stores: u64,
     /// Last emitted revision; −1 before the first emission.
     pub revision: i32,
-    /// Changed since its last emission (in memory only: a committed state never holds a
-    /// closed window with unemitted changes).
-    changed: bool,
+    /// Whether its bucket closed (the final was emitted or is being emitted).
+    pub closed: bool,
 }
 
-/// All live windows of one grid × SKU.
+impl WindowView {
+    /// units_sold + preorder_units − units_returned.
+    pub fn net_units(&self) -> i64 {
+        self.units_sold.saturating_add(self.preorder_units).saturating_sub(self.units_returned)
+    }
+}
+
+/// The live windows of one grid × SKU, as queries see them.
 #[derive(Debug, Clone)]
-pub struct KeyState {
-    /// `grid` followed by `sku`, in one allocation.
-    name: Box<str>,
-    grid_len: usize,
-    pub windows: Vec<WindowState>,
-    /// Changed since the last flush.
-    dirty: bool,
+pub struct KeyView<'a> {
+    pub grid: &'a str,
+    pub sku: &'a str,
+    /// Ordered by size, then start.
+    pub windows: Vec<WindowView>,
 }
 
-impl KeyState {
-    pub(crate) fn new(grid: &str, sku: &str) -> Self {
-        KeyState {
-            name: format!("{grid}{sku}").into_boxed_str(),
-            grid_len: grid.len(),
-            windows: Vec::with_capacity(3),
-            dirty: false,
-        }
-    }
-
-    /// The grid (H3 cell).
-    pub fn grid(&self) -> &str {
-        &self.name[..self.grid_len]
-    }
-
-    /// The SKU.
-    pub fn sku(&self) -> &str {
-        &self.name[self.grid_len..]
-    }
-}
+/// A grid, a SKU and one of its windows (the live map).
+pub type Row<'a> = (&'a str, &'a str, WindowView);
 
 /// A device heartbeat, as the state needs it.
 #[derive(Debug, Clone, Copy)]
@@ -143,6 +136,8 @@ pub struct StateConfig {
     pub currency: String,
     /// Per size index: whether closed windows of it get `GridCoverage` records.
     pub coverage: Vec<bool>,
+    /// Most closed windows emitted per flush (the rest wait for the next).
+    pub close_chunk: usize,
 }
 
 /// The state of one input partition.
@@ -150,10 +145,10 @@ pub struct StateConfig {
 pub struct PartitionState {
     cfg: Arc<StateConfig>,
     max_event_time: Option<Millis>,
-    keys: IdMap<u128, KeyState>,
-    dirty_keys: Vec<u128>,
-    /// Buckets (end, size index) with live windows, and whether each is closed.
-    buckets: BTreeMap<(Millis, usize), bool>,
+    keys: Keys,
+    /// Buckets by (size index, window start).
+    buckets: BTreeMap<(usize, Millis), Bucket>,
+    windows: usize,
     grids: IdMap<u64, GridState>,
     dirty_grids: Vec<u64>,
     /// Event ids by their horizon (the watermark at which the last window of the event
@@ -172,7 +167,6 @@ pub struct PartitionState {
     /// expired by the wall clock stays so.
     wall_floor: Millis,
     meta_dirty: bool,
-    windows: usize,
     /// Per size index: the newest end of an expired window. Such windows are gone: they
     /// count nothing more even if allowed lateness is widened later (a window made anew
     /// would be emitted with only the new events, over its final value).
@@ -192,6 +186,8 @@ pub struct StateSize {
     pub dedupe_ids: usize,
     pub grid_windows: usize,
     pub bytes: usize,
+    /// Closed windows not emitted yet (a bucket closing over several flushes).
+    pub close_backlog: usize,
 }
 
 impl std::iter::Sum for StateSize {
@@ -202,6 +198,7 @@ impl std::iter::Sum for StateSize {
             dedupe_ids: a.dedupe_ids + b.dedupe_ids,
             grid_windows: a.grid_windows + b.grid_windows,
             bytes: a.bytes + b.bytes,
+            close_backlog: a.close_backlog + b.close_backlog,
         })
     }
 }
@@ -209,13 +206,14 @@ impl std::iter::Sum for StateSize {
 impl PartitionState {
     /// An empty partition.
     pub fn new(cfg: Arc<StateConfig>) -> Self {
+        let sizes = cfg.windowing.sizes.len();
         PartitionState {
             max_event_time: None,
             last_advance_wall: Millis::MIN,
             wall_floor: Millis::MIN,
-            keys: IdMap::default(),
-            dirty_keys: Vec::new(),
+            keys: Keys::new(sizes),
             buckets: BTreeMap::new(),
+            windows: 0,
             grids: IdMap::default(),
             dirty_grids: Vec::new(),
             dedupe: BTreeMap::new(),
@@ -225,10 +223,9 @@ impl PartitionState {
             next_chunk: 0,
             heartbeat_offset: -1,
             meta_dirty: false,
-            windows: 0,
-            expired_through: vec![Millis::MIN; cfg.windowing.sizes.len()],
+            expired_through: vec![Millis::MIN; sizes],
             frontier_restored: false,
-            covered_through: vec![Millis::MIN; cfg.windowing.sizes.len()],
+            covered_through: vec![Millis::MIN; sizes],
             cfg,
         }
     }
@@ -279,39 +276,31 @@ impl PartitionState {
         }
         self.dedupe_ids += 1;
         self.pending_ids.push((horizon, id));
-        let store = short_id(&ev.store_id);
+        let sid = short_id(&ev.store_id);
+        let store = store32(sid);
         let count_revenue = ev.currency == self.cfg.currency;
-        let kid = key_id(&ev.grid_id, &ev.sku);
-        let ks = self.keys.entry(kid).or_insert_with(|| KeyState::new(&ev.grid_id, &ev.sku));
-        let gid = short_id(&ev.grid_id);
+        let k = self.keys.find_or_insert(join_hash(&ev.grid_id, &ev.sku), &ev.grid_id, &ev.sku);
+        let gid = self.keys.grids.hash(self.keys.grid_id(k));
+        // The windows that accept it, at most one per size.
+        let mut accepted = [(0usize, 0 as Millis); MAX_SIZES];
+        let mut windows = 0;
+        let through = &self.expired_through;
+        for (i, start, _) in w.accepting(t, wm, clock).filter(|x| x.2 > through[x.0]) {
+            if windows < MAX_SIZES {
+                accepted[windows] = (i, start);
+                windows += 1;
+            }
+        }
+        for &(i, start) in &accepted[..windows] {
+            let (b, pos) = self.window_of(k, i, start);
+            count(&mut b.wins[pos as usize], ev, start, count_revenue);
+            b.add_store(pos, store);
+            b.touch(pos);
+        }
         let grid = self.grids.entry(gid).or_default();
         let mut grid_dirty = false;
-        let mut windows = 0;
-        for (size_idx, start, end) in w.accepting(t, wm, clock).filter(kept) {
-            windows += 1;
-            let win =
-                match ks.windows.iter().position(|x| x.size_idx == size_idx && x.start == start) {
-                    Some(i) => &mut ks.windows[i],
-                    None => {
-                        self.buckets.entry((end, size_idx)).or_insert(false);
-                        self.windows += 1;
-                        ks.windows.push(WindowState {
-                            size_idx,
-                            start,
-                            end,
-                            counters: Counters::default(),
-                            revision: -1,
-                            changed: false,
-                        });
-                        ks.windows.last_mut().expect("just pushed")
-                    }
-                };
-            win.counters.add(ev, store, count_revenue);
-            win.changed = true;
-            grid_dirty |= grid.report(size_idx, start, store);
-        }
-        if !std::mem::replace(&mut ks.dirty, true) {
-            self.dirty_keys.push(kid);
+        for &(i, start) in &accepted[..windows] {
+            grid_dirty |= grid.report(i, start, sid);
         }
         if grid_dirty {
             self.dirty_grids.push(gid);
@@ -334,6 +323,40 @@ impl PartitionState {
             self.meta_dirty = true;
         }
         Outcome::Counted { windows }
+    }
+
+    /// Key `k`'s window in bucket (size index `i`, `start`), made when new: its bucket and
+    /// position. The key's slot points at its newest window of the size: an event of the
+    /// newest window is a direct hit; an older one (out of order across a boundary, or
+    /// late) searches its bucket; a newer one appends.
+    fn window_of(&mut self, k: u32, i: usize, start: Millis) -> (&mut Bucket, u32) {
+        let size = self.cfg.windowing.sizes[i];
+        let number = start.div_euclid(size);
+        let (p, g) = self.keys.slot(k, i);
+        // How many windows the slot's is after this one (modulo 2¹⁶: a hint, checked).
+        let d = g.wrapping_sub(number as u16) as i16;
+        let hit = p != NO_POS
+            && d == 0
+            && self.buckets.get(&(i, start)).and_then(|b| b.key_at(p)) == Some(k);
+        if hit {
+            let b = self.buckets.get_mut(&(i, start)).expect("checked above");
+            return (b, p);
+        }
+        let newer = p != NO_POS && d > 0 && {
+            let slot_start = start.saturating_add(i64::from(d).saturating_mul(size));
+            self.buckets.get(&(i, slot_start)).and_then(|b| b.key_at(p)) == Some(k)
+        };
+        let b = self.buckets.entry((i, start)).or_insert_with(|| Bucket::new(i, start));
+        if newer && let Some(pos) = b.find_mut(k, &self.keys) {
+            return (b, pos);
+        }
+        let pos = b.push(k);
+        self.windows += 1;
+        self.keys.add_window(k);
+        if !newer {
+            self.keys.set_slot(k, i, pos, number as u16);
+        }
+        (b, pos)
     }
 
     /// Records that a store was online at `at` (a device heartbeat) holding
@@ -361,240 +384,60 @@ impl PartitionState {
         }
     }
 
-    /// Closes due windows, emits closed windows that changed and the coverage of every
-    /// registered grid for closed windows, drops expired state, and returns the changelog
-    /// records and outputs since the last flush.
-    pub fn flush(&mut self, now: Millis, registry: &dyn Registry) -> Flushed {
-        let emitted_at = now;
-        let now = self.clock(now);
-        let mut out = Flushed::default();
-        let wm = self.watermark();
-        let w = Arc::clone(&self.cfg);
-        let w = &w.windowing;
-        // Close buckets whose end is due; their windows become outputs. (Sizes have their
-        // own grace, so the order of ends is not the order of closing: look at each.)
-        let mut newly_closed = Vec::new();
-        for ((end, size_idx), closed) in self.buckets.iter_mut() {
-            if !*closed && w.is_closed(*size_idx, *end, wm, now) {
-                *closed = true;
-                newly_closed.push((*end, *size_idx));
-            }
+    fn view(&self, b: &Bucket, pos: u32) -> WindowView {
+        let win = &b.wins[pos as usize];
+        let size = self.cfg.windowing.sizes[b.size_idx];
+        WindowView {
+            size_idx: b.size_idx,
+            start: b.start,
+            end: b.start.saturating_add(size),
+            units_sold: i64::from(win.sold),
+            units_returned: i64::from(win.returned),
+            preorder_units: i64::from(win.preorder),
+            revenue_minor: win.revenue,
+            event_count: i64::from(win.events),
+            last_event_at: b.start + i64::from(win.last_off),
+            distinct_stores: b.stores(pos),
+            revision: b.revision(pos),
+            closed: b.closed,
         }
-        if !newly_closed.is_empty() {
-            for (kid, ks) in &mut self.keys {
-                let due = ks
-                    .windows
-                    .iter()
-                    .any(|x| x.revision < 0 && newly_closed.contains(&(x.end, x.size_idx)));
-                if due && !std::mem::replace(&mut ks.dirty, true) {
-                    self.dirty_keys.push(*kid);
-                }
-            }
-        }
-        // Expire buckets past their allowed lateness.
-        let expired: Vec<(Millis, usize)> = self
-            .buckets
-            .keys()
-            .filter(|(end, i)| w.is_expired(*i, *end, wm, now))
-            .copied()
-            .collect();
-        for b in &expired {
-            self.buckets.remove(b);
-            let through = &mut self.expired_through[b.1];
-            *through = (*through).max(b.0);
-            self.meta_dirty = true;
-        }
-        let mut tombstones = Vec::new();
-        for kid in std::mem::take(&mut self.dirty_keys) {
-            let Some(ks) = self.keys.get_mut(&kid) else { continue };
-            let grid = &ks.name[..ks.grid_len];
-            let sku = &ks.name[ks.grid_len..];
-            for win in &mut ks.windows {
-                let closed = self.buckets.get(&(win.end, win.size_idx)).copied().unwrap_or(true);
-                if closed && (win.changed || win.revision < 0) {
-                    win.revision += 1;
-                    let g = self.grids.get(&short_id(grid));
-                    let reporting = g.map_or(0, |g| g.reporting(win.size_idx, win.start));
-                    let pending = g.map_or(0, |g| g.pending(win.size_idx, win.start).0);
-                    out.outputs.push(demand_window(
-                        (grid, sku),
-                        win,
-                        (reporting, registry.expected(grid), pending),
-                        &self.cfg.currency,
-                        wm,
-                        emitted_at,
-                    ));
-                }
-                win.changed = false;
-            }
-            if expired.is_empty() {
-                ks.dirty = false;
-                out.changelog.push((changelog::key_key(kid), Some(encode_key(w, ks))));
-            }
-            // Otherwise the expiry scan below writes it (once, without expired windows).
-        }
-        if !expired.is_empty() {
-            // One scan drops the expired windows of every key.
-            for (kid, ks) in &mut self.keys {
-                let before = ks.windows.len();
-                ks.windows.retain(|x| !expired.contains(&(x.end, x.size_idx)));
-                let dropped = before - ks.windows.len();
-                self.windows -= dropped;
-                out.expired_windows += dropped;
-                let dirty = std::mem::replace(&mut ks.dirty, false);
-                if ks.windows.is_empty() {
-                    tombstones.push(*kid);
-                } else if dropped > 0 || dirty {
-                    out.changelog.push((changelog::key_key(*kid), Some(encode_key(w, ks))));
-                }
-            }
-            for kid in &tombstones {
-                self.keys.remove(kid);
-                out.changelog.push((changelog::key_key(*kid), None));
-            }
-            for (gid, g) in &mut self.grids {
-                let before = g.windows.len();
-                g.windows
-                    .retain(|x| !w.is_expired(x.size_idx, x.start + w.sizes[x.size_idx], wm, now));
-                if g.windows.len() != before && !std::mem::replace(&mut g.dirty, true) {
-                    self.dirty_grids.push(*gid);
-                }
-            }
-        }
-        for gid in std::mem::take(&mut self.dirty_grids) {
-            let Some(g) = self.grids.get_mut(&gid) else { continue };
-            g.dirty = false;
-            if g.windows.is_empty() {
-                self.grids.remove(&gid);
-                out.changelog.push((changelog::grid_key(gid), None));
-            } else {
-                let windows = g.records(w);
-                out.changelog.push((
-                    changelog::grid_key(gid),
-                    Some(changelog::encode(&Record::Grid { windows })),
-                ));
-            }
-        }
-        // Ids seen since the last flush, grouped by horizon, in chunks that stay well
-        // below Kafka's message size limit.
-        let mut pending = std::mem::take(&mut self.pending_ids);
-        pending.sort_unstable();
-        for group in pending.chunk_by(|a, b| a.0 == b.0) {
-            let horizon = group[0].0;
-            for ids in group.chunks(DEDUPE_CHUNK_IDS) {
-                let seq = self.next_chunk;
-                self.next_chunk += 1;
-                self.chunks.insert(seq, horizon);
-                self.meta_dirty = true;
-                let ids = ids.iter().map(|(_, id)| *id).collect();
-                out.changelog.push((
-                    changelog::dedupe_key(seq),
-                    Some(changelog::encode(&Record::Dedupe { horizon, ids })),
-                ));
-            }
-        }
-        let gone: Vec<Millis> =
-            self.dedupe.keys().take_while(|h| w.horizon_passed(**h, wm, now)).copied().collect();
-        for e in gone {
-            self.dedupe_ids -= self.dedupe.remove(&e).map_or(0, |s| s.len());
-        }
-        let chunks: Vec<u64> = self
-            .chunks
-            .iter()
-            .filter(|(_, h)| w.horizon_passed(**h, wm, now))
-            .map(|(s, _)| *s)
-            .collect();
-        for seq in chunks {
-            self.chunks.remove(&seq);
-            out.changelog.push((changelog::dedupe_key(seq), None));
-        }
-        self.cover(registry, wm, now, emitted_at, &mut out);
-        if std::mem::take(&mut self.meta_dirty) {
-            out.changelog.push((
-                changelog::meta_key(),
-                Some(changelog::encode(&Record::Meta {
-                    max_event_time: self.max_event_time,
-                    next_chunk: self.next_chunk,
-                    heartbeat_offset: self.heartbeat_offset,
-                    last_advance_wall: self.last_advance_wall,
-                    wall_floor: self.wall_floor,
-                    expired_through: Some(per_size(w, &self.expired_through)),
-                    covered_through: Some(per_size(w, &self.covered_through)),
-                })),
-            ));
-        }
-        out
     }
 
-    /// Writes the coverage of every registered grid of the partition for each window of a
-    /// coverage size that closed since the last flush — by time, so a grid (or a whole
-    /// partition) without sales gets its records too. It starts with the window of the
-    /// partition's first event, and catches up at most [`MAX_COVERAGE_WINDOWS`] windows
-    /// per size and flush.
-    fn cover(
-        &mut self,
-        registry: &dyn Registry,
-        wm: Millis,
-        now: Millis,
-        emitted_at: Millis,
-        out: &mut Flushed,
-    ) {
-        if wm == Millis::MIN {
-            return;
-        }
-        let cfg = Arc::clone(&self.cfg);
-        let w = &cfg.windowing;
-        let mut grids: Option<Vec<(String, i32)>> = None;
-        for (i, &size) in w.sizes.iter().enumerate() {
-            if !cfg.coverage.get(i).copied().unwrap_or(false) {
-                continue;
-            }
-            if self.covered_through[i] == Millis::MIN {
-                // A changelog of an older release: start with the current window.
-                self.covered_through[i] = Windowing::start(wm, size);
-                self.meta_dirty = true;
-            }
-            for _ in 0..MAX_COVERAGE_WINDOWS {
-                let start = self.covered_through[i];
-                let end = start.saturating_add(size);
-                if !w.is_closed(i, end, wm, now) {
-                    break;
-                }
-                for (grid, expected) in grids.get_or_insert_with(|| registry.grids()).iter() {
-                    let state = self.grids.get(&short_id(grid));
-                    let rec = grids::coverage(
-                        (grid.clone(), *expected),
-                        state,
-                        (i, start, end),
-                        wm,
-                        emitted_at,
-                    );
-                    out.coverage.push(rec);
-                }
-                self.covered_through[i] = end;
-                self.meta_dirty = true;
+    fn key_view(&self, k: u32) -> KeyView<'_> {
+        let mut windows = Vec::new();
+        for b in self.buckets.values() {
+            let (p, _) = self.keys.slot(k, b.size_idx);
+            let pos =
+                if p != NO_POS && b.key_at(p) == Some(k) { Some(p) } else { b.find(k, &self.keys) };
+            if let Some(pos) = pos {
+                windows.push(self.view(b, pos));
             }
         }
+        KeyView { grid: self.keys.grid(k), sku: self.keys.sku(k), windows }
     }
 
     /// The live windows of a grid × SKU (the live query).
-    pub fn key(&self, grid: &str, sku: &str) -> Option<&KeyState> {
-        self.keys.get(&key_id(grid, sku))
-    }
-
-    /// Every grid × SKU held (the live map).
-    pub fn keys(&self) -> impl Iterator<Item = &KeyState> + '_ {
-        self.keys.values()
+    pub fn key(&self, grid: &str, sku: &str) -> Option<KeyView<'_>> {
+        self.keys.find(join_hash(grid, sku), grid, sku).map(|k| self.key_view(k))
     }
 
     /// Every grid × SKU of a grid (the live query without `sku`).
-    pub fn keys_of_grid<'a>(&'a self, grid: &'a str) -> impl Iterator<Item = &'a KeyState> + 'a {
-        self.keys.values().filter(move |k| k.grid() == grid)
+    pub fn keys_of_grid(&self, grid: &str) -> Vec<KeyView<'_>> {
+        let Some(g) = self.keys.grids.get(grid) else { return Vec::new() };
+        self.keys.iter().filter(|&k| self.keys.grid_id(k) == g).map(|k| self.key_view(k)).collect()
     }
 
-    /// Whether the bucket of a window is closed.
-    pub fn is_closed(&self, win: &WindowState) -> bool {
-        self.buckets.get(&(win.end, win.size_idx)).copied().unwrap_or(true)
+    /// The newest window of size index `size_idx`: its start and, per grid × SKU in it,
+    /// the grid, the SKU and the window (the live map).
+    pub fn newest(&self, size_idx: usize) -> Option<(Millis, Vec<Row<'_>>)> {
+        let b = self.buckets.range((size_idx, Millis::MIN)..=(size_idx, Millis::MAX)).last()?.1;
+        let rows = (0..b.wins.len() as u32)
+            .map(|pos| {
+                let k = b.wins[pos as usize].key();
+                (self.keys.grid(k), self.keys.sku(k), self.view(b, pos))
+            })
+            .collect();
+        Some((b.start, rows))
     }
 
     /// Reporting stores of a grid during a window.
@@ -606,13 +449,16 @@ impl PartitionState {
     /// maps' slack).
     pub fn size(&self) -> StateSize {
         let map_entry = |k: usize, v: usize| (k + v + 1) * 8 / 7;
-        let mut bytes = self.dedupe_ids * map_entry(8, 0)
-            + self.keys.capacity() * map_entry(16, size_of::<KeyState>());
-        let mut grid_windows = 0;
-        for ks in self.keys.values() {
-            bytes += ks.name.len() + ks.windows.capacity() * size_of::<WindowState>();
-            bytes += ks.windows.iter().map(|w| w.counters.stores.capacity() * 8).sum::<usize>();
+        let dedupe: usize = self.dedupe.values().map(|s| s.capacity() * 9).sum();
+        let mut bytes = dedupe + self.keys.bytes();
+        let mut close_backlog = 0;
+        for b in self.buckets.values() {
+            bytes += b.bytes() + 160;
+            if b.closed {
+                close_backlog += b.wins.len() - b.cursor as usize;
+            }
         }
+        let mut grid_windows = 0;
         for g in self.grids.values() {
             grid_windows += g.windows.len();
             bytes += map_entry(8, size_of::<GridState>()) + g.heap_bytes();
@@ -623,39 +469,31 @@ impl PartitionState {
             dedupe_ids: self.dedupe_ids,
             grid_windows,
             bytes,
+            close_backlog,
         }
     }
 }
 
-fn demand_window(
-    (grid, sku): (&str, &str),
-    win: &WindowState,
-    (stores_reporting, stores_expected, stores_pending): (usize, i32, usize),
-    currency: &str,
-    watermark: Millis,
-    now: Millis,
-) -> DemandWindow {
-    let c = &win.counters;
-    DemandWindow {
-        grid_id: grid.to_string(),
-        sku: sku.to_string(),
-        window_start: win.start,
-        window_end: win.end,
-        units_sold: c.units_sold,
-        units_returned: c.units_returned,
-        preorder_units: c.preorder_units,
-        net_units: c.net_units(),
-        revenue_minor: c.revenue_minor,
-        currency: currency.to_string(),
-        event_count: c.event_count,
-        distinct_stores: i32::try_from(c.stores.len()).unwrap_or(i32::MAX),
-        stores_reporting: i32::try_from(stores_reporting).unwrap_or(i32::MAX),
-        stores_expected,
-        stores_pending: i32::try_from(stores_pending).unwrap_or(i32::MAX),
-        revision: win.revision,
-        is_final: true,
-        watermark,
-        last_event_at: c.last_event_at,
-        emitted_at: now,
+/// Adds a sale to a window's counters (saturating).
+fn count(win: &mut bucket::Win, ev: &SaleEvent, start: Millis, count_revenue: bool) {
+    let q = ev.quantity;
+    let value = i64::from(q).saturating_mul(ev.unit_price_minor);
+    match ev.kind {
+        SaleKind::Sale => {
+            win.sold = win.sold.saturating_add(q);
+            if count_revenue {
+                win.revenue = win.revenue.saturating_add(value);
+            }
+        }
+        SaleKind::Return => {
+            win.returned = win.returned.saturating_add(q);
+            if count_revenue {
+                win.revenue = win.revenue.saturating_sub(value);
+            }
+        }
+        SaleKind::Preorder => win.preorder = win.preorder.saturating_add(q),
     }
+    win.events = win.events.saturating_add(1);
+    let off = u32::try_from(ev.occurred_at.saturating_sub(start)).unwrap_or(0);
+    win.last_off = win.last_off.max(off);
 }

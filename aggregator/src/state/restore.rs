@@ -1,38 +1,121 @@
-//! Rebuilding a partition's state from its changelog records, and the encoding of one
-//! grid × SKU's record.
+//! Rebuilding a partition's state from its changelog records: the version 5 chunks and
+//! bucket records, and the per grid × SKU records of versions 2–4 (a release restores
+//! what the one before it wrote).
 
-use crate::changelog::{self, Record, WindowRec};
+use crate::changelog::{self, Entry, Key, Record, Stores, WindowRec};
+use crate::counters::Counters;
+use crate::ids::{join_hash, store32};
 use crate::window::{Millis, Windowing};
 
+use super::PartitionState;
+use super::bucket::{Bucket, Win};
+use super::distinct::{HLL_REGISTERS, SPILLED, StoreSet};
 use super::grids::{GridState, GridWindow};
-use super::{KeyState, PartitionState, WindowState};
+
+/// Most windows one restored bucket may hold (a bound against a broken record).
+const MAX_BUCKET_WINDOWS: u32 = 1 << 28;
+
+fn sat32(v: i64) -> i32 {
+    i32::try_from(v).unwrap_or(if v < 0 { i32::MIN } else { i32::MAX })
+}
+
+/// Sets the stores of the window at `pos` of `b` (reusing its spill slot, if any).
+fn set_stores(b: &mut Bucket, win: &mut Win, pos: u32, stores: StoreSet) {
+    let old = b.wins.get(pos as usize).map(|w| w.stores);
+    let ids = match &stores {
+        StoreSet::Small(v) if v.len() <= 2 => Some(v.clone()),
+        _ => None,
+    };
+    match ids {
+        Some(v) => win.stores = [v.first().copied().unwrap_or(0), v.get(1).copied().unwrap_or(0)],
+        None => {
+            let i = match old {
+                Some([SPILLED, i]) if (i as usize) < b.spill.len() => {
+                    b.spill[i as usize] = stores;
+                    i
+                }
+                _ => {
+                    b.spill.push(stores);
+                    b.spill.len() as u32 - 1
+                }
+            };
+            win.stores = [SPILLED, i];
+        }
+    }
+}
+
+fn clean(ids: impl IntoIterator<Item = u32>) -> Vec<u32> {
+    let mut v: Vec<u32> = ids.into_iter().map(|x| x.clamp(1, u32::MAX - 1)).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
 
 impl PartitionState {
     /// Applies one changelog record read back during restore (`None`: a tombstone).
     pub fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), changelog::Error> {
         let k = changelog::parse_key(key)?;
+        let sizes = &self.cfg.windowing.sizes;
+        let size_idx = |size: Millis| sizes.iter().position(|&s| s == size);
         let Some(value) = value else {
             match k {
-                changelog::Key::Key(kid) => {
-                    if let Some(ks) = self.keys.remove(&kid) {
-                        self.windows -= ks.windows.len();
-                    }
-                }
-                changelog::Key::Grid(gid) => {
+                // Version 4: the windows of a key with none left expired with their buckets.
+                Key::Key(_) | Key::Meta => {}
+                Key::Grid(gid) => {
                     self.grids.remove(&gid);
                 }
-                changelog::Key::Dedupe(seq) => {
+                Key::Dedupe(seq) => {
                     self.chunks.remove(&seq);
                 }
-                changelog::Key::Meta => {}
+                // A chunk replaced by a rewrite of its bucket (which holds its windows).
+                Key::Chunk(size, start, seq) => {
+                    if let Some(b) = size_idx(size).and_then(|i| self.buckets.get_mut(&(i, start)))
+                    {
+                        b.chunks.retain(|c| c.0 != seq);
+                    }
+                }
+                // An expired bucket.
+                Key::Bucket(size, start) => {
+                    if let Some(i) = size_idx(size) {
+                        self.buckets.remove(&(i, start));
+                    }
+                }
             }
             return Ok(());
         };
-        let sizes = &self.cfg.windowing.sizes;
-        let size_idx = |size: Millis| sizes.iter().position(|&s| s == size);
         match (k, changelog::decode(value)?) {
-            (changelog::Key::Key(kid), Record::Key { grid, sku, windows }) => {
-                let mut ks = KeyState::new(&grid, &sku);
+            (Key::Chunk(size, start, seq), Record::Chunk(c)) => {
+                let Some(i) = size_idx(size) else {
+                    tracing::warn!(
+                        size,
+                        "changelog window of a size no longer configured; dropped"
+                    );
+                    return Ok(());
+                };
+                let b = self.buckets.entry((i, start)).or_insert_with(|| Bucket::new(i, start));
+                b.chunks.retain(|x| x.0 != seq);
+                b.chunks.push((seq, c.entries.len() as u32));
+                b.next_seq = b.next_seq.max(seq.saturating_add(1));
+                for e in c.entries {
+                    let (grid, sku) = (&c.grids[e.grid as usize], &c.skus[e.sku as usize]);
+                    let k = self.keys.find_or_insert(join_hash(grid, sku), grid, sku);
+                    if e.pos >= MAX_BUCKET_WINDOWS {
+                        return Err(changelog::Error::TooMany(e.pos as usize));
+                    }
+                    put(b, k, e)?;
+                }
+            }
+            (Key::Bucket(size, start), Record::Bucket(m)) => {
+                if let Some(i) = size_idx(size) {
+                    let b = self.buckets.entry((i, start)).or_insert_with(|| Bucket::new(i, start));
+                    b.closed = m.closed;
+                    b.sorted = m.sorted;
+                    b.cursor = m.cursor;
+                    b.next_seq = b.next_seq.max(m.next_seq);
+                }
+            }
+            (Key::Key(_), Record::Key { grid, sku, windows }) => {
+                let k = self.keys.find_or_insert(join_hash(&grid, &sku), &grid, &sku);
                 for WindowRec { size, start, counters, revision } in windows {
                     let Some(i) = size_idx(size) else {
                         tracing::warn!(
@@ -41,22 +124,22 @@ impl PartitionState {
                         );
                         continue;
                     };
-                    self.buckets.entry((start + size, i)).or_insert(false);
-                    ks.windows.push(WindowState {
-                        size_idx: i,
-                        start,
-                        end: start + size,
-                        counters,
-                        revision,
-                        changed: false,
-                    });
+                    let b = self.buckets.entry((i, start)).or_insert_with(|| Bucket::new(i, start));
+                    let pos = match b.find_mut(k, &self.keys) {
+                        Some(p) => p,
+                        None => b.push(k),
+                    };
+                    put_v4(b, k, pos, start, &counters);
+                    // Version 4 emitted a closed window's final at once: one with a
+                    // revision was emitted, whatever the cursor says.
+                    if revision >= 0 {
+                        b.revisions.insert(k, revision);
+                    } else {
+                        b.revisions.remove(&k);
+                    }
                 }
-                if let Some(old) = self.keys.insert(kid, ks.clone()) {
-                    self.windows -= old.windows.len();
-                }
-                self.windows += ks.windows.len();
             }
-            (changelog::Key::Grid(gid), Record::Grid { windows }) => {
+            (Key::Grid(gid), Record::Grid { windows }) => {
                 let windows = windows
                     .into_iter()
                     .filter_map(|g| {
@@ -70,17 +153,17 @@ impl PartitionState {
                     .collect();
                 self.grids.insert(gid, GridState { windows, dirty: false });
             }
-            (changelog::Key::Dedupe(seq), Record::Dedupe { horizon, ids }) => {
+            (Key::Dedupe(seq), Record::Dedupe { horizon, ids }) => {
                 self.restore_dedupe(seq, horizon, ids);
             }
             // An older release grouped ids by their events' earliest window end: keep them
             // as long as the last window of such an event accepts it.
-            (changelog::Key::Dedupe(seq), Record::DedupeByFirstEnd { first_end, ids }) => {
+            (Key::Dedupe(seq), Record::DedupeByFirstEnd { first_end, ids }) => {
                 let horizon = self.cfg.windowing.horizon(first_end.saturating_sub(1));
                 self.restore_dedupe(seq, horizon, ids);
             }
             (
-                changelog::Key::Meta,
+                Key::Meta,
                 Record::Meta {
                     max_event_time,
                     next_chunk,
@@ -115,11 +198,30 @@ impl PartitionState {
         Ok(())
     }
 
-    /// After the last record: a changelog of an older release does not say which windows
-    /// were dropped; assume every closed window with no state of its own older than the
-    /// oldest live window of its size was, so a widened lateness never remakes one with
-    /// only its new events.
+    /// After the last record: rebuilds what the records imply (each key's live windows
+    /// and newest window per size, the buckets' indexes) and frees keys left with no
+    /// window. A changelog of an older release does not say which windows were dropped;
+    /// assume every closed window with no state of its own older than the oldest live
+    /// window of its size was, so a widened lateness never remakes one with only its new
+    /// events.
     pub fn restored(&mut self) {
+        self.keys.clear_windows();
+        self.windows = 0;
+        let sizes = &self.cfg.windowing.sizes;
+        // Ascending start per size: the last one seen is a key's newest.
+        for (&(i, start), b) in self.buckets.iter_mut() {
+            b.restored();
+            let number = start.div_euclid(sizes[i]) as u16;
+            for (pos, w) in b.wins.iter().enumerate() {
+                self.keys.add_window(w.key());
+                self.keys.set_slot(w.key(), i, pos as u32, number);
+            }
+            self.windows += b.wins.len();
+        }
+        let empty: Vec<u32> = self.keys.iter().filter(|&k| self.keys.windows_of(k) == 0).collect();
+        for k in empty {
+            self.keys.remove(k);
+        }
         if self.frontier_restored || self.max_event_time.is_none() {
             return;
         }
@@ -127,8 +229,8 @@ impl PartitionState {
         let wm = self.watermark();
         for (i, &size) in w.sizes.iter().enumerate() {
             let closed = Windowing::start(wm.saturating_sub(w.grace[i]), size);
-            let oldest_live = self.buckets.keys().filter(|b| b.1 == i).map(|b| b.0).min();
-            let through = oldest_live.map_or(closed, |e| closed.min(e - size));
+            let oldest_live = self.buckets.keys().filter(|b| b.0 == i).map(|b| b.1).min();
+            let through = oldest_live.map_or(closed, |start| closed.min(start));
             self.expired_through[i] = self.expired_through[i].max(through);
         }
         self.frontier_restored = true;
@@ -145,19 +247,44 @@ impl PartitionState {
     }
 }
 
-pub(super) fn encode_key(w: &Windowing, ks: &KeyState) -> Vec<u8> {
-    changelog::encode(&Record::Key {
-        grid: ks.grid().to_string(),
-        sku: ks.sku().to_string(),
-        windows: ks
-            .windows
-            .iter()
-            .map(|x| WindowRec {
-                size: w.sizes[x.size_idx],
-                start: x.start,
-                counters: x.counters.clone(),
-                revision: x.revision,
-            })
-            .collect(),
-    })
+/// Places a chunk entry of key `k` in its bucket.
+fn put(b: &mut Bucket, k: u32, e: Entry) -> Result<(), changelog::Error> {
+    let mut win = Win::new(k);
+    win.sold = e.sold;
+    win.returned = e.returned;
+    win.preorder = e.preorder;
+    win.events = e.events;
+    win.revenue = e.revenue;
+    win.last_off = e.last_off;
+    let set = match e.stores {
+        Stores::List(ids) => StoreSet::Small(clean(ids)),
+        Stores::Sketch(regs) => {
+            let regs: Box<[u8; HLL_REGISTERS]> =
+                regs.into_boxed_slice().try_into().map_err(|_| changelog::Error::Mismatch)?;
+            StoreSet::Hll(regs)
+        }
+    };
+    set_stores(b, &mut win, e.pos, set);
+    b.put(e.pos, win);
+    // Revisions −1 and 0 follow from the cursor; only later ones are kept.
+    if e.revision >= 1 {
+        b.revisions.insert(k, e.revision);
+    } else {
+        b.revisions.remove(&k);
+    }
+    Ok(())
+}
+
+/// Sets the window at `pos` from a version 4 record's counters.
+fn put_v4(b: &mut Bucket, k: u32, pos: u32, start: Millis, c: &Counters) {
+    let mut win = Win::new(k);
+    win.sold = sat32(c.units_sold);
+    win.returned = sat32(c.units_returned);
+    win.preorder = sat32(c.preorder_units);
+    win.events = u32::try_from(c.event_count).unwrap_or(u32::MAX);
+    win.revenue = c.revenue_minor;
+    win.last_off = u32::try_from(c.last_event_at.saturating_sub(start)).unwrap_or(0);
+    let set = StoreSet::of(clean(c.stores.iter().map(|&s| store32(s))));
+    set_stores(b, &mut win, pos, set);
+    b.put(pos, win);
 }

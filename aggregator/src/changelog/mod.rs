@@ -6,18 +6,26 @@
 //! - `G` grid-id(u64): the stores that reported in a grid, per live window;
 //! - `D` seq(u64): a chunk of de-duplicated event ids sharing one horizon (version 4;
 //!   before, one earliest-window end);
-//! - `M`: the partition's watermark, next chunk number and heartbeat offset.
+//! - `M`: the partition's watermark, next chunk number and heartbeat offset;
+//! - `W` size(i64) start(i64) seq(u32): a chunk of the windows of one bucket (version 5,
+//!   `chunk.rs`); `B` size(i64) start(i64): the bucket's close state (version 5).
+//!
+//! Version 5 writes window state per bucket in chunks, no longer per grid × SKU (`K`,
+//! versions 2–4, still restored).
 //!
 //! Values start with a format version byte. A tombstone (no value) deletes the key.
 //! Decoding is bounded and never panics: the bytes are ours, but a broken or foreign
 //! record must end in an error that names it, not a crash (`fuzz/decode_records` runs it).
 
+mod chunk;
+pub use chunk::{BucketMeta, CHUNK_WINDOWS, Chunk, ChunkBuilder, Entry, Stores};
+
 use crate::counters::Counters;
 use crate::window::Millis;
 
-const VERSION: u8 = 4;
+const VERSION: u8 = 5;
 /// Versions still read (a release restores what the ones before it wrote).
-const READS: [u8; 3] = [2, 3, 4];
+const READS: [u8; 4] = [2, 3, 4, 5];
 const MAX_ITEMS: usize = 10_000_000;
 
 /// A changelog record could not be read.
@@ -46,6 +54,10 @@ pub enum Key {
     Grid(u64),
     Dedupe(u64),
     Meta,
+    /// A chunk of a bucket's windows: window size, window start, sequence number.
+    Chunk(Millis, Millis, u32),
+    /// A bucket's close state: window size, window start.
+    Bucket(Millis, Millis),
 }
 
 /// One window of a grid × SKU.
@@ -91,6 +103,10 @@ pub enum Record {
         first_end: Millis,
         ids: Vec<u64>,
     },
+    /// Windows of one bucket (version 5).
+    Chunk(Chunk),
+    /// The close state of one bucket (version 5).
+    Bucket(BucketMeta),
     Meta {
         max_event_time: Option<Millis>,
         next_chunk: u64,
@@ -133,6 +149,25 @@ pub fn dedupe_key(seq: u64) -> Vec<u8> {
     k
 }
 
+/// Key of a chunk of a bucket's windows.
+pub fn chunk_key(size: Millis, start: Millis, seq: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(21);
+    k.push(b'W');
+    k.extend_from_slice(&size.to_be_bytes());
+    k.extend_from_slice(&start.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Key of a bucket's close state.
+pub fn bucket_key(size: Millis, start: Millis) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17);
+    k.push(b'B');
+    k.extend_from_slice(&size.to_be_bytes());
+    k.extend_from_slice(&start.to_be_bytes());
+    k
+}
+
 /// Key of the partition's meta record.
 pub fn meta_key() -> Vec<u8> {
     vec![b'M']
@@ -155,6 +190,12 @@ pub fn parse_key(k: &[u8]) -> Result<Key, Error> {
         (Some(b'G'), 9) => Ok(Key::Grid(be8(&k[1..]))),
         (Some(b'D'), 9) => Ok(Key::Dedupe(be8(&k[1..]))),
         (Some(b'M'), 1) => Ok(Key::Meta),
+        (Some(b'W'), 21) => {
+            let mut seq = [0u8; 4];
+            seq.copy_from_slice(&k[17..21]);
+            Ok(Key::Chunk(be8(&k[1..]) as i64, be8(&k[9..]) as i64, u32::from_be_bytes(seq)))
+        }
+        (Some(b'B'), 17) => Ok(Key::Bucket(be8(&k[1..]) as i64, be8(&k[9..]) as i64)),
         _ => Err(Error::Key(k.len())),
     }
 }
@@ -260,6 +301,14 @@ pub fn encode(r: &Record) -> Vec<u8> {
                 }
             }
         }
+        Record::Chunk(c) => {
+            w.0.push(b'W');
+            chunk::encode_chunk(&mut w, c);
+        }
+        Record::Bucket(b) => {
+            w.0.push(b'B');
+            chunk::encode_bucket(&mut w, b);
+        }
         Record::Dedupe { horizon, ids } => {
             w.0.push(b'D');
             w.i64(*horizon);
@@ -351,6 +400,8 @@ pub fn decode(bytes: &[u8]) -> Result<Record, Error> {
             }
             Record::Grid { windows }
         }
+        b'W' if v >= 5 => Record::Chunk(chunk::decode_chunk(&mut r)?),
+        b'B' if v >= 5 => Record::Bucket(chunk::decode_bucket(&mut r)?),
         b'D' if v >= 4 => Record::Dedupe { horizon: r.i64()?, ids: r.u64s()? },
         b'D' => Record::DedupeByFirstEnd { first_end: r.i64()?, ids: r.u64s()? },
         b'M' => {
@@ -418,7 +469,27 @@ mod tests {
         }
 
         #[test]
-        fn keys_round_trip(key in any::<u128>(), grid in any::<u64>(), seq in any::<u64>()) {
+        fn chunks_round_trip(
+            dict in proptest::collection::vec("[0-9A-Za-z-]{0,20}", 1..5),
+            entries in proptest::collection::vec((any::<u32>(), any::<[i32; 4]>(), any::<u32>(), any::<i64>(), any::<u32>(), proptest::collection::vec(any::<u32>(), 0..5), any::<bool>()), 0..20),
+            meta in (any::<bool>(), any::<u32>(), any::<u32>(), any::<u32>()),
+        ) {
+            let n = dict.len() as u32;
+            let entries = entries.into_iter().enumerate().map(|(i, (pos, c, events, revenue, last_off, ids, sketch))| Entry {
+                pos, grid: i as u32 % n, sku: (i as u32 + 1) % n, revision: c[0], sold: c[1], returned: c[2], preorder: c[3],
+                events, revenue, last_off,
+                stores: if sketch { Stores::Sketch(ids.iter().map(|x| *x as u8).collect()) } else { Stores::List(ids) },
+            }).collect();
+            let rec = Record::Chunk(Chunk { grids: dict.clone(), skus: dict, entries });
+            prop_assert_eq!(decode(&encode(&rec)).expect("decodes"), rec);
+            let rec = Record::Bucket(BucketMeta { closed: meta.0, sorted: meta.1, cursor: meta.2, next_seq: meta.3 });
+            prop_assert_eq!(decode(&encode(&rec)).expect("decodes"), rec);
+        }
+
+        #[test]
+        fn keys_round_trip(key in any::<u128>(), grid in any::<u64>(), seq in any::<u64>(), size in any::<i64>(), start in any::<i64>(), cseq in any::<u32>()) {
+            prop_assert_eq!(parse_key(&chunk_key(size, start, cseq)), Ok(Key::Chunk(size, start, cseq)));
+            prop_assert_eq!(parse_key(&bucket_key(size, start)), Ok(Key::Bucket(size, start)));
             prop_assert_eq!(parse_key(&key_key(key)), Ok(Key::Key(key)));
             prop_assert_eq!(parse_key(&grid_key(grid)), Ok(Key::Grid(grid)));
             prop_assert_eq!(parse_key(&dedupe_key(seq)), Ok(Key::Dedupe(seq)));
@@ -468,6 +539,45 @@ mod tests {
             ),
             ("dedupe", Record::Dedupe { horizon: 1_764_000_300_000, ids: vec![1, 2, 3] }),
             (
+                "chunk",
+                Record::Chunk(Chunk {
+                    grids: vec!["8831aa5a8bfffff".into()],
+                    skus: vec!["MILK-1L".into(), "EGG-10".into()],
+                    entries: vec![
+                        Entry {
+                            pos: 0,
+                            grid: 0,
+                            sku: 0,
+                            revision: -1,
+                            sold: 12,
+                            returned: 1,
+                            preorder: 3,
+                            events: 9,
+                            revenue: 11_880,
+                            last_off: 299_000,
+                            stores: Stores::List(vec![7, 42]),
+                        },
+                        Entry {
+                            pos: 5,
+                            grid: 0,
+                            sku: 1,
+                            revision: 2,
+                            sold: -3,
+                            returned: 0,
+                            preorder: 0,
+                            events: 1,
+                            revenue: -500,
+                            last_off: 0,
+                            stores: Stores::Sketch(vec![1, 0, 3]),
+                        },
+                    ],
+                }),
+            ),
+            (
+                "bucket",
+                Record::Bucket(BucketMeta { closed: true, sorted: 4096, cursor: 300, next_seq: 9 }),
+            ),
+            (
                 "meta",
                 Record::Meta {
                     max_event_time: Some(1_764_000_301_000),
@@ -501,15 +611,26 @@ mod tests {
         }
     }
 
-    /// What the previous releases wrote (versions 2 and 3, in `testdata/changelog/v2/`
-    /// and `v3/`) still restores: the same records, with the fields later versions added
+    /// What the previous releases wrote (versions 2, 3 and 4, in `testdata/changelog/v2/`
+    /// to `v4/`) still restores: the same records, with the fields later versions added
     /// at their defaults, and de-duplication chunks keyed by their earliest window end.
     #[test]
     fn the_previous_versions_still_decode() {
-        for version in [2u8, 3] {
+        for version in [2u8, 3, 4] {
             let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join(format!("testdata/changelog/v{version}"));
             for (name, mut rec) in samples() {
+                if matches!(rec, Record::Chunk(_) | Record::Bucket(_)) {
+                    continue; // version 5 records
+                }
+                if version == 4 {
+                    assert_eq!(
+                        decode(&std::fs::read(dir.join(format!("{name}.bin"))).expect("v4 file")),
+                        Ok(rec),
+                        "v4 {name}"
+                    );
+                    continue;
+                }
                 let stored = std::fs::read(dir.join(format!("{name}.bin"))).expect("old file");
                 assert_eq!(stored[0], version);
                 match &mut rec {

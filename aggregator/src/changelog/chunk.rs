@@ -1,0 +1,253 @@
+//! Version 5 records of the window state: a **chunk** (`W`) holds the windows of one
+//! bucket that changed in one flush, at most [`CHUNK_WINDOWS`] of them, each with its
+//! position in the bucket, its counters, revision and stores; a **bucket** record (`B`)
+//! says whether the bucket closed, how much of it is sorted and how far its emission got.
+//!
+//! A chunk carries its own dictionary of the grids and SKUs it names, so it restores
+//! without any other record; the entries are LEB128 varints (zig-zag for signed values),
+//! about 20 bytes per window with two stores.
+
+use super::{Error, MAX_ITEMS, R, W};
+
+/// Most windows in one chunk (~200 KB, well below the topic's `max.message.bytes`).
+pub const CHUNK_WINDOWS: usize = 8192;
+
+/// The stores of a window in a chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stores {
+    /// Distinct 32-bit store ids.
+    List(Vec<u32>),
+    /// HyperLogLog registers.
+    Sketch(Vec<u8>),
+}
+
+/// One window in a chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub pos: u32,
+    /// Index into the chunk's `grids`.
+    pub grid: u32,
+    /// Index into the chunk's `skus`.
+    pub sku: u32,
+    pub revision: i32,
+    pub sold: i32,
+    pub returned: i32,
+    pub preorder: i32,
+    pub events: u32,
+    pub revenue: i64,
+    pub last_off: u32,
+    pub stores: Stores,
+}
+
+/// A chunk of windows of one bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Chunk {
+    pub grids: Vec<String>,
+    pub skus: Vec<String>,
+    pub entries: Vec<Entry>,
+}
+
+/// The state of a bucket's emission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BucketMeta {
+    pub closed: bool,
+    pub sorted: u32,
+    pub cursor: u32,
+    pub next_seq: u32,
+}
+
+impl W {
+    pub(super) fn var(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.0.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.0.push(v as u8);
+    }
+    pub(super) fn zig(&mut self, v: i64) {
+        self.var(((v << 1) ^ (v >> 63)) as u64);
+    }
+    fn vstr(&mut self, s: &str) {
+        self.var(s.len() as u64);
+        self.0.extend_from_slice(s.as_bytes());
+    }
+}
+
+impl R<'_> {
+    pub(super) fn var(&mut self) -> Result<u64, Error> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(Error::Mismatch)
+    }
+    fn zig(&mut self) -> Result<i64, Error> {
+        let v = self.var()?;
+        Ok((v >> 1) as i64 ^ -((v & 1) as i64))
+    }
+    fn var32(&mut self) -> Result<u32, Error> {
+        u32::try_from(self.var()?).map_err(|_| Error::Mismatch)
+    }
+    fn zig32(&mut self) -> Result<i32, Error> {
+        i32::try_from(self.zig()?).map_err(|_| Error::Mismatch)
+    }
+    fn vcount(&mut self, item_bytes: usize) -> Result<usize, Error> {
+        let n = usize::try_from(self.var()?).map_err(|_| Error::TooMany(usize::MAX))?;
+        if n > MAX_ITEMS {
+            return Err(Error::TooMany(n));
+        }
+        if n.saturating_mul(item_bytes) > self.0.len() {
+            return Err(Error::Truncated);
+        }
+        Ok(n)
+    }
+    fn vstr(&mut self) -> Result<String, Error> {
+        let n = self.vcount(1)?;
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| Error::Utf8)
+    }
+}
+
+pub(super) fn encode_chunk(w: &mut W, c: &Chunk) {
+    for dict in [&c.grids, &c.skus] {
+        w.var(dict.len() as u64);
+        dict.iter().for_each(|s| w.vstr(s));
+    }
+    w.var(c.entries.len() as u64);
+    for e in &c.entries {
+        w.var(u64::from(e.pos));
+        w.var(u64::from(e.grid));
+        w.var(u64::from(e.sku));
+        for v in [e.revision, e.sold, e.returned, e.preorder] {
+            w.zig(i64::from(v));
+        }
+        w.var(u64::from(e.events));
+        w.zig(e.revenue);
+        w.var(u64::from(e.last_off));
+        match &e.stores {
+            Stores::List(ids) => {
+                w.var((ids.len() as u64) << 1);
+                ids.iter().for_each(|s| w.0.extend_from_slice(&s.to_le_bytes()));
+            }
+            Stores::Sketch(regs) => {
+                w.var(((regs.len() as u64) << 1) | 1);
+                w.0.extend_from_slice(regs);
+            }
+        }
+    }
+}
+
+pub(super) fn decode_chunk(r: &mut R<'_>) -> Result<Chunk, Error> {
+    let mut dicts = [Vec::new(), Vec::new()];
+    for dict in &mut dicts {
+        let n = r.vcount(1)?;
+        *dict = (0..n).map(|_| r.vstr()).collect::<Result<_, _>>()?;
+    }
+    let [grids, skus] = dicts;
+    let n = r.vcount(12)?;
+    let mut entries = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (pos, grid, sku) = (r.var32()?, r.var32()?, r.var32()?);
+        if grid as usize >= grids.len() || sku as usize >= skus.len() {
+            return Err(Error::Mismatch);
+        }
+        let (revision, sold, returned, preorder) = (r.zig32()?, r.zig32()?, r.zig32()?, r.zig32()?);
+        let (events, revenue, last_off) = (r.var32()?, r.zig()?, r.var32()?);
+        let tag = r.var()?;
+        let len = usize::try_from(tag >> 1).map_err(|_| Error::TooMany(usize::MAX))?;
+        let stores = if tag & 1 == 0 {
+            if len.saturating_mul(4) > r.0.len() {
+                return Err(Error::Truncated);
+            }
+            let mut ids = Vec::with_capacity(len);
+            for _ in 0..len {
+                let mut a = [0u8; 4];
+                a.copy_from_slice(r.take(4)?);
+                ids.push(u32::from_le_bytes(a));
+            }
+            Stores::List(ids)
+        } else {
+            Stores::Sketch(r.take(len)?.to_vec())
+        };
+        entries.push(Entry {
+            pos,
+            grid,
+            sku,
+            revision,
+            sold,
+            returned,
+            preorder,
+            events,
+            revenue,
+            last_off,
+            stores,
+        });
+    }
+    Ok(Chunk { grids, skus, entries })
+}
+
+pub(super) fn encode_bucket(w: &mut W, b: &BucketMeta) {
+    w.var(u64::from(b.closed));
+    w.var(u64::from(b.sorted));
+    w.var(u64::from(b.cursor));
+    w.var(u64::from(b.next_seq));
+}
+
+pub(super) fn decode_bucket(r: &mut R<'_>) -> Result<BucketMeta, Error> {
+    Ok(BucketMeta {
+        closed: r.var()? != 0,
+        sorted: r.var32()?,
+        cursor: r.var32()?,
+        next_seq: r.var32()?,
+    })
+}
+
+/// Builds chunks: interns the grids and SKUs of the entries added.
+#[derive(Debug, Default)]
+pub struct ChunkBuilder {
+    chunk: Chunk,
+    grids: std::collections::HashMap<u32, u32>,
+    skus: std::collections::HashMap<u32, u32>,
+}
+
+impl ChunkBuilder {
+    /// Adds a window whose grid and SKU have the caller's ids `grid` and `sku`
+    /// (strings from `name`).
+    pub fn push(
+        &mut self,
+        (grid, sku): (u32, u32),
+        name: impl Fn(bool, u32) -> String,
+        mut entry: Entry,
+    ) {
+        let c = &mut self.chunk;
+        entry.grid = *self.grids.entry(grid).or_insert_with(|| {
+            c.grids.push(name(true, grid));
+            c.grids.len() as u32 - 1
+        });
+        entry.sku = *self.skus.entry(sku).or_insert_with(|| {
+            c.skus.push(name(false, sku));
+            c.skus.len() as u32 - 1
+        });
+        c.entries.push(entry);
+    }
+
+    /// Windows added so far.
+    pub fn len(&self) -> usize {
+        self.chunk.entries.len()
+    }
+
+    /// Whether none was added.
+    pub fn is_empty(&self) -> bool {
+        self.chunk.entries.is_empty()
+    }
+
+    /// The chunk, leaving the builder empty.
+    pub fn take(&mut self) -> Chunk {
+        self.grids.clear();
+        self.skus.clear();
+        std::mem::take(&mut self.chunk)
+    }
+}

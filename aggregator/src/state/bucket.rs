@@ -1,0 +1,339 @@
+//! The windows of one bucket (window size × window start): a dense array of 40-byte
+//! windows, one per grid × SKU that sold in it, in the order they were made.
+//!
+//! An event finds its window through its key's slot (`keys.rs`: the position of the key's
+//! newest window of each size), so the open bucket needs no index. When the bucket
+//! closes it is sorted by key hash once, and from then on late events find their window by
+//! binary search; windows made after the close (a late event of a key that had none)
+//! are appended and found through a small map. An open bucket that is not the newest of
+//! its size (events a little out of order across a window boundary) builds a key → position
+//! map on its first miss; it is dropped when the bucket closes.
+//!
+//! Windows are emitted in position order behind a cursor: the close walks a bounded
+//! number of windows per flush (`close_chunk`), the rest wait for the next flush.
+
+use crate::ids::IdMap;
+use crate::window::Millis;
+
+use super::distinct::{self, StoreSet};
+use super::keys::Keys;
+
+const DIRTY: u32 = 1 << 31;
+
+/// One grid × SKU × window: 40 bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct Win {
+    pub revenue: i64,
+    /// The key, with bit 31 set while the window changed since the last flush.
+    key: u32,
+    pub sold: i32,
+    pub returned: i32,
+    pub preorder: i32,
+    pub events: u32,
+    /// Newest event time, as an offset from the window's start.
+    pub last_off: u32,
+    /// Distinct stores, see `distinct.rs`.
+    pub stores: [u32; 2],
+}
+
+impl Win {
+    /// A window of key `k` with no events.
+    pub fn new(k: u32) -> Self {
+        Win { key: k & !DIRTY, ..Win::default() }
+    }
+
+    /// The key.
+    pub fn key(&self) -> u32 {
+        self.key & !DIRTY
+    }
+
+    fn dirty(&self) -> bool {
+        self.key & DIRTY != 0
+    }
+
+    /// `units_sold + preorder_units − units_returned`.
+    pub fn net(&self) -> i64 {
+        i64::from(self.sold) + i64::from(self.preorder) - i64::from(self.returned)
+    }
+}
+
+/// The windows of one size and start.
+#[derive(Debug)]
+pub struct Bucket {
+    pub size_idx: usize,
+    pub start: Millis,
+    pub wins: Vec<Win>,
+    /// Store sets of windows with more than two stores.
+    pub spill: Vec<StoreSet>,
+    /// Whether the bucket closed (its windows are emitted, in position order).
+    pub closed: bool,
+    /// Windows `[0, sorted)` are sorted by key hash (set when the bucket closes).
+    pub sorted: u32,
+    /// Windows before it have been emitted.
+    pub cursor: u32,
+    /// Key → position of the windows outside the sorted prefix, when built.
+    index: Option<IdMap<u32, u32>>,
+    /// Positions of windows that changed since the last flush.
+    dirty: Vec<u32>,
+    /// Revisions that are not the default (0 before the cursor, −1 from it on).
+    pub revisions: IdMap<u32, i32>,
+    /// Changelog chunks of this bucket that are live: (seq, entries).
+    pub chunks: Vec<(u32, u32)>,
+    pub next_seq: u32,
+    /// Whether its `B` record (closed, sorted, cursor) changed since the last flush.
+    pub meta_dirty: bool,
+}
+
+impl Bucket {
+    /// An empty open bucket.
+    pub fn new(size_idx: usize, start: Millis) -> Self {
+        Bucket {
+            size_idx,
+            start,
+            wins: Vec::new(),
+            spill: Vec::new(),
+            closed: false,
+            sorted: 0,
+            cursor: 0,
+            index: None,
+            dirty: Vec::new(),
+            revisions: IdMap::default(),
+            chunks: Vec::new(),
+            next_seq: 0,
+            meta_dirty: false,
+        }
+    }
+
+    /// The key at `pos`, if any.
+    pub fn key_at(&self, pos: u32) -> Option<u32> {
+        self.wins.get(pos as usize).map(Win::key)
+    }
+
+    /// The position of key `k`'s window, without building anything (queries).
+    pub fn find(&self, k: u32, keys: &Keys) -> Option<u32> {
+        if let Some(p) = self.find_sorted(k, keys) {
+            return Some(p);
+        }
+        match &self.index {
+            Some(ix) => ix.get(&k).copied(),
+            None => (self.sorted as usize..self.wins.len())
+                .find(|&i| self.wins[i].key() == k)
+                .map(|i| i as u32),
+        }
+    }
+
+    /// The position of key `k`'s window, building the index of the unsorted part on the
+    /// first miss.
+    pub fn find_mut(&mut self, k: u32, keys: &Keys) -> Option<u32> {
+        if let Some(p) = self.find_sorted(k, keys) {
+            return Some(p);
+        }
+        let sorted = self.sorted as usize;
+        let wins = &self.wins;
+        let ix = self.index.get_or_insert_with(|| {
+            let mut ix = IdMap::default();
+            ix.reserve(wins.len() - sorted);
+            for (i, w) in wins.iter().enumerate().skip(sorted) {
+                ix.insert(w.key(), i as u32);
+            }
+            ix
+        });
+        ix.get(&k).copied()
+    }
+
+    fn find_sorted(&self, k: u32, keys: &Keys) -> Option<u32> {
+        if self.sorted == 0 {
+            return None;
+        }
+        let prefix = &self.wins[..self.sorted as usize];
+        let h = keys.hash(k);
+        let first = prefix.partition_point(|w| keys.hash(w.key()) < h);
+        prefix[first..]
+            .iter()
+            .take_while(|w| keys.hash(w.key()) == h)
+            .position(|w| w.key() == k)
+            .map(|i| (first + i) as u32)
+    }
+
+    /// Appends a window for key `k`; its position.
+    pub fn push(&mut self, k: u32) -> u32 {
+        if self.wins.len() == self.wins.capacity() {
+            // A quarter more, not double: windows are most of the state's bytes.
+            self.wins.reserve_exact((self.wins.len() / 4).max(64));
+        }
+        let pos = self.wins.len() as u32;
+        self.wins.push(Win::new(k));
+        if let Some(ix) = &mut self.index {
+            ix.insert(k, pos);
+        }
+        pos
+    }
+
+    /// Places a restored window at `pos` (restore only; positions are the changelog's).
+    pub fn put(&mut self, pos: u32, win: Win) {
+        let pos = pos as usize;
+        if pos >= self.wins.len() {
+            self.wins.resize(pos + 1, Win::new(HOLE));
+        }
+        self.wins[pos] = Win { key: win.key(), ..win };
+    }
+
+    /// Marks the window at `pos` changed.
+    pub fn touch(&mut self, pos: u32) {
+        let w = &mut self.wins[pos as usize];
+        if !w.dirty() {
+            w.key |= DIRTY;
+            self.dirty.push(pos);
+        }
+    }
+
+    /// Adds store `x` to the window at `pos`.
+    pub fn add_store(&mut self, pos: u32, x: u32) {
+        let w = &mut self.wins[pos as usize];
+        distinct::insert(&mut w.stores, &mut self.spill, x);
+    }
+
+    /// Distinct stores of the window at `pos`.
+    pub fn stores(&self, pos: u32) -> u64 {
+        distinct::count(&self.wins[pos as usize].stores, &self.spill)
+    }
+
+    /// The revision the window at `pos` was last emitted with (−1: never).
+    pub fn revision(&self, pos: u32) -> i32 {
+        let k = self.wins[pos as usize].key();
+        let default = if self.closed && pos < self.cursor { 0 } else { -1 };
+        self.revisions.get(&k).copied().unwrap_or(default)
+    }
+
+    /// Sets the revision of the window at `pos` (after emitting it).
+    pub fn set_revision(&mut self, pos: u32, rev: i32) {
+        let k = self.wins[pos as usize].key();
+        let default = if self.closed && pos < self.cursor { 0 } else { -1 };
+        if rev == default {
+            self.revisions.remove(&k);
+        } else {
+            self.revisions.insert(k, rev);
+        }
+    }
+
+    /// Closes the bucket: sorts it by key hash (late events then find windows by binary
+    /// search), so every window's position changes and the caller rewrites the bucket's
+    /// changelog.
+    pub fn close(&mut self, keys: &Keys) {
+        self.wins.sort_by_cached_key(|w| keys.hash(w.key()));
+        self.dirty.clear();
+        for (i, w) in self.wins.iter().enumerate() {
+            if w.dirty() {
+                self.dirty.push(i as u32);
+            }
+        }
+        self.closed = true;
+        self.sorted = self.wins.len() as u32;
+        self.index = Some(IdMap::default());
+        self.meta_dirty = true;
+    }
+
+    /// The positions changed since the last flush, in order, clearing their marks.
+    pub fn take_dirty(&mut self) -> Vec<u32> {
+        let mut d = std::mem::take(&mut self.dirty);
+        d.sort_unstable();
+        for &p in &d {
+            self.wins[p as usize].key &= !DIRTY;
+        }
+        d
+    }
+
+    /// After a restore: drops positions no record filled and rebuilds the index of the
+    /// windows after the sorted prefix.
+    pub fn restored(&mut self) {
+        if self.wins.iter().any(|w| w.key() == HOLE) {
+            tracing::warn!(start = self.start, "changelog bucket has unfilled positions");
+            let (mut sorted, mut cursor, mut out) = (self.sorted, self.cursor, 0u32);
+            for i in 0..self.wins.len() {
+                if self.wins[i].key() == HOLE {
+                    sorted -= u32::from((i as u32) < self.sorted);
+                    cursor -= u32::from((i as u32) < self.cursor);
+                } else {
+                    self.wins[out as usize] = self.wins[i];
+                    out += 1;
+                }
+            }
+            self.wins.truncate(out as usize);
+            (self.sorted, self.cursor) = (sorted, cursor);
+        }
+        self.sorted = self.sorted.min(self.wins.len() as u32);
+        self.cursor = self.cursor.min(self.wins.len() as u32);
+        self.index = None;
+        if self.closed {
+            let mut ix = IdMap::default();
+            for (i, w) in self.wins.iter().enumerate().skip(self.sorted as usize) {
+                ix.insert(w.key(), i as u32);
+            }
+            self.index = Some(ix);
+        }
+    }
+
+    /// Changelog entries of live chunks.
+    pub fn chunk_entries(&self) -> usize {
+        self.chunks.iter().map(|c| c.1 as usize).sum()
+    }
+
+    /// Estimated bytes.
+    pub fn bytes(&self) -> usize {
+        let map = |n: usize, entry: usize| n * (entry + 1) * 8 / 7;
+        self.wins.capacity() * size_of::<Win>()
+            + self.spill.iter().map(|s| s.heap_bytes() + 32).sum::<usize>()
+            + self.index.as_ref().map_or(0, |ix| map(ix.capacity(), 8))
+            + map(self.revisions.capacity(), 8)
+            + self.dirty.capacity() * 4
+            + self.chunks.capacity() * 8
+    }
+}
+
+/// The key of a position no restored record filled.
+const HOLE: u32 = DIRTY - 1;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::join_hash;
+
+    #[test]
+    fn a_window_is_forty_bytes() {
+        assert_eq!(size_of::<Win>(), 40);
+    }
+
+    #[test]
+    fn a_closed_bucket_finds_windows_by_binary_search_and_appends_late_ones() {
+        let mut keys = Keys::new(1);
+        let ks: Vec<u32> = (0..50)
+            .map(|i| {
+                let sku = format!("S{i}");
+                keys.find_or_insert(join_hash("g", &sku), "g", &sku)
+            })
+            .collect();
+        let mut b = Bucket::new(0, 0);
+        for &k in &ks[..40] {
+            let p = b.push(k);
+            b.touch(p);
+        }
+        assert_eq!(b.find_mut(ks[7], &keys), Some(7));
+        b.close(&keys);
+        assert_eq!(b.take_dirty().len(), 40);
+        for &k in &ks[..40] {
+            let p = b.find(k, &keys).expect("found");
+            assert_eq!(b.key_at(p), Some(k));
+        }
+        assert_eq!(b.find_mut(ks[45], &keys), None);
+        let p = b.push(ks[45]);
+        assert_eq!((p, b.find(ks[45], &keys)), (40, Some(40)));
+        // Revisions: emitted windows before the cursor are at 0 unless recorded.
+        b.cursor = 40;
+        assert_eq!((b.revision(3), b.revision(40)), (0, -1));
+        b.set_revision(3, 2);
+        assert_eq!(b.revision(3), 2);
+        b.set_revision(3, 0);
+        assert!(b.revisions.is_empty());
+    }
+}
