@@ -172,7 +172,18 @@ pub struct TopicSpec {
     pub partitions: i32,
     /// `delete` or `compact`.
     pub cleanup: &'static str,
+    /// Further topic configs.
+    pub configs: Vec<(&'static str, &'static str)>,
 }
+
+/// Topic configs of a state changelog: compaction that keeps up with a changelog whose
+/// keys are replaced every flush (hour-long segments, cleaning once a tenth is dirty), and
+/// room for the largest chunk record (`aggregator/src/changelog/chunk.rs`: ≤ 512 KiB).
+pub const CHANGELOG_CONFIGS: [(&str, &str); 3] = [
+    ("segment.ms", "3600000"),
+    ("min.cleanable.dirty.ratio", "0.1"),
+    ("max.message.bytes", "1048576"),
+];
 
 impl KafkaSettings {
     /// Every topic of SPEC §4 except the per-supplier plan topics (the emitter creates
@@ -184,6 +195,11 @@ impl KafkaSettings {
             name: name.to_string(),
             partitions,
             cleanup,
+            configs: Vec::new(),
+        };
+        let changelog = |name: &str| TopicSpec {
+            configs: CHANGELOG_CONFIGS.to_vec(),
+            ..spec(name, p, "compact")
         };
         vec![
             spec(&t.sales, p, "delete"),
@@ -194,8 +210,8 @@ impl KafkaSettings {
             spec(&t.coverage, p, "compact"),
             spec(&t.stores, 1, "compact"),
             spec(&t.catalog, 1, "compact"),
-            spec(&t.aggregator_changelog, p, "compact"),
-            spec(&t.emitter_changelog, p, "compact"),
+            changelog(&t.aggregator_changelog),
+            changelog(&t.emitter_changelog),
         ]
     }
 
@@ -215,8 +231,10 @@ impl KafkaSettings {
         let new: Vec<NewTopic<'_>> = specs
             .iter()
             .map(|s| {
-                NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(self.replication))
-                    .set("cleanup.policy", s.cleanup)
+                let t =
+                    NewTopic::new(&s.name, s.partitions, TopicReplication::Fixed(self.replication))
+                        .set("cleanup.policy", s.cleanup);
+                s.configs.iter().fold(t, |t, (k, v)| t.set(k, v))
             })
             .collect();
         let opts = AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(30)));

@@ -109,6 +109,7 @@ pub async fn start(
         name: kafka.topics.plan(&s),
         partitions: config.plan_partitions,
         cleanup: "delete",
+        configs: Vec::new(),
     }));
     kafka.ensure_topics(&specs).await?;
     let t = &kafka.topics;

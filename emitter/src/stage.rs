@@ -63,6 +63,7 @@ impl Emitter {
             name: topic.to_string(),
             partitions,
             cleanup: "delete",
+            configs: Vec::new(),
         })
     }
 

@@ -9,8 +9,11 @@
 
 use super::{Error, MAX_ITEMS, R, W};
 
-/// Most windows in one chunk (~200 KB, well below the topic's `max.message.bytes`).
+/// Most windows in one chunk (~200 KB with a few stores each).
 pub const CHUNK_WINDOWS: usize = 8192;
+/// A chunk is cut once its entries pass this size (windows with many stores or a
+/// sketch are large), well below the changelog topic's `max.message.bytes` (1 MiB).
+pub const CHUNK_BYTES: usize = 512 * 1024;
 
 /// The stores of a window in a chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,6 +214,7 @@ pub struct ChunkBuilder {
     chunk: Chunk,
     grids: std::collections::HashMap<u32, u32>,
     skus: std::collections::HashMap<u32, u32>,
+    bytes: usize,
 }
 
 impl ChunkBuilder {
@@ -223,11 +227,18 @@ impl ChunkBuilder {
         mut entry: Entry,
     ) {
         let c = &mut self.chunk;
+        self.bytes += 40
+            + match &entry.stores {
+                Stores::List(v) => v.len() * 4,
+                Stores::Sketch(r) => r.len(),
+            };
         entry.grid = *self.grids.entry(grid).or_insert_with(|| {
+            self.bytes += 40;
             c.grids.push(name(true, grid));
             c.grids.len() as u32 - 1
         });
         entry.sku = *self.skus.entry(sku).or_insert_with(|| {
+            self.bytes += 40;
             c.skus.push(name(false, sku));
             c.skus.len() as u32 - 1
         });
@@ -239,6 +250,11 @@ impl ChunkBuilder {
         self.chunk.entries.len()
     }
 
+    /// Whether the chunk is as big as one may be.
+    pub fn full(&self) -> bool {
+        self.chunk.entries.len() >= CHUNK_WINDOWS || self.bytes >= CHUNK_BYTES
+    }
+
     /// Whether none was added.
     pub fn is_empty(&self) -> bool {
         self.chunk.entries.is_empty()
@@ -248,6 +264,7 @@ impl ChunkBuilder {
     pub fn take(&mut self) -> Chunk {
         self.grids.clear();
         self.skus.clear();
+        self.bytes = 0;
         std::mem::take(&mut self.chunk)
     }
 }

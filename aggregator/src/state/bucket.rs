@@ -1,4 +1,4 @@
-//! The windows of one bucket (window size × window start): a dense array of 40-byte
+//! The windows of one bucket (window size × window start): a dense array of 32-byte
 //! windows, one per grid × SKU that sold in it, in the order they were made.
 //!
 //! An event finds its window through its key's slot (`keys.rs`: the position of the key's
@@ -17,10 +17,12 @@ use crate::window::Millis;
 
 use super::distinct::{self, StoreSet};
 use super::keys::Keys;
+use super::wins::Wins;
 
 const DIRTY: u32 = 1 << 31;
 
-/// One grid × SKU × window: 40 bytes.
+/// One grid × SKU × window: 32 bytes. Returned and pre-ordered units, which few windows
+/// have, live in the bucket's `extra` map.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct Win {
@@ -28,8 +30,6 @@ pub struct Win {
     /// The key, with bit 31 set while the window changed since the last flush.
     key: u32,
     pub sold: i32,
-    pub returned: i32,
-    pub preorder: i32,
     pub events: u32,
     /// Newest event time, as an offset from the window's start.
     pub last_off: u32,
@@ -52,10 +52,6 @@ impl Win {
         self.key & DIRTY != 0
     }
 
-    /// `units_sold + preorder_units − units_returned`.
-    pub fn net(&self) -> i64 {
-        i64::from(self.sold) + i64::from(self.preorder) - i64::from(self.returned)
-    }
 }
 
 /// The windows of one size and start.
@@ -63,7 +59,7 @@ impl Win {
 pub struct Bucket {
     pub size_idx: usize,
     pub start: Millis,
-    pub wins: Vec<Win>,
+    pub wins: Wins,
     /// Store sets of windows with more than two stores.
     pub spill: Vec<StoreSet>,
     /// Whether the bucket closed (its windows are emitted, in position order).
@@ -78,6 +74,8 @@ pub struct Bucket {
     dirty: Vec<u32>,
     /// Revisions that are not the default (0 before the cursor, −1 from it on).
     pub revisions: IdMap<u32, i32>,
+    /// Per key: units returned and pre-ordered, where not both 0.
+    pub extra: IdMap<u32, [i32; 2]>,
     /// Changelog chunks of this bucket that are live: (seq, entries).
     pub chunks: Vec<(u32, u32)>,
     pub next_seq: u32,
@@ -91,7 +89,7 @@ impl Bucket {
         Bucket {
             size_idx,
             start,
-            wins: Vec::new(),
+            wins: Wins::default(),
             spill: Vec::new(),
             closed: false,
             sorted: 0,
@@ -99,6 +97,7 @@ impl Bucket {
             index: None,
             dirty: Vec::new(),
             revisions: IdMap::default(),
+            extra: IdMap::default(),
             chunks: Vec::new(),
             next_seq: 0,
             meta_dirty: false,
@@ -146,22 +145,17 @@ impl Bucket {
         if self.sorted == 0 {
             return None;
         }
-        let prefix = &self.wins[..self.sorted as usize];
+        let end = self.sorted as usize;
         let h = keys.hash(k);
-        let first = prefix.partition_point(|w| keys.hash(w.key()) < h);
-        prefix[first..]
-            .iter()
-            .take_while(|w| keys.hash(w.key()) == h)
-            .position(|w| w.key() == k)
-            .map(|i| (first + i) as u32)
+        let first = self.wins.partition_point(end, |w| keys.hash(w.key()) < h);
+        (first..end)
+            .take_while(|&i| keys.hash(self.wins[i].key()) == h)
+            .find(|&i| self.wins[i].key() == k)
+            .map(|i| i as u32)
     }
 
     /// Appends a window for key `k`; its position.
     pub fn push(&mut self, k: u32) -> u32 {
-        if self.wins.len() == self.wins.capacity() {
-            // A quarter more, not double: windows are most of the state's bytes.
-            self.wins.reserve_exact((self.wins.len() / 4).max(64));
-        }
         let pos = self.wins.len() as u32;
         self.wins.push(Win::new(k));
         if let Some(ix) = &mut self.index {
@@ -192,6 +186,33 @@ impl Bucket {
     pub fn add_store(&mut self, pos: u32, x: u32) {
         let w = &mut self.wins[pos as usize];
         distinct::insert(&mut w.stores, &mut self.spill, x);
+    }
+
+    /// Units returned and pre-ordered in the window at `pos`.
+    pub fn extra(&self, pos: u32) -> [i32; 2] {
+        self.extra.get(&self.wins[pos as usize].key()).copied().unwrap_or_default()
+    }
+
+    /// Adds `q` to the returned (`which` 0) or pre-ordered (1) units of the window at
+    /// `pos` (saturating).
+    pub fn add_extra(&mut self, pos: u32, which: usize, q: i32) {
+        let e = self.extra.entry(self.wins[pos as usize].key()).or_default();
+        e[which] = e[which].saturating_add(q);
+    }
+
+    /// Sets the returned and pre-ordered units of key `k`'s window (restore).
+    pub fn set_extra(&mut self, k: u32, extra: [i32; 2]) {
+        if extra == [0, 0] {
+            self.extra.remove(&k);
+        } else {
+            self.extra.insert(k, extra);
+        }
+    }
+
+    /// `units_sold + preorder_units − units_returned` of the window at `pos`.
+    pub fn net(&self, pos: u32) -> i64 {
+        let [returned, preorder] = self.extra(pos);
+        i64::from(self.wins[pos as usize].sold) + i64::from(preorder) - i64::from(returned)
     }
 
     /// Distinct stores of the window at `pos`.
@@ -274,6 +295,11 @@ impl Bucket {
         }
     }
 
+    #[cfg(test)]
+    pub fn dirty_cap(&self) -> usize {
+        self.dirty.capacity()
+    }
+
     /// Changelog entries of live chunks.
     pub fn chunk_entries(&self) -> usize {
         self.chunks.iter().map(|c| c.1 as usize).sum()
@@ -282,12 +308,79 @@ impl Bucket {
     /// Estimated bytes.
     pub fn bytes(&self) -> usize {
         let map = |n: usize, entry: usize| n * (entry + 1) * 8 / 7;
-        self.wins.capacity() * size_of::<Win>()
+        self.wins.bytes()
             + self.spill.iter().map(|s| s.heap_bytes() + 32).sum::<usize>()
             + self.index.as_ref().map_or(0, |ix| map(ix.capacity(), 8))
             + map(self.revisions.capacity(), 8)
+            + map(self.extra.capacity(), 12)
             + self.dirty.capacity() * 4
             + self.chunks.capacity() * 8
+    }
+}
+
+/// The buckets of a partition: per size index, ordered by start (a handful each: the
+/// open window, those within their lateness, and any a device clock ran ahead to).
+#[derive(Debug, Default)]
+pub struct Buckets {
+    per_size: Vec<Vec<Bucket>>,
+}
+
+impl Buckets {
+    /// No buckets, for `sizes` window sizes.
+    pub fn new(sizes: usize) -> Self {
+        Buckets { per_size: (0..sizes).map(|_| Vec::new()).collect() }
+    }
+
+    fn find(&self, i: usize, start: Millis) -> Result<usize, usize> {
+        self.per_size.get(i).map_or(Err(0), |v| v.binary_search_by_key(&start, |b| b.start))
+    }
+
+    /// The bucket of size index `i` starting at `start`.
+    pub fn get(&self, i: usize, start: Millis) -> Option<&Bucket> {
+        self.find(i, start).ok().map(|j| &self.per_size[i][j])
+    }
+
+    /// The bucket of size index `i` starting at `start`, mutable.
+    pub fn get_mut(&mut self, i: usize, start: Millis) -> Option<&mut Bucket> {
+        self.find(i, start).ok().map(|j| &mut self.per_size[i][j])
+    }
+
+    /// The bucket, made when new.
+    pub fn get_or_insert(&mut self, i: usize, start: Millis) -> &mut Bucket {
+        let v = &mut self.per_size[i];
+        let j = match v.binary_search_by_key(&start, |b| b.start) {
+            Ok(j) => j,
+            Err(j) => {
+                v.insert(j, Bucket::new(i, start));
+                j
+            }
+        };
+        &mut v[j]
+    }
+
+    /// Removes a bucket.
+    pub fn remove(&mut self, i: usize, start: Millis) -> Option<Bucket> {
+        self.find(i, start).ok().map(|j| self.per_size[i].remove(j))
+    }
+
+    /// (size index, start) of every bucket, by size then start.
+    pub fn keys(&self) -> Vec<(usize, Millis)> {
+        self.values().map(|b| (b.size_idx, b.start)).collect()
+    }
+
+    /// Every bucket, by size then start.
+    pub fn values(&self) -> impl Iterator<Item = &Bucket> + '_ {
+        self.per_size.iter().flatten()
+    }
+
+    /// Every bucket, mutable, by size then start.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut Bucket> + '_ {
+        self.per_size.iter_mut().flatten()
+    }
+
+    /// The buckets of size index `i`, by start.
+    pub fn of_size(&self, i: usize) -> &[Bucket] {
+        self.per_size.get(i).map_or(&[], Vec::as_slice)
     }
 }
 
@@ -300,8 +393,8 @@ mod tests {
     use crate::ids::join_hash;
 
     #[test]
-    fn a_window_is_forty_bytes() {
-        assert_eq!(size_of::<Win>(), 40);
+    fn a_window_is_thirty_two_bytes() {
+        assert_eq!(size_of::<Win>(), 32);
     }
 
     #[test]

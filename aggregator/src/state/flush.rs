@@ -50,15 +50,16 @@ impl Emitting<'_> {
         let reporting = g.map_or(0, |g| g.reporting(b.size_idx, b.start));
         let pending = g.map_or(0, |g| g.pending(b.size_idx, b.start).0);
         let int = |n: u64| i32::try_from(n).unwrap_or(i32::MAX);
+        let [returned, preorder] = b.extra(pos);
         DemandWindow {
             grid_id: grid.to_string(),
             sku: self.keys.sku(k).to_string(),
             window_start: b.start,
             window_end: b.start.saturating_add(self.size),
             units_sold: i64::from(win.sold),
-            units_returned: i64::from(win.returned),
-            preorder_units: i64::from(win.preorder),
-            net_units: win.net(),
+            units_returned: i64::from(returned),
+            preorder_units: i64::from(preorder),
+            net_units: b.net(pos),
             revenue_minor: win.revenue,
             currency: self.currency.to_string(),
             event_count: i64::from(win.events),
@@ -88,14 +89,15 @@ fn entry(b: &Bucket, pos: u32) -> Entry {
         [a, 0] => Stores::List(vec![a]),
         [a, c] => Stores::List(vec![a, c]),
     };
+    let [returned, preorder] = b.extra(pos);
     Entry {
         pos,
         grid: 0,
         sku: 0,
         revision: b.revision(pos),
         sold: w.sold,
-        returned: w.returned,
-        preorder: w.preorder,
+        returned,
+        preorder,
         events: w.events,
         revenue: w.revenue,
         last_off: w.last_off,
@@ -127,7 +129,7 @@ fn write_chunks(
     for pos in positions {
         let k = b.wins[pos as usize].key();
         builder.push((keys.grid_id(k), keys.sku_id(k)), name, entry(b, pos));
-        if builder.len() == CHUNK_WINDOWS {
+        if builder.full() {
             emit(b, &mut builder);
         }
     }
@@ -151,12 +153,12 @@ impl PartitionState {
         // Per size: an older bucket is still held (buckets of a size expire in order).
         let mut held = vec![false; w.sizes.len()];
         let mut expired = Vec::new();
-        let bucket_keys: Vec<(usize, Millis)> = self.buckets.keys().copied().collect();
+        let bucket_keys = self.buckets.keys();
         for bk in bucket_keys {
             let (i, start) = bk;
             let size = w.sizes[i];
             let end = start.saturating_add(size);
-            let Some(b) = self.buckets.get_mut(&bk) else { continue };
+            let Some(b) = self.buckets.get_mut(i, start) else { continue };
             let mut rewrite = false;
             if !b.closed && w.is_closed(i, end, wm, now) {
                 b.close(&self.keys);
@@ -261,13 +263,13 @@ impl PartitionState {
 
     /// Drops a bucket past its allowed lateness, and the keys left with no window.
     fn expire(&mut self, (i, start): (usize, Millis), out: &mut Flushed) {
-        let Some(b) = self.buckets.remove(&(i, start)) else { return };
+        let Some(b) = self.buckets.remove(i, start) else { return };
         let size = self.cfg.windowing.sizes[i];
         for (seq, _) in &b.chunks {
             out.changelog.push((changelog::chunk_key(size, start, *seq), None));
         }
         out.changelog.push((changelog::bucket_key(size, start), None));
-        for win in &b.wins {
+        for win in b.wins.iter() {
             if self.keys.drop_window(win.key()) {
                 self.keys.remove(win.key());
             }

@@ -11,7 +11,7 @@
 //! Layout, made for hundreds of millions of keys (`docs/design/state-v5.md`,
 //! `docs/SCALING.md`): grid and SKU strings are interned to `u32`s; a key is a 28-byte
 //! slot in a slab found by one hash per event (`keys.rs`); its windows live in
-//! **buckets**, one per window size × start (`bucket.rs`), as 40-byte records with two
+//! **buckets**, one per window size × start (`bucket.rs`), as 32-byte records with two
 //! store ids inline (`distinct.rs`); the key's slot holds the position of its newest
 //! window of each size, so an event reaches each of its windows by index, not by a search.
 //! A bucket closes as a whole (sorted once, then emitted behind a cursor in bounded
@@ -22,19 +22,23 @@
 //!
 //! # Layout
 //! - this file: the partition's state, applying events and heartbeats, queries;
-//! - `keys`, `bucket`, `distinct`: the key slab, the buckets of windows, store sets;
+//! - `keys`, `bucket`, `wins`, `distinct`, `dedupe`: the key slab, the buckets of windows
+//!   and their block storage, store sets, event-id sets;
 //! - `flush`: closing, emitting, expiring and the changelog of one flush;
 //! - `restore`: rebuilding the state from changelog records;
 //! - `grids`: completeness per grid;
 //! - `tests`: the unit tests and the reference-model property test.
 
 mod bucket;
+mod dedupe;
 mod distinct;
 mod flush;
 mod grids;
 mod keys;
 mod restore;
-use bucket::Bucket;
+mod wins;
+use bucket::{Bucket, Buckets};
+use dedupe::IdTable;
 use grids::GridState;
 pub use grids::{Expected, Registry};
 use keys::{Keys, NO_POS};
@@ -47,7 +51,7 @@ use std::sync::Arc;
 use nearfield_schemas::{DemandWindow, GridCoverage, SaleEvent, SaleKind};
 
 use crate::config::MAX_SIZES;
-use crate::ids::{IdMap, IdSet, event_key, join_hash, short_id, store32};
+use crate::ids::{IdMap, event_key, join_hash, short_id, store32};
 use crate::window::{Late, Millis, Windowing};
 
 /// Most windows of one size one flush writes coverage for (a partition back from a long
@@ -146,14 +150,14 @@ pub struct PartitionState {
     cfg: Arc<StateConfig>,
     max_event_time: Option<Millis>,
     keys: Keys,
-    /// Buckets by (size index, window start).
-    buckets: BTreeMap<(usize, Millis), Bucket>,
+    /// Buckets by size index and window start.
+    buckets: Buckets,
     windows: usize,
     grids: IdMap<u64, GridState>,
     dirty_grids: Vec<u64>,
     /// Event ids by their horizon (the watermark at which the last window of the event
     /// expires, [`Windowing::horizon`]).
-    dedupe: BTreeMap<Millis, IdSet<u64>>,
+    dedupe: BTreeMap<Millis, IdTable>,
     dedupe_ids: usize,
     pending_ids: Vec<(Millis, u64)>,
     /// Dedupe changelog chunks and the window end they belong to.
@@ -212,7 +216,7 @@ impl PartitionState {
             last_advance_wall: Millis::MIN,
             wall_floor: Millis::MIN,
             keys: Keys::new(sizes),
-            buckets: BTreeMap::new(),
+            buckets: Buckets::new(sizes),
             windows: 0,
             grids: IdMap::default(),
             dirty_grids: Vec::new(),
@@ -293,7 +297,7 @@ impl PartitionState {
         }
         for &(i, start) in &accepted[..windows] {
             let (b, pos) = self.window_of(k, i, start);
-            count(&mut b.wins[pos as usize], ev, start, count_revenue);
+            count(b, pos, ev, start, count_revenue);
             b.add_store(pos, store);
             b.touch(pos);
         }
@@ -335,18 +339,16 @@ impl PartitionState {
         let (p, g) = self.keys.slot(k, i);
         // How many windows the slot's is after this one (modulo 2¹⁶: a hint, checked).
         let d = g.wrapping_sub(number as u16) as i16;
-        let hit = p != NO_POS
-            && d == 0
-            && self.buckets.get(&(i, start)).and_then(|b| b.key_at(p)) == Some(k);
-        if hit {
-            let b = self.buckets.get_mut(&(i, start)).expect("checked above");
+        let hit = p != NO_POS && d == 0;
+        if hit && self.buckets.get(i, start).and_then(|b| b.key_at(p)) == Some(k) {
+            let b = self.buckets.get_mut(i, start).expect("checked above");
             return (b, p);
         }
         let newer = p != NO_POS && d > 0 && {
             let slot_start = start.saturating_add(i64::from(d).saturating_mul(size));
-            self.buckets.get(&(i, slot_start)).and_then(|b| b.key_at(p)) == Some(k)
+            self.buckets.get(i, slot_start).and_then(|b| b.key_at(p)) == Some(k)
         };
-        let b = self.buckets.entry((i, start)).or_insert_with(|| Bucket::new(i, start));
+        let b = self.buckets.get_or_insert(i, start);
         if newer && let Some(pos) = b.find_mut(k, &self.keys) {
             return (b, pos);
         }
@@ -386,14 +388,15 @@ impl PartitionState {
 
     fn view(&self, b: &Bucket, pos: u32) -> WindowView {
         let win = &b.wins[pos as usize];
+        let [returned, preorder] = b.extra(pos);
         let size = self.cfg.windowing.sizes[b.size_idx];
         WindowView {
             size_idx: b.size_idx,
             start: b.start,
             end: b.start.saturating_add(size),
             units_sold: i64::from(win.sold),
-            units_returned: i64::from(win.returned),
-            preorder_units: i64::from(win.preorder),
+            units_returned: i64::from(returned),
+            preorder_units: i64::from(preorder),
             revenue_minor: win.revenue,
             event_count: i64::from(win.events),
             last_event_at: b.start + i64::from(win.last_off),
@@ -430,7 +433,7 @@ impl PartitionState {
     /// The newest window of size index `size_idx`: its start and, per grid × SKU in it,
     /// the grid, the SKU and the window (the live map).
     pub fn newest(&self, size_idx: usize) -> Option<(Millis, Vec<Row<'_>>)> {
-        let b = self.buckets.range((size_idx, Millis::MIN)..=(size_idx, Millis::MAX)).last()?.1;
+        let b = self.buckets.of_size(size_idx).last()?;
         let rows = (0..b.wins.len() as u32)
             .map(|pos| {
                 let k = b.wins[pos as usize].key();
@@ -449,7 +452,7 @@ impl PartitionState {
     /// maps' slack).
     pub fn size(&self) -> StateSize {
         let map_entry = |k: usize, v: usize| (k + v + 1) * 8 / 7;
-        let dedupe: usize = self.dedupe.values().map(|s| s.capacity() * 9).sum();
+        let dedupe: usize = self.dedupe.values().map(IdTable::bytes).sum();
         let mut bytes = dedupe + self.keys.bytes();
         let mut close_backlog = 0;
         for b in self.buckets.values() {
@@ -475,9 +478,13 @@ impl PartitionState {
 }
 
 /// Adds a sale to a window's counters (saturating).
-fn count(win: &mut bucket::Win, ev: &SaleEvent, start: Millis, count_revenue: bool) {
+fn count(b: &mut Bucket, pos: u32, ev: &SaleEvent, start: Millis, count_revenue: bool) {
     let q = ev.quantity;
     let value = i64::from(q).saturating_mul(ev.unit_price_minor);
+    let win = &mut b.wins[pos as usize];
+    win.events = win.events.saturating_add(1);
+    let off = u32::try_from(ev.occurred_at.saturating_sub(start)).unwrap_or(0);
+    win.last_off = win.last_off.max(off);
     match ev.kind {
         SaleKind::Sale => {
             win.sold = win.sold.saturating_add(q);
@@ -486,14 +493,11 @@ fn count(win: &mut bucket::Win, ev: &SaleEvent, start: Millis, count_revenue: bo
             }
         }
         SaleKind::Return => {
-            win.returned = win.returned.saturating_add(q);
             if count_revenue {
                 win.revenue = win.revenue.saturating_sub(value);
             }
+            b.add_extra(pos, 0, q);
         }
-        SaleKind::Preorder => win.preorder = win.preorder.saturating_add(q),
+        SaleKind::Preorder => b.add_extra(pos, 1, q),
     }
-    win.events = win.events.saturating_add(1);
-    let off = u32::try_from(ev.occurred_at.saturating_sub(start)).unwrap_or(0);
-    win.last_off = win.last_off.max(off);
 }

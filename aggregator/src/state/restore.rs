@@ -69,7 +69,7 @@ impl PartitionState {
                 }
                 // A chunk replaced by a rewrite of its bucket (which holds its windows).
                 Key::Chunk(size, start, seq) => {
-                    if let Some(b) = size_idx(size).and_then(|i| self.buckets.get_mut(&(i, start)))
+                    if let Some(b) = size_idx(size).and_then(|i| self.buckets.get_mut(i, start))
                     {
                         b.chunks.retain(|c| c.0 != seq);
                     }
@@ -77,7 +77,7 @@ impl PartitionState {
                 // An expired bucket.
                 Key::Bucket(size, start) => {
                     if let Some(i) = size_idx(size) {
-                        self.buckets.remove(&(i, start));
+                        self.buckets.remove(i, start);
                     }
                 }
             }
@@ -92,7 +92,7 @@ impl PartitionState {
                     );
                     return Ok(());
                 };
-                let b = self.buckets.entry((i, start)).or_insert_with(|| Bucket::new(i, start));
+                let b = self.buckets.get_or_insert(i, start);
                 b.chunks.retain(|x| x.0 != seq);
                 b.chunks.push((seq, c.entries.len() as u32));
                 b.next_seq = b.next_seq.max(seq.saturating_add(1));
@@ -107,7 +107,7 @@ impl PartitionState {
             }
             (Key::Bucket(size, start), Record::Bucket(m)) => {
                 if let Some(i) = size_idx(size) {
-                    let b = self.buckets.entry((i, start)).or_insert_with(|| Bucket::new(i, start));
+                    let b = self.buckets.get_or_insert(i, start);
                     b.closed = m.closed;
                     b.sorted = m.sorted;
                     b.cursor = m.cursor;
@@ -124,7 +124,7 @@ impl PartitionState {
                         );
                         continue;
                     };
-                    let b = self.buckets.entry((i, start)).or_insert_with(|| Bucket::new(i, start));
+                    let b = self.buckets.get_or_insert(i, start);
                     let pos = match b.find_mut(k, &self.keys) {
                         Some(p) => p,
                         None => b.push(k),
@@ -209,7 +209,8 @@ impl PartitionState {
         self.windows = 0;
         let sizes = &self.cfg.windowing.sizes;
         // Ascending start per size: the last one seen is a key's newest.
-        for (&(i, start), b) in self.buckets.iter_mut() {
+        for b in self.buckets.values_mut() {
+            let (i, start) = (b.size_idx, b.start);
             b.restored();
             let number = start.div_euclid(sizes[i]) as u16;
             for (pos, w) in b.wins.iter().enumerate() {
@@ -229,7 +230,7 @@ impl PartitionState {
         let wm = self.watermark();
         for (i, &size) in w.sizes.iter().enumerate() {
             let closed = Windowing::start(wm.saturating_sub(w.grace[i]), size);
-            let oldest_live = self.buckets.keys().filter(|b| b.0 == i).map(|b| b.1).min();
+            let oldest_live = self.buckets.of_size(i).first().map(|b| b.start);
             let through = oldest_live.map_or(closed, |start| closed.min(start));
             self.expired_through[i] = self.expired_through[i].max(through);
         }
@@ -251,8 +252,7 @@ impl PartitionState {
 fn put(b: &mut Bucket, k: u32, e: Entry) -> Result<(), changelog::Error> {
     let mut win = Win::new(k);
     win.sold = e.sold;
-    win.returned = e.returned;
-    win.preorder = e.preorder;
+    b.set_extra(k, [e.returned, e.preorder]);
     win.events = e.events;
     win.revenue = e.revenue;
     win.last_off = e.last_off;
@@ -279,8 +279,7 @@ fn put(b: &mut Bucket, k: u32, e: Entry) -> Result<(), changelog::Error> {
 fn put_v4(b: &mut Bucket, k: u32, pos: u32, start: Millis, c: &Counters) {
     let mut win = Win::new(k);
     win.sold = sat32(c.units_sold);
-    win.returned = sat32(c.units_returned);
-    win.preorder = sat32(c.preorder_units);
+    b.set_extra(k, [sat32(c.units_returned), sat32(c.preorder_units)]);
     win.events = u32::try_from(c.event_count).unwrap_or(u32::MAX);
     win.revenue = c.revenue_minor;
     win.last_off = u32::try_from(c.last_event_at.saturating_sub(start)).unwrap_or(0);

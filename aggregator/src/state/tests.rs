@@ -487,3 +487,36 @@ fn a_big_bucket_closes_in_bounded_chunks() {
     assert_eq!(finals, vec![100, 100, 50, 0]);
     assert_eq!(backlog, vec![150, 50, 0, 0]);
 }
+
+#[test]
+#[ignore]
+fn tmp_breakdown() {
+    let cfg = Arc::new(StateConfig {
+        windowing: Windowing {
+            sizes: vec![5 * MIN, 60 * MIN, 1440 * MIN],
+            out_of_orderness: 30_000,
+            grace: vec![10_000; 3],
+            allowed_lateness: vec![10 * MIN, 120 * MIN, 2880 * MIN],
+            max_close_delay: 2 * MIN,
+        },
+        currency: "CNY".into(),
+        coverage: vec![false, true, true],
+        close_chunk: 50_000,
+    });
+    let mut st = PartitionState::new(cfg);
+    let now = 1_800_000_000_000i64;
+    let n = 2_000_000u64;
+    let keys = 1_000_000u64;
+    for i in 0..n {
+        let k = (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11) % keys;
+        let (grid, sku) = (k / 400, k % 400);
+        let mut e = ev(&format!("pos-1-{i}"), &format!("store-{:06}", (grid * 7 + i % 7) % 1_000_000), &format!("8831aa{grid:09x}"), &format!("SKU-{sku:05}"), if i % 20 == 0 { SaleKind::Return } else { SaleKind::Sale }, 1, now - 240_000 + (i * 240_000 / n) as i64);
+        e.received_at = e.occurred_at + 20;
+        st.apply_sale(&e, now);
+    }
+    let keyb = st.keys.bytes();
+    let dd: usize = st.dedupe.values().map(IdTable::bytes).sum();
+    let mut wins = 0; let mut other = 0;
+    for b in st.buckets.values() { wins += b.wins.bytes(); other += b.bytes() - b.wins.bytes(); eprintln!("bucket {} len {} spill {} extra cap {} rev cap {} dirty cap {}", b.size_idx, b.wins.len(), b.spill.len(), b.extra.capacity(), b.revisions.capacity(), b.dirty_cap()); }
+    eprintln!("keys {} keybytes {keyb} wins {wins} other {other} dedupe {dd} ids {} total {}", st.keys.len(), st.dedupe_ids, st.size().bytes);
+}

@@ -1,0 +1,135 @@
+//! The windows of one bucket as a sequence of fixed-size blocks: appending never moves
+//! what is there (no copy of a million windows when the array grows) and the slack is
+//! at most one block, where a doubling array would leave up to half of itself unused.
+
+use std::ops::{Index, IndexMut};
+
+use super::bucket::Win;
+
+/// Windows per block (128 KiB of 32-byte windows).
+const BLOCK: usize = 4096;
+
+/// A growable sequence of windows in blocks of [`BLOCK`].
+#[derive(Debug, Default)]
+pub struct Wins {
+    blocks: Vec<Vec<Win>>,
+    len: usize,
+}
+
+impl Wins {
+    /// How many windows.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The window at `i`, if any.
+    pub fn get(&self, i: usize) -> Option<&Win> {
+        (i < self.len).then(|| &self.blocks[i / BLOCK][i % BLOCK])
+    }
+
+    /// Appends a window.
+    pub fn push(&mut self, w: Win) {
+        match self.blocks.last_mut() {
+            Some(b) if b.len() < BLOCK => b.push(w),
+            _ => {
+                // The first block grows as a vector (most buckets are small); later ones
+                // are allocated whole.
+                let mut b = Vec::with_capacity(if self.blocks.is_empty() { 16 } else { BLOCK });
+                b.push(w);
+                self.blocks.push(b);
+            }
+        }
+        self.len += 1;
+    }
+
+    /// Grows to `n` windows, filling with `fill`.
+    pub fn resize(&mut self, n: usize, fill: Win) {
+        while self.len < n {
+            self.push(fill);
+        }
+    }
+
+    /// Keeps the first `n` windows.
+    pub fn truncate(&mut self, n: usize) {
+        if n >= self.len {
+            return;
+        }
+        self.blocks.truncate(n.div_ceil(BLOCK));
+        let full = self.blocks.len().saturating_sub(1) * BLOCK;
+        if let Some(b) = self.blocks.last_mut() {
+            b.truncate(n - full);
+        }
+        self.len = n;
+    }
+
+    /// Every window, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Win> + '_ {
+        self.blocks.iter().flatten()
+    }
+
+    /// Sorts the windows by `key` (computed once per window; copies through one
+    /// contiguous buffer).
+    pub fn sort_by_cached_key<K: Ord>(&mut self, key: impl FnMut(&Win) -> K) {
+        let mut all: Vec<Win> = self.iter().copied().collect();
+        all.sort_by_cached_key(key);
+        for (i, w) in all.into_iter().enumerate() {
+            self[i] = w;
+        }
+    }
+
+    /// The first index in `[0, end)` for which `pred` is false, given that it is true
+    /// for a prefix (binary search).
+    pub fn partition_point(&self, end: usize, mut pred: impl FnMut(&Win) -> bool) -> usize {
+        let (mut lo, mut hi) = (0, end.min(self.len));
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if pred(&self[mid]) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// Bytes allocated for windows.
+    pub fn bytes(&self) -> usize {
+        self.blocks.iter().map(|b| b.capacity() * size_of::<Win>()).sum::<usize>()
+            + self.blocks.capacity() * 24
+    }
+}
+
+impl Index<usize> for Wins {
+    type Output = Win;
+    fn index(&self, i: usize) -> &Win {
+        &self.blocks[i / BLOCK][i % BLOCK]
+    }
+}
+
+impl IndexMut<usize> for Wins {
+    fn index_mut(&mut self, i: usize) -> &mut Win {
+        &mut self.blocks[i / BLOCK][i % BLOCK]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_hold_a_sequence_that_sorts_truncates_and_searches() {
+        let mut w = Wins::default();
+        let n = BLOCK * 2 + 10;
+        for i in 0..n {
+            w.push(Win::new((n - i) as u32));
+        }
+        assert_eq!((w.len(), w[0].key(), w[n - 1].key()), (n, n as u32, 1));
+        w.sort_by_cached_key(Win::key);
+        assert!((1..n).all(|i| w[i - 1].key() < w[i].key()));
+        assert_eq!(w.partition_point(n, |x| x.key() < 5000), 4999);
+        w.truncate(BLOCK + 1);
+        assert_eq!((w.len(), w.iter().count(), w.get(BLOCK + 1)), (BLOCK + 1, BLOCK + 1, None));
+        w.resize(BLOCK + 3, Win::new(7));
+        assert_eq!(w[BLOCK + 2].key(), 7);
+    }
+}
