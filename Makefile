@@ -42,8 +42,8 @@ bench: bootstrap ## criterion benchmarks, ingest/aggregator (vs bare client and 
 bench-ingest: bootstrap ## ingest events/s, latency and memory vs a bare producer (BENCH_SECONDS)
 	benches/ingest.sh $${BENCH_SECONDS:-20}
 
-bench-aggregator: bootstrap ## aggregator events/s vs a bare consumer, memory and restore per key (BENCH_EVENTS, BENCH_KEYS)
-	benches/aggregator.sh $${BENCH_EVENTS:-2000000} $${BENCH_KEYS:-1000000}
+bench-aggregator: bootstrap ## aggregator curve: events/CPU-s vs consume+decode, RSS against keys (20 k, 1 M, 5 M), restore per million keys (BENCH_CURVE="KEYS:EVENTS:RUNS ...")
+	benches/aggregator.sh
 
 bench-latency: bootstrap ## end-to-end latency: window close, occurred_at → DemandWindow → PlanSignal (BENCH_SECONDS, BENCH_RATE)
 	benches/latency.sh $${BENCH_SECONDS:-60} $${BENCH_RATE:-2000}

@@ -2,14 +2,19 @@
 //! memory belong to one phase (`benches/aggregator.sh` runs them in order):
 //!
 //! - `fill BROKERS TOPIC N KEYS PREFIX`: creates the topics, then writes N `SaleEvent`s over KEYS distinct grid × SKU keys
-//!   (times spread over the last four minutes, 5 % returns) with ingest's settings.
+//!   (times spread over four minutes of one 5-minute window that ended less than ten
+//!   minutes ago, so every key has exactly one window of each size and none closes while
+//!   the aggregator reads; 5 % returns) with ingest's settings.
 //! - `consume BROKERS TOPIC N`: the ceiling: a bare librdkafka consumer reading the N
-//!   records (no decoding, no state, no transactions).
+//!   records and decoding each `SaleEvent` (no state, no transactions).
 //! - `aggregate BROKERS TOPIC N PREFIX`: the aggregator (library, exactly-once, the
 //!   production defaults) consuming the same records into fresh state; reports when every
 //!   record is processed and committed.
+//!   With `BENCH_KILL=1` it prints its result and kills itself with SIGKILL (no
+//!   shutdown, no flush).
 //! - `restore BROKERS TOPIC N PREFIX`: a new instance of the same group restoring the
-//!   state the `aggregate` phase committed; reports restore time and memory.
+//!   state the `aggregate` phase committed; reports restore time and memory, and the same
+//!   sums over every window (`totals`) as `aggregate`, to compare.
 //!
 //! Each prints one JSON line: seconds, cpu_s, events_per_cpu_s, peak_rss_mb, and phase
 //! details.
@@ -95,6 +100,8 @@ fn fill(brokers: &str, topic: &str, n: u64, keys: u64) {
     let codec = Codec::single_object();
     let now = nearfield_common::time::now_ms();
     let span = 240_000u64;
+    // The start of the 5-minute window before the current one.
+    let base = (now - 300_000).div_euclid(300_000) * 300_000 + span as i64;
     let mut buf = Vec::with_capacity(160);
     for i in 0..n {
         let k = (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11) % keys;
@@ -109,8 +116,8 @@ fn fill(brokers: &str, topic: &str, n: u64, keys: u64) {
             quantity: 1 + (i % 3) as i32,
             unit_price_minor: 650,
             currency: "CNY".into(),
-            occurred_at: now - span as i64 + (i * span / n) as i64,
-            received_at: now - span as i64 + (i * span / n) as i64 + 20,
+            occurred_at: base - span as i64 + (i * span / n) as i64,
+            received_at: base - span as i64 + (i * span / n) as i64 + 20,
         };
         buf.clear();
         if let Err(e) = codec.encode_into(&e, &mut buf) {
@@ -141,14 +148,20 @@ fn consume(brokers: &str, topic: &str, n: u64) {
         .unwrap_or_else(|e| die(&format!("consumer: {e}")));
     consumer.subscribe(&[topic]).unwrap_or_else(|e| die(&format!("subscribe: {e}")));
     let (cpu0, _) = proc_stat();
+    let codec = Codec::single_object();
     let mut started = None;
-    let (mut got, mut bytes) = (0u64, 0u64);
+    let (mut got, mut bytes, mut units) = (0u64, 0u64, 0i64);
     while got < n {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 started.get_or_insert_with(Instant::now);
                 got += 1;
-                bytes += m.payload().map_or(0, |p| p.len() as u64);
+                let payload = m.payload().unwrap_or_default();
+                bytes += payload.len() as u64;
+                match codec.decode::<SaleEvent>(payload) {
+                    Ok(e) => units += i64::from(e.quantity),
+                    Err(e) => die(&format!("decode: {}", e.reason())),
+                }
             }
             Some(Err(e)) => eprintln!("consume: {e}"),
             None => {}
@@ -158,7 +171,7 @@ fn consume(brokers: &str, topic: &str, n: u64) {
     let (cpu1, hwm) = proc_stat();
     let cpu = cpu1 - cpu0;
     println!(
-        "{{\"phase\":\"consume\",\"events\":{got},\"bytes\":{bytes},\"seconds\":{secs:.2},\"events_per_s\":{:.0},\"cpu_s\":{cpu:.2},\"events_per_cpu_s\":{:.0},\"peak_rss_mb\":{hwm:.1}}}",
+        "{{\"phase\":\"consume\",\"decoded\":true,\"units\":{units},\"events\":{got},\"bytes\":{bytes},\"seconds\":{secs:.2},\"events_per_s\":{:.0},\"cpu_s\":{cpu:.2},\"events_per_cpu_s\":{:.0},\"peak_rss_mb\":{hwm:.1}}}",
         got as f64 / secs.max(0.001),
         got as f64 / cpu.max(0.01)
     );
@@ -217,13 +230,29 @@ async fn aggregate(brokers: &str, topic: &str, n: u64, prefix: &str) {
     let size = state_size(&running).await;
     let (keys, windows, state_bytes) = (size.keys, size.windows, size.bytes);
     let rss = rss_mb();
-    token.cancel();
-    let _ = running.done.await;
+    let totals = totals(&running).await;
     println!(
-        "{{\"phase\":\"aggregate\",\"events\":{n},\"seconds\":{secs:.2},\"events_per_s\":{:.0},\"cpu_s\":{cpu:.2},\"events_per_cpu_s\":{:.0},\"peak_rss_mb\":{hwm:.1},\"rss_mb\":{rss:.1},\"keys\":{keys},\"windows\":{windows},\"state_bytes\":{state_bytes}}}",
+        "{{\"phase\":\"aggregate\",\"events\":{n},\"seconds\":{secs:.2},\"events_per_s\":{:.0},\"cpu_s\":{cpu:.2},\"events_per_cpu_s\":{:.0},\"peak_rss_mb\":{hwm:.1},\"rss_mb\":{rss:.1},\"keys\":{keys},\"windows\":{windows},\"state_bytes\":{state_bytes},\"totals\":{totals}}}",
         n as f64 / secs,
         n as f64 / cpu.max(0.01)
     );
+    if std::env::var_os("BENCH_KILL").is_some() {
+        // A crash: no shutdown, no flush; whatever was committed must restore as it was.
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &std::process::id().to_string()])
+            .status();
+        std::thread::sleep(Duration::from_secs(60));
+        die("not killed");
+    }
+    token.cancel();
+    let _ = running.done.await;
+}
+
+async fn totals(running: &nearfield_aggregator::Running) -> String {
+    match running.queries.ask(Query::Totals).await {
+        Ok(Answer::Totals(t)) => serde_json::to_string(&t).unwrap_or_default(),
+        _ => die("totals: no answer"),
+    }
 }
 
 async fn state_size(running: &nearfield_aggregator::Running) -> StateSize {
@@ -257,6 +286,7 @@ async fn restore(brokers: &str, topic: &str, prefix: &str) {
         .flat_map(|f| f.get_metric().iter().map(|m| m.get_counter().get_value() as u64))
         .sum();
     let rss = rss_mb();
+    let totals = totals(&running).await;
     // Partitions restore together; each observes the batch's duration.
     let restore_s = prometheus::gather()
         .iter()
@@ -271,7 +301,7 @@ async fn restore(brokers: &str, topic: &str, prefix: &str) {
     token.cancel();
     let _ = running.done.await;
     println!(
-        "{{\"phase\":\"restore\",\"seconds\":{restore_s:.2},\"until_ready_s\":{secs:.2},\"records\":{records},\"keys\":{},\"windows\":{},\"state_bytes\":{},\"rss_mb\":{rss:.1},\"rss_growth_mb\":{:.1}}}",
+        "{{\"phase\":\"restore\",\"seconds\":{restore_s:.2},\"until_ready_s\":{secs:.2},\"records\":{records},\"keys\":{},\"windows\":{},\"state_bytes\":{},\"rss_mb\":{rss:.1},\"rss_growth_mb\":{:.1},\"totals\":{totals}}}",
         size.keys,
         size.windows,
         size.bytes,

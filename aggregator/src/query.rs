@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use nearfield_eos::Owned;
 use serde::{Deserialize, Serialize};
 
-use crate::state::{KeyView, PartitionState, StateSize};
+use crate::state::{KeyView, PartitionState, StateSize, Totals};
 
 /// A question for the loop.
 #[derive(Debug)]
@@ -19,6 +19,9 @@ pub enum Query {
     Cells { size_idx: usize, size: i64, skus: Option<HashSet<String>> },
     /// The size of the owned state (benchmarks, tests).
     Size,
+    /// Sums over every live window of the owned state (benchmarks and fault tests compare
+    /// them before a crash and after the restore).
+    Totals,
 }
 
 /// The loop's answer.
@@ -27,6 +30,7 @@ pub enum Answer {
     Demand { keys: Vec<LiveKey>, owned: Vec<i32>, restoring: Vec<i32> },
     Cells(serde_json::Value),
     Size(StateSize),
+    Totals(Totals),
 }
 
 /// One window in a live answer.
@@ -116,6 +120,7 @@ pub fn answer(owned: &Owned<'_, PartitionState>, q: Query) -> Answer {
         }
         Query::Cells { size_idx, size, skus } => Answer::Cells(cells(owned, size_idx, size, skus)),
         Query::Size => Answer::Size(owned.active.values().map(PartitionState::size).sum()),
+        Query::Totals => Answer::Totals(owned.active.values().map(PartitionState::totals).sum()),
     }
 }
 

@@ -55,6 +55,32 @@ fuzz_target!(|data: &[u8]| {
                 let once = changelog::encode(&rec);
                 let back = changelog::decode(&once).expect("a re-encoded record decodes");
                 assert_eq!(changelog::encode(&back), once);
+                // And restoring it never panics, whatever key it comes under.
+                use std::sync::{Arc, LazyLock};
+                static CFG: LazyLock<Arc<nearfield_aggregator::state::StateConfig>> =
+                    LazyLock::new(|| {
+                        let c = nearfield_aggregator::AggregateConfig::default();
+                        Arc::new(nearfield_aggregator::state::StateConfig {
+                            windowing: c.windowing(),
+                            currency: c.currency.clone(),
+                            coverage: vec![false, true, true],
+                            close_chunk: c.close_chunk,
+                        })
+                    });
+                let mut st = nearfield_aggregator::state::PartitionState::new(Arc::clone(&CFG));
+                for key in [
+                    changelog::chunk_key(300_000, 1_764_000_000_000, 0),
+                    changelog::bucket_key(300_000, 1_764_000_000_000),
+                    changelog::key_key(7),
+                    changelog::grid_key(7),
+                    changelog::dedupe_key(0),
+                    changelog::meta_key(),
+                ] {
+                    let _ = st.restore(&key, Some(msg));
+                }
+                st.restored();
+                let _ = st.size();
+                let _ = st.totals();
             }
         }
     }

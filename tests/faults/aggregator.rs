@@ -25,6 +25,7 @@ type Truth = BTreeMap<WindowKey, (i64, i64, i64, i64)>;
 
 pub struct Aggregator {
     sales: String,
+    changelog: String,
     demand: String,
     late: String,
     group: String,
@@ -68,6 +69,7 @@ pub fn deploy(kafka: &Kafka, partitions: i32, windows: &str) -> (Aggregator, Dep
     let d = Deployment::new(env!("CARGO_BIN_EXE_nearfield").as_ref(), "aggregate", &config, &[]);
     let h = Aggregator {
         sales,
+        changelog,
         demand,
         late,
         group: format!("agg-{id}"),
@@ -82,6 +84,11 @@ impl Aggregator {
     /// The input topic.
     pub fn sales(&self) -> &str {
         &self.sales
+    }
+
+    /// The state changelog topic.
+    pub fn changelog(&self) -> &str {
+        &self.changelog
     }
 
     /// The output topic.

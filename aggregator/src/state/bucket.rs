@@ -51,7 +51,6 @@ impl Win {
     fn dirty(&self) -> bool {
         self.key & DIRTY != 0
     }
-
 }
 
 /// The windows of one size and start.
@@ -293,11 +292,6 @@ impl Bucket {
             }
             self.index = Some(ix);
         }
-    }
-
-    #[cfg(test)]
-    pub fn dirty_cap(&self) -> usize {
-        self.dirty.capacity()
     }
 
     /// Changelog entries of live chunks.

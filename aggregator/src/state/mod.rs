@@ -194,6 +194,30 @@ pub struct StateSize {
     pub close_backlog: usize,
 }
 
+/// Sums over every live window (a checksum of the counters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Totals {
+    pub windows: u64,
+    pub events: u64,
+    pub units_sold: i64,
+    pub net_units: i64,
+    pub revenue_minor: i64,
+    pub distinct_stores: u64,
+}
+
+impl std::iter::Sum for Totals {
+    fn sum<I: Iterator<Item = Totals>>(iter: I) -> Self {
+        iter.fold(Totals::default(), |a, b| Totals {
+            windows: a.windows + b.windows,
+            events: a.events + b.events,
+            units_sold: a.units_sold.wrapping_add(b.units_sold),
+            net_units: a.net_units.wrapping_add(b.net_units),
+            revenue_minor: a.revenue_minor.wrapping_add(b.revenue_minor),
+            distinct_stores: a.distinct_stores + b.distinct_stores,
+        })
+    }
+}
+
 impl std::iter::Sum for StateSize {
     fn sum<I: Iterator<Item = StateSize>>(iter: I) -> Self {
         iter.fold(StateSize::default(), |a, b| StateSize {
@@ -446,6 +470,23 @@ impl PartitionState {
     /// Reporting stores of a grid during a window.
     pub fn stores_reporting(&self, grid: &str, size_idx: usize, start: Millis) -> usize {
         self.grids.get(&short_id(grid)).map_or(0, |g| g.reporting(size_idx, start))
+    }
+
+    /// Sums over every live window.
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        for b in self.buckets.values() {
+            for pos in 0..b.wins.len() as u32 {
+                let w = &b.wins[pos as usize];
+                t.windows += 1;
+                t.events += u64::from(w.events);
+                t.units_sold = t.units_sold.wrapping_add(i64::from(w.sold));
+                t.net_units = t.net_units.wrapping_add(b.net(pos));
+                t.revenue_minor = t.revenue_minor.wrapping_add(w.revenue);
+                t.distinct_stores += b.stores(pos);
+            }
+        }
+        t
     }
 
     /// How big the state is (an estimate of bytes: entries, their heap parts, and the

@@ -69,8 +69,7 @@ impl PartitionState {
                 }
                 // A chunk replaced by a rewrite of its bucket (which holds its windows).
                 Key::Chunk(size, start, seq) => {
-                    if let Some(b) = size_idx(size).and_then(|i| self.buckets.get_mut(i, start))
-                    {
+                    if let Some(b) = size_idx(size).and_then(|i| self.buckets.get_mut(i, start)) {
                         b.chunks.retain(|c| c.0 != seq);
                     }
                 }

@@ -231,8 +231,9 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
     /// Against a reference model: every counted event is in the final value of each of
-    /// its windows, revisions run 0, 1, 2… without repeats, and crashes (restore from
-    /// the changelog at a flush) change nothing.
+    /// its windows (units, events and distinct stores), closes emit `close_chunk` windows
+    /// per flush, revisions run 0, 1, 2… without repeats, and crashes (restore from the
+    /// changelog at a flush, read compacted or as written) change nothing.
     #[test]
     fn matches_the_reference_model(
         steps in proptest::collection::vec(step(), 1..120),
@@ -262,6 +263,7 @@ proptest! {
         };
         let mut counted: HashSet<(u8, u8, Millis)> = HashSet::new();
         let mut model: BTreeMap<WinKey, (i64, i64, i64, i64)> = BTreeMap::new();
+        let mut stores: BTreeMap<WinKey, std::collections::BTreeSet<u8>> = BTreeMap::new();
         // What the state held at the last flush, to replay after a "crash".
         let mut since_flush: Vec<SaleEvent> = Vec::new();
         for s in steps {
@@ -281,6 +283,7 @@ proptest! {
                         let mut windows = 0;
                         for (_, start, end) in w.accepting(t, wm, clock) {
                             windows += 1;
+                            stores.entry((e.grid_id.clone(), e.sku.clone(), start, end)).or_default().insert(store);
                             let c = model.entry((e.grid_id.clone(), e.sku.clone(), start, end)).or_default();
                             match kind {
                                 SaleKind::Sale => c.0 += i64::from(q),
@@ -348,6 +351,11 @@ proptest! {
             prop_assert_eq!(o.revision, expected_rev, "revisions are consecutive for {:?}", k);
             last.insert(k, o);
         }
+        let got_stores: BTreeMap<WinKey, usize> =
+            last.iter().map(|(k, o)| (k.clone(), o.distinct_stores as usize)).collect();
+        let want_stores: BTreeMap<WinKey, usize> =
+            stores.into_iter().map(|(k, s)| (k, s.len())).collect();
+        prop_assert_eq!(got_stores, want_stores, "distinct stores (exact below 1 024)");
         let got: BTreeMap<WinKey, (i64, i64, i64, i64)> = last
             .into_iter()
             .map(|(k, o)| (k, (o.units_sold, o.units_returned, o.preorder_units, o.event_count)))
@@ -486,37 +494,4 @@ fn a_big_bucket_closes_in_bounded_chunks() {
     }
     assert_eq!(finals, vec![100, 100, 50, 0]);
     assert_eq!(backlog, vec![150, 50, 0, 0]);
-}
-
-#[test]
-#[ignore]
-fn tmp_breakdown() {
-    let cfg = Arc::new(StateConfig {
-        windowing: Windowing {
-            sizes: vec![5 * MIN, 60 * MIN, 1440 * MIN],
-            out_of_orderness: 30_000,
-            grace: vec![10_000; 3],
-            allowed_lateness: vec![10 * MIN, 120 * MIN, 2880 * MIN],
-            max_close_delay: 2 * MIN,
-        },
-        currency: "CNY".into(),
-        coverage: vec![false, true, true],
-        close_chunk: 50_000,
-    });
-    let mut st = PartitionState::new(cfg);
-    let now = 1_800_000_000_000i64;
-    let n = 2_000_000u64;
-    let keys = 1_000_000u64;
-    for i in 0..n {
-        let k = (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11) % keys;
-        let (grid, sku) = (k / 400, k % 400);
-        let mut e = ev(&format!("pos-1-{i}"), &format!("store-{:06}", (grid * 7 + i % 7) % 1_000_000), &format!("8831aa{grid:09x}"), &format!("SKU-{sku:05}"), if i % 20 == 0 { SaleKind::Return } else { SaleKind::Sale }, 1, now - 240_000 + (i * 240_000 / n) as i64);
-        e.received_at = e.occurred_at + 20;
-        st.apply_sale(&e, now);
-    }
-    let keyb = st.keys.bytes();
-    let dd: usize = st.dedupe.values().map(IdTable::bytes).sum();
-    let mut wins = 0; let mut other = 0;
-    for b in st.buckets.values() { wins += b.wins.bytes(); other += b.bytes() - b.wins.bytes(); eprintln!("bucket {} len {} spill {} extra cap {} rev cap {} dirty cap {}", b.size_idx, b.wins.len(), b.spill.len(), b.extra.capacity(), b.revisions.capacity(), b.dirty_cap()); }
-    eprintln!("keys {} keybytes {keyb} wins {wins} other {other} dedupe {dd} ids {} total {}", st.keys.len(), st.dedupe_ids, st.size().bytes);
 }
