@@ -2,7 +2,7 @@
 //! memory belong to one phase (`benches/aggregator.sh` runs them in order):
 //!
 //! - `fill BROKERS TOPIC N KEYS PREFIX`: creates the topics, then writes N `SaleEvent`s over KEYS distinct grid × SKU keys
-//!   (times spread over four minutes of one 5-minute window that ended less than ten
+//!   (each key exactly N / KEYS times; times spread over four minutes of one 5-minute window that ended less than ten
 //!   minutes ago, so every key has exactly one window of each size and none closes while
 //!   the aggregator reads; 5 % returns) with ingest's settings.
 //! - `consume BROKERS TOPIC N`: the ceiling: a bare librdkafka consumer reading the N
@@ -104,7 +104,9 @@ fn fill(brokers: &str, topic: &str, n: u64, keys: u64) {
     let base = (now - 300_000).div_euclid(300_000) * 300_000 + span as i64;
     let mut buf = Vec::with_capacity(160);
     for i in 0..n {
-        let k = (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11) % keys;
+        // Every key gets exactly N / KEYS events (i ↦ i·m mod KEYS is a bijection for m
+        // prime to KEYS), in an order that jumps across keys, grids and partitions.
+        let k = i.wrapping_mul(2_654_435_761) % keys;
         let (grid, sku) = (k / 400, k % 400);
         let e = SaleEvent {
             event_id: format!("pos-1-{i}"),
@@ -264,7 +266,11 @@ async fn state_size(running: &nearfield_aggregator::Running) -> StateSize {
 
 async fn restore(brokers: &str, topic: &str, prefix: &str) {
     let (kafka, mut cfg) = settings(brokers, topic, prefix);
-    cfg.exactly_once.instance_id = Some("bench-2".into());
+    // The aggregating instance's id, as a restarted pod has: its transactional id fences
+    // the old one at once. (Under another id the restore first waits for the old
+    // producer's transaction state to expire: seconds that are not restore work.)
+    let id = std::env::var("BENCH_RESTORE_ID").unwrap_or_else(|_| "bench-1".into());
+    cfg.exactly_once.instance_id = Some(id);
     let rss0 = rss_mb();
     let token = CancellationToken::new();
     let started = Instant::now();

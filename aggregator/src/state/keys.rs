@@ -128,6 +128,24 @@ impl Keys {
             return k;
         }
         let (g, s) = (self.grids.intern(grid), self.skus.intern(sku));
+        self.insert(hash, g, s)
+    }
+
+    /// The key of interned grid `g` × SKU `s` (whose strings' [`join_hash`] is `hash`),
+    /// made when new: compares ids, not strings (restore, where a chunk's dictionary is
+    /// interned once).
+    pub fn find_or_insert_ids(&mut self, hash: u64, g: u32, s: u32) -> u32 {
+        let found = self.index.find(hash, |&k| {
+            let slot = self.at(k);
+            slot[0] == g && slot[1] == s
+        });
+        match found {
+            Some(&k) => k,
+            None => self.insert(hash, g, s),
+        }
+    }
+
+    fn insert(&mut self, hash: u64, g: u32, s: u32) -> u32 {
         let k = match self.free.pop() {
             Some(k) => k,
             None => {

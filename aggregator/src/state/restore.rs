@@ -95,9 +95,12 @@ impl PartitionState {
                 b.chunks.retain(|x| x.0 != seq);
                 b.chunks.push((seq, c.entries.len() as u32));
                 b.next_seq = b.next_seq.max(seq.saturating_add(1));
+                let gids: Vec<u32> = c.grids.iter().map(|g| self.keys.grids.intern(g)).collect();
+                let sids: Vec<u32> = c.skus.iter().map(|s| self.keys.skus.intern(s)).collect();
                 for e in c.entries {
-                    let (grid, sku) = (&c.grids[e.grid as usize], &c.skus[e.sku as usize]);
-                    let k = self.keys.find_or_insert(join_hash(grid, sku), grid, sku);
+                    let (g, s) = (e.grid as usize, e.sku as usize);
+                    let hash = join_hash(&c.grids[g], &c.skus[s]);
+                    let k = self.keys.find_or_insert_ids(hash, gids[g], sids[s]);
                     if e.pos >= MAX_BUCKET_WINDOWS {
                         return Err(changelog::Error::TooMany(e.pos as usize));
                     }
