@@ -81,11 +81,6 @@ pub fn event_key(store_id: &str, event_id: &str) -> u64 {
     joined(store_id, event_id, xxhash_rust::xxh3::xxh3_64)
 }
 
-/// 64-bit hash of `a` and `b` together (a grid × SKU's index and sort hash).
-pub fn join_hash(a: &str, b: &str) -> u64 {
-    joined(a, b, xxhash_rust::xxh3::xxh3_64)
-}
-
 /// 32-bit identity of a store for the distinct-store sets of windows, never 0 or
 /// `u32::MAX` (the set's markers). Two stores of one grid × SKU × window collide with
 /// probability about n² / 2³³ (n = 100 stores: 1 in 860 000 windows), counting one fewer.

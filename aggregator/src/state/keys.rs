@@ -5,12 +5,22 @@
 //! sizes): the grid and SKU ids, per size the position of the key's newest window in its
 //! bucket, and per size the low 16 bits of that window's number, plus how many live
 //! windows the key has. The index is a `hashbrown::HashTable<u32>` of slot numbers (no
-//! key bytes of its own): one hash per event finds the key, and the strings are compared
-//! through the interner.
+//! key bytes of its own) under [`key_hash`], a mix of the interned grid's and SKU's
+//! hashes: an event interns its grid and SKU (two small, cache-resident tables), then one
+//! probe of the index compares ids, not strings, and growing the index never re-reads a
+//! string.
 
 use hashbrown::HashTable;
 
-use crate::ids::join_hash;
+/// The hash of a key from the hashes of its interned grid and SKU: cheap to recompute
+/// (the index rehashes without touching a string) and a function of the strings only.
+/// Closed buckets are sorted by it and restored in that order, so it is part of the
+/// changelog format (version 5): `the_key_hash_is_stable` pins it.
+pub fn key_hash(grid_hash: u64, sku_hash: u64) -> u64 {
+    let x = grid_hash ^ sku_hash.rotate_left(29).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let x = (x ^ (x >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93);
+    x ^ (x >> 32)
+}
 
 /// No position: the key has no window of that size.
 pub const NO_POS: u32 = u32::MAX;
@@ -69,12 +79,23 @@ impl Interner {
     }
 }
 
+/// Keys per slab block (112 KiB at three sizes).
+const SLAB_BLOCK: usize = 4096;
+
+fn slot_of(slab: &[Vec<u32>], stride: usize, k: u32) -> &[u32] {
+    let (b, i) = (k as usize / SLAB_BLOCK, (k as usize % SLAB_BLOCK) * stride);
+    &slab[b][i..i + stride]
+}
+
 /// The keys of one partition.
 #[derive(Debug)]
 pub struct Keys {
     sizes: usize,
     stride: usize,
-    slab: Vec<u32>,
+    /// Slots in blocks of [`SLAB_BLOCK`] keys (growing never copies).
+    slab: Vec<Vec<u32>>,
+    /// Slots made so far (live and free).
+    slots: usize,
     free: Vec<u32>,
     index: HashTable<u32>,
     pub grids: Interner,
@@ -89,6 +110,7 @@ impl Keys {
             sizes,
             stride: 2 + sizes + (sizes + 1).div_ceil(2),
             slab: Vec::new(),
+            slots: 0,
             free: Vec::new(),
             index: HashTable::new(),
             grids: Interner::default(),
@@ -98,43 +120,48 @@ impl Keys {
     }
 
     fn at(&self, k: u32) -> &[u32] {
-        let i = k as usize * self.stride;
-        &self.slab[i..i + self.stride]
+        slot_of(&self.slab, self.stride, k)
     }
 
     fn at_mut(&mut self, k: u32) -> &mut [u32] {
-        let i = k as usize * self.stride;
-        &mut self.slab[i..i + self.stride]
+        let (b, i) = (k as usize / SLAB_BLOCK, (k as usize % SLAB_BLOCK) * self.stride);
+        &mut self.slab[b][i..i + self.stride]
     }
 
     fn hash_of(&self, k: u32) -> u64 {
         let s = self.at(k);
-        join_hash(self.grids.str(s[0]), self.skus.str(s[1]))
+        key_hash(self.grids.hash(s[0]), self.skus.hash(s[1]))
     }
 
-    /// The key of `grid` × `sku`, whose [`join_hash`] is `hash`.
-    pub fn find(&self, hash: u64, grid: &str, sku: &str) -> Option<u32> {
+    /// The key of `grid` × `sku`.
+    pub fn find(&self, grid: &str, sku: &str) -> Option<u32> {
+        let (g, s) = (self.grids.get(grid)?, self.skus.get(sku)?);
+        let h = key_hash(self.grids.hash(g), self.skus.hash(s));
         self.index
-            .find(hash, |&k| {
-                let s = self.at(k);
-                self.grids.str(s[0]) == grid && self.skus.str(s[1]) == sku
+            .find(h, |&k| {
+                let slot = self.at(k);
+                slot[0] == g && slot[1] == s
             })
             .copied()
     }
 
     /// The key of `grid` × `sku`, made when new.
-    pub fn find_or_insert(&mut self, hash: u64, grid: &str, sku: &str) -> u32 {
-        if let Some(k) = self.find(hash, grid, sku) {
-            return k;
-        }
+    pub fn find_or_insert(&mut self, grid: &str, sku: &str) -> u32 {
         let (g, s) = (self.grids.intern(grid), self.skus.intern(sku));
-        self.insert(hash, g, s)
+        self.find_or_insert_ids(g, s)
     }
 
-    /// The key of interned grid `g` × SKU `s` (whose strings' [`join_hash`] is `hash`),
-    /// made when new: compares ids, not strings (restore, where a chunk's dictionary is
-    /// interned once).
-    pub fn find_or_insert_ids(&mut self, hash: u64, g: u32, s: u32) -> u32 {
+    /// Whether `k` is the key of interned grid `g` × SKU `s`.
+    pub fn is(&self, k: u32, g: u32, s: u32) -> bool {
+        (k as usize) < self.slots && {
+            let slot = self.at(k);
+            slot[0] == g && slot[1] == s
+        }
+    }
+
+    /// The key of interned grid `g` × SKU `s`, made when new.
+    pub fn find_or_insert_ids(&mut self, g: u32, s: u32) -> u32 {
+        let hash = key_hash(self.grids.hash(g), self.skus.hash(s));
         let found = self.index.find(hash, |&k| {
             let slot = self.at(k);
             slot[0] == g && slot[1] == s
@@ -149,12 +176,11 @@ impl Keys {
         let k = match self.free.pop() {
             Some(k) => k,
             None => {
-                let k = u32::try_from(self.slab.len() / self.stride).unwrap_or(u32::MAX - 1);
-                // Grow by a quarter, not double: the slab is most of a key's bytes.
-                if self.slab.len() + self.stride > self.slab.capacity() {
-                    self.slab.reserve_exact((self.slab.len() / 4).max(self.stride * 1024));
+                let k = u32::try_from(self.slots).unwrap_or(u32::MAX - 1);
+                if self.slots.is_multiple_of(SLAB_BLOCK) {
+                    self.slab.push(vec![0; SLAB_BLOCK * self.stride]);
                 }
-                self.slab.resize(self.slab.len() + self.stride, 0);
+                self.slots += 1;
                 k
             }
         };
@@ -167,8 +193,8 @@ impl Keys {
         self.len += 1;
         let (slab, stride, grids, skus) = (&self.slab, self.stride, &self.grids, &self.skus);
         self.index.insert_unique(hash, k, |&k| {
-            let i = k as usize * stride;
-            join_hash(grids.str(slab[i]), skus.str(slab[i + 1]))
+            let slot = slot_of(slab, stride, k);
+            key_hash(grids.hash(slot[0]), skus.hash(slot[1]))
         });
         k
     }
@@ -219,7 +245,7 @@ impl Keys {
         self.skus.str(self.at(k)[1])
     }
 
-    /// The sort and index hash of `k` ([`join_hash`] of its grid and SKU).
+    /// The sort and index hash of `k` ([`key_hash`]).
     pub fn hash(&self, k: u32) -> u64 {
         self.hash_of(k)
     }
@@ -271,13 +297,13 @@ impl Keys {
 
     /// Every live key.
     pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
-        let n = u32::try_from(self.slab.len() / self.stride).unwrap_or(u32::MAX);
+        let n = u32::try_from(self.slots).unwrap_or(u32::MAX);
         (0..n).filter(|&k| self.at(k)[0] != FREE)
     }
 
     /// Estimated bytes (slab, index, interned strings).
     pub fn bytes(&self) -> usize {
-        self.slab.capacity() * 4
+        self.slab.len() * SLAB_BLOCK * self.stride * 4
             + self.index.capacity() * 5
             + self.free.capacity() * 4
             + self.grids.heap_bytes()
@@ -293,10 +319,10 @@ mod tests {
     fn keys_are_found_freed_and_reused() {
         let mut keys = Keys::new(3);
         assert_eq!(keys.stride * 4, 28, "28 bytes per key at three sizes");
-        let a = keys.find_or_insert(join_hash("g1", "A"), "g1", "A");
-        let b = keys.find_or_insert(join_hash("g1", "B"), "g1", "B");
+        let a = keys.find_or_insert("g1", "A");
+        let b = keys.find_or_insert("g1", "B");
         assert_ne!(a, b);
-        assert_eq!(keys.find_or_insert(join_hash("g1", "A"), "g1", "A"), a);
+        assert_eq!(keys.find_or_insert("g1", "A"), a);
         assert_eq!((keys.grid(b), keys.sku(b)), ("g1", "B"));
         assert_eq!(keys.slot(a, 1), (NO_POS, 0));
         keys.set_slot(a, 1, 7, 0xbeef);
@@ -307,12 +333,21 @@ mod tests {
         assert!(!keys.drop_window(a));
         assert!(keys.drop_window(a));
         keys.remove(a);
-        assert_eq!(keys.find(join_hash("g1", "A"), "g1", "A"), None);
+        assert_eq!(keys.find("g1", "A"), None);
         assert_eq!(keys.len(), 1);
-        let c = keys.find_or_insert(join_hash("g2", "A"), "g2", "A");
+        let c = keys.find_or_insert("g2", "A");
         assert_eq!(c, a, "the freed slot is reused");
         assert_eq!(keys.slot(c, 1), (NO_POS, 0), "a reused slot starts empty");
         assert_eq!(keys.iter().count(), 2);
         assert_eq!(keys.grids.get("g2"), Some(1));
+    }
+
+    /// Closed buckets are sorted by the key hash and restored as they were written: the
+    /// function may only change with a new changelog version.
+    #[test]
+    fn the_key_hash_is_stable() {
+        let mut keys = Keys::new(3);
+        let k = keys.find_or_insert("8831aa5a8bfffff", "MILK-1L");
+        assert_eq!(keys.hash(k), 0xd00b_d10c_f132_84e8, "{:#x}", keys.hash(k));
     }
 }

@@ -10,7 +10,7 @@
 //!
 //! Layout, made for hundreds of millions of keys (`docs/design/state-v5.md`,
 //! `docs/SCALING.md`): grid and SKU strings are interned to `u32`s; a key is a 28-byte
-//! slot in a slab found by one hash per event (`keys.rs`); its windows live in
+//! slot in a slab found by one probe of an index of interned ids (`keys.rs`); its windows live in
 //! **buckets**, one per window size × start (`bucket.rs`), as 32-byte records with two
 //! store ids inline (`distinct.rs`); the key's slot holds the position of its newest
 //! window of each size, so an event reaches each of its windows by index, not by a search.
@@ -51,7 +51,7 @@ use std::sync::Arc;
 use nearfield_schemas::{DemandWindow, GridCoverage, SaleEvent, SaleKind};
 
 use crate::config::MAX_SIZES;
-use crate::ids::{IdMap, event_key, join_hash, short_id, store32};
+use crate::ids::{IdMap, event_key, short_id, store32};
 use crate::window::{Late, Millis, Windowing};
 
 /// Most windows of one size one flush writes coverage for (a partition back from a long
@@ -180,6 +180,10 @@ pub struct PartitionState {
     frontier_restored: bool,
     /// Per size index: the end of the last window whose coverage was written.
     covered_through: Vec<Millis>,
+    /// During a restore: the key last seen at each bucket position. Buckets of all sizes
+    /// were filled by the same events in the same order, so the key at position p of one
+    /// is most often the key at p of the others, and checking it saves an index probe.
+    restore_guess: Vec<u32>,
 }
 
 /// Sizes of a partition's state (metrics).
@@ -254,6 +258,7 @@ impl PartitionState {
             expired_through: vec![Millis::MIN; sizes],
             frontier_restored: false,
             covered_through: vec![Millis::MIN; sizes],
+            restore_guess: Vec::new(),
             cfg,
         }
     }
@@ -307,7 +312,7 @@ impl PartitionState {
         let sid = short_id(&ev.store_id);
         let store = store32(sid);
         let count_revenue = ev.currency == self.cfg.currency;
-        let k = self.keys.find_or_insert(join_hash(&ev.grid_id, &ev.sku), &ev.grid_id, &ev.sku);
+        let k = self.keys.find_or_insert(&ev.grid_id, &ev.sku);
         let gid = self.keys.grids.hash(self.keys.grid_id(k));
         // The windows that accept it, at most one per size.
         let mut accepted = [(0usize, 0 as Millis); MAX_SIZES];
@@ -445,7 +450,7 @@ impl PartitionState {
 
     /// The live windows of a grid × SKU (the live query).
     pub fn key(&self, grid: &str, sku: &str) -> Option<KeyView<'_>> {
-        self.keys.find(join_hash(grid, sku), grid, sku).map(|k| self.key_view(k))
+        self.keys.find(grid, sku).map(|k| self.key_view(k))
     }
 
     /// Every grid × SKU of a grid (the live query without `sku`).

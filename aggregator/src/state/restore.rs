@@ -4,7 +4,7 @@
 
 use crate::changelog::{self, Entry, Key, Record, Stores, WindowRec};
 use crate::counters::Counters;
-use crate::ids::{join_hash, store32};
+use crate::ids::store32;
 use crate::window::{Millis, Windowing};
 
 use super::PartitionState;
@@ -98,11 +98,19 @@ impl PartitionState {
                 let gids: Vec<u32> = c.grids.iter().map(|g| self.keys.grids.intern(g)).collect();
                 let sids: Vec<u32> = c.skus.iter().map(|s| self.keys.skus.intern(s)).collect();
                 for e in c.entries {
-                    let (g, s) = (e.grid as usize, e.sku as usize);
-                    let hash = join_hash(&c.grids[g], &c.skus[s]);
-                    let k = self.keys.find_or_insert_ids(hash, gids[g], sids[s]);
                     if e.pos >= MAX_BUCKET_WINDOWS {
                         return Err(changelog::Error::TooMany(e.pos as usize));
+                    }
+                    let (g, s) = (gids[e.grid as usize], sids[e.sku as usize]);
+                    let pos = e.pos as usize;
+                    let k = match self.restore_guess.get(pos) {
+                        Some(&k) if self.keys.is(k, g, s) => k,
+                        _ => self.keys.find_or_insert_ids(g, s),
+                    };
+                    if pos < self.restore_guess.len() {
+                        self.restore_guess[pos] = k;
+                    } else if pos == self.restore_guess.len() {
+                        self.restore_guess.push(k);
                     }
                     put(b, k, e)?;
                 }
@@ -117,7 +125,7 @@ impl PartitionState {
                 }
             }
             (Key::Key(_), Record::Key { grid, sku, windows }) => {
-                let k = self.keys.find_or_insert(join_hash(&grid, &sku), &grid, &sku);
+                let k = self.keys.find_or_insert(&grid, &sku);
                 for WindowRec { size, start, counters, revision } in windows {
                     let Some(i) = size_idx(size) else {
                         tracing::warn!(
@@ -207,6 +215,7 @@ impl PartitionState {
     /// window of its size was, so a widened lateness never remakes one with only its new
     /// events.
     pub fn restored(&mut self) {
+        self.restore_guess = Vec::new();
         self.keys.clear_windows();
         self.windows = 0;
         let sizes = &self.cfg.windowing.sizes;
@@ -271,7 +280,7 @@ fn put(b: &mut Bucket, k: u32, e: Entry) -> Result<(), changelog::Error> {
     // Revisions −1 and 0 follow from the cursor; only later ones are kept.
     if e.revision >= 1 {
         b.revisions.insert(k, e.revision);
-    } else {
+    } else if !b.revisions.is_empty() {
         b.revisions.remove(&k);
     }
     Ok(())
