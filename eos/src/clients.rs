@@ -122,7 +122,12 @@ pub fn restore_consumer(
     reader(
         settings,
         group,
-        &[],
+        // A restore reads whole changelog partitions as fast as it can: large fetches
+        // (changelog records are up to 512 KiB chunks), defaults a user may override.
+        &[
+            ("max.partition.fetch.bytes", (16 << 20).to_string()),
+            ("fetch.max.bytes", (64 << 20).to_string()),
+        ],
         &[("enable.partition.eof", "true".into()), ("fetch.wait.max.ms", "20".into())],
     )?
     .create_with_context(QuietEof)
