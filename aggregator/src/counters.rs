@@ -4,6 +4,32 @@ use nearfield_schemas::{SaleEvent, SaleKind};
 
 use crate::window::Millis;
 
+/// What one sale adds to a window's counters: the one place the kinds are counted (the
+/// state's windows and `replay --late`'s corrections both apply it).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Delta {
+    pub sold: i64,
+    pub returned: i64,
+    pub preorder: i64,
+    /// `quantity × unit_price_minor`, negative for a return, 0 for a pre-order or an
+    /// event in another currency.
+    pub revenue: i64,
+}
+
+impl Delta {
+    /// The counters sale `ev` adds; revenue only when `count_revenue` (its currency is
+    /// the deployment's).
+    pub fn of(ev: &SaleEvent, count_revenue: bool) -> Self {
+        let q = i64::from(ev.quantity);
+        let value = if count_revenue { q.saturating_mul(ev.unit_price_minor) } else { 0 };
+        match ev.kind {
+            SaleKind::Sale => Delta { sold: q, revenue: value, ..Delta::default() },
+            SaleKind::Return => Delta { returned: q, revenue: -value, ..Delta::default() },
+            SaleKind::Preorder => Delta { preorder: q, ..Delta::default() },
+        }
+    }
+}
+
 /// Counters of one grid × SKU × window.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counters {
@@ -19,23 +45,11 @@ pub struct Counters {
 
 impl Counters {
     pub(crate) fn add(&mut self, ev: &SaleEvent, store: u64, count_revenue: bool) {
-        let q = i64::from(ev.quantity);
-        let value = q.saturating_mul(ev.unit_price_minor);
-        match ev.kind {
-            SaleKind::Sale => {
-                self.units_sold = self.units_sold.saturating_add(q);
-                if count_revenue {
-                    self.revenue_minor = self.revenue_minor.saturating_add(value);
-                }
-            }
-            SaleKind::Return => {
-                self.units_returned = self.units_returned.saturating_add(q);
-                if count_revenue {
-                    self.revenue_minor = self.revenue_minor.saturating_sub(value);
-                }
-            }
-            SaleKind::Preorder => self.preorder_units = self.preorder_units.saturating_add(q),
-        }
+        let d = Delta::of(ev, count_revenue);
+        self.units_sold = self.units_sold.saturating_add(d.sold);
+        self.units_returned = self.units_returned.saturating_add(d.returned);
+        self.preorder_units = self.preorder_units.saturating_add(d.preorder);
+        self.revenue_minor = self.revenue_minor.saturating_add(d.revenue);
         self.event_count += 1;
         self.last_event_at = self.last_event_at.max(ev.occurred_at);
         insert_sorted(&mut self.stores, store);

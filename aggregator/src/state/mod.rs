@@ -48,7 +48,9 @@ mod tests;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use nearfield_schemas::{DemandWindow, GridCoverage, SaleEvent, SaleKind};
+use nearfield_schemas::{DemandWindow, GridCoverage, SaleEvent};
+
+use crate::counters::Delta;
 
 use crate::config::MAX_SIZES;
 use crate::ids::{IdMap, event_key, short_id, store32};
@@ -525,25 +527,18 @@ impl PartitionState {
 
 /// Adds a sale to a window's counters (saturating).
 fn count(b: &mut Bucket, pos: u32, ev: &SaleEvent, start: Millis, count_revenue: bool) {
-    let q = ev.quantity;
-    let value = i64::from(q).saturating_mul(ev.unit_price_minor);
+    let d = Delta::of(ev, count_revenue);
+    let sat = |v: i64| i32::try_from(v).unwrap_or(if v < 0 { i32::MIN } else { i32::MAX });
     let win = &mut b.wins[pos as usize];
     win.events = win.events.saturating_add(1);
     let off = u32::try_from(ev.occurred_at.saturating_sub(start)).unwrap_or(0);
     win.last_off = win.last_off.max(off);
-    match ev.kind {
-        SaleKind::Sale => {
-            win.sold = win.sold.saturating_add(q);
-            if count_revenue {
-                win.revenue = win.revenue.saturating_add(value);
-            }
-        }
-        SaleKind::Return => {
-            if count_revenue {
-                win.revenue = win.revenue.saturating_sub(value);
-            }
-            b.add_extra(pos, 0, q);
-        }
-        SaleKind::Preorder => b.add_extra(pos, 1, q),
+    win.sold = win.sold.saturating_add(sat(d.sold));
+    win.revenue = win.revenue.saturating_add(d.revenue);
+    if d.returned != 0 {
+        b.add_extra(pos, 0, sat(d.returned));
+    }
+    if d.preorder != 0 {
+        b.add_extra(pos, 1, sat(d.preorder));
     }
 }
