@@ -1,6 +1,6 @@
 //! The counters of one grid × SKU × window, shared by the state and its changelog codec.
 
-use nearfield_schemas::{SaleEvent, SaleKind};
+use nearfield_schemas::{SaleEvent, SaleEventRef, SaleKind};
 
 use crate::window::Millis;
 
@@ -19,7 +19,7 @@ pub struct Delta {
 impl Delta {
     /// The counters sale `ev` adds; revenue only when `count_revenue` (its currency is
     /// the deployment's).
-    pub fn of(ev: &SaleEvent, count_revenue: bool) -> Self {
+    pub fn of(ev: &SaleEventRef<'_>, count_revenue: bool) -> Self {
         let q = i64::from(ev.quantity);
         let value = if count_revenue { q.saturating_mul(ev.unit_price_minor) } else { 0 };
         match ev.kind {
@@ -45,7 +45,7 @@ pub struct Counters {
 
 impl Counters {
     pub(crate) fn add(&mut self, ev: &SaleEvent, store: u64, count_revenue: bool) {
-        let d = Delta::of(ev, count_revenue);
+        let d = Delta::of(&ev.into(), count_revenue);
         self.units_sold = self.units_sold.saturating_add(d.sold);
         self.units_returned = self.units_returned.saturating_add(d.returned);
         self.preorder_units = self.preorder_units.saturating_add(d.preorder);

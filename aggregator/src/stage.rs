@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use nearfield_common::kafka::Topics;
 use nearfield_eos::{Emit, EosError, Input, Millis, Owned, Stage};
-use nearfield_schemas::{Codec, Heartbeat, SaleEvent};
+use nearfield_schemas::{Codec, Heartbeat, SaleEvent, SaleEventRef};
 
 use crate::internal_events::{Committed, StateGauges};
 use crate::query::{self, Answer, Query};
@@ -96,11 +96,13 @@ impl Stage for Aggregator {
         out: &mut Emit<'_, Committed>,
     ) -> Result<(), EosError> {
         for r in records {
-            let Some(ev) = out.decode::<SaleEvent>(r, SALE_CONTENT_TYPE, now)? else {
+            let Some(ev) =
+                out.decode_as::<SaleEvent, SaleEventRef<'_>>(r, SALE_CONTENT_TYPE, now)?
+            else {
                 out.summary.events.invalid += 1;
                 continue;
             };
-            match state.apply_sale(&ev, now) {
+            match state.apply_sale(ev, now) {
                 Outcome::Counted { .. } => out.summary.events.counted += 1,
                 Outcome::Duplicate => out.summary.events.duplicate += 1,
                 Outcome::Late(late) => {

@@ -346,7 +346,18 @@ impl<T> Emit<'_, T> {
         content_type: &str,
         now: Millis,
     ) -> Result<Option<R>, EosError> {
-        match self.txn.codec.decode::<R>(record.payload) {
+        self.decode_as::<R, R>(record, content_type, now)
+    }
+
+    /// [`decode`](Self::decode) into `V`, a type with `R`'s fields that may borrow its
+    /// strings from the record (no allocation per field on the hot path).
+    pub fn decode_as<'r, R: AvroRecord, V: serde::Deserialize<'r>>(
+        &mut self,
+        record: &Input<'r>,
+        content_type: &str,
+        now: Millis,
+    ) -> Result<Option<V>, EosError> {
+        match self.txn.codec.decode_as::<R, V>(record.payload) {
             Ok(v) => Ok(Some(v)),
             Err(e) => {
                 crate::internal_events::DeadLettered {

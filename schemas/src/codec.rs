@@ -89,6 +89,15 @@ impl Codec {
     /// Never panics and never allocates beyond the bounds of [`Limits`], whatever `bytes`
     /// hold.
     pub fn decode<T: AvroRecord>(&self, bytes: &[u8]) -> Result<T, DecodeError> {
+        self.decode_as::<T, T>(bytes)
+    }
+
+    /// Decodes a record `R` into `T`, a type with `R`'s fields that may borrow its strings
+    /// from `bytes` (e.g. [`SaleEventRef`](crate::SaleEventRef)).
+    pub fn decode_as<'a, R: AvroRecord, T: serde::Deserialize<'a>>(
+        &self,
+        bytes: &'a [u8],
+    ) -> Result<T, DecodeError> {
         if bytes.len() > self.limits.max_message_bytes {
             return Err(DecodeError::TooLarge {
                 len: bytes.len(),
@@ -96,13 +105,13 @@ impl Codec {
             });
         }
         let (header, datum) = Header::split(bytes)?;
-        let writer = self.writer_schema::<T>(header)?;
+        let writer = self.writer_schema::<R>(header)?;
         let mut config = DeserializerConfig::new(&writer.fast);
         config.max_seq_size = self.limits.max_collection_items;
         config.allowed_depth = self.limits.max_depth;
         let mut state = DeserializerState::with_config(SliceRead::new(datum), config);
-        serde::Deserialize::deserialize(state.deserializer())
-            .map_err(|e| DecodeError::Datum { record: T::NAME, message: e.to_string() })
+        T::deserialize(state.deserializer())
+            .map_err(|e| DecodeError::Datum { record: R::NAME, message: e.to_string() })
     }
 
     fn writer_schema<T: AvroRecord>(
@@ -160,6 +169,24 @@ mod tests {
         assert_eq!(&bytes[..2], &[0xC3, 0x01]);
         assert_eq!(&bytes[2..10], &SaleEvent::schemas().current().fingerprint);
         assert_eq!(codec.decode::<SaleEvent>(&bytes).expect("decodes"), sale());
+    }
+
+    /// The borrowed decode gives the same sale as the owned one, its strings pointing into
+    /// the record, and refuses what the owned decode refuses.
+    #[test]
+    fn a_sale_decodes_borrowed_from_its_record() {
+        let codec = Codec::single_object();
+        let bytes = codec.encode(&sale()).expect("encodes");
+        let owned = sale();
+        let borrowed: SaleEventRef<'_> =
+            codec.decode_as::<SaleEvent, SaleEventRef<'_>>(&bytes).expect("decodes borrowed");
+        assert_eq!(borrowed, SaleEventRef::from(&owned));
+        let range = bytes.as_ptr_range();
+        assert!(range.contains(&borrowed.sku.as_ptr()), "the SKU borrows from the record");
+        let mut bad = bytes.clone();
+        bad.truncate(bytes.len() - 3);
+        assert!(codec.decode_as::<SaleEvent, SaleEventRef<'_>>(&bad).is_err());
+        assert!(codec.decode::<SaleEvent>(&bad).is_err());
     }
 
     #[test]

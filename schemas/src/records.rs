@@ -49,6 +49,54 @@ pub struct SaleEvent {
     pub received_at: Millis,
 }
 
+/// A [`SaleEvent`] whose strings borrow from the record they were decoded from (the
+/// aggregator's hot path: no allocation per field). Decode it with
+/// [`Codec::decode_as::<SaleEvent, SaleEventRef>`](crate::Codec::decode_as).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct SaleEventRef<'a> {
+    #[serde(borrow)]
+    pub event_id: &'a str,
+    #[serde(borrow)]
+    pub store_id: &'a str,
+    #[serde(borrow)]
+    pub device_id: &'a str,
+    #[serde(borrow)]
+    pub grid_id: &'a str,
+    #[serde(borrow)]
+    pub sku: &'a str,
+    pub kind: SaleKind,
+    pub quantity: i32,
+    pub unit_price_minor: i64,
+    #[serde(borrow)]
+    pub currency: &'a str,
+    pub occurred_at: Millis,
+    pub received_at: Millis,
+}
+
+impl<'a> From<&'a SaleEvent> for SaleEventRef<'a> {
+    fn from(e: &'a SaleEvent) -> Self {
+        SaleEventRef {
+            event_id: &e.event_id,
+            store_id: &e.store_id,
+            device_id: &e.device_id,
+            grid_id: &e.grid_id,
+            sku: &e.sku,
+            kind: e.kind,
+            quantity: e.quantity,
+            unit_price_minor: e.unit_price_minor,
+            currency: &e.currency,
+            occurred_at: e.occurred_at,
+            received_at: e.received_at,
+        }
+    }
+}
+
+impl<'a> From<&SaleEventRef<'a>> for SaleEventRef<'a> {
+    fn from(e: &SaleEventRef<'a>) -> Self {
+        *e
+    }
+}
+
 /// Aggregated demand of one SKU in one grid cell over one window (`demand.v1`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DemandWindow {

@@ -114,7 +114,7 @@ pub fn restoring_does_not_block(kafka: &Kafka) {
     // a fraction of a second: give partition 0 the changelog of a long-running partition
     // that compaction has not caught up with (tombstones of de-duplication chunks that no
     // longer exist: restoring them changes nothing, reading them takes seconds).
-    tombstones(kafka, h.changelog(), 0, 3_000_000);
+    tombstones(kafka, h.changelog(), 0, 10_000_000);
 
     let base = d.start_listening("b");
     // Partition 1 active while partition 0 restores.

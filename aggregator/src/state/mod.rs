@@ -48,7 +48,7 @@ mod tests;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use nearfield_schemas::{DemandWindow, GridCoverage, SaleEvent};
+use nearfield_schemas::{DemandWindow, GridCoverage, SaleEventRef};
 
 use crate::counters::Delta;
 
@@ -294,7 +294,8 @@ impl PartitionState {
     }
 
     /// Applies one sale event at wall-clock `now`.
-    pub fn apply_sale(&mut self, ev: &SaleEvent, now: Millis) -> Outcome {
+    pub fn apply_sale<'e>(&mut self, ev: impl Into<SaleEventRef<'e>>, now: Millis) -> Outcome {
+        let ev: SaleEventRef<'e> = ev.into();
         let clock = self.clock(now);
         let w = &self.cfg.windowing;
         let t = ev.occurred_at;
@@ -305,16 +306,16 @@ impl PartitionState {
             return Outcome::Late(w.late(t, wm, clock).unwrap_or_else(|| w.last_window(t)));
         }
         let horizon = w.horizon(t);
-        let id = event_key(&ev.store_id, &ev.event_id);
+        let id = event_key(ev.store_id, ev.event_id);
         if !self.dedupe.entry(horizon).or_default().insert(id) {
             return Outcome::Duplicate;
         }
         self.dedupe_ids += 1;
         self.pending_ids.push((horizon, id));
-        let sid = short_id(&ev.store_id);
+        let sid = short_id(ev.store_id);
         let store = store32(sid);
         let count_revenue = ev.currency == self.cfg.currency;
-        let k = self.keys.find_or_insert(&ev.grid_id, &ev.sku);
+        let k = self.keys.find_or_insert(ev.grid_id, ev.sku);
         let gid = self.keys.grids.hash(self.keys.grid_id(k));
         // The windows that accept it, at most one per size.
         let mut accepted = [(0usize, 0 as Millis); MAX_SIZES];
@@ -328,7 +329,7 @@ impl PartitionState {
         }
         for &(i, start) in &accepted[..windows] {
             let (b, pos) = self.window_of(k, i, start);
-            count(b, pos, ev, start, count_revenue);
+            count(b, pos, &ev, start, count_revenue);
             b.add_store(pos, store);
             b.touch(pos);
         }
@@ -526,7 +527,7 @@ impl PartitionState {
 }
 
 /// Adds a sale to a window's counters (saturating).
-fn count(b: &mut Bucket, pos: u32, ev: &SaleEvent, start: Millis, count_revenue: bool) {
+fn count(b: &mut Bucket, pos: u32, ev: &SaleEventRef<'_>, start: Millis, count_revenue: bool) {
     let d = Delta::of(ev, count_revenue);
     let sat = |v: i64| i32::try_from(v).unwrap_or(if v < 0 { i32::MIN } else { i32::MAX });
     let win = &mut b.wins[pos as usize];

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use nearfield_schemas::SaleKind;
+use nearfield_schemas::{SaleEvent, SaleKind};
 
 use proptest::prelude::*;
 
