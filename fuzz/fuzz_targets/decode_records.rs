@@ -26,7 +26,17 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     match pick % 10 {
-        0 => check::<SaleEvent>(&codec, msg),
+        0 => {
+            check::<SaleEvent>(&codec, msg);
+            // The borrowed decode (the aggregator's hot path) agrees with the owned one.
+            let owned = codec.decode::<SaleEvent>(msg);
+            let borrowed = codec.decode_as::<SaleEvent, SaleEventRef<'_>>(msg);
+            match (&owned, &borrowed) {
+                (Ok(o), Ok(b)) => assert_eq!(SaleEventRef::from(o), *b),
+                (Err(_), Err(_)) => {}
+                _ => panic!("owned {owned:?} and borrowed {borrowed:?} decodes disagree"),
+            }
+        }
         1 => check::<DemandWindow>(&codec, msg),
         2 => check::<PlanSignal>(&codec, msg),
         3 => check::<Heartbeat>(&codec, msg),
