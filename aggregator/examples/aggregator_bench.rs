@@ -30,7 +30,7 @@ use nearfield_aggregator::state::StateSize;
 use nearfield_common::kafka::{KafkaSettings, Topics};
 use nearfield_common::shutdown::CancellationToken;
 use nearfield_eos::internal_events::{RESTORE_SECONDS, RESTORED_RECORDS_TOTAL, metric_name};
-use nearfield_schemas::{Codec, SaleEvent, SaleKind};
+use nearfield_schemas::{Codec, SaleEvent, SaleEventRef, SaleKind};
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -160,7 +160,8 @@ fn consume(brokers: &str, topic: &str, n: u64) {
                 got += 1;
                 let payload = m.payload().unwrap_or_default();
                 bytes += payload.len() as u64;
-                match codec.decode::<SaleEvent>(payload) {
+                // Decoded as the aggregator decodes it (strings borrowed).
+                match codec.decode_as::<SaleEvent, SaleEventRef<'_>>(payload) {
                     Ok(e) => units += i64::from(e.quantity),
                     Err(e) => die(&format!("decode: {}", e.reason())),
                 }

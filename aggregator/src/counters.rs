@@ -30,6 +30,11 @@ impl Delta {
     }
 }
 
+/// `v` as an `i32`, saturating (window counters are 32-bit).
+pub(crate) fn sat32(v: i64) -> i32 {
+    i32::try_from(v).unwrap_or(if v < 0 { i32::MIN } else { i32::MAX })
+}
+
 /// Counters of one grid × SKU × window.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counters {

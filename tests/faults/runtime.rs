@@ -27,15 +27,20 @@ fn sale(id: u64, grid: &str, sku: &str) -> SaleEvent {
     }
 }
 
-/// Writes `events` to `partition` of `topic` (whatever their key would say).
-fn write(kafka: &Kafka, topic: &str, partition: i32, events: impl Iterator<Item = SaleEvent>) {
-    let producer: ThreadedProducer<_> = kafka
+/// A producer for writing test input in bulk.
+fn producer(kafka: &Kafka) -> ThreadedProducer<rdkafka::producer::DefaultProducerContext> {
+    kafka
         .client_config()
         .set("acks", "all")
         .set("linger.ms", "20")
-        .set("queue.buffering.max.messages", "500000")
+        .set("queue.buffering.max.messages", "1000000")
         .create()
-        .expect("producer");
+        .expect("producer")
+}
+
+/// Writes `events` to `partition` of `topic` (whatever their key would say).
+fn write(kafka: &Kafka, topic: &str, partition: i32, events: impl Iterator<Item = SaleEvent>) {
+    let producer = producer(kafka);
     let codec = Codec::single_object();
     for e in events {
         let bytes = codec.encode(&e).expect("encode");
@@ -52,13 +57,7 @@ fn write(kafka: &Kafka, topic: &str, partition: i32, events: impl Iterator<Item 
 /// Writes `n` tombstones of de-duplication chunk keys past any real one to `partition`
 /// of the changelog `topic`.
 fn tombstones(kafka: &Kafka, topic: &str, partition: i32, n: u64) {
-    let producer: ThreadedProducer<_> = kafka
-        .client_config()
-        .set("acks", "all")
-        .set("linger.ms", "20")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .expect("producer");
+    let producer = producer(kafka);
     for seq in 0..n {
         let key = nearfield_aggregator::changelog::dedupe_key(u64::MAX / 2 + seq);
         let mut rec = BaseRecord::<[u8], [u8]>::to(topic).partition(partition).key(&key[..]);

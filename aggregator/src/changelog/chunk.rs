@@ -7,7 +7,7 @@
 //! without any other record; the entries are LEB128 varints (zig-zag for signed values),
 //! about 20 bytes per window with two stores.
 
-use super::{Error, MAX_ITEMS, R, W};
+use super::{Error, R, W};
 
 /// Most windows in one chunk (~200 KB with a few stores each).
 pub const CHUNK_WINDOWS: usize = 8192;
@@ -99,14 +99,8 @@ impl R<'_> {
         i32::try_from(self.zig()?).map_err(|_| Error::Mismatch)
     }
     fn vcount(&mut self, item_bytes: usize) -> Result<usize, Error> {
-        let n = usize::try_from(self.var()?).map_err(|_| Error::TooMany(usize::MAX))?;
-        if n > MAX_ITEMS {
-            return Err(Error::TooMany(n));
-        }
-        if n.saturating_mul(item_bytes) > self.0.len() {
-            return Err(Error::Truncated);
-        }
-        Ok(n)
+        let n = self.var()?;
+        self.bounded(n, item_bytes)
     }
     fn vstr(&mut self) -> Result<String, Error> {
         let n = self.vcount(1)?;

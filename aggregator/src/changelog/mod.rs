@@ -243,7 +243,13 @@ impl<'a> R<'a> {
     }
     /// A count of items each at least `item_bytes` long, checked against what is left.
     fn count(&mut self, item_bytes: usize) -> Result<usize, Error> {
-        let n = usize::try_from(self.u64()?).map_err(|_| Error::TooMany(usize::MAX))?;
+        let n = self.u64()?;
+        self.bounded(n, item_bytes)
+    }
+    /// `n` items each at least `item_bytes` long, checked against the limit and what is
+    /// left (so a broken count never allocates).
+    fn bounded(&self, n: u64, item_bytes: usize) -> Result<usize, Error> {
+        let n = usize::try_from(n).map_err(|_| Error::TooMany(usize::MAX))?;
         if n > MAX_ITEMS {
             return Err(Error::TooMany(n));
         }

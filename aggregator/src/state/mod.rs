@@ -50,7 +50,7 @@ use std::sync::Arc;
 
 use nearfield_schemas::{DemandWindow, GridCoverage, SaleEventRef};
 
-use crate::counters::Delta;
+use crate::counters::{Delta, sat32};
 
 use crate::config::MAX_SIZES;
 use crate::ids::{IdMap, event_key, short_id, store32};
@@ -529,17 +529,16 @@ impl PartitionState {
 /// Adds a sale to a window's counters (saturating).
 fn count(b: &mut Bucket, pos: u32, ev: &SaleEventRef<'_>, start: Millis, count_revenue: bool) {
     let d = Delta::of(ev, count_revenue);
-    let sat = |v: i64| i32::try_from(v).unwrap_or(if v < 0 { i32::MIN } else { i32::MAX });
     let win = &mut b.wins[pos as usize];
     win.events = win.events.saturating_add(1);
     let off = u32::try_from(ev.occurred_at.saturating_sub(start)).unwrap_or(0);
     win.last_off = win.last_off.max(off);
-    win.sold = win.sold.saturating_add(sat(d.sold));
+    win.sold = win.sold.saturating_add(sat32(d.sold));
     win.revenue = win.revenue.saturating_add(d.revenue);
     if d.returned != 0 {
-        b.add_extra(pos, 0, sat(d.returned));
+        b.add_extra(pos, 0, sat32(d.returned));
     }
     if d.preorder != 0 {
-        b.add_extra(pos, 1, sat(d.preorder));
+        b.add_extra(pos, 1, sat32(d.preorder));
     }
 }

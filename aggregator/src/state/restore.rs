@@ -3,7 +3,7 @@
 //! what the one before it wrote).
 
 use crate::changelog::{self, Entry, Key, Record, Stores, WindowRec};
-use crate::counters::Counters;
+use crate::counters::{Counters, sat32};
 use crate::ids::store32;
 use crate::window::{Millis, Windowing};
 
@@ -14,10 +14,6 @@ use super::grids::{GridState, GridWindow};
 
 /// Most windows one restored bucket may hold (a bound against a broken record).
 const MAX_BUCKET_WINDOWS: u32 = 1 << 28;
-
-fn sat32(v: i64) -> i32 {
-    i32::try_from(v).unwrap_or(if v < 0 { i32::MIN } else { i32::MAX })
-}
 
 /// Sets the stores of the window at `pos` of `b` (reusing its spill slot, if any).
 fn set_stores(b: &mut Bucket, win: &mut Win, pos: u32, stores: StoreSet) {
