@@ -123,6 +123,10 @@ group_id = "emit-{id}"
 instance_id = "e2e"
 catalog_file = "{catalog}"
 follow_catalog_topic = false
+# The signals are compared with the reference decisions on demand.v1 alone; completeness
+# from coverage.v1 is tested in emitter/tests/emit.rs (it depends on when the follower
+# read a bucket's coverage, which this test does not control).
+follow_coverage_topic = false
 bucket_ms = {WINDOW}
 settle_ms = 1000
 horizon_ms = 60000

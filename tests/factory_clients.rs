@@ -165,6 +165,7 @@ async fn java_and_python_clients_agree_with_what_the_emitter_wrote() {
         catalog_file: Some(catalog_file),
         privacy_k: 3,
         idle_advance_ms: 0,
+        follow_coverage_topic: false,
         plan_partitions: PLAN_PARTITIONS,
         ..EmitConfig::default()
     };

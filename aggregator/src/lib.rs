@@ -124,5 +124,6 @@ pub async fn start(
     let routes = |q: &Queries<query::Query, query::Answer>| {
         http::router(http::Api { queries: q.clone(), sizes })
     };
-    Ok(nearfield_eos::http::launch(launch, routes, follower, shutdown).await?)
+    Ok(nearfield_eos::http::launch(launch, routes, follower.into_iter().collect(), shutdown)
+        .await?)
 }

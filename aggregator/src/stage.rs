@@ -135,6 +135,10 @@ impl Stage for Aggregator {
                     store_id: &hb.store_id,
                     at: hb.received_at,
                     pending_events: hb.pending_events,
+                    // The device's clock may be off: its backlog's age, on ingest's clock.
+                    since: hb.last_upload_at.map(|u| {
+                        hb.received_at.saturating_sub(hb.sent_at.saturating_sub(u).max(0))
+                    }),
                 };
                 state.apply_heartbeat(beat, r.offset + 1, now);
                 out.summary.events.heartbeats += 1;

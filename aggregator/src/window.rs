@@ -71,6 +71,24 @@ impl Windowing {
         })
     }
 
+    /// The windows overlapping `[from, to]` (both inclusive), as `(size index, start,
+    /// end)`, oldest first per size; empty when `from > to`.
+    pub fn windows_between(
+        &self,
+        from: Millis,
+        to: Millis,
+    ) -> impl Iterator<Item = (usize, Millis, Millis)> + '_ {
+        self.sizes.iter().enumerate().flat_map(move |(i, &s)| {
+            let first = Self::start(from, s);
+            let last = if from > to { first.saturating_sub(s) } else { Self::start(to, s) };
+            let n = if last < first { 0 } else { ((last - first) / s + 1) as usize };
+            (0..n).map(move |k| {
+                let start = first + k as Millis * s;
+                (i, start, start.saturating_add(s))
+            })
+        })
+    }
+
     /// The windows containing `t` that still accept it (not expired).
     pub fn accepting(
         &self,
@@ -300,6 +318,28 @@ mod tests {
             let start = Windowing::start(t, s);
             prop_assert!(start <= t && t < start + s);
             prop_assert_eq!(start.rem_euclid(s), 0);
+        }
+
+        #[test]
+        fn windows_between_are_exactly_those_overlapping_the_span(w in any_windowing(), from in -10 * HOUR..100 * HOUR, len in -HOUR..50 * HOUR) {
+            let to = from + len;
+            let got: Vec<_> = w.windows_between(from, to).collect();
+            for (i, &s) in w.sizes.iter().enumerate() {
+                let mine: Vec<_> = got.iter().filter(|x| x.0 == i).collect();
+                if from > to {
+                    prop_assert!(mine.is_empty());
+                    continue;
+                }
+                // Contiguous, aligned, and covering from and to.
+                prop_assert_eq!(mine.first().map(|x| x.1), Some(Windowing::start(from, s)));
+                prop_assert_eq!(mine.last().map(|x| x.1), Some(Windowing::start(to, s)));
+                for pair in mine.windows(2) {
+                    prop_assert_eq!(pair[0].2, pair[1].1);
+                }
+                for x in &mine {
+                    prop_assert!(x.1 <= to && x.2 > from && x.2 - x.1 == s);
+                }
+            }
         }
 
         #[test]

@@ -315,6 +315,7 @@ async fn silent_grids_get_coverage_and_heartbeats_announce_backlogs() {
         sent_at: at,
         received_at: at,
         pending_events,
+        last_upload_at: None,
     };
     // Minute 0: s1 sells. Minute 1: s2 sells; s1's device says it holds 3 sales not
     // uploaded yet, and s3 (grid B, no sales) holds 5.
@@ -325,8 +326,14 @@ async fn silent_grids_get_coverage_and_heartbeats_announce_backlogs() {
         .await;
     send(&topics.heartbeats, &a, codec.encode(&beat("s1", &a, t0 + 66 * SEC, 3)).expect("enc"))
         .await;
-    send(&topics.heartbeats, &b, codec.encode(&beat("s3", &b, t0 + 65 * SEC, 5)).expect("enc"))
-        .await;
+    // s3's device says since when it holds them (its last upload, minute 1 too, on a
+    // device clock 10 s behind): the same minute.
+    let s3 = Heartbeat {
+        sent_at: t0 + 55 * SEC,
+        last_upload_at: Some(t0 + 52 * SEC),
+        ..beat("s3", &b, t0 + 65 * SEC, 5)
+    };
+    send(&topics.heartbeats, &b, codec.encode(&s3).expect("enc")).await;
     until("both heartbeats applied", async || {
         let m = http
             .get(format!("{}/metrics", agg.base))

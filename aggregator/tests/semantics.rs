@@ -126,6 +126,7 @@ async fn events_end_where_the_spec_says() {
         sent_at: t0 + 3 * SEC,
         received_at: t0 + 3 * SEC,
         pending_events: 0,
+        last_upload_at: None,
     };
     send(&producer, &topics.heartbeats, &grid, &codec.encode(&hb).expect("encode")).await;
     sale(event("e1", "s1", &grid, 2, t0 + SEC)).await;

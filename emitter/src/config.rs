@@ -20,6 +20,11 @@ pub struct EmitConfig {
     pub catalog_file: Option<PathBuf>,
     /// Follow `catalog.v1` for catalog changes.
     pub follow_catalog_topic: bool,
+    /// Follow `coverage.v1` (every grid's coverage per closed window) so a plan's
+    /// completeness counts its regions' silent shops and shops holding unsent sales.
+    pub follow_coverage_topic: bool,
+    /// Buckets of coverage kept per region (the newest ones).
+    pub coverage_keep_buckets: usize,
     /// Size of the `DemandWindow`s planned on (one of the aggregator's window sizes).
     pub bucket_ms: i64,
     /// A bucket is complete once the demand watermark passes its end + this (windows of
@@ -73,6 +78,8 @@ impl Default for EmitConfig {
             exactly_once: nearfield_eos::LoopSettings::stage("nearfield-emitter", 8082),
             catalog_file: None,
             follow_catalog_topic: true,
+            follow_coverage_topic: true,
+            coverage_keep_buckets: 24,
             bucket_ms: 3_600_000,
             settle_ms: 120_000,
             horizon_ms: 86_400_000,
@@ -179,6 +186,9 @@ impl EmitConfig {
         }
         if self.idle_advance_ms < 0 {
             return bad("idle_advance_ms", "must be >= 0 (0 disables)");
+        }
+        if !(1..=10_000).contains(&self.coverage_keep_buckets) {
+            return bad("coverage_keep_buckets", "must be within 1..=10000");
         }
         if self.plan_partitions < 1 {
             return bad("plan_partitions", "must be at least 1");

@@ -26,6 +26,9 @@ pub const CELLS: &str = "nearfield_emitter_cells";
 pub const PLANS: &str = "nearfield_emitter_plans";
 pub const STATE_BYTES: &str = "nearfield_emitter_state_bytes";
 pub const CATALOG_SKUS: &str = "nearfield_emitter_catalog_skus";
+pub const COMPLETENESS_TOTAL: &str = "nearfield_emitter_signal_completeness_total";
+pub const COVERAGE_RECORDS_TOTAL: &str = "nearfield_emitter_coverage_records_total";
+pub const COVERAGE_REGIONS: &str = "nearfield_emitter_coverage_region_buckets";
 
 static WINDOWS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
@@ -93,6 +96,27 @@ static BYTES: LazyLock<IntGauge> =
 static CATALOG: LazyLock<IntGauge> =
     LazyLock::new(|| gauge(CATALOG_SKUS, "SKUs in the supplier catalog."));
 
+static COMPLETENESS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        COMPLETENESS_TOTAL,
+        "Signals by where their completeness came from: coverage (coverage.v1, whole \
+         regions, silent grids included) or windows (the demand windows of the grids that \
+         sold: the bucket's coverage had not been read yet, or coverage is not followed).",
+        &["source"],
+    )
+});
+static COVERAGE_RECORDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        COVERAGE_RECORDS_TOTAL,
+        "GridCoverage records read from coverage.v1, by outcome: counted, skipped (another \
+         window size, or older than what is kept), refused (undecodable or a bad field).",
+        &["outcome"],
+    )
+});
+static COVERAGE_G: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(COVERAGE_REGIONS, "(region, bucket) coverage figures held in the coverage book.")
+});
+
 const OUTCOMES: [&str; 10] = [
     "applied",
     "revised",
@@ -119,6 +143,12 @@ pub fn register_all() {
     for o in ["hit", "miss"] {
         INTERVAL.with_label_values(&[o]);
     }
+    for o in ["coverage", "windows"] {
+        COMPLETENESS.with_label_values(&[o]);
+    }
+    for o in ["counted", "skipped", "refused"] {
+        COVERAGE_RECORDS.with_label_values(&[o]);
+    }
     for m in [&LATENCY, &FORECAST_ERR] {
         LazyLock::force(m);
     }
@@ -126,7 +156,7 @@ pub fn register_all() {
     for m in [&SUPPRESSED, &ABSORBED] {
         LazyLock::force(m);
     }
-    for m in [&SKUS_G, &CELLS_G, &PLANS_G, &BYTES, &CATALOG] {
+    for m in [&SKUS_G, &CELLS_G, &PLANS_G, &BYTES, &CATALOG, &COVERAGE_G] {
         LazyLock::force(m);
     }
 }
@@ -176,6 +206,8 @@ impl SignalsCommitted<'_> {
         for l in &t.latencies_ms {
             LATENCY.observe(*l as f64 / 1000.0);
         }
+        COMPLETENESS.with_label_values(&["coverage"]).inc_by(t.coverage_known);
+        COMPLETENESS.with_label_values(&["windows"]).inc_by(t.coverage_unknown);
     }
 }
 
@@ -201,6 +233,8 @@ fn firmness_label(s: &PlanSignal) -> &'static str {
 pub struct StateGauges {
     pub size: StateSize,
     pub catalog_skus: usize,
+    /// (region, bucket) figures in the coverage book.
+    pub coverage_regions: usize,
 }
 impl StateGauges {
     pub fn emit(self) {
@@ -209,6 +243,7 @@ impl StateGauges {
         PLANS_G.set(self.size.plans as i64);
         BYTES.set(self.size.bytes as i64);
         CATALOG.set(self.catalog_skus as i64);
+        COVERAGE_G.set(self.coverage_regions as i64);
     }
 }
 
@@ -227,5 +262,32 @@ impl CatalogRecordRefused<'_> {
             error = self.error,
             "catalog record refused"
         );
+    }
+}
+
+/// A coverage record from `coverage.v1` was read.
+#[derive(Debug)]
+pub struct CoverageRecordRead<'a> {
+    pub key: &'a str,
+    pub offset: i64,
+    /// `Ok(counted)` or the reason it was refused.
+    pub outcome: Result<bool, &'a str>,
+}
+impl CoverageRecordRead<'_> {
+    pub fn emit(self) {
+        let label = match self.outcome {
+            Ok(true) => "counted",
+            Ok(false) => "skipped",
+            Err(error) => {
+                tracing::warn!(
+                    key = self.key,
+                    offset = self.offset,
+                    error,
+                    "coverage record refused"
+                );
+                "refused"
+            }
+        };
+        COVERAGE_RECORDS.with_label_values(&[label]).inc();
     }
 }

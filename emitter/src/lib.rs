@@ -13,6 +13,7 @@
 //! # Layout
 //! - [`config`]: settings and their validation.
 //! - [`catalog`]: the supplier catalog (file + `catalog.v1`).
+//! - [`coverage`]: every grid's coverage per closed bucket (`coverage.v1`) by region.
 //! - [`forecast`]: Holt–Winters with a daily profile and a prediction interval.
 //! - [`state`]: one partition's planning state: roll-up, privacy floor, decisions.
 //! - [`stage`]: the emitter as a `nearfield_eos::Stage`.
@@ -22,6 +23,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod coverage;
 pub mod forecast;
 pub mod http;
 pub mod internal_events;
@@ -35,11 +37,11 @@ use nearfield_common::kafka::{KafkaSettings, TopicSpec};
 use nearfield_common::shutdown::CancellationToken;
 use nearfield_eos::Wiring;
 use nearfield_eos::http::Launch;
-use nearfield_schemas::{CatalogRecord, Codec, RejectSource};
+use nearfield_schemas::{CatalogRecord, Codec, GridCoverage, RejectSource};
 
 pub use config::EmitConfig;
 
-use crate::internal_events::CatalogRecordRefused;
+use crate::internal_events::{CatalogRecordRefused, CoverageRecordRead};
 
 /// The emitter could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +67,8 @@ pub struct Running {
     pub recent: stage::Recent,
     /// The catalog in use.
     pub catalog: Arc<catalog::Catalog>,
+    /// The coverage book, when `coverage.v1` is followed.
+    pub coverage: Option<Arc<coverage::Coverage>>,
 }
 
 /// Starts the emitter and returns once its HTTP server listens; it runs until `shutdown`
@@ -82,9 +86,10 @@ pub async fn start(
         let n = catalog.load_file(path)?;
         tracing::info!(skus = n, file = %path.display(), "catalog loaded");
     }
-    let follower = if config.follow_catalog_topic {
+    let mut followers = Vec::new();
+    if config.follow_catalog_topic {
         let (cat, codec) = (Arc::clone(&catalog), Codec::single_object());
-        Some(nearfield_common::kafka::follow_compacted(
+        followers.push(nearfield_common::kafka::follow_compacted(
             &kafka,
             kafka.topics.catalog.clone(),
             "nearfield-catalog-follower",
@@ -100,10 +105,33 @@ pub async fn start(
                     }
                 }
             },
-        )?)
-    } else {
-        None
-    };
+        )?);
+    }
+    let coverage = config.follow_coverage_topic.then(|| {
+        Arc::new(coverage::Coverage::new(
+            state_cfg.region_res,
+            config.bucket_ms,
+            config.coverage_keep_buckets,
+        ))
+    });
+    if let Some(book) = &coverage {
+        let (book, codec) = (Arc::clone(book), Codec::single_object());
+        followers.push(nearfield_common::kafka::follow_compacted(
+            &kafka,
+            kafka.topics.coverage.clone(),
+            "nearfield-coverage-follower",
+            move |key, payload, offset| {
+                let Some(bytes) = payload else { return };
+                let outcome = codec
+                    .decode::<GridCoverage>(bytes)
+                    .map_err(|e| e.to_string())
+                    .and_then(|rec| book.apply(&rec))
+                    .map(|a| a == coverage::Applied::Counted);
+                let outcome = outcome.as_ref().map(|c| *c).map_err(String::as_str);
+                CoverageRecordRead { key, offset, outcome }.emit();
+            },
+        )?);
+    }
     let mut specs = kafka.topic_specs();
     specs.extend(catalog.suppliers().into_iter().map(|s| TopicSpec {
         name: kafka.topics.plan(&s),
@@ -123,7 +151,7 @@ pub async fn start(
     };
     let stage = Arc::new(stage::Emitter::new(
         state_cfg,
-        Arc::clone(&catalog),
+        (Arc::clone(&catalog), coverage.clone()),
         t.clone(),
         config.plan_partitions,
         config.recent_signals,
@@ -140,6 +168,6 @@ pub async fn start(
         listen_setting: "emit.listen",
     };
     let routes = |_: &nearfield_eos::Queries<(), ()>| http::router(Arc::clone(&recent));
-    let stage = nearfield_eos::http::launch(launch, routes, follower, shutdown).await?;
-    Ok(Running { stage, recent, catalog })
+    let stage = nearfield_eos::http::launch(launch, routes, followers, shutdown).await?;
+    Ok(Running { stage, recent, catalog, coverage })
 }

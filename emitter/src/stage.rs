@@ -11,8 +11,9 @@ use nearfield_eos::{Emit, EosError, Input, Millis, Owned, Stage};
 use nearfield_schemas::{DemandWindow, PlanSignal};
 
 use crate::catalog::Catalog;
+use crate::coverage::Coverage;
 use crate::internal_events::{SignalsCommitted, StateGauges, WindowConsumed};
-use crate::state::{PartitionState, StateConfig, StateSize, Tally};
+use crate::state::{PartitionState, Side, StateConfig, StateSize, Tally};
 
 /// Content type of a dead-lettered demand record.
 const DEMAND_CONTENT_TYPE: &str = "application/vnd.nearfield.demand-window+avro";
@@ -25,6 +26,7 @@ pub type Recent = Arc<ArcSwap<VecDeque<PlanSignal>>>;
 pub struct Emitter {
     cfg: Arc<StateConfig>,
     catalog: Arc<Catalog>,
+    coverage: Option<Arc<Coverage>>,
     topics: Topics,
     plan_partitions: i32,
     recent: Recent,
@@ -39,15 +41,21 @@ pub struct Committed {
 }
 
 impl Emitter {
-    /// The stage; `recent_cap` signals are kept for `/v1/plans`.
+    /// The stage; `recent_cap` signals are kept for `/v1/plans`. Without a coverage
+    /// book, completeness comes from the demand windows alone.
     pub fn new(
         cfg: Arc<StateConfig>,
-        catalog: Arc<Catalog>,
+        (catalog, coverage): (Arc<Catalog>, Option<Arc<Coverage>>),
         topics: Topics,
         plan_partitions: i32,
         recent_cap: usize,
     ) -> Self {
-        Emitter { cfg, catalog, topics, plan_partitions, recent: Arc::default(), recent_cap }
+        let recent = Arc::default();
+        Emitter { cfg, catalog, coverage, topics, plan_partitions, recent, recent_cap }
+    }
+
+    fn side(&self) -> Side<'_> {
+        Side { catalog: &self.catalog, coverage: self.coverage.as_deref() }
     }
 
     /// The latest committed signals.
@@ -107,7 +115,7 @@ impl Stage for Emitter {
     ) -> Result<(), EosError> {
         for r in records {
             let outcome = match out.decode::<DemandWindow>(r, DEMAND_CONTENT_TYPE, now)? {
-                Some(w) => state.apply(&w, &self.catalog, now).label(),
+                Some(w) => state.apply(&w, self.side(), now).label(),
                 None => "undecodable",
             };
             WindowConsumed { outcome }.emit();
@@ -121,7 +129,7 @@ impl Stage for Emitter {
         now: Millis,
         out: &mut Emit<'_, Committed>,
     ) -> Result<(), EosError> {
-        let flushed = state.flush(now, &self.catalog);
+        let flushed = state.flush(now, self.side());
         out.summary.tally.merge(std::mem::take(&mut state.tally));
         for (k, v) in &flushed.changelog {
             out.changelog(k, v.as_deref())?;
@@ -155,6 +163,7 @@ impl Stage for Emitter {
 
     fn gauges(&self, owned: &Owned<'_, PartitionState>, _now: Millis) {
         let size = owned.active.values().map(PartitionState::size).sum::<StateSize>();
-        StateGauges { size, catalog_skus: self.catalog.len() }.emit();
+        let coverage_regions = self.coverage.as_ref().map_or(0, |c| c.len().1);
+        StateGauges { size, catalog_skus: self.catalog.len(), coverage_regions }.emit();
     }
 }

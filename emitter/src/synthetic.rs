@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use h3o::{CellIndex, LatLng, Resolution};
-use nearfield_schemas::{CatalogRecord, DemandWindow, PlanSignal, ServiceArea};
+use nearfield_schemas::{CatalogRecord, DemandWindow, GridCoverage, PlanSignal, ServiceArea};
 
 use crate::catalog::Catalog;
-use crate::state::{PartitionState, StateConfig};
+use crate::state::{PartitionState, Side, StateConfig};
 
 /// 2025-12-01 00:00 UTC, a Monday.
 pub const T0: i64 = 1_764_547_200_000;
@@ -168,22 +168,55 @@ fn window(sku: &str, grid: &str, end: i64, net: i64, stores: i32, revision: i32)
     }
 }
 
+/// The coverage the aggregator would write for the scenario's hours (`coverage.v1`): each
+/// selling grid has 4 stores, all reporting; each region also has one silent grid of 2
+/// stores, which report every hour but, every fifth hour, hold sales not uploaded yet.
+pub fn coverage(s: &Scenario) -> Vec<GridCoverage> {
+    let selling = grids(s.grids);
+    let mut silent: Vec<String> = selling
+        .iter()
+        .filter_map(|g| g.parse::<CellIndex>().ok()?.parent(Resolution::Seven))
+        .filter_map(|r| r.children(Resolution::Eight).nth(6).map(|c| c.to_string()))
+        .collect();
+    silent.sort();
+    silent.dedup();
+    let mut out = Vec::new();
+    for h in 1..=s.hours {
+        let end = T0 + h * HOUR;
+        let rec = |grid: &String, expected: i32, pending: i32| GridCoverage {
+            grid_id: grid.clone(),
+            window_start: end - HOUR,
+            window_end: end,
+            stores_expected: expected,
+            stores_reporting: expected,
+            stores_pending: pending,
+            pending_events: i64::from(pending) * 9,
+            watermark: end + 60_000,
+            emitted_at: end + 60_000,
+        };
+        out.extend(selling.iter().map(|g| rec(g, 4, 0)));
+        out.extend(silent.iter().map(|g| rec(g, 2, if h % 5 == 0 { 2 } else { 0 })));
+    }
+    out
+}
+
 /// The decisions one state machine per partition makes on `windows` (grouped by
 /// `partition_of`, each partition in stream order), with `generated_at` zeroed.
-pub fn reference(
+pub fn reference<'a>(
     windows: &[DemandWindow],
     partition_of: impl Fn(&str) -> i32,
     cfg: &Arc<StateConfig>,
-    catalog: &Catalog,
+    side: impl Into<Side<'a>>,
 ) -> Vec<PlanSignal> {
+    let side = side.into();
     let mut parts: BTreeMap<i32, PartitionState> = BTreeMap::new();
     let mut out = Vec::new();
     for w in windows {
         let st = parts
             .entry(partition_of(&w.sku))
             .or_insert_with(|| PartitionState::new(Arc::clone(cfg)));
-        st.apply(w, catalog, 0);
-        out.extend(st.flush(0, catalog).signals);
+        st.apply(w, side, 0);
+        out.extend(st.flush(0, side).signals);
     }
     for s in &mut out {
         s.generated_at = 0;
@@ -211,5 +244,39 @@ mod tests {
             assert!(n > 0, "no {r:?} among {} signals", out.len());
         }
         assert!(out.iter().all(|x| x.contributing_stores >= 3));
+    }
+
+    #[test]
+    fn coverage_counts_silent_shops_and_holds_back_firmness() {
+        let s = Scenario::default();
+        let cfg = EmitConfig { privacy_k: 3, idle_advance_ms: 0, ..EmitConfig::default() };
+        let cfg = Arc::new(StateConfig::from_config(&cfg).expect("valid"));
+        let ws = stream(&s);
+        let cat = catalog(&s);
+        let book = crate::coverage::Coverage::new(cfg.region_res, cfg.bucket, 1_000);
+        for c in coverage(&s) {
+            assert_eq!(book.apply(&c), Ok(crate::coverage::Applied::Counted));
+        }
+        let without = reference(&ws, |_| 0, &cfg, &cat);
+        let with = reference(&ws, |_| 0, &cfg, Side { catalog: &cat, coverage: Some(&book) });
+        assert_eq!(with.len(), without.len(), "the same decisions");
+        let mut firm_before_planning_now = 0;
+        for (a, b) in without.iter().zip(&with) {
+            assert_eq!((&a.signal_id, a.recommended_units), (&b.signal_id, b.recommended_units));
+            if b.reason == PlanReason::Revision {
+                continue; // a revision keeps the completeness of the plan it revises
+            }
+            // Every region has a silent grid of 2 stores the demand windows never name.
+            assert!(b.stores_expected > a.stores_expected, "{a:?}\n{b:?}");
+            let pending_hour = (b.based_on_watermark - T0) / HOUR % 5 == 0;
+            if pending_hour {
+                assert_eq!(b.firmness, nearfield_schemas::Firmness::Planning, "{b:?}");
+                firm_before_planning_now +=
+                    usize::from(a.firmness == nearfield_schemas::Firmness::Firm);
+            } else {
+                assert_eq!(a.firmness, b.firmness, "full coverage either way: {b:?}");
+            }
+        }
+        assert!(firm_before_planning_now > 0, "pending shops held some plan back from FIRM");
     }
 }

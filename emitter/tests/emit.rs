@@ -1,6 +1,7 @@
 //! SPEC §7 on real Kafka, in-process: a synthetic stream of DemandWindows in, plan signals
 //! out on one topic per supplier — exactly the decisions of the reference state machine
-//! (THRESHOLD, SCHEDULED, SURGE and REVISION among them), nothing for a SKU whose shops
+//! (THRESHOLD, SCHEDULED, SURGE and REVISION among them) with the completeness that
+//! `coverage.v1` gives (silent shops counted, pending ones holding FIRM back), nothing for a SKU whose shops
 //! are thinner than the privacy floor, undecodable bytes to the dead-letter topic, and
 //! the recent signals and metrics over HTTP.
 
@@ -11,7 +12,8 @@ use std::time::{Duration, Instant};
 use nearfield_common::kafka::{KafkaSettings, Topics, partition_for_key};
 use nearfield_common::shutdown::CancellationToken;
 use nearfield_emitter::EmitConfig;
-use nearfield_emitter::state::StateConfig;
+use nearfield_emitter::coverage::Coverage;
+use nearfield_emitter::state::{Side, StateConfig};
 use nearfield_emitter::synthetic::{self, Scenario};
 use nearfield_schemas::{
     CatalogRecord, Codec, PlanReason, PlanSignal, RejectSource, RejectedEvent, ServiceArea,
@@ -43,12 +45,14 @@ async fn demand_windows_in_plan_signals_out() {
         dlq: t("dlq"),
         demand: t("demand"),
         catalog: t("catalog"),
+        coverage: t("coverage"),
         emitter_changelog: t("emchangelog"),
         plan_prefix: format!("plan-{id}."),
         ..Topics::default()
     };
     for (topic, parts, compact) in [
         (&topics.catalog, 1, true),
+        (&topics.coverage, PARTITIONS, true),
         (&topics.demand, PARTITIONS, true),
         (&topics.emitter_changelog, PARTITIONS, true),
         (&topics.dlq, 1, false),
@@ -100,6 +104,7 @@ async fn demand_windows_in_plan_signals_out() {
         follow_catalog_topic: true,
         privacy_k: 3,
         idle_advance_ms: 0,
+        coverage_keep_buckets: 1_000,
         ..EmitConfig::default()
     };
     let state_cfg = Arc::new(StateConfig::from_config(&cfg).expect("valid"));
@@ -129,7 +134,18 @@ async fn demand_windows_in_plan_signals_out() {
         })
         .collect();
     let partition_of = |sku: &str| partition_for_key(sku.as_bytes(), PARTITIONS);
-    let expected = synthetic::reference(&windows, partition_of, &state_cfg, &catalog);
+    let coverage = synthetic::coverage(&scenario);
+    let book = Coverage::new(state_cfg.region_res, state_cfg.bucket, cfg.coverage_keep_buckets);
+    for c in &coverage {
+        book.apply(c).expect("valid coverage");
+    }
+    let side = Side { catalog: &catalog, coverage: Some(&book) };
+    let expected = synthetic::reference(&windows, partition_of, &state_cfg, side);
+    let plain = synthetic::reference(&windows, partition_of, &state_cfg, &catalog);
+    assert!(
+        expected.iter().zip(&plain).any(|(a, b)| a.firmness != b.firmness),
+        "coverage changes some plan's firmness"
+    );
     let reasons: BTreeSet<_> = expected.iter().map(|s| format!("{:?}", s.reason)).collect();
     assert_eq!(reasons.len(), 4, "the scenario exercises every rule: {reasons:?}");
     assert!(expected.iter().any(|s| s.supplier_id == "live"));
@@ -157,6 +173,14 @@ async fn demand_windows_in_plan_signals_out() {
         )
         .await
         .expect("catalog record delivered");
+    for c in &coverage {
+        let key = format!("{}|{}|{}", c.grid_id, c.window_start, c.window_end);
+        let payload = codec.encode(c).expect("encode");
+        producer
+            .send(FutureRecord::to(&topics.coverage).key(&key).payload(&payload), Duration::ZERO)
+            .await
+            .expect("coverage record delivered");
+    }
     let token = CancellationToken::new();
     let running = nearfield_emitter::start(cfg, settings, token.clone()).await.expect("start");
     let base = format!("http://{}", running.stage.local_addr);
@@ -169,6 +193,13 @@ async fn demand_windows_in_plan_signals_out() {
 
     while running.catalog.get("LIVE-1").is_none() {
         assert!(Instant::now() < deadline, "catalog.v1 never followed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The whole of coverage.v1 is read before any window (decisions are then exactly the
+    // reference's; a bucket whose coverage is not read yet falls back to the windows).
+    let held = running.coverage.as_ref().expect("coverage followed");
+    while held.len() != book.len() {
+        assert!(Instant::now() < deadline, "coverage.v1: {:?} of {:?}", held.len(), book.len());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let send = async |key: &str, partition: i32, bytes: &[u8]| {
@@ -259,6 +290,8 @@ async fn demand_windows_in_plan_signals_out() {
             "nearfield_emitter_forecast_abs_error_units_count",
             "nearfield_emitter_event_to_signal_seconds_count",
             "nearfield_emitter_windows_total{outcome=\"undecodable\"} 1",
+            "nearfield_emitter_signal_completeness_total{source=\"coverage\"}",
+            "nearfield_emitter_coverage_region_buckets",
         ],
     )
     .await;

@@ -88,11 +88,12 @@ pub struct Launched<S: Stage> {
 
 /// Starts the stage's loop and its HTTP server (`routes` built with the query mailbox,
 /// plus [`ops`]); returns once the server listens. On `shutdown` or a fatal error both
-/// stop, then `follower` (the stage's registry follower) is stopped.
+/// stop, then `followers` (the stage's side-table followers: registry, catalog, coverage)
+/// are stopped.
 pub async fn launch<S: Stage>(
     l: Launch<S>,
     routes: impl FnOnce(&Queries<S::Query, S::Answer>) -> Router,
-    follower: Option<Follower>,
+    followers: Vec<Follower>,
     shutdown: CancellationToken,
 ) -> Result<Launched<S>, ServeError> {
     check_listen(l.listen_setting, l.listen, l.operator_token.as_ref())
@@ -108,7 +109,7 @@ pub async fn launch<S: Stage>(
     tracing::info!(%local_addr, "{} listening", S::NAME);
     let done = tokio::spawn(async move {
         let served = serve(listener, app, runtime, shutdown).await;
-        if let Some(f) = follower {
+        for f in followers {
             f.stop().await;
         }
         tracing::info!("{} stopped", S::NAME);

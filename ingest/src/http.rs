@@ -373,68 +373,18 @@ async fn heartbeat_inner(state: &AppState, req: Request) -> Response {
         Err(resp) => return resp,
     };
     let now = now_ms();
-    let v: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        json!({})
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(v) => v,
-            Err(e) => {
-                return error(400, &Rejection::body("body.json", format!("not valid JSON: {e}")));
-            }
-        }
-    };
-    let Some(obj) = v.as_object() else {
-        return error(400, &Rejection::body("body.not_object", "a heartbeat is a JSON object"));
-    };
-    if let Some(k) = obj.keys().find(|k| !["sent_at", "pending_events"].contains(&k.as_str())) {
-        return error(
-            422,
-            &Rejection::new(
-                k,
-                "field.unknown",
-                format!("unknown field {k:?}; allowed: sent_at, pending_events"),
-            ),
-        );
-    }
-    let sent_at = match obj.get("sent_at") {
-        None => now,
-        Some(x) => match x.as_i64() {
-            Some(t) => t,
-            None => {
-                return error(
-                    422,
-                    &Rejection::new(
-                        "sent_at",
-                        "field.type",
-                        "sent_at must be a whole number of ms",
-                    ),
-                );
-            }
-        },
-    };
-    let pending = match obj.get("pending_events") {
-        None => 0,
-        Some(x) => match x.as_i64().and_then(|n| i32::try_from(n).ok()).filter(|n| *n >= 0) {
-            Some(n) => n,
-            None => {
-                return error(
-                    422,
-                    &Rejection::new(
-                        "pending_events",
-                        "pending_events.range",
-                        "pending_events must be 0..=2147483647",
-                    ),
-                );
-            }
-        },
+    let fields = match crate::heartbeat::parse(&body, &state.config.limits, now) {
+        Ok(f) => f,
+        Err(r) => return error(r.status, &r),
     };
     let hb = Heartbeat {
         store_id: who.store_id.clone(),
         device_id: who.device_id.clone(),
         grid_id: who.grid_id.clone(),
-        sent_at,
+        sent_at: fields.sent_at,
         received_at: now,
-        pending_events: pending,
+        pending_events: fields.pending_events,
+        last_upload_at: fields.last_upload_at,
     };
     let payload = match state.codec.encode(&hb) {
         Ok(p) => p,

@@ -11,6 +11,7 @@
 //! - [`registry`]: store registry (file + `stores.v1`), grid assignment with H3.
 //! - [`body`]: request body parsers (JSON, NDJSON, Avro batches).
 //! - [`validate`]: the per-event rules.
+//! - [`heartbeat`]: the heartbeat body and its rules.
 //! - [`ratelimit`]: per-store token buckets.
 //! - [`kafka`]: the durable producer (the registry follower is `nearfield_common::stores`).
 //! - [`http`]: routes and handlers.
@@ -19,6 +20,7 @@
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod heartbeat;
 pub mod http;
 pub mod internal_events;
 pub mod kafka;

@@ -122,6 +122,7 @@ pub fn vectors() -> Vec<Vector> {
         sent_at: T0 - 1_000,
         received_at: T0,
         pending_events: 0,
+        last_upload_at: None,
     };
     let store = StoreRecord {
         store_id: "store-000042".into(),
@@ -206,7 +207,15 @@ pub fn vectors() -> Vec<Vector> {
         vector("threshold", &plan),
         vector("revision", &revision),
         vector("online", &heartbeat),
-        vector("backlog", &Heartbeat { pending_events: 37, ..heartbeat }),
+        vector("backlog", &Heartbeat { pending_events: 37, ..heartbeat.clone() }),
+        vector(
+            "backlog_since",
+            &Heartbeat {
+                pending_events: 37,
+                last_upload_at: Some(T0 - 8 * 3_600_000),
+                ..heartbeat
+            },
+        ),
         vector("store", &store),
         vector(
             "closed_store",

@@ -204,6 +204,8 @@ pub struct Heartbeat {
     pub received_at: Millis,
     #[serde(default)]
     pub pending_events: i32,
+    #[serde(default)]
+    pub last_upload_at: Option<Millis>,
 }
 
 /// One store of the registry (`stores.v1`, compacted).

@@ -57,7 +57,7 @@ impl Harness for Emitter {
              [kafka.topics]\ndemand = \"{demand}\"\nemitter_changelog = \"{changelog}\"\n\
              dlq = \"{dlq}\"\ncatalog = \"{catalog}\"\nplan_prefix = \"{plan_prefix}\"\n\
              [emit]\nlisten = \"127.0.0.1:0\"\ngroup_id = \"emit-{id}\"\n\
-             catalog_file = \"catalog.jsonl\"\nfollow_catalog_topic = false\nprivacy_k = 3\n\
+             catalog_file = \"catalog.jsonl\"\nfollow_catalog_topic = false\nfollow_coverage_topic = false\nprivacy_k = 3\n\
              idle_advance_ms = 0\ncommit_interval_ms = 200\ntransaction_timeout_ms = 10000\n",
             kafka.brokers()
         );

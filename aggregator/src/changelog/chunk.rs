@@ -15,6 +15,10 @@ pub const CHUNK_WINDOWS: usize = 8192;
 /// sketch are large), well below the changelog topic's `max.message.bytes` (1 MiB).
 pub const CHUNK_BYTES: usize = 512 * 1024;
 
+/// The fewest bytes one entry takes: pos, grid, sku, revision, sold, returned,
+/// pre-orders, events, revenue, last_off and the stores tag, one byte each.
+const MIN_ENTRY_BYTES: usize = 11;
+
 /// The stores of a window in a chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stores {
@@ -144,7 +148,9 @@ pub(super) fn decode_chunk(r: &mut R<'_>) -> Result<Chunk, Error> {
         *dict = (0..n).map(|_| r.vstr()).collect::<Result<_, _>>()?;
     }
     let [grids, skus] = dicts;
-    let n = r.vcount(12)?;
+    // An entry is 11 varints at the least (one byte each): a tighter bound would refuse
+    // a chunk of small windows that this encoder writes.
+    let n = r.vcount(MIN_ENTRY_BYTES)?;
     let mut entries = Vec::with_capacity(n);
     for _ in 0..n {
         let (pos, grid, sku) = (r.var32()?, r.var32()?, r.var32()?);

@@ -96,6 +96,19 @@ impl GridState {
         changed && !std::mem::replace(&mut self.dirty, true)
     }
 
+    /// Forgets `store`'s backlog in every window starting at or before `through` (its
+    /// device uploaded everything); true when the grid just became dirty.
+    pub(super) fn clear_pending(&mut self, store: u64, through: Millis) -> bool {
+        let mut changed = false;
+        for w in self.windows.iter_mut().filter(|w| w.start <= through) {
+            if let Ok(i) = w.pending.binary_search_by_key(&store, |p| p.0) {
+                w.pending.remove(i);
+                changed = true;
+            }
+        }
+        changed && !std::mem::replace(&mut self.dirty, true)
+    }
+
     fn find(&self, size_idx: usize, start: Millis) -> Option<&GridWindow> {
         self.windows.iter().find(|w| w.size_idx == size_idx && w.start == start)
     }
@@ -170,6 +183,13 @@ mod tests {
         assert_eq!(g.pending(0, 0), (2, 8));
         g.report_pending(0, 0, 7, 0);
         assert_eq!(g.pending(0, 0), (1, 3), "an empty backlog clears the store");
+        g.report_pending(1, 0, 9, 4);
+        g.report_pending(0, 300_000, 9, 4);
+        g.dirty = false;
+        assert!(g.clear_pending(9, 0), "cleared where it was pending, dirty");
+        assert_eq!((g.pending(0, 0), g.pending(1, 0)), ((0, 0), (0, 0)));
+        assert_eq!(g.pending(0, 300_000), (1, 4), "a window after `through` keeps it");
+        assert!(!g.clear_pending(8, i64::MAX), "a store with no backlog changes nothing");
         assert_eq!(g.pending(1, 0), (0, 0));
         assert_eq!(g.reporting(0, 0), 0, "a backlog alone is not a report");
     }

@@ -110,6 +110,10 @@ pub struct Beat<'a> {
     pub at: Millis,
     /// Sales the device holds but has not uploaded.
     pub pending_events: i32,
+    /// Since when it holds them (its last successful upload, on the ingest clock), when
+    /// the device said: every window from then to `at` misses them. `None`: the backlog
+    /// is attributed to the windows of `at` only.
+    pub since: Option<Millis>,
 }
 
 /// What an event did.
@@ -397,7 +401,7 @@ impl PartitionState {
     /// `pending_events` sales not uploaded yet, and that the next heartbeat to read is at
     /// `next_offset`.
     pub fn apply_heartbeat(&mut self, beat: Beat<'_>, next_offset: i64, now: Millis) {
-        let Beat { grid_id, store_id, at, pending_events } = beat;
+        let Beat { grid_id, store_id, at, pending_events, since } = beat;
         let pending = u32::try_from(pending_events).unwrap_or(0);
         self.heartbeat_offset = next_offset;
         self.meta_dirty = true;
@@ -409,9 +413,27 @@ impl PartitionState {
         let grid = self.grids.entry(gid).or_default();
         let mut dirty = false;
         let through = &self.expired_through;
-        for (size_idx, start, _) in w.accepting(at, wm, now).filter(|x| x.2 > through[x.0]) {
+        let live = |&(i, _, end): &(usize, Millis, Millis)| {
+            end > through[i] && !w.is_expired(i, end, wm, now)
+        };
+        for (size_idx, start, _) in w.windows_of(at).filter(live) {
             dirty |= grid.report(size_idx, start, store);
-            dirty |= grid.report_pending(size_idx, start, store, pending);
+            if since.is_none() {
+                dirty |= grid.report_pending(size_idx, start, store, pending);
+            }
+        }
+        match since {
+            None => {}
+            // Everything uploaded: no live window waits for this store any more.
+            Some(_) if pending == 0 => dirty |= grid.clear_pending(store, at),
+            // The backlog is of sales since `since`: each live window from then on misses
+            // them (older windows have expired and are bounded by the horizon).
+            Some(since) => {
+                let from = since.clamp(at.saturating_sub(w.max_event_age()), at);
+                for (size_idx, start, _) in w.windows_between(from, at).filter(live) {
+                    dirty |= grid.report_pending(size_idx, start, store, pending);
+                }
+            }
         }
         if dirty {
             self.dirty_grids.push(gid);

@@ -160,12 +160,12 @@ fn heartbeats_count_towards_reporting_stores() {
     let mut st = PartitionState::new(cfg());
     let t0 = 1_000 * 60 * MIN;
     st.apply_heartbeat(
-        Beat { grid_id: "g", store_id: "s9", at: t0 + 5, pending_events: 0 },
+        Beat { grid_id: "g", store_id: "s9", at: t0 + 5, pending_events: 0, since: None },
         11,
         t0,
     );
     st.apply_heartbeat(
-        Beat { grid_id: "g", store_id: "s8", at: t0 + 5, pending_events: 0 },
+        Beat { grid_id: "g", store_id: "s8", at: t0 + 5, pending_events: 0, since: None },
         12,
         t0,
     );
@@ -173,6 +173,61 @@ fn heartbeats_count_towards_reporting_stores() {
     let f = st.flush(t0 + 8 * MIN, &NONE);
     assert_eq!(f.outputs[0].stores_reporting, 3);
     assert_eq!(st.heartbeat_offset(), 12);
+}
+
+/// One registered grid, "g", with three active stores.
+struct OneGrid;
+
+impl Registry for OneGrid {
+    fn expected(&self, _: &str) -> i32 {
+        3
+    }
+    fn grids(&self) -> Vec<(String, i32)> {
+        vec![("g".into(), 3)]
+    }
+}
+
+#[test]
+fn a_backlog_since_the_last_upload_marks_every_live_window_since_then() {
+    let mut st = PartitionState::new(cfg());
+    let t0 = 1_000 * 60 * MIN;
+    st.apply_sale(&ev("1", "s1", "g", "A", SaleKind::Sale, 1, t0 + 10 * MIN), t0 + 10 * MIN);
+    // s2 comes back online at 0:50 holding 4 sales made since its last upload at 0:02.
+    let beat = |at, pending_events, since| Beat {
+        grid_id: "g",
+        store_id: "s2",
+        at,
+        pending_events,
+        since,
+    };
+    st.apply_heartbeat(beat(t0 + 50 * MIN, 4, Some(t0 + 2 * MIN)), 1, t0 + 10 * MIN);
+    // s3 says it holds 9 without saying since when: only the windows of its heartbeat.
+    let s3 = Beat { store_id: "s3", ..beat(t0 + 50 * MIN, 9, None) };
+    st.apply_heartbeat(s3, 2, t0 + 10 * MIN);
+    let f = st.flush(t0 + 63 * MIN, &OneGrid);
+    let pending_of = |end: Millis| {
+        f.outputs.iter().find(|o| o.window_end == end).map(|o| (o.stores_pending, o.window_start))
+    };
+    assert_eq!(pending_of(t0 + 15 * MIN), Some((1, t0 + 10 * MIN)), "0:10 is after 0:02: s2");
+    assert_eq!(pending_of(t0 + 60 * MIN), Some((2, t0)), "the hour: s2 and s3");
+    let hour: Vec<_> = f.coverage.iter().filter(|c| c.window_end == t0 + 60 * MIN).collect();
+    assert_eq!(hour.len(), 1);
+    assert_eq!(
+        (hour[0].stores_reporting, hour[0].stores_pending, hour[0].pending_events),
+        (3, 2, 13),
+        "s1 sold, s2 and s3 were online; both hold sales"
+    );
+    // s2 uploads everything and says so: the windows still open stop waiting for it.
+    st.apply_heartbeat(beat(t0 + 64 * MIN, 0, Some(t0 + 64 * MIN)), 3, t0 + 64 * MIN);
+    let g = st.grids.get(&short_id("g")).expect("grid state");
+    assert!(
+        g.windows.iter().all(|w| w.pending.iter().all(|p| p.0 != short_id("s2"))),
+        "no window holds s2's backlog any more"
+    );
+    assert!(
+        g.windows.iter().any(|w| w.pending.iter().any(|p| p.0 == short_id("s3"))),
+        "s3 did not say it uploaded"
+    );
 }
 
 #[test]

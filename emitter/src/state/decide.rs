@@ -8,6 +8,7 @@ use h3o::{CellIndex, Resolution};
 use nearfield_schemas::{Firmness, PlanReason, PlanSignal};
 
 use crate::catalog::Item;
+use crate::coverage::{Coverage, Figures};
 use crate::forecast::Model;
 
 use super::model::{CellState, Plan, SkuState};
@@ -149,19 +150,42 @@ pub(crate) fn completeness(
     (rep, exp, last)
 }
 
-/// Decides one unit at the completion of bucket `end`; on a signal, records the plan and
-/// resets the members' accumulation.
-#[allow(clippy::too_many_arguments)]
+/// When a decision is made: at the completion of bucket `end`, wall clock `now`, with the
+/// coverage book when the emitter follows `coverage.v1`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Basis<'a> {
+    pub(crate) end: i64,
+    pub(crate) now: i64,
+    pub(crate) coverage: Option<&'a Coverage>,
+}
+
+/// The coverage of the unit's regions for bucket `end`, when every region has a record
+/// for it (the book is filled by another thread: a bucket whose coverage has not been
+/// read yet falls back to the demand windows' own figures).
+fn unit_coverage(members: &[&CellState], coverage: &Coverage, end: i64) -> Option<Figures> {
+    let mut sum = Figures::default();
+    for c in members {
+        let f = coverage.region(c.region.parse::<CellIndex>().ok()?, end)?;
+        sum.expected += f.expected;
+        sum.reporting += f.reporting;
+        sum.pending += f.pending;
+        sum.pending_events += f.pending_events;
+    }
+    (!members.is_empty()).then_some(sum)
+}
+
+/// Decides one unit at the completion of bucket `basis.end`; on a signal, records the
+/// plan and resets the members' accumulation.
 pub(crate) fn decide_unit(
     sku: &mut SkuState,
     unit: &Unit,
     warehouse: &str,
-    end: i64,
+    basis: Basis<'_>,
     item: &Item,
     cfg: &StateConfig,
-    now: i64,
     tally: &mut Tally,
 ) -> Option<PlanSignal> {
+    let Basis { end, now, coverage } = basis;
     let series = unit_series(sku, &unit.members, end, cfg);
     let n = series.len();
     let season = cfg.forecast.season;
@@ -200,16 +224,22 @@ pub(crate) fn decide_unit(
         members.iter().flat_map(|c| c.acc_stores.keys().cloned()).collect();
     grids.sort();
     grids.dedup();
-    let (reporting, expected, last_event) = completeness(sku, &grids, basis_from, basis_to);
+    let (mut reporting, mut expected, last_event) = completeness(sku, &grids, basis_from, basis_to);
     if last_event != i64::MIN {
         tally.latencies_ms.push(now - last_event);
     }
-    let coverage = if expected > 0 { f64::from(reporting) / f64::from(expected) } else { 0.0 };
-    let firmness = if coverage >= cfg.firm_coverage && n >= season {
-        Firmness::Firm
-    } else {
-        Firmness::Planning
-    };
+    let mut share = if expected > 0 { f64::from(reporting) / f64::from(expected) } else { 0.0 };
+    // Coverage of the whole regions (silent grids too; stores holding unsent sales count
+    // as not settled) replaces the figures of the grids that sold, when it is known.
+    if let Some(f) = coverage.and_then(|c| unit_coverage(&members, c, end)) {
+        tally.coverage_known += 1;
+        let int = |n: i64| i32::try_from(n.max(0)).unwrap_or(i32::MAX);
+        (reporting, expected, share) = (int(f.reporting), int(f.expected), f.settled_share());
+    } else if coverage.is_some() {
+        tally.coverage_unknown += 1;
+    }
+    let firmness =
+        if share >= cfg.firm_coverage && n >= season { Firmness::Firm } else { Firmness::Planning };
     let region = unit.region.to_string();
     let signal = PlanSignal {
         signal_id: signal_id(

@@ -41,6 +41,7 @@ use nearfield_schemas::{DemandWindow, PlanSignal};
 
 use crate::catalog::Catalog;
 use crate::config::EmitConfig;
+use crate::coverage::Coverage;
 use crate::forecast;
 
 pub use changelog::RestoreError;
@@ -91,6 +92,21 @@ impl StateConfig {
             retention: c.revision_retention_ms,
             idle_advance: c.idle_advance_ms,
         })
+    }
+}
+
+/// What the state reads besides its input records: the catalog, and the coverage book
+/// when the emitter follows `coverage.v1` (without it, completeness comes from the demand
+/// windows alone).
+#[derive(Debug, Clone, Copy)]
+pub struct Side<'a> {
+    pub catalog: &'a Catalog,
+    pub coverage: Option<&'a Coverage>,
+}
+
+impl<'a> From<&'a Catalog> for Side<'a> {
+    fn from(catalog: &'a Catalog) -> Self {
+        Side { catalog, coverage: None }
     }
 }
 
@@ -147,6 +163,11 @@ pub struct Tally {
     pub revisions_absorbed: u64,
     /// Milliseconds from the newest sale behind a signal to the signal.
     pub latencies_ms: Vec<i64>,
+    /// Signals whose completeness came from `coverage.v1` (whole regions).
+    pub coverage_known: u64,
+    /// Signals decided before the coverage of their bucket was read (completeness from
+    /// the demand windows alone).
+    pub coverage_unknown: u64,
 }
 
 impl Tally {
@@ -157,6 +178,8 @@ impl Tally {
         self.forecast_hits += t.forecast_hits;
         self.revisions_absorbed += t.revisions_absorbed;
         self.latencies_ms.extend(t.latencies_ms);
+        self.coverage_known += t.coverage_known;
+        self.coverage_unknown += t.coverage_unknown;
     }
 }
 
@@ -248,7 +271,8 @@ impl PartitionState {
 
     /// Applies one `DemandWindow` read at wall-clock `now`, then completes the buckets
     /// the clock passed (deciding on each).
-    pub fn apply(&mut self, w: &DemandWindow, catalog: &Catalog, now: i64) -> Outcome {
+    pub fn apply<'a>(&mut self, w: &DemandWindow, side: impl Into<Side<'a>>, now: i64) -> Outcome {
+        let side = side.into();
         self.last_input_wall = now;
         let sane = |t: i64| (0..=MAX_TIME).contains(&t);
         if !sane(w.window_start) || !sane(w.window_end) || !sane(w.watermark) {
@@ -257,13 +281,13 @@ impl PartitionState {
         if w.window_end <= w.window_start {
             return Outcome::InvalidTime;
         }
-        let outcome = self.apply_data(w, catalog, now);
+        let outcome = self.apply_data(w, side.catalog, now);
         let clock = if w.is_final { w.watermark.max(w.window_end) } else { w.watermark };
         if clock > self.watermark {
             self.watermark = clock;
             self.meta_dirty = true;
         }
-        self.advance(catalog, now);
+        self.advance(side, now);
         outcome
     }
 
@@ -342,7 +366,7 @@ impl PartitionState {
     }
 
     /// Completes every bucket the clock passed.
-    fn advance(&mut self, catalog: &Catalog, now: i64) {
+    fn advance(&mut self, side: Side<'_>, now: i64) {
         if self.completed == i64::MIN || self.watermark == i64::MIN {
             return;
         }
@@ -356,7 +380,7 @@ impl PartitionState {
         }
         while self.completed + cfg.bucket <= horizon {
             let end = self.completed + cfg.bucket;
-            self.decide(end, catalog, now);
+            self.decide(end, side, now);
             self.completed = end;
             self.meta_dirty = true;
             self.prune();
@@ -364,13 +388,13 @@ impl PartitionState {
     }
 
     /// Decides, for bucket `end`, which regions get a plan.
-    fn decide(&mut self, end: i64, catalog: &Catalog, now: i64) {
+    fn decide(&mut self, end: i64, side: Side<'_>, now: i64) {
         let cfg = Arc::clone(&self.cfg);
         for (sku_id, sku) in &mut self.skus {
             if sku.cells.values().all(|c| c.acc_stores.is_empty()) {
                 continue;
             }
-            let Some(item) = catalog.get(sku_id) else { continue };
+            let Some(item) = side.catalog.get(sku_id) else { continue };
             let mut by_warehouse: BTreeMap<String, Vec<(CellIndex, String, i32)>> = BTreeMap::new();
             for (key, c) in &sku.cells {
                 if c.acc_stores.is_empty() {
@@ -386,8 +410,9 @@ impl PartitionState {
             for (warehouse, cands) in by_warehouse {
                 let (units, suppressed) = privacy_merge(cands, cfg.k, cfg.min_region_res);
                 for unit in units {
+                    let how = decide::Basis { end, now, coverage: side.coverage };
                     if let Some(sig) =
-                        decide_unit(sku, &unit, &warehouse, end, &item, &cfg, now, &mut self.tally)
+                        decide_unit(sku, &unit, &warehouse, how, &item, &cfg, &mut self.tally)
                     {
                         self.signals.push(sig);
                         self.dirty.insert(sku_id.clone());
@@ -453,7 +478,8 @@ impl PartitionState {
     /// Takes the changelog records of what changed and the signals decided since the last
     /// flush. First moves a silent partition's clock with the wall clock (see
     /// `idle_advance_ms`).
-    pub fn flush(&mut self, now: i64, catalog: &Catalog) -> Flushed {
+    pub fn flush<'a>(&mut self, now: i64, side: impl Into<Side<'a>>) -> Flushed {
+        let side = side.into();
         let cfg = Arc::clone(&self.cfg);
         if cfg.idle_advance > 0
             && self.watermark != i64::MIN
@@ -463,7 +489,7 @@ impl PartitionState {
         {
             self.watermark = now - cfg.idle_advance;
             self.meta_dirty = true;
-            self.advance(catalog, now);
+            self.advance(side, now);
         }
         let mut out = Flushed { signals: std::mem::take(&mut self.signals), ..Flushed::default() };
         for id in std::mem::take(&mut self.dirty) {
