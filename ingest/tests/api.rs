@@ -327,10 +327,18 @@ async fn the_per_store_rate_limit_answers_429_with_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_reach_their_topic_keyed_by_grid() {
     let h = Harness::start(Kafka::shared(), |_| {}).await;
-    let (s, v) = h.post("/v1/heartbeat", &json!({"sent_at": now_ms(), "pending_events": 12})).await;
+    let now = now_ms();
+    let since = now - 8 * 3_600_000;
+    let backlog = json!({"sent_at": now, "pending_events": 12, "last_upload_at": since});
+    let (s, v) = h.post("/v1/heartbeat", &backlog).await;
     assert_eq!(s, 200, "{v}");
     let (s, v) = h.post("/v1/heartbeat", &json!({"pending_events": -1})).await;
     assert_eq!((s, v["error"]["field"].as_str()), (422, Some("pending_events")));
+    let after = json!({"sent_at": now, "last_upload_at": now + 1});
+    let (s, v) = h.post("/v1/heartbeat", &after).await;
+    assert_eq!((s, v["error"]["rule"].as_str()), (422, Some("last_upload_at.after_sent_at")));
+    let (s, v) = h.post("/v1/heartbeat", &json!({"sent_at": 4_102_444_800_000_i64})).await;
+    assert_eq!((s, v["error"]["rule"].as_str()), (422, Some("sent_at.future")), "year 2100");
     let recs = read_to_end(
         h.kafka,
         &h.settings.topics.heartbeats,
@@ -340,6 +348,7 @@ async fn heartbeats_reach_their_topic_keyed_by_grid() {
     assert_eq!(recs.len(), 1);
     let hb: Heartbeat = Codec::single_object().decode(recs[0].value.as_deref().unwrap()).unwrap();
     assert_eq!((hb.store_id.as_str(), hb.pending_events), ("s1", 12));
+    assert_eq!(hb.last_upload_at, Some(since), "since when it holds them");
     assert_eq!(recs[0].key.as_deref(), Some(hb.grid_id.as_bytes()));
     h.stop().await;
 }

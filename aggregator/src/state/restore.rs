@@ -14,6 +14,11 @@ use super::grids::{GridState, GridWindow};
 
 /// Most windows one restored bucket may hold (a bound against a broken record).
 const MAX_BUCKET_WINDOWS: u32 = 1 << 28;
+/// How far past a bucket's restored windows a chunk entry may lie. Positions are given
+/// out in order and a flush writes its new windows in order across its chunks, so a
+/// well-formed changelog stays within one chunk of the end; a corrupt position further
+/// out is refused instead of allocating every window before it.
+const MAX_POSITION_GAP: usize = 8 * changelog::CHUNK_WINDOWS;
 
 /// Sets the stores of the window at `pos` of `b` (reusing its spill slot, if any).
 fn set_stores(b: &mut Bucket, win: &mut Win, pos: u32, stores: StoreSet) {
@@ -94,7 +99,9 @@ impl PartitionState {
                 let gids: Vec<u32> = c.grids.iter().map(|g| self.keys.grids.intern(g)).collect();
                 let sids: Vec<u32> = c.skus.iter().map(|s| self.keys.skus.intern(s)).collect();
                 for e in c.entries {
-                    if e.pos >= MAX_BUCKET_WINDOWS {
+                    if e.pos >= MAX_BUCKET_WINDOWS
+                        || e.pos as usize > b.wins.len().saturating_add(MAX_POSITION_GAP)
+                    {
                         return Err(changelog::Error::TooMany(e.pos as usize));
                     }
                     let (g, s) = (gids[e.grid as usize], sids[e.sku as usize]);

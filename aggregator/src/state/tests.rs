@@ -495,6 +495,39 @@ fn a_changelog_of_the_previous_release_gets_a_frontier_from_its_watermark() {
     );
 }
 
+/// A corrupt chunk naming a position far past the bucket's windows is refused, not
+/// allocated up to (found by the fuzzer: ~900 MB for one record).
+#[test]
+fn a_chunk_position_far_past_the_bucket_is_refused() {
+    use crate::changelog::{Chunk, Entry, Stores};
+    let entry = |pos| Entry {
+        pos,
+        grid: 0,
+        sku: 0,
+        revision: 0,
+        sold: 1,
+        returned: 0,
+        preorder: 0,
+        events: 1,
+        revenue: 100,
+        last_off: 0,
+        stores: Stores::List(vec![7]),
+    };
+    let chunk = |pos| {
+        changelog::encode(&Record::Chunk(Chunk {
+            grids: vec!["g".into()],
+            skus: vec!["A".into()],
+            entries: vec![entry(pos)],
+        }))
+    };
+    let mut st = PartitionState::new(cfg());
+    let key = changelog::chunk_key(5 * MIN, 1_000 * 60 * MIN, 0);
+    st.restore(&key, Some(&chunk(3))).expect("a small gap is a position to come");
+    let far = u32::try_from(changelog::CHUNK_WINDOWS * 64).expect("fits");
+    assert!(st.restore(&key, Some(&chunk(far))).is_err(), "refused");
+    assert!(st.size().windows <= 4, "nothing allocated up to it");
+}
+
 /// A partition written by the previous release (version 4: one record per grid × SKU)
 /// restores into this layout: same counters, stores and revision, and a late event
 /// revises the window once more instead of emitting its final again.
