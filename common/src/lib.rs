@@ -6,10 +6,12 @@
 //! - [`metrics`]: metric constructors for the stages' `internal_events` modules.
 //! - [`shutdown`]: the cancellation-token tree that stops a stage.
 //! - [`http`]: `/metrics`, `/healthz` and readiness shared by the stages' HTTP servers.
+//! - [`ids`]: the identifier rule (event ids, SKUs, store and device ids).
 //! - [`stores`]: the store registry file, its `stores.v1` follower, and grids (H3).
 //! - [`time`]: wall-clock milliseconds.
 
 pub mod http;
+pub mod ids;
 pub mod kafka;
 pub mod metrics;
 pub mod operator;

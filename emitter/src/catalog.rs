@@ -47,8 +47,8 @@ fn valid_supplier(s: &str) -> bool {
 
 /// Checks a record; the error names the field and the rule.
 pub fn validate(rec: &CatalogRecord) -> Result<Item, String> {
-    if rec.sku.is_empty() || rec.sku.len() > 64 {
-        return Err("sku: must be 1..=64 characters".into());
+    if nearfield_common::ids::check(&rec.sku, 64).is_err() {
+        return Err(format!("sku: must be 1..=64 bytes of {}", nearfield_common::ids::RULE));
     }
     if !valid_supplier(&rec.supplier_id) {
         return Err("supplier_id: must be 1..=48 characters of [a-z0-9_-]".into());

@@ -67,7 +67,7 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Most events in one batch.
     pub max_batch_events: usize,
-    /// Longest id string (event_id, sku, store_id, device_id), characters.
+    /// Longest id string (event_id, sku), in bytes; ids follow `nearfield_common::ids`.
     pub max_id_len: usize,
     /// Largest quantity of one event.
     pub max_quantity: i32,

@@ -46,6 +46,9 @@ pub fn parse(body: &[u8], limits: &Limits, now: i64) -> Result<HeartbeatFields, 
     let Some(obj) = v.as_object() else {
         return Err(Rejection::body("body.not_object", "a heartbeat is a JSON object"));
     };
+    if let Some(key) = crate::json::duplicate_key(body) {
+        return Err(Rejection::duplicate_key(&key));
+    }
     if let Some(k) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
         return Err(Rejection::new(
             k,
@@ -146,6 +149,10 @@ mod tests {
         assert_eq!(rule("{"), (None, "body.json", 400));
         assert_eq!(rule("[1]"), (None, "body.not_object", 400));
         assert_eq!(rule(r#"{"battery":3}"#), (s("battery"), "field.unknown", 422));
+        assert_eq!(
+            rule(r#"{"pending_events":1,"pending_events":900}"#),
+            (s("pending_events"), "body.duplicate_key", 400)
+        );
         assert_eq!(rule(r#"{"sent_at":"now"}"#), (s("sent_at"), "sent_at.type", 422));
         assert_eq!(rule(r#"{"sent_at":1.5}"#), (s("sent_at"), "sent_at.type", 422));
         let future = NOW + Limits::default().max_future_skew_ms + 1;

@@ -10,6 +10,7 @@
 //! - [`auth`]: device keys and request signatures.
 //! - [`registry`]: store registry (file + `stores.v1`), grid assignment with H3.
 //! - [`body`]: request body parsers (JSON, NDJSON, Avro batches).
+//! - [`json`]: strict JSON (a key named twice is refused).
 //! - [`validate`]: the per-event rules.
 //! - [`heartbeat`]: the heartbeat body and its rules.
 //! - [`ratelimit`]: per-store token buckets.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod heartbeat;
 pub mod http;
 pub mod internal_events;
+pub mod json;
 pub mod kafka;
 pub mod ratelimit;
 pub mod registry;

@@ -16,6 +16,9 @@ use nearfield_schemas::StoreRecord;
 
 use crate::auth::{AuthError, DeviceKey, MasterKey};
 
+
+/// Longest store or device id, in bytes (they follow `nearfield_common::ids`).
+pub const MAX_ID_BYTES: usize = 64;
 /// One store as ingest needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Store {
@@ -71,11 +74,18 @@ impl Registry {
     pub fn upsert(&self, rec: &StoreRecord) -> Result<(), RegistryError> {
         let grid_id = grid_of(rec.lat, rec.lon, self.resolution)
             .map_err(|message| RegistryError::Record { store_id: rec.store_id.clone(), message })?;
-        if rec.store_id.is_empty() {
-            return Err(RegistryError::Record {
-                store_id: String::new(),
-                message: "empty store_id".into(),
-            });
+        let id_rule = |field: &str, id: &str| {
+            nearfield_common::ids::check(id, MAX_ID_BYTES).map_err(|_| RegistryError::Record {
+                store_id: rec.store_id.clone(),
+                message: format!(
+                    "{field}: {id:?} must be 1..={MAX_ID_BYTES} bytes of {}",
+                    nearfield_common::ids::RULE
+                ),
+            })
+        };
+        id_rule("store_id", &rec.store_id)?;
+        for d in &rec.device_ids {
+            id_rule("device_ids", d)?;
         }
         let devices = rec
             .device_ids

@@ -32,6 +32,17 @@ impl Rejection {
     pub(crate) fn body(rule: &'static str, message: impl Into<String>) -> Self {
         Rejection { field: None, rule, message: message.into(), status: 400 }
     }
+    /// A JSON object names `key` twice (400: the body is ambiguous, not a broken rule).
+    pub(crate) fn duplicate_key(key: &str) -> Self {
+        Rejection {
+            status: 400,
+            ..Rejection::new(
+                key,
+                "body.duplicate_key",
+                format!("{key:?} appears more than once in one object; each key at most once"),
+            )
+        }
+    }
     fn forbidden(field: &str, rule: &'static str, message: impl Into<String>) -> Self {
         Rejection { status: 403, ..Rejection::new(field, rule, message) }
     }
@@ -156,7 +167,10 @@ pub fn fields_from_json_bytes(raw: &[u8]) -> (Option<String>, Result<EventFields
         return (Some(fields.event_id.clone()), Ok(fields));
     }
     match serde_json::from_slice::<Value>(raw) {
-        Ok(v) => (event_id_of(&v), fields_from_json(&v)),
+        Ok(v) => match crate::json::duplicate_key(raw) {
+            Some(key) => (event_id_of(&v), Err(Rejection::duplicate_key(&key))),
+            None => (event_id_of(&v), fields_from_json(&v)),
+        },
         Err(e) => (None, Err(Rejection::body("body.json", format!("not valid JSON: {e}")))),
     }
 }
@@ -166,37 +180,28 @@ pub fn event_id_of(v: &Value) -> Option<String> {
     v.get("event_id").and_then(Value::as_str).map(str::to_string)
 }
 
-/// Length and character rules of an id-like field; `rules` names the (length, charset)
-/// rules it reports.
+/// The identifier rule (`nearfield_common::ids`) for `field`; `rules` names the (length,
+/// charset) rules it reports.
 fn check_id(
     field: &str,
     value: &str,
     max: usize,
-    strict: bool,
     rules: (&'static str, &'static str),
 ) -> Result<(), Rejection> {
-    let n = value.chars().count();
-    if n == 0 || n > max {
-        return Err(Rejection::new(
+    use nearfield_common::ids::{self, IdError};
+    match ids::check(value, max) {
+        Ok(()) => Ok(()),
+        Err(IdError::Length { bytes, max }) => Err(Rejection::new(
             field,
             rules.0,
-            format!("{field} must be 1..={max} characters, got {n}"),
-        ));
+            format!("{field} must be 1..={max} bytes, got {bytes}"),
+        )),
+        Err(IdError::Charset { at }) => Err(Rejection::new(
+            field,
+            rules.1,
+            format!("{field} may contain only {} (byte {at} is not one)", ids::RULE),
+        )),
     }
-    let ok = if strict {
-        value.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
-    } else {
-        value.chars().all(|c| !c.is_control()) && value.trim() == value
-    };
-    if !ok {
-        let allowed = if strict {
-            "letters, digits and . _ : -"
-        } else {
-            "printable characters without surrounding spaces"
-        };
-        return Err(Rejection::new(field, rules.1, format!("{field} may contain only {allowed}")));
-    }
-    Ok(())
 }
 
 /// Applies every rule; on success the `SaleEvent` to publish.
@@ -207,13 +212,7 @@ pub fn validate(
     currencies: &[String],
     now_ms: i64,
 ) -> Result<SaleEvent, Rejection> {
-    check_id(
-        "event_id",
-        &f.event_id,
-        limits.max_id_len,
-        true,
-        ("event_id.length", "event_id.charset"),
-    )?;
+    check_id("event_id", &f.event_id, limits.max_id_len, ("event_id.length", "event_id.charset"))?;
     if let Some(s) = &f.store_id
         && s != &who.store_id
     {
@@ -232,7 +231,7 @@ pub fn validate(
             format!("device_id must be the signing device {:?}, not {d:?}", who.device_id),
         ));
     }
-    check_id("sku", &f.sku, limits.max_id_len, false, ("sku.length", "sku.charset"))?;
+    check_id("sku", &f.sku, limits.max_id_len, ("sku.length", "sku.charset"))?;
     let kind = match f.kind.to_ascii_uppercase().as_str() {
         "SALE" => SaleKind::Sale,
         "RETURN" => SaleKind::Return,
@@ -537,6 +536,55 @@ mod tests {
         assert_eq!(id.as_deref(), Some("e-1"));
         assert_eq!(slow.expect_err("mistyped").rule, "field.type");
         assert_eq!(fields_from_json_bytes(b"{oops").1.expect_err("syntax").rule, "body.json");
+    }
+
+    #[test]
+    fn a_key_named_twice_is_a_malformed_body_naming_it() {
+        let raw = br#"{"event_id":"e1","sku":"SKU-1","kind":"SALE","quantity":1,"quantity":900,
+            "unit_price_minor":650,"currency":"CNY","occurred_at":1764000000000}"#;
+        let (id, r) = fields_from_json_bytes(raw);
+        let r = r.expect_err("ambiguous");
+        assert_eq!(
+            (r.field.as_deref(), r.rule, r.status),
+            (Some("quantity"), "body.duplicate_key", 400)
+        );
+        assert_eq!(id.as_deref(), Some("e1"), "the event is still named in a batch answer");
+    }
+
+    #[test]
+    fn identifiers_that_render_unlike_what_they_are_are_refused() {
+        for (sku, rule) in [
+            ("SKU\u{202e}1LK", "sku.charset"), // right-to-left override
+            ("SKU\u{200b}1", "sku.charset"),   // zero-width space
+            ("SKU-\u{1f95b}", "sku.charset"),  // a 4-byte character
+            ("Ｓ", "sku.charset"),             // full-width S
+            (" SKU-1", "sku.charset"),
+        ] {
+            assert_eq!(
+                rule_of(|m| {
+                    m.insert("sku".into(), json!(sku));
+                })
+                .1,
+                rule,
+                "{sku:?}"
+            );
+        }
+        // Length counts bytes.
+        let long = "A".repeat(Limits::default().max_id_len + 1);
+        assert_eq!(
+            rule_of(|m| {
+                m.insert("sku".into(), json!(long));
+            })
+            .1,
+            "sku.length"
+        );
+        assert_eq!(
+            rule_of(|m| {
+                m.insert("event_id".into(), json!("e\u{202e}1"));
+            })
+            .1,
+            "event_id.charset"
+        );
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! fields are borrowed from or bounded by the input slice, collections are capped at
 //! [`Limits::max_collection_items`] and nesting at [`Limits::max_depth`].
 
-use serde_avro_fast::de::{DeserializerConfig, DeserializerState, read::SliceRead};
+use serde_avro_fast::de::read::{Read as _, SliceRead};
+use serde_avro_fast::de::{DeserializerConfig, DeserializerState};
 use serde_avro_fast::ser::SerializerConfig;
 
 use crate::framing::{Framing, Header};
@@ -110,8 +111,18 @@ impl Codec {
         config.max_seq_size = self.limits.max_collection_items;
         config.allowed_depth = self.limits.max_depth;
         let mut state = DeserializerState::with_config(SliceRead::new(datum), config);
-        T::deserialize(state.deserializer())
-            .map_err(|e| DecodeError::Datum { record: R::NAME, message: e.to_string() })
+        let value = T::deserialize(state.deserializer())
+            .map_err(|e| DecodeError::Datum { record: R::NAME, message: e.to_string() })?;
+        // Exactly one datum: count what is left (the reader does not say how much).
+        let mut rest = state.into_reader();
+        let mut extra = 0;
+        while rest.skip_bytes(1).is_ok() {
+            extra += 1;
+        }
+        if extra > 0 {
+            return Err(DecodeError::TrailingBytes { record: R::NAME, extra });
+        }
+        Ok(value)
     }
 
     fn writer_schema<T: AvroRecord>(
@@ -159,6 +170,22 @@ mod tests {
             currency: "CNY".into(),
             occurred_at: 1_700_000_000_000,
             received_at: 1_700_000_000_500,
+        }
+    }
+
+    #[test]
+    fn bytes_after_the_datum_are_refused() {
+        let mut ids = RegistryIds::default();
+        ids.write.insert("SaleEvent".into(), 7);
+        ids.read.insert(7, ("SaleEvent".into(), "current".into()));
+        let confluent = Codec::new(Framing::Confluent(ids), Limits::default());
+        for codec in [Codec::single_object(), confluent] {
+            let mut bytes = codec.encode(&sale()).expect("encodes");
+            codec.decode::<SaleEvent>(&bytes).expect("exactly one record");
+            bytes.extend_from_slice(&[0, 0x80]);
+            let e = codec.decode::<SaleEvent>(&bytes).expect_err("two bytes too many");
+            assert_eq!(e, DecodeError::TrailingBytes { record: "SaleEvent", extra: 2 });
+            assert_eq!(e.reason(), "decode.trailing_bytes");
         }
     }
 

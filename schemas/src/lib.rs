@@ -63,6 +63,9 @@ pub enum DecodeError {
     /// The datum does not follow the writer schema.
     #[error("invalid {record} datum: {message}")]
     Datum { record: &'static str, message: String },
+    /// Bytes left over after a whole datum: the message is not one record.
+    #[error("{extra} bytes left over after the {record} datum: a message holds exactly one record")]
+    TrailingBytes { record: &'static str, extra: usize },
 }
 
 impl DecodeError {
@@ -75,6 +78,7 @@ impl DecodeError {
             DecodeError::UnknownFingerprint { .. } => "decode.fingerprint",
             DecodeError::UnknownSchemaId { .. } => "decode.schema_id",
             DecodeError::Datum { .. } => "decode.datum",
+            DecodeError::TrailingBytes { .. } => "decode.trailing_bytes",
         }
     }
 }
