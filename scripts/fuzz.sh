@@ -39,6 +39,8 @@ ev='{"event_id":"e1","sku":"SKU-1","kind":"SALE","quantity":2,"unit_price_minor"
 printf '\x00%s' "$ev" >"$corpus/seed-single"
 printf '\x01[%s,%s]' "$ev" "$ev" >"$corpus/seed-batch"
 printf '\x02%s\n%s\n' "$ev" "$ev" >"$corpus/seed-ndjson"
+# Byte 4 selects the heartbeat body.
+printf '\x04{"sent_at":1764000000000,"pending_events":3,"last_upload_at":1763990000000}' >"$corpus/seed-heartbeat"
 len=$(stat -c %s schemas/testdata/SaleEvent/sale.avro)
 { printf '\x03\x00\x00\x00'; printf "\\x$(printf %02x "$len")"; cat schemas/testdata/SaleEvent/sale.avro; } >"$corpus/seed-avro"
 

@@ -1,6 +1,7 @@
 //! Every ingest body parser on untrusted bytes (single JSON event, JSON-array, NDJSON and
-//! Avro batches), followed by the validation rules: never a panic, and every event is
-//! either accepted or rejected with a named rule.
+//! Avro batches, heartbeats), followed by the validation rules: never a panic, and every
+//! event is either accepted or rejected with a named rule; a JSON body that names a key
+//! twice is never accepted.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -18,6 +19,17 @@ fuzz_target!(|data: &[u8]| {
         grid_id: "8831aa5551fffff".into(),
     };
     let limits = Limits { max_batch_events: 64, ..Limits::default() };
+    if pick % 5 == 4 {
+        let now = 1_764_000_000_000;
+        match nearfield_ingest::heartbeat::parse(&body, &limits, now) {
+            Ok(h) => {
+                assert!(h.pending_events >= 0 && h.last_upload_at.is_none_or(|t| t <= h.sent_at));
+                assert!(nearfield_ingest::json::duplicate_key(&body).is_none());
+            }
+            Err(r) => assert!(!r.rule.is_empty() && !r.message.is_empty()),
+        }
+        return;
+    }
     let parsed = match pick % 4 {
         0 => parse_single(&body).map(|p| vec![p]),
         1 => parse_batch(Format::Json, &body, limits.max_batch_events),
@@ -27,6 +39,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(events) = parsed else { return };
     assert!(events.len() <= limits.max_batch_events);
     for p in events {
+        if p.fields.is_ok() && p.raw.first() == Some(&b'{') {
+            assert!(nearfield_ingest::json::duplicate_key(&p.raw).is_none(), "ambiguous JSON read");
+        }
         if let Ok(fields) = p.fields {
             match validate(fields, &who, &limits, &[], 1_764_000_000_000) {
                 Ok(e) => assert!(e.quantity >= 1 && e.store_id == "s1"),

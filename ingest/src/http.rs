@@ -356,6 +356,15 @@ async fn batch_inner(state: &AppState, req: Request) -> Response {
             Some(Value::Array(items)),
         );
     }
+    if accepted == 0 {
+        // Nothing of the batch was taken: an error status, with every event's answer.
+        let r = Rejection::body(
+            "batch.rejected",
+            format!("every event of the batch ({rejected}) was rejected; see results"),
+        );
+        let body = json!({"error": r, "accepted": 0, "rejected": rejected, "results": items});
+        return (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(body)).into_response();
+    }
     (
         StatusCode::OK,
         axum::Json(json!({"accepted": accepted, "rejected": rejected, "results": items})),

@@ -16,7 +16,6 @@ use nearfield_schemas::StoreRecord;
 
 use crate::auth::{AuthError, DeviceKey, MasterKey};
 
-
 /// Longest store or device id, in bytes (they follow `nearfield_common::ids`).
 pub const MAX_ID_BYTES: usize = 64;
 /// One store as ingest needs it.

@@ -441,3 +441,52 @@ async fn operational_endpoints() {
     assert_eq!((s, v["error"]["rule"].as_str()), (404, Some("route")));
     h.stop().await;
 }
+
+/// The device API is exact: a key given twice, bytes after an Avro record, identifiers
+/// that render unlike what they are, and a batch of nothing but bad events are each
+/// refused with the rule named (issue: strict parsing), and none of them is written to
+/// sales.v1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_or_lookalike_input_is_refused_naming_the_rule() {
+    let h = Harness::start(Kafka::shared(), |_| {}).await;
+    // The same key twice: which value would count depends on the reader.
+    let e = event("dup-1").to_string();
+    let twice = format!("{},\"quantity\":900}}", e.trim_end_matches('}'));
+    let (s, v, _) =
+        h.post_as("s1", "pos-1", "/v1/events", "application/json", twice.into_bytes(), None).await;
+    assert_eq!((s, v["error"]["rule"].as_str()), (400, Some("body.duplicate_key")), "{v}");
+    assert_eq!(v["error"]["field"], "quantity");
+    // A SKU with a right-to-left override renders as another SKU.
+    let mut bidi = event("bidi-1");
+    bidi["sku"] = json!("SKU-\u{202e}1KLIM");
+    let (s, v) = h.post("/v1/events", &bidi).await;
+    assert_eq!((s, v["error"]["rule"].as_str()), (422, Some("sku.charset")), "{v}");
+    // An Avro batch whose record has bytes after it.
+    let ev = SaleEvent {
+        event_id: "tail-1".into(),
+        store_id: String::new(),
+        device_id: String::new(),
+        grid_id: String::new(),
+        sku: "SKU-9".into(),
+        kind: SaleKind::Sale,
+        quantity: 1,
+        unit_price_minor: 100,
+        currency: "CNY".into(),
+        occurred_at: now_ms(),
+        received_at: 0,
+    };
+    let mut msg = Codec::single_object().encode(&ev).expect("encode");
+    msg.push(0);
+    let mut body = u32::try_from(msg.len()).expect("small").to_be_bytes().to_vec();
+    body.extend_from_slice(&msg);
+    let (s, v, _) = h
+        .post_as("s1", "pos-1", "/v1/events:batch", nearfield_ingest::body::AVRO_BATCH, body, None)
+        .await;
+    // Nothing of the batch was accepted: 422, and each event says why.
+    assert_eq!((s, v["error"]["rule"].as_str()), (422, Some("batch.rejected")), "{v}");
+    assert_eq!(v["results"][0]["error"]["rule"], "decode.trailing_bytes");
+    assert_eq!((v["accepted"].as_u64(), v["rejected"].as_u64()), (Some(0), Some(1)));
+    assert!(sales(&h).is_empty(), "nothing written");
+    assert_eq!(dlq(&h).len(), 3, "every refused event is in the dead-letter topic");
+    h.stop().await;
+}

@@ -192,7 +192,8 @@ impl Client {
         }
         match (status, req.path) {
             (200, "/v1/events") => stats.acked(&req.truths[0]),
-            (200, _) => {
+            // A batch answers per event: 200 when any was accepted, 422 when none was.
+            (200 | 422, "/v1/events:batch") => {
                 let results = json["results"].as_array().cloned().unwrap_or_default();
                 for r in results {
                     let i = r["index"].as_u64().unwrap_or(u64::MAX) as usize;
