@@ -9,12 +9,15 @@
 //! **Requests.** A device sends four headers:
 //! `X-Nearfield-Store`, `X-Nearfield-Device`, `X-Nearfield-Timestamp` (UTC milliseconds)
 //! and `X-Nearfield-Signature`, the lower-case hex of
-//! `HMAC-SHA256(key, "{timestamp}\n{METHOD}\n{path}\n" || body)`.
-//! Ingest recomputes it and compares in constant time. A timestamp further than the
-//! replay window from the ingest clock is refused, so a captured request cannot be
-//! replayed later; within the window a replay can only resend events whose `event_id`s
-//! are already sent; counting each event_id once is the aggregator's job (SPEC §6). Keys and signatures are never
-//! logged.
+//! `HMAC-SHA256(key, "{timestamp}\n{METHOD}\n{path}\n{query}\n{content-type}\n" || body)`
+//! (`query` without the `?`, empty when there is none; `content-type` as sent, empty when
+//! absent). Ingest recomputes it and compares in constant time. The headers are checked
+//! before the body is read (a request naming no known device, or signed outside the replay
+//! window, is refused unread). A timestamp further than the replay window from the ingest
+//! clock is refused, and within the window each signature is accepted once (a replay cache,
+//! `crate::replay`), so a captured request cannot be sent again. An unknown store or
+//! device and a signature that does not match get the same answer (`auth.invalid`), so the
+//! API does not tell which stores exist. Keys and signatures are never logged.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -30,6 +33,12 @@ pub const HEADER_DEVICE: &str = "x-nearfield-device";
 pub const HEADER_TIMESTAMP: &str = "x-nearfield-timestamp";
 /// Header with the hex HMAC-SHA256 signature.
 pub const HEADER_SIGNATURE: &str = "x-nearfield-signature";
+
+/// The public demo master key of `deploy/examples/nearfield.toml` (hex of
+/// `nearfield-demo-only-master-key`): anyone can read it, so ingest refuses it on any
+/// listen address but loopback.
+pub const DEMO_MASTER_KEY_HEX: &str =
+    "6e6561726669656c642d64656d6f2d6f6e6c792d6d61737465722d6b6579";
 
 /// The deployment's master key. Its `Debug` never shows the bytes.
 #[derive(Clone)]
@@ -51,6 +60,11 @@ pub enum KeyError {
 }
 
 impl MasterKey {
+    /// Whether this is the public demo key ([`DEMO_MASTER_KEY_HEX`]).
+    pub fn is_demo(&self) -> bool {
+        hex::decode(DEMO_MASTER_KEY_HEX).is_ok_and(|demo| bool::from(demo.ct_eq(&self.0)))
+    }
+
     /// From lower- or upper-case hex (surrounding white space ignored).
     pub fn from_hex(text: &str) -> Result<Self, KeyError> {
         let bytes = hex::decode(text.trim()).map_err(|_| KeyError::NotHex)?;
@@ -101,30 +115,38 @@ impl DeviceKey {
     }
 
     /// The signature of a request (lower-case hex).
-    pub fn sign(&self, timestamp_ms: i64, method: &str, path: &str, body: &[u8]) -> String {
-        hex::encode(self.mac(timestamp_ms, method, path, body))
+    pub fn sign(&self, line: &RequestLine<'_>, body: &[u8]) -> String {
+        hex::encode(self.mac(line, body))
     }
 
-    fn mac(&self, timestamp_ms: i64, method: &str, path: &str, body: &[u8]) -> [u8; 32] {
+    fn mac(&self, line: &RequestLine<'_>, body: &[u8]) -> [u8; 32] {
+        let RequestLine { timestamp_ms, method, path, query, content_type } = line;
         let mut mac = mac(&self.0);
-        mac.update(format!("{timestamp_ms}\n{method}\n{path}\n").as_bytes());
+        mac.update(
+            format!("{timestamp_ms}\n{method}\n{path}\n{query}\n{content_type}\n").as_bytes(),
+        );
         mac.update(body);
         mac.finalize().into_bytes().into()
     }
 
-    /// Checks `signature_hex` in constant time.
-    pub fn verify(
-        &self,
-        timestamp_ms: i64,
-        method: &str,
-        path: &str,
-        body: &[u8],
-        signature_hex: &str,
-    ) -> bool {
-        let Ok(given) = hex::decode(signature_hex.trim()) else { return false };
-        let expected = self.mac(timestamp_ms, method, path, body);
-        given.len() == expected.len() && bool::from(given.as_slice().ct_eq(&expected))
+    /// Checks `signature` (the decoded header) in constant time.
+    pub fn verify(&self, line: &RequestLine<'_>, body: &[u8], signature: &[u8]) -> bool {
+        let expected = self.mac(line, body);
+        signature.len() == expected.len() && bool::from(signature.ct_eq(&expected))
     }
+}
+
+/// What a signature covers besides the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLine<'a> {
+    pub timestamp_ms: i64,
+    /// Upper-case method, e.g. `POST`.
+    pub method: &'a str,
+    pub path: &'a str,
+    /// The query string without `?` (empty when there is none).
+    pub query: &'a str,
+    /// The Content-Type header as sent (empty when absent).
+    pub content_type: &'a str,
 }
 
 /// Why a request is not authenticated (401) or not allowed (403).
@@ -142,6 +164,8 @@ pub enum AuthError {
     Stale { skew_ms: i64, window_ms: i64 },
     #[error("signature does not match")]
     BadSignature,
+    #[error("this signature was already used; sign every request anew")]
+    Replayed,
 }
 
 impl AuthError {
@@ -154,6 +178,19 @@ impl AuthError {
             AuthError::InactiveStore => "auth.inactive_store",
             AuthError::Stale { .. } => "auth.stale_timestamp",
             AuthError::BadSignature => "auth.bad_signature",
+            AuthError::Replayed => "auth.replayed",
+        }
+    }
+
+    /// The rule and message a client sees: an unknown store or device and a signature
+    /// that does not match answer alike, so the API does not tell which stores exist
+    /// ([`AuthError::reason`] keeps them apart in metrics and logs).
+    pub fn public(&self) -> (&'static str, String) {
+        match self {
+            AuthError::UnknownDevice | AuthError::BadSignature => {
+                ("auth.invalid", "unknown store or device, or the signature does not match".into())
+            }
+            other => (other.reason(), other.to_string()),
         }
     }
 
@@ -186,16 +223,36 @@ mod tests {
     #[test]
     fn signatures_verify_and_any_change_breaks_them() {
         let k = master().device_key("s1", "d1", 1);
-        let sig = k.sign(1000, "POST", "/v1/events", b"{}");
-        assert!(k.verify(1000, "POST", "/v1/events", b"{}", &sig));
-        assert!(!k.verify(1001, "POST", "/v1/events", b"{}", &sig));
-        assert!(!k.verify(1000, "PUT", "/v1/events", b"{}", &sig));
-        assert!(!k.verify(1000, "POST", "/v1/events:batch", b"{}", &sig));
-        assert!(!k.verify(1000, "POST", "/v1/events", b"{ }", &sig));
-        assert!(!k.verify(1000, "POST", "/v1/events", b"{}", &sig[..10]));
-        assert!(!k.verify(1000, "POST", "/v1/events", b"{}", "zz"));
+        let line = RequestLine {
+            timestamp_ms: 1000,
+            method: "POST",
+            path: "/v1/events",
+            query: "",
+            content_type: "application/json",
+        };
+        let sig = hex::decode(k.sign(&line, b"{}")).expect("hex");
+        assert!(k.verify(&line, b"{}", &sig));
+        // Every part of the request line is covered, the query and content type too.
+        for changed in [
+            RequestLine { timestamp_ms: 1001, ..line },
+            RequestLine { method: "PUT", ..line },
+            RequestLine { path: "/v1/events:batch", ..line },
+            RequestLine { query: "dry_run=1", ..line },
+            RequestLine { content_type: "application/x-ndjson", ..line },
+        ] {
+            assert!(!k.verify(&changed, b"{}", &sig), "{changed:?}");
+        }
+        assert!(!k.verify(&line, b"{ }", &sig));
+        assert!(!k.verify(&line, b"{}", &sig[..10]));
         let other = master().device_key("s1", "d2", 1);
-        assert!(!other.verify(1000, "POST", "/v1/events", b"{}", &sig));
+        assert!(!other.verify(&line, b"{}", &sig));
+    }
+
+    #[test]
+    fn unknown_devices_and_bad_signatures_answer_alike() {
+        assert_eq!(AuthError::UnknownDevice.public(), AuthError::BadSignature.public());
+        assert_ne!(AuthError::UnknownDevice.reason(), AuthError::BadSignature.reason());
+        assert_eq!(AuthError::Replayed.public().0, "auth.replayed");
     }
 
     #[test]

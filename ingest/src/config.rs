@@ -84,6 +84,16 @@ pub struct Limits {
     pub max_event_age_ms: Option<i64>,
     /// How far a request signature's timestamp may be from the ingest clock, ms.
     pub replay_window_ms: i64,
+    /// Signatures remembered to refuse a replay within the window; when full of live
+    /// ones, requests get 503 + Retry-After.
+    pub replay_cache_entries: usize,
+    /// How long reading a request's body may take (a slow sender gets 408), ms.
+    pub body_timeout_ms: u64,
+    /// Requests handled at once; past it, 503 + Retry-After.
+    pub max_concurrent_requests: usize,
+    /// Request-body bytes held at once (admitted by `Content-Length`, or the body limit
+    /// when unknown); past it, 503 + Retry-After.
+    pub max_inflight_bytes: usize,
 }
 
 impl Default for Limits {
@@ -97,6 +107,10 @@ impl Default for Limits {
             max_future_skew_ms: 5 * 60_000,
             max_event_age_ms: None,
             replay_window_ms: 5 * 60_000,
+            replay_cache_entries: 2_000_000,
+            body_timeout_ms: 10_000,
+            max_concurrent_requests: 4_096,
+            max_inflight_bytes: 256 << 20,
         }
     }
 }
@@ -159,6 +173,15 @@ impl IngestConfig {
         if l.max_future_skew_ms < 0 || l.max_event_age_ms() <= 0 || l.replay_window_ms <= 0 {
             return err("limits", "time windows must be positive");
         }
+        if l.replay_cache_entries == 0 || l.body_timeout_ms == 0 || l.max_concurrent_requests == 0 {
+            return err(
+                "limits",
+                "replay_cache_entries, body_timeout_ms and max_concurrent_requests must be positive",
+            );
+        }
+        if l.max_inflight_bytes < l.max_body_bytes {
+            return err("limits.max_inflight_bytes", "must be at least max_body_bytes");
+        }
         if !(self.rate_limit.events_per_second > 0.0 && self.rate_limit.burst >= 1.0) {
             return err("rate_limit", "events_per_second must be > 0 and burst >= 1");
         }
@@ -172,6 +195,12 @@ impl IngestConfig {
             return err(
                 "master_key",
                 "set master_key, master_key_file or NEARFIELD_INGEST__MASTER_KEY",
+            );
+        }
+        if self.master_key.is_some() && self.master_key_file.is_some() {
+            return err(
+                "master_key",
+                "master_key and master_key_file are both set; set exactly one (neither wins)",
             );
         }
         if self.produce_timeout_ms == 0 {

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -21,6 +21,7 @@ use nearfield_common::kafka::Topics;
 use nearfield_common::time::now_ms;
 use nearfield_schemas::{Codec, Heartbeat, RejectSource, RejectedEvent, SaleEvent};
 use serde_json::{Value, json};
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::auth::{HEADER_DEVICE, HEADER_SIGNATURE, HEADER_STORE, HEADER_TIMESTAMP};
@@ -33,6 +34,7 @@ use crate::internal_events::{
 use crate::kafka::{Outgoing, PublishError, Publisher};
 use crate::ratelimit::RateLimiter;
 use crate::registry::{Principal, Registry, SignedRequest};
+use crate::replay::{Refused, ReplayCache};
 use crate::validate::{Rejection, validate};
 
 /// The OpenAPI document of this API.
@@ -47,6 +49,12 @@ pub struct AppState {
     pub publisher: Publisher,
     pub limiter: RateLimiter,
     pub codec: Codec,
+    /// Signatures already used (each is accepted once within the replay window).
+    pub replays: ReplayCache,
+    /// Requests in progress (`limits.max_concurrent_requests` permits).
+    pub requests: Arc<Semaphore>,
+    /// Request-body bytes held (`limits.max_inflight_bytes` permits).
+    pub inflight_bytes: Arc<Semaphore>,
     /// Set when shutdown begins: new requests get 503.
     pub draining: AtomicBool,
 }
@@ -62,6 +70,7 @@ pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
         )
         .fallback(not_found)
+        .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&state), concurrency))
         .with_state(state)
         .merge(ops_routes(readiness))
 }
@@ -85,16 +94,33 @@ fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Reads the body (bounded) and authenticates the request.
+fn busy(what: &str) -> Response {
+    let r = Rejection::body("server.busy", format!("{what}; retry shortly"));
+    let mut resp = error(503, &r);
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
+    resp
+}
+
+fn refused(e: &crate::auth::AuthError, store: Option<&str>) -> Response {
+    AuthFailed { reason: e.reason(), store_id: store }.emit();
+    let status = if e.forbidden() { 403 } else { 401 };
+    let (rule, message) = e.public();
+    let mut resp = error(status, &Rejection { field: None, rule, message, status });
+    if status == 401 {
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("NearfieldHMAC"));
+    }
+    resp
+}
+
+/// Authenticates a request: its auth headers first (an unknown device or a stale
+/// timestamp is refused before a byte of the body is read), then the body, bounded in
+/// size, time and the bytes all requests hold at once, then the signature over it, once.
 async fn admit(state: &AppState, req: Request) -> Result<(Principal, HeaderMap, Bytes), Response> {
     if state.draining.load(Ordering::Acquire) {
         return Err(unavailable(1, "ingest is shutting down; retry on another instance", None));
     }
     let (parts, body) = req.into_parts();
-    let limit = state.config.limits.max_body_bytes;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        error(413, &Rejection::body("body.size", format!("request body exceeds {limit} bytes")))
-    })?;
     let h = &parts.headers;
     let store = header_str(h, HEADER_STORE);
     let signed = SignedRequest {
@@ -104,26 +130,62 @@ async fn admit(state: &AppState, req: Request) -> Result<(Principal, HeaderMap, 
         signature: header_str(h, HEADER_SIGNATURE),
         method: parts.method.as_str(),
         path: parts.uri.path(),
-        body: &bytes,
+        query: parts.uri.query().unwrap_or(""),
+        content_type: header_str(h, header::CONTENT_TYPE.as_str()).unwrap_or(""),
     };
-    let result =
-        state.registry.authenticate(&signed, now_ms(), state.config.limits.replay_window_ms);
-    match result {
-        Ok(p) => {
-            tracing::Span::current().record("store_id", p.store_id.as_str());
-            Ok((p, parts.headers, bytes))
-        }
-        Err(e) => {
-            AuthFailed { reason: e.reason(), store_id: store }.emit();
-            let status = if e.forbidden() { 403 } else { 401 };
-            let r = Rejection { field: None, rule: e.reason(), message: e.to_string(), status };
-            let mut resp = error(status, &r);
-            if status == 401 {
-                resp.headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("NearfieldHMAC"));
+    let limits = &state.config.limits;
+    let claimed = state
+        .registry
+        .claim(&signed, now_ms(), limits.replay_window_ms)
+        .map_err(|e| refused(&e, store))?;
+    let limit = limits.max_body_bytes;
+    let too_large =
+        || error(413, &Rejection::body("body.size", format!("request body exceeds {limit} bytes")));
+    let declared = header_str(h, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse().ok());
+    if declared.is_some_and(|n: usize| n > limit) {
+        return Err(too_large());
+    }
+    let want = u32::try_from(declared.unwrap_or(limit).max(1)).unwrap_or(u32::MAX);
+    let Ok(_held) = Arc::clone(&state.inflight_bytes).try_acquire_many_owned(want) else {
+        return Err(busy("too many request bytes in flight"));
+    };
+    let read = axum::body::to_bytes(body, limit);
+    let bytes =
+        match tokio::time::timeout(Duration::from_millis(limits.body_timeout_ms), read).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(_)) => return Err(too_large()),
+            Err(_) => {
+                let r = Rejection::body(
+                    "body.timeout",
+                    format!("the body did not arrive within {} ms", limits.body_timeout_ms),
+                );
+                return Err(error(408, &r));
             }
-            Err(resp)
+        };
+    let (signature, ts) = claimed.signature();
+    let signature = signature.to_vec();
+    let who = claimed.verify(&signed, &bytes).map_err(|e| refused(&e, store))?;
+    match state.replays.take(&signature, ts, now_ms()) {
+        Ok(()) => {}
+        Err(Refused::Replayed) => {
+            return Err(refused(&crate::auth::AuthError::Replayed, store));
         }
+        Err(Refused::Full) => return Err(busy("the replay cache is full")),
+    }
+    tracing::Span::current().record("store_id", who.store_id.as_str());
+    Ok((who, parts.headers, bytes))
+}
+
+/// Caps the requests handled at once: past `limits.max_concurrent_requests`, 503 +
+/// Retry-After before anything is read.
+pub async fn concurrency(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match Arc::clone(&state.requests).try_acquire_owned() {
+        Ok(_permit) => next.run(req).await,
+        Err(_) => busy("too many requests in progress"),
     }
 }
 
@@ -381,6 +443,11 @@ async fn heartbeat_inner(state: &AppState, req: Request) -> Response {
         Ok(x) => x,
         Err(resp) => return resp,
     };
+    // A heartbeat costs one token of the store's bucket, like an event: a device cannot
+    // flood through the one endpoint that writes no event.
+    if let Err(resp) = rate_limit(state, &who, 1) {
+        return resp;
+    }
     let now = now_ms();
     let fields = match crate::heartbeat::parse(&body, &state.config.limits, now) {
         Ok(f) => f,

@@ -14,6 +14,7 @@
 //! - [`validate`]: the per-event rules.
 //! - [`heartbeat`]: the heartbeat body and its rules.
 //! - [`ratelimit`]: per-store token buckets.
+//! - [`replay`]: each request signature accepted once within the replay window.
 //! - [`kafka`]: the durable producer (the registry follower is `nearfield_common::stores`).
 //! - [`http`]: routes and handlers.
 //! - [`internal_events`]: logs and metrics.
@@ -28,6 +29,7 @@ pub mod json;
 pub mod kafka;
 pub mod ratelimit;
 pub mod registry;
+pub mod replay;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -82,16 +84,28 @@ pub async fn run(
     running.done.await.unwrap_or_else(|e| Err(IngestError::Serve(std::io::Error::other(e))))
 }
 
+/// The master key from `master_key` or `master_key_file` (exactly one is set: the
+/// config's validation says so); the public demo key only on a loopback listen address.
 fn master_key(config: &IngestConfig) -> Result<auth::MasterKey, IngestError> {
-    if let Some(hex) = &config.master_key {
-        return Ok(auth::MasterKey::from_hex(hex)?);
-    }
-    match &config.master_key_file {
-        Some(path) => Ok(auth::MasterKey::from_hex(
+    let key = match (&config.master_key, &config.master_key_file) {
+        (Some(hex), None) => auth::MasterKey::from_hex(hex)?,
+        (None, Some(path)) => auth::MasterKey::from_hex(
             &std::fs::read_to_string(path).map_err(IngestError::KeyFile)?,
-        )?),
-        None => Err(config::ConfigError { setting: "master_key", rule: "not set".into() }.into()),
+        )?,
+        _ => {
+            let rule = "set exactly one of master_key and master_key_file".into();
+            return Err(config::ConfigError { setting: "master_key", rule }.into());
+        }
+    };
+    if key.is_demo() && !config.listen.ip().is_loopback() {
+        let rule = format!(
+            "the public demo key (deploy/examples) is refused on {}, which is not loopback; \
+             generate one (openssl rand -hex 32) into master_key_file",
+            config.listen
+        );
+        return Err(config::ConfigError { setting: "master_key", rule }.into());
     }
+    Ok(key)
 }
 
 /// Starts ingest and returns once it listens.
@@ -126,6 +140,7 @@ pub async fn start(
         .map_err(|source| IngestError::Bind { addr: config.listen, source })?;
     let local_addr = listener.local_addr().map_err(IngestError::Serve)?;
     let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let limits = config.limits.clone();
     let state = Arc::new(http::AppState {
         limiter: ratelimit::RateLimiter::new(&config.rate_limit),
         topics: kafka.topics.clone(),
@@ -134,6 +149,11 @@ pub async fn start(
         publisher: publisher.clone(),
         codec: Codec::single_object(),
         draining: AtomicBool::new(false),
+        replays: replay::ReplayCache::new(limits.replay_cache_entries, limits.replay_window_ms),
+        requests: Arc::new(tokio::sync::Semaphore::new(limits.max_concurrent_requests)),
+        inflight_bytes: Arc::new(tokio::sync::Semaphore::new(
+            limits.max_inflight_bytes.min(tokio::sync::Semaphore::MAX_PERMITS),
+        )),
     });
     let readiness = Readiness::default();
     tokio::spawn(readiness_loop(Arc::clone(&state), readiness.clone(), shutdown.clone()));
@@ -194,9 +214,32 @@ async fn readiness_loop(
         }
         readiness.set(ready);
         internal_events::QUEUE_DEPTH.set(i64::from(state.publisher.in_flight()));
+        state.replays.prune(nearfield_common::time::now_ms());
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(Duration::from_secs(if ready { 5 } else { 1 })) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_key_is_refused_off_loopback_and_one_key_source_only() {
+        let demo = IngestConfig {
+            master_key: Some(auth::DEMO_MASTER_KEY_HEX.into()),
+            ..IngestConfig::default()
+        };
+        assert!(master_key(&demo).expect("loopback is fine").is_demo());
+        let exposed = IngestConfig { listen: "0.0.0.0:8080".parse().expect("addr"), ..demo };
+        let e = master_key(&exposed).expect_err("refused").to_string();
+        assert!(e.contains("master_key") && e.contains("demo key"), "{e}");
+        let own = IngestConfig { master_key: Some("ab".repeat(32)), ..exposed.clone() };
+        assert!(!master_key(&own).expect("a key of its own").is_demo());
+        let both = IngestConfig { master_key_file: Some("/k".into()), ..own };
+        let e = both.validate().expect_err("both").to_string();
+        assert!(e.contains("master_key") && e.contains("both"), "{e}");
     }
 }

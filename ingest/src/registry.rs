@@ -14,7 +14,7 @@ pub use nearfield_common::stores::grid_of;
 use nearfield_common::stores::{StoreFileError, StoreSink};
 use nearfield_schemas::StoreRecord;
 
-use crate::auth::{AuthError, DeviceKey, MasterKey};
+use crate::auth::{AuthError, DeviceKey, MasterKey, RequestLine};
 
 /// Longest store or device id, in bytes (they follow `nearfield_common::ids`).
 pub const MAX_ID_BYTES: usize = 64;
@@ -28,7 +28,8 @@ pub struct Store {
     devices: HashMap<String, DeviceKey>,
 }
 
-/// What a request says about who signed it (header values as sent).
+/// What a request says about who signed it (header values as sent) and what the
+/// signature covers besides the body.
 #[derive(Debug, Clone, Copy)]
 pub struct SignedRequest<'a> {
     pub store_id: Option<&'a str>,
@@ -37,7 +38,45 @@ pub struct SignedRequest<'a> {
     pub signature: Option<&'a str>,
     pub method: &'a str,
     pub path: &'a str,
-    pub body: &'a [u8],
+    pub query: &'a str,
+    pub content_type: &'a str,
+}
+
+/// A request whose headers name a known device and a fresh timestamp: the body is worth
+/// reading. [`Claimed::verify`] checks the signature over it.
+#[derive(Debug)]
+pub struct Claimed {
+    key: DeviceKey,
+    principal: Principal,
+    active: bool,
+    timestamp_ms: i64,
+    signature: Vec<u8>,
+}
+
+impl Claimed {
+    /// The decoded signature (for the replay cache) and its timestamp.
+    pub fn signature(&self) -> (&[u8], i64) {
+        (&self.signature, self.timestamp_ms)
+    }
+
+    /// Checks the signature over the request line and `body`; then whether the store may
+    /// write.
+    pub fn verify(self, req: &SignedRequest<'_>, body: &[u8]) -> Result<Principal, AuthError> {
+        let line = RequestLine {
+            timestamp_ms: self.timestamp_ms,
+            method: req.method,
+            path: req.path,
+            query: req.query,
+            content_type: req.content_type,
+        };
+        if !self.key.verify(&line, body, &self.signature) {
+            return Err(AuthError::BadSignature);
+        }
+        if !self.active {
+            return Err(AuthError::InactiveStore);
+        }
+        Ok(self.principal)
+    }
 }
 
 /// The device a request was authenticated as.
@@ -121,14 +160,15 @@ impl Registry {
         nearfield_common::stores::load_file(path, self)
     }
 
-    /// Authenticates a signed request (see [`crate::auth`]) at `now_ms`, allowing
-    /// `window_ms` between the signing time and the server clock.
-    pub fn authenticate(
+    /// Checks a request's auth headers (see [`crate::auth`]) at `now_ms`, allowing
+    /// `window_ms` between the signing time and the server clock, before its body is
+    /// read.
+    pub fn claim(
         &self,
         req: &SignedRequest<'_>,
         now_ms: i64,
         window_ms: i64,
-    ) -> Result<Principal, AuthError> {
+    ) -> Result<Claimed, AuthError> {
         use crate::auth::{HEADER_DEVICE, HEADER_SIGNATURE, HEADER_STORE, HEADER_TIMESTAMP};
         let store_id = req.store_id.ok_or(AuthError::MissingHeader(HEADER_STORE))?;
         let device_id = req.device_id.ok_or(AuthError::MissingHeader(HEADER_DEVICE))?;
@@ -136,23 +176,38 @@ impl Registry {
         let signature = req.signature.ok_or(AuthError::MissingHeader(HEADER_SIGNATURE))?;
         let ts: i64 =
             timestamp.trim().parse().map_err(|_| AuthError::BadHeader(HEADER_TIMESTAMP))?;
-        let store = self.get(store_id).ok_or(AuthError::UnknownDevice)?;
-        let key = store.devices.get(device_id).ok_or(AuthError::UnknownDevice)?;
+        let signature = hex::decode(signature.trim())
+            .ok()
+            .filter(|s| s.len() == 32)
+            .ok_or(AuthError::BadHeader(HEADER_SIGNATURE))?;
         let skew = now_ms.saturating_sub(ts).saturating_abs();
         if skew > window_ms {
             return Err(AuthError::Stale { skew_ms: skew, window_ms });
         }
-        if !key.verify(ts, req.method, req.path, req.body, signature) {
-            return Err(AuthError::BadSignature);
-        }
-        if !store.active {
-            return Err(AuthError::InactiveStore);
-        }
-        Ok(Principal {
-            store_id: store.store_id.clone(),
-            device_id: device_id.to_string(),
-            grid_id: store.grid_id.clone(),
+        let store = self.get(store_id).ok_or(AuthError::UnknownDevice)?;
+        let key = store.devices.get(device_id).ok_or(AuthError::UnknownDevice)?;
+        Ok(Claimed {
+            key: key.clone(),
+            principal: Principal {
+                store_id: store.store_id.clone(),
+                device_id: device_id.to_string(),
+                grid_id: store.grid_id.clone(),
+            },
+            active: store.active,
+            timestamp_ms: ts,
+            signature,
         })
+    }
+
+    /// [`Registry::claim`] then [`Claimed::verify`] (a request whose body is at hand).
+    pub fn authenticate(
+        &self,
+        req: &SignedRequest<'_>,
+        body: &[u8],
+        now_ms: i64,
+        window_ms: i64,
+    ) -> Result<Principal, AuthError> {
+        self.claim(req, now_ms, window_ms)?.verify(req, body)
     }
 }
 
@@ -180,9 +235,28 @@ mod tests {
         timestamp: Option<&'a str>,
         signature: Option<&'a str>,
         path: &'a str,
-        body: &'a [u8],
     ) -> SignedRequest<'a> {
-        SignedRequest { store_id, device_id, timestamp, signature, method: "POST", path, body }
+        SignedRequest {
+            store_id,
+            device_id,
+            timestamp,
+            signature,
+            method: "POST",
+            path,
+            query: "",
+            content_type: "application/json",
+        }
+    }
+
+    fn sign(key: &DeviceKey, ts: i64, path: &str, body: &[u8]) -> String {
+        let line = RequestLine {
+            timestamp_ms: ts,
+            method: "POST",
+            path,
+            query: "",
+            content_type: "application/json",
+        };
+        key.sign(&line, body)
     }
 
     fn shop() -> StoreRecord {
@@ -224,10 +298,11 @@ mod tests {
         let key = MasterKey::from_hex("00112233445566778899aabbccddeeff")
             .expect("key")
             .device_key("s1", "pos-1", 1);
-        let sig = key.sign(1_000, "POST", "/v1/events", b"x");
+        let sig = sign(&key, 1_000, "/v1/events", b"x");
         let auth = |store, device, ts: &str, sig: &str, now| {
             r.authenticate(
-                &signed(Some(store), Some(device), Some(ts), Some(sig), "/v1/events", b"x"),
+                &signed(Some(store), Some(device), Some(ts), Some(sig), "/v1/events"),
+                b"x",
                 now,
                 300_000,
             )
@@ -246,9 +321,17 @@ mod tests {
             Err(AuthError::Stale { .. })
         ));
         assert_eq!(
-            r.authenticate(&signed(None, Some("pos-1"), Some("1"), Some("s"), "/", b""), 0, 1),
+            r.authenticate(&signed(None, Some("pos-1"), Some("1"), Some("s"), "/"), b"", 0, 1),
             Err(AuthError::MissingHeader("x-nearfield-store"))
         );
+        assert_eq!(
+            auth("s1", "pos-1", "1000", "beef", 2_000),
+            Err(AuthError::BadHeader("x-nearfield-signature")),
+            "a signature is 32 bytes of hex"
+        );
+        // Headers are judged before the body: an unknown device never gets that far.
+        let unknown = signed(Some("s9"), Some("pos-1"), Some("1000"), Some(&sig), "/v1/events");
+        assert_eq!(r.claim(&unknown, 2_000, 300_000).map(|_| ()), Err(AuthError::UnknownDevice));
     }
 
     #[test]
@@ -259,9 +342,10 @@ mod tests {
         let key = MasterKey::from_hex("00112233445566778899aabbccddeeff")
             .expect("key")
             .device_key("s1", "pos-1", 1);
-        let sig = key.sign(1, "POST", "/p", b"");
+        let sig = sign(&key, 1, "/p", b"");
         let res = r.authenticate(
-            &signed(Some("s1"), Some("pos-1"), Some("1"), Some(&sig), "/p", b""),
+            &signed(Some("s1"), Some("pos-1"), Some("1"), Some(&sig), "/p"),
+            b"",
             1,
             10,
         );
@@ -270,7 +354,8 @@ mod tests {
         rec.key_version = 2; // rotation: the old key stops working
         r.upsert(&rec).expect("valid");
         let res = r.authenticate(
-            &signed(Some("s1"), Some("pos-1"), Some("1"), Some(&sig), "/p", b""),
+            &signed(Some("s1"), Some("pos-1"), Some("1"), Some(&sig), "/p"),
+            b"",
             1,
             10,
         );

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use harness::{Harness, event};
 use nearfield_common::time::now_ms;
+use nearfield_ingest::auth::RequestLine;
 use nearfield_schemas::{
     Codec, Heartbeat, RejectSource, RejectedEvent, SaleEvent, SaleKind, StoreRecord,
 };
@@ -68,9 +69,11 @@ async fn authentication_rules() {
     assert!(resp.headers().contains_key("www-authenticate"));
     let v: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["rule"], "auth.missing_header");
-    // Unknown device, unknown store, stale and future timestamps.
-    assert_eq!(post("s1", "pos-9", None).await.1["error"]["rule"], "auth.unknown_device");
-    assert_eq!(post("nope", "pos-1", None).await.1["error"]["rule"], "auth.unknown_device");
+    // Unknown device, unknown store (the same answer as a bad signature: the API does not
+    // tell which stores exist), stale and future timestamps.
+    let unknown = post("s1", "pos-9", None).await.1;
+    assert_eq!(unknown["error"]["rule"], "auth.invalid");
+    assert_eq!(post("nope", "pos-1", None).await.1["error"], unknown["error"]);
     let (s, v, _) = post("s1", "pos-1", Some(now_ms() - 301_000)).await;
     assert_eq!((s, v["error"]["rule"].as_str()), (401, Some("auth.stale_timestamp")));
     let (s, _, _) = post("s1", "pos-1", Some(now_ms() + 301_000)).await;
@@ -79,32 +82,49 @@ async fn authentication_rules() {
     let key = nearfield_ingest::auth::MasterKey::from_hex(harness::MASTER)
         .unwrap()
         .device_key("s2", "pos-1", 1);
-    let ts = now_ms();
-    let resp = h
-        .client
-        .post(h.url("/v1/events"))
-        .header("x-nearfield-store", "s1")
-        .header("x-nearfield-device", "pos-1")
-        .header("x-nearfield-timestamp", ts.to_string())
-        .header("x-nearfield-signature", key.sign(ts, "POST", "/v1/events", &body))
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 401);
-    // A signature over another path does not authorize this one.
-    let resp = h
-        .client
-        .post(h.url("/v1/events"))
-        .header("x-nearfield-store", "s2")
-        .header("x-nearfield-device", "pos-1")
-        .header("x-nearfield-timestamp", ts.to_string())
-        .header("x-nearfield-signature", key.sign(ts, "POST", "/v1/events:batch", &body))
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 401);
+    let signed_as = async |store: &str, line: RequestLine<'_>, url: String| {
+        let resp = h
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("x-nearfield-store", store)
+            .header("x-nearfield-device", "pos-1")
+            .header("x-nearfield-timestamp", line.timestamp_ms.to_string())
+            .header("x-nearfield-signature", key.sign(&line, &body))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json::<serde_json::Value>().await.unwrap())
+    };
+    let line = RequestLine {
+        timestamp_ms: now_ms(),
+        method: "POST",
+        path: "/v1/events",
+        query: "",
+        content_type: "application/json",
+    };
+    let (s, v) = signed_as("s1", line, h.url("/v1/events")).await;
+    assert_eq!(s, 401);
+    assert_eq!(v["error"], unknown["error"], "a bad signature answers like an unknown store");
+    // A signature over another path, query or content type does not authorize this one.
+    for other in [
+        RequestLine { path: "/v1/events:batch", ..line },
+        RequestLine { query: "x=1", ..line },
+        RequestLine { content_type: "application/x-ndjson", ..line },
+    ] {
+        let (s, _) = signed_as("s2", other, h.url("/v1/events")).await;
+        assert_eq!(s, 401, "{other:?}");
+    }
+    let (s, v) = signed_as("s2", line, h.url("/v1/events?x=1")).await;
+    assert_eq!(s, 401, "the query is signed: {v}");
+    // The same signed request a second time is a replay.
+    let fresh = RequestLine { timestamp_ms: now_ms(), ..line };
+    let (s, v) = signed_as("s2", fresh, h.url("/v1/events")).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = signed_as("s2", fresh, h.url("/v1/events")).await;
+    assert_eq!((s, v["error"]["rule"].as_str()), (401, Some("auth.replayed")));
     // An inactive store is known but may not write.
     let (s, v, _) = post("s3", "pos-1", None).await;
     assert_eq!((s, v["error"]["rule"].as_str()), (403, Some("auth.inactive_store")));
@@ -116,7 +136,12 @@ async fn authentication_rules() {
         (s, v["error"]["field"].as_str(), v["error"]["rule"].as_str()),
         (403, Some("store_id"), Some("store_id.forbidden"))
     );
-    assert!(sales(&h).is_empty(), "nothing unauthenticated or forbidden reached sales");
+    let written: Vec<_> = sales(&h).into_iter().map(|(_, e)| (e.store_id, e.event_id)).collect();
+    assert_eq!(
+        written,
+        [("s2".to_string(), "a-1".to_string())],
+        "only the one properly signed request reached sales (once: its replay did not)"
+    );
     let d = dlq(&h);
     assert_eq!(d.len(), 1, "the forbidden event of an authenticated device is dead-lettered");
     assert_eq!(d[0].reason, "store_id.forbidden");

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nearfield_common::time::now_ms;
-use nearfield_ingest::auth::{HEADER_DEVICE, HEADER_SIGNATURE, HEADER_STORE, HEADER_TIMESTAMP};
+use nearfield_ingest::auth::{
+    HEADER_DEVICE, HEADER_SIGNATURE, HEADER_STORE, HEADER_TIMESTAMP, RequestLine,
+};
 use nearfield_ingest::body::{AVRO_BATCH, encode_avro_batch};
 use nearfield_schemas::{SaleEvent, SaleKind};
 use serde_json::Value;
@@ -155,7 +157,14 @@ impl Client {
     async fn attempt(&self, req: &Request, duplicate: bool) -> Answer {
         let (ct, body) = req.body.parts();
         let ts = now_ms() + req.device.skew_ms;
-        let sig = req.device.key.sign(ts, "POST", req.path, body);
+        let line = RequestLine {
+            timestamp_ms: ts,
+            method: "POST",
+            path: req.path,
+            query: "",
+            content_type: ct,
+        };
+        let sig = req.device.key.sign(&line, body);
         let resp = self
             .http
             .post(format!("{}{}", self.base, req.path))

@@ -33,10 +33,14 @@ def device_key(store: str = STORE, device: str = DEVICE, version: int = 1) -> by
     return hmac.new(bytes.fromhex(MASTER_KEY), text, hashlib.sha256).digest()
 
 
-def signed_headers(method: str, path: str, body: bytes, key: bytes | None = None) -> dict:
-    """The four auth headers of the device API for these exact bytes."""
+def signed_headers(
+    method: str, path: str, query: str, content_type: str, body: bytes, key: bytes | None = None
+) -> dict:
+    """The four auth headers of the device API for this exact request (ingest/src/auth.rs:
+    timestamp, method, path, query, content type and body are signed)."""
     ts = str(int(time.time() * 1000))
-    mac = hmac.new(key or device_key(), f"{ts}\n{method}\n{path}\n".encode() + body, hashlib.sha256)
+    line = f"{ts}\n{method}\n{path}\n{query}\n{content_type}\n".encode()
+    mac = hmac.new(key or device_key(), line + body, hashlib.sha256)
     return {
         "X-Nearfield-Store": STORE,
         "X-Nearfield-Device": DEVICE,

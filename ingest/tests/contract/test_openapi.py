@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.parse
 
 import hypothesis
 import pytest
@@ -55,9 +56,15 @@ def _send(case, ingest_url: str):
     if case.media_type:
         headers.setdefault("Content-Type", case.media_type)
     # Sign what is sent (a generated auth header is replaced: auth has tests of its own).
-    headers.update(signed_headers(case.method.upper(), case.formatted_path, body))
+    url = kwargs.pop("url")
+    params = kwargs.pop("params", None) or {}
+    query = urllib.parse.urlencode(params, doseq=True)
+    content_type = headers.get("Content-Type", "")
+    headers.update(
+        signed_headers(case.method.upper(), case.formatted_path, query, content_type, body)
+    )
     response = requests.request(
-        case.method, kwargs.pop("url"), headers=headers, data=body, timeout=30
+        case.method, url + (f"?{query}" if query else ""), headers=headers, data=body, timeout=30
     )
     COUNTS["requests"] += 1
     cls = f"{response.status_code // 100}xx"

@@ -10,7 +10,7 @@ use nearfield_common::kafka::{KafkaSettings, Topics};
 use nearfield_common::shutdown::CancellationToken;
 use nearfield_common::time::now_ms;
 use nearfield_ingest::auth::{
-    HEADER_DEVICE, HEADER_SIGNATURE, HEADER_STORE, HEADER_TIMESTAMP, MasterKey,
+    HEADER_DEVICE, HEADER_SIGNATURE, HEADER_STORE, HEADER_TIMESTAMP, MasterKey, RequestLine,
 };
 use nearfield_ingest::{IngestConfig, Running};
 use nearfield_testkit::Kafka;
@@ -106,7 +106,8 @@ impl Harness {
     ) -> (u16, Value, reqwest::header::HeaderMap) {
         let ts = ts.unwrap_or_else(now_ms);
         let key = MasterKey::from_hex(MASTER).expect("key").device_key(store, device, 1);
-        let sig = key.sign(ts, "POST", path, &body);
+        let line = RequestLine { timestamp_ms: ts, method: "POST", path, query: "", content_type };
+        let sig = key.sign(&line, &body);
         let resp = self
             .client
             .post(self.url(path))
