@@ -58,9 +58,10 @@ impl std::fmt::Display for Late {
 }
 
 impl Windowing {
-    /// Start of the window of `size` containing `t`.
+    /// Start of the window of `size` containing `t` (saturating at the ends of time: a
+    /// time read back from a corrupt changelog must not panic).
     pub fn start(t: Millis, size: Millis) -> Millis {
-        t - t.rem_euclid(size)
+        t.saturating_sub(t.rem_euclid(size))
     }
 
     /// The windows containing `t`, as `(size index, start, end)`.
@@ -81,7 +82,8 @@ impl Windowing {
         self.sizes.iter().enumerate().flat_map(move |(i, &s)| {
             let first = Self::start(from, s);
             let last = if from > to { first.saturating_sub(s) } else { Self::start(to, s) };
-            let n = if last < first { 0 } else { ((last - first) / s + 1) as usize };
+            // The caller bounds the span (a heartbeat's backlog: the event horizon).
+            let n = last.checked_sub(first).filter(|d| *d >= 0).map_or(0, |d| (d / s + 1) as usize);
             (0..n).map(move |k| {
                 let start = first + k as Millis * s;
                 (i, start, start.saturating_add(s))
@@ -310,6 +312,20 @@ mod tests {
                     max_close_delay,
                 }
             })
+    }
+
+    /// Found by the fuzzer: a version 3 de-duplication record with a first window end
+    /// near `i64::MIN` overflowed the window start.
+    #[test]
+    fn times_at_the_ends_of_the_range_do_not_panic() {
+        let w = w();
+        for t in [Millis::MIN, Millis::MIN + 1, Millis::MAX] {
+            let _ = Windowing::start(t, 5 * MIN);
+            let _ = w.horizon(t);
+            let _ = w.windows_of(t).count();
+            let _ = w.windows_between(t, t).count();
+            let _ = w.late(t, Millis::MIN, Millis::MAX);
+        }
     }
 
     proptest! {
