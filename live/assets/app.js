@@ -66,12 +66,34 @@ function drawMap(cells) {
     .attr("fill", (f) => (f.properties.quiet ? "#1f2833" : color(Math.max(f.properties.net_units, 0))))
     .select("title")
     .text((f) => `${f.properties.grid_id}: ${f.properties.net_units} net units, ${f.properties.event_count} events`);
-  d3.select("#legend").html(
-    `<span>0</span><svg width="160" height="10">${d3
-      .range(0, 1.01, 0.1)
-      .map((t, i) => `<rect x="${i * 14.5}" width="15" height="10" fill="${color(t * max)}"></rect>`)
-      .join("")}</svg><span>${fmt(max)} net units</span><span>· ${cells.length} cells with demand of ${features.length} seen</span>`
-  );
+  // Text and attributes only, never markup from data (the same rule as every table).
+  const legend = d3.select("#legend");
+  legend.text("");
+  legend.append("span").text("0");
+  legend
+    .append("svg")
+    .attr("width", 160)
+    .attr("height", 10)
+    .selectAll("rect")
+    .data(d3.range(0, 1.01, 0.1))
+    .join("rect")
+    .attr("x", (_, i) => i * 14.5)
+    .attr("width", 15)
+    .attr("height", 10)
+    .attr("fill", (t) => color(t * max));
+  legend.append("span").text(`${fmt(max)} net units`);
+  legend.append("span").text(`· ${cells.length} cells with demand of ${features.length} seen`);
+}
+
+// Table cells as [text, class] pairs, written with .text(): a SKU, supplier or reason is
+// shown as the characters it is, never parsed as HTML.
+function cellsOf(row, values) {
+  row
+    .selectAll("td")
+    .data(values)
+    .join("td")
+    .attr("class", (v) => v[1] || null)
+    .text((v) => v[0]);
 }
 
 function drawTables(state) {
@@ -82,18 +104,26 @@ function drawTables(state) {
     .attr("title", "show this SKU on the map")
     .style("cursor", "pointer")
     .on("click", (_, d) => selectSku(d.sku))
-    .html((d) => `<td>${d.sku}</td><td class="num">${fmt(d.net_units)}</td>`);
+    .each(function (d) {
+      cellsOf(d3.select(this), [[d.sku], [fmt(d.net_units), "num"]]);
+    });
   d3.select("#signals")
     .selectAll("tr")
     .data(state.signals || [], (s) => s.signal_id)
     .join("tr")
     .attr("class", "signal")
     .attr("title", (s) => `${s.signal_id} · region ${s.region} · horizon ${new Date(s.horizon_start).toISOString()} · forecast ${fmt1(s.forecast_units)} [${fmt1(s.forecast_low)}, ${fmt1(s.forecast_high)}]`)
-    .html(
-      (s) =>
-        `<td>${s.supplier_id}</td><td>${s.sku}</td><td class="reason ${s.reason}">${s.reason}</td>` +
-        `<td>${s.firmness}</td><td class="num">${fmt(s.recommended_units)}</td><td class="num">${s.contributing_stores}</td>`
-    );
+    .each(function (s) {
+      const reason = /^[A-Z]+$/.test(s.reason) ? `reason ${s.reason}` : "reason";
+      cellsOf(d3.select(this), [
+        [s.supplier_id],
+        [s.sku],
+        [s.reason, reason],
+        [s.firmness],
+        [fmt(s.recommended_units), "num"],
+        [s.contributing_stores, "num"],
+      ]);
+    });
 }
 
 function drawHealth(h) {
@@ -108,16 +138,27 @@ function drawHealth(h) {
     ["emitter lag (records)", num(h.emitter_lag)],
     ["emitter watermark delay (s)", num(h.emitter_watermark_delay_s)],
   ];
-  const stages = ["ingest", "aggregator", "emitter"]
-    .map((s) => (up[s] ? s : `<span class="down">${s} down</span>`))
-    .join(" · ");
   d3.select("#health")
     .selectAll("div.tile")
     .data(tiles)
-    .join("div")
-    .attr("class", "tile")
-    .html((d) => `<div class="v">${d[1]}</div><div class="k">${d[0]}</div>`);
-  document.getElementById("status").innerHTML = stages;
+    .join((enter) =>
+      enter
+        .append("div")
+        .attr("class", "tile")
+        .call((t) => t.append("div").attr("class", "v"))
+        .call((t) => t.append("div").attr("class", "k"))
+    )
+    .call((t) => t.select("div.v").text((d) => d[1]))
+    .call((t) => t.select("div.k").text((d) => d[0]));
+  const status = d3.select("#status");
+  status.text("");
+  ["ingest", "aggregator", "emitter"].forEach((s, i) => {
+    if (i > 0) status.append("span").text(" · ");
+    status
+      .append("span")
+      .attr("class", up[s] ? null : "down")
+      .text(up[s] ? s : `${s} down`);
+  });
 }
 
 function selectSku(sku) {

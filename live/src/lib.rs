@@ -114,9 +114,23 @@ pub async fn start(config: LiveConfig, shutdown: CancellationToken) -> Result<Ru
     Ok(Running { local_addr, done })
 }
 
+/// The page's Content-Security-Policy: scripts only from this server (no inline script,
+/// no `eval`), data only from its own `/api/*`, no frames, plugins or base-URI tricks.
+/// Inline styles stay allowed (the page's stylesheet and d3's computed styles); they
+/// cannot run code.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+                       img-src 'self' data:; connect-src 'self'; base-uri 'none'; \
+                       form-action 'none'; frame-ancestors 'none'";
+
 fn asset(content_type: &'static str, body: &'static str) -> Response {
-    ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], body)
-        .into_response()
+    let headers = [
+        (header::CONTENT_TYPE, content_type),
+        (header::CACHE_CONTROL, "no-cache"),
+        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+    ];
+    (headers, body).into_response()
 }
 
 async fn options(State(s): State<Arc<sources::Sources>>) -> Response {
