@@ -50,11 +50,12 @@ pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 /// A set of ids.
 pub type IdSet<K> = HashSet<K, BuildHasherDefault<IdHasher>>;
 
-/// `a`, 0xff, `b` in one buffer (on the stack when short), for one-shot hashing: the
-/// streaming `Xxh3` hasher costs more to set up than the hash of a short input (profile of
-/// the aggregator benchmark), and one-shot XXH3 of the concatenation is the same value.
-fn joined<R>(a: &str, b: &str, f: impl FnOnce(&[u8]) -> R) -> R {
-    let n = a.len() + 1 + b.len();
+/// The parts joined by 0xff (a byte no UTF-8 string holds) in one buffer (on the stack
+/// when short), for one-shot hashing: the streaming `Xxh3` hasher costs more to set up
+/// than the hash of a short input (profile of the aggregator benchmark), and one-shot XXH3
+/// of the concatenation is the same value.
+fn joined<R>(parts: &[&str], f: impl FnOnce(&[u8]) -> R) -> R {
+    let n = parts.iter().map(|p| p.len() + 1).sum::<usize>().saturating_sub(1);
     let mut stack = [0u8; 256];
     let mut heap = Vec::new();
     let buf: &mut [u8] = if n <= stack.len() {
@@ -63,22 +64,30 @@ fn joined<R>(a: &str, b: &str, f: impl FnOnce(&[u8]) -> R) -> R {
         heap.resize(n, 0);
         &mut heap
     };
-    buf[..a.len()].copy_from_slice(a.as_bytes());
-    buf[a.len()] = 0xff;
-    buf[a.len() + 1..].copy_from_slice(b.as_bytes());
+    let mut at = 0;
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            buf[at] = 0xff;
+            at += 1;
+        }
+        buf[at..at + p.len()].copy_from_slice(p.as_bytes());
+        at += p.len();
+    }
     f(buf)
 }
 
 /// 128-bit identity of a grid × SKU.
 pub fn key_id(grid: &str, sku: &str) -> u128 {
-    joined(grid, sku, xxhash_rust::xxh3::xxh3_128)
+    joined(&[grid, sku], xxhash_rust::xxh3::xxh3_128)
 }
 
-/// 64-bit identity of an event for de-duplication: the device's `event_id` within its
-/// store. Ids are compared only among events whose earliest window ends at the same time,
-/// so a false match needs two of those few million ids to collide in 64 bits.
-pub fn event_key(store_id: &str, event_id: &str) -> u64 {
-    joined(store_id, event_id, xxhash_rust::xxh3::xxh3_64)
+/// 64-bit identity of an event for de-duplication: the `event_id` a device gave it, within
+/// that device and store (two devices of a shop may number their events alike). It does
+/// not involve the event's time: a retry whose `occurred_at` was re-stamped is the same
+/// event. A false match needs two of the ids held (a few million per partition) to
+/// collide in 64 bits.
+pub fn event_key(store_id: &str, device_id: &str, event_id: &str) -> u64 {
+    joined(&[store_id, device_id, event_id], xxhash_rust::xxh3::xxh3_64)
 }
 
 /// 32-bit identity of a store for the distinct-store sets of windows, never 0 or
@@ -110,8 +119,10 @@ mod tests {
             h.update(a.as_bytes());
             h.update(&[0xff]);
             h.update(b.as_bytes());
-            assert_eq!(event_key(a, b), h.digest());
             assert_eq!(key_id(a, b), h.digest128());
+            h.update(&[0xff]);
+            h.update(b"pos-1");
+            assert_eq!(event_key(a, b, "pos-1"), h.digest());
         }
     }
 }

@@ -81,7 +81,8 @@ pub fn replay(
     // 1. The late topic up to its current end: ids applied before, sales to apply now.
     let codec = Codec::single_object();
     let mut summary = Summary::default();
-    let mut applied: HashSet<(String, String)> = HashSet::new();
+    // One event per (store, device, event_id), as the aggregator de-duplicates.
+    let mut applied: HashSet<(String, String, String)> = HashSet::new();
     let mut todo: Vec<SaleEvent> = Vec::new();
     let mut ends = BTreeMap::new();
     for r in read(kafka, &late, partitions, &mut ends)? {
@@ -90,7 +91,7 @@ pub fn replay(
             continue;
         };
         let done = committed.get(&r.partition).is_some_and(|c| r.offset < *c);
-        if !applied.insert((ev.store_id.clone(), ev.event_id.clone())) {
+        if !applied.insert((ev.store_id.clone(), ev.device_id.clone(), ev.event_id.clone())) {
             if !done {
                 summary.duplicates += 1;
             }

@@ -55,6 +55,23 @@ impl IdTable {
         }
     }
 
+    /// Whether `id` is in the set.
+    pub fn contains(&self, id: u64) -> bool {
+        let id = id.max(1);
+        let n = self.slots.len();
+        if n == 0 {
+            return false;
+        }
+        let mut i = slot_of(id, n);
+        loop {
+            match self.slots[i] {
+                0 => return false,
+                x if x == id => return true,
+                _ => i = if i + 1 == n { 0 } else { i + 1 },
+            }
+        }
+    }
+
     /// How many ids.
     pub fn len(&self) -> usize {
         self.len
@@ -78,7 +95,9 @@ mod tests {
             let mut t = IdTable::default();
             let mut model = std::collections::HashSet::new();
             for id in ids {
+                prop_assert_eq!(t.contains(id), model.contains(&id.max(1)));
                 prop_assert_eq!(t.insert(id), model.insert(id.max(1)));
+                prop_assert!(t.contains(id));
             }
             prop_assert_eq!(t.len(), model.len());
             prop_assert!(t.bytes() <= (model.len() * 8 * 100 / 56).max(64 * 8 * 2));

@@ -310,8 +310,12 @@ impl PartitionState {
             return Outcome::Late(w.late(t, wm, clock).unwrap_or_else(|| w.last_window(t)));
         }
         let horizon = w.horizon(t);
-        let id = event_key(ev.store_id, ev.event_id);
-        if !self.dedupe.entry(horizon).or_default().insert(id) {
+        // One identity per event whatever its time: a retry re-stamped into another
+        // horizon is found in that horizon's set (a handful are live: one per day).
+        let id = event_key(ev.store_id, ev.device_id, ev.event_id);
+        if self.dedupe.iter().any(|(h, t)| *h != horizon && t.contains(id))
+            || !self.dedupe.entry(horizon).or_default().insert(id)
+        {
             return Outcome::Duplicate;
         }
         self.dedupe_ids += 1;

@@ -9,6 +9,7 @@ use crate::window::{Millis, Windowing};
 
 use super::PartitionState;
 use super::bucket::{Bucket, Win};
+use super::dedupe::IdTable;
 use super::distinct::{HLL_REGISTERS, SPILLED, StoreSet};
 use super::grids::{GridState, GridWindow};
 
@@ -219,6 +220,15 @@ impl PartitionState {
     /// events.
     pub fn restored(&mut self) {
         self.restore_guess = Vec::new();
+        // A changelog read as written holds the id chunks of horizons dropped since, then
+        // their tombstones: only sets with a chunk still live are the state's (ids are
+        // looked up across every live horizon, so a dropped one must not linger).
+        let live: std::collections::BTreeSet<Millis> = self.chunks.values().copied().collect();
+        let before = self.dedupe.len();
+        self.dedupe.retain(|h, _| live.contains(h));
+        if self.dedupe.len() != before {
+            self.dedupe_ids = self.dedupe.values().map(IdTable::len).sum();
+        }
         self.keys.clear_windows();
         self.windows = 0;
         let sizes = &self.cfg.windowing.sizes;

@@ -145,6 +145,32 @@ fn a_shop_offline_for_hours_counts_in_its_open_windows_and_once() {
     assert_eq!(hour.map(|o| (o.units_sold, o.event_count, o.distinct_stores)), Some((5, 2, 2)));
 }
 
+/// De-duplication is by (store, device, event_id), whatever the event's time: a device
+/// that re-stamps `occurred_at` on a retry does not count twice, even when the new time
+/// falls in another horizon (another day); two devices of one shop that number their
+/// events alike both count.
+#[test]
+fn a_retry_counts_once_whatever_its_time_and_devices_are_told_apart() {
+    let mut st = PartitionState::new(cfg());
+    let t0 = 1_000 * 60 * MIN;
+    let first = ev("e-1", "s1", "g", "A", SaleKind::Sale, 2, t0);
+    assert!(matches!(st.apply_sale(&first, t0), Outcome::Counted { .. }));
+    // The retry, re-stamped 3 minutes later (still a live window): the same event.
+    let restamped = SaleEvent { occurred_at: t0 + 3 * MIN, ..first.clone() };
+    assert_eq!(st.apply_sale(&restamped, t0 + 3 * MIN), Outcome::Duplicate);
+    // Re-stamped into another horizon (windows of another hour and a later expiry).
+    let later = SaleEvent { occurred_at: t0 + 70 * MIN, ..first.clone() };
+    assert_ne!(
+        st.cfg.windowing.horizon(later.occurred_at),
+        st.cfg.windowing.horizon(first.occurred_at),
+        "the test needs two horizons"
+    );
+    assert_eq!(st.apply_sale(&later, t0 + 70 * MIN), Outcome::Duplicate);
+    // The shop's scale numbers its events like the POS does: another event.
+    let scale = SaleEvent { device_id: "scale-1".into(), ..later.clone() };
+    assert!(matches!(st.apply_sale(&scale, t0 + 70 * MIN), Outcome::Counted { .. }));
+}
+
 #[test]
 fn a_quiet_partition_closes_by_wall_clock() {
     let mut st = PartitionState::new(cfg());
@@ -316,7 +342,9 @@ proptest! {
             }
             *floor
         };
-        let mut counted: HashSet<(u8, u8, Millis)> = HashSet::new();
+        // (store, event id) → the horizon it was first counted under; forgotten when the
+        // state forgets it (at a flush once that horizon has passed).
+        let mut counted: BTreeMap<(u8, u8), Millis> = BTreeMap::new();
         let mut model: BTreeMap<WinKey, (i64, i64, i64, i64)> = BTreeMap::new();
         let mut stores: BTreeMap<WinKey, std::collections::BTreeSet<u8>> = BTreeMap::new();
         // What the state held at the last flush, to replay after a "crash".
@@ -331,10 +359,11 @@ proptest! {
                     let clock = tick(advanced, &mut floor, now);
                     let expect = if let Some(late) = w.late(t, wm, clock) {
                         Outcome::Late(late)
-                    } else if !counted.insert((store, id, w.horizon(t))) {
-                        // A retry carries the event's own time: same horizon.
+                    } else if counted.contains_key(&(store, id)) {
+                        // A retry, whatever time it carries.
                         Outcome::Duplicate
                     } else {
+                        counted.insert((store, id), w.horizon(t));
                         let mut windows = 0;
                         for (_, start, end) in w.accepting(t, wm, clock) {
                             windows += 1;
@@ -359,7 +388,9 @@ proptest! {
                 }
                 Step::Flush { advance } => {
                     now += advance;
-                    tick(advanced, &mut floor, now);
+                    let clock = tick(advanced, &mut floor, now);
+                    let wm = w.watermark(max_t);
+                    counted.retain(|_, h| !w.horizon_passed(*h, wm, clock));
                     let f = st.flush(now, &NONE);
                     for (k, v) in f.changelog {
                         written.push((k.clone(), v.clone()));
