@@ -1,6 +1,7 @@
 //! Unit tests of the partition state and the reference-model property test.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use nearfield_schemas::{SaleEvent, SaleKind};
 
@@ -359,7 +360,7 @@ proptest! {
                     let clock = tick(advanced, &mut floor, now);
                     let expect = if let Some(late) = w.late(t, wm, clock) {
                         Outcome::Late(late)
-                    } else if counted.contains_key(&(store, id)) {
+                    } else if let Entry::Occupied(_) = counted.entry((store, id)) {
                         // A retry, whatever time it carries.
                         Outcome::Duplicate
                     } else {
