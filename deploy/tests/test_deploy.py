@@ -116,3 +116,57 @@ def test_compose_runs_one_image_for_every_stage():
         assert svc["command"][0] in SUBCOMMANDS, name
     assert os.path.isfile(os.path.join(DEPLOY, "prometheus", "prometheus.yml"))
     assert os.path.isfile(os.path.join(DEPLOY, "Dockerfile"))
+
+
+def _selects(selector, labels):
+    """Whether a Kubernetes label selector selects pods with `labels`."""
+    for k, v in selector.get("matchLabels", {}).items():
+        if labels.get(k) != v:
+            return False
+    for e in selector.get("matchExpressions", []):
+        if e["operator"] == "In" and labels.get(e["key"]) not in e["values"]:
+            return False
+    return True
+
+
+def test_network_policies_deny_by_default_and_open_only_what_each_stage_serves():
+    docs = manifests()
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    deny = [p for p in policies if set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+            and "ingress" not in p["spec"] and "egress" not in p["spec"]]
+    assert deny, "a default-deny policy over every nearfield pod"
+    workloads = {d["metadata"]["name"]: d for d in docs if d["kind"] in ("Deployment", "StatefulSet")}
+    for name, w in workloads.items():
+        labels = w["spec"]["template"]["metadata"]["labels"]
+        assert any(_selects(p["spec"]["podSelector"], labels) for p in deny), name
+        port = w["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+        rules = [r for p in policies if _selects(p["spec"]["podSelector"], labels)
+                 for r in p["spec"].get("ingress", [])]
+        assert any(port in [x["port"] for x in r.get("ports", [])] for r in rules), f"{name}: port {port} reachable by someone"
+        for r in rules:
+            if "from" not in r:
+                # Open to anyone: only the device-facing ingest.
+                assert name == "nearfield-ingest", f"{name} is open to every source"
+
+
+def test_containers_drop_every_capability_under_the_default_seccomp_profile():
+    for w in (d for d in manifests() if d["kind"] in ("Deployment", "StatefulSet")):
+        spec = w["spec"]["template"]["spec"]
+        assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        assert spec["automountServiceAccountToken"] is False
+        for c in spec["containers"]:
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True and sc["capabilities"]["drop"] == ["ALL"]
+
+
+def test_no_default_credentials_in_compose_or_the_image():
+    with open(os.path.join(DEPLOY, "compose.yaml"), encoding="utf-8") as f:
+        compose = yaml.safe_load(f)
+    grafana = compose["services"]["grafana"]["environment"]
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"].startswith("${"), "no default Grafana password"
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    env = compose["x-nearfield"]["environment"]
+    assert env["NEARFIELD_INGEST__MASTER_KEY"].startswith("${"), "the master key comes from the operator"
+    with open(os.path.join(DEPLOY, "Dockerfile"), encoding="utf-8") as f:
+        dockerfile = f.read()
+    assert "sed -i '/^master_key *=/d' /etc/nearfield/nearfield.toml" in dockerfile, "the image holds no key"
