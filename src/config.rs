@@ -77,6 +77,7 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
     if let Some(dir) = file.and_then(Path::parent) {
         resolve(dir, &mut cfg.operator.token_file);
         resolve(dir, &mut cfg.ingest.stores_file);
+        resolve(dir, &mut cfg.ingest.catalog_file);
         resolve(dir, &mut cfg.ingest.master_key_file);
         resolve(dir, &mut cfg.simulate.stores_file);
         resolve(dir, &mut cfg.aggregate.stores_file);
@@ -124,6 +125,10 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
     cfg.aggregate.exactly_once.operator_token.clone_from(&token);
     cfg.emit.exactly_once.operator_token.clone_from(&token);
     cfg.live.operator_token = token;
+    // Ingest refuses SKUs that are not in the emitter's catalog.
+    if cfg.ingest.catalog_file.is_none() {
+        cfg.ingest.catalog_file.clone_from(&cfg.emit.catalog_file);
+    }
     // The live page's categories come from the emitter's catalog.
     if cfg.live.catalog_file.is_none() {
         cfg.live.catalog_file.clone_from(&cfg.emit.catalog_file);

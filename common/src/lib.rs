@@ -5,11 +5,14 @@
 //!   client-config builder every stage starts from.
 //! - [`metrics`]: metric constructors for the stages' `internal_events` modules.
 //! - [`shutdown`]: the cancellation-token tree that stops a stage.
+//! - [`catalog`]: the supplier catalog (file + `catalog.v1`): the emitter's planning
+//!   data, ingest's SKU check, the live page's categories.
 //! - [`http`]: `/metrics`, `/healthz` and readiness shared by the stages' HTTP servers.
 //! - [`ids`]: the identifier rule (event ids, SKUs, store and device ids).
 //! - [`stores`]: the store registry file, its `stores.v1` follower, and grids (H3).
 //! - [`time`]: wall-clock milliseconds.
 
+pub mod catalog;
 pub mod http;
 pub mod ids;
 pub mod kafka;

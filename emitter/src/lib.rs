@@ -21,7 +21,7 @@
 //! - [`internal_events`]: logs and metrics.
 //! - [`synthetic`]: deterministic demand streams and reference decisions (tests, benches).
 
-pub mod catalog;
+pub use nearfield_common::catalog;
 pub mod config;
 pub mod coverage;
 pub mod forecast;
@@ -37,7 +37,7 @@ use nearfield_common::kafka::{KafkaSettings, TopicSpec};
 use nearfield_common::shutdown::CancellationToken;
 use nearfield_eos::Wiring;
 use nearfield_eos::http::Launch;
-use nearfield_schemas::{CatalogRecord, Codec, GridCoverage, RejectSource};
+use nearfield_schemas::{Codec, GridCoverage, RejectSource};
 
 pub use config::EmitConfig;
 
@@ -88,24 +88,9 @@ pub async fn start(
     }
     let mut followers = Vec::new();
     if config.follow_catalog_topic {
-        let (cat, codec) = (Arc::clone(&catalog), Codec::single_object());
-        followers.push(nearfield_common::kafka::follow_compacted(
-            &kafka,
-            kafka.topics.catalog.clone(),
-            "nearfield-catalog-follower",
-            move |key, payload, offset| match payload {
-                None => cat.remove(key),
-                Some(bytes) => {
-                    let applied = codec
-                        .decode::<CatalogRecord>(bytes)
-                        .map_err(|e| e.to_string())
-                        .and_then(|rec| cat.upsert(&rec));
-                    if let Err(error) = applied {
-                        CatalogRecordRefused { key, offset, error: &error }.emit();
-                    }
-                }
-            },
-        )?);
+        followers.push(catalog::follow(&kafka, Arc::clone(&catalog), |key, offset, error| {
+            CatalogRecordRefused { key, offset, error }.emit();
+        })?);
     }
     let coverage = config.follow_coverage_topic.then(|| {
         Arc::new(coverage::Coverage::new(

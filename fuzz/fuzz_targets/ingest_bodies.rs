@@ -8,7 +8,7 @@ use libfuzzer_sys::fuzz_target;
 use nearfield_ingest::body::{Format, parse_batch, parse_single};
 use nearfield_ingest::config::Limits;
 use nearfield_ingest::registry::Principal;
-use nearfield_ingest::validate::validate;
+use nearfield_ingest::validate::{Rules, validate};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&pick, body)) = data.split_first() else { return };
@@ -43,7 +43,8 @@ fuzz_target!(|data: &[u8]| {
             assert!(nearfield_ingest::json::duplicate_key(&p.raw).is_none(), "ambiguous JSON read");
         }
         if let Ok(fields) = p.fields {
-            match validate(fields, &who, &limits, &[], 1_764_000_000_000) {
+            let rules = Rules { limits: &limits, currencies: &[], catalog: None };
+            match validate(fields, &who, rules, 1_764_000_000_000) {
                 Ok(e) => assert!(e.quantity >= 1 && e.store_id == "s1"),
                 Err(r) => assert!(!r.rule.is_empty() && !r.message.is_empty()),
             }

@@ -18,6 +18,13 @@ pub struct IngestConfig {
     pub stores_file: Option<PathBuf>,
     /// Follow the compacted `stores.v1` topic for live registry updates.
     pub follow_stores_topic: bool,
+    /// Supplier catalog file (JSON lines of `CatalogRecord`; `nearfield` defaults it to
+    /// `emit.catalog_file`). With one, an event whose SKU is not in the catalog is refused
+    /// (422 `sku.unknown`, dead-lettered): one device cannot create demand, keys and query
+    /// cost for SKUs nobody supplies. Without one, SKUs are checked by their rule only.
+    pub catalog_file: Option<PathBuf>,
+    /// With a catalog file, follow `catalog.v1` for SKUs added or removed live.
+    pub follow_catalog_topic: bool,
     /// Hex master key from which device keys derive (see `auth`). Prefer the
     /// `NEARFIELD_INGEST__MASTER_KEY` environment variable or `master_key_file`.
     pub master_key: Option<String>,
@@ -46,6 +53,8 @@ impl Default for IngestConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             stores_file: None,
             follow_stores_topic: true,
+            catalog_file: None,
+            follow_catalog_topic: true,
             master_key: None,
             master_key_file: None,
             h3_resolution: 8,

@@ -35,7 +35,7 @@ use crate::kafka::{Outgoing, PublishError, Publisher};
 use crate::ratelimit::RateLimiter;
 use crate::registry::{Principal, Registry, SignedRequest};
 use crate::replay::{Refused, ReplayCache};
-use crate::validate::{Rejection, validate};
+use crate::validate::{Rejection, Rules, validate};
 
 /// The OpenAPI document of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -57,6 +57,18 @@ pub struct AppState {
     pub inflight_bytes: Arc<Semaphore>,
     /// Set when shutdown begins: new requests get 503.
     pub draining: AtomicBool,
+    /// The supplier catalog, when configured (SKUs outside it are refused).
+    pub catalog: Option<Arc<nearfield_common::catalog::Catalog>>,
+}
+
+impl AppState {
+    fn rules(&self) -> Rules<'_> {
+        Rules {
+            limits: &self.config.limits,
+            currencies: &self.config.currencies,
+            catalog: self.catalog.as_deref(),
+        }
+    }
 }
 
 /// The router: API routes plus `/metrics`, `/healthz`, `/readyz`.
@@ -226,10 +238,8 @@ enum Outcome {
 }
 
 fn decide(state: &AppState, who: &Principal, p: Parsed, format: Format, now: i64) -> Outcome {
-    let checked = p
-        .fields
-        .and_then(|f| validate(f, who, &state.config.limits, &state.config.currencies, now))
-        .and_then(|event| match state.codec.encode(&event) {
+    let checked = p.fields.and_then(|f| validate(f, who, state.rules(), now)).and_then(|event| {
+        match state.codec.encode(&event) {
             Ok(payload) => Ok((event, payload)),
             // Only a Rust type out of step with its schema can get here (the contract
             // tests rule that out); the event is answered 500 and dead-lettered, not lost.
@@ -239,7 +249,8 @@ fn decide(state: &AppState, who: &Principal, p: Parsed, format: Format, now: i64
                 message: e.to_string(),
                 status: 500,
             }),
-        });
+        }
+    });
     match checked {
         Ok((event, payload)) => Outcome::Accepted { event, payload },
         Err(rejection) => {

@@ -55,6 +55,8 @@ pub enum IngestError {
     KeyFile(std::io::Error),
     #[error("store registry: {0}")]
     Registry(#[from] registry::RegistryError),
+    #[error("catalog: {0}")]
+    CatalogFile(#[from] nearfield_common::catalog::CatalogFileError),
     #[error("store registry: {0}")]
     StoreFile(#[from] nearfield_common::stores::StoreFileError),
     #[error("kafka: {0}")]
@@ -124,14 +126,32 @@ pub async fn start(
         tracing::info!(stores = n, file = %path.display(), "store registry loaded");
     }
     internal_events::RegistrySize { stores: registry.len() }.emit();
-    let follower = if config.follow_stores_topic {
-        Some(nearfield_common::stores::follow(
+    let mut followers = Vec::new();
+    if config.follow_stores_topic {
+        followers.push(nearfield_common::stores::follow(
             &kafka,
             kafka.topics.stores.clone(),
             Arc::clone(&registry) as Arc<dyn nearfield_common::stores::StoreSink>,
-        )?)
-    } else {
-        None
+        )?);
+    }
+    let catalog = match &config.catalog_file {
+        None => None,
+        Some(path) => {
+            let catalog = Arc::new(nearfield_common::catalog::Catalog::default());
+            let n = catalog.load_file(path)?;
+            tracing::info!(skus = n, file = %path.display(), "catalog loaded: unknown SKUs are refused");
+            if config.follow_catalog_topic {
+                let on_refused = |key: &str, offset: i64, error: &str| {
+                    tracing::warn!(sku = key, offset, error, "catalog record refused");
+                };
+                followers.push(nearfield_common::catalog::follow(
+                    &kafka,
+                    Arc::clone(&catalog),
+                    on_refused,
+                )?);
+            }
+            Some(catalog)
+        }
     };
     let publisher =
         kafka::Publisher::new(&kafka, Duration::from_millis(config.produce_timeout_ms))?;
@@ -154,6 +174,7 @@ pub async fn start(
         inflight_bytes: Arc::new(tokio::sync::Semaphore::new(
             limits.max_inflight_bytes.min(tokio::sync::Semaphore::MAX_PERMITS),
         )),
+        catalog,
     });
     let readiness = Readiness::default();
     tokio::spawn(readiness_loop(Arc::clone(&state), readiness.clone(), shutdown.clone()));
@@ -183,7 +204,7 @@ pub async fn start(
                 "producer not fully flushed at shutdown; those requests were answered 503"
             );
         }
-        if let Some(f) = follower {
+        for f in followers {
             f.stop().await;
         }
         tracing::info!("ingest stopped");

@@ -6,6 +6,8 @@ use serde_json::Value;
 
 use nearfield_schemas::{SaleEvent, SaleKind};
 
+use nearfield_common::catalog::Catalog;
+
 use crate::config::{Limits, is_currency_code};
 use crate::registry::Principal;
 
@@ -204,14 +206,24 @@ fn check_id(
     }
 }
 
+/// What an event is checked against besides its own fields.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules<'a> {
+    pub limits: &'a Limits,
+    /// Accepted currencies (empty: any ISO 4217 code).
+    pub currencies: &'a [String],
+    /// The catalog, when one is configured: its SKUs are the only ones accepted.
+    pub catalog: Option<&'a Catalog>,
+}
+
 /// Applies every rule; on success the `SaleEvent` to publish.
 pub fn validate(
     f: EventFields,
     who: &Principal,
-    limits: &Limits,
-    currencies: &[String],
+    rules: Rules<'_>,
     now_ms: i64,
 ) -> Result<SaleEvent, Rejection> {
+    let Rules { limits, currencies, catalog } = rules;
     check_id("event_id", &f.event_id, limits.max_id_len, ("event_id.length", "event_id.charset"))?;
     if let Some(s) = &f.store_id
         && s != &who.store_id
@@ -232,6 +244,18 @@ pub fn validate(
         ));
     }
     check_id("sku", &f.sku, limits.max_id_len, ("sku.length", "sku.charset"))?;
+    if let Some(c) = catalog
+        && c.get(&f.sku).is_none()
+    {
+        return Err(Rejection::new(
+            "sku",
+            "sku.unknown",
+            format!(
+                "sku {:?} is not in the catalog; an event names a SKU a supplier supplies",
+                f.sku
+            ),
+        ));
+    }
     let kind = match f.kind.to_ascii_uppercase().as_str() {
         "SALE" => SaleKind::Sale,
         "RETURN" => SaleKind::Return,
@@ -341,7 +365,8 @@ mod tests {
     }
 
     fn check(v: Value) -> Result<SaleEvent, Rejection> {
-        validate(fields_from_json(&v)?, &who(), &Limits::default(), &[], NOW)
+        let rules = Rules { limits: &Limits::default(), currencies: &[], catalog: None };
+        validate(fields_from_json(&v)?, &who(), rules, NOW)
     }
 
     fn rule_of(
@@ -509,15 +534,17 @@ mod tests {
         let mut v = good();
         v["occurred_at"] = json!(NOW - 3_600_001);
         let f = fields_from_json(&v).expect("fields");
-        let r = validate(f, &who(), &limits, &[], NOW).expect_err("beyond a 1 h horizon");
+        let rules = Rules { limits: &limits, currencies: &[], catalog: None };
+        let r = validate(f, &who(), rules, NOW).expect_err("beyond a 1 h horizon");
         assert_eq!(r.rule, "occurred_at.too_old");
     }
 
     #[test]
     fn allowed_currencies_are_enforced() {
         let f = fields_from_json(&good()).expect("fields");
-        let r = validate(f, &who(), &Limits::default(), &["EUR".to_string()], NOW)
-            .expect_err("not allowed");
+        let eur = ["EUR".to_string()];
+        let rules = Rules { limits: &Limits::default(), currencies: &eur, catalog: None };
+        let r = validate(f, &who(), rules, NOW).expect_err("not allowed");
         assert_eq!(r.rule, "currency.allowed");
     }
 
@@ -536,6 +563,37 @@ mod tests {
         assert_eq!(id.as_deref(), Some("e-1"));
         assert_eq!(slow.expect_err("mistyped").rule, "field.type");
         assert_eq!(fields_from_json_bytes(b"{oops").1.expect_err("syntax").rule, "body.json");
+    }
+
+    #[test]
+    fn with_a_catalog_only_its_skus_are_accepted() {
+        let catalog = Catalog::default();
+        catalog
+            .upsert(&nearfield_schemas::CatalogRecord {
+                sku: "SKU-1".into(),
+                name: "Milk".into(),
+                category: "dairy".into(),
+                supplier_id: "dairy-co".into(),
+                factory_id: "f1".into(),
+                moq: 1,
+                batch_size: 1,
+                lead_time_hours: 0,
+                service_areas: vec![nearfield_schemas::ServiceArea {
+                    warehouse_id: "wh".into(),
+                    cells: vec!["85309827fffffff".into()],
+                }],
+                updated_at: 0,
+            })
+            .expect("valid record");
+        let rules = Rules { limits: &Limits::default(), currencies: &[], catalog: Some(&catalog) };
+        let mut v = good();
+        v["sku"] = json!("SKU-1");
+        assert!(validate(fields_from_json(&v).expect("fields"), &who(), rules, NOW).is_ok());
+        v["sku"] = json!("SKU-NOBODY-SUPPLIES");
+        let r = validate(fields_from_json(&v).expect("fields"), &who(), rules, NOW)
+            .expect_err("unknown SKU");
+        assert_eq!((r.field.as_deref(), r.rule, r.status), (Some("sku"), "sku.unknown", 422));
+        assert!(r.message.contains("SKU-NOBODY-SUPPLIES"), "{}", r.message);
     }
 
     #[test]

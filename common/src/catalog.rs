@@ -47,8 +47,8 @@ fn valid_supplier(s: &str) -> bool {
 
 /// Checks a record; the error names the field and the rule.
 pub fn validate(rec: &CatalogRecord) -> Result<Item, String> {
-    if nearfield_common::ids::check(&rec.sku, 64).is_err() {
-        return Err(format!("sku: must be 1..=64 bytes of {}", nearfield_common::ids::RULE));
+    if crate::ids::check(&rec.sku, 64).is_err() {
+        return Err(format!("sku: must be 1..=64 bytes of {}", crate::ids::RULE));
     }
     if !valid_supplier(&rec.supplier_id) {
         return Err("supplier_id: must be 1..=48 characters of [a-z0-9_-]".into());
@@ -195,6 +195,34 @@ impl Catalog {
         }
         Ok(n)
     }
+}
+
+/// Follows the compacted `catalog.v1` from its beginning on a dedicated thread, applying
+/// each record (a tombstone removes its SKU) to `catalog`, until stopped; a record that
+/// does not decode or breaks a rule goes to `refused(key, offset, error)`.
+pub fn follow(
+    settings: &crate::kafka::KafkaSettings,
+    catalog: Arc<Catalog>,
+    refused: impl Fn(&str, i64, &str) + Send + 'static,
+) -> rdkafka::error::KafkaResult<crate::kafka::Follower> {
+    let codec = nearfield_schemas::Codec::single_object();
+    crate::kafka::follow_compacted(
+        settings,
+        settings.topics.catalog.clone(),
+        "nearfield-catalog-follower",
+        move |key, payload, offset| match payload {
+            None => catalog.remove(key),
+            Some(bytes) => {
+                let applied = codec
+                    .decode::<CatalogRecord>(bytes)
+                    .map_err(|e| e.to_string())
+                    .and_then(|rec| catalog.upsert(&rec));
+                if let Err(error) = applied {
+                    refused(key, offset, &error);
+                }
+            }
+        },
+    )
 }
 
 #[cfg(test)]
