@@ -24,7 +24,7 @@ use nearfield_emitter::catalog::Catalog;
 use nearfield_emitter::state::StateConfig;
 use nearfield_emitter::synthetic;
 use nearfield_schemas::{Codec, DemandWindow, PlanSignal, SaleEvent, SaleKind};
-use nearfield_testkit::{Isolation, Kafka, Process, read_to_end};
+use nearfield_testkit::{Isolation, Kafka, Process, browser, read_to_end};
 
 const PARTITIONS: i32 = 3;
 const WINDOW: i64 = 5_000;
@@ -490,10 +490,6 @@ fn one_sigkill_of_each_stage_changes_nothing() {
 #[test]
 fn the_live_page_shows_the_city_in_a_browser() {
     let _serial = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let chromium = ["chromium", "chromium-browser"]
-        .into_iter()
-        .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
-        .expect("headless Chromium is needed: scripts/bootstrap.sh --test installs it (apt-get install chromium)");
     let kafka = Kafka::shared();
     let p = setup(kafka);
     let mut all = spawn(&p, "run", 0);
@@ -526,28 +522,13 @@ fn the_live_page_shows_the_city_in_a_browser() {
     let (status, body) = http_get(p.ports[3], "/api/state?category=nope").expect("nope");
     assert!(status.contains("400") && body.contains("category"), "{status} {body}");
     let url = format!("http://127.0.0.1:{}/", p.ports[3]);
-    let headless = |extra: &[&str]| {
-        let profile = tempfile::tempdir().expect("profile");
-        Command::new(chromium)
-            .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"])
-            .args(["--window-size=1400,860", "--virtual-time-budget=8000"])
-            .args(["--enable-logging=stderr", "--v=0", "--no-first-run"])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .args(extra)
-            .arg(&url)
-            .output()
-            .expect("run chromium")
-    };
+    let headless = |extra: &[&str]| browser::headless(&url, 8000, extra);
     let out = headless(&["--dump-dom"]);
     assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
     let dom = String::from_utf8_lossy(&out.stdout);
-    let console: Vec<&str> = std::str::from_utf8(&out.stderr)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught"))
-        .collect();
+    let console = browser::console(&out);
     assert!(console.is_empty(), "the page logged to the console: {console:#?}");
-    let body = dom.split("<body").nth(1).and_then(|b| b.split('>').next()).unwrap_or_default();
+    let body = browser::body_tag(&dom);
     assert!(!body.contains("data-error"), "script error on the page: {body}");
     let attr = |name: &str| -> usize {
         body.split(&format!("{name}=\""))

@@ -4,7 +4,6 @@
 //! (a tombstone removes a SKU).
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::BufRead;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
@@ -100,14 +99,8 @@ pub struct Catalog {
     items: RwLock<HashMap<String, Arc<Item>>>,
 }
 
-/// A catalog file is unusable; the message names the file, line and field.
-#[derive(Debug, thiserror::Error)]
-pub enum CatalogFileError {
-    #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
-    #[error("{path}:{line}: {message}")]
-    Line { path: String, line: usize, message: String },
-}
+/// A catalog file is unusable (see [`crate::jsonl`]).
+pub type CatalogFileError = crate::jsonl::FileError;
 
 impl Catalog {
     /// A catalog of the given items (tests).
@@ -177,23 +170,7 @@ impl Catalog {
     /// Loads a JSON-lines file of `CatalogRecord`s; blank lines and `#` comments are
     /// skipped. Returns the number of SKUs loaded.
     pub fn load_file(&self, path: &Path) -> Result<usize, CatalogFileError> {
-        let p = path.display().to_string();
-        let file = std::fs::File::open(path)
-            .map_err(|source| CatalogFileError::Io { path: p.clone(), source })?;
-        let mut n = 0;
-        for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(|source| CatalogFileError::Io { path: p.clone(), source })?;
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let err =
-                |message: String| CatalogFileError::Line { path: p.clone(), line: i + 1, message };
-            let rec: CatalogRecord = serde_json::from_str(line).map_err(|e| err(e.to_string()))?;
-            self.upsert(&rec).map_err(err)?;
-            n += 1;
-        }
-        Ok(n)
+        crate::jsonl::load(path, |rec: CatalogRecord| self.upsert(&rec))
     }
 }
 

@@ -8,6 +8,7 @@
 //! - [`catalog`]: the supplier catalog (file + `catalog.v1`): the emitter's planning
 //!   data, ingest's SKU check, the live page's categories.
 //! - [`http`]: `/metrics`, `/healthz` and readiness shared by the stages' HTTP servers.
+//! - [`jsonl`]: registry files in JSON lines (stores, catalog).
 //! - [`ids`]: the identifier rule (event ids, SKUs, store and device ids).
 //! - [`stores`]: the store registry file, its `stores.v1` follower, and grids (H3).
 //! - [`time`]: wall-clock milliseconds.
@@ -15,6 +16,7 @@
 pub mod catalog;
 pub mod http;
 pub mod ids;
+pub mod jsonl;
 pub mod kafka;
 pub mod metrics;
 pub mod operator;

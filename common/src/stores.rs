@@ -3,7 +3,6 @@
 //! store. Ingest keeps device keys per store; the aggregator keeps active stores per grid
 //! (`stores_expected`); both implement [`StoreSink`] and share this loader and follower.
 
-use std::io::BufRead;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -35,34 +34,13 @@ pub trait StoreSink: Send + Sync {
     fn changed(&self) {}
 }
 
-/// A registry file is unusable; the message names the file, line and field.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreFileError {
-    #[error("{path}: {source}")]
-    Io { path: String, source: std::io::Error },
-    #[error("{path}:{line}: {message}")]
-    Line { path: String, line: usize, message: String },
-}
+/// A registry file is unusable (see [`crate::jsonl`]).
+pub type StoreFileError = crate::jsonl::FileError;
 
 /// Loads a JSON-lines file of `StoreRecord`s into `sink`; blank lines and `#` comments are
 /// skipped. Returns the number of stores loaded.
 pub fn load_file(path: &Path, sink: &dyn StoreSink) -> Result<usize, StoreFileError> {
-    let p = path.display().to_string();
-    let file = std::fs::File::open(path)
-        .map_err(|source| StoreFileError::Io { path: p.clone(), source })?;
-    let mut n = 0;
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|source| StoreFileError::Io { path: p.clone(), source })?;
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let err = |message: String| StoreFileError::Line { path: p.clone(), line: i + 1, message };
-        let rec: StoreRecord = serde_json::from_str(line).map_err(|e| err(e.to_string()))?;
-        sink.upsert(&rec).map_err(err)?;
-        n += 1;
-    }
-    Ok(n)
+    crate::jsonl::load(path, |rec: StoreRecord| sink.upsert(&rec))
 }
 
 /// Follows the compacted registry topic from its beginning on a dedicated thread, applying

@@ -55,10 +55,9 @@ pub enum IngestError {
     KeyFile(std::io::Error),
     #[error("store registry: {0}")]
     Registry(#[from] registry::RegistryError),
-    #[error("catalog: {0}")]
-    CatalogFile(#[from] nearfield_common::catalog::CatalogFileError),
-    #[error("store registry: {0}")]
-    StoreFile(#[from] nearfield_common::stores::StoreFileError),
+
+    #[error("registry file: {0}")]
+    File(#[from] nearfield_common::jsonl::FileError),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("ingest.listen {addr}: {source}")]

@@ -5,13 +5,13 @@
 //! report no script error and log nothing, and every asset carries the
 //! Content-Security-Policy.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
 use nearfield_common::shutdown::CancellationToken;
 use nearfield_live::LiveConfig;
+use nearfield_testkit::browser;
 use serde_json::json;
 
 const HOSTILE: &str = "<img src=x onerror=\"document.body.dataset.pwned='1'\">";
@@ -26,10 +26,6 @@ async fn serve(app: Router) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_strings_are_shown_as_text() {
-    let chromium = ["chromium", "chromium-browser"]
-        .into_iter()
-        .find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
-        .expect("headless Chromium is needed: scripts/bootstrap.sh --test installs it");
     let now = nearfield_common::time::now_ms();
     let cells = json!({
         "window_start": now - 300_000, "window_end": now, "window_ms": 300_000,
@@ -75,23 +71,12 @@ async fn hostile_strings_are_shown_as_text() {
         assert!(Instant::now() < deadline, "live page state never answered");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let profile = tempfile::tempdir().expect("profile");
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(chromium)
-            .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"])
-            .args(["--window-size=1400,860", "--virtual-time-budget=5000"])
-            .args(["--enable-logging=stderr", "--v=0", "--no-first-run"])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg("--dump-dom")
-            .arg(&url)
-            .output()
-            .expect("run chromium")
-    })
-    .await
-    .expect("chromium");
+    let out = tokio::task::spawn_blocking(move || browser::headless(&url, 5000, &["--dump-dom"]))
+        .await
+        .expect("chromium");
     assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
     let dom = String::from_utf8_lossy(&out.stdout);
-    let body = dom.split("<body").nth(1).and_then(|b| b.split('>').next()).unwrap_or_default();
+    let body = browser::body_tag(&dom);
     assert!(!body.contains("pwned"), "a string ran as code: {body}");
     assert!(!body.contains("data-error"), "script error on the page: {body}");
     assert!(body.contains("data-signals=\"1\""), "the signal was drawn: {body}");
@@ -99,11 +84,7 @@ async fn hostile_strings_are_shown_as_text() {
     assert!(dom.contains("&lt;img src=x onerror="), "the SKU is shown as text");
     assert!(dom.contains("&lt;/td&gt;&lt;script&gt;"), "the supplier is shown as text");
     assert!(!dom.contains("<img src=\"x\"") && !dom.contains("<img src=x"), "no element made");
-    let console: Vec<&str> = std::str::from_utf8(&out.stderr)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught"))
-        .collect();
+    let console = browser::console(&out);
     assert!(console.is_empty(), "the page logged to the console: {console:#?}");
     shutdown.cancel();
     let _ = live.done.await;

@@ -12,10 +12,12 @@
 //! - [`Kafka`]: a running cluster, its nodes, and topic creation.
 //! - [`read_to_end`]: everything a topic holds, read with a chosen isolation level.
 //! - [`http`]: GET helpers for the stages' endpoints.
+//! - [`browser`]: headless Chromium for the live page's browser tests.
 //! - [`deployment`]: a stage's instances as processes a test starts, kills and scales.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+pub mod browser;
 pub mod deployment;
 pub mod http;
 
