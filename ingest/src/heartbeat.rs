@@ -35,10 +35,10 @@ fn whole_ms(obj: &serde_json::Map<String, Value>, field: &str) -> Result<Option<
     }
 }
 
-/// Reads and checks a heartbeat body received at server time `now` (an empty body is a
-/// heartbeat with every field at its default).
+/// Reads and checks a heartbeat body received at server time `now` (no body at all is a
+/// heartbeat with every field at its default; anything else must be a JSON object).
 pub fn parse(body: &[u8], limits: &Limits, now: i64) -> Result<HeartbeatFields, Rejection> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+    if body.is_empty() {
         return Ok(HeartbeatFields { sent_at: now, pending_events: 0, last_upload_at: None });
     }
     let v: Value = serde_json::from_slice(body)
@@ -126,7 +126,12 @@ mod tests {
 
     #[test]
     fn an_empty_body_is_a_heartbeat_about_now() {
-        let f = parse(b" \n", &Limits::default(), NOW).expect("empty is fine");
+        let f = parse(b"", &Limits::default(), NOW).expect("no body is fine");
+        assert_eq!(f, HeartbeatFields { sent_at: NOW, pending_events: 0, last_upload_at: None });
+        // Some bytes are a body, and a body is a JSON object.
+        assert_eq!(rule(" \n"), (None, "body.json", 400));
+        let nulls = r#"{"sent_at":null,"pending_events":null,"last_upload_at":null}"#;
+        let f = parse(nulls.as_bytes(), &Limits::default(), NOW).expect("null is absent");
         assert_eq!(f, HeartbeatFields { sent_at: NOW, pending_events: 0, last_upload_at: None });
     }
 
