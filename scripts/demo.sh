@@ -82,7 +82,18 @@ PY
 $BIN --config $CFG simulate --rate "$RATE" --duration "$SECS" --acked-log target/demo/acked.jsonl \
   | tee target/demo/summary.json
 echo "demo: waiting for the last one-minute windows to close and be planned on…" >&2
-sleep 40
+# The minute of the last sale closes at most max_close_delay (15 s) after its end, and its
+# final windows move the emitter's clock past the minute before: plans follow within about
+# 80 s of the last sale. Wait for the first plan (at most 120 s), then 10 s more.
+signals() {
+  curl -s localhost:8082/metrics | awk '/^nearfield_emitter_signals_total\{/ {s += $2} END {print s + 0}'
+}
+for _ in $(seq 1 120); do
+  [[ "$(signals)" != "0" ]] && break
+  sleep 1
+done
+sleep 10
+echo "demo: $(signals) plan signals written" >&2
 echo "demo: ingest metrics:" >&2
 curl -s localhost:8080/metrics | grep -E '^nearfield_ingest_(events_(accepted|rejected)_total|heartbeats_total|dlq_written_total)' >&2 || true
 echo "demo: aggregator metrics:" >&2
