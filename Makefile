@@ -20,7 +20,7 @@ demo: ## the pipeline on a local Kafka with simulated shops (DEMO_SECONDS, DEMO_
 test: ## everything: fmt, clippy, unit + integration tests on real Kafka, golden vectors, fuzz smoke
 	@scripts/test.sh
 
-kafka-up: ## start a local Apache Kafka (KAFKA_BROKERS=3 for a 3-node cluster); prints NEARFIELD_BROKERS last
+kafka-up: ## start a local Apache Kafka (KAFKA_BROKERS=3: 3 nodes; KAFKA_SECURITY=scram: SASL/SCRAM + ACLs, admin settings printed after NEARFIELD_BROKERS)
 	@scripts/kafka.sh up $(KAFKA_BROKERS)
 
 kafka-down: ## stop the local Kafka and remove its data

@@ -14,6 +14,13 @@
 #   NEARFIELD_CACHE_DIR       jar cache (default: ${XDG_CACHE_HOME:-~/.cache}/nearfield)
 #   NEARFIELD_KAFKA_OWNER_PID when set, a watchdog tears the cluster down once that pid exits
 #   NEARFIELD_KAFKA_HEAP      broker heap (default 512m)
+#   KAFKA_SECURITY            "scram": clients authenticate with SASL/SCRAM-SHA-512 and the
+#                             StandardAuthorizer enforces ACLs (no ACL, no access); an admin
+#                             principal (super user) is created at format time and its
+#                             librdkafka settings are printed after NEARFIELD_BROKERS= as
+#                             NEARFIELD_KAFKA_PROPERTY_<name>=<value> lines (also kept in
+#                             <dir>/admin.env, and for Java tools in <dir>/admin.properties).
+#                             Unset or "none": PLAINTEXT, no authorizer (development).
 #
 # Every node is broker and controller (process.roles=broker,controller). One node runs with
 # replication factor 1; three or more with replication 3 and min.insync.replicas 2.
@@ -26,6 +33,7 @@ CACHE="${NEARFIELD_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/nearfield}"
 LIBS="$CACHE/kafka-$KAFKA_VERSION/libs"
 DIR="${NEARFIELD_KAFKA_DIR:-$REPO/target/kafka}"
 HEAP="${NEARFIELD_KAFKA_HEAP:-512m}"
+SECURITY="${KAFKA_SECURITY:-none}"
 
 log() { echo "kafka.sh: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -101,6 +109,8 @@ stop_node() { # node index, signal
 wait_ready() { # expected broker count, timeout seconds
   local want=$1 deadline=$((SECONDS + $2)) bootstrap
   bootstrap=$(cat "$DIR/brokers")
+  local auth=()
+  [[ -f "$DIR/admin.properties" ]] && auth=(--command-config "$DIR/admin.properties")
   while ((SECONDS < deadline)); do
     for i in $(seq 1 "$(cat "$DIR/nodes")"); do
       if [[ -f "$DIR/node-$i/pid" ]] && ! node_running "$i"; then
@@ -112,7 +122,7 @@ wait_ready() { # expected broker count, timeout seconds
     local n
     n=$(timeout 20 java -Xmx128m -XX:TieredStopAtLevel=1 -cp "$LIBS/*" \
           -Dlog4j2.configurationFile="$HERE/kafka/log4j2.properties" -Dkafka.logs.dir="$DIR" \
-          org.apache.kafka.tools.BrokerApiVersionsCommand --bootstrap-server "$bootstrap" 2>/dev/null \
+          org.apache.kafka.tools.BrokerApiVersionsCommand --bootstrap-server "$bootstrap" "${auth[@]}" 2>/dev/null \
         | grep -c '(id: ' || true)
     if ((n >= want)); then return 0; fi
     sleep 0.5
@@ -120,6 +130,40 @@ wait_ready() { # expected broker count, timeout seconds
   log "error: cluster at $bootstrap not ready after $2 s"
   tail -n 40 "$DIR"/node-*/logs/server.log >&2 || true
   return 1
+}
+
+# The listener part of a node's server.properties: PLAINTEXT, or with KAFKA_SECURITY=scram
+# SASL/SCRAM-SHA-512 for clients and between brokers, SASL/PLAIN (a static admin user) on
+# the controller listener (SCRAM credentials live in the metadata log the controllers
+# serve, so they cannot authenticate the controllers themselves), and the authorizer.
+listener_properties() { # broker port, controller port, admin password ("" = PLAINTEXT)
+  local bp=$1 cp=$2 pw=$3
+  if [[ -z "$pw" ]]; then
+    cat <<EOF
+listeners=PLAINTEXT://127.0.0.1:$bp,CONTROLLER://127.0.0.1:$cp
+advertised.listeners=PLAINTEXT://127.0.0.1:$bp
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+EOF
+    return
+  fi
+  cat <<EOF
+listeners=BROKER://127.0.0.1:$bp,CONTROLLER://127.0.0.1:$cp
+advertised.listeners=BROKER://127.0.0.1:$bp
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=BROKER
+listener.security.protocol.map=BROKER:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.broker.sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.broker.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="$pw";
+sasl.mechanism.controller.protocol=PLAIN
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username="admin" password="$pw" user_admin="$pw";
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:admin
+allow.everyone.if.no.acl.found=false
+EOF
 }
 
 up() {
@@ -144,6 +188,14 @@ while True:
     if not i.startswith("-"):
         print(i)
         break')
+  local admin_pw="" scram=()
+  case "$SECURITY" in
+    none) ;;
+    scram)
+      admin_pw=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
+      scram=(--add-scram "SCRAM-SHA-512=[name=admin,password=$admin_pw]") ;;
+    *) die "KAFKA_SECURITY must be scram or none, got '$SECURITY'" ;;
+  esac
   local voters="" brokers="" rf=1 isr=1
   if ((n >= 3)); then rf=3; isr=2; elif ((n == 2)); then rf=2; isr=1; fi
   for i in $(seq 1 "$n"); do
@@ -151,6 +203,16 @@ while True:
     brokers+="${brokers:+,}127.0.0.1:${ports[$((2 * i - 2))]}"
   done
   echo "$n" >"$DIR/nodes"; echo "$brokers" >"$DIR/brokers"
+  if [[ -n "$admin_pw" ]]; then
+    (umask 077
+     printf '%s\n' "security.protocol=SASL_PLAINTEXT" "sasl.mechanism=SCRAM-SHA-512" \
+       "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"admin\" password=\"$admin_pw\";" \
+       >"$DIR/admin.properties"
+     printf '%s\n' "NEARFIELD_KAFKA_PROPERTY_security_protocol=SASL_PLAINTEXT" \
+       "NEARFIELD_KAFKA_PROPERTY_sasl_mechanism=SCRAM-SHA-512" \
+       "NEARFIELD_KAFKA_PROPERTY_sasl_username=admin" \
+       "NEARFIELD_KAFKA_PROPERTY_sasl_password=$admin_pw" >"$DIR/admin.env")
+  fi
   for i in $(seq 1 "$n"); do
     local nd="$DIR/node-$i" bp=${ports[$((2 * i - 2))]} cp=${ports[$((2 * i - 1))]}
     mkdir -p "$nd/data" "$nd/logs"
@@ -158,11 +220,7 @@ while True:
 process.roles=broker,controller
 node.id=$i
 controller.quorum.voters=$voters
-listeners=PLAINTEXT://127.0.0.1:$bp,CONTROLLER://127.0.0.1:$cp
-advertised.listeners=PLAINTEXT://127.0.0.1:$bp
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+$(listener_properties "$bp" "$cp" "$admin_pw")
 log.dirs=$nd/data
 num.partitions=1
 default.replication.factor=$rf
@@ -184,7 +242,7 @@ num.recovery.threads.per.data.dir=1
 EOF
     java -Xmx256m -XX:TieredStopAtLevel=1 -cp "$LIBS/*" \
       -Dlog4j2.configurationFile="$HERE/kafka/log4j2.properties" -Dkafka.logs.dir="$nd/logs" \
-      kafka.tools.StorageTool format -t "$cluster_id" -c "$nd/server.properties" >"$nd/logs/format.log" 2>&1 \
+      kafka.tools.StorageTool format -t "$cluster_id" -c "$nd/server.properties" "${scram[@]}" >"$nd/logs/format.log" 2>&1 \
       || { cat "$nd/logs/format.log" >&2; die "formatting node $i failed"; }
   done
   for i in $(seq 1 "$n"); do start_node "$i"; done
@@ -196,6 +254,7 @@ EOF
   wait_ready "$n" 120 || { down; exit 1; }
   log "Apache Kafka $KAFKA_VERSION up: $n node(s) in $DIR"
   echo "NEARFIELD_BROKERS=$brokers"
+  if [[ -f "$DIR/admin.env" ]]; then cat "$DIR/admin.env"; fi
 }
 
 down() {

@@ -114,6 +114,9 @@ enum Command {
     },
     /// Create nearfield's topics (existing ones are left alone).
     Topics,
+    /// Principals and ACLs on a secured cluster (run with an admin's credentials).
+    #[command(subcommand)]
+    Access(crate::access::AccessCommand),
     /// Print a device's key (hex) for provisioning it.
     DeviceKey {
         #[arg(long)]
@@ -253,6 +256,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             tracing::info!(created = ?created, brokers = %cfg.kafka.brokers, "topics ready");
             Ok(())
         }
+        Command::Access(cmd) => write_stdout(&crate::access::run(cmd, &cfg).await?),
         Command::DeviceKey { store, device, key_version } => {
             let hex = cfg.ingest.master_key.clone().context(
                 "ingest.master_key is not set (config file or NEARFIELD_INGEST__MASTER_KEY)",

@@ -1,6 +1,7 @@
 //! `nearfield`: one binary for every stage. Subcommands live in [`cli`]; this file only
 //! parses arguments, sets up logging and runs the chosen command.
 
+mod access;
 mod cli;
 mod config;
 

@@ -24,6 +24,7 @@ use nearfield_emitter::catalog::Catalog;
 use nearfield_emitter::state::StateConfig;
 use nearfield_emitter::synthetic;
 use nearfield_schemas::{Codec, DemandWindow, PlanSignal, SaleEvent, SaleKind};
+use nearfield_testkit::http::get_blocking as http_get;
 use nearfield_testkit::{Isolation, Kafka, Process, browser, read_to_end};
 
 const PARTITIONS: i32 = 3;
@@ -190,19 +191,6 @@ fn spawn(p: &Pipeline, stage: &str, n: usize) -> Process {
             .spawn()
             .expect("spawn nearfield"),
     )
-}
-
-/// GET `path` on a local port: (status line, body).
-fn http_get(port: u16, path: &str) -> Option<(String, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let (head, body) = buf.split_once("\r\n\r\n")?;
-    Some((head.lines().next()?.to_string(), body.to_string()))
 }
 
 fn wait_ready(p: &Pipeline, i: usize) {

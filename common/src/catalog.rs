@@ -186,7 +186,7 @@ pub fn follow(
     crate::kafka::follow_compacted(
         settings,
         settings.topics.catalog.clone(),
-        "nearfield-catalog-follower",
+        crate::kafka::CATALOG_FOLLOWER_GROUP,
         move |key, payload, offset| match payload {
             None => catalog.remove(key),
             Some(bytes) => {

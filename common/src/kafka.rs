@@ -62,6 +62,15 @@ impl KafkaSettings {
     /// syntax (librdkafka validates values when the client is created).
     pub fn client_config(&self) -> Result<ClientConfig, PropertyError> {
         let mut c = ClientConfig::new();
+        self.apply(&mut c)?;
+        Ok(c)
+    }
+
+    /// Sets the brokers and every pass-through property on `c`, over what it holds. Stages
+    /// layer their own defaults before and their guarantees after this. (Never copy a
+    /// config through `ClientConfig::config_map`: it replaces secrets such as
+    /// `sasl.password` with a placeholder.)
+    pub fn apply(&self, c: &mut ClientConfig) -> Result<(), PropertyError> {
         c.set("bootstrap.servers", &self.brokers);
         for (k, v) in &self.properties {
             if RESERVED.contains(&k.as_str()) {
@@ -79,7 +88,7 @@ impl KafkaSettings {
             }
             c.set(k, v);
         }
-        Ok(c)
+        Ok(())
     }
 }
 
@@ -144,6 +153,19 @@ mod tests {
         assert_eq!(c.get("bootstrap.servers"), Some("b:1"));
         assert_eq!(c.get("security.protocol"), Some("SASL_SSL"));
         assert_eq!(c.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+    }
+
+    #[test]
+    fn secrets_reach_a_layered_config_as_they_are() {
+        let mut s = KafkaSettings { brokers: "b:1".into(), ..KafkaSettings::default() };
+        s.properties.insert("sasl.password".into(), "s3cret".into());
+        let mut c = ClientConfig::new();
+        c.set("linger.ms", "5");
+        s.apply(&mut c).expect("valid");
+        c.set("acks", "all");
+        // What a SCRAM handshake uses, not the placeholder `config_map` shows.
+        assert_eq!(c.get("sasl.password"), Some("s3cret"));
+        assert_eq!(c.get("linger.ms"), Some("5"));
     }
 
     #[test]
@@ -215,8 +237,8 @@ impl KafkaSettings {
         ]
     }
 
-    /// Creates the given topics; ones that already exist are left as they are. Returns
-    /// the names created.
+    /// Creates the given topics; ones that already exist, or that this principal may not
+    /// create (ACLs), are left as they are. Returns the names created.
     pub async fn ensure_topics(
         &self,
         specs: &[TopicSpec],
@@ -243,6 +265,19 @@ impl KafkaSettings {
             match r {
                 Ok(name) => created.push(name),
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                // On a secured cluster a stage may not create what an operator provisions
+                // (`nearfield topics` as admin): it goes on, and a topic that is missing
+                // after all stops it where it is used, naming the topic.
+                Err((
+                    name,
+                    RDKafkaErrorCode::TopicAuthorizationFailed
+                    | RDKafkaErrorCode::ClusterAuthorizationFailed,
+                )) => {
+                    tracing::debug!(
+                        topic = name,
+                        "not allowed to create; expecting it provisioned"
+                    );
+                }
                 Err((name, code)) => {
                     return Err(rdkafka::error::KafkaError::AdminOp(code)).inspect_err(|_| {
                         tracing::error!(topic = name, error = %code, "cannot create topic");
@@ -253,6 +288,16 @@ impl KafkaSettings {
         Ok(created)
     }
 }
+
+/// The group the store-registry followers read `stores.v1` as.
+pub const REGISTRY_FOLLOWER_GROUP: &str = "nearfield-registry-follower";
+/// The group the catalog followers read `catalog.v1` as.
+pub const CATALOG_FOLLOWER_GROUP: &str = "nearfield-catalog-follower";
+/// The group the emitter's coverage follower reads `coverage.v1` as.
+pub const COVERAGE_FOLLOWER_GROUP: &str = "nearfield-coverage-follower";
+/// Every follower's group (they never commit; ACLs still name them).
+pub const FOLLOWER_GROUPS: [&str; 3] =
+    [REGISTRY_FOLLOWER_GROUP, CATALOG_FOLLOWER_GROUP, COVERAGE_FOLLOWER_GROUP];
 
 /// A thread following a compacted topic, and the flag that stops it.
 #[derive(Debug)]

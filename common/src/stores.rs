@@ -54,7 +54,7 @@ pub fn follow(
     crate::kafka::follow_compacted(
         settings,
         topic,
-        "nearfield-registry-follower",
+        crate::kafka::REGISTRY_FOLLOWER_GROUP,
         move |key, payload, offset| {
             match payload {
                 None => sink.remove(key),

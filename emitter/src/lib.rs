@@ -104,7 +104,7 @@ pub async fn start(
         followers.push(nearfield_common::kafka::follow_compacted(
             &kafka,
             kafka.topics.coverage.clone(),
-            "nearfield-coverage-follower",
+            nearfield_common::kafka::COVERAGE_FOLLOWER_GROUP,
             move |key, payload, offset| {
                 let Some(bytes) = payload else { return };
                 let outcome = codec

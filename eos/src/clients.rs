@@ -23,13 +23,10 @@ pub fn layered(
     for (k, v) in defaults {
         c.set(*k, v);
     }
-    let passthrough = settings.client_config().map_err(|e| EosError::Client {
+    settings.apply(&mut c).map_err(|e| EosError::Client {
         client: "client config",
         source: KafkaError::ClientCreation(e.to_string()),
     })?;
-    for (k, v) in passthrough.config_map() {
-        c.set(k, v);
-    }
     for (k, v) in owned {
         c.set(*k, v);
     }
@@ -175,4 +172,20 @@ pub fn instance_id(configured: Option<&str>) -> String {
 /// callers of this module.
 pub fn subscribe<C: ConsumerContext>(c: &BaseConsumer<C>, topic: &str) -> Result<(), EosError> {
     c.subscribe(&[topic]).map_err(|e| EosError::kafka("subscribe", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_layered_config_carries_the_sasl_password_itself() {
+        let mut s = KafkaSettings { brokers: "b:1".into(), ..KafkaSettings::default() };
+        s.properties.insert("sasl.password".into(), "s3cret".into());
+        s.properties.insert("linger.ms".into(), "50".into());
+        let c = layered(&s, &[("linger.ms", "5".into())], &[("acks", "all".into())]).expect("ok");
+        assert_eq!(c.get("sasl.password"), Some("s3cret"));
+        assert_eq!(c.get("linger.ms"), Some("50"), "pass-through over defaults");
+        assert_eq!(c.get("acks"), Some("all"));
+    }
 }

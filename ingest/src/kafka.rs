@@ -65,11 +65,7 @@ impl Publisher {
             .set("partitioner", "murmur2_random")
             .set("queue.buffering.max.messages", "200000")
             .set("batch.num.messages", "10000");
-        let passthrough =
-            settings.client_config().map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
-        for (k, v) in passthrough.config_map() {
-            c.set(k, v);
-        }
+        settings.apply(&mut c).map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
         c.set("acks", "all")
             .set("enable.idempotence", "true")
             .set("max.in.flight.requests.per.connection", "5")

@@ -40,6 +40,8 @@ use rdkafka::{Offset, TopicPartitionList};
 #[derive(Debug)]
 pub struct Kafka {
     brokers: String,
+    /// With `KAFKA_SECURITY=scram`: the admin's librdkafka properties.
+    admin: Vec<(String, String)>,
     /// State dir of a cluster this process started (None: given by the environment).
     dir: Option<PathBuf>,
     nodes: usize,
@@ -60,9 +62,12 @@ impl Kafka {
     pub fn shared() -> &'static Kafka {
         static SHARED: OnceLock<Kafka> = OnceLock::new();
         SHARED.get_or_init(|| match std::env::var("NEARFIELD_BROKERS") {
-            Ok(brokers) if !brokers.trim().is_empty() => {
-                Kafka { brokers: brokers.trim().to_string(), dir: None, nodes: 1 }
-            }
+            Ok(brokers) if !brokers.trim().is_empty() => Kafka {
+                brokers: brokers.trim().to_string(),
+                admin: Vec::new(),
+                dir: None,
+                nodes: 1,
+            },
             _ => {
                 let mut k = Kafka::start(1);
                 // Statics are never dropped: the watchdog started with the owner pid
@@ -77,6 +82,16 @@ impl Kafka {
     /// Starts a private cluster of `nodes` nodes (1 to 5). Three or more nodes run with
     /// replication 3 and `min.insync.replicas=2`. Panics with the broker log on failure.
     pub fn start(nodes: usize) -> Kafka {
+        Kafka::start_with(nodes, "none")
+    }
+
+    /// Starts a private cluster with SASL/SCRAM and ACLs (`KAFKA_SECURITY=scram`); its
+    /// [`Kafka::client_config`] authenticates as the admin (a super user).
+    pub fn start_secured(nodes: usize) -> Kafka {
+        Kafka::start_with(nodes, "scram")
+    }
+
+    fn start_with(nodes: usize, security: &str) -> Kafka {
         let dir = repo_root().join("target").join(format!(
             "kafka-test-{}-{}",
             std::process::id(),
@@ -87,6 +102,7 @@ impl Kafka {
             .arg(nodes.to_string())
             .env("NEARFIELD_KAFKA_DIR", &dir)
             .env("NEARFIELD_KAFKA_OWNER_PID", std::process::id().to_string())
+            .env("KAFKA_SECURITY", security)
             .output()
             .expect("run scripts/kafka.sh");
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -95,8 +111,14 @@ impl Kafka {
             .filter_map(|l| l.strip_prefix("NEARFIELD_BROKERS="))
             .next_back()
             .map(str::to_string);
+        // After NEARFIELD_BROKERS=: NEARFIELD_KAFKA_PROPERTY_security_protocol=… lines.
+        let admin = stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("NEARFIELD_KAFKA_PROPERTY_")?.split_once('='))
+            .map(|(k, v)| (k.replace('_', "."), v.to_string()))
+            .collect();
         match (out.status.success(), brokers) {
-            (true, Some(brokers)) => Kafka { brokers, dir: Some(dir), nodes },
+            (true, Some(brokers)) => Kafka { brokers, admin, dir: Some(dir), nodes },
             _ => panic!(
                 "could not start a {nodes}-node Kafka cluster:\n{}\n{}",
                 stdout,
@@ -154,11 +176,19 @@ impl Kafka {
         }
     }
 
-    /// A client config pointing at this cluster.
+    /// A client config pointing at this cluster (as its admin on a secured one).
     pub fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers);
+        for (k, v) in &self.admin {
+            c.set(k, v);
+        }
         c
+    }
+
+    /// The admin's librdkafka properties on a secured cluster (empty otherwise).
+    pub fn admin_properties(&self) -> &[(String, String)] {
+        &self.admin
     }
 
     /// A topic name no other test uses: `<prefix>-<uuid>`.

@@ -1,0 +1,133 @@
+//! Who may do what on the Kafka cluster (SPEC §7, §8): each stage, the operator and each
+//! supplier gets a SCRAM principal of its own and only the ACLs its work needs, so Kafka
+//! itself enforces that a supplier reads only its own plans and that only an operator
+//! writes the registries. `nearfield access …` is the command-line face of this crate.
+//!
+//! # Layout
+//! - [`policy`]: the rules per principal, derived from the deployment's names (pure).
+//! - [`admin`]: the ACL and SCRAM admin calls on the cluster (the workspace's only
+//!   `unsafe`, calling librdkafka's C API).
+//! - [`grant`] / [`revoke`]: a principal's credential and rules, created or removed as one
+//!   step, and the librdkafka properties it connects with.
+
+#![deny(unsafe_code)]
+
+pub mod admin;
+pub mod policy;
+
+use std::collections::BTreeMap;
+
+pub use admin::{Admin, AdminError, Scram};
+pub use policy::{Acl, Names, Role};
+
+/// A principal's librdkafka settings, printed as a properties file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// Property → value, in the order printed.
+    pub properties: BTreeMap<&'static str, String>,
+}
+
+impl Credentials {
+    /// `key=value` lines, one per property, ending with a newline.
+    pub fn to_properties(&self) -> String {
+        self.properties.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
+    }
+}
+
+/// A fresh random password: 32 hex digits (128 bits).
+pub fn new_password() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+/// Who a grant is for.
+#[derive(Debug, Clone)]
+pub enum Grantee {
+    Role(Role),
+    Supplier(String),
+}
+
+impl Grantee {
+    /// The SCRAM user name.
+    pub fn user(&self) -> String {
+        match self {
+            Grantee::Role(r) => r.user().to_string(),
+            Grantee::Supplier(id) => policy::supplier_user(id),
+        }
+    }
+
+    /// The rules.
+    pub fn acls(&self, names: &Names) -> Vec<Acl> {
+        match self {
+            Grantee::Role(r) => policy::role_acls(*r, names),
+            Grantee::Supplier(id) => policy::supplier_acls(id, &names.topics),
+        }
+    }
+}
+
+/// Creates (or, granted again, re-keys) `who`'s principal with a new password and its
+/// ACLs; returns its settings: `bootstrap.servers`, `security.protocol`,
+/// `sasl.mechanism`, `sasl.username`, `sasl.password`, and for a supplier the `group.id`
+/// its ACLs allow. Granting again replaces the password (rotation): the old one stops
+/// working at once.
+pub fn grant(
+    admin: &Admin,
+    who: &Grantee,
+    names: &Names,
+    brokers: &str,
+    security_protocol: &str,
+    mechanism: Scram,
+) -> Result<Credentials, AdminError> {
+    let user = who.user();
+    let password = new_password();
+    admin.upsert_scram(&user, &password, mechanism)?;
+    admin.create_acls(&who.acls(names))?;
+    let mut properties = BTreeMap::new();
+    properties.insert("bootstrap.servers", brokers.to_string());
+    properties.insert("security.protocol", security_protocol.to_string());
+    properties.insert("sasl.mechanism", mechanism.mechanism().to_string());
+    properties.insert("sasl.username", user);
+    properties.insert("sasl.password", password);
+    if let Grantee::Supplier(id) = who {
+        properties.insert("group.id", policy::supplier_group(id));
+    }
+    Ok(Credentials { properties })
+}
+
+/// What a revocation removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revoked {
+    /// ACLs deleted.
+    pub acls: usize,
+    /// Whether a credential was deleted.
+    pub credential: bool,
+}
+
+/// Removes `who`'s ACLs and credential: it can neither authenticate nor read any more.
+/// Revoking what does not exist is not an error (nothing is removed).
+pub fn revoke(admin: &Admin, who: &Grantee, mechanism: Scram) -> Result<Revoked, AdminError> {
+    let user = who.user();
+    let acls = admin.delete_acls_of(&policy::principal(&user))?;
+    let credential = admin.delete_scram(&user, mechanism)?;
+    Ok(Revoked { acls, credential })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_long_and_fresh() {
+        let (a, b) = (new_password(), new_password());
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn credentials_print_as_a_properties_file() {
+        let mut properties = BTreeMap::new();
+        properties.insert("sasl.username", "supplier-acme".to_string());
+        properties.insert("security.protocol", "SASL_PLAINTEXT".to_string());
+        let text = Credentials { properties }.to_properties();
+        assert_eq!(text, "sasl.username=supplier-acme\nsecurity.protocol=SASL_PLAINTEXT\n");
+    }
+}

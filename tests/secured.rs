@@ -1,0 +1,325 @@
+//! The pipeline on a secured cluster (SASL/SCRAM, the StandardAuthorizer, no ACL → no
+//! access), every stage as its own principal with only the ACLs `nearfield access
+//! grant-stage` gives it, and two suppliers granted with `nearfield access grant-supplier`:
+//!
+//! - the simulator's sales reach supplier A's plan topic through ingest, aggregator and
+//!   emitter, each running with its own credentials;
+//! - supplier A reads its own plans as its own group, and is refused supplier B's topic,
+//!   `stores.v1` and `sales.v1`;
+//! - the ingest principal cannot write `stores.v1` (a leaked device-facing credential
+//!   cannot re-activate a store); the operator principal can;
+//! - no credentials, or a wrong password, get nothing; a revoked supplier gets nothing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nearfield_testkit::http::get_blocking;
+use nearfield_testkit::{Kafka, Process};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+
+const SUPPLIER_A: &str = "bright-dairy";
+const SUPPLIER_B: &str = "master-kong";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn repo(p: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
+}
+
+/// `nearfield --config … <args>` with `env`; stdout, or a panic with stderr.
+fn nearfield(config: &Path, env: &[(String, String)], args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_nearfield"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("NEARFIELD_BROKERS")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("run nearfield");
+    assert!(out.status.success(), "nearfield {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// librdkafka properties as `NEARFIELD_KAFKA_PROPERTY_*` variables (brokers come from the
+/// config file).
+fn as_env(props: &[(String, String)]) -> Vec<(String, String)> {
+    props
+        .iter()
+        .filter(|(k, _)| k != "bootstrap.servers" && k != "group.id")
+        .map(|(k, v)| (format!("NEARFIELD_KAFKA_PROPERTY_{}", k.replace('.', "_")), v.clone()))
+        .collect()
+}
+
+/// Parses `key=value` lines.
+fn parse_properties(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn config_of(props: &[(String, String)]) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    for (k, v) in props {
+        c.set(k, v);
+    }
+    c
+}
+
+/// The error a topic's metadata answers `props` with (`None`: it may see it).
+fn topic_error(
+    props: &[(String, String)],
+    topic: &str,
+) -> Result<Option<RDKafkaErrorCode>, KafkaError> {
+    let c: BaseConsumer = config_of(props).create().expect("consumer");
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    Ok(md.topics().first().and_then(|t| t.error()).map(RDKafkaErrorCode::from))
+}
+
+/// Produces one tombstone to `topic` as `props`: the broker's answer.
+fn produce(props: &[(String, String)], topic: &str) -> Result<(), KafkaError> {
+    let mut c = config_of(props);
+    c.remove("group.id");
+    c.set("message.timeout.ms", "10000");
+    let producer: FutureProducer = c.create().expect("producer");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key("acl-probe");
+    rt.block_on(producer.send(record, Duration::from_secs(10))).map(|_| ()).map_err(|(e, _)| e)
+}
+
+fn refused(r: Result<(), KafkaError>) -> bool {
+    matches!(
+        r.as_ref().err().and_then(KafkaError::rdkafka_error_code),
+        Some(
+            RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+        )
+    )
+}
+
+/// Reads records of `topic` as `props` (its group) until one arrives or `timeout`.
+fn first_record(props: &[(String, String)], topic: &str, timeout: Duration) -> Option<Vec<u8>> {
+    let mut c = config_of(props);
+    c.set("auto.offset.reset", "earliest").set("isolation.level", "read_committed");
+    let consumer: BaseConsumer = c.create().expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => return Some(m.payload().unwrap_or_default().to_vec()),
+            Some(Err(e)) => eprintln!("supplier consumer: {e}"),
+            None => {}
+        }
+    }
+    None
+}
+
+/// Waits up to 15 s for `cond` (credentials and ACLs reach the broker through its
+/// metadata log, a moment after the admin call returned).
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn spawn(dir: &Path, config: &Path, stage: &str, env: &[(String, String)]) -> Process {
+    Process(
+        Command::new(env!("CARGO_BIN_EXE_nearfield"))
+            .arg("--config")
+            .arg(config)
+            .arg(stage)
+            .env_remove("NEARFIELD_BROKERS")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join(format!("{stage}.log"))).expect("log"))
+            .spawn()
+            .expect("spawn nearfield"),
+    )
+}
+
+fn logs(dir: &Path) -> String {
+    let mut out = String::new();
+    for stage in ["ingest", "aggregate", "emit", "simulate"] {
+        let text = std::fs::read_to_string(dir.join(format!("{stage}.log"))).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.contains("INFO")).collect();
+        out.push_str(&format!(
+            "--- {stage}\n{}\n",
+            lines[lines.len().saturating_sub(20)..].join("\n")
+        ));
+    }
+    out
+}
+
+fn wait_ready(port: u16, dir: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let ok = get_blocking(port, "/readyz").is_some_and(|(s, _)| s.contains(" 200 "));
+        if ok {
+            return;
+        }
+        assert!(Instant::now() < deadline, "a stage on :{port} never ready:\n{}", logs(dir));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn the_pipeline_runs_on_a_secured_cluster_and_suppliers_see_only_their_own_plans() {
+    let kafka = Kafka::start_secured(1);
+    let admin: Vec<(String, String)> = kafka.admin_properties().to_vec();
+    assert!(admin.iter().any(|(k, v)| k == "sasl.username" && v == "admin"), "{admin:?}");
+    let admin_env = as_env(&admin);
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let ports = [free_port(), free_port(), free_port()];
+    let config = dir.path().join("nearfield.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[kafka]
+brokers = "{brokers}"
+partitions = 3
+[ingest]
+listen = "127.0.0.1:{pi}"
+stores_file = "{stores}"
+master_key = "6e6561726669656c642d64656d6f2d6f6e6c792d6d61737465722d6b6579"
+[aggregate]
+listen = "127.0.0.1:{pa}"
+instance_id = "secured"
+windows_ms = [5000]
+out_of_orderness_ms = 1000
+grace_ms = 500
+allowed_lateness_ms = 3600000
+max_close_delay_ms = 3000
+commit_interval_ms = 200
+[emit]
+listen = "127.0.0.1:{pe}"
+instance_id = "secured"
+catalog_file = "{catalog}"
+bucket_ms = 5000
+settle_ms = 1000
+horizon_ms = 60000
+schedule_ms = 10000
+history_buckets = 120
+season_buckets = 12
+privacy_k = 3
+idle_advance_ms = 0
+commit_interval_ms = 200
+[simulate]
+target = "http://127.0.0.1:{pi}"
+skus = 400
+"#,
+            brokers = kafka.brokers(),
+            pi = ports[0],
+            pa = ports[1],
+            pe = ports[2],
+            stores = repo("deploy/examples/stores.jsonl").display(),
+            catalog = repo("deploy/examples/catalog.jsonl").display(),
+        ),
+    )
+    .expect("config");
+
+    // The operator provisions topics and principals as the admin.
+    nearfield(&config, &admin_env, &["topics"]);
+    let grant = |args: &[&str]| parse_properties(&nearfield(&config, &admin_env, args));
+    let ingest = grant(&["access", "grant-stage", "ingest"]);
+    let aggregate = grant(&["access", "grant-stage", "aggregate"]);
+    let emit = grant(&["access", "grant-stage", "emit"]);
+    let operator = grant(&["access", "grant-stage", "operator"]);
+    let supplier_a = grant(&["access", "grant-supplier", SUPPLIER_A]);
+    let supplier_b = grant(&["access", "grant-supplier", SUPPLIER_B]);
+    for (k, want) in [
+        ("security.protocol", "SASL_PLAINTEXT"),
+        ("sasl.mechanism", "SCRAM-SHA-512"),
+        ("sasl.username", "supplier-bright-dairy"),
+    ] {
+        assert!(supplier_a.iter().any(|(pk, v)| pk == k && v == want), "{k} in {supplier_a:?}");
+    }
+    assert!(supplier_a.iter().any(|(k, v)| k == "sasl.password" && v.len() >= 32));
+
+    // Each stage as its own principal.
+    let mut stages = vec![
+        spawn(dir.path(), &config, "ingest", &as_env(&ingest)),
+        spawn(dir.path(), &config, "aggregate", &as_env(&aggregate)),
+        spawn(dir.path(), &config, "emit", &as_env(&emit)),
+    ];
+    for port in ports {
+        wait_ready(port, dir.path());
+    }
+    let mut sim = Process(
+        Command::new(env!("CARGO_BIN_EXE_nearfield"))
+            .arg("--config")
+            .arg(&config)
+            .args(["simulate", "--rate", "300", "--duration", "25"])
+            .env_remove("NEARFIELD_BROKERS")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("simulate.log")).expect("log"))
+            .spawn()
+            .expect("spawn simulate"),
+    );
+
+    // Supplier A reads its own plans, as its own group.
+    let plan_a = "plan.bright-dairy.v1";
+    let plan_b = "plan.master-kong.v1";
+    let got = first_record(&supplier_a, plan_a, Duration::from_secs(150));
+    let _ = sim.0.wait();
+    assert!(got.is_some(), "no plan reached supplier A:\n{}", logs(dir.path()));
+    assert!(first_record(&supplier_b, plan_b, Duration::from_secs(60)).is_some(), "supplier B");
+
+    // … and nothing else.
+    assert_eq!(
+        topic_error(&supplier_a, plan_b).ok().flatten(),
+        Some(RDKafkaErrorCode::TopicAuthorizationFailed)
+    );
+    for topic in ["stores.v1", "sales.v1", plan_b] {
+        assert!(refused(produce(&supplier_a, topic)), "supplier A wrote {topic}");
+    }
+    assert!(refused(produce(&supplier_a, plan_a)), "supplier A wrote its own plan topic");
+    // Only the operator writes the registries.
+    assert!(refused(produce(&ingest, "stores.v1")), "ingest wrote stores.v1");
+    assert!(refused(produce(&aggregate, "stores.v1")), "aggregate wrote stores.v1");
+    assert!(refused(produce(&emit, "catalog.v1")), "emit wrote catalog.v1");
+    produce(&operator, "stores.v1").expect("the operator writes stores.v1");
+
+    // No credentials, a wrong password: nothing.
+    let plain = vec![("bootstrap.servers".to_string(), kafka.brokers().to_string())];
+    assert!(topic_error(&plain, plan_a).is_err(), "an unauthenticated client got metadata");
+    let wrong: Vec<(String, String)> = supplier_a
+        .iter()
+        .map(|(k, v)| (k.clone(), if k == "sasl.password" { "wrong".into() } else { v.clone() }))
+        .collect();
+    assert!(topic_error(&wrong, plan_a).is_err(), "a wrong password got metadata");
+
+    // Revoked: nothing either, and re-granting re-keys (the old password stops working).
+    nearfield(&config, &admin_env, &["access", "revoke-supplier", SUPPLIER_A]);
+    eventually("a revoked supplier still gets metadata", || {
+        topic_error(&supplier_a, plan_a).is_err()
+    });
+    let old_b = supplier_b.clone();
+    let new_b = grant(&["access", "grant-supplier", SUPPLIER_B]);
+    eventually("an old password still works", || topic_error(&old_b, plan_b).is_err());
+    eventually("the new password does not", || {
+        topic_error(&new_b, plan_b).is_ok_and(|e| e.is_none())
+    });
+
+    for Process(child) in &mut stages {
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    }
+    for Process(child) in &mut stages {
+        let status = child.wait().expect("wait");
+        assert!(status.success(), "a stage failed on the secured cluster:\n{}", logs(dir.path()));
+    }
+}
