@@ -54,7 +54,7 @@ $BIN --config $CFG live 2>target/demo/live.log & PIDS+=($!)
 for _ in $(seq 1 50); do curl -sf localhost:8090/healthz >/dev/null && break; sleep 0.2; done
 cat >&2 <<MSG
 demo: LIVE PAGE: http://127.0.0.1:8090/  (map of the city's demand, plan signals, health)
-demo: ingest on http://127.0.0.1:8080  (API: /openapi.json, metrics: /metrics, log: target/demo/ingest.log)
+demo: ingest on http://127.0.0.1:8080  (API: /openapi.json; metrics on :9080/metrics; log: target/demo/ingest.log)
 demo: aggregator on http://127.0.0.1:8081  (live: /v1/demand?grid=<h3 cell>[&sku=…], metrics: /metrics, log: target/demo/aggregate.log)
 demo: emitter on http://127.0.0.1:8082  (plans: /v1/plans[?supplier=…], metrics: /metrics, log: target/demo/emit.log)
 demo: ~3000 simulated shops around Shanghai send $RATE events/s for $SECS s (Ctrl-C stops)
@@ -95,7 +95,7 @@ done
 sleep 10
 echo "demo: $(signals) plan signals written" >&2
 echo "demo: ingest metrics:" >&2
-curl -s localhost:8080/metrics | grep -E '^nearfield_ingest_(events_(accepted|rejected)_total|heartbeats_total|dlq_written_total)' >&2 || true
+curl -s localhost:9080/metrics | grep -E '^nearfield_ingest_(events_(accepted|rejected)_total|heartbeats_total|dlq_written_total)' >&2 || true
 echo "demo: aggregator metrics:" >&2
 curl -s localhost:8081/metrics | grep -E '^nearfield_aggregator_(events_total|windows_emitted_total|keys|windows|partitions|consumer_lag|watermark_delay_seconds) ' >&2 || true
 curl -s localhost:8081/metrics | grep -E '^nearfield_aggregator_(events_total|windows_emitted_total)\{' >&2 || true

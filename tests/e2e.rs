@@ -100,6 +100,7 @@ emitter_changelog = "{emcl}"
 plan_prefix = "{plan_prefix}"
 [ingest]
 listen = "127.0.0.1:{pi}"
+operator_listen = "127.0.0.1:{po}"
 stores_file = "{stores}"
 follow_stores_topic = false
 master_key = "6e6561726669656c642d64656d6f2d6f6e6c792d6d61737465722d6b6579"
@@ -140,7 +141,7 @@ idle_advance_ms = 0
 commit_interval_ms = 200
 [live]
 listen = "127.0.0.1:{pl}"
-ingest_url = "http://127.0.0.1:{pi}"
+ingest_operator_url = "http://127.0.0.1:{po}"
 aggregator_url = "http://127.0.0.1:{pa}"
 emitter_url = "http://127.0.0.1:{pe}"
 refresh_ms = 1000
@@ -164,6 +165,7 @@ skus = 400
             pa = ports[1],
             pe = ports[2],
             pl = ports[3],
+            po = free_port(),
         ),
     )
     .expect("config");

@@ -103,7 +103,7 @@ fn deployment(prefix: &str) -> Deployment {
         &config,
         format!(
             "[kafka]\nbrokers = \"{}\"\n[kafka.topics]\nsales = \"{sales}\"\nheartbeats = \"{hb}\"\ndlq = \"{dlq}\"\nstores = \"{stores_topic}\"\n\
-             [ingest]\nlisten = \"127.0.0.1:{port}\"\nstores_file = \"{}\"\nmaster_key = \"{MASTER}\"\n",
+             [ingest]\nlisten = \"127.0.0.1:{port}\"\noperator_listen = \"127.0.0.1:0\"\nstores_file = \"{}\"\nmaster_key = \"{MASTER}\"\n",
             kafka.brokers(),
             stores.display()
         ),

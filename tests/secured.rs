@@ -194,6 +194,7 @@ brokers = "{brokers}"
 partitions = 3
 [ingest]
 listen = "127.0.0.1:{pi}"
+operator_listen = "127.0.0.1:0"
 stores_file = "{stores}"
 master_key = "6e6561726669656c642d64656d6f2d6f6e6c792d6d61737465722d6b6579"
 [aggregate]

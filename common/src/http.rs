@@ -30,6 +30,13 @@ pub fn ops_routes(readiness: Readiness) -> Router {
     probes().merge(Router::new().route("/readyz", get(ready)).with_state(readiness))
 }
 
+/// `/healthz` and `/readyz` without `/metrics`: for a port that faces clients.
+pub fn health_routes(readiness: Readiness) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(Router::new().route("/readyz", get(ready)).with_state(readiness))
+}
+
 /// `/metrics` and `/healthz` (a stage with its own `/readyz` adds it).
 pub fn probes() -> Router {
     Router::new().route("/metrics", get(metrics)).route("/healthz", get(|| async { "ok\n" }))

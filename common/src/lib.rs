@@ -8,6 +8,8 @@
 //! - [`catalog`]: the supplier catalog (file + `catalog.v1`): the emitter's planning
 //!   data, ingest's SKU check, the live page's categories.
 //! - [`http`]: `/metrics`, `/healthz` and readiness shared by the stages' HTTP servers.
+//! - [`serve`]: serving a router to untrusted clients (connection cap, head timeout and
+//!   size cap, graceful drain): ingest's device port.
 //! - [`jsonl`]: registry files in JSON lines (stores, catalog).
 //! - [`ids`]: the identifier rule (event ids, SKUs, store and device ids).
 //! - [`stores`]: the store registry file, its `stores.v1` follower, and grids (H3).
@@ -20,6 +22,7 @@ pub mod jsonl;
 pub mod kafka;
 pub mod metrics;
 pub mod operator;
+pub mod serve;
 pub mod shutdown;
 pub mod stores;
 pub mod time;

@@ -145,8 +145,10 @@ def test_network_policies_deny_by_default_and_open_only_what_each_stage_serves()
         assert any(port in [x["port"] for x in r.get("ports", [])] for r in rules), f"{name}: port {port} reachable by someone"
         for r in rules:
             if "from" not in r:
-                # Open to anyone: only the device-facing ingest.
+                # Open to anyone: only the device-facing ingest, and only its device port
+                # (metrics are on the operator port, for monitoring and the live page).
                 assert name == "nearfield-ingest", f"{name} is open to every source"
+                assert [x["port"] for x in r["ports"]] == [8080], f"{name}: {r['ports']} open to all"
 
 
 def test_containers_drop_every_capability_under_the_default_seccomp_profile():

@@ -11,8 +11,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
-    /// HTTP listen address.
+    /// The device API's listen address (`/v1/*`, `/openapi.json`, `/healthz`, `/readyz`).
     pub listen: SocketAddr,
+    /// The operator port: `/metrics`, `/healthz`, `/readyz`, apart from the devices'
+    /// (SPEC §5), so the device-facing listener exposes no internals.
+    pub operator_listen: SocketAddr,
     /// Store registry file (JSON lines of `StoreRecord`), loaded at start; `stores.v1`
     /// keeps it current afterwards.
     pub stores_file: Option<PathBuf>,
@@ -51,6 +54,7 @@ impl Default for IngestConfig {
     fn default() -> Self {
         IngestConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            operator_listen: SocketAddr::from(([127, 0, 0, 1], 9080)),
             stores_file: None,
             follow_stores_topic: true,
             catalog_file: None,
@@ -103,6 +107,15 @@ pub struct Limits {
     /// Request-body bytes held at once (admitted by `Content-Length`, or the body limit
     /// when unknown); past it, 503 + Retry-After.
     pub max_inflight_bytes: usize,
+    /// Connections open at once on the device port; past it, 503 + Retry-After and close.
+    pub max_connections: usize,
+    /// How long a client may take to send a request line and headers (and how long an
+    /// idle keep-alive connection stays open), ms.
+    pub header_read_timeout_ms: u64,
+    /// Largest request line + headers, bytes (at least 8192); past it, 431.
+    pub max_head_bytes: usize,
+    /// Most header fields in a request; past it, 431.
+    pub max_headers: usize,
 }
 
 impl Default for Limits {
@@ -120,6 +133,10 @@ impl Default for Limits {
             body_timeout_ms: 10_000,
             max_concurrent_requests: 4_096,
             max_inflight_bytes: 256 << 20,
+            max_connections: 10_000,
+            header_read_timeout_ms: 10_000,
+            max_head_bytes: 16 * 1024,
+            max_headers: 64,
         }
     }
 }
@@ -186,6 +203,21 @@ impl IngestConfig {
             return err(
                 "limits",
                 "replay_cache_entries, body_timeout_ms and max_concurrent_requests must be positive",
+            );
+        }
+        if l.max_connections == 0 || l.header_read_timeout_ms == 0 || l.max_headers < 8 {
+            return err(
+                "limits",
+                "max_connections and header_read_timeout_ms must be positive, max_headers at least 8",
+            );
+        }
+        if l.max_head_bytes < nearfield_common::serve::MIN_HEAD_BYTES {
+            return err("limits.max_head_bytes", "must be at least 8192");
+        }
+        if self.operator_listen == self.listen && self.listen.port() != 0 {
+            return err(
+                "operator_listen",
+                "must differ from listen (metrics stay off the device port)",
             );
         }
         if l.max_inflight_bytes < l.max_body_bytes {

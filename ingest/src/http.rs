@@ -16,7 +16,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use nearfield_common::http::{Readiness, ops_routes};
+use nearfield_common::http::{Readiness, health_routes, ops_routes};
 use nearfield_common::kafka::Topics;
 use nearfield_common::time::now_ms;
 use nearfield_schemas::{Codec, Heartbeat, RejectSource, RejectedEvent, SaleEvent};
@@ -71,7 +71,8 @@ impl AppState {
     }
 }
 
-/// The router: API routes plus `/metrics`, `/healthz`, `/readyz`.
+/// The device port's router: the API plus `/healthz` and `/readyz` (for load balancers);
+/// `/metrics` is on the operator port ([`operator_router`]).
 pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
     Router::new()
         .route("/v1/events", post(single))
@@ -84,7 +85,12 @@ pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
         .fallback(not_found)
         .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&state), concurrency))
         .with_state(state)
-        .merge(ops_routes(readiness))
+        .merge(health_routes(readiness))
+}
+
+/// The operator port's router: `/metrics`, `/healthz`, `/readyz`.
+pub fn operator_router(readiness: Readiness) -> Router {
+    ops_routes(readiness)
 }
 
 fn error(status: u16, r: &Rejection) -> Response {

@@ -22,6 +22,8 @@ pub const RATE_LIMITED_TOTAL: &str = "nearfield_ingest_rate_limited_total";
 pub const HEARTBEATS_TOTAL: &str = "nearfield_ingest_heartbeats_total";
 pub const REGISTRY_STORES: &str = "nearfield_ingest_registry_stores";
 pub const DLQ_WRITTEN_TOTAL: &str = "nearfield_ingest_dlq_written_total";
+pub const CONNECTIONS_REFUSED_TOTAL: &str = "nearfield_ingest_connections_refused_total";
+pub const CONNECTIONS_OPEN: &str = "nearfield_ingest_connections_open";
 
 use nearfield_common::metrics::{counter, counter_vec, gauge};
 
@@ -77,6 +79,28 @@ static DLQ_WRITTEN: LazyLock<IntCounter> = LazyLock::new(|| {
     counter(DLQ_WRITTEN_TOTAL, "Rejected events written to the dead-letter topic.")
 });
 
+static CONNECTIONS_REFUSED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        CONNECTIONS_REFUSED_TOTAL,
+        "Device-port connections refused at the connection cap (503).",
+    )
+});
+static CONNECTIONS: LazyLock<IntGauge> =
+    LazyLock::new(|| gauge(CONNECTIONS_OPEN, "Device-port connections open."));
+
+/// The device port's edge events, as metrics.
+#[derive(Debug)]
+pub struct Edge;
+impl nearfield_common::serve::EdgeEvents for Edge {
+    fn connection_refused(&self) {
+        CONNECTIONS_REFUSED.inc();
+        tracing::debug!("connection refused at the connection cap");
+    }
+    fn connections_open(&self, n: usize) {
+        CONNECTIONS.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+}
+
 /// Registers every metric so `/metrics` lists them from the start.
 pub fn register_all() {
     LazyLock::force(&REQUESTS);
@@ -91,6 +115,8 @@ pub fn register_all() {
     LazyLock::force(&HEARTBEATS);
     LazyLock::force(&STORES);
     LazyLock::force(&DLQ_WRITTEN);
+    LazyLock::force(&CONNECTIONS_REFUSED);
+    LazyLock::force(&CONNECTIONS);
 }
 
 /// A request was answered.

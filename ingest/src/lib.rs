@@ -60,8 +60,8 @@ pub enum IngestError {
     File(#[from] nearfield_common::jsonl::FileError),
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("ingest.listen {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("ingest.{setting} {addr}: {source}")]
+    Bind { setting: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("http server: {0}")]
     Serve(std::io::Error),
 }
@@ -69,8 +69,10 @@ pub enum IngestError {
 /// A started ingest server.
 #[derive(Debug)]
 pub struct Running {
-    /// The address it listens on (useful with port 0).
+    /// The device port's address (useful with port 0).
     pub local_addr: SocketAddr,
+    /// The operator port's address (`/metrics`).
+    pub operator_addr: SocketAddr,
     /// Resolves when the server stopped and the producer flushed.
     pub done: tokio::task::JoinHandle<Result<(), IngestError>>,
 }
@@ -156,8 +158,13 @@ pub async fn start(
         kafka::Publisher::new(&kafka, Duration::from_millis(config.produce_timeout_ms))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|source| IngestError::Bind { addr: config.listen, source })?;
+        .map_err(|source| IngestError::Bind { setting: "listen", addr: config.listen, source })?;
     let local_addr = listener.local_addr().map_err(IngestError::Serve)?;
+    let addr = config.operator_listen;
+    let operator = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| IngestError::Bind { setting: "operator_listen", addr, source })?;
+    let operator_addr = operator.local_addr().map_err(IngestError::Serve)?;
     let grace = Duration::from_millis(config.shutdown_grace_ms);
     let limits = config.limits.clone();
     let state = Arc::new(http::AppState {
@@ -178,7 +185,16 @@ pub async fn start(
     let readiness = Readiness::default();
     tokio::spawn(readiness_loop(Arc::clone(&state), readiness.clone(), shutdown.clone()));
     let app = http::router(Arc::clone(&state), readiness.clone());
-    tracing::info!(%local_addr, "ingest listening");
+    let edge = nearfield_common::serve::EdgeLimits {
+        max_connections: limits.max_connections,
+        header_read_timeout: Duration::from_millis(limits.header_read_timeout_ms),
+        max_head_bytes: limits.max_head_bytes,
+        max_headers: limits.max_headers,
+    };
+    let ops = axum::serve(operator, http::operator_router(readiness.clone()))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let ops = tokio::spawn(async move { ops.await });
+    tracing::info!(%local_addr, %operator_addr, "ingest listening (devices; operator: /metrics)");
 
     let done = tokio::spawn(async move {
         let drain = {
@@ -192,7 +208,8 @@ pub async fn start(
                 tracing::info!("ingest draining: refusing new requests, finishing in-flight ones");
             }
         };
-        let served = axum::serve(listener, app).with_graceful_shutdown(drain).await;
+        let events = Arc::new(internal_events::Edge);
+        let served = nearfield_common::serve::serve(listener, app, edge, events, drain).await;
         // Every request has been answered; flush whatever is still queued (records whose
         // request timed out) so nothing acknowledged later is lost.
         let p = state.publisher.clone();
@@ -206,10 +223,11 @@ pub async fn start(
         for f in followers {
             f.stop().await;
         }
+        let ops = ops.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
         tracing::info!("ingest stopped");
-        served.map_err(IngestError::Serve)
+        served.and(ops).map_err(IngestError::Serve)
     });
-    Ok(Running { local_addr, done })
+    Ok(Running { local_addr, operator_addr, done })
 }
 
 async fn readiness_loop(

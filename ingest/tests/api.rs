@@ -448,7 +448,10 @@ async fn operational_endpoints() {
         assert!(std::time::Instant::now() < deadline, "never ready");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    // Metrics are on the operator port only: the device port does not serve them.
+    assert_eq!(get("/metrics").await.unwrap().status().as_u16(), 404);
+    let metrics =
+        h.client.get(h.operator_url("/metrics")).send().await.unwrap().text().await.unwrap();
     for name in [
         nearfield_ingest::internal_events::REQUESTS_TOTAL,
         nearfield_ingest::internal_events::EVENTS_ACCEPTED_TOTAL,

@@ -1,7 +1,9 @@
 //! The edge holds against one slow or unauthenticated client (SPEC §5, security issue):
 //! an unauthenticated request is answered without its body being read, a body that does
 //! not arrive in time gets 408, requests and request bytes in flight are capped (503 +
-//! Retry-After), and heartbeats count against the store's rate limit. Raw TCP, so the
+//! Retry-After), and heartbeats count against the store's rate limit; open connections are
+//! capped (503 + Retry-After), a request head that never ends is cut off, and an oversized
+//! one is 431. Raw TCP, so the
 //! test controls exactly what is sent and when.
 
 mod harness;
@@ -108,5 +110,48 @@ async fn heartbeats_count_against_the_store_rate_limit() {
         got.push(h.post("/v1/heartbeat", &json!({})).await.0);
     }
     assert_eq!(got, [200, 200, 429]);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_get_503_and_a_head_that_never_ends_is_cut_off() {
+    let h = Harness::start(Kafka::shared(), |c| {
+        c.limits.max_connections = 2;
+        c.limits.header_read_timeout_ms = 500;
+    })
+    .await;
+    // Two clients that open a connection and send half a request line hold both slots…
+    let mut idle = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(h.addr).await.expect("connect");
+        s.write_all(b"POST /v1/events HTTP/1.1\r\nhost: x\r\n").await.expect("partial head");
+        idle.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // …so a third is answered 503 + Retry-After at once and closed.
+    let mut third = TcpStream::connect(h.addr).await.expect("connect");
+    let mut text = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), third.read_to_string(&mut text)).await;
+    assert!(text.starts_with("HTTP/1.1 503") && text.contains("Retry-After"), "{text}");
+    // The slow ones are cut off after the head timeout, which frees their slots.
+    for s in &mut idle {
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "a connection without a complete head stayed open");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, _, _) =
+        h.post_as("s1", "pos-1", "/v1/heartbeat", "application/json", b"{}".to_vec(), None).await;
+    assert_eq!(status, 200, "served again once the slots are free");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_request_head_is_431() {
+    let h = Harness::start(Kafka::shared(), |_| {}).await;
+    let mut s = TcpStream::connect(h.addr).await.expect("connect");
+    let head = format!("GET /healthz HTTP/1.1\r\nhost: x\r\nx-pad: {}\r\n\r\n", "p".repeat(20_000));
+    let _ = s.write_all(head.as_bytes()).await;
+    assert_eq!(status(&mut s, Duration::from_secs(5)).await, Some(431));
     h.stop().await;
 }

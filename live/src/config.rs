@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 pub struct LiveConfig {
     /// Where the page is served.
     pub listen: SocketAddr,
-    /// Base URLs of the stages' HTTP servers (metrics, `/v1/cells`, `/v1/plans`).
-    pub ingest_url: String,
+    /// Ingest's operator port (its `/metrics`; the device port serves none).
+    pub ingest_operator_url: String,
+    /// Base URLs of the aggregator's and emitter's HTTP servers (metrics, `/v1/cells`,
+    /// `/v1/plans`).
     pub aggregator_url: String,
     pub emitter_url: String,
     /// Catalog file for the category selector (inherits `emit.catalog_file`).
@@ -32,7 +34,7 @@ impl Default for LiveConfig {
     fn default() -> Self {
         LiveConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
-            ingest_url: "http://127.0.0.1:8080".into(),
+            ingest_operator_url: "http://127.0.0.1:9080".into(),
             aggregator_url: "http://127.0.0.1:8081".into(),
             emitter_url: "http://127.0.0.1:8082".into(),
             catalog_file: None,
@@ -55,7 +57,7 @@ impl LiveConfig {
     /// Checks every setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
         for (setting, url) in [
-            ("ingest_url", &self.ingest_url),
+            ("ingest_operator_url", &self.ingest_operator_url),
             ("aggregator_url", &self.aggregator_url),
             ("emitter_url", &self.emitter_url),
         ] {

@@ -117,7 +117,7 @@ impl Sources {
     /// do not depend on how many pages are open.
     pub async fn sample(&self) {
         let (i, a, e) = tokio::join!(
-            self.get(format!("{}/metrics", self.cfg.ingest_url)),
+            self.get(format!("{}/metrics", self.cfg.ingest_operator_url)),
             self.get(format!("{}/metrics", self.cfg.aggregator_url)),
             self.get(format!("{}/metrics", self.cfg.emitter_url)),
         );

@@ -49,7 +49,7 @@ async fn hostile_strings_are_shown_as_text() {
     let shutdown = CancellationToken::new();
     let cfg = LiveConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
-        ingest_url: ingest,
+        ingest_operator_url: ingest,
         aggregator_url: aggregator,
         emitter_url: emitter,
         refresh_ms: 500,

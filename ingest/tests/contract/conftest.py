@@ -95,6 +95,7 @@ partitions = 1
 {topics}
 [ingest]
 listen = "127.0.0.1:{port}"
+operator_listen = "127.0.0.1:0"
 stores_file = "{stores}"
 follow_stores_topic = false
 master_key = "{MASTER_KEY}"

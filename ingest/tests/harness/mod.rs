@@ -23,6 +23,8 @@ pub struct Harness {
     pub kafka: &'static Kafka,
     pub settings: KafkaSettings,
     pub addr: std::net::SocketAddr,
+    /// The operator port (`/metrics`).
+    pub operator: std::net::SocketAddr,
     pub shutdown: CancellationToken,
     pub running: Option<Running>,
     pub client: reqwest::Client,
@@ -70,6 +72,7 @@ impl Harness {
         let dir = tempfile::tempdir().expect("tmp");
         let mut cfg = IngestConfig {
             listen: "127.0.0.1:0".parse().expect("addr"),
+            operator_listen: "127.0.0.1:0".parse().expect("addr"),
             stores_file: Some(write_stores(dir.path())),
             master_key: Some(MASTER.into()),
             ..IngestConfig::default()
@@ -83,6 +86,7 @@ impl Harness {
             kafka,
             settings,
             addr: running.local_addr,
+            operator: running.operator_addr,
             shutdown,
             running: Some(running),
             client: reqwest::Client::new(),
@@ -92,6 +96,11 @@ impl Harness {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// A URL on the operator port (`/metrics`).
+    pub fn operator_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.operator)
     }
 
     /// A signed POST as `store`/`device`, signed at `ts` (now when None).
