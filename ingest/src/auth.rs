@@ -33,6 +33,8 @@ pub const HEADER_DEVICE: &str = "x-nearfield-device";
 pub const HEADER_TIMESTAMP: &str = "x-nearfield-timestamp";
 /// Header with the hex HMAC-SHA256 signature.
 pub const HEADER_SIGNATURE: &str = "x-nearfield-signature";
+/// Optional header naming the master key the device's key derives from (rotation).
+pub const HEADER_KEY_ID: &str = "x-nearfield-key-id";
 
 /// The public demo master key of `deploy/examples/nearfield.toml` (hex of
 /// `nearfield-demo-only-master-key`): anyone can read it, so ingest refuses it on any

@@ -33,6 +33,16 @@ pub struct IngestConfig {
     pub master_key: Option<String>,
     /// File holding the hex master key (a mounted Kubernetes Secret).
     pub master_key_file: Option<PathBuf>,
+    /// The current master key's id (devices may name it in `X-Nearfield-Key-Id`).
+    pub master_key_id: String,
+    /// During a master-key rotation, the previous key (hex), still accepted (docs/ingest.md
+    /// "Rotating the master key"); prefer `previous_master_key_file`.
+    pub previous_master_key: Option<String>,
+    /// File holding the previous master key.
+    pub previous_master_key_file: Option<PathBuf>,
+    /// The previous key's id; required with a previous key, and different from
+    /// `master_key_id`.
+    pub previous_master_key_id: Option<String>,
     /// H3 resolution of a grid cell (8 ≈ 0.7 km²).
     pub h3_resolution: u8,
     /// Request and event limits.
@@ -61,6 +71,10 @@ impl Default for IngestConfig {
             follow_catalog_topic: true,
             master_key: None,
             master_key_file: None,
+            master_key_id: "1".into(),
+            previous_master_key: None,
+            previous_master_key_file: None,
+            previous_master_key_id: None,
             h3_resolution: 8,
             limits: Limits::default(),
             rate_limit: RateLimit::default(),
@@ -243,6 +257,31 @@ impl IngestConfig {
                 "master_key",
                 "master_key and master_key_file are both set; set exactly one (neither wins)",
             );
+        }
+        if self.previous_master_key.is_some() && self.previous_master_key_file.is_some() {
+            return err(
+                "previous_master_key",
+                "previous_master_key and previous_master_key_file are both set; set exactly one",
+            );
+        }
+        let id_ok = |id: &str| nearfield_common::ids::check(id, 64).is_ok();
+        if !id_ok(&self.master_key_id) {
+            return err("master_key_id", "must be 1 to 64 of [A-Za-z0-9._:-]");
+        }
+        let previous =
+            self.previous_master_key.is_some() || self.previous_master_key_file.is_some();
+        match (&self.previous_master_key_id, previous) {
+            (None, true) => return err("previous_master_key_id", "required with a previous key"),
+            (Some(_), false) => {
+                return err("previous_master_key_id", "set without a previous key");
+            }
+            (Some(id), true) if !id_ok(id) || *id == self.master_key_id => {
+                return err(
+                    "previous_master_key_id",
+                    "must be 1 to 64 of [A-Za-z0-9._:-] and differ from master_key_id",
+                );
+            }
+            _ => {}
         }
         if self.produce_timeout_ms == 0 {
             return err("produce_timeout_ms", "must be positive");

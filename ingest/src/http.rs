@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-use crate::auth::{HEADER_DEVICE, HEADER_SIGNATURE, HEADER_STORE, HEADER_TIMESTAMP};
+use crate::auth::{HEADER_DEVICE, HEADER_KEY_ID, HEADER_SIGNATURE, HEADER_STORE, HEADER_TIMESTAMP};
 use crate::body::{Format, Parsed, parse_batch, parse_single};
 use crate::config::IngestConfig;
 use crate::internal_events::{
@@ -146,6 +146,7 @@ async fn admit(state: &AppState, req: Request) -> Result<(Principal, HeaderMap, 
         device_id: header_str(h, HEADER_DEVICE),
         timestamp: header_str(h, HEADER_TIMESTAMP),
         signature: header_str(h, HEADER_SIGNATURE),
+        key_id: header_str(h, HEADER_KEY_ID),
         method: parts.method.as_str(),
         path: parts.uri.path(),
         query: parts.uri.query().unwrap_or(""),
@@ -182,7 +183,8 @@ async fn admit(state: &AppState, req: Request) -> Result<(Principal, HeaderMap, 
         };
     let (signature, ts) = claimed.signature();
     let signature = signature.to_vec();
-    let who = claimed.verify(&signed, &bytes).map_err(|e| refused(&e, store))?;
+    let (who, key) = claimed.verify_key(&signed, &bytes).map_err(|e| refused(&e, store))?;
+    crate::internal_events::Authenticated { key }.emit();
     match state.replays.take(&signature, ts, now_ms()) {
         Ok(()) => {}
         Err(Refused::Replayed) => {

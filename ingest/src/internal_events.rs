@@ -24,6 +24,7 @@ pub const REGISTRY_STORES: &str = "nearfield_ingest_registry_stores";
 pub const DLQ_WRITTEN_TOTAL: &str = "nearfield_ingest_dlq_written_total";
 pub const CONNECTIONS_REFUSED_TOTAL: &str = "nearfield_ingest_connections_refused_total";
 pub const CONNECTIONS_OPEN: &str = "nearfield_ingest_connections_open";
+pub const AUTHENTICATED_TOTAL: &str = "nearfield_ingest_authenticated_total";
 
 use nearfield_common::metrics::{counter, counter_vec, gauge};
 
@@ -88,6 +89,25 @@ static CONNECTIONS_REFUSED: LazyLock<IntCounter> = LazyLock::new(|| {
 static CONNECTIONS: LazyLock<IntGauge> =
     LazyLock::new(|| gauge(CONNECTIONS_OPEN, "Device-port connections open."));
 
+static AUTHENTICATED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    counter_vec(
+        AUTHENTICATED_TOTAL,
+        "Requests authenticated, by the master key the device's key derives from (a rotation is done when previous stays flat).",
+        &["key"],
+    )
+});
+
+/// A request's signature was verified.
+#[derive(Debug)]
+pub struct Authenticated {
+    pub key: crate::registry::KeyUsed,
+}
+impl Authenticated {
+    pub fn emit(self) {
+        AUTHENTICATED.with_label_values(&[self.key.label()]).inc();
+    }
+}
+
 /// The device port's edge events, as metrics.
 #[derive(Debug)]
 pub struct Edge;
@@ -117,6 +137,7 @@ pub fn register_all() {
     LazyLock::force(&DLQ_WRITTEN);
     LazyLock::force(&CONNECTIONS_REFUSED);
     LazyLock::force(&CONNECTIONS);
+    LazyLock::force(&AUTHENTICATED);
 }
 
 /// A request was answered.

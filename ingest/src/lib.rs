@@ -87,17 +87,23 @@ pub async fn run(
     running.done.await.unwrap_or_else(|e| Err(IngestError::Serve(std::io::Error::other(e))))
 }
 
-/// The master key from `master_key` or `master_key_file` (exactly one is set: the
-/// config's validation says so); the public demo key only on a loopback listen address.
-fn master_key(config: &IngestConfig) -> Result<auth::MasterKey, IngestError> {
-    let key = match (&config.master_key, &config.master_key_file) {
+/// A master key from its hex setting or its file (at most one is set: the config's
+/// validation says so); the public demo key only on a loopback listen address.
+fn read_key(
+    config: &IngestConfig,
+    setting: &'static str,
+    hex: Option<&String>,
+    file: Option<&std::path::PathBuf>,
+) -> Result<Option<auth::MasterKey>, IngestError> {
+    let key = match (hex, file) {
         (Some(hex), None) => auth::MasterKey::from_hex(hex)?,
         (None, Some(path)) => auth::MasterKey::from_hex(
             &std::fs::read_to_string(path).map_err(IngestError::KeyFile)?,
         )?,
+        (None, None) => return Ok(None),
         _ => {
-            let rule = "set exactly one of master_key and master_key_file".into();
-            return Err(config::ConfigError { setting: "master_key", rule }.into());
+            let rule = format!("set exactly one of {setting} and {setting}_file");
+            return Err(config::ConfigError { setting, rule }.into());
         }
     };
     if key.is_demo() && !config.listen.ip().is_loopback() {
@@ -106,9 +112,38 @@ fn master_key(config: &IngestConfig) -> Result<auth::MasterKey, IngestError> {
              generate one (openssl rand -hex 32) into master_key_file",
             config.listen
         );
-        return Err(config::ConfigError { setting: "master_key", rule }.into());
+        return Err(config::ConfigError { setting, rule }.into());
     }
-    Ok(key)
+    Ok(Some(key))
+}
+
+/// The current master key (exactly one of `master_key` / `master_key_file`).
+fn master_key(config: &IngestConfig) -> Result<auth::MasterKey, IngestError> {
+    read_key(config, "master_key", config.master_key.as_ref(), config.master_key_file.as_ref())?
+        .ok_or_else(|| {
+            let rule = "set exactly one of master_key and master_key_file".into();
+            config::ConfigError { setting: "master_key", rule }.into()
+        })
+}
+
+/// The current master key and, during a rotation, the previous one, with their ids.
+fn master_keys(config: &IngestConfig) -> Result<registry::MasterKeys, IngestError> {
+    let current = (config.master_key_id.clone(), master_key(config)?);
+    let previous = read_key(
+        config,
+        "previous_master_key",
+        config.previous_master_key.as_ref(),
+        config.previous_master_key_file.as_ref(),
+    )?
+    .map(|k| (config.previous_master_key_id.clone().unwrap_or_default(), k));
+    if previous.is_some() {
+        tracing::info!(
+            current = %current.0,
+            previous = ?config.previous_master_key_id,
+            "master-key rotation: devices on either key are accepted"
+        );
+    }
+    Ok(registry::MasterKeys { current, previous })
 }
 
 /// Starts ingest and returns once it listens.
@@ -121,7 +156,7 @@ pub async fn start(
     internal_events::register_all();
     let resolution = h3o::Resolution::try_from(config.h3_resolution)
         .map_err(|e| config::ConfigError { setting: "h3_resolution", rule: e.to_string() })?;
-    let registry = Arc::new(registry::Registry::new(master_key(&config)?, resolution));
+    let registry = Arc::new(registry::Registry::with_keys(master_keys(&config)?, resolution));
     if let Some(path) = &config.stores_file {
         let n = registry.load_file(path)?;
         tracing::info!(stores = n, file = %path.display(), "store registry loaded");
@@ -276,8 +311,37 @@ mod tests {
         assert!(e.contains("master_key") && e.contains("demo key"), "{e}");
         let own = IngestConfig { master_key: Some("ab".repeat(32)), ..exposed.clone() };
         assert!(!master_key(&own).expect("a key of its own").is_demo());
-        let both = IngestConfig { master_key_file: Some("/k".into()), ..own };
+        let both = IngestConfig { master_key_file: Some("/k".into()), ..own.clone() };
         let e = both.validate().expect_err("both").to_string();
         assert!(e.contains("master_key") && e.contains("both"), "{e}");
+    }
+
+    #[test]
+    fn a_rotation_names_both_keys_and_refuses_the_demo_key_as_the_previous_one() {
+        let base = IngestConfig {
+            master_key: Some("ab".repeat(32)),
+            master_key_id: "2".into(),
+            listen: "0.0.0.0:8080".parse().expect("addr"),
+            ..IngestConfig::default()
+        };
+        let rotating = IngestConfig {
+            previous_master_key: Some("cd".repeat(32)),
+            previous_master_key_id: Some("1".into()),
+            ..base.clone()
+        };
+        rotating.validate().expect("valid");
+        let keys = master_keys(&rotating).expect("keys");
+        assert_eq!(keys.current.0, "2");
+        assert_eq!(keys.previous.as_ref().map(|p| p.0.as_str()), Some("1"));
+        let unnamed = IngestConfig { previous_master_key_id: None, ..rotating.clone() };
+        assert!(unnamed.validate().expect_err("id").to_string().contains("previous_master_key_id"));
+        let same = IngestConfig { previous_master_key_id: Some("2".into()), ..rotating.clone() };
+        assert!(same.validate().is_err(), "ids must differ");
+        let demo = IngestConfig {
+            previous_master_key: Some(auth::DEMO_MASTER_KEY_HEX.into()),
+            ..rotating
+        };
+        let e = master_keys(&demo).expect_err("demo key off loopback").to_string();
+        assert!(e.contains("previous_master_key") && e.contains("demo key"), "{e}");
     }
 }

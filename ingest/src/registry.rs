@@ -25,7 +25,36 @@ pub struct Store {
     /// H3 cell (lower-case hex) at the configured resolution.
     pub grid_id: String,
     pub active: bool,
+    /// The store's key version (device keys derive from it).
+    key_version: i32,
+    /// Each device's key under the current master key.
     devices: HashMap<String, DeviceKey>,
+}
+
+/// The master keys: the current one, and during a rotation the previous one, each with an
+/// id a device may name in `X-Nearfield-Key-Id`. A device that names none is checked
+/// against the current key, then the previous one.
+#[derive(Debug, Clone)]
+pub struct MasterKeys {
+    pub current: (String, MasterKey),
+    pub previous: Option<(String, MasterKey)>,
+}
+
+/// Which master key a request was verified with (for the rotation's progress metric).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUsed {
+    Current,
+    Previous,
+}
+
+impl KeyUsed {
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            KeyUsed::Current => "current",
+            KeyUsed::Previous => "previous",
+        }
+    }
 }
 
 /// What a request says about who signed it (header values as sent) and what the
@@ -36,6 +65,8 @@ pub struct SignedRequest<'a> {
     pub device_id: Option<&'a str>,
     pub timestamp: Option<&'a str>,
     pub signature: Option<&'a str>,
+    /// `X-Nearfield-Key-Id`: which master key the device's key derives from (optional).
+    pub key_id: Option<&'a str>,
     pub method: &'a str,
     pub path: &'a str,
     pub query: &'a str,
@@ -46,7 +77,8 @@ pub struct SignedRequest<'a> {
 /// reading. [`Claimed::verify`] checks the signature over it.
 #[derive(Debug)]
 pub struct Claimed {
-    key: DeviceKey,
+    /// The keys the signature may be under, in the order tried.
+    keys: Vec<(KeyUsed, DeviceKey)>,
     principal: Principal,
     active: bool,
     timestamp_ms: i64,
@@ -62,6 +94,15 @@ impl Claimed {
     /// Checks the signature over the request line and `body`; then whether the store may
     /// write.
     pub fn verify(self, req: &SignedRequest<'_>, body: &[u8]) -> Result<Principal, AuthError> {
+        self.verify_key(req, body).map(|(p, _)| p)
+    }
+
+    /// [`Claimed::verify`], and which master key the device's key derives from.
+    pub fn verify_key(
+        self,
+        req: &SignedRequest<'_>,
+        body: &[u8],
+    ) -> Result<(Principal, KeyUsed), AuthError> {
         let line = RequestLine {
             timestamp_ms: self.timestamp_ms,
             method: req.method,
@@ -69,13 +110,16 @@ impl Claimed {
             query: req.query,
             content_type: req.content_type,
         };
-        if !self.key.verify(&line, body, &self.signature) {
-            return Err(AuthError::BadSignature);
-        }
+        let used = self
+            .keys
+            .iter()
+            .find(|(_, key)| key.verify(&line, body, &self.signature))
+            .map(|(used, _)| *used)
+            .ok_or(AuthError::BadSignature)?;
         if !self.active {
             return Err(AuthError::InactiveStore);
         }
-        Ok(self.principal)
+        Ok((self.principal, used))
     }
 }
 
@@ -97,7 +141,7 @@ pub enum RegistryError {
 /// The registry.
 #[derive(Debug)]
 pub struct Registry {
-    master: MasterKey,
+    masters: MasterKeys,
     resolution: Resolution,
     stores: DashMap<String, Arc<Store>>,
 }
@@ -105,7 +149,16 @@ pub struct Registry {
 impl Registry {
     /// An empty registry deriving device keys from `master`.
     pub fn new(master: MasterKey, resolution: Resolution) -> Self {
-        Registry { master, resolution, stores: DashMap::new() }
+        Registry::with_keys(
+            MasterKeys { current: ("1".into(), master), previous: None },
+            resolution,
+        )
+    }
+
+    /// An empty registry deriving device keys from the current master key, and during a
+    /// rotation accepting keys derived from the previous one.
+    pub fn with_keys(masters: MasterKeys, resolution: Resolution) -> Self {
+        Registry { masters, resolution, stores: DashMap::new() }
     }
 
     /// Inserts or replaces a store.
@@ -128,9 +181,17 @@ impl Registry {
         let devices = rec
             .device_ids
             .iter()
-            .map(|d| (d.clone(), self.master.device_key(&rec.store_id, d, rec.key_version)))
+            .map(|d| {
+                (d.clone(), self.masters.current.1.device_key(&rec.store_id, d, rec.key_version))
+            })
             .collect();
-        let store = Store { store_id: rec.store_id.clone(), grid_id, active: rec.active, devices };
+        let store = Store {
+            store_id: rec.store_id.clone(),
+            grid_id,
+            active: rec.active,
+            key_version: rec.key_version,
+            devices,
+        };
         self.stores.insert(rec.store_id.clone(), Arc::new(store));
         Ok(())
     }
@@ -186,8 +247,23 @@ impl Registry {
         }
         let store = self.get(store_id).ok_or(AuthError::UnknownDevice)?;
         let key = store.devices.get(device_id).ok_or(AuthError::UnknownDevice)?;
+        let previous = || {
+            self.masters.previous.as_ref().map(|(_, m)| {
+                (KeyUsed::Previous, m.device_key(&store.store_id, device_id, store.key_version))
+            })
+        };
+        let current = (KeyUsed::Current, key.clone());
+        // A named key is the only one tried; an unknown id gets the unknown-device answer.
+        let keys = match req.key_id.map(str::trim) {
+            None => std::iter::once(current).chain(previous()).collect(),
+            Some(id) if id == self.masters.current.0 => vec![current],
+            Some(id) if self.masters.previous.as_ref().is_some_and(|(p, _)| p == id) => {
+                previous().into_iter().collect()
+            }
+            Some(_) => return Err(AuthError::UnknownDevice),
+        };
         Ok(Claimed {
-            key: key.clone(),
+            keys,
             principal: Principal {
                 store_id: store.store_id.clone(),
                 device_id: device_id.to_string(),
@@ -241,6 +317,7 @@ mod tests {
             device_id,
             timestamp,
             signature,
+            key_id: None,
             method: "POST",
             path,
             query: "",
@@ -362,5 +439,40 @@ mod tests {
         assert_eq!(res, Err(AuthError::BadSignature));
         r.remove("s1");
         assert!(r.get("s1").is_none());
+    }
+
+    #[test]
+    fn during_a_rotation_devices_on_either_master_key_authenticate() {
+        let old = MasterKey::from_hex("00112233445566778899aabbccddeeff").expect("key");
+        let new = MasterKey::from_hex("ffeeddccbbaa99887766554433221100").expect("key");
+        let keys = |previous: bool| MasterKeys {
+            current: ("2".into(), new.clone()),
+            previous: previous.then(|| ("1".into(), old.clone())),
+        };
+        let on_old = sign(&old.device_key("s1", "pos-1", 1), 1_000, "/p", b"x");
+        let on_new = sign(&new.device_key("s1", "pos-1", 1), 1_000, "/p", b"x");
+        let r = Registry::with_keys(keys(true), Resolution::Eight);
+        r.upsert(&shop()).expect("valid");
+        let auth = |r: &Registry, sig: &str, key_id: Option<&str>| {
+            let req = SignedRequest {
+                key_id,
+                ..signed(Some("s1"), Some("pos-1"), Some("1000"), Some(sig), "/p")
+            };
+            r.claim(&req, 1_000, 10_000)?.verify_key(&req, b"x").map(|(_, used)| used)
+        };
+        // No id: the current key, then the previous one.
+        assert_eq!(auth(&r, &on_new, None), Ok(KeyUsed::Current));
+        assert_eq!(auth(&r, &on_old, None), Ok(KeyUsed::Previous));
+        // A named key is the only one tried.
+        assert_eq!(auth(&r, &on_old, Some("1")), Ok(KeyUsed::Previous));
+        assert_eq!(auth(&r, &on_old, Some("2")), Err(AuthError::BadSignature));
+        assert_eq!(auth(&r, &on_new, Some("2")), Ok(KeyUsed::Current));
+        assert_eq!(auth(&r, &on_new, Some("9")), Err(AuthError::UnknownDevice));
+        // Rotation done: the previous key is gone, and so are the devices still on it.
+        let done = Registry::with_keys(keys(false), Resolution::Eight);
+        done.upsert(&shop()).expect("valid");
+        assert_eq!(auth(&done, &on_new, None), Ok(KeyUsed::Current));
+        assert_eq!(auth(&done, &on_old, None), Err(AuthError::BadSignature));
+        assert_eq!(auth(&done, &on_old, Some("1")), Err(AuthError::UnknownDevice));
     }
 }
