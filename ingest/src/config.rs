@@ -130,6 +130,12 @@ pub struct Limits {
     pub max_head_bytes: usize,
     /// Most header fields in a request; past it, 431.
     pub max_headers: usize,
+    /// Most units (any kind) one store may send per window of `store_window_ms` of
+    /// occurred_at, per ingest instance; past it, 422 `quantity.store_window_cap`
+    /// (dead-lettered). 0: no cap.
+    pub max_store_units_per_window: u64,
+    /// The window of `max_store_units_per_window` (and of returns-beyond-sales), ms.
+    pub store_window_ms: i64,
 }
 
 impl Default for Limits {
@@ -151,6 +157,8 @@ impl Default for Limits {
             header_read_timeout_ms: 10_000,
             max_head_bytes: 16 * 1024,
             max_headers: 64,
+            max_store_units_per_window: 100_000,
+            store_window_ms: 3_600_000,
         }
     }
 }
@@ -224,6 +232,9 @@ impl IngestConfig {
                 "limits",
                 "max_connections and header_read_timeout_ms must be positive, max_headers at least 8",
             );
+        }
+        if l.store_window_ms < 1_000 {
+            return err("limits.store_window_ms", "must be at least 1000");
         }
         if l.max_head_bytes < nearfield_common::serve::MIN_HEAD_BYTES {
             return err("limits.max_head_bytes", "must be at least 8192");

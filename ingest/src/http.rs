@@ -59,6 +59,8 @@ pub struct AppState {
     pub draining: AtomicBool,
     /// The supplier catalog, when configured (SKUs outside it are refused).
     pub catalog: Option<Arc<nearfield_common::catalog::Catalog>>,
+    /// Units per store and window (the per-store cap, returns beyond sales).
+    pub windows: crate::storecaps::StoreWindows,
 }
 
 impl AppState {
@@ -246,8 +248,17 @@ enum Outcome {
 }
 
 fn decide(state: &AppState, who: &Principal, p: Parsed, format: Format, now: i64) -> Outcome {
-    let checked = p.fields.and_then(|f| validate(f, who, state.rules(), now)).and_then(|event| {
-        match state.codec.encode(&event) {
+    let checked = p
+        .fields
+        .and_then(|f| validate(f, who, state.rules(), now))
+        .and_then(|event| {
+            let admitted = state.windows.admit(&event)?;
+            if admitted.return_beyond_sales {
+                crate::internal_events::ReturnBeyondSales.emit();
+            }
+            Ok(event)
+        })
+        .and_then(|event| match state.codec.encode(&event) {
             Ok(payload) => Ok((event, payload)),
             // Only a Rust type out of step with its schema can get here (the contract
             // tests rule that out); the event is answered 500 and dead-lettered, not lost.
@@ -257,8 +268,7 @@ fn decide(state: &AppState, who: &Principal, p: Parsed, format: Format, now: i64
                 message: e.to_string(),
                 status: 500,
             }),
-        }
-    });
+        });
     match checked {
         Ok((event, payload)) => Outcome::Accepted { event, payload },
         Err(rejection) => {
@@ -313,7 +323,14 @@ async fn publish(
     state.publisher.publish(out).await
 }
 
-fn count(outcomes: &[Outcome], results: &[Result<(), PublishError>]) {
+/// Counts what was stored, and gives back the store-window units of accepted events that
+/// were not (the device retries them).
+fn count(state: &AppState, outcomes: &[Outcome], results: &[Result<(), PublishError>]) {
+    for (o, r) in outcomes.iter().zip(results) {
+        if let (Outcome::Accepted { event, .. }, Err(_)) = (o, r) {
+            state.windows.release(event);
+        }
+    }
     let accepted = outcomes
         .iter()
         .zip(results)
@@ -356,7 +373,7 @@ async fn single_inner(state: &AppState, req: Request) -> Response {
     };
     let mut outcomes = vec![decide(state, &who, parsed, Format::Json, now)];
     let results = publish(state, &who, &mut outcomes).await;
-    count(&outcomes, &results);
+    count(state, &outcomes, &results);
     if let Some(Err(e)) = results.first() {
         return unavailable(
             1,
@@ -404,7 +421,7 @@ async fn batch_inner(state: &AppState, req: Request) -> Response {
     let mut outcomes: Vec<Outcome> =
         parsed.into_iter().map(|p| decide(state, &who, p, format, now)).collect();
     let results = publish(state, &who, &mut outcomes).await;
-    count(&outcomes, &results);
+    count(state, &outcomes, &results);
     let mut accepted = 0;
     let mut rejected = 0;
     let mut failed = 0;

@@ -25,6 +25,7 @@ pub const DLQ_WRITTEN_TOTAL: &str = "nearfield_ingest_dlq_written_total";
 pub const CONNECTIONS_REFUSED_TOTAL: &str = "nearfield_ingest_connections_refused_total";
 pub const CONNECTIONS_OPEN: &str = "nearfield_ingest_connections_open";
 pub const AUTHENTICATED_TOTAL: &str = "nearfield_ingest_authenticated_total";
+pub const RETURNS_BEYOND_SALES_TOTAL: &str = "nearfield_ingest_returns_beyond_sales_total";
 
 use nearfield_common::metrics::{counter, counter_vec, gauge};
 
@@ -97,6 +98,22 @@ static AUTHENTICATED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
 });
 
+static RETURNS_BEYOND_SALES: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        RETURNS_BEYOND_SALES_TOTAL,
+        "RETURN events accepted beyond what their store sold in the window (possible plan steering).",
+    )
+});
+
+/// A RETURN took its store's returns past its sales in the window.
+#[derive(Debug)]
+pub struct ReturnBeyondSales;
+impl ReturnBeyondSales {
+    pub fn emit(self) {
+        RETURNS_BEYOND_SALES.inc();
+    }
+}
+
 /// A request's signature was verified.
 #[derive(Debug)]
 pub struct Authenticated {
@@ -138,6 +155,7 @@ pub fn register_all() {
     LazyLock::force(&CONNECTIONS_REFUSED);
     LazyLock::force(&CONNECTIONS);
     LazyLock::force(&AUTHENTICATED);
+    LazyLock::force(&RETURNS_BEYOND_SALES);
 }
 
 /// A request was answered.

@@ -15,6 +15,7 @@
 //! - [`heartbeat`]: the heartbeat body and its rules.
 //! - [`ratelimit`]: per-store token buckets.
 //! - [`replay`]: each request signature accepted once within the replay window.
+//! - [`storecaps`]: units per store and window (the per-store cap, returns beyond sales).
 //! - [`kafka`]: the durable producer (the registry follower is `nearfield_common::stores`).
 //! - [`http`]: routes and handlers.
 //! - [`internal_events`]: logs and metrics.
@@ -30,6 +31,7 @@ pub mod kafka;
 pub mod ratelimit;
 pub mod registry;
 pub mod replay;
+pub mod storecaps;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -216,6 +218,10 @@ pub async fn start(
             limits.max_inflight_bytes.min(tokio::sync::Semaphore::MAX_PERMITS),
         )),
         catalog,
+        windows: storecaps::StoreWindows::new(
+            limits.store_window_ms,
+            limits.max_store_units_per_window,
+        ),
     });
     let readiness = Readiness::default();
     tokio::spawn(readiness_loop(Arc::clone(&state), readiness.clone(), shutdown.clone()));
@@ -287,7 +293,12 @@ async fn readiness_loop(
         }
         readiness.set(ready);
         internal_events::QUEUE_DEPTH.set(i64::from(state.publisher.in_flight()));
-        state.replays.prune(nearfield_common::time::now_ms());
+        let now = nearfield_common::time::now_ms();
+        state.replays.prune(now);
+        let l = &state.config.limits;
+        state
+            .windows
+            .prune(now.saturating_sub(l.max_event_age_ms()).saturating_sub(l.store_window_ms));
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(Duration::from_secs(if ready { 5 } else { 1 })) => {}

@@ -518,3 +518,57 @@ async fn ambiguous_or_lookalike_input_is_refused_naming_the_rule() {
     assert_eq!(dlq(&h).len(), 3, "every refused event is in the dead-letter topic");
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_store_cannot_steer_plans_past_its_window_cap() {
+    let h = Harness::start(Kafka::shared(), |c| c.limits.max_store_units_per_window = 5).await;
+    let mut e = event("cap-1");
+    e["quantity"] = json!(4);
+    assert_eq!(h.post("/v1/events", &e).await.0, 200);
+    let mut e = event("cap-2");
+    e["quantity"] = json!(2);
+    let (status, body) = h.post("/v1/events", &e).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["rule"], "quantity.store_window_cap", "{body}");
+    assert_eq!(body["error"]["field"], "quantity", "{body}");
+    // One more unit still fits under the cap.
+    let mut e = event("cap-3");
+    e["quantity"] = json!(1);
+    assert_eq!(h.post("/v1/events", &e).await.0, 200);
+    let refused: Vec<(Option<String>, String)> =
+        dlq(&h).into_iter().map(|r| (r.event_id, r.reason)).collect();
+    assert_eq!(refused, vec![(Some("cap-2".to_string()), "quantity.store_window_cap".to_string())]);
+    // Every kind counts toward the cap: a RETURN does not get around it.
+    let mut r = event("ret-1");
+    r["kind"] = json!("RETURN");
+    r["quantity"] = json!(1);
+    assert_eq!(h.post("/v1/events", &r).await.0, 422, "the cap counts returns too");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn returns_beyond_sales_are_accepted_and_counted() {
+    let h = Harness::start(Kafka::shared(), |_| {}).await;
+    let before = beyond_sales(&h).await;
+    let mut s = event("sold-1");
+    s["quantity"] = json!(1);
+    assert_eq!(h.post("/v1/events", &s).await.0, 200);
+    let mut r = event("ret-1");
+    r["kind"] = json!("RETURN");
+    r["quantity"] = json!(1);
+    assert_eq!(h.post("/v1/events", &r).await.0, 200);
+    assert_eq!(beyond_sales(&h).await, before, "a return within the window's sales");
+    r["event_id"] = json!("ret-2");
+    assert_eq!(h.post("/v1/events", &r).await.0, 200, "accepted: goods come back across windows");
+    assert!(beyond_sales(&h).await > before, "but counted");
+    h.stop().await;
+}
+
+async fn beyond_sales(h: &Harness) -> f64 {
+    let url = h.operator_url("/metrics");
+    let text = h.client.get(url).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("nearfield_ingest_returns_beyond_sales_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
