@@ -18,17 +18,24 @@ pub struct Delta {
 
 impl Delta {
     /// The counters sale `ev` adds; revenue only when `count_revenue` (its currency is
-    /// the deployment's).
-    pub fn of(ev: &SaleEventRef<'_>, count_revenue: bool) -> Self {
+    /// the deployment's). `None` when its revenue does not fit 64 bits (an error, never a
+    /// clamp: see [`REVENUE_OVERFLOW`]).
+    pub fn of(ev: &SaleEventRef<'_>, count_revenue: bool) -> Option<Self> {
         let q = i64::from(ev.quantity);
-        let value = if count_revenue { q.saturating_mul(ev.unit_price_minor) } else { 0 };
-        match ev.kind {
+        let value = if count_revenue { q.checked_mul(ev.unit_price_minor)? } else { 0 };
+        Some(match ev.kind {
             SaleKind::Sale => Delta { sold: q, revenue: value, ..Delta::default() },
-            SaleKind::Return => Delta { returned: q, revenue: -value, ..Delta::default() },
+            SaleKind::Return => {
+                Delta { returned: q, revenue: value.checked_neg()?, ..Delta::default() }
+            }
             SaleKind::Preorder => Delta { preorder: q, ..Delta::default() },
-        }
+        })
     }
 }
+
+/// The reason an event whose revenue, or a window's revenue with it, does not fit 64 bits
+/// is dead-lettered with instead of being counted.
+pub const REVENUE_OVERFLOW: &str = "revenue.overflow";
 
 /// `v` as an `i32`, saturating (window counters are 32-bit).
 pub(crate) fn sat32(v: i64) -> i32 {
@@ -49,15 +56,18 @@ pub struct Counters {
 }
 
 impl Counters {
-    pub(crate) fn add(&mut self, ev: &SaleEvent, store: u64, count_revenue: bool) {
-        let d = Delta::of(&ev.into(), count_revenue);
+    /// Adds a sale; `false` (nothing added) when the revenue would not fit 64 bits.
+    pub(crate) fn add(&mut self, ev: &SaleEvent, store: u64, count_revenue: bool) -> bool {
+        let Some(d) = Delta::of(&ev.into(), count_revenue) else { return false };
+        let Some(revenue) = self.revenue_minor.checked_add(d.revenue) else { return false };
         self.units_sold = self.units_sold.saturating_add(d.sold);
         self.units_returned = self.units_returned.saturating_add(d.returned);
         self.preorder_units = self.preorder_units.saturating_add(d.preorder);
-        self.revenue_minor = self.revenue_minor.saturating_add(d.revenue);
+        self.revenue_minor = revenue;
         self.event_count += 1;
         self.last_event_at = self.last_event_at.max(ev.occurred_at);
         insert_sorted(&mut self.stores, store);
+        true
     }
 
     /// units_sold + preorder_units − units_returned.

@@ -21,7 +21,8 @@ static EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
         EVENTS_TOTAL,
         "Sale records consumed, by outcome: counted, duplicate (event_id seen), late (to \
-         sales.late.v1), invalid (undecodable, to sales.dlq.v1).",
+         sales.late.v1), invalid (undecodable, to sales.dlq.v1), refused (revenue does not \
+         fit 64 bits, to sales.dlq.v1).",
         &["outcome"],
     )
 });
@@ -67,7 +68,7 @@ static BACKLOG: LazyLock<IntGauge> = LazyLock::new(|| {
 /// Registers every metric so `/metrics` lists them from the start.
 pub fn register_all() {
     LazyLock::force(&EVENTS);
-    for o in ["counted", "duplicate", "late", "invalid"] {
+    for o in ["counted", "duplicate", "late", "invalid", "refused"] {
         EVENTS.with_label_values(&[o]);
     }
     LazyLock::force(&HEARTBEATS);
@@ -90,6 +91,7 @@ pub struct EventsProcessed {
     pub duplicate: u64,
     pub late: u64,
     pub invalid: u64,
+    pub refused: u64,
     pub heartbeats: u64,
 }
 impl EventsProcessed {
@@ -99,6 +101,7 @@ impl EventsProcessed {
             ("duplicate", self.duplicate),
             ("late", self.late),
             ("invalid", self.invalid),
+            ("refused", self.refused),
         ] {
             if n > 0 {
                 EVENTS.with_label_values(&[o]).inc_by(n);

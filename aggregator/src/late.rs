@@ -52,6 +52,9 @@ pub struct Summary {
     pub windows_created: u64,
     /// Why the applied sales were late, as the aggregator said (reason → count).
     pub reasons: BTreeMap<String, u64>,
+    /// Corrections refused because a revenue would not fit 64 bits (`revenue.overflow`):
+    /// late sales, and windows whose revision would overflow (left as they are).
+    pub revenue_overflow: u64,
 }
 
 /// Window key on `demand.v1`.
@@ -108,7 +111,19 @@ pub fn replay(
     for ev in &todo {
         for (_, start, end) in windowing.windows_of(ev.occurred_at) {
             let key = (ev.grid_id.clone(), ev.sku.clone(), start, end);
-            deltas.entry(key).or_default().add(ev, short_id(&ev.store_id), ev.currency == currency);
+            if !deltas.entry(key).or_default().add(
+                ev,
+                short_id(&ev.store_id),
+                ev.currency == currency,
+            ) {
+                summary.revenue_overflow += 1;
+                tracing::error!(
+                    store_id = %ev.store_id,
+                    event_id = %ev.event_id,
+                    reason = crate::counters::REVENUE_OVERFLOW,
+                    "late sale not applied: its window's revenue would not fit 64 bits"
+                );
+            }
         }
     }
     summary.applied = todo.len() as u64;
@@ -134,10 +149,23 @@ pub fn replay(
     let now = now_ms();
     for (key, delta) in &deltas {
         let w = match finals.get(key) {
-            Some(old) => {
-                summary.windows_revised += 1;
-                revised(old, delta, now)
-            }
+            Some(old) => match revised(old, delta, now) {
+                Some(w) => {
+                    summary.windows_revised += 1;
+                    w
+                }
+                None => {
+                    summary.revenue_overflow += 1;
+                    tracing::error!(
+                        grid_id = %key.0,
+                        sku = %key.1,
+                        window_start = key.2,
+                        reason = crate::counters::REVENUE_OVERFLOW,
+                        "window not revised: its revenue would not fit 64 bits"
+                    );
+                    continue;
+                }
+            },
             None => {
                 summary.windows_created += 1;
                 created(key, delta, currency, now)
@@ -178,15 +206,16 @@ pub fn replay(
     Ok(summary)
 }
 
-fn revised(old: &DemandWindow, d: &Counters, now: Millis) -> DemandWindow {
+/// `old` with the corrections `d`; `None` when its revenue would not fit 64 bits.
+fn revised(old: &DemandWindow, d: &Counters, now: Millis) -> Option<DemandWindow> {
     let distinct =
         old.distinct_stores.saturating_add(i32::try_from(d.stores.len()).unwrap_or(i32::MAX));
-    DemandWindow {
+    Some(DemandWindow {
         units_sold: old.units_sold.saturating_add(d.units_sold),
         units_returned: old.units_returned.saturating_add(d.units_returned),
         preorder_units: old.preorder_units.saturating_add(d.preorder_units),
         net_units: old.net_units.saturating_add(d.net_units()),
-        revenue_minor: old.revenue_minor.saturating_add(d.revenue_minor),
+        revenue_minor: old.revenue_minor.checked_add(d.revenue_minor)?,
         event_count: old.event_count.saturating_add(d.event_count),
         distinct_stores: distinct,
         stores_reporting: old.stores_reporting.max(distinct),
@@ -195,7 +224,7 @@ fn revised(old: &DemandWindow, d: &Counters, now: Millis) -> DemandWindow {
         last_event_at: old.last_event_at.max(d.last_event_at),
         emitted_at: now,
         ..old.clone()
-    }
+    })
 }
 
 fn created(

@@ -105,6 +105,19 @@ impl Stage for Aggregator {
             match state.apply_sale(ev, now) {
                 Outcome::Counted { .. } => out.summary.events.counted += 1,
                 Outcome::Duplicate => out.summary.events.duplicate += 1,
+                Outcome::Refused(reason) => {
+                    out.summary.events.refused += 1;
+                    let message =
+                        "its revenue, or a window's with it, does not fit 64 bits; not counted";
+                    out.reject(
+                        r,
+                        reason,
+                        Some("unit_price_minor"),
+                        message,
+                        SALE_CONTENT_TYPE,
+                        now,
+                    )?;
+                }
                 Outcome::Late(late) => {
                     out.summary.events.late += 1;
                     let (reason, expired_at) = (late.to_string(), late.expired_at.to_string());

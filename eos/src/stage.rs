@@ -374,6 +374,34 @@ impl<T> Emit<'_, T> {
         }
     }
 
+    /// Sends a decodable input record that a rule refused to the dead-letter topic with
+    /// the reason (`<field>.<rule>`), the field and a message.
+    pub fn reject(
+        &mut self,
+        record: &Input<'_>,
+        reason: &str,
+        field: Option<&str>,
+        message: &str,
+        content_type: &str,
+        now: Millis,
+    ) -> Result<(), EosError> {
+        let rejected = RejectedEvent {
+            source: self.txn.reject_source,
+            reason: reason.to_string(),
+            field: field.map(str::to_string),
+            message: message.to_string(),
+            store_id: None,
+            device_id: None,
+            event_id: None,
+            content_type: content_type.to_string(),
+            payload: record.payload.to_vec(),
+            origin: Some(format!("{}/{}/{}", record.topic, record.partition, record.offset)),
+            rejected_at: now,
+        };
+        let dlq = self.txn.dlq.clone();
+        self.send_record(&dlq, record.key, record.key, &rejected)
+    }
+
     /// Sends an undecodable input record to the dead-letter topic with the reason.
     pub fn dead_letter(
         &mut self,

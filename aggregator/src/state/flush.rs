@@ -197,6 +197,8 @@ impl PartitionState {
                     b.cursor += 1;
                     b.meta_dirty = true;
                     match explicit {
+                        // Made for an event then refused (revenue overflow): nothing to say.
+                        None if b.wins[p as usize].events == 0 => {}
                         None => {
                             out.outputs.push(e.demand(b, p, 0));
                             budget -= 1;

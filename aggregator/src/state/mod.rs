@@ -125,6 +125,9 @@ pub enum Outcome {
     Duplicate,
     /// Too late for every window of it: goes to `sales.late.v1` with the reason.
     Late(Late),
+    /// Not counted, and dead-lettered with this reason: its revenue, or a window's with
+    /// it, does not fit 64 bits ([`crate::counters::REVENUE_OVERFLOW`]).
+    Refused(&'static str),
 }
 
 /// Changelog records and closed-window outputs of one flush.
@@ -313,16 +316,15 @@ impl PartitionState {
         // One identity per event whatever its time: a retry re-stamped into another
         // horizon is found in that horizon's set (a handful are live: one per day).
         let id = event_key(ev.store_id, ev.device_id, ev.event_id);
-        if self.dedupe.iter().any(|(h, t)| *h != horizon && t.contains(id))
-            || !self.dedupe.entry(horizon).or_default().insert(id)
-        {
+        if self.dedupe.iter().any(|(_, t)| t.contains(id)) {
             return Outcome::Duplicate;
         }
-        self.dedupe_ids += 1;
-        self.pending_ids.push((horizon, id));
+        let count_revenue = ev.currency == self.cfg.currency;
+        let Some(d) = Delta::of(&ev, count_revenue) else {
+            return Outcome::Refused(crate::counters::REVENUE_OVERFLOW);
+        };
         let sid = short_id(ev.store_id);
         let store = store32(sid);
-        let count_revenue = ev.currency == self.cfg.currency;
         let k = self.keys.find_or_insert(ev.grid_id, ev.sku);
         let gid = self.keys.grids.hash(self.keys.grid_id(k));
         // The windows that accept it, at most one per size.
@@ -335,11 +337,25 @@ impl PartitionState {
                 windows += 1;
             }
         }
-        for &(i, start) in &accepted[..windows] {
-            let (b, pos) = self.window_of(k, i, start);
-            count(b, pos, &ev, start, count_revenue);
-            b.add_store(pos, store);
-            b.touch(pos);
+        // Every window is checked before any is counted: an event whose revenue would
+        // overflow one of its windows is counted in none (an error, not a clamp).
+        let mut pos = [0u32; MAX_SIZES];
+        for (j, &(i, start)) in accepted[..windows].iter().enumerate() {
+            let (b, p) = self.window_of(k, i, start);
+            if b.wins[p as usize].revenue.checked_add(d.revenue).is_none() {
+                return Outcome::Refused(crate::counters::REVENUE_OVERFLOW);
+            }
+            pos[j] = p;
+        }
+        // Not seen (checked above), so this inserts; recorded only once the event counts.
+        self.dedupe.entry(horizon).or_default().insert(id);
+        self.dedupe_ids += 1;
+        self.pending_ids.push((horizon, id));
+        for (j, &(i, start)) in accepted[..windows].iter().enumerate() {
+            let Some(b) = self.buckets.get_mut(i, start) else { continue };
+            count(b, pos[j], &d, ev.occurred_at, start);
+            b.add_store(pos[j], store);
+            b.touch(pos[j]);
         }
         let grid = self.grids.entry(gid).or_default();
         let mut grid_dirty = false;
@@ -552,15 +568,15 @@ impl PartitionState {
     }
 }
 
-/// Adds a sale to a window's counters (saturating).
-fn count(b: &mut Bucket, pos: u32, ev: &SaleEventRef<'_>, start: Millis, count_revenue: bool) {
-    let d = Delta::of(ev, count_revenue);
+/// Adds a sale's counters `d` (of an event at `at`) to a window's; the revenue was
+/// checked to fit, the unit counters saturate.
+fn count(b: &mut Bucket, pos: u32, d: &Delta, at: Millis, start: Millis) {
     let win = &mut b.wins[pos as usize];
     win.events = win.events.saturating_add(1);
-    let off = u32::try_from(ev.occurred_at.saturating_sub(start)).unwrap_or(0);
+    let off = u32::try_from(at.saturating_sub(start)).unwrap_or(0);
     win.last_off = win.last_off.max(off);
     win.sold = win.sold.saturating_add(sat32(d.sold));
-    win.revenue = win.revenue.saturating_add(d.revenue);
+    win.revenue = win.revenue.wrapping_add(d.revenue);
     if d.returned != 0 {
         b.add_extra(pos, 0, sat32(d.returned));
     }

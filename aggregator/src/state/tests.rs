@@ -615,3 +615,32 @@ fn a_big_bucket_closes_in_bounded_chunks() {
     assert_eq!(finals, vec![100, 100, 50, 0]);
     assert_eq!(backlog, vec![150, 50, 0, 0]);
 }
+
+#[test]
+fn a_revenue_that_does_not_fit_64_bits_is_refused_not_clamped() {
+    let mut st = PartitionState::new(cfg());
+    let t0 = 1_000 * 60 * MIN;
+    let priced = |id: &str, kind, price: i64, t| SaleEvent {
+        unit_price_minor: price,
+        ..ev(id, "s1", "g", "A", kind, 2, t)
+    };
+    // Its own revenue overflows: refused, and not remembered as seen.
+    let huge = priced("1", SaleKind::Sale, i64::MAX, t0 + 1);
+    assert_eq!(st.apply_sale(&huge, t0), Outcome::Refused(crate::counters::REVENUE_OVERFLOW));
+    // A window's revenue would overflow: refused in every window, counted in none. Two
+    // units at a third of the range: one event fits, a second would not.
+    let p = i64::MAX / 3;
+    let overflow = Outcome::Refused(crate::counters::REVENUE_OVERFLOW);
+    let counted = Outcome::Counted { windows: 2 };
+    assert_eq!(st.apply_sale(&priced("2", SaleKind::Sale, p, t0 + 2), t0), counted);
+    assert_eq!(st.apply_sale(&priced("3", SaleKind::Sale, p, t0 + 3), t0), overflow);
+    // A retry of the refused one is refused again (not a silent duplicate).
+    assert_eq!(st.apply_sale(&priced("3", SaleKind::Sale, p, t0 + 3), t0), overflow);
+    // Returns take revenue down: they fit.
+    assert_eq!(st.apply_sale(&priced("4", SaleKind::Return, p, t0 + 4), t0), counted);
+    let out = st.flush(t0 + 2 * 60 * MIN, &NONE).outputs;
+    let five: Vec<_> = out.iter().filter(|w| w.window_end - w.window_start == 5 * MIN).collect();
+    assert_eq!(five.len(), 1);
+    assert_eq!((five[0].event_count, five[0].units_sold, five[0].units_returned), (2, 2, 2));
+    assert_eq!(five[0].revenue_minor, 0);
+}
