@@ -85,9 +85,12 @@ pub fn key_id(grid: &str, sku: &str) -> u128 {
 /// that device and store (two devices of a shop may number their events alike). It does
 /// not involve the event's time: a retry whose `occurred_at` was re-stamped is the same
 /// event. A false match needs two of the ids held (a few million per partition) to
-/// collide in 64 bits.
-pub fn event_key(store_id: &str, device_id: &str, event_id: &str) -> u64 {
-    joined(&[store_id, device_id, event_id], xxhash_rust::xxh3::xxh3_64)
+/// collide in 64 bits. The hash is keyed by the partition's secret `seed` (random, kept
+/// in its changelog): a device cannot choose an `event_id` whose identity matches another
+/// shop's event and so have that one dropped as a duplicate. Seed 0 is the unseeded hash
+/// that changelogs before version 6 hold.
+pub fn event_key(store_id: &str, device_id: &str, event_id: &str, seed: u64) -> u64 {
+    joined(&[store_id, device_id, event_id], |b| xxhash_rust::xxh3::xxh3_64_with_seed(b, seed))
 }
 
 /// 32-bit identity of a store for the distinct-store sets of windows, never 0 or
@@ -122,7 +125,13 @@ mod tests {
             assert_eq!(key_id(a, b), h.digest128());
             h.update(&[0xff]);
             h.update(b"pos-1");
-            assert_eq!(event_key(a, b, "pos-1"), h.digest());
+            assert_eq!(event_key(a, b, "pos-1", 0), h.digest(), "seed 0: as versions ≤ 5 wrote");
+            let mut s = Xxh3::with_seed(7);
+            for part in [a.as_bytes(), &[0xff], b.as_bytes(), &[0xff], b"pos-1"] {
+                s.update(part);
+            }
+            assert_eq!(event_key(a, b, "pos-1", 7), s.digest());
+            assert_ne!(event_key(a, b, "pos-1", 7), event_key(a, b, "pos-1", 8));
         }
     }
 }

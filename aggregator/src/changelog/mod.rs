@@ -11,7 +11,8 @@
 //!   `chunk.rs`); `B` size(i64) start(i64): the bucket's close state (version 5).
 //!
 //! Version 5 writes window state per bucket in chunks, no longer per grid × SKU (`K`,
-//! versions 2–4, still restored).
+//! versions 2–4, still restored). Version 6 adds the partition's de-duplication seed to
+//! `M` (a changelog without one was written with seed 0, the unseeded hash).
 //!
 //! Values start with a format version byte. A tombstone (no value) deletes the key.
 //! Decoding is bounded and never panics: the bytes are ours, but a broken or foreign
@@ -23,9 +24,9 @@ pub use chunk::{BucketMeta, CHUNK_WINDOWS, Chunk, ChunkBuilder, Entry, Stores};
 use crate::counters::Counters;
 use crate::window::Millis;
 
-const VERSION: u8 = 5;
+const VERSION: u8 = 6;
 /// Versions still read (a release restores what the ones before it wrote).
-const READS: [u8; 4] = [2, 3, 4, 5];
+const READS: [u8; 5] = [2, 3, 4, 5, 6];
 const MAX_ITEMS: usize = 10_000_000;
 
 /// A changelog record could not be read.
@@ -122,6 +123,9 @@ pub enum Record {
         /// Per window size: the end of the last window whose coverage was written,
         /// `(size, end)` (version 4; `None` before).
         covered_through: Option<Vec<(Millis, Millis)>>,
+        /// The seed of the partition's event-id hash (version 6; `None` before, which
+        /// means 0: ids written then were hashed unseeded).
+        dedupe_seed: Option<u64>,
     },
 }
 
@@ -335,6 +339,7 @@ pub fn encode(r: &Record) -> Vec<u8> {
             wall_floor,
             expired_through,
             covered_through,
+            dedupe_seed,
         } => {
             w.0.push(b'M');
             w.i64(max_event_time.unwrap_or(i64::MIN));
@@ -350,6 +355,7 @@ pub fn encode(r: &Record) -> Vec<u8> {
                     w.i64(*end);
                 }
             }
+            w.u64(dedupe_seed.unwrap_or(0));
         }
     }
     w.0
@@ -420,6 +426,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, Error> {
                 wall_floor: if v >= 3 { r.i64()? } else { i64::MIN },
                 expired_through: if v >= 4 { Some(r.pairs()?) } else { None },
                 covered_through: if v >= 4 { Some(r.pairs()?) } else { None },
+                dedupe_seed: if v >= 6 { Some(r.u64()?) } else { None },
             }
         }
         t => return Err(Error::Tag(t)),
@@ -469,7 +476,7 @@ mod tests {
                 Record::Grid { windows: grids },
                 Record::Dedupe { horizon: end, ids: ids.clone() },
                 Record::DedupeByFirstEnd { first_end: end, ids },
-                Record::Meta { max_event_time: mt, next_chunk: seq, heartbeat_offset: hb, last_advance_wall: hb.wrapping_mul(3), wall_floor: hb.wrapping_mul(5), expired_through: Some(vec![(300_000, hb), (3_600_000, end)]), covered_through: Some(vec![(3_600_000, end)]) },
+                Record::Meta { max_event_time: mt, next_chunk: seq, heartbeat_offset: hb, last_advance_wall: hb.wrapping_mul(3), wall_floor: hb.wrapping_mul(5), expired_through: Some(vec![(300_000, hb), (3_600_000, end)]), covered_through: Some(vec![(3_600_000, end)]), dedupe_seed: Some(hb as u64) },
             ] {
                 prop_assert_eq!(decode(&encode(&rec)).expect("decodes"), rec);
             }
@@ -595,6 +602,7 @@ mod tests {
                     wall_floor: 1_764_000_303_000,
                     expired_through: Some(vec![(300_000, 1_764_000_000_000)]),
                     covered_through: Some(vec![(3_600_000, 1_764_000_000_000)]),
+                    dedupe_seed: Some(0x5eed_5eed_5eed_5eed),
                 },
             ),
         ]
@@ -619,15 +627,23 @@ mod tests {
         }
     }
 
-    /// What the previous releases wrote (versions 2, 3 and 4, in `testdata/changelog/v2/`
-    /// to `v4/`) still restores: the same records, with the fields later versions added
+    /// What the previous releases wrote (versions 2 to 5, in `testdata/changelog/v2/`
+    /// to `v5/`) still restores: the same records, with the fields later versions added
     /// at their defaults, and de-duplication chunks keyed by their earliest window end.
     #[test]
     fn the_previous_versions_still_decode() {
-        for version in [2u8, 3, 4] {
+        for version in [2u8, 3, 4, 5] {
             let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join(format!("testdata/changelog/v{version}"));
             for (name, mut rec) in samples() {
+                if let Record::Meta { dedupe_seed, .. } = &mut rec {
+                    *dedupe_seed = None; // version 6
+                }
+                if version == 5 {
+                    let stored = std::fs::read(dir.join(format!("{name}.bin"))).expect("v5 file");
+                    assert_eq!(decode(&stored), Ok(rec), "v5 {name}");
+                    continue;
+                }
                 if matches!(rec, Record::Chunk(_) | Record::Bucket(_)) {
                     continue; // version 5 records
                 }

@@ -257,6 +257,7 @@ impl PartitionState {
                     wall_floor: self.wall_floor,
                     expired_through: Some(per_size(&w.sizes, &self.expired_through)),
                     covered_through: Some(per_size(&w.sizes, &self.covered_through)),
+                    dedupe_seed: Some(self.dedupe_seed),
                 })),
             ));
         }

@@ -168,6 +168,9 @@ pub struct PartitionState {
     /// expires, [`Windowing::horizon`]).
     dedupe: BTreeMap<Millis, IdTable>,
     dedupe_ids: usize,
+    /// The seed of the event-id hash ([`event_key`]): random for a new partition, restored
+    /// with its ids (0 for a changelog from before version 6).
+    dedupe_seed: u64,
     pending_ids: Vec<(Millis, u64)>,
     /// Dedupe changelog chunks and the window end they belong to.
     chunks: BTreeMap<u64, Millis>,
@@ -259,11 +262,14 @@ impl PartitionState {
             dirty_grids: Vec::new(),
             dedupe: BTreeMap::new(),
             dedupe_ids: 0,
+            // Never 0, which stands for the unseeded hash of older changelogs.
+            dedupe_seed: rand::random::<u64>().max(1),
             pending_ids: Vec::new(),
             chunks: BTreeMap::new(),
             next_chunk: 0,
             heartbeat_offset: -1,
-            meta_dirty: false,
+            // The seed goes out with the first ids hashed with it.
+            meta_dirty: true,
             expired_through: vec![Millis::MIN; sizes],
             frontier_restored: false,
             covered_through: vec![Millis::MIN; sizes],
@@ -315,7 +321,7 @@ impl PartitionState {
         let horizon = w.horizon(t);
         // One identity per event whatever its time: a retry re-stamped into another
         // horizon is found in that horizon's set (a handful are live: one per day).
-        let id = event_key(ev.store_id, ev.device_id, ev.event_id);
+        let id = event_key(ev.store_id, ev.device_id, ev.event_id, self.dedupe_seed);
         if self.dedupe.iter().any(|(_, t)| t.contains(id)) {
             return Outcome::Duplicate;
         }

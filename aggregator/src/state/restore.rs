@@ -186,8 +186,11 @@ impl PartitionState {
                     wall_floor,
                     expired_through,
                     covered_through,
+                    dedupe_seed,
                 },
             ) => {
+                // The ids restored were hashed with this seed (0: unseeded, version ≤ 5).
+                self.dedupe_seed = dedupe_seed.unwrap_or(0);
                 for (size, end) in covered_through.unwrap_or_default() {
                     if let Some(i) = size_idx(size) {
                         self.covered_through[i] = end;

@@ -644,3 +644,44 @@ fn a_revenue_that_does_not_fit_64_bits_is_refused_not_clamped() {
     assert_eq!((five[0].event_count, five[0].units_sold, five[0].units_returned), (2, 2, 2));
     assert_eq!(five[0].revenue_minor, 0);
 }
+
+/// Event ids are hashed with the partition's secret seed, which travels with its state; a
+/// changelog from before version 6 holds unseeded ids and restores with seed 0, so its
+/// retries are still found.
+#[test]
+fn the_dedupe_seed_travels_with_the_state_and_old_changelogs_keep_seed_0() {
+    let t0 = 1_000 * 60 * MIN;
+    let e = ev("e-1", "s1", "g", "A", SaleKind::Sale, 1, t0 + 1);
+    let mut st = PartitionState::new(cfg());
+    assert_eq!(st.apply_sale(&e, t0), Outcome::Counted { windows: 2 });
+    let log = st.flush(t0, &NONE).changelog;
+    let mut fresh = PartitionState::new(cfg());
+    assert_ne!(fresh.dedupe_seed, st.dedupe_seed, "each new partition draws its own");
+    for (k, v) in &log {
+        fresh.restore(k, v.as_deref()).expect("restores");
+    }
+    fresh.restored();
+    assert_eq!(fresh.dedupe_seed, st.dedupe_seed);
+    assert_eq!(fresh.apply_sale(&e, t0), Outcome::Duplicate);
+
+    // As version 5 wrote it: ids hashed unseeded, and a Meta with no seed.
+    let horizon = cfg().windowing.horizon(e.occurred_at);
+    let id = crate::ids::event_key("s1", "d", "e-1", 0);
+    let mut old = PartitionState::new(cfg());
+    let dedupe = changelog::encode(&Record::Dedupe { horizon, ids: vec![id] });
+    old.restore(&changelog::dedupe_key(0), Some(&dedupe)).expect("dedupe");
+    let meta = Record::Meta {
+        max_event_time: Some(t0),
+        next_chunk: 1,
+        heartbeat_offset: -1,
+        last_advance_wall: t0,
+        wall_floor: Millis::MIN,
+        expired_through: None,
+        covered_through: None,
+        dedupe_seed: None,
+    };
+    old.restore(&changelog::meta_key(), Some(&changelog::encode(&meta))).expect("meta");
+    old.restored();
+    assert_eq!(old.dedupe_seed, 0);
+    assert_eq!(old.apply_sale(&e, t0), Outcome::Duplicate);
+}
