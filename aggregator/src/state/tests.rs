@@ -666,7 +666,7 @@ fn the_dedupe_seed_travels_with_the_state_and_old_changelogs_keep_seed_0() {
 
     // As version 5 wrote it: ids hashed unseeded, and a Meta with no seed.
     let horizon = cfg().windowing.horizon(e.occurred_at);
-    let id = crate::ids::event_key("s1", "d", "e-1", 0);
+    let id = event_key("s1", "d", "e-1", 0);
     let mut old = PartitionState::new(cfg());
     let dedupe = changelog::encode(&Record::Dedupe { horizon, ids: vec![id] });
     old.restore(&changelog::dedupe_key(0), Some(&dedupe)).expect("dedupe");
