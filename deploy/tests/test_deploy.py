@@ -172,3 +172,24 @@ def test_no_default_credentials_in_compose_or_the_image():
     with open(os.path.join(DEPLOY, "Dockerfile"), encoding="utf-8") as f:
         dockerfile = f.read()
     assert "sed -i '/^master_key *=/d' /etc/nearfield/nearfield.toml" in dockerfile, "the image holds no key"
+
+
+def test_each_stage_connects_to_kafka_as_its_own_principal_from_a_secret():
+    docs = manifests()
+    secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
+    for d in docs:
+        if d["kind"] == "ConfigMap":
+            for key in d.get("data", {}):
+                assert "PASSWORD" not in key and "MASTER_KEY" not in key, f"{key} in a ConfigMap"
+    workloads = {d["metadata"]["name"]: d for d in docs if d["kind"] in ("Deployment", "StatefulSet")}
+    for name, stage in [("nearfield-ingest", "ingest"), ("nearfield-aggregator", "aggregate"),
+                        ("nearfield-emitter", "emit")]:
+        refs = [e["secretRef"]["name"] for e in
+                workloads[name]["spec"]["template"]["spec"]["containers"][0]["envFrom"] if "secretRef" in e]
+        own = f"nearfield-kafka-{stage}"
+        assert own in refs, f"{name} reads its Kafka credentials from {own}"
+        data = secrets[own]["stringData"]
+        assert data["NEARFIELD_KAFKA_PROPERTY_SASL_USERNAME"] == f"nearfield-{stage}", own
+        # Only the principal `nearfield access grant-stage` makes for it.
+        others = [r for r in refs if r.startswith("nearfield-kafka-") and r != own]
+        assert not others, f"{name} also reads {others}"
