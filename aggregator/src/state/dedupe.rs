@@ -72,6 +72,39 @@ impl IdTable {
         }
     }
 
+    /// Removes `id` (backward-shift deletion: the ids after it in its run move up, so no
+    /// tombstone is left to slow later probes); false when it was not there.
+    pub fn remove(&mut self, id: u64) -> bool {
+        let id = id.max(1);
+        let n = self.slots.len();
+        if n == 0 {
+            return false;
+        }
+        let next = |i: usize| if i + 1 == n { 0 } else { i + 1 };
+        let mut hole = slot_of(id, n);
+        loop {
+            match self.slots[hole] {
+                0 => return false,
+                x if x == id => break,
+                _ => hole = next(hole),
+            }
+        }
+        let mut j = next(hole);
+        while self.slots[j] != 0 {
+            let home = slot_of(self.slots[j], n);
+            // Whether `home` lies cyclically in (hole, j]: then the id may stay.
+            let stays = if hole <= j { hole < home && home <= j } else { hole < home || home <= j };
+            if !stays {
+                self.slots[hole] = self.slots[j];
+                hole = j;
+            }
+            j = next(j);
+        }
+        self.slots[hole] = 0;
+        self.len -= 1;
+        true
+    }
+
     /// How many ids.
     pub fn len(&self) -> usize {
         self.len
@@ -101,6 +134,29 @@ mod tests {
             }
             prop_assert_eq!(t.len(), model.len());
             prop_assert!(t.bytes() <= (model.len() * 8 * 100 / 56).max(64 * 8 * 2));
+        }
+    }
+
+    proptest! {
+        /// Inserts and removes agree with a set, whatever the order and collisions (ids
+        /// from a small range collide on home slots and form long runs).
+        #[test]
+        fn removes_keep_the_table_a_set(ops in proptest::collection::vec((any::<bool>(), 0u64..200), 0..600)) {
+            let mut t = IdTable::default();
+            let mut model = std::collections::HashSet::new();
+            for (add, id) in ops {
+                let id = id.max(1);
+                if add {
+                    prop_assert_eq!(t.insert(id), model.insert(id));
+                } else {
+                    prop_assert_eq!(t.remove(id), model.remove(&id));
+                }
+                prop_assert_eq!(t.len(), model.len());
+            }
+            for id in 0..200u64 {
+                let id = id.max(1);
+                prop_assert_eq!(t.contains(id), model.contains(&id), "id {}", id);
+            }
         }
     }
 }

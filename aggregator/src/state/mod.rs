@@ -322,12 +322,14 @@ impl PartitionState {
         // One identity per event whatever its time: a retry re-stamped into another
         // horizon is found in that horizon's set (a handful are live: one per day).
         let id = event_key(ev.store_id, ev.device_id, ev.event_id, self.dedupe_seed);
-        if self.dedupe.iter().any(|(_, t)| t.contains(id)) {
+        if self.dedupe.iter().any(|(h, t)| *h != horizon && t.contains(id))
+            || !self.dedupe.entry(horizon).or_default().insert(id)
+        {
             return Outcome::Duplicate;
         }
         let count_revenue = ev.currency == self.cfg.currency;
         let Some(d) = Delta::of(&ev, count_revenue) else {
-            return Outcome::Refused(crate::counters::REVENUE_OVERFLOW);
+            return self.refuse(horizon, id, crate::counters::REVENUE_OVERFLOW);
         };
         let sid = short_id(ev.store_id);
         let store = store32(sid);
@@ -349,12 +351,10 @@ impl PartitionState {
         for (j, &(i, start)) in accepted[..windows].iter().enumerate() {
             let (b, p) = self.window_of(k, i, start);
             if b.wins[p as usize].revenue.checked_add(d.revenue).is_none() {
-                return Outcome::Refused(crate::counters::REVENUE_OVERFLOW);
+                return self.refuse(horizon, id, crate::counters::REVENUE_OVERFLOW);
             }
             pos[j] = p;
         }
-        // Not seen (checked above), so this inserts; recorded only once the event counts.
-        self.dedupe.entry(horizon).or_default().insert(id);
         self.dedupe_ids += 1;
         self.pending_ids.push((horizon, id));
         for (j, &(i, start)) in accepted[..windows].iter().enumerate() {
@@ -389,6 +389,15 @@ impl PartitionState {
             self.meta_dirty = true;
         }
         Outcome::Counted { windows }
+    }
+
+    /// An event refused after its id was recorded: the id is forgotten (a retry is refused
+    /// again, not taken for a duplicate).
+    fn refuse(&mut self, horizon: Millis, id: u64, reason: &'static str) -> Outcome {
+        if let Some(t) = self.dedupe.get_mut(&horizon) {
+            t.remove(id);
+        }
+        Outcome::Refused(reason)
     }
 
     /// Key `k`'s window in bucket (size index `i`, `start`), made when new: its bucket and
