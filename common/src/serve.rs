@@ -86,7 +86,7 @@ pub async fn serve(
             });
             continue;
         };
-        events.connections_open(limits.max_connections - slots.available_permits());
+        events.connections_open(limits.max_connections.saturating_sub(slots.available_permits()));
         let conn =
             http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
         let conn = graceful.watch(conn);
@@ -96,7 +96,8 @@ pub async fn serve(
                 tracing::debug!(error = %e, "connection ended with an error");
             }
             drop(slot);
-            events.connections_open(limits.max_connections - slots.available_permits());
+            events
+                .connections_open(limits.max_connections.saturating_sub(slots.available_permits()));
         });
     }
     drop(listener);
