@@ -11,6 +11,7 @@
 //!   (same ids, same figures), every signal's grids lie in its region, it is built from at
 //!   least `k` shops, and its recommendation respects the SKU's MOQ and batch size.
 
+use nearfield_testkit::{free_port, repo_path};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -33,17 +34,6 @@ const K: i32 = 3;
 
 /// The end-to-end runs share the machine with nothing else of theirs.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
 
 struct Pipeline {
     dir: tempfile::TempDir,
@@ -79,8 +69,8 @@ fn setup(kafka: &Kafka) -> Pipeline {
     let dir = tempfile::tempdir().expect("tmp");
     let config = dir.path().join("nearfield.toml");
     let plan_prefix = format!("plan-{id}.");
-    let stores = repo("deploy/examples/stores.jsonl");
-    let catalog = repo("deploy/examples/catalog.jsonl");
+    let stores = repo_path("deploy/examples/stores.jsonl");
+    let catalog = repo_path("deploy/examples/catalog.jsonl");
     std::fs::write(
         &config,
         format!(
@@ -393,7 +383,7 @@ fn run(kill: bool) {
 
     // Signals: exactly the emitter's decisions on demand.v1 as written.
     let catalog = Catalog::default();
-    catalog.load_file(&repo("deploy/examples/catalog.jsonl")).expect("catalog");
+    catalog.load_file(&repo_path("deploy/examples/catalog.jsonl")).expect("catalog");
     let cfg = EmitConfig {
         bucket_ms: WINDOW,
         settle_ms: 1000,
@@ -504,7 +494,7 @@ fn the_live_page_shows_the_city_in_a_browser() {
     assert!(status.contains("200"), "{status}");
     let dairy: serde_json::Value = serde_json::from_str(&body).expect("json");
     let catalog = Catalog::default();
-    catalog.load_file(&repo("deploy/examples/catalog.jsonl")).expect("catalog");
+    catalog.load_file(&repo_path("deploy/examples/catalog.jsonl")).expect("catalog");
     for t in dairy["top_skus"].as_array().expect("top") {
         let sku = t["sku"].as_str().expect("sku");
         assert_eq!(catalog.get(sku).map(|i| i.category.clone()).as_deref(), Some("dairy"), "{sku}");
@@ -555,7 +545,7 @@ fn replayed_history_is_counted_by_event_time() {
     let mut procs = vec![spawn(&p, "ingest", 0), spawn(&p, "aggregate", 0)];
     wait_ready(&p, 0);
     wait_ready(&p, 1);
-    let stores: Vec<String> = std::fs::read_to_string(repo("deploy/examples/stores.jsonl"))
+    let stores: Vec<String> = std::fs::read_to_string(repo_path("deploy/examples/stores.jsonl"))
         .expect("stores")
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

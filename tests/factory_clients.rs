@@ -10,8 +10,9 @@
 //! The clients are built by `make test` (`mvn package` in clients/java; the Python package
 //! is installed into `.venv` by scripts/bootstrap.sh). Missing builds fail the test loudly.
 
+use nearfield_testkit::repo_path;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,10 +33,6 @@ use serde_json::{Value, json};
 
 const PARTITIONS: i32 = 2;
 const PLAN_PARTITIONS: i32 = 3;
-
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
 
 /// What the Rust side wrote: per record, the line a client must print.
 fn rust_lines(kafka: &Kafka, topic: &str) -> (Vec<Value>, Value) {
@@ -112,9 +109,9 @@ fn assert_committed_at_end(kafka: &Kafka, topic: &str, group: &str, ends: &BTree
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn java_and_python_clients_agree_with_what_the_emitter_wrote() {
-    let java_classes = repo("clients/java/target/classes");
-    let java_cp = repo("clients/java/target/classpath.txt");
-    let python = repo(".venv/bin/python");
+    let java_classes = repo_path("clients/java/target/classes");
+    let java_cp = repo_path("clients/java/target/classpath.txt");
+    let python = repo_path(".venv/bin/python");
     assert!(
         java_classes.join("dev/nearfield/plans/FollowPlans.class").exists() && java_cp.exists(),
         "the Java client is not built: run `mvn -B package` in clients/java (make test does)"

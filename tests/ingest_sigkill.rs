@@ -1,6 +1,7 @@
 //! SIGKILL of the ingest process under load: every event that got a 2xx is on the topic
 //! (counted with an independent consumer), and a restarted ingest serves again.
 
+use nearfield_testkit::free_port;
 use std::collections::HashSet;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,10 +12,6 @@ use nearfield_simulator::SimulateConfig;
 use nearfield_testkit::{Isolation, Kafka, Process, read_to_end};
 
 const MASTER: &str = "6e6561726669656c642d64656d6f2d6f6e6c792d6d61737465722d6b6579";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
 
 fn spawn_ingest(config: &std::path::Path, log: &std::path::Path) -> Process {
     Process(

@@ -10,7 +10,8 @@
 //!   cannot re-activate a store); the operator principal can;
 //! - no credentials, or a wrong password, get nothing; a revoked supplier gets nothing.
 
-use std::path::{Path, PathBuf};
+use nearfield_testkit::{free_port, repo_path};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -25,17 +26,6 @@ use rdkafka::types::RDKafkaErrorCode;
 
 const SUPPLIER_A: &str = "bright-dairy";
 const SUPPLIER_B: &str = "master-kong";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn repo(p: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-}
 
 /// `nearfield --config … <args>` with `env`; stdout, or a panic with stderr.
 fn nearfield(config: &Path, env: &[(String, String)], args: &[&str]) -> String {
@@ -227,8 +217,8 @@ skus = 400
             pi = ports[0],
             pa = ports[1],
             pe = ports[2],
-            stores = repo("deploy/examples/stores.jsonl").display(),
-            catalog = repo("deploy/examples/catalog.jsonl").display(),
+            stores = repo_path("deploy/examples/stores.jsonl").display(),
+            catalog = repo_path("deploy/examples/catalog.jsonl").display(),
         ),
     )
     .expect("config");

@@ -51,6 +51,19 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
 }
 
+/// A file of the repository (`deploy/examples/stores.jsonl`, …).
+pub fn repo_path(p: &str) -> PathBuf {
+    repo_root().join(p)
+}
+
+/// A loopback port free right now (for a stage a test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
 fn script() -> PathBuf {
     repo_root().join("scripts/kafka.sh")
 }
