@@ -1,5 +1,5 @@
 //! The admin calls the rdkafka crate does not wrap: create and delete ACLs, upsert and
-//! delete SCRAM credentials. They go through librdkafka's C API on the handle of an
+//! delete SCRAM credentials, describe a consumer group's members and assignment. They go through librdkafka's C API on the handle of an
 //! rdkafka `AdminClient`, each on a queue of its own, and block until the broker answers
 //! or the timeout passes (call them off the async runtime).
 //!
@@ -364,6 +364,114 @@ impl Admin {
             }
         }
         Ok(())
+    }
+}
+
+/// One member of a consumer group, as the group coordinator describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMember {
+    /// The member's `client.id` (nearfield's stages carry their query address in it).
+    pub client_id: String,
+    /// The address the coordinator saw the member connect from.
+    pub host: String,
+    /// The partitions assigned to it: (topic, partition).
+    pub assignment: Vec<(String, i32)>,
+}
+
+/// A consumer group, as its coordinator describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    /// `true` when the group is stable (not rebalancing): its assignment is current.
+    pub stable: bool,
+    pub members: Vec<GroupMember>,
+}
+
+impl Admin {
+    /// The number of partitions of `topic`.
+    pub fn partition_count(&self, topic: &str) -> Result<i32, AdminError> {
+        use rdkafka::client::Client;
+        let client: &Client<DefaultClientContext> = self.client.inner();
+        let md = client.fetch_metadata(Some(topic), self.timeout)?;
+        match md.topics().first() {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                Ok(i32::try_from(t.partitions().len()).unwrap_or(i32::MAX))
+            }
+            _ => Err(AdminError::Invalid {
+                what: topic.into(),
+                message: "the topic is missing or not readable".into(),
+            }),
+        }
+    }
+
+    /// Describes consumer group `group`: its members and their assigned partitions
+    /// (DescribeConsumerGroups). Needs DESCRIBE on the group.
+    pub fn describe_group(&self, group: &str) -> Result<GroupDescription, AdminError> {
+        let g = cstring("group", group)?;
+        let event = self.call(
+            "DescribeConsumerGroups",
+            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS,
+            |rk, opts, queue| {
+                let mut ptrs = [g.as_ptr()];
+                // SAFETY: librdkafka copies the group name; `g` outlives the call.
+                unsafe {
+                    rd::rd_kafka_DescribeConsumerGroups(rk, ptrs.as_mut_ptr(), 1, opts, queue)
+                }
+            },
+        )?;
+        // SAFETY: the result, its groups, members and partition lists belong to `event`,
+        // alive until the end of scope; every string is copied before it ends.
+        unsafe {
+            let result = rd::rd_kafka_event_DescribeConsumerGroups_result(event.0);
+            let mut n = 0usize;
+            let groups = rd::rd_kafka_DescribeConsumerGroups_result_groups(result, &mut n);
+            let Some(desc) = (0..n).map(|i| *groups.add(i)).next() else {
+                return Err(AdminError::Refused {
+                    op: "DescribeConsumerGroups",
+                    code: "NO_RESULT".into(),
+                    message: format!("no description of group {group}"),
+                });
+            };
+            if let Some((code, message)) =
+                item_error(rd::rd_kafka_ConsumerGroupDescription_error(desc))
+            {
+                return Err(AdminError::Item {
+                    op: "DescribeConsumerGroups",
+                    what: group.into(),
+                    code,
+                    message,
+                });
+            }
+            let stable = rd::rd_kafka_ConsumerGroupDescription_state(desc)
+                == rd::rd_kafka_consumer_group_state_t::RD_KAFKA_CONSUMER_GROUP_STATE_STABLE;
+            let count = rd::rd_kafka_ConsumerGroupDescription_member_count(desc);
+            let mut members = Vec::with_capacity(count);
+            for i in 0..count {
+                let m = rd::rd_kafka_ConsumerGroupDescription_member(desc, i);
+                if m.is_null() {
+                    continue;
+                }
+                let mut assignment = Vec::new();
+                let a = rd::rd_kafka_MemberDescription_assignment(m);
+                let list = if a.is_null() {
+                    std::ptr::null()
+                } else {
+                    rd::rd_kafka_MemberAssignment_partitions(a)
+                };
+                if !list.is_null() {
+                    let cnt = usize::try_from((*list).cnt).unwrap_or(0);
+                    for j in 0..cnt {
+                        let tp = &*(*list).elems.add(j);
+                        assignment.push((text(tp.topic), tp.partition));
+                    }
+                }
+                members.push(GroupMember {
+                    client_id: text(rd::rd_kafka_MemberDescription_client_id(m)),
+                    host: text(rd::rd_kafka_MemberDescription_host(m)),
+                    assignment,
+                });
+            }
+            Ok(GroupDescription { stable, members })
+        }
     }
 }
 

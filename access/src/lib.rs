@@ -5,7 +5,8 @@
 //!
 //! # Layout
 //! - [`policy`]: the rules per principal, derived from the deployment's names (pure).
-//! - [`admin`]: the ACL and SCRAM admin calls on the cluster (the workspace's only
+//! - [`admin`]: the ACL, SCRAM and group-description admin calls on the cluster (the
+//!   stages' query plane reads its group's assignment through it; the workspace's only
 //!   `unsafe`, calling librdkafka's C API).
 //! - [`grant`] / [`revoke`]: a principal's credential and rules, created or removed as one
 //!   step, and the librdkafka properties it connects with.
@@ -17,7 +18,7 @@ pub mod policy;
 
 use std::collections::BTreeMap;
 
-pub use admin::{Admin, AdminError, Scram};
+pub use admin::{Admin, AdminError, GroupDescription, GroupMember, Scram};
 pub use policy::{Acl, Names, Role};
 
 /// A principal's librdkafka settings, printed as a properties file.

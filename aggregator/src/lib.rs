@@ -121,8 +121,8 @@ pub async fn start(
         operator_token: config.exactly_once.operator_token.clone(),
         listen_setting: "aggregate.listen",
     };
-    let routes = |q: &Queries<query::Query, query::Answer>| {
-        http::router(http::Api { queries: q.clone(), sizes })
+    let routes = |q: &Queries<query::Query, query::Answer>, plane| {
+        http::router(http::Api { queries: q.clone(), plane, sizes, resolution })
     };
     Ok(nearfield_eos::http::launch(launch, routes, follower.into_iter().collect(), shutdown)
         .await?)

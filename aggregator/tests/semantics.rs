@@ -239,7 +239,28 @@ async fn events_end_where_the_spec_says() {
     assert_refused(&format!("{base}/v1/cells?window_ms=7"), 400, "window_ms").await;
     let (status, _) = get_json(&format!("{base}/v1/demand?grid=8830e1d8fffffff&sku=X")).await;
     assert_eq!(status, 404);
-    assert_refused(&format!("{base}/v1/demand?sku=X"), 400, "grid").await;
+    assert_refused(&format!("{base}/v1/demand"), 400, "grid").await;
+    assert_refused(&format!("{base}/v1/demand?sku=MILK-1L&limit=0"), 400, "limit").await;
+    assert_refused(&format!("{base}/v1/demand?parent={grid}"), 400, "parent").await;
+    // By SKU across grids, and by a parent cell (rolled up): the same figures here, one grid.
+    let by_sku = get_json(&format!("{base}/v1/demand?sku=MILK-1L")).await.1;
+    assert_eq!(by_sku["keys"][0]["windows"], v["keys"][0]["windows"], "{by_sku}");
+    assert_eq!(by_sku["coverage"]["complete"], true);
+    let parent: h3o::CellIndex = grid.parse().expect("cell");
+    let parent = parent.parent(h3o::Resolution::Six).expect("parent");
+    let rolled = get_json(&format!("{base}/v1/demand?parent={parent}&sku=MILK-1L")).await.1;
+    assert_eq!(rolled["keys"][0]["grid_id"], parent.to_string());
+    assert_eq!(rolled["keys"][0]["grids"], 1);
+    assert_eq!(rolled["keys"][0]["windows"], v["keys"][0]["windows"]);
+    // A time range keeps the windows that overlap it.
+    let ranged = get_json(&format!(
+        "{base}/v1/demand?grid={grid}&from={}&to={}",
+        t0 + 20 * SEC,
+        t0 + 21 * SEC
+    ))
+    .await
+    .1;
+    assert_eq!(ranged["keys"][0]["windows"].as_array().map(Vec::len), Some(1), "{ranged}");
     assert_metrics(
         &base,
         &[

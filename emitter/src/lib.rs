@@ -152,7 +152,7 @@ pub async fn start(
         operator_token: config.exactly_once.operator_token.clone(),
         listen_setting: "emit.listen",
     };
-    let routes = |_: &nearfield_eos::Queries<(), ()>| http::router(Arc::clone(&recent));
+    let routes = |_: &nearfield_eos::Queries<(), ()>, _| http::router(Arc::clone(&recent));
     let stage = nearfield_eos::http::launch(launch, routes, followers, shutdown).await?;
     Ok(Running { stage, recent, catalog, coverage })
 }

@@ -79,8 +79,13 @@ pub fn transactional_producer(
 }
 
 /// The config of a consumer-group member that reads committed data only and commits its
-/// offsets through transactions (never by itself).
-pub fn group_member(settings: &KafkaSettings, group: &str) -> Result<ClientConfig, EosError> {
+/// offsets through transactions (never by itself); `client_id` tells the other members
+/// where it answers queries ([`crate::plane::member_client_id`]).
+pub fn group_member(
+    settings: &KafkaSettings,
+    group: &str,
+    client_id: Option<String>,
+) -> Result<ClientConfig, EosError> {
     let defaults = [
         ("partition.assignment.strategy", "cooperative-sticky".to_string()),
         ("session.timeout.ms", "10000".into()),
@@ -88,7 +93,8 @@ pub fn group_member(settings: &KafkaSettings, group: &str) -> Result<ClientConfi
         ("fetch.queue.backoff.ms", "10".into()),
         ("statistics.interval.ms", "5000".into()),
     ];
-    reader(settings, group, &defaults, &[])
+    let owned: Vec<(&str, String)> = client_id.map(|c| ("client.id", c)).into_iter().collect();
+    reader(settings, group, &defaults, &owned)
 }
 
 /// Client context of a restore consumer: end-of-partition is how a restore ends, not an

@@ -32,6 +32,11 @@ pub struct LoopSettings {
     pub transaction_timeout_ms: u64,
     /// Longest a partition's restore may take before the instance gives up and restarts.
     pub restore_timeout_ms: u64,
+    /// The address other instances reach this one's HTTP server at (queries for
+    /// partitions it owns are forwarded there), e.g. `http://aggregator-1.aggregator:8081`.
+    /// Default: the listen address, or `http://<host name>:<port>` when it listens on
+    /// every interface.
+    pub advertised_url: Option<String>,
     /// The operator token the stage's query endpoints require (set by `nearfield` from
     /// `NEARFIELD_OPERATOR_TOKEN` or `[operator] token_file`, never from this section).
     #[serde(skip)]
@@ -47,6 +52,7 @@ impl Default for LoopSettings {
             commit_interval_ms: 500,
             transaction_timeout_ms: 10_000,
             restore_timeout_ms: 300_000,
+            advertised_url: None,
             operator_token: None,
         }
     }
@@ -76,6 +82,20 @@ impl LoopSettings {
         if self.restore_timeout_ms < 1_000 {
             return Err(("restore_timeout_ms", "must be at least 1000"));
         }
+        if self.instance_id.as_deref().is_some_and(|i| i.contains(';') || i.len() > 200) {
+            return Err(("instance_id", "must be at most 200 bytes without `;`"));
+        }
+        if let Some(u) = &self.advertised_url
+            && (!(u.starts_with("http://") || u.starts_with("https://"))
+                || u.contains(';')
+                || u.contains('?')
+                || u.len() > 200)
+        {
+            return Err((
+                "advertised_url",
+                "must be an http:// or https:// base URL of at most 200 bytes, without `;` or `?`",
+            ));
+        }
         Ok(())
     }
 
@@ -88,6 +108,7 @@ impl LoopSettings {
             transaction_timeout: Duration::from_millis(self.transaction_timeout_ms),
             restore_timeout: Duration::from_millis(self.restore_timeout_ms),
             batch: 512,
+            advertised_url: self.advertised_url.clone(),
         }
     }
 }
@@ -107,6 +128,9 @@ pub struct RuntimeConfig {
     pub restore_timeout: Duration,
     /// Most records handed to the stage at once.
     pub batch: usize,
+    /// Where other instances forward queries for this one's partitions (carried in the
+    /// group consumer's `client.id`; see [`crate::plane`]).
+    pub advertised_url: Option<String>,
 }
 
 impl RuntimeConfig {

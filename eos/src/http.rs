@@ -19,6 +19,7 @@ use nearfield_common::shutdown::CancellationToken;
 
 use crate::config::{CreateOnDemand, RuntimeConfig, Wiring};
 use crate::error::EosError;
+use crate::plane::{Directory, Plane};
 use crate::query::{Queries, SharedStatus};
 use crate::runtime::Runtime;
 use crate::stage::Stage;
@@ -86,13 +87,13 @@ pub struct Launched<S: Stage> {
     pub done: tokio::task::JoinHandle<Result<(), ServeError>>,
 }
 
-/// Starts the stage's loop and its HTTP server (`routes` built with the query mailbox,
-/// plus [`ops`]); returns once the server listens. On `shutdown` or a fatal error both
+/// Starts the stage's loop and its HTTP server (`routes` built with the query mailbox and
+/// the query plane, plus [`ops`]); returns once the server listens. On `shutdown` or a fatal error both
 /// stop, then `followers` (the stage's side-table followers: registry, catalog, coverage)
 /// are stopped.
 pub async fn launch<S: Stage>(
     l: Launch<S>,
-    routes: impl FnOnce(&Queries<S::Query, S::Answer>) -> Router,
+    routes: impl FnOnce(&Queries<S::Query, S::Answer>, Arc<Plane>) -> Router,
     followers: Vec<Follower>,
     shutdown: CancellationToken,
 ) -> Result<Launched<S>, ServeError> {
@@ -101,11 +102,15 @@ pub async fn launch<S: Stage>(
     let bind = |source| ServeError::Bind { addr: l.listen, source };
     let listener = tokio::net::TcpListener::bind(l.listen).await.map_err(bind)?;
     let local_addr = listener.local_addr().map_err(bind)?;
-    let runtime =
-        crate::spawn(l.stage, l.wiring, l.config, l.settings, l.create, shutdown.clone())?;
+    let mut config = l.config;
+    let url = config.advertised_url.get_or_insert_with(|| advertised(local_addr)).clone();
+    let directory = Directory::new(&l.settings, &config.group_id, &l.wiring.input)?;
+    let plane = Arc::new(Plane::new(directory, &config.instance_id, l.operator_token.clone()));
+    tracing::info!(url, "{} answers queries for its partitions at", S::NAME);
+    let runtime = crate::spawn(l.stage, l.wiring, config, l.settings, l.create, shutdown.clone())?;
     let (status, queries) = (Arc::clone(&runtime.status), runtime.queries.clone());
     // Queries need the operator token (when there is one); probes and metrics stay open.
-    let app = guard(routes(&queries), l.operator_token).merge(ops(Arc::clone(&status)));
+    let app = guard(routes(&queries, plane), l.operator_token).merge(ops(Arc::clone(&status)));
     tracing::info!(%local_addr, "{} listening", S::NAME);
     let done = tokio::spawn(async move {
         let served = serve(listener, app, runtime, shutdown).await;
@@ -116,6 +121,17 @@ pub async fn launch<S: Stage>(
         served
     });
     Ok(Launched { local_addr, status, queries, done })
+}
+
+/// The default advertised address: the listen address, or the host name when listening on
+/// every interface.
+fn advertised(local: SocketAddr) -> String {
+    if local.ip().is_unspecified() {
+        let host = crate::clients::instance_id(None);
+        format!("http://{host}:{}", local.port())
+    } else {
+        format!("http://{local}")
+    }
 }
 
 /// Serves `app` on `listener` while `runtime` runs; returns when both stopped: on

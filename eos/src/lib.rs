@@ -21,6 +21,8 @@
 //! - `core`: owned partitions, commit, abort-and-rewind, rebalance callbacks.
 //! - `restore`: the restore worker thread.
 //! - [`query`]: the published [`Status`] and the query mailbox.
+//! - [`plane`]: any instance answers for any partition: the group's owners (from the
+//!   coordinator) and their advertised addresses, forwarding and fan-out.
 //! - [`http`]: `/readyz` from the status, and [`http::serve`] (server + loop together).
 //! - [`clients`]: Kafka client configs and topic metadata.
 //! - [`error`]: [`EosError`] and its [`Class`].
@@ -32,6 +34,7 @@ mod core;
 pub mod error;
 pub mod http;
 pub mod internal_events;
+pub mod plane;
 pub mod query;
 mod restore;
 pub mod runtime;
@@ -39,6 +42,7 @@ pub mod stage;
 
 pub use config::{CreateOnDemand, LoopSettings, RuntimeConfig, Wiring};
 pub use error::{Class, EosError, TopicProblem};
+pub use plane::{Coverage, Local, Part, Plane, Scope};
 pub use query::{PartitionStatus, Queries, QueryError, SharedStatus, Status};
 pub use runtime::{Runtime, spawn};
 pub use stage::{Emit, Input, Millis, Owned, PartitionState, Stage};

@@ -47,7 +47,7 @@ impl Status {
 pub type SharedStatus = Arc<ArcSwap<Status>>;
 
 /// A question could not be answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
     #[error("too many queries are waiting; retry shortly")]
     Busy,
@@ -55,6 +55,9 @@ pub enum QueryError {
     Stopped,
     #[error("the stage did not answer within {0:?}")]
     Timeout(Duration),
+    /// The group's assignment could not be read (the query plane cannot route).
+    #[error("cannot find the partitions' owners: {0}")]
+    Plane(String),
 }
 
 pub(crate) type Asked<Q, A> = (Q, oneshot::Sender<A>);

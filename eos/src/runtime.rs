@@ -250,9 +250,15 @@ fn run_once<S: Stage>(
         metrics,
         status_dirty: true,
     };
-    let consumer: BaseConsumer<Ctx<S>> = clients::group_member(&spec.settings, &cfg.group_id)?
-        .create_with_context(Ctx::new(core))
-        .map_err(|source| EosError::Client { client: "group consumer", source })?;
+    let consumer: BaseConsumer<Ctx<S>> = clients::group_member(
+        &spec.settings,
+        &cfg.group_id,
+        cfg.advertised_url
+            .as_deref()
+            .map(|u| crate::plane::member_client_id(S::NAME, &cfg.instance_id, u)),
+    )?
+    .create_with_context(Ctx::new(core))
+    .map_err(|source| EosError::Client { client: "group consumer", source })?;
     consumer.subscribe(&[&w.input]).map_err(|e| EosError::kafka("subscribing", e))?;
     tracing::info!(
         instance = cfg.instance_id,

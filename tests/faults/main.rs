@@ -2,11 +2,12 @@
 //! (`nearfield_testkit::Deployment`) and one set of scenarios (`scenarios.rs`): SIGKILLs
 //! of instances that own partitions, scaling 1 → 3 → 1, a zombie fencing the producer,
 //! and a broker lost on a three-node cluster. After each, the stage's outputs equal the
-//! ground truth exactly. Then what the runtime promises besides: a partition restoring
+//! ground truth exactly; any instance answers any key meanwhile. Then what the runtime promises besides: a partition restoring
 //! does not stop the others, and a permanent error stops the stage, naming its cause.
 
 mod aggregator;
 mod emitter;
+mod queries;
 mod runtime;
 mod scenarios;
 
@@ -70,6 +71,12 @@ fn emitter_fenced_by_a_zombie_restarts_from_the_last_commit() {
 fn emitter_losing_a_broker_mid_stream_changes_nothing() {
     let _s = serial();
     scenarios::broker_loss::<Emitter>();
+}
+
+#[test]
+fn aggregator_any_instance_answers_any_key_through_one_three_one() {
+    let _s = serial();
+    queries::any_instance_answers_any_key(Kafka::shared());
 }
 
 #[test]

@@ -45,7 +45,7 @@ use keys::{Keys, NO_POS};
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use nearfield_schemas::{DemandWindow, GridCoverage, SaleEventRef};
@@ -513,10 +513,36 @@ impl PartitionState {
         self.keys.find(grid, sku).map(|k| self.key_view(k))
     }
 
-    /// Every grid × SKU of a grid (the live query without `sku`).
-    pub fn keys_of_grid(&self, grid: &str) -> Vec<KeyView<'_>> {
-        let Some(g) = self.keys.grids.get(grid) else { return Vec::new() };
-        self.keys.iter().filter(|&k| self.keys.grid_id(k) == g).map(|k| self.key_view(k)).collect()
+    /// The grid × SKU keys whose grid passes `grid_ok` (asked once per grid) and whose SKU
+    /// is `sku` (any when `None`), unordered: the live query's selection. One pass over
+    /// the keys; the views are made by the caller for the keys it keeps ([`Self::view_of`]).
+    pub fn select(
+        &self,
+        mut grid_ok: impl FnMut(&str) -> bool,
+        sku: Option<&str>,
+    ) -> Vec<(&str, &str, u32)> {
+        let sku_id = match sku {
+            Some(s) => match self.keys.skus.get(s) {
+                Some(id) => Some(id),
+                None => return Vec::new(),
+            },
+            None => None,
+        };
+        let mut grids: HashMap<u32, bool> = HashMap::new();
+        self.keys
+            .iter()
+            .filter(|&k| sku_id.is_none_or(|s| self.keys.sku_id(k) == s))
+            .filter(|&k| {
+                let g = self.keys.grid_id(k);
+                *grids.entry(g).or_insert_with(|| grid_ok(self.keys.grid(k)))
+            })
+            .map(|k| (self.keys.grid(k), self.keys.sku(k), k))
+            .collect()
+    }
+
+    /// The live windows of key `k` (from [`Self::select`]).
+    pub fn view_of(&self, k: u32) -> KeyView<'_> {
+        self.key_view(k)
     }
 
     /// The newest window of size index `size_idx`: its start and, per grid × SKU in it,
