@@ -11,7 +11,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use nearfield_aggregator::AggregateConfig;
 use nearfield_common::kafka::KafkaSettings;
-use nearfield_common::operator::OperatorToken;
+use nearfield_common::operator::{OperatorToken, SupplierTokens};
 use nearfield_emitter::EmitConfig;
 use nearfield_ingest::IngestConfig;
 use nearfield_live::LiveConfig;
@@ -38,6 +38,10 @@ pub struct Config {
 pub struct OperatorConfig {
     /// A file holding the token (e.g. a mounted Kubernetes Secret).
     pub token_file: Option<PathBuf>,
+    /// A file of `<supplier_id> <token>` lines: each supplier's own token for the
+    /// emitter's `/v1/plans`, which then shows that supplier's plans only. Needs the
+    /// operator token.
+    pub supplier_tokens_file: Option<PathBuf>,
 }
 
 fn resolve(base: &Path, p: &mut Option<PathBuf>) {
@@ -76,6 +80,7 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
     }
     if let Some(dir) = file.and_then(Path::parent) {
         resolve(dir, &mut cfg.operator.token_file);
+        resolve(dir, &mut cfg.operator.supplier_tokens_file);
         resolve(dir, &mut cfg.ingest.stores_file);
         resolve(dir, &mut cfg.ingest.catalog_file);
         resolve(dir, &mut cfg.ingest.master_key_file);
@@ -122,6 +127,17 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
         .map(|t| OperatorToken::new(&t))
         .transpose()
         .map_err(|e| anyhow::anyhow!("{e} (NEARFIELD_OPERATOR_TOKEN or operator.token_file)"))?;
+    if let Some(f) = &cfg.operator.supplier_tokens_file {
+        anyhow::ensure!(
+            token.is_some(),
+            "operator.supplier_tokens_file needs the operator token too \
+             (NEARFIELD_OPERATOR_TOKEN or operator.token_file)"
+        );
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("operator.supplier_tokens_file {}", f.display()))?;
+        cfg.emit.exactly_once.supplier_tokens = SupplierTokens::parse(&text)
+            .map_err(|e| anyhow::anyhow!("operator.supplier_tokens_file {}: {e}", f.display()))?;
+    }
     cfg.aggregate.exactly_once.operator_token.clone_from(&token);
     cfg.emit.exactly_once.operator_token.clone_from(&token);
     cfg.live.operator_token = token;

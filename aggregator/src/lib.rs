@@ -119,6 +119,8 @@ pub async fn start(
         create: None,
         listen: config.exactly_once.listen,
         operator_token: config.exactly_once.operator_token.clone(),
+        // Suppliers see plans, never per-grid figures.
+        supplier_tokens: Default::default(),
         listen_setting: "aggregate.listen",
     };
     let routes = |q: &Queries<query::Query, query::Answer>, plane| {

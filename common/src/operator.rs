@@ -3,6 +3,10 @@
 //! and the live page answer only requests with `Authorization: Bearer <token>`; `/healthz`,
 //! `/readyz` and `/metrics` stay open for probes and Prometheus. Without a token a stage
 //! serves loopback only: a non-loopback listen address is refused at start.
+//!
+//! A stage may also admit [`SupplierTokens`] (the emitter's `/v1/plans`): a request with a
+//! supplier's own token is let through as [`Caller::Supplier`], and the handler shows it
+//! only that supplier's data.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -71,16 +75,93 @@ pub fn check_listen(
     Ok(())
 }
 
-/// `router` with every route behind the token (unchanged without one).
-pub fn guard(router: Router, token: Option<OperatorToken>) -> Router {
-    match token {
-        None => router,
-        Some(t) => router.layer(axum::middleware::from_fn_with_state(t, admit)),
+/// Who a guarded request comes from (a request extension; absent on an unguarded
+/// loopback-only server, where the caller is the operator).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    Operator,
+    /// A supplier, by its id: sees only its own data.
+    Supplier(String),
+}
+
+/// Suppliers' own tokens: a file of `<supplier_id> <token>` lines (`#` starts a comment).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SupplierTokens(Vec<(String, OperatorToken)>);
+
+impl SupplierTokens {
+    /// Parses the file's text; the error names the line and the rule.
+    pub fn parse(text: &str) -> Result<SupplierTokens, String> {
+        let mut out = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let mut parts = line.split_whitespace();
+            let (Some(id), Some(token), None) = (parts.next(), parts.next(), parts.next()) else {
+                return Err(format!("line {}: must be `<supplier_id> <token>`", i + 1));
+            };
+            if crate::ids::check(id, 48).is_err() {
+                return Err(format!(
+                    "line {}: supplier_id must be 1..=48 bytes of [A-Za-z0-9._:-]",
+                    i + 1
+                ));
+            }
+            let token = OperatorToken::new(token).map_err(|e| format!("line {}: {e}", i + 1))?;
+            if out.iter().any(|(_, t): &(String, OperatorToken)| *t == token) {
+                return Err(format!("line {}: the token is already another supplier's", i + 1));
+            }
+            out.push((id.to_string(), token));
+        }
+        Ok(SupplierTokens(out))
+    }
+
+    /// No supplier has a token.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The supplier whose token `value` carries (every entry compared, in constant time).
+    fn supplier(&self, value: Option<&HeaderValue>) -> Option<String> {
+        let mut found = None;
+        for (id, t) in &self.0 {
+            if t.admits(value) {
+                found = Some(id.clone());
+            }
+        }
+        found
     }
 }
 
-async fn admit(State(token): State<OperatorToken>, request: Request, next: Next) -> Response {
-    if token.admits(request.headers().get(header::AUTHORIZATION)) {
+/// `router` with every route behind the token (unchanged without one).
+pub fn guard(router: Router, token: Option<OperatorToken>) -> Router {
+    guard_with(router, token, SupplierTokens::default())
+}
+
+/// `router` behind the operator token, also admitting `suppliers` (each as
+/// [`Caller::Supplier`]). Unchanged when there is neither.
+pub fn guard_with(
+    router: Router,
+    token: Option<OperatorToken>,
+    suppliers: SupplierTokens,
+) -> Router {
+    if token.is_none() && suppliers.is_empty() {
+        return router;
+    }
+    router.layer(axum::middleware::from_fn_with_state(Arc::new((token, suppliers)), admit))
+}
+
+type Admits = Arc<(Option<OperatorToken>, SupplierTokens)>;
+
+async fn admit(State(admits): State<Admits>, mut request: Request, next: Next) -> Response {
+    let value = request.headers().get(header::AUTHORIZATION);
+    let caller = if admits.0.as_ref().is_some_and(|t| t.admits(value)) {
+        Some(Caller::Operator)
+    } else {
+        admits.1.supplier(value).map(Caller::Supplier)
+    };
+    if let Some(c) = caller {
+        request.extensions_mut().insert(c);
         return next.run(request).await;
     }
     let body = serde_json::json!({"error": {
@@ -121,6 +202,57 @@ mod tests {
         assert_eq!(status(&app, Some("Bearer s3cret-operator-token")).await, StatusCode::OK);
         let open = guard(Router::new().route("/v1/plans", get(|| async { "plans" })), None);
         assert_eq!(status(&open, None).await, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_supplier_token_opens_the_route_as_that_supplier() {
+        let token = OperatorToken::new("s3cret-operator-token").expect("token");
+        let suppliers = SupplierTokens::parse(
+            "# id token\nbright-dairy token-of-bright-dairy\nmaster-kong token-of-master-kong # x\n",
+        )
+        .expect("tokens");
+        let who = |c: Option<axum::Extension<Caller>>| async move {
+            match c {
+                Some(axum::Extension(Caller::Supplier(s))) => s,
+                Some(axum::Extension(Caller::Operator)) => "operator".into(),
+                None => "nobody".into(),
+            }
+        };
+        let app = guard_with(Router::new().route("/v1/plans", get(who)), Some(token), suppliers);
+        let body = |auth: &'static str| {
+            let app = app.clone();
+            async move {
+                let req = Request::builder()
+                    .uri("/v1/plans")
+                    .header(header::AUTHORIZATION, auth)
+                    .body(Body::empty())
+                    .expect("request");
+                let r = app.oneshot(req).await.expect("response");
+                let bytes = axum::body::to_bytes(r.into_body(), 1 << 10).await.expect("body");
+                String::from_utf8_lossy(&bytes).into_owned()
+            }
+        };
+        assert_eq!(body("Bearer token-of-master-kong").await, "master-kong");
+        assert_eq!(body("Bearer s3cret-operator-token").await, "operator");
+        assert_eq!(
+            status(&app, Some("Bearer token-of-nobody-at-all")).await,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(status(&app, None).await, StatusCode::UNAUTHORIZED);
+    }
+
+    #[test]
+    fn supplier_token_files_name_the_bad_line() {
+        for (text, want) in [
+            ("a b c\n", "line 1: must be"),
+            ("ok-supplier short\n", "line 1: operator token: must be at least"),
+            ("bad/id 0123456789abcdef\n", "line 1: supplier_id"),
+            ("a 0123456789abcdef\nb 0123456789abcdef\n", "line 2: the token is already"),
+        ] {
+            let e = SupplierTokens::parse(text).expect_err(text);
+            assert!(e.starts_with(want), "{text:?}: {e}");
+        }
+        assert!(SupplierTokens::parse("\n# nothing\n").expect("empty").is_empty());
     }
 
     #[test]

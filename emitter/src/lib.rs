@@ -150,9 +150,12 @@ pub async fn start(
         create: Some(create),
         listen: config.exactly_once.listen,
         operator_token: config.exactly_once.operator_token.clone(),
+        supplier_tokens: config.exactly_once.supplier_tokens.clone(),
         listen_setting: "emit.listen",
     };
-    let routes = |_: &nearfield_eos::Queries<(), ()>, _| http::router(Arc::clone(&recent));
+    let routes = |q: &nearfield_eos::Queries<stage::Asked, stage::Owns>, plane| {
+        http::router(http::Api { queries: q.clone(), plane, recent: Arc::clone(&recent) })
+    };
     let stage = nearfield_eos::http::launch(launch, routes, followers, shutdown).await?;
     Ok(Running { stage, recent, catalog, coverage })
 }

@@ -21,6 +21,16 @@ const DEMAND_CONTENT_TYPE: &str = "application/vnd.nearfield.demand-window+avro"
 /// The latest committed signals, newest last (what `/v1/plans` serves).
 pub type Recent = Arc<ArcSwap<VecDeque<PlanSignal>>>;
 
+/// A question for the loop: which of these partitions does this instance serve?
+pub type Asked = Vec<i32>;
+
+/// The answer: those restored here, and those being restored.
+#[derive(Debug, Clone, Default)]
+pub struct Owns {
+    pub answered: Vec<i32>,
+    pub restoring: Vec<i32>,
+}
+
 /// The emitter stage.
 #[derive(Debug)]
 pub struct Emitter {
@@ -103,8 +113,8 @@ impl Stage for Emitter {
 
     type State = PartitionState;
     type Summary = Committed;
-    type Query = ();
-    type Answer = ();
+    type Query = Asked;
+    type Answer = Owns;
 
     fn process(
         &self,
@@ -155,7 +165,11 @@ impl Stage for Emitter {
         SignalsCommitted { signals: &summary.signals, tally: summary.tally }.emit();
     }
 
-    fn answer(&self, _owned: &Owned<'_, PartitionState>, _q: ()) {}
+    fn answer(&self, owned: &Owned<'_, PartitionState>, asked: Asked) -> Owns {
+        let answered = asked.iter().copied().filter(|p| owned.active.contains_key(p)).collect();
+        let restoring = asked.iter().copied().filter(|p| owned.restoring.contains(p)).collect();
+        Owns { answered, restoring }
+    }
 
     fn fresh(&self, _partition: i32) -> PartitionState {
         PartitionState::new(Arc::clone(&self.cfg))

@@ -3,13 +3,15 @@
 //! (THRESHOLD, SCHEDULED, SURGE and REVISION among them) with the completeness that
 //! `coverage.v1` gives (silent shops counted, pending ones holding FIRM back), nothing for a SKU whose shops
 //! are thinner than the privacy floor, undecodable bytes to the dead-letter topic, and
-//! the recent signals and metrics over HTTP.
+//! the recent signals over HTTP (the operator's token sees every supplier's, a supplier's
+//! own token only its own) and metrics.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nearfield_common::kafka::{KafkaSettings, Topics, partition_for_key};
+use nearfield_common::operator::{OperatorToken, SupplierTokens};
 use nearfield_common::shutdown::CancellationToken;
 use nearfield_emitter::EmitConfig;
 use nearfield_emitter::coverage::Coverage;
@@ -18,11 +20,15 @@ use nearfield_emitter::synthetic::{self, Scenario};
 use nearfield_schemas::{
     CatalogRecord, Codec, PlanReason, PlanSignal, RejectSource, RejectedEvent, ServiceArea,
 };
-use nearfield_testkit::http::{assert_metrics, assert_refused};
+use nearfield_testkit::http::assert_metrics;
 use nearfield_testkit::{Isolation, Kafka, read_to_end};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::json;
 
 const PARTITIONS: i32 = 2;
+const OPERATOR: &str = "operator-token-of-the-test";
+const SYN0: &str = "token-of-supplier-syn-0";
+const LIVE: &str = "token-of-supplier-live";
 
 fn read(topic: &str, isolation: Isolation) -> Vec<nearfield_testkit::Record> {
     read_to_end(Kafka::shared(), topic, isolation, Duration::from_secs(30))
@@ -98,6 +104,9 @@ async fn demand_windows_in_plan_signals_out() {
             group_id: format!("emit-{id}"),
             instance_id: Some("it".into()),
             commit_interval_ms: 100,
+            operator_token: Some(OperatorToken::new(OPERATOR).expect("token")),
+            supplier_tokens: SupplierTokens::parse(&format!("syn-0 {SYN0}\nlive {LIVE}\n"))
+                .expect("tokens"),
             ..nearfield_eos::LoopSettings::default()
         },
         catalog_file: Some(catalog_file),
@@ -270,18 +279,42 @@ async fn demand_windows_in_plan_signals_out() {
     assert!(rej.origin.as_deref().is_some_and(|o| o.starts_with(&topics.demand)));
 
     // Recent signals and metrics over HTTP.
-    let body: serde_json::Value = http
-        .get(format!("{base}/v1/plans?supplier=syn-0&limit=5"))
-        .send()
-        .await
-        .expect("plans")
-        .json()
-        .await
-        .expect("json");
+    let plans = async |query: &str, token: Option<&str>| {
+        let mut r = http.get(format!("{base}/v1/plans{query}"));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().await.expect("plans");
+        let status = r.status().as_u16();
+        (status, r.json::<serde_json::Value>().await.unwrap_or_default())
+    };
+    let (status, body) = plans("?supplier=syn-0&limit=5", Some(OPERATOR)).await;
+    assert_eq!(status, 200, "{body}");
     let listed = body["signals"].as_array().expect("signals");
     assert!(!listed.is_empty() && listed.len() <= 5);
     assert!(listed.iter().all(|s| s["supplier_id"] == "syn-0"));
-    assert_refused(&format!("{base}/v1/plans?supplier=Not%20Valid"), 400, "supplier").await;
+    assert_eq!(body["coverage"]["complete"], true, "{body}");
+    let (status, body) = plans("?supplier=Not%20Valid", Some(OPERATOR)).await;
+    assert_eq!((status, &body["error"]["field"]), (400, &json!("supplier")), "{body}");
+    // The operator sees every supplier; a supplier's own token shows its plans only, and
+    // asking for another's is refused; no token or an unknown one gets nothing.
+    let suppliers = |b: &serde_json::Value| -> BTreeSet<String> {
+        b["signals"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["supplier_id"].as_str().map(str::to_string))
+            .collect()
+    };
+    let (_, all) = plans("?limit=1000", Some(OPERATOR)).await;
+    assert!(suppliers(&all).len() > 1, "{all}");
+    let (status, own) = plans("?limit=1000", Some(SYN0)).await;
+    assert_eq!(status, 200);
+    assert_eq!(suppliers(&own), ["syn-0".to_string()].into(), "{own}");
+    let (status, body) = plans("?supplier=live", Some(SYN0)).await;
+    assert_eq!((status, &body["error"]["rule"]), (403, &json!("plans.own_supplier")), "{body}");
+    assert_eq!(plans("", None).await.0, 401);
+    assert_eq!(plans("", Some("not-a-known-token-at-all")).await.0, 401);
     let metrics = assert_metrics(
         &base,
         &[

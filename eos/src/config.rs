@@ -41,6 +41,10 @@ pub struct LoopSettings {
     /// `NEARFIELD_OPERATOR_TOKEN` or `[operator] token_file`, never from this section).
     #[serde(skip)]
     pub operator_token: Option<nearfield_common::operator::OperatorToken>,
+    /// Suppliers' own tokens, admitted where a stage serves a supplier its own data (set
+    /// by `nearfield` from `[operator] supplier_tokens_file`).
+    #[serde(skip)]
+    pub supplier_tokens: nearfield_common::operator::SupplierTokens,
 }
 
 impl Default for LoopSettings {
@@ -54,6 +58,7 @@ impl Default for LoopSettings {
             restore_timeout_ms: 300_000,
             advertised_url: None,
             operator_token: None,
+            supplier_tokens: nearfield_common::operator::SupplierTokens::default(),
         }
     }
 }

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use nearfield_common::kafka::{Follower, KafkaSettings};
-use nearfield_common::operator::{OperatorToken, check_listen, guard};
+use nearfield_common::operator::{OperatorToken, SupplierTokens, check_listen, guard_with};
 use nearfield_common::shutdown::CancellationToken;
 
 use crate::config::{CreateOnDemand, RuntimeConfig, Wiring};
@@ -70,6 +70,8 @@ pub struct Launch<S: Stage> {
     pub listen: SocketAddr,
     /// The token its query routes require (`None`: loopback only, no token).
     pub operator_token: Option<OperatorToken>,
+    /// Suppliers' tokens its query routes also admit (as `Caller::Supplier`).
+    pub supplier_tokens: SupplierTokens,
     /// The name of the listen setting, for errors (e.g. `aggregate.listen`).
     pub listen_setting: &'static str,
 }
@@ -110,7 +112,8 @@ pub async fn launch<S: Stage>(
     let runtime = crate::spawn(l.stage, l.wiring, config, l.settings, l.create, shutdown.clone())?;
     let (status, queries) = (Arc::clone(&runtime.status), runtime.queries.clone());
     // Queries need the operator token (when there is one); probes and metrics stay open.
-    let app = guard(routes(&queries, plane), l.operator_token).merge(ops(Arc::clone(&status)));
+    let app = guard_with(routes(&queries, plane), l.operator_token, l.supplier_tokens)
+        .merge(ops(Arc::clone(&status)));
     tracing::info!(%local_addr, "{} listening", S::NAME);
     let done = tokio::spawn(async move {
         let served = serve(listener, app, runtime, shutdown).await;
