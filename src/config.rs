@@ -254,4 +254,24 @@ mod tests {
             Ok(())
         });
     }
+
+    #[test]
+    fn supplier_tokens_reach_the_emitter_and_need_the_operator_token() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("suppliers", "bright-dairy token-of-bright-dairy-01\n")?;
+            jail.create_file("c.toml", "[operator]\nsupplier_tokens_file = \"suppliers\"\n")?;
+            let path = jail.directory().join("c.toml");
+            let err = load(Some(&path)).expect_err("no operator token").to_string();
+            assert!(err.contains("needs the operator token"), "{err}");
+            jail.set_env("NEARFIELD_OPERATOR_TOKEN", "operator-token-0123456789");
+            let cfg = load(Some(&path)).map_err(|e| e.to_string())?;
+            let want = SupplierTokens::parse("bright-dairy token-of-bright-dairy-01").ok();
+            assert_eq!(Some(cfg.emit.exactly_once.supplier_tokens), want);
+            assert!(cfg.aggregate.exactly_once.supplier_tokens.is_empty(), "plans only");
+            jail.create_file("suppliers", "bright-dairy short\n")?;
+            let err = load(Some(&path)).expect_err("short token").to_string();
+            assert!(err.contains("supplier_tokens_file") && err.contains("line 1"), "{err}");
+            Ok(())
+        });
+    }
 }

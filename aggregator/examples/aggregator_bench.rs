@@ -11,7 +11,11 @@
 //!   production defaults) consuming the same records into fresh state; reports when every
 //!   record is processed and committed.
 //!   With `BENCH_KILL=1` it prints its result and kills itself with SIGKILL (no
-//!   shutdown, no flush).
+//!   shutdown, no flush). With `BENCH_QPS=Q` (and `BENCH_KEYS`, the keys of the fill) it
+//!   also asks the live query `/v1/demand` Q times a second, open loop (latency counted
+//!   from when each query was due, so a stall is not hidden), 90 % one grid × SKU and
+//!   10 % one grid's first 100 SKUs; latencies are recorded once every key exists (after
+//!   the first KEYS events) and reported as `query`: p50/p99/max ms, count, errors.
 //! - `restore BROKERS TOPIC N PREFIX`: a new instance of the same group restoring the
 //!   state the `aggregate` phase committed; reports restore time and memory, and the same
 //!   sums over every window (`totals`) as `aggregate`, to compare.
@@ -222,6 +226,12 @@ async fn aggregate(brokers: &str, topic: &str, n: u64, prefix: &str) {
     let running = nearfield_aggregator::start(cfg, kafka, token.clone())
         .await
         .unwrap_or_else(|e| die(&format!("start: {e}")));
+    let load = std::env::var("BENCH_QPS").ok().and_then(|q| q.parse::<u64>().ok()).map(|qps| {
+        let keys = std::env::var("BENCH_KEYS").ok().and_then(|k| k.parse().ok()).unwrap_or(n);
+        let base = format!("http://{}", running.local_addr);
+        let stop = CancellationToken::new();
+        (stop.clone(), tokio::spawn(query_load(base, keys, qps, stop)))
+    });
     while processed() < n {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -229,13 +239,20 @@ async fn aggregate(brokers: &str, topic: &str, n: u64, prefix: &str) {
     let secs = started.elapsed().as_secs_f64();
     let (cpu1, hwm) = proc_stat();
     let cpu = cpu1 - cpu0;
+    let query = match load {
+        Some((stop, l)) => {
+            stop.cancel();
+            l.await.unwrap_or_default()
+        }
+        None => "null".to_string(),
+    };
     // The gauges are refreshed every 10 s; ask the loop.
     let size = state_size(&running).await;
     let (keys, windows, state_bytes) = (size.keys, size.windows, size.bytes);
     let rss = rss_mb();
     let totals = totals(&running).await;
     println!(
-        "{{\"phase\":\"aggregate\",\"events\":{n},\"seconds\":{secs:.2},\"events_per_s\":{:.0},\"cpu_s\":{cpu:.2},\"events_per_cpu_s\":{:.0},\"peak_rss_mb\":{hwm:.1},\"rss_mb\":{rss:.1},\"keys\":{keys},\"windows\":{windows},\"state_bytes\":{state_bytes},\"totals\":{totals}}}",
+        "{{\"phase\":\"aggregate\",\"events\":{n},\"seconds\":{secs:.2},\"events_per_s\":{:.0},\"cpu_s\":{cpu:.2},\"events_per_cpu_s\":{:.0},\"peak_rss_mb\":{hwm:.1},\"rss_mb\":{rss:.1},\"keys\":{keys},\"windows\":{windows},\"state_bytes\":{state_bytes},\"totals\":{totals},\"query\":{query}}}",
         n as f64 / secs,
         n as f64 / cpu.max(0.01)
     );
@@ -249,6 +266,68 @@ async fn aggregate(brokers: &str, topic: &str, n: u64, prefix: &str) {
     }
     token.cancel();
     let _ = running.done.await;
+}
+
+/// Open-loop query load on `base` until `stop`: the latency summary as JSON.
+async fn query_load(base: String, keys: u64, qps: u64, stop: CancellationToken) -> String {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap_or_else(|e| die(&format!("http client: {e}")));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(bool, f64, u16)>();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / qps.max(1) as f64));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    loop {
+        let due = tokio::select! {
+            t = tick.tick() => t,
+            () = stop.cancelled() => break,
+        };
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let k = rng % keys;
+        let (grid, sku, whole) = (k / 400, k % 400, rng.is_multiple_of(10));
+        let url = if whole {
+            format!("{base}/v1/demand?grid=8831aa{grid:09x}&limit=100")
+        } else {
+            format!("{base}/v1/demand?grid=8831aa{grid:09x}&sku=SKU-{sku:05}")
+        };
+        // Only once every key exists: the queries of a state of KEYS keys.
+        let counted = processed() >= keys;
+        let (http, tx) = (http.clone(), tx.clone());
+        tokio::spawn(async move {
+            let status = http.get(&url).send().await.map_or(0, |r| r.status().as_u16());
+            if counted {
+                let _ = tx.send((whole, due.elapsed().as_secs_f64() * 1e3, status));
+            }
+        });
+    }
+    drop(tx);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut ms = Vec::new();
+    let (mut errors, mut whole) = (std::collections::BTreeMap::<u16, u64>::new(), 0u64);
+    while let Ok((w, t, status)) = rx.try_recv() {
+        ms.push(t);
+        if status != 200 {
+            *errors.entry(status).or_default() += 1;
+        }
+        whole += u64::from(w);
+    }
+    let errors = serde_json::to_string(&errors).unwrap_or_default();
+    ms.sort_by(f64::total_cmp);
+    let q = |p: f64| {
+        ms.get(((ms.len() as f64 * p) as usize).min(ms.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    format!(
+        "{{\"qps\":{qps},\"count\":{},\"grid_queries\":{whole},\"errors\":{errors},\"p50_ms\":{:.2},\"p99_ms\":{:.2},\"max_ms\":{:.2}}}",
+        ms.len(),
+        q(0.5),
+        q(0.99),
+        ms.last().copied().unwrap_or(0.0)
+    )
 }
 
 async fn totals(running: &nearfield_aggregator::Running) -> String {

@@ -455,4 +455,60 @@ mod tests {
         assert!(parent_ok(parent, Resolution::Eight));
         assert!(!parent_ok(grid, Resolution::Eight));
     }
+
+    proptest::proptest! {
+        /// The selection equals a brute-force filter whichever way it runs (a lookup
+        /// per pair on a dense state, a pass over the keys on a sparse one).
+        #[test]
+        fn selection_is_the_filter(
+            pairs in proptest::collection::btree_set((0u8..6, 0u8..6), 1..36),
+            grid in proptest::option::of(0u8..7),
+            sku in proptest::option::of(0u8..7),
+        ) {
+            use crate::window::Windowing;
+            let cfg = std::sync::Arc::new(crate::state::StateConfig {
+                windowing: Windowing {
+                    sizes: vec![60_000],
+                    out_of_orderness: 1_000,
+                    grace: vec![1_000],
+                    allowed_lateness: vec![60_000],
+                    max_close_delay: 60_000,
+                },
+                currency: "CNY".into(),
+                coverage: vec![false],
+                close_chunk: 100,
+            });
+            let mut st = PartitionState::new(cfg);
+            let t = 1_700_000_000_000;
+            for (i, (g, s)) in pairs.iter().enumerate() {
+                let ev = nearfield_schemas::SaleEvent {
+                    event_id: format!("e{i}"),
+                    store_id: "s".into(),
+                    device_id: "d".into(),
+                    grid_id: format!("g{g}"),
+                    sku: format!("S{s}"),
+                    kind: nearfield_schemas::SaleKind::Sale,
+                    quantity: 1,
+                    unit_price_minor: 100,
+                    currency: "CNY".into(),
+                    occurred_at: t,
+                    received_at: t,
+                };
+                st.apply_sale(&ev, t);
+            }
+            let (gname, sname) = (grid.map(|g| format!("g{g}")), sku.map(|s| format!("S{s}")));
+            let mut got: Vec<(String, String)> = st
+                .select(|g| gname.as_deref().is_none_or(|w| w == g), sname.as_deref())
+                .into_iter()
+                .map(|(g, s, _)| (g.to_string(), s.to_string()))
+                .collect();
+            got.sort();
+            let want: Vec<(String, String)> = pairs
+                .iter()
+                .filter(|(g, s)| grid.is_none_or(|w| w == *g) && sku.is_none_or(|w| w == *s))
+                .map(|(g, s)| (format!("g{g}"), format!("S{s}")))
+                .collect();
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
 }

@@ -193,3 +193,29 @@ def test_each_stage_connects_to_kafka_as_its_own_principal_from_a_secret():
         # Only the principal `nearfield access grant-stage` makes for it.
         others = [r for r in refs if r.startswith("nearfield-kafka-") and r != own]
         assert not others, f"{name} also reads {others}"
+
+
+def test_readers_query_every_replica_and_replicas_reach_each_other():
+    docs = manifests()
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    workloads = {d["metadata"]["name"]: d for d in docs if d["kind"] in ("Deployment", "StatefulSet")}
+    live_env = {e["name"]: e.get("value") for e in
+                workloads["nearfield-live"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    for name, section, port in [("nearfield-aggregator", "AGGREGATE", 8081),
+                                ("nearfield-emitter", "EMIT", 8082)]:
+        query = services[f"{name}-query"]["spec"]
+        assert query.get("clusterIP") != "None", "a Service over every replica, not a pod"
+        assert query["selector"] == {"app.kubernetes.io/name": name}
+        reader = "AGGREGATOR" if section == "AGGREGATE" else "EMITTER"
+        assert live_env[f"NEARFIELD_LIVE__{reader}_URL"] == f"http://{name}-query:{port}"
+        env = {e["name"]: e.get("value") for e in
+               workloads[name]["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env[f"NEARFIELD_{section}__ADVERTISED_URL"] == f"http://$(POD_NAME).{name}:{port}"
+        assert services[name]["spec"]["clusterIP"] == "None", "pods resolvable by name"
+        policies = [d for d in docs if d["kind"] == "NetworkPolicy"
+                    and _selects(d["spec"]["podSelector"], {"app.kubernetes.io/name": name})]
+        peers = [rule for p in policies for rule in p["spec"].get("ingress", [])
+                 if any(_selects(f.get("podSelector", {}), {"app.kubernetes.io/name": name})
+                        and "namespaceSelector" not in f for f in rule.get("from", []))
+                 and {"port": port, "protocol": "TCP"} in rule.get("ports", [])]
+        assert peers, f"{name} replicas may forward queries to each other"

@@ -343,6 +343,16 @@ impl<S: Stage> Core<S> {
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<(), EosError> {
+        self.commit_between(consumer, |_| {})
+    }
+
+    /// [`Self::commit`], calling `between` (the loop answers queries there) while the
+    /// transaction's records are being delivered, so a commit does not hold queries up.
+    pub(crate) fn commit_between<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        mut between: impl FnMut(&mut Self),
+    ) -> Result<(), EosError> {
         let started = Instant::now();
         let now = now_ms();
         {
@@ -351,6 +361,12 @@ impl<S: Stage> Core<S> {
                 let mut out = Emit { txn, partition: *p, summary };
                 stage.flush(state, now, &mut out)?;
             }
+        }
+        // Deliveries in slices (commit_transaction would wait for them in one block).
+        let deadline = Instant::now() + self.timeout();
+        while self.txn.producer.in_flight_count() > 0 && Instant::now() < deadline {
+            let _ = self.txn.producer.flush(Duration::from_millis(5));
+            between(self);
         }
         let current: HashMap<i32, i64> = self
             .next

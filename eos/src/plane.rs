@@ -75,8 +75,10 @@ pub struct Routing {
 
 /// The routing table, fetched from the group coordinator on demand and shared
 /// lock-free with the request handlers.
-pub struct Directory {
-    admin: Arc<Admin>,
+pub struct Directory(Arc<Shared>);
+
+struct Shared {
+    admin: Admin,
     group: String,
     topic: String,
     current: ArcSwapOption<Routing>,
@@ -86,7 +88,10 @@ pub struct Directory {
 
 impl std::fmt::Debug for Directory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Directory").field("group", &self.group).field("topic", &self.topic).finish()
+        f.debug_struct("Directory")
+            .field("group", &self.0.group)
+            .field("topic", &self.0.topic)
+            .finish()
     }
 }
 
@@ -98,39 +103,50 @@ impl Directory {
             client: "query-plane admin",
             source: rdkafka::error::KafkaError::ClientCreation(e.to_string()),
         })?;
-        Ok(Directory {
-            admin: Arc::new(admin),
+        Ok(Directory(Arc::new(Shared {
+            admin,
             group: group.to_string(),
             topic: topic.to_string(),
             current: ArcSwapOption::empty(),
             refreshing: AtomicBool::new(false),
             updated: watch::channel(0).0,
-        })
+        })))
     }
 
-    /// The routing table, fetched again when older than [`FRESH`] or when `force`.
+    /// The routing table. A table older than [`FRESH`] is still answered at once while a
+    /// fresh one is fetched in the background; `force` (after an answer showed the table
+    /// wrong) waits for a fresh one.
     pub async fn routing(&self, force: bool) -> Result<Arc<Routing>, String> {
-        if !force
-            && let Some(r) = self.current.load_full()
-            && r.fetched.elapsed() < FRESH
-        {
-            return Ok(r);
+        let current = self.0.current.load_full();
+        match current {
+            Some(r) if !force => {
+                if r.fetched.elapsed() >= FRESH {
+                    let shared = Arc::clone(&self.0);
+                    tokio::spawn(async move { refresh(&shared).await });
+                }
+                Ok(r)
+            }
+            _ => refresh(&self.0).await,
         }
-        let mut updated = self.updated.subscribe();
-        if self.refreshing.swap(true, Ordering::AcqRel) {
-            // Another request is fetching: use what it gets.
-            let _ = tokio::time::timeout(DEADLINE, updated.changed()).await;
-            return self.current.load_full().ok_or_else(|| "the group is not described yet".into());
-        }
-        let (admin, group, topic) =
-            (Arc::clone(&self.admin), self.group.clone(), self.topic.clone());
-        let fetched = tokio::task::spawn_blocking(move || describe(&admin, &group, &topic)).await;
-        self.refreshing.store(false, Ordering::Release);
-        self.updated.send_modify(|v| *v = v.wrapping_add(1));
-        let routing = Arc::new(fetched.map_err(|e| e.to_string())??);
-        self.current.store(Some(Arc::clone(&routing)));
-        Ok(routing)
     }
+}
+
+/// Fetches the table, or waits for the fetch already under way and takes its result.
+async fn refresh(shared: &Arc<Shared>) -> Result<Arc<Routing>, String> {
+    let mut updated = shared.updated.subscribe();
+    if shared.refreshing.swap(true, Ordering::AcqRel) {
+        let _ = tokio::time::timeout(DEADLINE, updated.changed()).await;
+        return shared.current.load_full().ok_or_else(|| "the group is not described yet".into());
+    }
+    let s = Arc::clone(shared);
+    let fetched = tokio::task::spawn_blocking(move || describe(&s.admin, &s.group, &s.topic)).await;
+    let fetched = fetched.map_err(|e| e.to_string()).and_then(|r| r);
+    if let Ok(r) = &fetched {
+        shared.current.store(Some(Arc::new(r.clone())));
+    }
+    shared.refreshing.store(false, Ordering::Release);
+    shared.updated.send_modify(|v| *v = v.wrapping_add(1));
+    fetched.map(Arc::new)
 }
 
 fn describe(admin: &Admin, group: &str, topic: &str) -> Result<Routing, String> {

@@ -330,6 +330,17 @@ fn consumer_error<S: Stage>(c: &BaseConsumer<Ctx<S>>, e: &KafkaError) -> Option<
     }
 }
 
+/// Answers the questions waiting in the mailbox (at most a mailbox-full).
+fn answer_waiting<S: Stage>(
+    core: &mut Core<S>,
+    queries: &mut mpsc::Receiver<Asked<S::Query, S::Answer>>,
+) {
+    for _ in 0..crate::query::MAILBOX {
+        let Ok((q, reply)) = queries.try_recv() else { break };
+        let _ = reply.send(core.answer(q));
+    }
+}
+
 fn consume<S: Stage>(
     consumer: &BaseConsumer<Ctx<S>>,
     worker: &restore::Worker<S::State>,
@@ -379,6 +390,8 @@ fn consume<S: Stage>(
                 core.fail_txn(consumer, e, &[])?;
                 break;
             }
+            // Queries wait one batch at most, not the whole drain.
+            answer_waiting(&mut core, queries);
             drop(core);
             if Instant::now() >= until {
                 break;
@@ -388,12 +401,9 @@ fn consume<S: Stage>(
         if let Err(e) = core.drain_side(1000) {
             core.fail_txn(consumer, e, &[])?;
         }
-        for _ in 0..16 {
-            let Ok((q, reply)) = queries.try_recv() else { break };
-            let _ = reply.send(core.answer(q));
-        }
+        answer_waiting(&mut core, queries);
         if core.last_commit.elapsed() >= interval
-            && let Err(e) = core.commit(consumer)
+            && let Err(e) = core.commit_between(consumer, |c| answer_waiting(c, queries))
         {
             core.fail_txn(consumer, e, &[])?;
         }

@@ -77,6 +77,11 @@ impl Interner {
     fn heap_bytes(&self) -> usize {
         self.bytes + self.index.capacity() * 5 + self.strings.capacity() * 16
     }
+
+    /// Strings interned.
+    pub fn len(&self) -> usize {
+        self.strings.len()
+    }
 }
 
 /// Keys per slab block (112 KiB at three sizes).
@@ -136,6 +141,17 @@ impl Keys {
     /// The key of `grid` × `sku`.
     pub fn find(&self, grid: &str, sku: &str) -> Option<u32> {
         let (g, s) = (self.grids.get(grid)?, self.skus.get(sku)?);
+        let h = key_hash(self.grids.hash(g), self.skus.hash(s));
+        self.index
+            .find(h, |&k| {
+                let slot = self.at(k);
+                slot[0] == g && slot[1] == s
+            })
+            .copied()
+    }
+
+    /// The key of interned grid `g` × SKU `s`.
+    pub fn find_ids(&self, g: u32, s: u32) -> Option<u32> {
         let h = key_hash(self.grids.hash(g), self.skus.hash(s));
         self.index
             .find(h, |&k| {

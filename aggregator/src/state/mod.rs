@@ -45,7 +45,7 @@ use keys::{Keys, NO_POS};
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use nearfield_schemas::{DemandWindow, GridCoverage, SaleEventRef};
@@ -514,29 +514,37 @@ impl PartitionState {
     }
 
     /// The grid × SKU keys whose grid passes `grid_ok` (asked once per grid) and whose SKU
-    /// is `sku` (any when `None`), unordered: the live query's selection. One pass over
-    /// the keys; the views are made by the caller for the keys it keeps ([`Self::view_of`]).
+    /// is `sku` (any when `None`), unordered: the live query's selection. The cheaper of
+    /// two ways: a lookup per (matching grid, SKU) pair, or one pass over the keys. The
+    /// views are made by the caller for the keys it keeps ([`Self::view_of`]).
     pub fn select(
         &self,
         mut grid_ok: impl FnMut(&str) -> bool,
         sku: Option<&str>,
     ) -> Vec<(&str, &str, u32)> {
-        let sku_id = match sku {
-            Some(s) => match self.keys.skus.get(s) {
-                Some(id) => Some(id),
+        let keys = &self.keys;
+        let skus: Vec<u32> = match sku {
+            Some(s) => match keys.skus.get(s) {
+                Some(id) => vec![id],
                 None => return Vec::new(),
             },
-            None => None,
+            None => (0..keys.skus.len() as u32).collect(),
         };
-        let mut grids: HashMap<u32, bool> = HashMap::new();
-        self.keys
-            .iter()
-            .filter(|&k| sku_id.is_none_or(|s| self.keys.sku_id(k) == s))
-            .filter(|&k| {
-                let g = self.keys.grid_id(k);
-                *grids.entry(g).or_insert_with(|| grid_ok(self.keys.grid(k)))
-            })
-            .map(|k| (self.keys.grid(k), self.keys.sku(k), k))
+        let grids: Vec<u32> =
+            (0..keys.grids.len() as u32).filter(|&g| grid_ok(keys.grids.str(g))).collect();
+        let row = |k: u32| (keys.grid(k), keys.sku(k), k);
+        if grids.len().saturating_mul(skus.len()) <= keys.len() {
+            return grids
+                .iter()
+                .flat_map(|&g| skus.iter().filter_map(move |&s| keys.find_ids(g, s)))
+                .map(row)
+                .collect();
+        }
+        let (grids, skus): (HashSet<u32>, HashSet<u32>) =
+            (grids.into_iter().collect(), skus.into_iter().collect());
+        keys.iter()
+            .filter(|&k| skus.contains(&keys.sku_id(k)) && grids.contains(&keys.grid_id(k)))
+            .map(row)
             .collect()
     }
 
