@@ -3,7 +3,7 @@
 SHELL := /usr/bin/env bash
 KAFKA_BROKERS ?= 1
 
-.PHONY: help bootstrap build demo test kafka-up kafka-down kafka-status bench bench-ingest bench-aggregator bench-latency fuzz golden fmt lint
+.PHONY: help bootstrap build demo test kafka-up kafka-down kafka-status bench bench-ingest bench-aggregator bench-latency bench-query fuzz golden fmt lint
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -37,6 +37,7 @@ bench: bootstrap ## criterion benchmarks, ingest/aggregator (vs bare client and 
 	benches/ingest.sh
 	benches/aggregator.sh
 	benches/latency.sh
+	benches/query.sh
 	@echo; echo "nearfield benchmark ($$(nproc) cores, $$(rustc --version | cut -d' ' -f2), Kafka 4.3.1, $$(date -u +%F)):"; benches/report.py | tee target/bench/report.md
 
 bench-ingest: bootstrap ## ingest events/s, latency and memory vs a bare producer (BENCH_SECONDS)
@@ -47,6 +48,9 @@ bench-aggregator: bootstrap ## aggregator curve: events/CPU-s vs consume+decode,
 
 bench-latency: bootstrap ## end-to-end latency: window close, occurred_at → DemandWindow → PlanSignal (BENCH_SECONDS, BENCH_RATE)
 	benches/latency.sh $${BENCH_SECONDS:-60} $${BENCH_RATE:-2000}
+
+bench-query: bootstrap ## live query p50/p99 on 1 M keys while the aggregator consumes, and its throughput with and without the load (BENCH_QPS)
+	benches/query.sh
 
 fuzz: ## fuzz every decoder (FUZZ_SECONDS each, default 300)
 	@scripts/fuzz.sh $${FUZZ_SECONDS:-300}

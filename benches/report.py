@@ -104,6 +104,26 @@ row("restored state = aggregated state (sums over every window)",
     ("yes" if all(c["restore_matches"] for c in curve.values()) else "NO") if curve else "missing",
     "–", "–", "equal", all(c["restore_matches"] for c in curve.values()) if curve else None)
 
+qrows = [json.loads(l) for l in (BENCH / "query.jsonl").read_text().splitlines()
+         if '"aggregate"' in l] if (BENCH / "query.jsonl").exists() else []
+
+
+def med(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if xs else None
+
+
+qload = [r for r in qrows if r.get("query")]
+qnone = med([r["events_per_s"] for r in qrows if not r.get("query")])
+qwith = med([r["events_per_s"] for r in qload])
+row(f"live query under full consumption ({n(qload[0]['keys']) if qload else '–'} keys, "
+    f"{qload[0]['query']['qps'] if qload else '–'} q/s): p50 · p99",
+    f"{med([r['query']['p50_ms'] for r in qload]):.1f} ms · {med([r['query']['p99_ms'] for r in qload]):.1f} ms"
+    if qload else "missing", "–", "–", "–", None)
+row("aggregator events/s with that query load · without",
+    f"{n(qwith)} · {n(qnone)}" if qload else "missing", "without queries",
+    f"{qwith / qnone:.2f}" if qload and qnone else "–", "–", None)
+
 print("| measure | nearfield | baseline | ratio | target | met |")
 print("|---|---|---|---|---|---|")
 for what, ours, base, ratio, target, met in rows:

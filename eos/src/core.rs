@@ -355,12 +355,14 @@ impl<S: Stage> Core<S> {
     ) -> Result<(), EosError> {
         let started = Instant::now();
         let now = now_ms();
-        {
+        let partitions: Vec<i32> = self.states.keys().copied().collect();
+        for p in partitions {
             let Core { stage, txn, states, summary, .. } = self;
-            for (p, state) in states.iter_mut() {
-                let mut out = Emit { txn, partition: *p, summary };
+            if let Some(state) = states.get_mut(&p) {
+                let mut out = Emit { txn, partition: p, summary };
                 stage.flush(state, now, &mut out)?;
             }
+            between(self);
         }
         // Deliveries in slices (commit_transaction would wait for them in one block).
         let deadline = Instant::now() + self.timeout();

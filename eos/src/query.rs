@@ -76,7 +76,7 @@ impl<Q, A> Clone for Queries<Q, A> {
 }
 
 /// Questions waiting at most (beyond them, [`QueryError::Busy`]).
-pub const MAILBOX: usize = 64;
+pub const MAILBOX: usize = 256;
 
 pub(crate) fn mailbox<Q, A>() -> (Queries<Q, A>, mpsc::Receiver<Asked<Q, A>>) {
     let (tx, rx) = mpsc::channel(MAILBOX);

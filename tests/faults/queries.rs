@@ -112,6 +112,20 @@ pub fn any_instance_answers_any_key(kafka: &Kafka) {
     assert_eq!(instances, 3, "{across}");
     let grids = truth.keys().filter(|(_, s)| s == sku).count();
     assert_eq!(across["keys"].as_array().map(Vec::len), Some(grids), "{across}");
+    // Paged three keys at a time through another instance: the same keys, in order.
+    let mut paged = Vec::new();
+    let mut url = format!("{c}/v1/demand?sku={sku}&limit=3");
+    loop {
+        let (status, page) = rt.block_on(get_json(&url));
+        assert_eq!(status, 200, "{page}");
+        paged.extend(page["keys"].as_array().into_iter().flatten().map(|k| k["grid_id"].clone()));
+        match page["next"].as_str() {
+            Some(next) => url = format!("{c}/v1/demand?sku={sku}&limit=3&after={next}"),
+            None => break,
+        }
+    }
+    let all: Vec<_> = across["keys"].as_array().into_iter().flatten().map(|k| k["grid_id"].clone()).collect();
+    assert_eq!(paged, all, "pages of 3 = one page of 1000");
 
     // 3 → 1.
     d.stop("b");
