@@ -270,6 +270,14 @@ skus = 400
     assert!(got.is_some(), "no plan reached supplier A:\n{}", logs(dir.path()));
     assert!(first_record(&supplier_b, plan_b, Duration::from_secs(60)).is_some(), "supplier B");
 
+    // The query plane reads the group's assignment as the aggregate principal (a query
+    // across every partition, answered with complete coverage) and the plans as the emit one.
+    for (port, path) in [(ports[1], "/v1/demand?sku=SKU-00001"), (ports[2], "/v1/plans?limit=5")] {
+        let (status, body) = get_blocking(port, path).expect("an answer");
+        assert!(status.contains(" 200 "), "{path}: {status} {body}\n{}", logs(dir.path()));
+        assert!(body.contains("\"complete\":true"), "{path}: {body}");
+    }
+
     // … and nothing else.
     assert_eq!(
         topic_error(&supplier_a, plan_b).ok().flatten(),

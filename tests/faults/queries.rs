@@ -124,7 +124,8 @@ pub fn any_instance_answers_any_key(kafka: &Kafka) {
             None => break,
         }
     }
-    let all: Vec<_> = across["keys"].as_array().into_iter().flatten().map(|k| k["grid_id"].clone()).collect();
+    let all: Vec<_> =
+        across["keys"].as_array().into_iter().flatten().map(|k| k["grid_id"].clone()).collect();
     assert_eq!(paged, all, "pages of 3 = one page of 1000");
 
     // 3 → 1.
