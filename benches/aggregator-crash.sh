@@ -4,19 +4,9 @@
 # exactly the same sums over every window (windows, events, units, revenue, distinct
 # stores). Prints both JSON lines and "same counts after SIGKILL and restore: yes|NO".
 #   benches/aggregator-crash.sh [KEYS] [EVENTS]      (defaults 20000000 and 2 × KEYS)
-set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
+source "$(dirname "${BASH_SOURCE[0]}")/broker.sh"
 KEYS=${1:-20000000}; N=${2:-$((KEYS * 2))}
-OUT=target/bench; mkdir -p "$OUT"
-export NEARFIELD_KAFKA_DIR="$ROOT/target/kafka-bench" NEARFIELD_KAFKA_OWNER_PID=$$
-cleanup() { scripts/kafka.sh down >/dev/null 2>&1 || true; }
-trap cleanup EXIT
-cargo build --release --locked -q -p nearfield-aggregator --example aggregator_bench
-BIN=target/release/examples/aggregator_bench
-scripts/kafka.sh down >/dev/null 2>&1 || true
-rm -rf "$NEARFIELD_KAFKA_DIR"
-line=$(scripts/kafka.sh up 1 | tail -n 1); B="${line#NEARFIELD_BROKERS=}"
+fresh_broker
 PREFIX="crash-$KEYS-$(date +%s)"; TOPIC="$PREFIX-sales"
 RES="$OUT/aggregator-crash.jsonl"
 $BIN fill "$B" "$TOPIC" "$N" "$KEYS" "$PREFIX" > "$RES"

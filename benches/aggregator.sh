@@ -12,30 +12,18 @@
 # keys (absolute and the slope between points: the bytes a further million keys costs),
 # restore seconds per million keys.
 #   benches/aggregator.sh            (BENCH_CURVE="KEYS:EVENTS:RUNS ...", BENCH_STREAMS=0 skips Streams)
-set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
+source "$(dirname "${BASH_SOURCE[0]}")/broker.sh"
 CURVE=${BENCH_CURVE:-"20000:2000000:3 1000000:2000000:3 5000000:10000000:1"}
 STREAMS_KEYS=${BENCH_STREAMS_KEYS:-1000000}
-OUT=target/bench; mkdir -p "$OUT"
-export NEARFIELD_KAFKA_DIR="$ROOT/target/kafka-bench" NEARFIELD_KAFKA_OWNER_PID=$$
-cleanup() { scripts/kafka.sh down >/dev/null 2>&1 || true; }
-trap cleanup EXIT
-
-cargo build --release --locked -q -p nearfield-aggregator --example aggregator_bench
 if [ "${BENCH_STREAMS:-1}" != 0 ]; then
   (cd benches/streams && mvn -B -q package)
   STREAMS_CP="benches/streams/target/classes:$(cat benches/streams/target/classpath.txt)"
 fi
-BIN=target/release/examples/aggregator_bench
 RES="$OUT/aggregator-curve.jsonl"
 rm -f "$RES"
 for point in $CURVE; do
   IFS=: read -r KEYS N RUNS <<<"$point"
-  # A fresh broker per point: the disk and page cache hold one point's topics only.
-  scripts/kafka.sh down >/dev/null 2>&1 || true
-  rm -rf "$NEARFIELD_KAFKA_DIR"
-  line=$(scripts/kafka.sh up 1 | tail -n 1); B="${line#NEARFIELD_BROKERS=}"
+  fresh_broker  # per point: the disk and page cache hold one point's topics only
   PREFIX="bench-$KEYS-$(date +%s)"; TOPIC="$PREFIX-sales"
   tag() { python3 -c 'import json,sys; [print(json.dumps({**json.loads(l), "point": int(sys.argv[1]), "run": int(sys.argv[2])})) for l in sys.stdin if l.startswith("{")]' "$KEYS" "$1"; }
   $BIN fill "$B" "$TOPIC" "$N" "$KEYS" "$PREFIX" | tag 0 | tee -a "$RES"

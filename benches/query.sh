@@ -8,23 +8,12 @@
 #      grid × SKU, 10 % one grid's first 100 SKUs), latencies counted once every key exists
 # Reports medians over the runs.
 #   benches/query.sh                 (BENCH_QUERY="KEYS:EVENTS:RUNS", BENCH_QPS=500)
-set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
+source "$(dirname "${BASH_SOURCE[0]}")/broker.sh"
 IFS=: read -r KEYS N RUNS <<<"${BENCH_QUERY:-1000000:4000000:3}"
 QPS=${BENCH_QPS:-500}; unset BENCH_QPS
-OUT=target/bench; mkdir -p "$OUT"
-export NEARFIELD_KAFKA_DIR="$ROOT/target/kafka-bench" NEARFIELD_KAFKA_OWNER_PID=$$
-cleanup() { scripts/kafka.sh down >/dev/null 2>&1 || true; }
-trap cleanup EXIT
-
-cargo build --release --locked -q -p nearfield-aggregator --example aggregator_bench
-BIN=target/release/examples/aggregator_bench
 RES="$OUT/query.jsonl"
 rm -f "$RES"
-scripts/kafka.sh down >/dev/null 2>&1 || true
-rm -rf "$NEARFIELD_KAFKA_DIR"
-line=$(scripts/kafka.sh up 1 | tail -n 1); B="${line#NEARFIELD_BROKERS=}"
+fresh_broker
 PREFIX="query-$KEYS-$(date +%s)"; TOPIC="$PREFIX-sales"
 tag() { python3 -c 'import json,sys; [print(json.dumps({**json.loads(l), "load": sys.argv[1], "run": int(sys.argv[2])})) for l in sys.stdin if l.startswith("{")]' "$1" "$2"; }
 $BIN fill "$B" "$TOPIC" "$N" "$KEYS" "$PREFIX" | tag fill 0 | tee -a "$RES"

@@ -140,14 +140,7 @@ impl Keys {
 
     /// The key of `grid` × `sku`.
     pub fn find(&self, grid: &str, sku: &str) -> Option<u32> {
-        let (g, s) = (self.grids.get(grid)?, self.skus.get(sku)?);
-        let h = key_hash(self.grids.hash(g), self.skus.hash(s));
-        self.index
-            .find(h, |&k| {
-                let slot = self.at(k);
-                slot[0] == g && slot[1] == s
-            })
-            .copied()
+        self.find_ids(self.grids.get(grid)?, self.skus.get(sku)?)
     }
 
     /// The key of interned grid `g` × SKU `s`.
