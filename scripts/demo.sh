@@ -4,8 +4,9 @@
 # :8090, driven by the simulated store devices of the example city. The demo shortens the
 # smallest window to one minute, and the emitter plans on those minutes (10-minute
 # horizons, a schedule every 2 minutes), so windows close and plans appear while you
-# watch. Ctrl-C stops everything, the broker it started too.
-#   DEMO_SECONDS=120 DEMO_RATE=2000 make demo
+# watch. Ctrl-C stops everything within seconds — the stages drain, the broker it started
+# stops — and prints the summary (exit status 0: stopping the demo is how it ends).
+#   DEMO_SECONDS=120 DEMO_RATE=2000 make demo      (DEMO_BIN: a built nearfield to use)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -14,17 +15,27 @@ RATE=${DEMO_RATE:-1000}
 CFG=deploy/examples/nearfield.toml
 PIDS=()
 started_kafka=
+stopping=
 cleanup() {
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-  if [[ -n "$started_kafka" ]]; then scripts/kafka.sh down; fi
+  if [[ -n "$started_kafka" ]]; then scripts/kafka.sh down >/dev/null 2>&1 || true; fi
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+# Ctrl-C before the simulation: stop at once. During it: the simulator (which gets the
+# same SIGINT) stops sending and prints its totals, then the summary, then everything stops.
+trap 'echo "demo: stopped before the shops started" >&2; exit 0' INT
+trap 'exit 143' TERM
 
-scripts/bootstrap.sh
-cargo build --release --locked --bin nearfield
-BIN=target/release/nearfield
+mkdir -p target/demo
+rm -f target/demo/stopping
+if [[ -n "${DEMO_BIN:-}" ]]; then
+  BIN=$DEMO_BIN
+else
+  scripts/bootstrap.sh
+  cargo build --release --locked --bin nearfield
+  BIN=target/release/nearfield
+fi
 if [[ -z "${NEARFIELD_BROKERS:-}" ]]; then
   export NEARFIELD_KAFKA_DIR="$ROOT/target/kafka-demo" NEARFIELD_KAFKA_OWNER_PID=$$
   scripts/kafka.sh down >/dev/null 2>&1 || true
@@ -34,23 +45,33 @@ if [[ -z "${NEARFIELD_BROKERS:-}" ]]; then
 fi
 echo "demo: Kafka at $NEARFIELD_BROKERS" >&2
 $BIN --config $CFG topics
-mkdir -p target/demo
-$BIN --config $CFG ingest 2>target/demo/ingest.log & PIDS+=($!)
+# Each stage in a session of its own: Ctrl-C reaches this script (and the simulator), which
+# prints the summary from the running stages, then stops them; a watchdog stops them if
+# this script dies without cleaning up.
+stage() { # log name, subcommand and arguments
+  local name=$1; shift
+  setsid "$BIN" --config "$CFG" "$@" 2>"target/demo/$name.log" </dev/null &
+  local pid=$!
+  PIDS+=("$pid")
+  setsid nohup bash -c "while kill -0 $$ 2>/dev/null; do sleep 1; done; kill -TERM $pid 2>/dev/null" \
+    >/dev/null 2>&1 </dev/null &
+}
+stage ingest ingest
 for _ in $(seq 1 100); do curl -sf localhost:8080/readyz >/dev/null && break; sleep 0.2; done
 curl -sf localhost:8080/readyz >/dev/null || { tail -n 30 target/demo/ingest.log >&2; echo "demo: ingest not ready" >&2; exit 1; }
 export NEARFIELD_AGGREGATE__WINDOWS_MS='[60000, 3600000, 86400000]'
 export NEARFIELD_AGGREGATE__OUT_OF_ORDERNESS_MS=5000 NEARFIELD_AGGREGATE__GRACE_MS=2000
 export NEARFIELD_AGGREGATE__MAX_CLOSE_DELAY_MS=15000
-$BIN --config $CFG aggregate 2>target/demo/aggregate.log & PIDS+=($!)
+stage aggregate aggregate
 for _ in $(seq 1 150); do curl -sf localhost:8081/readyz >/dev/null && break; sleep 0.2; done
 curl -sf localhost:8081/readyz >/dev/null || { tail -n 30 target/demo/aggregate.log >&2; echo "demo: aggregator not ready" >&2; exit 1; }
 export NEARFIELD_EMIT__BUCKET_MS=60000 NEARFIELD_EMIT__SETTLE_MS=5000
 export NEARFIELD_EMIT__HORIZON_MS=600000 NEARFIELD_EMIT__SCHEDULE_MS=120000
 export NEARFIELD_EMIT__SEASON_BUCKETS=10 NEARFIELD_EMIT__IDLE_ADVANCE_MS=30000
-$BIN --config $CFG emit 2>target/demo/emit.log & PIDS+=($!)
+stage emit emit
 for _ in $(seq 1 150); do curl -sf localhost:8082/readyz >/dev/null && break; sleep 0.2; done
 curl -sf localhost:8082/readyz >/dev/null || { tail -n 30 target/demo/emit.log >&2; echo "demo: emitter not ready" >&2; exit 1; }
-$BIN --config $CFG live 2>target/demo/live.log & PIDS+=($!)
+stage live live
 for _ in $(seq 1 50); do curl -sf localhost:8090/healthz >/dev/null && break; sleep 0.2; done
 cat >&2 <<MSG
 demo: LIVE PAGE: http://127.0.0.1:8090/  (map of the city's demand, plan signals, health)
@@ -58,29 +79,56 @@ demo: ingest on http://127.0.0.1:8080  (API: /openapi.json; metrics on :9080/met
 demo: aggregator on http://127.0.0.1:8081  (live: /v1/demand?grid=<h3 cell>[&sku=…], metrics: /metrics, log: target/demo/aggregate.log)
 demo: emitter on http://127.0.0.1:8082  (plans: /v1/plans[?supplier=…], metrics: /metrics, log: target/demo/emit.log)
 demo: ~3000 simulated shops around Shanghai send $RATE events/s for $SECS s (Ctrl-C stops)
+
+What a factory sees: its own plan topic (plan.<supplier>.v1) receives plans like
+  "bright-dairy: make 240 units of Fresh milk #1 (SKU-00001) for warehouse
+   bright-dairy-wh-west, 10:20–10:30 UTC — 231 units forecast from the minute-by-minute
+   sales of the shops its warehouse serves, rounded up to the MOQ 120 and batches of 24;
+   why: demand reached the MOQ (threshold); planning, not yet firm."
+The first plans come about 80 s after the shops start selling (windows must close first);
+they appear on the live page, and the summary (at the end, or on Ctrl-C) says the latest
+ones in words.
+
 MSG
-# A one-line summary every 10 s while it runs (from the live page's own API).
+# A one-line progress report every 10 s while it runs (from the live page's own API: the
+# page's figures, by the page's definitions). Quiet once the demo is stopping.
 python3 - <<'PY' & PIDS+=($!)
-import json, time, urllib.request
+import json, os, time, urllib.request
 while True:
     time.sleep(10)
+    if os.path.exists("target/demo/stopping"):
+        break
     try:
         s = json.load(urllib.request.urlopen("http://127.0.0.1:8090/api/state", timeout=5))
     except Exception as e:  # a stage restarting: say so, keep going
-        print(f"\ndemo: summary unavailable ({e})", flush=True)
+        if not os.path.exists("target/demo/stopping"):
+            print(f"\ndemo: progress unavailable ({e})", flush=True)
         continue
     h = s["health"]
-    per = {}
-    for sig in s["signals"]:
-        per[sig["supplier_id"]] = per.get(sig["supplier_id"], 0) + 1
     f = lambda v: "-" if v is None else f"{v:,.0f}"
     # A newline first: the simulator's progress line (stderr) has none of its own.
     print(f"\ndemo: {f(h['events_per_s'])} events/s · {f(h['events_accepted'])} accepted · "
-          f"{h['windows_per_s'] or 0:,.1f} windows/s · lag agg {f(h['aggregator_lag'])} / emit {f(h['emitter_lag'])} · "
-          f"signals {f(h['signals_total'])} (latest 40 by supplier: {per})", flush=True)
+          f"{f(h['windows_per_min'])} windows emitted in the last minute · "
+          f"lag agg {f(h['aggregator_lag'])} / emit {f(h['emitter_lag'])} · signals {f(h['signals_total'])}",
+          flush=True)
 PY
+interrupted=
+trap 'interrupted=1; touch target/demo/stopping' INT
+# In the background and waited for: a trapped SIGINT ends the `wait` at once (a foreground
+# simulator that stops cleanly on it would leave the trap unrun).
 $BIN --config $CFG simulate --rate "$RATE" --duration "$SECS" --acked-log target/demo/acked.jsonl \
-  | tee target/demo/summary.json
+  >target/demo/summary.json &
+sim=$!
+wait "$sim" || true
+wait "$sim" 2>/dev/null || true # after a Ctrl-C: the simulator stops too, with its totals
+cat target/demo/summary.json
+if [[ -n "$interrupted" ]]; then
+  echo "demo: stopping (Ctrl-C)" >&2
+  python3 scripts/demo/report.py deploy/examples/catalog.jsonl target/demo/summary.json
+  exit 0
+fi
+trap 'touch target/demo/stopping; echo "demo: stopping (Ctrl-C)" >&2;
+  python3 scripts/demo/report.py deploy/examples/catalog.jsonl target/demo/summary.json; exit 0' INT
 echo "demo: waiting for the last one-minute windows to close and be planned on…" >&2
 # The minute of the last sale closes at most max_close_delay (15 s) after its end, and its
 # final windows move the emitter's clock past the minute before: plans follow within about
@@ -93,26 +141,8 @@ for _ in $(seq 1 120); do
   sleep 1
 done
 sleep 10
-echo "demo: $(signals) plan signals written" >&2
-echo "demo: ingest metrics:" >&2
-curl -s localhost:9080/metrics | grep -E '^nearfield_ingest_(events_(accepted|rejected)_total|heartbeats_total|dlq_written_total)' >&2 || true
-echo "demo: aggregator metrics:" >&2
-curl -s localhost:8081/metrics | grep -E '^nearfield_aggregator_(events_total|windows_emitted_total|keys|windows|partitions|consumer_lag|watermark_delay_seconds) ' >&2 || true
-curl -s localhost:8081/metrics | grep -E '^nearfield_aggregator_(events_total|windows_emitted_total)\{' >&2 || true
+touch target/demo/stopping
 read -r grid sku < <(tail -n 1 target/demo/acked.jsonl | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["grid_id"], d["sku"])')
 echo "demo: live demand of $sku in grid $grid (GET /v1/demand?grid=$grid&sku=$sku):" >&2
-curl -s "localhost:8081/v1/demand?grid=$grid&sku=$sku" | python3 -m json.tool | head -n 40 >&2 || true
-echo "demo: emitter metrics:" >&2
-curl -s localhost:8082/metrics | grep -E '^nearfield_emitter_(windows_total|signals_total|privacy_suppressed_total)' | grep -v ' 0$' >&2 || true
-echo "demo: signals per supplier (plan.<supplier>.v1):" >&2
-curl -s "localhost:8082/v1/plans?limit=1000" | python3 -c '
-import collections, json, sys
-signals = json.load(sys.stdin)["signals"]
-per = collections.Counter((s["supplier_id"], s["reason"]) for s in signals)
-for (sup, reason), n in sorted(per.items()):
-    print(f"  {sup:<16} {reason:<10} {n}")
-if signals:
-    s = signals[0]
-    print("latest:", json.dumps({k: s[k] for k in ("supplier_id", "sku", "region", "reason", "firmness",
-          "observed_units", "forecast_units", "recommended_units", "moq", "batch_size", "contributing_stores")}))
-' >&2 || true
+curl -s "localhost:8081/v1/demand?grid=$grid&sku=$sku&window_ms=60000" | python3 -m json.tool 2>/dev/null | head -n 30 >&2 || true
+python3 scripts/demo/report.py deploy/examples/catalog.jsonl target/demo/summary.json

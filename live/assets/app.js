@@ -131,7 +131,7 @@ function drawHealth(h) {
   const tiles = [
     ["events/s accepted", num(h.events_per_s)],
     ["events accepted", num(h.events_accepted)],
-    ["windows/s closed", num(h.windows_per_s, fmt1)],
+    ["windows emitted (last minute)", num(h.windows_per_min)],
     ["signals", num(h.signals_total)],
     ["aggregator lag (records)", num(h.aggregator_lag)],
     ["aggregator watermark delay (s)", num(h.aggregator_watermark_delay_s)],

@@ -131,31 +131,37 @@ impl Sources {
             windows: v(&a, "nearfield_aggregator_windows_emitted_total"),
             signals: v(&e, "nearfield_emitter_signals_total"),
         };
-        let prev = {
+        // Rates over the last 10 s; windows close in bursts (a whole minute's at once), so
+        // they are counted over the last minute instead. The demo's summary reads these
+        // same figures.
+        let (prev, minute_ago) = {
             let mut last = self.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             last.push_back(cur);
-            while last.front().is_some_and(|s| now.duration_since(s.at) > Duration::from_secs(10)) {
+            while last.front().is_some_and(|s| now.duration_since(s.at) > Duration::from_secs(60)) {
                 last.pop_front();
             }
-            last.front().copied()
+            let recent =
+                last.iter().find(|s| now.duration_since(s.at) <= Duration::from_secs(10)).copied();
+            (recent, last.front().copied())
         };
         let rates =
             prev.filter(|p| now.duration_since(p.at) > Duration::from_millis(200)).map(|p| {
                 let dt = now.duration_since(p.at).as_secs_f64();
                 (
                     ((cur.accepted - p.accepted) / dt).max(0.0),
-                    ((cur.windows - p.windows) / dt).max(0.0),
                     ((cur.signals - p.signals) / dt).max(0.0),
                 )
             });
+        let windows_last_minute = minute_ago.map(|p| (cur.windows - p.windows).max(0.0));
         let m = |r: &Result<String, String>, name: &str| {
             r.as_deref().ok().and_then(|t| metric_sum(t, name))
         };
         let health = json!({
             "events_per_s": rates.map(|r| r.0),
             "events_accepted": m(&i, "nearfield_ingest_events_accepted_total"),
-            "windows_per_s": rates.map(|r| r.1),
-            "signals_per_s": rates.map(|r| r.2),
+            "windows_emitted_total": m(&a, "nearfield_aggregator_windows_emitted_total"),
+            "windows_per_min": windows_last_minute,
+            "signals_per_s": rates.map(|r| r.1),
             "signals_total": m(&e, "nearfield_emitter_signals_total"),
             "aggregator_lag": m(&a, "nearfield_aggregator_consumer_lag"),
             "aggregator_watermark_delay_s": m(&a, "nearfield_aggregator_watermark_delay_seconds"),

@@ -1,0 +1,112 @@
+//! `make demo` as a newcomer stops it: Ctrl-C (SIGINT to its process group) while the
+//! simulated shops sell. Within 10 s everything is gone — the stages drained, the broker it
+//! started stopped, no process left — the demo printed its one summary, and nothing printed
+//! a traceback. (GNU make re-raises the SIGINT it got once its recipe is done, so make's
+//! own status is "killed by SIGINT" even though the demo script exits 0: the script's clean
+//! stop is read from its output.)
+
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nearfield_testkit::repo_path;
+
+/// Processes whose command line mentions `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(needle) && !cmd.contains("cargo test") {
+            found.push(format!("{}: {cmd}", entry.file_name().to_string_lossy()));
+        }
+    }
+    found
+}
+
+fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+#[test]
+fn ctrl_c_stops_the_demo_within_ten_seconds_with_one_summary() {
+    let root = repo_path("");
+    for port in [8080, 8081, 8082, 8090, 9080] {
+        assert!(!listening(port), "port {port} is taken: the demo needs it (is a demo running?)");
+    }
+    let out = root.join("target/demo-test.out");
+    let log = std::fs::File::create(&out).expect("output file");
+    // As from a terminal: SIGINT at its default, whatever this test inherited (a shell
+    // running tests in the background ignores it, and an ignored SIGINT cannot be trapped).
+    let mut make = Command::new("python3")
+        .args([
+            "-c",
+            "import os, signal; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp('make', ['make', 'demo'])",
+        ])
+        .current_dir(&root)
+        .env("DEMO_BIN", env!("CARGO_BIN_EXE_nearfield"))
+        .env("DEMO_SECONDS", "600")
+        .env("DEMO_RATE", "300")
+        .env_remove("NEARFIELD_BROKERS")
+        .env_remove("MAKEFLAGS")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .expect("make demo");
+    let text = || std::fs::read_to_string(&out).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while !text().contains("simulated shops") {
+        if Instant::now() > deadline || make.try_wait().ok().flatten().is_some() {
+            let _ = Command::new("kill").args(["-TERM", "--", &format!("-{}", make.id())]).status();
+            panic!("the demo never started its shops:\n{}", text());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Some sales first, so there is something to sum up.
+    std::thread::sleep(Duration::from_secs(15));
+    let group = make.id();
+    let interrupted = Instant::now();
+    let sent = Command::new("kill").args(["-INT", "--", &format!("-{group}")]).status();
+    assert!(sent.is_ok_and(|s| s.success()), "SIGINT to the process group");
+    let status = loop {
+        if let Some(s) = make.try_wait().expect("wait") {
+            break s;
+        }
+        if interrupted.elapsed() > Duration::from_secs(10) {
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{group}")]).status();
+            panic!("make demo still running 10 s after Ctrl-C:\n{}", text());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Whatever it started: stages (in sessions of their own), watchdogs, the broker.
+    let demo_dir = root.join("target/kafka-demo");
+    let leftovers = || {
+        let mut l = processes_with(env!("CARGO_BIN_EXE_nearfield"));
+        l.extend(processes_with(&demo_dir.display().to_string()));
+        l.extend(processes_with("do sleep 1; done; kill -TERM"));
+        l
+    };
+    while !leftovers().is_empty() && interrupted.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = interrupted.elapsed();
+    let output = text();
+    assert!(leftovers().is_empty(), "left running after Ctrl-C: {:?}\n{output}", leftovers());
+    for port in [8080, 8081, 8082, 8090, 9080] {
+        assert!(!listening(port), "port {port} still served after Ctrl-C\n{output}");
+    }
+    assert!(!Path::new(&demo_dir.join("node-1/pid")).exists(), "the broker's pid file remains");
+    assert!(
+        status.success() || status.signal() == Some(2),
+        "make demo: {status:?} (the script's clean stop is 0; make re-raises SIGINT)\n{output}"
+    );
+    assert!(!output.contains("Traceback"), "a traceback:\n{output}");
+    assert!(!output.contains("panicked"), "a panic:\n{output}");
+    assert_eq!(output.matches("demo: summary").count(), 1, "one summary:\n{output}");
+    assert!(output.contains("demo: stopping (Ctrl-C)"), "{output}");
+    assert!(output.contains("  sent "), "the summary says what was sent:\n{output}");
+    eprintln!("make demo stopped {took:?} after SIGINT: {status:?}");
+}
