@@ -3,8 +3,8 @@
 # C toolchain and headers for librdkafka, Java 17 and Maven for the local Kafka, a Python
 # venv with an independent Avro implementation for the golden vectors and the Python
 # factory client, and the Kafka jars;
-# with --test also headless Chromium for the live page's browser test and promtool for
-# the alert rules.
+# with --test also headless Chromium for the live page's browser test, promtool for
+# the alert rules and podman (its compose front end checks deploy/compose.yaml).
 # Idempotent; cheap when everything is present.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,6 +25,7 @@ need_cmd python3 python3
 if [[ "${1:-}" == "--test" ]]; then
   need_cmd chromium chromium
   need_cmd promtool prometheus
+  need_cmd podman podman
 fi
 if command -v pkg-config >/dev/null 2>&1; then
   need_pc openssl libssl-dev

@@ -60,7 +60,7 @@ step "Python factory client: pytest (golden vectors, plan book, errors; the inst
 step "device API contract: schemathesis on a running ingest, requests from its OpenAPI document"
 NEARFIELD_BIN="$ROOT/target/debug/nearfield" .venv/bin/python -m pytest -q -s -p no:cacheprovider ingest/tests/contract 2>&1 | tee -a "$LOG"
 
-step "deploy/: promtool (config, rules, rule tests) and structural checks"
+step "deploy/: promtool (config, rules, rule tests), manifests against Kubernetes schemas, compose config, structural checks"
 promtool check config deploy/prometheus/prometheus.yml
 promtool test rules deploy/prometheus/tests/*.yml 2>&1 | tee -a "$LOG"
 .venv/bin/python -m pytest -q deploy/tests 2>&1 | tee -a "$LOG"

@@ -7,6 +7,7 @@ import glob
 import json
 import os
 import re
+import sys
 
 import yaml
 
@@ -219,3 +220,53 @@ def test_readers_query_every_replica_and_replicas_reach_each_other():
                         and "namespaceSelector" not in f for f in rule.get("from", []))
                  and {"port": port, "protocol": "TCP"} in rule.get("ports", [])]
         assert peers, f"{name} replicas may forward queries to each other"
+
+
+# Kinds whose schema Kubernetes does not ship (custom resources): checked structurally above.
+CUSTOM_RESOURCES = {"keda.sh/v1alpha1"}
+
+
+def test_every_manifest_validates_against_kubernetes_own_schemas():
+    import kubernetes_validate
+
+    docs = manifests()
+    checked = 0
+    for version in ("1.30.0", "1.37.0"):
+        for d in docs:
+            if d["apiVersion"] in CUSTOM_RESOURCES:
+                continue
+            # strict: an unknown or misspelt field fails too
+            kubernetes_validate.validate(d, version, strict=True)
+            checked += 1
+    assert checked >= 2 * 20, checked
+
+
+def test_a_misspelt_field_fails_the_schema_check():
+    import kubernetes_validate
+    import pytest
+
+    d = next(d for d in manifests() if d["kind"] == "StatefulSet")
+    bad = json.loads(json.dumps(d))
+    bad["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Never"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, "1.37.0", strict=True)
+
+
+def test_compose_file_passes_podmans_config_check():
+    import shutil
+    import subprocess
+
+    exe = shutil.which("podman-compose", path=os.path.dirname(os.path.abspath(sys.executable)))
+    assert exe, "podman-compose is installed in the venv by scripts/bootstrap.sh"
+    env = dict(os.environ, NEARFIELD_OPERATOR_TOKEN="operator-token-for-the-check",
+               NEARFIELD_MASTER_KEY="0" * 64, GRAFANA_ADMIN_PASSWORD="check")
+    out = subprocess.run([exe, "-f", os.path.join(DEPLOY, "compose.yaml"), "config"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    config = yaml.safe_load(out.stdout)
+    assert {"kafka", "ingest", "aggregator", "emitter", "live"} <= set(config["services"])
+    # Without the operator's secrets the compose file refuses to run (no defaults).
+    bare = {k: v for k, v in env.items() if k != "NEARFIELD_MASTER_KEY"}
+    out = subprocess.run([exe, "-f", os.path.join(DEPLOY, "compose.yaml"), "config"], env=bare,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "NEARFIELD_MASTER_KEY" in out.stderr, out.stderr
