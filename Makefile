@@ -3,7 +3,7 @@
 SHELL := /usr/bin/env bash
 KAFKA_BROKERS ?= 1
 
-.PHONY: help bootstrap build demo test kafka-up kafka-down kafka-status bench bench-ingest bench-aggregator bench-latency bench-query fuzz golden fmt lint
+.PHONY: help bootstrap build demo demo-observe test kafka-up kafka-down kafka-status bench bench-ingest bench-aggregator bench-latency bench-query fuzz golden fmt lint
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -16,6 +16,9 @@ build: bootstrap ## build the nearfield binary (release)
 
 demo: ## the pipeline on a local Kafka with simulated shops (DEMO_SECONDS, DEMO_RATE)
 	@scripts/demo.sh
+
+demo-observe: ## make demo with Prometheus on :9090 scraping every stage with deploy/prometheus rules
+	@DEMO_PROMETHEUS=1 scripts/demo.sh
 
 test: ## everything: fmt, clippy, unit + integration tests on real Kafka, golden vectors, fuzz smoke
 	@scripts/test.sh

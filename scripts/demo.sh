@@ -7,6 +7,7 @@
 # watch. Ctrl-C stops everything within seconds — the stages drain, the broker it started
 # stops — and prints the summary (exit status 0: stopping the demo is how it ends).
 #   DEMO_SECONDS=120 DEMO_RATE=2000 make demo      (DEMO_BIN: a built nearfield to use)
+#   make demo-observe                               (also Prometheus with the alert rules)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -48,14 +49,15 @@ $BIN --config $CFG topics
 # Each stage in a session of its own: Ctrl-C reaches this script (and the simulator), which
 # prints the summary from the running stages, then stops them; a watchdog stops them if
 # this script dies without cleaning up.
-stage() { # log name, subcommand and arguments
+detached() { # log name, command and arguments
   local name=$1; shift
-  setsid "$BIN" --config "$CFG" "$@" 2>"target/demo/$name.log" </dev/null &
+  setsid "$@" >/dev/null 2>"target/demo/$name.log" </dev/null &
   local pid=$!
   PIDS+=("$pid")
   setsid nohup bash -c "while kill -0 $$ 2>/dev/null; do sleep 1; done; kill -TERM $pid 2>/dev/null" \
     >/dev/null 2>&1 </dev/null &
 }
+stage() { local name=$1; shift; detached "$name" "$BIN" --config "$CFG" "$@"; }
 stage ingest ingest
 for _ in $(seq 1 100); do curl -sf localhost:8080/readyz >/dev/null && break; sleep 0.2; done
 curl -sf localhost:8080/readyz >/dev/null || { tail -n 30 target/demo/ingest.log >&2; echo "demo: ingest not ready" >&2; exit 1; }
@@ -72,6 +74,22 @@ stage emit emit
 for _ in $(seq 1 150); do curl -sf localhost:8082/readyz >/dev/null && break; sleep 0.2; done
 curl -sf localhost:8082/readyz >/dev/null || { tail -n 30 target/demo/emit.log >&2; echo "demo: emitter not ready" >&2; exit 1; }
 stage live live
+if [[ -n "${DEMO_PROMETHEUS:-}" ]]; then
+  # Prometheus (Debian package) scraping every stage with the project's alert rules.
+  command -v prometheus >/dev/null || scripts/bootstrap.sh --test
+  cat >target/demo/prometheus.yml <<YML
+global: {scrape_interval: 5s, evaluation_interval: 5s}
+rule_files: ["$ROOT/deploy/prometheus/rules.yml"]
+scrape_configs:
+  - {job_name: ingest, static_configs: [{targets: ["127.0.0.1:9080"]}]}
+  - {job_name: aggregator, static_configs: [{targets: ["127.0.0.1:8081"]}]}
+  - {job_name: emitter, static_configs: [{targets: ["127.0.0.1:8082"]}]}
+YML
+  rm -rf target/demo/prometheus-data
+  detached prometheus prometheus --config.file=target/demo/prometheus.yml \
+    --storage.tsdb.path=target/demo/prometheus-data --web.listen-address=127.0.0.1:9090
+  echo "demo: Prometheus on http://127.0.0.1:9090/alerts (deploy/prometheus rules; kill a stage to see NearfieldStageDown)" >&2
+fi
 for _ in $(seq 1 50); do curl -sf localhost:8090/healthz >/dev/null && break; sleep 0.2; done
 cat >&2 <<MSG
 demo: LIVE PAGE: http://127.0.0.1:8090/  (map of the city's demand, plan signals, health)
