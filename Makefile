@@ -3,7 +3,7 @@
 SHELL := /usr/bin/env bash
 KAFKA_BROKERS ?= 1
 
-.PHONY: help bootstrap build demo demo-observe test kafka-up kafka-down kafka-status bench bench-ingest bench-aggregator bench-latency bench-query fuzz golden fmt lint
+.PHONY: help bootstrap build demo demo-observe image image-test test kafka-up kafka-down kafka-status bench bench-ingest bench-aggregator bench-latency bench-query fuzz golden fmt lint
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -54,6 +54,12 @@ bench-latency: bootstrap ## end-to-end latency: window close, occurred_at → De
 
 bench-query: bootstrap ## live query p50/p99 on 1 M keys while the aggregator consumes, and its throughput with and without the load (BENCH_QPS)
 	benches/query.sh
+
+image: ## the OCI image, built here with podman from an mmdebstrap root filesystem (no registry); prints NEARFIELD_IMAGE= last
+	@scripts/image.sh build
+
+image-test: ## the image against a local Kafka: --version, then a stage until /readyz answers (IMAGE=…, default the last built)
+	@scripts/image.sh test $(IMAGE)
 
 fuzz: ## fuzz every decoder (FUZZ_SECONDS each, default 300)
 	@scripts/fuzz.sh $${FUZZ_SECONDS:-300}

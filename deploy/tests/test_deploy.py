@@ -113,7 +113,7 @@ def test_compose_runs_one_image_for_every_stage():
     services = compose["services"]
     for name in ["topics", "ingest", "aggregator", "emitter", "live", "simulate"]:
         svc = services[name]
-        assert svc["image"] == "nearfield:latest", name
+        assert svc["image"] == "${NEARFIELD_IMAGE:-localhost/nearfield:latest}", name
         assert svc["command"][0] in SUBCOMMANDS, name
     assert os.path.isfile(os.path.join(DEPLOY, "prometheus", "prometheus.yml"))
     assert os.path.isfile(os.path.join(DEPLOY, "Dockerfile"))
@@ -173,6 +173,17 @@ def test_no_default_credentials_in_compose_or_the_image():
     with open(os.path.join(DEPLOY, "Dockerfile"), encoding="utf-8") as f:
         dockerfile = f.read()
     assert "sed -i '/^master_key *=/d' /etc/nearfield/nearfield.toml" in dockerfile, "the image holds no key"
+    with open(os.path.join(DEPLOY, "..", "scripts", "image.sh"), encoding="utf-8") as f:
+        script = f.read()
+    needle = "sed -i '/^master_key *=/d' \"$ctx/examples/nearfield.toml\""
+    assert needle in script, "the image make image builds holds no key either"
+
+
+def test_kubernetes_runs_the_image_make_image_builds():
+    for d in manifests():
+        if d["kind"] in ("Deployment", "StatefulSet", "Job"):
+            for c in d["spec"]["template"]["spec"]["containers"]:
+                assert c["image"] == "localhost/nearfield:latest", d["metadata"]["name"]
 
 
 def test_each_stage_connects_to_kafka_as_its_own_principal_from_a_secret():
