@@ -132,24 +132,7 @@ fn run(kill: bool) {
         wait_ready(&p, i);
     }
     let acked = p.dir.path().join("acked.jsonl");
-    let mut sim = Process(
-        Command::new(env!("CARGO_BIN_EXE_nearfield"))
-            .args(["--config", &p.config.display().to_string(), "simulate"])
-            .args([
-                "--rate",
-                "300",
-                "--duration",
-                "30",
-                "--acked-log",
-                &acked.display().to_string(),
-            ])
-            .env_remove("NEARFIELD_BROKERS")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(p.dir.path().join("simulate.log")).expect("log"))
-            .spawn()
-            .expect("spawn simulate"),
-    );
+    let mut sim = simulate(&p, 30, &acked);
     if kill {
         for (i, stage) in STAGES.iter().enumerate() {
             std::thread::sleep(Duration::from_secs(7));
