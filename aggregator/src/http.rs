@@ -255,18 +255,31 @@ async fn demand(
         }
         Ok(Scope { local: None }) => {}
     }
-    let needed = match needed(&api, sel.grid.as_deref()).await {
+    let wanted = match needed(&api, sel.grid.as_deref()).await {
         Ok(n) => n,
         Err(r) => return r,
     };
     let path = forward_path(&uri);
     let limit = sel.limit;
     let asked = |ps| ask_demand(&api, sel.clone(), ps);
-    let (part, coverage) =
-        match api.plane.gather(needed, &path, DemandPart::new(limit), asked).await {
+    let (mut part, mut coverage) =
+        match api.plane.gather(wanted, &path, DemandPart::new(limit), asked).await {
             Ok(g) => g,
             Err(e) => return unavailable(&e),
         };
+    // A grid lives in the partition its key hashes to (ingest's partitioner). A grid a
+    // producer partitioned otherwise is still found: then every partition is asked.
+    if part.keys.is_empty() && coverage.complete && sel.grid.is_some() && sel.after.is_none() {
+        let all = match needed(&api, None).await {
+            Ok(n) => n,
+            Err(r) => return r,
+        };
+        let asked = |ps| ask_demand(&api, sel.clone(), ps);
+        (part, coverage) = match api.plane.gather(all, &path, DemandPart::new(limit), asked).await {
+            Ok(g) => g,
+            Err(e) => return unavailable(&e),
+        };
+    }
     if !coverage.complete {
         return incomplete(&coverage);
     }
