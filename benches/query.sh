@@ -52,4 +52,8 @@ for load in sorted({r["load"] for r in rows}, key=lambda l: (l != "none", l)):
     err = (", ".join(f"{n} × {c}" for c, n in sorted(errs.items())) or "0") if q else "–"
     print(f"| {load} | {eps:,.0f} ({eps / base:.2f}×) | {med([r['events_per_cpu_s'] for r in rs]):,.0f} | {fmt('p50_ms')} | {fmt('p99_ms')} | {cnt} | {err} |")
 print(f"\nmedian of {len(rows) // max(1, len({r['load'] for r in rows}))} runs per row; the query clients run in the aggregator's process, so their CPU is in events/CPU-s")
+# Like for like: every run, queried or not, consumed the same events into the same state.
+same = len({json.dumps(r["totals"], sort_keys=True) for r in rows}) == 1 and len({r["keys"] for r in rows}) == 1
+print(f"same output in every run (keys and sums over every window): {'yes' if same else 'NO'}")
+sys.exit(0 if same else 1)
 PY

@@ -87,25 +87,33 @@ EOF
   echo "NEARFIELD_IMAGE=$tag"
 }
 
-# `podman run` flags for this machine: none where podman runs containers as it is; on a
-# VM without CAP_SYS_RESOURCE and with hybrid cgroups (like this project's CI machines),
-# runc and limits within the current hard ones.
-run_flags() {
+# `podman run` flags for this machine, found by running the image's `--version`: none
+# where podman runs containers as it is; on a VM without CAP_SYS_RESOURCE and with hybrid
+# cgroups (like this project's CI machines), runc and limits within the current hard ones.
+# Sets FLAGS and VERSION (what `--version` printed).
+probe() {
   local img=$1
-  if podman run --rm --network host "$img" --version >/dev/null 2>&1; then
+  FLAGS=""
+  if VERSION=$(podman run --rm --network host "$img" --version 2>/dev/null); then
     return 0
   fi
-  echo "--runtime runc --ulimit nofile=$(ulimit -Hn):$(ulimit -Hn) --ulimit nproc=4096:4096"
+  FLAGS="--runtime runc --ulimit nofile=$(ulimit -Hn):$(ulimit -Hn) --ulimit nproc=4096:4096"
+  # shellcheck disable=SC2086
+  VERSION=$(podman run --rm --network host $FLAGS "$img" --version)
+}
+
+run_flags() {
+  probe "$1"
+  echo "$FLAGS"
 }
 
 test_image() {
   need_tools
-  local img=${1:-localhost/nearfield:latest} flags out port
-  flags=$(run_flags "$img")
-  # shellcheck disable=SC2086
-  out=$(podman run --rm --network host $flags "$img" --version)
-  [[ "$out" == nearfield* ]] || { log "--version printed: $out"; exit 1; }
-  log "$img: $out"
+  local img=${1:-localhost/nearfield:latest} flags port
+  probe "$img"
+  flags=$FLAGS
+  [[ "$VERSION" == nearfield* ]] || { log "--version printed: $VERSION"; exit 1; }
+  log "$img: $VERSION"
   export NEARFIELD_KAFKA_DIR="$ROOT/target/kafka-image-test" NEARFIELD_KAFKA_OWNER_PID=$$
   CNAME="nearfield-image-test-$$"
   trap 'podman rm -f "$CNAME" >/dev/null 2>&1 || true; scripts/kafka.sh down >/dev/null 2>&1 || true' EXIT

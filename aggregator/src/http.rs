@@ -211,11 +211,13 @@ fn forward_path(uri: &Uri) -> String {
 
 /// All partitions, or the one holding `grid`.
 async fn needed(api: &Api, grid: Option<&str>) -> Result<BTreeSet<i32>, Response> {
-    let n = api.plane.partitions().await.map_err(|e| unavailable(&e))?;
-    Ok(match grid {
-        Some(g) => [partition_for_key(g.as_bytes(), n)].into(),
-        None => (0..n).collect(),
-    })
+    match grid {
+        Some(g) => {
+            let n = api.plane.partitions().await.map_err(|e| unavailable(&e))?;
+            Ok([partition_for_key(g.as_bytes(), n)].into())
+        }
+        None => api.plane.all_partitions().await.map_err(|e| unavailable(&e)),
+    }
 }
 
 async fn ask_demand(
@@ -255,31 +257,28 @@ async fn demand(
         }
         Ok(Scope { local: None }) => {}
     }
-    let wanted = match needed(&api, sel.grid.as_deref()).await {
-        Ok(n) => n,
-        Err(r) => return r,
-    };
     let path = forward_path(&uri);
-    let limit = sel.limit;
-    let asked = |ps| ask_demand(&api, sel.clone(), ps);
-    let (mut part, mut coverage) =
-        match api.plane.gather(wanted, &path, DemandPart::new(limit), asked).await {
-            Ok(g) => g,
-            Err(e) => return unavailable(&e),
-        };
-    // A grid lives in the partition its key hashes to (ingest's partitioner). A grid a
+    // A grid lives in the partition its key hashes to (ingest's partitioner); a grid a
     // producer partitioned otherwise is still found: then every partition is asked.
-    if part.keys.is_empty() && coverage.complete && sel.grid.is_some() && sel.after.is_none() {
-        let all = match needed(&api, None).await {
+    let mut answer = None;
+    for grid in [sel.grid.as_deref(), None] {
+        let wanted = match needed(&api, grid).await {
             Ok(n) => n,
             Err(r) => return r,
         };
         let asked = |ps| ask_demand(&api, sel.clone(), ps);
-        (part, coverage) = match api.plane.gather(all, &path, DemandPart::new(limit), asked).await {
-            Ok(g) => g,
-            Err(e) => return unavailable(&e),
-        };
+        let (part, coverage) =
+            match api.plane.gather(wanted, &path, DemandPart::new(sel.limit), asked).await {
+                Ok(g) => g,
+                Err(e) => return unavailable(&e),
+            };
+        let look_further = grid.is_some() && part.keys.is_empty() && coverage.complete;
+        answer = Some((part, coverage));
+        if !look_further || sel.after.is_some() {
+            break;
+        }
     }
+    let Some((part, coverage)) = answer else { return unavailable(&QueryError::Stopped) };
     if !coverage.complete {
         return incomplete(&coverage);
     }

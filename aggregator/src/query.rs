@@ -301,18 +301,11 @@ fn select(p: i32, st: &PartitionState, sel: &Selector) -> Vec<LiveKey> {
     keys
 }
 
-/// The partitions of `asked` this instance answers (restored) and those it is restoring.
-fn split<St>(owned: &Owned<'_, St>, asked: &[i32]) -> (Vec<i32>, Vec<i32>) {
-    let answered = asked.iter().copied().filter(|p| owned.active.contains_key(p)).collect();
-    let restoring = asked.iter().copied().filter(|p| owned.restoring.contains(p)).collect();
-    (answered, restoring)
-}
-
 /// Answers `q` from the owned partitions.
 pub fn answer(owned: &Owned<'_, PartitionState>, q: Query) -> Answer {
     match q {
         Query::Demand { sel, partitions } => {
-            let (answered, restoring) = split(owned, &partitions);
+            let (answered, restoring) = owned.split(&partitions);
             let mut part = DemandPart::new(sel.limit);
             for p in &answered {
                 if let Some(st) = owned.active.get(p) {
@@ -323,7 +316,7 @@ pub fn answer(owned: &Owned<'_, PartitionState>, q: Query) -> Answer {
             Answer::Demand(Local { instance: String::new(), answered, restoring, part })
         }
         Query::Cells { size_idx, skus, partitions } => {
-            let (answered, restoring) = split(owned, &partitions);
+            let (answered, restoring) = owned.split(&partitions);
             let mut part = CellsPart::default();
             for p in &answered {
                 if let Some(st) = owned.active.get(p) {

@@ -145,8 +145,8 @@ async fn plans(
             Err(e) => unavailable(&e),
         };
     }
-    let needed = match api.plane.partitions().await {
-        Ok(n) => (0..n).collect(),
+    let needed = match api.plane.all_partitions().await {
+        Ok(all) => all,
         Err(e) => return unavailable(&e),
     };
     // Forwarded with the supplier fixed: the owner answers for this caller's supplier only.

@@ -166,8 +166,7 @@ impl Stage for Emitter {
     }
 
     fn answer(&self, owned: &Owned<'_, PartitionState>, asked: Asked) -> Owns {
-        let answered = asked.iter().copied().filter(|p| owned.active.contains_key(p)).collect();
-        let restoring = asked.iter().copied().filter(|p| owned.restoring.contains(p)).collect();
+        let (answered, restoring) = owned.split(&asked);
         Owns { answered, restoring }
     }
 

@@ -67,8 +67,6 @@ pub struct Owner {
 pub struct Routing {
     /// Partitions of the input topic.
     pub partitions: i32,
-    /// The group was stable (not rebalancing) when described.
-    pub stable: bool,
     pub owners: BTreeMap<i32, Owner>,
     fetched: Instant,
 }
@@ -120,7 +118,7 @@ impl Directory {
         let current = self.0.current.load_full();
         match current {
             Some(r) if !force => {
-                if r.fetched.elapsed() >= FRESH {
+                if r.fetched.elapsed() >= FRESH && !self.0.refreshing.load(Ordering::Acquire) {
                     let shared = Arc::clone(&self.0);
                     tokio::spawn(async move { refresh(&shared).await });
                 }
@@ -161,7 +159,7 @@ fn describe(admin: &Admin, group: &str, topic: &str) -> Result<Routing, String> 
             }
         }
     }
-    Ok(Routing { partitions, stable: g.stable, owners, fetched: Instant::now() })
+    Ok(Routing { partitions, owners, fetched: Instant::now() })
 }
 
 /// Which partitions an answer is for: `scope=local&partitions=0,3` (this instance's own
@@ -273,6 +271,11 @@ impl Plane {
     /// The number of input partitions.
     pub async fn partitions(&self) -> Result<i32, QueryError> {
         self.directory.routing(false).await.map(|r| r.partitions).map_err(QueryError::Plane)
+    }
+
+    /// Every input partition (a question about all of them: a scan, a city view).
+    pub async fn all_partitions(&self) -> Result<BTreeSet<i32>, QueryError> {
+        self.partitions().await.map(|n| (0..n).collect())
     }
 
     /// Gathers the answer for `needed` partitions: `local(ps)` asks this instance's loop

@@ -65,6 +65,16 @@ pub struct Owned<'a, St> {
     pub restoring: &'a [i32],
 }
 
+impl<St> Owned<'_, St> {
+    /// Of the `asked` partitions (a query plane's question), those restored here and those
+    /// still being restored here.
+    pub fn split(&self, asked: &[i32]) -> (Vec<i32>, Vec<i32>) {
+        let answered = asked.iter().copied().filter(|p| self.active.contains_key(p)).collect();
+        let restoring = asked.iter().copied().filter(|p| self.restoring.contains(p)).collect();
+        (answered, restoring)
+    }
+}
+
 /// A stateful stage on the exactly-once runtime.
 pub trait Stage: Send + Sync + Sized + 'static {
     /// One input partition's state.

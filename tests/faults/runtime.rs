@@ -101,13 +101,17 @@ pub fn restoring_does_not_block(kafka: &Kafka) {
         0,
         (0..big).map(|i| sale(i, &big_grids[(i / 400) as usize], &format!("SKU-{:05}", i % 400))),
     );
+    // One grid written where its key does not hash (a producer with another partitioner):
+    // the query plane still finds it, by asking every partition.
+    let stray = grids_of("8832aa", 1).next().expect("a grid of partition 1");
+    write(kafka, h.sales(), 0, std::iter::once(sale(big + 100, &stray, "STRAY-1")));
     let grid = grids_of("8830e1", 1).next().expect("a grid of partition 1");
     let (grid, sku) = (grid.as_str(), "SMALL-1");
     write(kafka, h.sales(), 1, (0..10).map(|i| sale(big + i, grid, sku)));
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let base = d.start_listening("a");
     let deadline = Instant::now() + Duration::from_secs(300);
-    let counted = format!("nearfield_aggregator_events_total{{outcome=\"counted\"}} {}", big + 10);
+    let counted = format!("nearfield_aggregator_events_total{{outcome=\"counted\"}} {}", big + 11);
     while !rt.block_on(nearfield_testkit::http::metrics(&base)).contains(&counted) {
         assert!(
             Instant::now() < deadline,
@@ -170,6 +174,7 @@ pub fn restoring_does_not_block(kafka: &Kafka) {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(rt.block_on(event_count(&base, &big_grids[0], "SKU-00000")).is_some());
+    assert_eq!(rt.block_on(event_count(&base, &stray, "STRAY-1")), Some(1), "the stray grid");
     d.stop("b");
 }
 
