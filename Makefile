@@ -46,7 +46,7 @@ bench: bootstrap ## criterion benchmarks, ingest/aggregator (vs bare client and 
 bench-ingest: bootstrap ## ingest events/s, latency and memory vs a bare producer (BENCH_SECONDS)
 	benches/ingest.sh $${BENCH_SECONDS:-20}
 
-bench-aggregator: bootstrap ## aggregator curve: events/CPU-s vs consume+decode, RSS against keys (20 k, 1 M, 5 M), restore per million keys (BENCH_CURVE="KEYS:EVENTS:RUNS ...")
+bench-aggregator: bootstrap ## aggregator vs consume, consume+decode and Kafka Streams (in-memory, RocksDB) on the same records with output digests checked (BENCH_EVENTS, BENCH_KEYS), then the memory/restore curve (BENCH_CURVE); either env var alone runs only its part
 	benches/aggregator.sh
 
 bench-latency: bootstrap ## end-to-end latency: window close, occurred_at → DemandWindow → PlanSignal (BENCH_SECONDS, BENCH_RATE)

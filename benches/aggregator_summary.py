@@ -24,7 +24,7 @@ def med(rs, key):
 
 summary = []
 for p in points:
-    agg, con, res = phase(p, "aggregate"), phase(p, "consume"), phase(p, "restore")
+    agg, con, res = phase(p, "aggregate"), phase(p, "consume_decode"), phase(p, "restore")
     matches = [
         a.get("totals") == next((r.get("totals") for r in res if r["run"] == a["run"]), None)
         for a in agg
@@ -44,11 +44,6 @@ for p in points:
         "restore_matches": all(matches) and len(matches) == len(res) and bool(matches),
         "spread_events_per_cpu_s": [r["events_per_cpu_s"] for r in agg],
     }
-    st = phase(p, "streams")
-    if st:
-        s["streams_per_cpu_s"] = st[0]["events_per_cpu_s"]
-        s["streams_peak_rss_mb"] = st[0]["peak_rss_mb"]
-        s["streams_threads"] = st[0].get("threads")
     summary.append(s)
 
 print("| keys | events | runs | aggregator events/CPU-s (median; runs) | ceiling: consume + decode, events/CPU-s | ratio | events/s (wall) |")
@@ -58,11 +53,6 @@ for s in summary:
     spread = ", ".join(f"{v:,.0f}" for v in s["spread_events_per_cpu_s"])
     print(f"| {s['keys']:,.0f} | {s['events']:,.0f} | {s['runs']} | {s['events_per_cpu_s']:,.0f} ({spread}) | "
           f"{s['ceiling_per_cpu_s']:,.0f} | {ratio:.2f} | {s['events_per_s']:,.0f} |")
-for s in summary:
-    if "streams_per_cpu_s" in s:
-        print(f"| Kafka Streams 4.3.1 (exactly_once_v2, {s['streams_threads']} threads), {s['keys']:,.0f} keys | "
-              f"{s['events']:,.0f} | 1 | {s['streams_per_cpu_s']:,.0f} | {s['ceiling_per_cpu_s']:,.0f} | "
-              f"{s['streams_per_cpu_s'] / s['ceiling_per_cpu_s']:.2f} | peak RSS {s['streams_peak_rss_mb']:,.0f} MiB |")
 print()
 print("| keys | RSS (median) | RSS per million keys | slope from the previous point | estimated state bytes per key | restore | restore per million keys | restored sums = aggregated sums |")
 print("|---|---|---|---|---|---|---|---|")

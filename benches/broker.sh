@@ -8,8 +8,15 @@ OUT=target/bench; mkdir -p "$OUT"
 export NEARFIELD_KAFKA_DIR="$ROOT/target/kafka-bench" NEARFIELD_KAFKA_OWNER_PID=$$
 cleanup() { scripts/kafka.sh down >/dev/null 2>&1 || true; }
 trap cleanup EXIT
-BIN=target/release/examples/aggregator_bench
-cargo build --release --locked -q -p nearfield-aggregator --example aggregator_bench
+# BENCH_DEBUG=1 (make test's smoke run): a debug build, to check the benchmark works, not
+# to measure.
+if [ "${BENCH_DEBUG:-0}" = 1 ]; then
+  BIN=target/debug/examples/aggregator_bench
+  cargo build --locked -q -p nearfield-aggregator --example aggregator_bench
+else
+  BIN=target/release/examples/aggregator_bench
+  cargo build --release --locked -q -p nearfield-aggregator --example aggregator_bench
+fi
 
 # A fresh one-node broker (its disk and page cache hold one run's topics only); sets B to
 # its bootstrap address.

@@ -65,6 +65,11 @@ promtool check config deploy/prometheus/prometheus.yml
 promtool test rules deploy/prometheus/tests/*.yml 2>&1 | tee -a "$LOG"
 .venv/bin/python -m pytest -q deploy/tests 2>&1 | tee -a "$LOG"
 
+step "benchmark smoke: nearfield vs Kafka Streams on a small topic, both outputs checked against the ground truth"
+# Not a measurement (a debug build): proves the comparison runs and that its output
+# check holds (benches/aggregator_compare.py fails the step otherwise).
+BENCH_DEBUG=1 BENCH_EVENTS=20000 BENCH_KEYS=1000 BENCH_RUNS=1 benches/aggregator.sh 2>&1 | tail -n 14 | tee -a "$LOG"
+
 step "fuzz smoke (${FUZZ_SECONDS:=20}s per target)"
 scripts/fuzz.sh "$FUZZ_SECONDS"
 

@@ -88,61 +88,160 @@ impl ProducerContext for &'static Count {
     }
 }
 
-fn fill(brokers: &str, topic: &str, n: u64, keys: u64) {
-    let failed: &'static Count = Box::leak(Box::new(Count(AtomicU64::new(0))));
-    let producer: ThreadedProducer<&'static Count> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("compression.type", "lz4")
-        .set("linger.ms", "5")
-        .set("partitioner", "murmur2_random")
-        .set("queue.buffering.max.messages", "200000")
-        .set("batch.num.messages", "10000")
-        .create_with_context(failed)
-        .unwrap_or_else(|e| die(&format!("producer: {e}")));
-    let codec = Codec::single_object();
-    let now = nearfield_common::time::now_ms();
-    let span = 240_000u64;
-    // The start of the 5-minute window before the current one.
-    let base = (now - 300_000).div_euclid(300_000) * 300_000 + span as i64;
-    let mut buf = Vec::with_capacity(160);
-    for i in 0..n {
-        // Every key gets exactly N / KEYS events (i ↦ i·m mod KEYS is a bijection for m
-        // prime to KEYS), in an order that jumps across keys, grids and partitions.
-        let k = i.wrapping_mul(2_654_435_761) % keys;
-        let (grid, sku) = (k / 400, k % 400);
-        let e = SaleEvent {
-            event_id: format!("pos-1-{i}"),
-            store_id: format!("store-{:06}", (grid * 7 + i % 7) % 1_000_000),
-            device_id: "pos-1".into(),
-            grid_id: format!("8831aa{grid:09x}"),
-            sku: format!("SKU-{sku:05}"),
-            kind: if i % 20 == 0 { SaleKind::Return } else { SaleKind::Sale },
-            quantity: 1 + (i % 3) as i32,
-            unit_price_minor: 650,
-            currency: "CNY".into(),
-            occurred_at: base - span as i64 + (i * span / n) as i64,
-            received_at: base - span as i64 + (i * span / n) as i64 + 20,
-        };
-        buf.clear();
-        if let Err(e) = codec.encode_into(&e, &mut buf) {
+/// The window sizes of the production defaults (5 min, 1 h, 1 day), for the ground truth.
+const SIZES: [i64; 3] = [300_000, 3_600_000, 86_400_000];
+/// The production defaults' out-of-orderness + grace: a window closes when the largest
+/// event time of its partition reaches its end + this.
+const CLOSE_AFTER: i64 = 40_000;
+
+/// The sale event number `i` of `n` over `keys` keys at `occurred_at`.
+fn sale(i: u64, keys: u64, occurred_at: i64, preorders: bool) -> SaleEvent {
+    // Every key gets exactly N / KEYS events (i ↦ i·m mod KEYS is a bijection for m prime
+    // to KEYS), in an order that jumps across keys, grids and partitions.
+    let k = i.wrapping_mul(2_654_435_761) % keys;
+    let (grid, sku) = (k / 400, k % 400);
+    let kind = match i {
+        _ if i.is_multiple_of(20) => SaleKind::Return,
+        _ if preorders && i % 50 == 7 => SaleKind::Preorder,
+        _ => SaleKind::Sale,
+    };
+    SaleEvent {
+        event_id: format!("pos-1-{i}"),
+        store_id: format!("store-{:06}", (grid * 7 + i % 7) % 1_000_000),
+        device_id: "pos-1".into(),
+        grid_id: format!("8831aa{grid:09x}"),
+        sku: format!("SKU-{sku:05}"),
+        kind,
+        quantity: 1 + (i % 3) as i32,
+        unit_price_minor: 650,
+        currency: "CNY".into(),
+        occurred_at,
+        received_at: occurred_at + 20,
+    }
+}
+
+/// Writes the fill's records; dies unless every one was acknowledged.
+struct Writer {
+    producer: ThreadedProducer<&'static Count>,
+    failed: &'static Count,
+    codec: Codec,
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    fn new(brokers: &str) -> Self {
+        let failed: &'static Count = Box::leak(Box::new(Count(AtomicU64::new(0))));
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "5")
+            .set("partitioner", "murmur2_random")
+            .set("queue.buffering.max.messages", "200000")
+            .set("batch.num.messages", "10000")
+            .create_with_context(failed)
+            .unwrap_or_else(|e| die(&format!("producer: {e}")));
+        Writer { producer, failed, codec: Codec::single_object(), buf: Vec::with_capacity(160) }
+    }
+
+    fn send(&mut self, topic: &str, e: &SaleEvent, partition: Option<i32>) {
+        self.buf.clear();
+        if let Err(e) = self.codec.encode_into(e, &mut self.buf) {
             die(&format!("encode: {e}"));
         }
-        let mut rec = BaseRecord::to(topic).key(e.grid_id.as_str()).payload(buf.as_slice());
-        while let Err((_, back)) = producer.send(rec) {
+        let mut rec = BaseRecord::to(topic).key(e.grid_id.as_str()).payload(self.buf.as_slice());
+        if let Some(p) = partition {
+            rec = rec.partition(p);
+        }
+        while let Err((_, back)) = self.producer.send(rec) {
             rec = back;
             std::thread::sleep(Duration::from_millis(1));
         }
     }
-    let _ = producer.flush(Duration::from_secs(120));
-    if failed.0.load(Ordering::Relaxed) > 0 || producer.in_flight_count() > 0 {
-        die("fill: not every event was written");
+
+    fn finish(self) {
+        let _ = self.producer.flush(Duration::from_secs(120));
+        if self.failed.0.load(Ordering::Relaxed) > 0 || self.producer.in_flight_count() > 0 {
+            die("fill: not every event was written");
+        }
     }
+}
+
+/// The memory curve's fill: times spread over four minutes of one 5-minute window that
+/// ended less than ten minutes ago (every key one window of each size, none closes).
+fn fill(brokers: &str, topic: &str, n: u64, keys: u64) {
+    let mut w = Writer::new(brokers);
+    let now = nearfield_common::time::now_ms();
+    let span = 240_000u64;
+    // The start of the 5-minute window before the current one.
+    let base = (now - 300_000).div_euclid(300_000) * 300_000 + span as i64;
+    for i in 0..n {
+        let at = base - span as i64 + (i * span / n) as i64;
+        w.send(topic, &sale(i, keys, at, false), None);
+    }
+    w.finish();
     println!("{{\"phase\":\"fill\",\"events\":{n},\"keys\":{keys}}}");
 }
 
-fn consume(brokers: &str, topic: &str, n: u64) {
+/// The comparison's fill (`SPAN_HOURS` given): N records in all. N − P sale events over
+/// `span_h` hours of event time (returns and pre-orders among them), in time order, then
+/// one record per partition (P of them) a day and a minute later, which moves every
+/// partition's watermark past every window of the span, so each of them closes in any
+/// system with the same window rules. Prints the ground truth: the span's windows
+/// (`windows_out`) and their digest (`output_digest`), for the systems to be checked against.
+fn fill_span(brokers: &str, topic: &str, n: u64, keys: u64, span_h: u64, partitions: i32) {
+    let tails = u64::try_from(partitions).unwrap_or(1);
+    let events = n
+        .checked_sub(tails)
+        .filter(|e| *e >= keys)
+        .unwrap_or_else(|| die("N must exceed KEYS + partitions"));
+    let mut w = Writer::new(brokers);
+    let tail_at = nearfield_common::time::now_ms() - 60_000;
+    let span = (span_h * 3_600_000) as i64;
+    let end = tail_at - SIZES[2] - CLOSE_AFTER - 20_000;
+    let start = end - span;
+    // Ground truth per (key, size, window start): net units, events.
+    let mut truth: std::collections::HashMap<(u64, usize, i64), (i64, i64)> = Default::default();
+    for i in 0..events {
+        let at = start + (u128::from(i) * span as u128 / u128::from(events)) as i64;
+        let e = sale(i, keys, at, true);
+        let q = i64::from(e.quantity);
+        let net = if e.kind == SaleKind::Return { -q } else { q };
+        let k = i.wrapping_mul(2_654_435_761) % keys;
+        for (s, size) in SIZES.iter().enumerate() {
+            let f = truth.entry((k, s, at - at.rem_euclid(*size))).or_default();
+            *f = (f.0 + net, f.1 + 1);
+        }
+        w.send(topic, &e, None);
+    }
+    for p in 0..partitions {
+        let mut e = sale(0, keys, tail_at, false);
+        e.event_id = format!("tail-{p}");
+        e.grid_id = format!("8831ff{p:09x}");
+        w.send(topic, &e, Some(p));
+    }
+    w.finish();
+    let mut digest = nearfield_aggregator::digest::OutputDigest::default();
+    for ((k, s, ws), (net, count)) in truth {
+        let (grid, sku) = (k / 400, k % 400);
+        digest.add_figures(
+            &format!("8831aa{grid:09x}"),
+            &format!("SKU-{sku:05}"),
+            ws,
+            ws + SIZES[s],
+            net,
+            count,
+        );
+    }
+    println!(
+        "{{\"phase\":\"fill\",\"events\":{n},\"keys\":{keys},\"span_hours\":{span_h},\"windows_out\":{},\"output_digest\":\"{}\"}}",
+        digest.windows_out(),
+        digest.hex()
+    );
+}
+
+fn consume(brokers: &str, topic: &str, n: u64, decode: bool) {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("bench-bare-{}", std::process::id()))
@@ -165,9 +264,11 @@ fn consume(brokers: &str, topic: &str, n: u64) {
                 let payload = m.payload().unwrap_or_default();
                 bytes += payload.len() as u64;
                 // Decoded as the aggregator decodes it (strings borrowed).
-                match codec.decode_as::<SaleEvent, SaleEventRef<'_>>(payload) {
-                    Ok(e) => units += i64::from(e.quantity),
-                    Err(e) => die(&format!("decode: {}", e.reason())),
+                if decode {
+                    match codec.decode_as::<SaleEvent, SaleEventRef<'_>>(payload) {
+                        Ok(e) => units += i64::from(e.quantity),
+                        Err(e) => die(&format!("decode: {}", e.reason())),
+                    }
                 }
             }
             Some(Err(e)) => eprintln!("consume: {e}"),
@@ -178,7 +279,8 @@ fn consume(brokers: &str, topic: &str, n: u64) {
     let (cpu1, hwm) = proc_stat();
     let cpu = cpu1 - cpu0;
     println!(
-        "{{\"phase\":\"consume\",\"decoded\":true,\"units\":{units},\"events\":{got},\"bytes\":{bytes},\"seconds\":{secs:.2},\"events_per_s\":{:.0},\"cpu_s\":{cpu:.2},\"events_per_cpu_s\":{:.0},\"peak_rss_mb\":{hwm:.1}}}",
+        "{{\"phase\":\"{}\",\"units\":{units},\"events\":{got},\"bytes\":{bytes},\"seconds\":{secs:.2},\"events_per_s\":{:.0},\"cpu_s\":{cpu:.2},\"events_per_cpu_s\":{:.0},\"peak_rss_mb\":{hwm:.1}}}",
+        if decode { "consume_decode" } else { "consume" },
         got as f64 / secs.max(0.001),
         got as f64 / cpu.max(0.01)
     );
@@ -232,13 +334,39 @@ async fn aggregate(brokers: &str, topic: &str, n: u64, prefix: &str) {
         let stop = CancellationToken::new();
         (stop.clone(), tokio::spawn(query_load(base, keys, qps, stop)))
     });
-    while processed() < n {
+    let rss = RssSampler::start(processed);
+    // With BENCH_WINDOWS (the fill's windows_out): also until that many windows were
+    // emitted and committed (a bucket's windows close over several transactions).
+    let windows: u64 =
+        std::env::var("BENCH_WINDOWS").ok().and_then(|w| w.parse().ok()).unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    while processed() < n || finals() < windows {
+        if Instant::now() > deadline {
+            die(&format!(
+                "aggregate: {} of {n} events, {} of {windows} windows after 30 min",
+                processed(),
+                finals()
+            ));
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Processed is counted at commit: everything is committed now.
     let secs = started.elapsed().as_secs_f64();
     let (cpu1, hwm) = proc_stat();
     let cpu = cpu1 - cpu0;
+    let rss_slope = rss.stop();
+    // What it wrote, read back from its demand topic (after the measurement).
+    let digest = if windows > 0 {
+        let d = read_digest(brokers, &format!("{prefix}-demand"));
+        format!(
+            ",\"windows_out\":{},\"output_records\":{},\"output_digest\":\"{}\"",
+            d.windows_out(),
+            d.records(),
+            d.hex()
+        )
+    } else {
+        String::new()
+    };
     let query = match load {
         Some((stop, l)) => {
             stop.cancel();
@@ -252,7 +380,7 @@ async fn aggregate(brokers: &str, topic: &str, n: u64, prefix: &str) {
     let rss = rss_mb();
     let totals = totals(&running).await;
     println!(
-        "{{\"phase\":\"aggregate\",\"events\":{n},\"seconds\":{secs:.2},\"events_per_s\":{:.0},\"cpu_s\":{cpu:.2},\"events_per_cpu_s\":{:.0},\"peak_rss_mb\":{hwm:.1},\"rss_mb\":{rss:.1},\"keys\":{keys},\"windows\":{windows},\"state_bytes\":{state_bytes},\"totals\":{totals},\"query\":{query}}}",
+        "{{\"phase\":\"aggregate\",\"events\":{n},\"seconds\":{secs:.2},\"events_per_s\":{:.0},\"cpu_s\":{cpu:.2},\"events_per_cpu_s\":{:.0},\"peak_rss_mb\":{hwm:.1},\"rss_mb\":{rss:.1},\"keys\":{keys},\"windows\":{windows},\"state_bytes\":{state_bytes},\"rss_slope_mb_per_m_events\":{rss_slope:.1},\"totals\":{totals},\"query\":{query}{digest}}}",
         n as f64 / secs,
         n as f64 / cpu.max(0.01)
     );
@@ -266,6 +394,105 @@ async fn aggregate(brokers: &str, topic: &str, n: u64, prefix: &str) {
     }
     token.cancel();
     let _ = running.done.await;
+}
+
+/// DemandWindows written as final (revisions excluded), counted at commit.
+fn finals() -> u64 {
+    prometheus::gather()
+        .iter()
+        .filter(|f| f.name() == nearfield_aggregator::internal_events::WINDOWS_EMITTED_TOTAL)
+        .flat_map(|f| f.get_metric().iter())
+        .filter(|m| m.get_label().iter().any(|l| l.name() == "kind" && l.value() == "final"))
+        .map(|m| m.get_counter().get_value() as u64)
+        .sum()
+}
+
+/// RSS sampled every 100 ms against the events processed so far, from its own thread.
+struct RssSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(f64, f64)>>,
+}
+
+impl RssSampler {
+    fn start(events: fn() -> u64) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                samples.push((events() as f64, rss_mb()));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            samples
+        });
+        RssSampler { stop, thread }
+    }
+
+    /// Stops; the least-squares slope of RSS against events, in MiB per million events.
+    fn stop(self) -> f64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let s = self.thread.join().unwrap_or_default();
+        let k = s.len() as f64;
+        let (mx, my) =
+            (s.iter().map(|p| p.0).sum::<f64>() / k, s.iter().map(|p| p.1).sum::<f64>() / k);
+        let var: f64 = s.iter().map(|p| (p.0 - mx).powi(2)).sum();
+        let cov: f64 = s.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+        if var > 0.0 { cov / var * 1e6 } else { 0.0 }
+    }
+}
+
+/// A client context that does not log the end-of-partition events the digest reader asks for.
+struct AtEndQuiet;
+impl ClientContext for AtEndQuiet {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if error.rdkafka_error_code() != Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) {
+            eprintln!("digest reader: {error}: {reason}");
+        }
+    }
+}
+impl rdkafka::consumer::ConsumerContext for AtEndQuiet {}
+
+/// Every final window in `topic` (read committed, from the start to the end).
+fn read_digest(brokers: &str, topic: &str) -> nearfield_aggregator::digest::OutputDigest {
+    let consumer: BaseConsumer<AtEndQuiet> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("bench-digest-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create_with_context(AtEndQuiet)
+        .unwrap_or_else(|e| die(&format!("consumer: {e}")));
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap_or_else(|e| die(&format!("metadata: {e}")));
+    let parts: Vec<i32> =
+        md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in &parts {
+        let _ = tpl.add_partition_offset(topic, *p, rdkafka::Offset::Beginning);
+    }
+    consumer.assign(&tpl).unwrap_or_else(|e| die(&format!("assign: {e}")));
+    let codec = Codec::single_object();
+    let mut digest = nearfield_aggregator::digest::OutputDigest::default();
+    let mut at_end = std::collections::HashSet::new();
+    while at_end.len() < parts.len() {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                if let Some(payload) = m.payload() {
+                    match codec.decode::<nearfield_schemas::DemandWindow>(payload) {
+                        Ok(w) => digest.add(&w),
+                        Err(e) => die(&format!("decode DemandWindow: {}", e.reason())),
+                    }
+                }
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(e)) => die(&format!("read {topic}: {e}")),
+            None => {}
+        }
+    }
+    digest
 }
 
 /// Open-loop query load on `base` until `stop`: the latency summary as JSON.
@@ -352,6 +579,7 @@ async fn restore(brokers: &str, topic: &str, prefix: &str) {
     let id = std::env::var("BENCH_RESTORE_ID").unwrap_or_else(|_| "bench-1".into());
     cfg.exactly_once.instance_id = Some(id);
     let rss0 = rss_mb();
+    let (cpu0, _) = proc_stat();
     let token = CancellationToken::new();
     let started = Instant::now();
     let running = nearfield_aggregator::start(cfg, kafka, token.clone())
@@ -365,6 +593,8 @@ async fn restore(brokers: &str, topic: &str, prefix: &str) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let secs = started.elapsed().as_secs_f64();
+    let (cpu1, hwm) = proc_stat();
+    let cpu = cpu1 - cpu0;
     let size = state_size(&running).await;
     let records: u64 = prometheus::gather()
         .iter()
@@ -387,7 +617,8 @@ async fn restore(brokers: &str, topic: &str, prefix: &str) {
     token.cancel();
     let _ = running.done.await;
     println!(
-        "{{\"phase\":\"restore\",\"seconds\":{restore_s:.2},\"until_ready_s\":{secs:.2},\"records\":{records},\"keys\":{},\"windows\":{},\"state_bytes\":{},\"rss_mb\":{rss:.1},\"rss_growth_mb\":{:.1},\"totals\":{totals}}}",
+        "{{\"phase\":\"restore\",\"seconds\":{restore_s:.2},\"until_ready_s\":{secs:.2},\"events\":{records},\"cpu_s\":{cpu:.2},\"events_per_cpu_s\":{:.0},\"peak_rss_mb\":{hwm:.1},\"records\":{records},\"keys\":{},\"windows\":{},\"state_bytes\":{},\"rss_mb\":{rss:.1},\"rss_growth_mb\":{:.1},\"totals\":{totals}}}",
+        records as f64 / cpu.max(0.01),
         size.keys,
         size.windows,
         size.bytes,
@@ -407,17 +638,21 @@ fn main() {
             .unwrap_or_else(|e| die(&format!("runtime: {e}")))
     };
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        [_, "fill", b, t, n, k, p] => {
+        [_, "fill", b, t, n, k, p, span @ ..] if span.len() <= 1 => {
             let (kafka, _) = settings(b, t, p);
             rt().block_on(kafka.ensure_topics(&kafka.topic_specs()))
                 .unwrap_or_else(|e| die(&format!("topics: {e}")));
-            fill(b, t, num(n), num(k));
+            match span.first() {
+                Some(h) => fill_span(b, t, num(n), num(k), num(h), kafka.partitions),
+                None => fill(b, t, num(n), num(k)),
+            }
         }
-        [_, "consume", b, t, n] => consume(b, t, num(n)),
+        [_, "consume", b, t, n] => consume(b, t, num(n), false),
+        [_, "consume-decode", b, t, n] => consume(b, t, num(n), true),
         [_, "aggregate", b, t, n, p] => rt().block_on(aggregate(b, t, num(n), p)),
         [_, "restore", b, t, _, p] => rt().block_on(restore(b, t, p)),
         _ => die(
-            "usage: aggregator_bench fill BROKERS TOPIC N KEYS PREFIX | consume BROKERS TOPIC N | aggregate|restore BROKERS TOPIC N PREFIX",
+            "usage: aggregator_bench fill BROKERS TOPIC N KEYS PREFIX [SPAN_HOURS] | consume|consume-decode BROKERS TOPIC N | aggregate|restore BROKERS TOPIC N PREFIX",
         ),
     }
 }

@@ -13,6 +13,7 @@
 //! - [`window`]: window assignment, watermarks, close and lateness (pure arithmetic).
 //! - [`ids`]: grid × SKU, event, store and grid identities, and their hasher.
 //! - [`counters`]: the counters of one window.
+//! - [`digest`]: the output digest the benchmark compares systems on.
 //! - [`state`]: one partition's counters, de-duplication and completeness.
 //! - [`changelog`]: the changelog record codec (versioned, with goldens).
 //! - [`stores`]: active stores per grid (`stores_expected`).
@@ -25,6 +26,7 @@
 pub mod changelog;
 pub mod config;
 pub mod counters;
+pub mod digest;
 pub mod http;
 pub mod ids;
 pub mod internal_events;
