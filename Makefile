@@ -3,7 +3,7 @@
 SHELL := /usr/bin/env bash
 KAFKA_BROKERS ?= 1
 
-.PHONY: help bootstrap build demo demo-observe image image-test test kafka-up kafka-down kafka-status bench bench-ingest bench-aggregator bench-latency bench-query fuzz golden fmt lint
+.PHONY: help bootstrap build demo demo-observe image image-test test kafka-up kafka-down kafka-status bench bench-ingest bench-aggregator bench-emitter bench-latency bench-query fuzz golden fmt lint
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -39,6 +39,7 @@ bench: bootstrap ## criterion benchmarks, ingest/aggregator (vs bare client and 
 	cargo bench --locked -p nearfield-emitter --bench decide
 	benches/ingest.sh
 	benches/aggregator.sh
+	benches/emitter.sh
 	benches/latency.sh
 	benches/query.sh
 	@echo; echo "nearfield benchmark ($$(nproc) cores, $$(rustc --version | cut -d' ' -f2), Kafka 4.3.1, $$(date -u +%F)):"; benches/report.py | tee target/bench/report.md
@@ -48,6 +49,9 @@ bench-ingest: bootstrap ## ingest events/s, latency and memory vs a bare produce
 
 bench-aggregator: bootstrap ## aggregator vs consume, consume+decode and Kafka Streams (in-memory, RocksDB) on the same records with output digests checked (BENCH_EVENTS, BENCH_KEYS), then the memory/restore curve (BENCH_CURVE); either env var alone runs only its part
 	benches/aggregator.sh
+
+bench-emitter: bootstrap ## emitter at city scale: ~1 M demand windows over ~50 k keys, windows/CPU-s, changelog bytes per window, RSS, restore (BENCH_SKUS, BENCH_HOURS, BENCH_RUNS)
+	benches/emitter.sh
 
 bench-latency: bootstrap ## end-to-end latency: window close, occurred_at → DemandWindow → PlanSignal (BENCH_SECONDS, BENCH_RATE)
 	benches/latency.sh $${BENCH_SECONDS:-60} $${BENCH_RATE:-2000}

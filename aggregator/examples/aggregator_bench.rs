@@ -45,32 +45,7 @@ use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer}
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn proc_stat() -> (f64, f64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-    let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kb = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    ((tick(11) + tick(12)) / 100.0, kb("VmHWM:").max(kb("VmRSS:")) / 1024.0)
-}
-
-fn rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
-}
+use nearfield_testkit::bench::{proc_stat, rss_mb};
 
 fn die(msg: &str) -> ! {
     eprintln!("{msg}");
@@ -380,7 +355,7 @@ async fn aggregate(brokers: &str, topic: &str, n: u64, prefix: &str) {
     let rss = rss_mb();
     let totals = totals(&running).await;
     println!(
-        "{{\"phase\":\"aggregate\",\"events\":{n},\"seconds\":{secs:.2},\"events_per_s\":{:.0},\"cpu_s\":{cpu:.2},\"events_per_cpu_s\":{:.0},\"peak_rss_mb\":{hwm:.1},\"rss_mb\":{rss:.1},\"keys\":{keys},\"windows\":{windows},\"state_bytes\":{state_bytes},\"rss_slope_mb_per_m_events\":{rss_slope:.1},\"totals\":{totals},\"query\":{query}{digest}}}",
+        "{{\"phase\":\"aggregate\",\"events\":{n},\"seconds\":{secs:.2},\"events_per_s\":{:.0},\"cpu_s\":{cpu:.2},\"events_per_cpu_s\":{:.0},\"peak_rss_mb\":{hwm:.1},\"rss_mb\":{rss:.1},\"keys\":{keys},\"windows\":{windows},\"state_bytes\":{state_bytes},\"rss_slope_mb_per_m_events\":{rss_slope},\"totals\":{totals},\"query\":{query}{digest}}}",
         n as f64 / secs,
         n as f64 / cpu.max(0.01)
     );
@@ -428,68 +403,36 @@ impl RssSampler {
         RssSampler { stop, thread }
     }
 
-    /// Stops; the least-squares slope of RSS against events, in MiB per million events.
-    fn stop(self) -> f64 {
+    /// Stops; the least-squares slope of RSS against events, in MiB per million events
+    /// (JSON `null` when the run was too short for five distinct event counts).
+    fn stop(self) -> String {
         self.stop.store(true, Ordering::Relaxed);
         let s = self.thread.join().unwrap_or_default();
+        let mut xs: Vec<u64> = s.iter().map(|p| p.0 as u64).collect();
+        xs.dedup();
+        if xs.len() < 5 {
+            return "null".into();
+        }
         let k = s.len() as f64;
         let (mx, my) =
             (s.iter().map(|p| p.0).sum::<f64>() / k, s.iter().map(|p| p.1).sum::<f64>() / k);
         let var: f64 = s.iter().map(|p| (p.0 - mx).powi(2)).sum();
         let cov: f64 = s.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
-        if var > 0.0 { cov / var * 1e6 } else { 0.0 }
+        format!("{:.1}", if var > 0.0 { cov / var * 1e6 } else { 0.0 })
     }
 }
-
-/// A client context that does not log the end-of-partition events the digest reader asks for.
-struct AtEndQuiet;
-impl ClientContext for AtEndQuiet {
-    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
-        if error.rdkafka_error_code() != Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) {
-            eprintln!("digest reader: {error}: {reason}");
-        }
-    }
-}
-impl rdkafka::consumer::ConsumerContext for AtEndQuiet {}
 
 /// Every final window in `topic` (read committed, from the start to the end).
 fn read_digest(brokers: &str, topic: &str) -> nearfield_aggregator::digest::OutputDigest {
-    let consumer: BaseConsumer<AtEndQuiet> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("bench-digest-{}", std::process::id()))
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .create_with_context(AtEndQuiet)
-        .unwrap_or_else(|e| die(&format!("consumer: {e}")));
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .unwrap_or_else(|e| die(&format!("metadata: {e}")));
-    let parts: Vec<i32> =
-        md.topics().iter().flat_map(|t| t.partitions().iter().map(|p| p.id())).collect();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in &parts {
-        let _ = tpl.add_partition_offset(topic, *p, rdkafka::Offset::Beginning);
-    }
-    consumer.assign(&tpl).unwrap_or_else(|e| die(&format!("assign: {e}")));
     let codec = Codec::single_object();
     let mut digest = nearfield_aggregator::digest::OutputDigest::default();
-    let mut at_end = std::collections::HashSet::new();
-    while at_end.len() < parts.len() {
-        match consumer.poll(Duration::from_millis(500)) {
-            Some(Ok(m)) => {
-                if let Some(payload) = m.payload() {
-                    match codec.decode::<nearfield_schemas::DemandWindow>(payload) {
-                        Ok(w) => digest.add(&w),
-                        Err(e) => die(&format!("decode DemandWindow: {}", e.reason())),
-                    }
-                }
+    let isolation = nearfield_testkit::Isolation::ReadCommitted;
+    for r in nearfield_testkit::read_topic(brokers, topic, isolation, Duration::from_secs(600)) {
+        if let Some(payload) = &r.value {
+            match codec.decode::<nearfield_schemas::DemandWindow>(payload) {
+                Ok(w) => digest.add(&w),
+                Err(e) => die(&format!("decode DemandWindow: {}", e.reason())),
             }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => {
-                at_end.insert(p);
-            }
-            Some(Err(e)) => die(&format!("read {topic}: {e}")),
-            None => {}
         }
     }
     digest

@@ -12,11 +12,13 @@
 //! - [`Kafka`]: a running cluster, its nodes, and topic creation.
 //! - [`read_to_end`]: everything a topic holds, read with a chosen isolation level.
 //! - [`http`]: GET helpers for the stages' endpoints.
+//! - [`bench`]: the process's CPU time and memory, for the benchmark tools.
 //! - [`browser`]: headless Chromium for the live page's browser tests.
 //! - [`deployment`]: a stage's instances as processes a test starts, kills and scales.
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+pub mod bench;
 pub mod browser;
 pub mod deployment;
 pub mod http;
@@ -316,6 +318,18 @@ pub fn read_to_end(
     read_topic(kafka.brokers(), topic, isolation, timeout)
 }
 
+/// A consumer context that does not log the end-of-partition events a reader to the end
+/// asks for (librdkafka reports them as errors); other errors go to stderr.
+struct AtEndQuiet;
+impl rdkafka::ClientContext for AtEndQuiet {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if error.rdkafka_error_code() != Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF) {
+            eprintln!("testkit reader: {error}: {reason}");
+        }
+    }
+}
+impl rdkafka::consumer::ConsumerContext for AtEndQuiet {}
+
 /// [`read_to_end`] on any cluster, named by its bootstrap servers (benchmark tools).
 pub fn read_topic(
     brokers: &str,
@@ -327,13 +341,13 @@ pub fn read_topic(
         Isolation::ReadCommitted => "read_committed",
         Isolation::ReadUncommitted => "read_uncommitted",
     };
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: BaseConsumer<AtEndQuiet> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("testkit-{}", uuid::Uuid::new_v4().simple()))
         .set("enable.auto.commit", "false")
         .set("isolation.level", level)
         .set("enable.partition.eof", "true")
-        .create()
+        .create_with_context(AtEndQuiet)
         .expect("consumer");
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
     let parts: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();

@@ -522,20 +522,24 @@ public final class StreamsBaseline {
     streams.close(Duration.ofSeconds(30));
     streams.cleanUp();
     String[] digest = want > 0 ? readDigest(brokers, out, want) : new String[] {"0", "0", ""};
-    System.out.printf(
+    System.out.printf(java.util.Locale.ROOT,
         "{\"phase\":\"%s\",\"events\":%d,\"seconds\":%.2f,\"events_per_s\":%.0f,"
             + "\"cpu_s\":%.2f,\"events_per_cpu_s\":%.0f,\"peak_rss_mb\":%.1f,"
-            + "\"rss_slope_mb_per_m_events\":%.1f,\"threads\":%d,\"store\":\"%s\","
+            + "\"rss_slope_mb_per_m_events\":%s,\"threads\":%d,\"store\":\"%s\","
             + "\"windows_emitted\":%d,\"windows_out\":%s,\"output_records\":%s,"
             + "\"output_digest\":\"%s\"}%n",
         store.equals("rocksdb") ? "streams_rocksdb" : "streams", n, secs, n / secs, cpu,
-        n / Math.max(cpu, 0.01), end[1], slope, threads, store, EMITTED.get(), digest[0],
+        n / Math.max(cpu, 0.01), end[1],
+        Double.isNaN(slope) ? "null" : String.format(java.util.Locale.ROOT, "%.1f", slope), threads, store, EMITTED.get(), digest[0],
         digest[1], digest[2]);
     System.exit(0);
   }
 
   /** Least-squares slope of RSS (MiB) against records processed, per million records. */
   static double slope(List<double[]> s) {
+    if (s.stream().mapToDouble(p -> p[0]).distinct().count() < 5) {
+      return Double.NaN; // too short a run to say
+    }
     double k = s.size();
     double mx = 0;
     double my = 0;

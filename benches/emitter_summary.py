@@ -1,0 +1,38 @@
+#!/usr/bin/env python3
+"""Summarises benches/emitter.sh (target/bench/emitter-results.jsonl): medians over the
+runs and their spread; writes target/bench/emitter-summary.json for benches/report.py."""
+
+import json
+import pathlib
+import statistics
+import sys
+
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
+fill = next(r for r in rows if r["phase"] == "fill")
+emit = [r for r in rows if r["phase"] == "emit"]
+rest = [r for r in rows if r["phase"] == "restore"]
+
+
+def med(rs, k):
+    v = [r[k] for r in rs if r.get(k) is not None]
+    return statistics.median(v) if v else None
+
+
+s = {
+    "windows": fill["windows"], "keys": fill["keys"], "suppliers": fill["suppliers"], "runs": len(emit),
+    "windows_per_cpu_s": med(emit, "windows_per_cpu_s"), "windows_per_s": med(emit, "windows_per_s"),
+    "spread": sorted(r["windows_per_cpu_s"] for r in emit),
+    "peak_rss_mb": med(emit, "peak_rss_mb"), "signals": med(emit, "signals"),
+    "changelog_bytes_per_window": med(emit, "changelog_bytes_per_window"),
+    "largest_changelog_record": med(emit, "largest_changelog_record"),
+    "restore_s": med(rest, "seconds"), "restore_until_ready_s": med(rest, "until_ready_s"),
+    "restore_records": med(rest, "records"),
+}
+print(f"{s['windows']:,} DemandWindows over {s['keys']:,} grid × SKU keys, {s['suppliers']} suppliers, {s['runs']} runs")
+print()
+print("| windows/CPU-s (median; runs) | windows/s (wall) | peak RSS | signals | changelog bytes per window | largest changelog record | restore (ready) |")
+print("|---|---|---|---|---|---|---|")
+print(f"| {s['windows_per_cpu_s']:,.0f} ({', '.join(f'{v:,.0f}' for v in s['spread'])}) | {s['windows_per_s']:,.0f} | "
+      f"{s['peak_rss_mb']:,.0f} MiB | {s['signals']:,.0f} | {s['changelog_bytes_per_window']:,.1f} B | "
+      f"{s['largest_changelog_record']:,.0f} B | {s['restore_s']:.2f} s ({s['restore_until_ready_s']:.2f} s) |")
+pathlib.Path(sys.argv[1]).with_name("emitter-summary.json").write_text(json.dumps(s, indent=1))
