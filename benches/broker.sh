@@ -1,11 +1,13 @@
 # Sourced by the aggregator benchmarks (aggregator.sh, aggregator-crash.sh, query.sh): the
 # repository as the working directory, target/bench for results, a benchmark broker of
-# their own under target/kafka-bench (stopped on exit), and the benchmark binary.
+# their own under target/kafka-bench-<script> (stopped on exit), and the benchmark binary.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 OUT=target/bench; mkdir -p "$OUT"
-export NEARFIELD_KAFKA_DIR="$ROOT/target/kafka-bench" NEARFIELD_KAFKA_OWNER_PID=$$
+# A broker directory per script: the watchdog that stops and removes a script's broker
+# when the script exits never touches the next script's broker.
+export NEARFIELD_KAFKA_DIR="$ROOT/target/kafka-bench-$(basename "$0" .sh)" NEARFIELD_KAFKA_OWNER_PID=$$
 cleanup() { scripts/kafka.sh down >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 # BENCH_DEBUG=1 (make test's smoke run): a debug build, to check the benchmark works, not

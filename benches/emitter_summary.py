@@ -27,6 +27,9 @@ s = {
     "largest_changelog_record": med(emit, "largest_changelog_record"),
     "restore_s": med(rest, "seconds"), "restore_until_ready_s": med(rest, "until_ready_s"),
     "restore_records": med(rest, "records"),
+    "plans": med(emit, "plans"), "revisions_per_plan": med(emit, "revisions_per_plan"),
+    "firm_plans": med(emit, "firm_plans"), "firm_plans_revised": med(emit, "firm_plans_revised"),
+    "revision_units": med(emit, "revision_units"),
 }
 print(f"{s['windows']:,} DemandWindows over {s['keys']:,} grid × SKU keys, {s['suppliers']} suppliers, {s['runs']} runs")
 print()
@@ -35,4 +38,12 @@ print("|---|---|---|---|---|---|---|")
 print(f"| {s['windows_per_cpu_s']:,.0f} ({', '.join(f'{v:,.0f}' for v in s['spread'])}) | {s['windows_per_s']:,.0f} | "
       f"{s['peak_rss_mb']:,.0f} MiB | {s['signals']:,.0f} | {s['changelog_bytes_per_window']:,.1f} B | "
       f"{s['largest_changelog_record']:,.0f} B | {s['restore_s']:.2f} s ({s['restore_until_ready_s']:.2f} s) |")
+if s["plans"] is not None:
+    firm = s["firm_plans"] or 0
+    share = f"{s['firm_plans_revised'] / firm:.1%}" if firm else "–"
+    print()
+    print("| plans | revisions per plan | FIRM plans | FIRM plans revised | units moved by revisions |")
+    print("|---|---|---|---|---|")
+    print(f"| {s['plans']:,.0f} | {s['revisions_per_plan']:.3f} | {firm:,.0f} | {s['firm_plans_revised']:,.0f} ({share}) | "
+          f"{s['revision_units']:,.0f} |")
 pathlib.Path(sys.argv[1]).with_name("emitter-summary.json").write_text(json.dumps(s, indent=1))

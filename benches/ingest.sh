@@ -11,7 +11,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 SECS=${1:-20}
 OUT=target/bench; mkdir -p "$OUT"
-export NEARFIELD_KAFKA_DIR="$ROOT/target/kafka-bench" NEARFIELD_KAFKA_OWNER_PID=$$
+# A broker directory per script: the watchdog that stops and removes a script's broker
+# when the script exits never touches the next script's broker.
+export NEARFIELD_KAFKA_DIR="$ROOT/target/kafka-bench-$(basename "$0" .sh)" NEARFIELD_KAFKA_OWNER_PID=$$
 cleanup() { [[ -n "${INGEST_PID:-}" ]] && kill "$INGEST_PID" 2>/dev/null; scripts/kafka.sh down >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 

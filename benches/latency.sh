@@ -13,7 +13,9 @@ cd "$ROOT"
 SECS=${1:-60}; RATE=${2:-2000}
 WINDOW=10000 GRACE=1000 OOO=2000
 OUT=target/bench; mkdir -p "$OUT"
-export NEARFIELD_KAFKA_DIR="$ROOT/target/kafka-bench" NEARFIELD_KAFKA_OWNER_PID=$$
+# A broker directory per script: the watchdog that stops and removes a script's broker
+# when the script exits never touches the next script's broker.
+export NEARFIELD_KAFKA_DIR="$ROOT/target/kafka-bench-$(basename "$0" .sh)" NEARFIELD_KAFKA_OWNER_PID=$$
 cleanup() { [[ -n "${RUN_PID:-}" ]] && kill "$RUN_PID" 2>/dev/null; scripts/kafka.sh down >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use nearfield_common::kafka::{KafkaSettings, Topics};
 use nearfield_common::shutdown::CancellationToken;
 use nearfield_emitter::EmitConfig;
-use nearfield_emitter::internal_events::{SIGNALS_TOTAL, WINDOWS_TOTAL};
+use nearfield_emitter::internal_events::{
+    FIRM_PLANS_REVISED_TOTAL, REVISION_UNITS_TOTAL, SIGNALS_TOTAL, WINDOWS_TOTAL,
+};
 use nearfield_emitter::synthetic::{self, Scenario};
 use nearfield_eos::internal_events::{RESTORE_SECONDS, RESTORED_RECORDS_TOTAL, metric_name};
 use nearfield_schemas::Codec;
@@ -139,6 +141,26 @@ fn counter(name: &str) -> u64 {
         .sum()
 }
 
+/// Signals counted by (is a revision, is FIRM): plans, revisions, FIRM plans.
+fn signals_by_kind() -> (u64, u64, u64) {
+    let (mut plans, mut revisions, mut firm) = (0, 0, 0);
+    for f in prometheus::gather().iter().filter(|f| f.name() == SIGNALS_TOTAL) {
+        for m in f.get_metric() {
+            let label = |n: &str| {
+                m.get_label().iter().find(|l| l.name() == n).map(|l| l.value().to_string())
+            };
+            let v = m.get_counter().get_value() as u64;
+            if label("reason").as_deref() == Some("REVISION") {
+                revisions += v;
+            } else {
+                plans += v;
+                firm += if label("firmness").as_deref() == Some("FIRM") { v } else { 0 };
+            }
+        }
+    }
+    (plans, revisions, firm)
+}
+
 /// Whether `group` has committed offsets at the ends of `topic`.
 fn committed_to_end(brokers: &str, group: &str, topic: &str) -> bool {
     let Ok(c) = ClientConfig::new()
@@ -188,6 +210,13 @@ async fn emit(brokers: &str, prefix: &str, n: u64) {
     let (cpu1, hwm) = proc_stat();
     let cpu = cpu1 - cpu0;
     let signals = counter(SIGNALS_TOTAL);
+    let (plans, revisions, firm) = signals_by_kind();
+    let churn = format!(
+        "\"plans\":{plans},\"revisions\":{revisions},\"revisions_per_plan\":{:.4},\"firm_plans\":{firm},\"firm_plans_revised\":{},\"revision_units\":{}",
+        revisions as f64 / plans.max(1) as f64,
+        counter(FIRM_PLANS_REVISED_TOTAL),
+        counter(REVISION_UNITS_TOTAL)
+    );
     token.cancel();
     let _ = running.stage.done.await;
     let records = nearfield_testkit::read_topic(
@@ -202,7 +231,7 @@ async fn emit(brokers: &str, prefix: &str, n: u64) {
     let bytes: usize = records.iter().map(size).sum();
     let largest = records.iter().map(size).max().unwrap_or(0);
     println!(
-        "{{\"phase\":\"emit\",\"windows\":{n},\"seconds\":{secs:.2},\"windows_per_s\":{:.0},\"cpu_s\":{cpu:.2},\"windows_per_cpu_s\":{:.0},\"peak_rss_mb\":{hwm:.1},\"signals\":{signals},\"changelog_records\":{},\"changelog_bytes\":{bytes},\"changelog_bytes_per_window\":{:.1},\"largest_changelog_record\":{largest}}}",
+        "{{\"phase\":\"emit\",\"windows\":{n},\"seconds\":{secs:.2},\"windows_per_s\":{:.0},\"cpu_s\":{cpu:.2},\"windows_per_cpu_s\":{:.0},\"peak_rss_mb\":{hwm:.1},\"signals\":{signals},\"changelog_records\":{},\"changelog_bytes\":{bytes},\"changelog_bytes_per_window\":{:.1},\"largest_changelog_record\":{largest},{churn}}}",
         n as f64 / secs,
         n as f64 / cpu.max(0.01),
         records.len(),

@@ -21,6 +21,8 @@ pub const SUPPRESSED_TOTAL: &str = "nearfield_emitter_privacy_suppressed_total";
 pub const FORECAST_ABS_ERROR: &str = "nearfield_emitter_forecast_abs_error_units";
 pub const FORECAST_INTERVAL_TOTAL: &str = "nearfield_emitter_forecast_interval_total";
 pub const REVISIONS_ABSORBED_TOTAL: &str = "nearfield_emitter_revisions_absorbed_total";
+pub const FIRM_PLANS_REVISED_TOTAL: &str = "nearfield_emitter_firm_plans_revised_total";
+pub const REVISION_UNITS_TOTAL: &str = "nearfield_emitter_revision_units_total";
 pub const SKUS: &str = "nearfield_emitter_skus";
 pub const CELLS: &str = "nearfield_emitter_cells";
 pub const PLANS: &str = "nearfield_emitter_plans";
@@ -84,6 +86,21 @@ static ABSORBED: LazyLock<IntCounter> = LazyLock::new(|| {
     counter(
         REVISIONS_ABSORBED_TOTAL,
         "Late corrections that left a plan's recommendation as it was.",
+    )
+});
+// Revision churn: revisions per plan = signals_total{reason="REVISION"} / signals_total
+// of the other reasons; share of FIRM plans revised = firm_plans_revised_total /
+// signals_total{firmness="FIRM", reason!="REVISION"}.
+static FIRM_REVISED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        FIRM_PLANS_REVISED_TOTAL,
+        "FIRM plans revised at least once (counted at their first revision).",
+    )
+});
+static REVISION_UNITS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        REVISION_UNITS_TOTAL,
+        "Units moved by revisions: |new − previous recommended_units| summed over revisions.",
     )
 });
 static SKUS_G: LazyLock<IntGauge> = LazyLock::new(|| gauge(SKUS, "SKUs with planning state."));
@@ -153,7 +170,7 @@ pub fn register_all() {
         LazyLock::force(m);
     }
     LazyLock::force(&SUPPLIER_SIGNALS);
-    for m in [&SUPPRESSED, &ABSORBED] {
+    for m in [&SUPPRESSED, &ABSORBED, &FIRM_REVISED, &REVISION_UNITS] {
         LazyLock::force(m);
     }
     for m in [&SKUS_G, &CELLS_G, &PLANS_G, &BYTES, &CATALOG, &COVERAGE_G] {
@@ -197,6 +214,8 @@ impl SignalsCommitted<'_> {
         let t = self.tally;
         SUPPRESSED.inc_by(t.suppressed);
         ABSORBED.inc_by(t.revisions_absorbed);
+        FIRM_REVISED.inc_by(t.firm_plans_revised);
+        REVISION_UNITS.inc_by(t.revision_units);
         for e in &t.forecast_abs_errors {
             FORECAST_ERR.observe(*e);
         }

@@ -161,6 +161,10 @@ pub struct Tally {
     pub forecast_hits: u64,
     /// Revised windows that left a plan's recommendation unchanged.
     pub revisions_absorbed: u64,
+    /// FIRM plans revised for the first time.
+    pub firm_plans_revised: u64,
+    /// |new − previous recommended_units| summed over revisions.
+    pub revision_units: u64,
     /// Milliseconds from the newest sale behind a signal to the signal.
     pub latencies_ms: Vec<i64>,
     /// Signals whose completeness came from `coverage.v1` (whole regions).
@@ -177,6 +181,8 @@ impl Tally {
         self.forecast_abs_errors.extend(t.forecast_abs_errors);
         self.forecast_hits += t.forecast_hits;
         self.revisions_absorbed += t.revisions_absorbed;
+        self.firm_plans_revised += t.firm_plans_revised;
+        self.revision_units += t.revision_units;
         self.latencies_ms.extend(t.latencies_ms);
         self.coverage_known += t.coverage_known;
         self.coverage_unknown += t.coverage_unknown;
@@ -357,7 +363,14 @@ impl PartitionState {
             return Outcome::TooOld;
         };
         sku.plans[idx].signal.observed_units += delta;
+        let before = &sku.plans[idx].signal;
+        let (units, first_of_firm) = (
+            before.recommended_units,
+            before.revision == 0 && before.firmness == nearfield_schemas::Firmness::Firm,
+        );
         if let Some(sig) = revise(sku, idx, &item, &cfg, now) {
+            self.tally.revision_units += sig.recommended_units.abs_diff(units);
+            self.tally.firm_plans_revised += u64::from(first_of_firm);
             self.signals.push(sig);
         } else {
             self.tally.revisions_absorbed += 1;

@@ -217,6 +217,10 @@ fn late_data_that_changes_a_plan_revises_it() {
     assert_eq!(rev.observed_units, 47);
     assert_eq!(rev.recommended_units, 2000, "47 × 24 = 1128 → 2000");
     assert_ne!(rev.signal_id, first.signal_id);
+    // Churn: the revision moved 1000 units; a FIRM first plan counts as a FIRM plan revised.
+    assert_eq!(st.tally.revision_units, 1000);
+    let firm = u64::from(first.firmness == Firmness::Firm);
+    assert_eq!(st.tally.firm_plans_revised, firm);
 }
 
 #[test]
