@@ -106,15 +106,7 @@ struct Writer {
 impl Writer {
     fn new(brokers: &str) -> Self {
         let failed: &'static Count = Box::leak(Box::new(Count(AtomicU64::new(0))));
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .set("compression.type", "lz4")
-            .set("linger.ms", "5")
-            .set("partitioner", "murmur2_random")
-            .set("queue.buffering.max.messages", "200000")
-            .set("batch.num.messages", "10000")
+        let producer = nearfield_testkit::bench::fill_producer(brokers)
             .create_with_context(failed)
             .unwrap_or_else(|e| die(&format!("producer: {e}")));
         Writer { producer, failed, codec: Codec::single_object(), buf: Vec::with_capacity(160) }

@@ -97,14 +97,7 @@ async fn fill(brokers: &str, prefix: &str, skus: usize, hours: i64) {
     }
     std::fs::write(catalog_path(prefix), lines)
         .unwrap_or_else(|e| die(&format!("catalog file: {e}")));
-    let producer: ThreadedProducer<_> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("compression.type", "lz4")
-        .set("linger.ms", "5")
-        .set("partitioner", "murmur2_random")
-        .set("queue.buffering.max.messages", "200000")
+    let producer: ThreadedProducer<_> = nearfield_testkit::bench::fill_producer(brokers)
         .create()
         .unwrap_or_else(|e| die(&format!("producer: {e}")));
     let codec = Codec::single_object();

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use nearfield_schemas::{Codec, SaleEvent, SaleKind};
 use rdkafka::ClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 
@@ -43,23 +42,14 @@ fn main() {
         }
     };
     let count: &'static Count = Box::leak(Box::new(Count(AtomicU64::new(0), AtomicU64::new(0))));
-    let producer: ThreadedProducer<&'static Count> = match ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("compression.type", "lz4")
-        .set("linger.ms", "5")
-        .set("partitioner", "murmur2_random")
-        .set("queue.buffering.max.messages", "200000")
-        .set("batch.num.messages", "10000")
-        .create_with_context(count)
-    {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("producer: {e}");
-            std::process::exit(1);
-        }
-    };
+    let producer: ThreadedProducer<&'static Count> =
+        match nearfield_testkit::bench::fill_producer(&brokers).create_with_context(count) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("producer: {e}");
+                std::process::exit(1);
+            }
+        };
     let codec = Codec::single_object();
     let grids: Vec<String> = (0..400).map(|g| format!("8831aa{g:09x}")).collect();
     let cpu0 = cpu_seconds();

@@ -1,5 +1,22 @@
-//! What a benchmark phase measures of its own process: CPU seconds and memory, from
-//! `/proc/self` (Linux), so every phase tool reports them the same way.
+//! What a benchmark phase measures of its own process (CPU seconds and memory, from
+//! `/proc/self`, Linux) and the producer its fills write with, so every benchmark tool
+//! does both the same way.
+
+/// The producer every benchmark fill and the bare-producer ceiling write with: ingest's
+/// durability (acks=all, idempotent) and batching (lz4, 5 ms linger, Java-compatible
+/// key partitioning) settings, with a deep queue.
+pub fn fill_producer(brokers: &str) -> rdkafka::ClientConfig {
+    let mut c = rdkafka::ClientConfig::new();
+    c.set("bootstrap.servers", brokers)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .set("partitioner", "murmur2_random")
+        .set("queue.buffering.max.messages", "200000")
+        .set("batch.num.messages", "10000");
+    c
+}
 
 /// (CPU seconds user + system so far, peak RSS in MiB).
 pub fn proc_stat() -> (f64, f64) {
