@@ -40,6 +40,7 @@ bench: bootstrap ## criterion benchmarks, ingest/aggregator (vs bare client and 
 	benches/ingest.sh
 	benches/aggregator.sh
 	benches/emitter.sh
+	BENCH_GRIDS=20000 BENCH_SKUS=6 BENCH_HOURS=12 benches/emitter.sh
 	benches/latency.sh
 	benches/query.sh
 	@echo; echo "nearfield benchmark ($$(nproc) cores, $$(rustc --version | cut -d' ' -f2), Kafka 4.3.1, $$(date -u +%F)):"; benches/report.py | tee target/bench/report.md
@@ -50,8 +51,9 @@ bench-ingest: bootstrap ## ingest events/s, latency and memory vs a bare produce
 bench-aggregator: bootstrap ## aggregator vs consume, consume+decode and Kafka Streams (in-memory, RocksDB) on the same records with output digests checked (BENCH_EVENTS, BENCH_KEYS), then the memory/restore curve (BENCH_CURVE); either env var alone runs only its part
 	benches/aggregator.sh
 
-bench-emitter: bootstrap ## emitter at city scale: ~1 M demand windows over ~50 k keys, windows/CPU-s, changelog bytes per window, RSS, restore (BENCH_SKUS, BENCH_HOURS, BENCH_RUNS)
+bench-emitter: bootstrap ## emitter at city scale: ~1 M demand windows over ~50 k keys, then 6 popular SKUs over 20 000 grids each; windows/CPU-s, changelog bytes per window, RSS, restore, churn (BENCH_SKUS, BENCH_HOURS, BENCH_GRIDS, BENCH_RUNS)
 	benches/emitter.sh
+	BENCH_GRIDS=20000 BENCH_SKUS=6 BENCH_HOURS=12 benches/emitter.sh
 
 bench-latency: bootstrap ## end-to-end latency: window close, occurred_at → DemandWindow → PlanSignal (BENCH_SECONDS, BENCH_RATE)
 	benches/latency.sh $${BENCH_SECONDS:-60} $${BENCH_RATE:-2000}

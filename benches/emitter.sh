@@ -9,6 +9,9 @@
 # windows per CPU-second, changelog bytes per window and the largest changelog record,
 # peak RSS, restore time (target/bench/emitter-results.jsonl, medians by
 # benches/emitter_summary.py). Plan latency is measured live by benches/latency.sh.
+# BENCH_GRIDS (default 49) sets the grids per SKU: BENCH_GRIDS=20000 BENCH_SKUS=6
+# BENCH_HOURS=12 is the popular-SKU stream (~1.15 M windows over 120 k keys), with its
+# results in emitter-popular-results.jsonl / emitter-popular-summary.json.
 source "$(dirname "${BASH_SOURCE[0]}")/broker.sh"
 EBIN=target/release/examples/emitter_bench
 [ "${BENCH_DEBUG:-0}" = 1 ] && EBIN=target/debug/examples/emitter_bench
@@ -17,13 +20,14 @@ if [ "${BENCH_DEBUG:-0}" = 1 ]; then
 else
   cargo build --release --locked -q -p nearfield-emitter --example emitter_bench
 fi
-SKUS=${BENCH_SKUS:-1024}; HOURS=${BENCH_HOURS:-24}
+SKUS=${BENCH_SKUS:-1024}; HOURS=${BENCH_HOURS:-24}; GRIDS=${BENCH_GRIDS:-49}
 RES="$OUT/emitter-results.jsonl"
+[ "$GRIDS" -gt 49 ] && RES="$OUT/emitter-popular-results.jsonl"
 rm -f "$RES"
 fresh_broker
 tag() { python3 -c 'import json,sys; [print(json.dumps({**json.loads(l), "run": int(sys.argv[1])})) for l in sys.stdin if l.startswith("{")]' "$1"; }
-PREFIX="emit-$SKUS-$(date +%s)"
-$EBIN fill "$B" "$PREFIX" "$SKUS" "$HOURS" | tag 0 | tee -a "$RES"
+PREFIX="emit-$SKUS-$GRIDS-$(date +%s)"
+$EBIN fill "$B" "$PREFIX" "$SKUS" "$HOURS" "$GRIDS" | tag 0 | tee -a "$RES"
 N=$(python3 -c 'import json,sys; print(json.loads(sys.stdin.readline())["windows"])' <"$RES")
 for run in $(seq 1 "${BENCH_RUNS:-3}"); do
   # Each run its own group and changelog over the same demand topic.
@@ -32,4 +36,4 @@ for run in $(seq 1 "${BENCH_RUNS:-3}"); do
   BENCH_DEMAND="$PREFIX-demand" $EBIN restore "$B" "$PREFIX-$run" | tag "$run" | tee -a "$RES"
 done
 scripts/kafka.sh down >/dev/null 2>&1 || true
-python3 benches/emitter_summary.py "$RES" | tee "$OUT/emitter.md"
+python3 benches/emitter_summary.py "$RES" | tee "${RES%-results.jsonl}.md"

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Summarises benches/emitter.sh (target/bench/emitter-results.jsonl): medians over the
-runs and their spread; writes target/bench/emitter-summary.json for benches/report.py."""
+"""Summarises benches/emitter.sh (target/bench/emitter[-popular]-results.jsonl): medians
+over the runs and their spread; writes the matching emitter[-popular]-summary.json for
+benches/report.py."""
 
 import json
 import pathlib
@@ -19,6 +20,7 @@ def med(rs, k):
 
 
 s = {
+    "grids": fill.get("grids", 49),
     "windows": fill["windows"], "keys": fill["keys"], "suppliers": fill["suppliers"], "runs": len(emit),
     "windows_per_cpu_s": med(emit, "windows_per_cpu_s"), "windows_per_s": med(emit, "windows_per_s"),
     "spread": sorted(r["windows_per_cpu_s"] for r in emit),
@@ -31,7 +33,7 @@ s = {
     "firm_plans": med(emit, "firm_plans"), "firm_plans_revised": med(emit, "firm_plans_revised"),
     "revision_units": med(emit, "revision_units"),
 }
-print(f"{s['windows']:,} DemandWindows over {s['keys']:,} grid × SKU keys, {s['suppliers']} suppliers, {s['runs']} runs")
+print(f"{s['windows']:,} DemandWindows over {s['keys']:,} grid × SKU keys ({s['grids']:,} grids per SKU), {s['suppliers']} suppliers, {s['runs']} runs")
 print()
 print("| windows/CPU-s (median; runs) | windows/s (wall) | peak RSS | signals | changelog bytes per window | largest changelog record | restore (ready) |")
 print("|---|---|---|---|---|---|---|")
@@ -46,4 +48,5 @@ if s["plans"] is not None:
     print("|---|---|---|---|---|")
     print(f"| {s['plans']:,.0f} | {s['revisions_per_plan']:.3f} | {firm:,.0f} | {s['firm_plans_revised']:,.0f} ({share}) | "
           f"{s['revision_units']:,.0f} |")
-pathlib.Path(sys.argv[1]).with_name("emitter-summary.json").write_text(json.dumps(s, indent=1))
+out = pathlib.Path(sys.argv[1])
+out.with_name(out.name.replace("-results.jsonl", "-summary.json")).write_text(json.dumps(s, indent=1))

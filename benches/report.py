@@ -114,16 +114,24 @@ row("restored state = aggregated state (sums over every window)",
     ("yes" if all(c["restore_matches"] for c in curve.values()) else "NO") if curve else "missing",
     "–", "–", "equal", all(c["restore_matches"] for c in curve.values()) if curve else None)
 
-em_p = BENCH / "emitter-summary.json"
-em = json.loads(em_p.read_text()) if em_p.exists() else {}
-row(f"emitter at city scale ({n(em.get('windows'))} demand windows, {n(em.get('keys'))} keys, "
-    f"{em.get('suppliers', '–')} suppliers): windows/CPU-s · peak RSS · restore",
-    f"{n(em.get('windows_per_cpu_s'))} · {n(em.get('peak_rss_mb'))} MiB · {em.get('restore_s', 0):.2f} s" if em else "missing",
-    "–", "–", "–", None)
-row("emitter changelog: bytes per window · largest record (Kafka's default limit 1 MiB)",
-    f"{em.get('changelog_bytes_per_window', 0):,.0f} B · {n(em.get('largest_changelog_record'))} B" if em else "missing",
-    "–", "–", "no record near the limit",
-    em.get("largest_changelog_record", 1 << 30) < (1 << 19) if em else None)
+for name, what in (("emitter-summary.json", "city scale"), ("emitter-popular-summary.json", "popular SKUs")):
+    em_p = BENCH / name
+    if name != "emitter-summary.json" and not em_p.exists():
+        continue
+    em = json.loads(em_p.read_text()) if em_p.exists() else {}
+    row(f"emitter, {what} ({n(em.get('windows'))} demand windows, {n(em.get('keys'))} keys, "
+        f"{n(em.get('grids'))} grids per SKU, {em.get('suppliers', '–')} suppliers): windows/CPU-s · peak RSS · restore",
+        f"{n(em.get('windows_per_cpu_s'))} · {n(em.get('peak_rss_mb'))} MiB · {em.get('restore_s', 0):.2f} s" if em else "missing",
+        "–", "–", "–", None)
+    row(f"emitter changelog, {what}: bytes per window · largest record (Kafka's default limit 1 MiB)",
+        f"{em.get('changelog_bytes_per_window', 0):,.0f} B · {n(em.get('largest_changelog_record'))} B" if em else "missing",
+        "–", "–", "no record near the limit",
+        em.get("largest_changelog_record", 1 << 30) < (1 << 19) if em else None)
+    if em.get("plans") is not None:
+        firm = em.get("firm_plans") or 0
+        row(f"emitter revision churn, {what}: revisions per plan · FIRM plans revised · units moved",
+            f"{em['revisions_per_plan']:.3f} · {n(em.get('firm_plans_revised'))} of {n(firm)} · {n(em.get('revision_units'))}",
+            "–", "–", "–", None)
 
 qrows = [json.loads(l) for l in (BENCH / "query.jsonl").read_text().splitlines()
          if '"aggregate"' in l] if (BENCH / "query.jsonl").exists() else []

@@ -28,9 +28,22 @@ done
 for f in aggregator/testdata/changelog/*.bin; do
   { printf '\x07'; cat "$f"; } >"$corpus/seed-changelog-$(basename "$f")"
 done
-# Byte 8 selects the emitter's changelog decoder (next byte: even = clock, odd = a SKU).
-printf '\x08\x00{"watermark":1764550800000,"completed":1764547200000}' >"$corpus/seed-emitter-meta"
-printf '\x08\x01{"cells":{},"grids":{},"plans":[]}' >"$corpus/seed-emitter-sku"
+# Byte 8 selects the emitter's changelog decoder: a key-length byte, the key, the value;
+# seeded with every record of the format-2 golden and the format-1 (JSON) one.
+python3 - "$corpus" <<'PY'
+import json, sys
+corpus = sys.argv[1]
+seeds = []
+for line in open("emitter/testdata/changelog/format2.hex"):
+    k, v = line.split()
+    seeds.append((bytes.fromhex(k), b"\xff" if v == "-" else bytes.fromhex(v)))
+for line in open("emitter/testdata/changelog/format1.jsonl"):
+    r = json.loads(line)
+    seeds.append((r["key"].encode(), b"\xff" if r["value"] is None else r["value"].encode()))
+for i, (k, v) in enumerate(seeds):
+    with open(f"{corpus}/seed-emitter-changelog-{i}", "wb") as f:
+        f.write(b"\x08" + bytes([len(k)]) + k + v)
+PY
 
 # Seed corpus for the ingest body parsers: a JSON event, a JSON batch, NDJSON, an Avro batch.
 corpus=fuzz/corpus/ingest_bodies

@@ -121,6 +121,7 @@ mod tests {
             revision,
             is_final: true,
             watermark: 0,
+            source_partition: -1,
             last_event_at: 0,
             emitted_at: 0,
         }

@@ -253,6 +253,7 @@ fn created(
         revision: 0,
         is_final: true,
         watermark: 0,
+        source_partition: -1,
         last_event_at: d.last_event_at,
         emitted_at: now,
     }

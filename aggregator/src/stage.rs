@@ -84,8 +84,8 @@ impl Stage for Aggregator {
 
     const NAME: &'static str = "aggregator";
 
-    fn fresh(&self, _partition: i32) -> PartitionState {
-        PartitionState::new(Arc::clone(&self.cfg))
+    fn fresh(&self, partition: i32) -> PartitionState {
+        PartitionState::of_partition(Arc::clone(&self.cfg), partition)
     }
 
     fn process(

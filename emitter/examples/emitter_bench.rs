@@ -1,10 +1,11 @@
 //! The emitter benchmark's phases at city scale, each run as its own process so CPU time
 //! and peak memory belong to one phase (`benches/emitter.sh` runs them in order):
 //!
-//! - `fill BROKERS PREFIX SKUS HOURS`: creates the topics and writes the synthetic demand
-//!   stream (`nearfield_emitter::synthetic`, hourly `DemandWindow`s as the aggregator writes
-//!   them, late corrections and a surge included) for SKUS SKUs over the 49 grids of the
-//!   scenario and HOURS hours, keyed by SKU; writes its catalog (the suppliers of the
+//! - `fill BROKERS PREFIX SKUS HOURS [GRIDS]`: creates the topics and writes the synthetic
+//!   demand stream (`nearfield_emitter::synthetic`, hourly `DemandWindow`s as three
+//!   aggregator partitions write them, late corrections and a surge included) for SKUS
+//!   SKUs over GRIDS grids (default 49; 20 000 makes every SKU a popular one) and HOURS
+//!   hours, keyed by SKU; writes its catalog (the suppliers of the
 //!   example catalog, `deploy/examples/catalog.jsonl`) next to the results.
 //! - `emit BROKERS PREFIX N`: the emitter (library, exactly-once, production defaults but
 //!   for the catalog file and no coverage topic) consuming the N windows into fresh state;
@@ -77,17 +78,17 @@ fn settings(brokers: &str, prefix: &str) -> (KafkaSettings, EmitConfig) {
     (kafka, cfg)
 }
 
-fn scenario(skus: usize, hours: i64) -> Scenario {
-    Scenario { skus, grids: 49, hours, seed: 11, surge_hour: Some(hours - 2) }
+fn scenario(skus: usize, hours: i64, grids: usize) -> Scenario {
+    Scenario { skus, grids, hours, seed: 11, surge_hour: Some(hours - 2) }
 }
 
-async fn fill(brokers: &str, prefix: &str, skus: usize, hours: i64) {
+async fn fill(brokers: &str, prefix: &str, skus: usize, hours: i64, grids: usize) {
     let (kafka, _) = settings(brokers, prefix);
     kafka
         .ensure_topics(&kafka.topic_specs())
         .await
         .unwrap_or_else(|e| die(&format!("topics: {e}")));
-    let s = scenario(skus, hours);
+    let s = scenario(skus, hours, grids);
     let mut lines = String::new();
     for (i, mut r) in synthetic::catalog_records(&s).into_iter().enumerate() {
         r.supplier_id = SUPPLIERS[i % SUPPLIERS.len()].to_string();
@@ -119,7 +120,7 @@ async fn fill(brokers: &str, prefix: &str, skus: usize, hours: i64) {
         die("fill: not every window was written");
     }
     println!(
-        "{{\"phase\":\"fill\",\"windows\":{},\"keys\":{},\"skus\":{skus},\"hours\":{hours},\"suppliers\":{}}}",
+        "{{\"phase\":\"fill\",\"windows\":{},\"keys\":{},\"skus\":{skus},\"grids\":{grids},\"hours\":{hours},\"suppliers\":{}}}",
         windows.len(),
         keys.len(),
         SUPPLIERS.len()
@@ -287,12 +288,15 @@ fn main() {
         .unwrap_or_else(|e| die(&format!("runtime: {e}")));
     match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         [_, "fill", b, p, skus, hours] => {
-            rt.block_on(fill(b, p, num(skus) as usize, num(hours) as i64));
+            rt.block_on(fill(b, p, num(skus) as usize, num(hours) as i64, 49));
+        }
+        [_, "fill", b, p, skus, hours, grids] => {
+            rt.block_on(fill(b, p, num(skus) as usize, num(hours) as i64, num(grids) as usize));
         }
         [_, "emit", b, p, n] => rt.block_on(emit(b, p, num(n))),
         [_, "restore", b, p] => rt.block_on(restore(b, p)),
         _ => die(
-            "usage: emitter_bench fill BROKERS PREFIX SKUS HOURS | emit BROKERS PREFIX N | restore BROKERS PREFIX",
+            "usage: emitter_bench fill BROKERS PREFIX SKUS HOURS [GRIDS] | emit BROKERS PREFIX N | restore BROKERS PREFIX",
         ),
     }
 }

@@ -66,6 +66,10 @@ pub struct EmitConfig {
     /// When a partition receives nothing for this long (wall clock), its demand clock
     /// advances with the wall clock so schedules still fire; 0 disables.
     pub idle_advance_ms: i64,
+    /// The demand clock is the lowest watermark over the aggregator partitions whose
+    /// windows arrive (`source_partition`); one that sends nothing for this long (wall
+    /// clock) stops holding it back until it sends again; 0 never lets one go.
+    pub source_idle_ms: i64,
     /// Partitions of the plan topics the emitter creates.
     pub plan_partitions: i32,
     /// Signals kept in memory for `GET /v1/plans`.
@@ -97,6 +101,7 @@ impl Default for EmitConfig {
             firm_coverage: 0.8,
             revision_retention_ms: 3 * 3_600_000,
             idle_advance_ms: 600_000,
+            source_idle_ms: 300_000,
             plan_partitions: 3,
             recent_signals: 500,
         }
@@ -186,6 +191,12 @@ impl EmitConfig {
         }
         if self.idle_advance_ms < 0 {
             return bad("idle_advance_ms", "must be >= 0 (0 disables)");
+        }
+        if self.source_idle_ms < 0 {
+            return bad(
+                "source_idle_ms",
+                "must be >= 0 (0: a source never stops holding the clock)",
+            );
         }
         if !(1..=10_000).contains(&self.coverage_keep_buckets) {
             return bad("coverage_keep_buckets", "must be within 1..=10000");

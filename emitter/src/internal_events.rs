@@ -7,9 +7,9 @@
 
 use std::sync::LazyLock;
 
-use nearfield_common::metrics::{counter, counter_vec, doubling, gauge, histogram};
+use nearfield_common::metrics::{counter, counter_vec, doubling, gauge, gauge_vec, histogram};
 use nearfield_schemas::PlanSignal;
-use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 
 use crate::state::{StateSize, Tally};
 
@@ -23,6 +23,8 @@ pub const FORECAST_INTERVAL_TOTAL: &str = "nearfield_emitter_forecast_interval_t
 pub const REVISIONS_ABSORBED_TOTAL: &str = "nearfield_emitter_revisions_absorbed_total";
 pub const FIRM_PLANS_REVISED_TOTAL: &str = "nearfield_emitter_firm_plans_revised_total";
 pub const REVISION_UNITS_TOTAL: &str = "nearfield_emitter_revision_units_total";
+pub const SOURCES_IDLED_TOTAL: &str = "nearfield_emitter_sources_idled_total";
+pub const CLOCK_SOURCES: &str = "nearfield_emitter_clock_sources";
 pub const SKUS: &str = "nearfield_emitter_skus";
 pub const CELLS: &str = "nearfield_emitter_cells";
 pub const PLANS: &str = "nearfield_emitter_plans";
@@ -101,6 +103,21 @@ static REVISION_UNITS: LazyLock<IntCounter> = LazyLock::new(|| {
     counter(
         REVISION_UNITS_TOTAL,
         "Units moved by revisions: |new − previous recommended_units| summed over revisions.",
+    )
+});
+static SOURCES_IDLED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        SOURCES_IDLED_TOTAL,
+        "Aggregator partitions that sent nothing for source_idle_ms and stopped holding the \
+         demand clock back (until their next window).",
+    )
+});
+static CLOCK_SOURCES_G: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    gauge_vec(
+        CLOCK_SOURCES,
+        "Aggregator partitions the demand clocks follow, by state: active (holding the \
+         clock at their watermark) or idle.",
+        &["state"],
     )
 });
 static SKUS_G: LazyLock<IntGauge> = LazyLock::new(|| gauge(SKUS, "SKUs with planning state."));
@@ -216,6 +233,7 @@ impl SignalsCommitted<'_> {
         ABSORBED.inc_by(t.revisions_absorbed);
         FIRM_REVISED.inc_by(t.firm_plans_revised);
         REVISION_UNITS.inc_by(t.revision_units);
+        SOURCES_IDLED.inc_by(t.sources_idled);
         for e in &t.forecast_abs_errors {
             FORECAST_ERR.observe(*e);
         }
@@ -261,6 +279,9 @@ impl StateGauges {
         CELLS_G.set(self.size.cells as i64);
         PLANS_G.set(self.size.plans as i64);
         BYTES.set(self.size.bytes as i64);
+        let idle = self.size.idle_sources as i64;
+        CLOCK_SOURCES_G.with_label_values(&["active"]).set(self.size.sources as i64 - idle);
+        CLOCK_SOURCES_G.with_label_values(&["idle"]).set(idle);
         CATALOG.set(self.catalog_skus as i64);
         COVERAGE_G.set(self.coverage_regions as i64);
     }

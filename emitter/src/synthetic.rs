@@ -47,8 +47,18 @@ pub fn sku(i: usize) -> String {
     format!("SYN-{i:04}")
 }
 
-/// `n` res-8 grids around Shanghai, in neighbouring res-7 regions.
+/// Most grids [`grids`] lays out around one res-7 region (7 regions × 7 children).
+const NEAR: usize = 49;
+
+/// `n` res-8 grids around Shanghai: up to 49 in neighbouring res-7 regions; more (a
+/// popular SKU) as consecutive children of the res-3 cell there (7 per res-7 region).
 pub fn grids(n: usize) -> Vec<String> {
+    if n > NEAR {
+        return LatLng::new(31.23, 121.47)
+            .map(|ll| ll.to_cell(Resolution::Three))
+            .map(|c| c.children(Resolution::Eight).take(n).map(|g| g.to_string()).collect())
+            .unwrap_or_default();
+    }
     let centre = LatLng::new(31.23, 121.47).map(|ll| ll.to_cell(Resolution::Seven));
     let Ok(centre) = centre else { return Vec::new() };
     let regions: Vec<CellIndex> = centre.grid_disk::<Vec<_>>(1);
@@ -67,11 +77,10 @@ pub fn grids(n: usize) -> Vec<String> {
 }
 
 /// The catalog records of the scenario's SKUs: supplier `syn-<i % 3>`, one warehouse
-/// serving the res-4 cell around the grids.
+/// serving the res-4 cell around the grids (the res-3 one for more than 49 grids).
 pub fn catalog_records(s: &Scenario) -> Vec<CatalogRecord> {
-    let area = LatLng::new(31.23, 121.47)
-        .map(|ll| ll.to_cell(Resolution::Four).to_string())
-        .unwrap_or_default();
+    let res = if s.grids > NEAR { Resolution::Three } else { Resolution::Four };
+    let area = LatLng::new(31.23, 121.47).map(|ll| ll.to_cell(res).to_string()).unwrap_or_default();
     (0..s.skus)
         .map(|i| CatalogRecord {
             sku: sku(i),
@@ -125,25 +134,44 @@ pub fn stream(s: &Scenario) -> Vec<DemandWindow> {
                     net = net * 8 + 20;
                 }
                 let stores = 1 + ((r >> 20) % 3) as i32;
-                out.push(window(&sku(i), g, end, net, stores, 0));
+                let source = source_of(gi);
+                out.push(window(&sku(i), g, end, net, stores, 0, source));
                 if (r >> 30).is_multiple_of(9) && h > 1 {
                     // A late correction of the previous hour (revision 1).
-                    out.push(window(&sku(i), g, end - HOUR, net + 7, stores, 1));
+                    out.push(window(&sku(i), g, end - HOUR, net + 7, stores, 1, source));
                 }
             }
         }
     }
+    // Every aggregator partition's clock passes the last hour.
     let last = T0 + s.hours * HOUR + 10 * 60_000;
     for i in 0..s.skus {
-        let mut t = window(&sku(i), &grids[0], last - last % 300_000, 0, 0, 0);
-        t.window_start = t.window_end - 300_000;
-        t.watermark = last;
-        out.push(t);
+        for (gi, g) in grids.iter().enumerate().take(SOURCES) {
+            let mut t = window(&sku(i), g, last - last % 300_000, 0, 0, 0, source_of(gi));
+            t.window_start = t.window_end - 300_000;
+            t.watermark = last;
+            out.push(t);
+        }
     }
     out
 }
 
-fn window(sku: &str, grid: &str, end: i64, net: i64, stores: i32, revision: i32) -> DemandWindow {
+/// The aggregator partitions the synthetic windows come from (`source_partition`).
+const SOURCES: usize = 3;
+
+fn source_of(grid_index: usize) -> i32 {
+    (grid_index % SOURCES) as i32
+}
+
+fn window(
+    sku: &str,
+    grid: &str,
+    end: i64,
+    net: i64,
+    stores: i32,
+    revision: i32,
+    source: i32,
+) -> DemandWindow {
     DemandWindow {
         grid_id: grid.into(),
         sku: sku.into(),
@@ -163,6 +191,7 @@ fn window(sku: &str, grid: &str, end: i64, net: i64, stores: i32, revision: i32)
         revision,
         is_final: true,
         watermark: end + 60_000,
+        source_partition: source,
         last_event_at: end - 1_000,
         emitted_at: end + 60_000,
     }

@@ -51,10 +51,17 @@ fuzz_target!(|data: &[u8]| {
                     let c = nearfield_emitter::EmitConfig::default();
                     Arc::new(nearfield_emitter::state::StateConfig::from_config(&c).expect("valid"))
                 });
-            let Some((&k, value)) = msg.split_first() else { return };
-            let key: &[u8] = if k % 2 == 0 { b"m" } else { b"s/SKU-1" };
+            // The emitter's changelog: a length byte, the key, then the value (a value of
+            // one byte 0xff stands for a tombstone); restoring it and assembling the state
+            // never panics, whatever the key and value.
+            let Some((&n, rest)) = msg.split_first() else { return };
+            let (key, value) = rest.split_at(usize::from(n).min(rest.len()));
+            let value = (value != [0xff]).then_some(value);
             let mut st = nearfield_emitter::state::PartitionState::new(Arc::clone(&CFG));
-            let _ = st.restore(key, Some(value));
+            if st.restore(key, value).is_ok() {
+                st.restored(0);
+                let _ = st.flush(0, &nearfield_emitter::catalog::Catalog::default());
+            }
         }
         _ => {
             use nearfield_aggregator::changelog;

@@ -73,6 +73,7 @@ pub fn vectors() -> Vec<Vector> {
         revision: 0,
         is_final: true,
         watermark: T0 + 305_000,
+        source_partition: 3,
         last_event_at: T0 + 299_870,
         emitted_at: T0 + 305_120,
     };

@@ -120,8 +120,16 @@ pub struct DemandWindow {
     pub revision: i32,
     pub is_final: bool,
     pub watermark: Millis,
+    /// The `sales.v1` partition whose state emitted the record (whose watermark
+    /// `watermark` is); -1 when unknown.
+    #[serde(default = "unknown_partition")]
+    pub source_partition: i32,
     pub last_event_at: Millis,
     pub emitted_at: Millis,
+}
+
+fn unknown_partition() -> i32 {
+    -1
 }
 
 /// How completely one grid reported during one closed window (`coverage.v1`).

@@ -1,7 +1,8 @@
 //! The emitter under test: a synthetic stream of `DemandWindow`s written in partition
 //! order; the truth is what a single in-memory state machine decides on the same input,
 //! and the plan topics (read_committed) must hold exactly those signals: none lost, none
-//! repeated (every `signal_id` once), same content.
+//! repeated (every `signal_id` once), same content. [`PopularSku`] runs the same
+//! scenarios on a SKU sold in 20 000 grids, whose changelog must stay in small records.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -21,7 +22,9 @@ const RATE: u64 = 150;
 
 pub struct Emitter {
     partitions: i32,
+    rate: u64,
     demand: String,
+    changelog: String,
     plan_prefix: String,
     group: String,
     suppliers: Vec<String>,
@@ -36,6 +39,85 @@ impl Harness for Emitter {
 
     fn setup(kafka: &Kafka, partitions: i32) -> (Self, Deployment) {
         let scenario = Scenario { skus: 12, grids: 6, hours: 120, seed: 11, surge_hour: Some(100) };
+        Emitter::with(kafka, partitions, &scenario, RATE)
+    }
+
+    fn feed(&mut self, kafka: &Kafka) {
+        let (brokers, topic, windows, n, rate) = (
+            kafka.brokers().to_string(),
+            self.demand.clone(),
+            self.windows.clone(),
+            self.partitions,
+            self.rate,
+        );
+        self.feeder = Some(std::thread::spawn(move || feed(&brokers, &topic, &windows, n, rate)));
+    }
+
+    fn stop_feeding(&mut self) {
+        if let Some(f) = self.feeder.take() {
+            f.join().expect("feeder");
+        }
+    }
+
+    fn assert_exact(&self, kafka: &Kafka, d: &Deployment) -> String {
+        self.exact(kafka, d)
+    }
+
+    fn group(&self) -> String {
+        self.group.clone()
+    }
+}
+
+/// One SKU sold in 20 000 grids (and a second one as popular): its state is spread over
+/// small changelog records, so the stage commits, and restores after SIGKILLs.
+pub struct PopularSku(Emitter);
+
+/// Largest changelog record allowed (Kafka's default limit is 1 MiB).
+const SMALL_RECORD: usize = 64 * 1024;
+
+impl Harness for PopularSku {
+    const STAGE: &'static str = "emitter";
+    const KILL_PAUSE_MS: (u64, u64) = (1_000, 3_000);
+
+    fn setup(kafka: &Kafka, partitions: i32) -> (Self, Deployment) {
+        let scenario = Scenario { skus: 2, grids: 20_000, hours: 6, seed: 5, surge_hour: None };
+        let (e, d) = Emitter::with(kafka, partitions, &scenario, 6_000);
+        (PopularSku(e), d)
+    }
+
+    fn feed(&mut self, kafka: &Kafka) {
+        self.0.feed(kafka);
+    }
+
+    fn stop_feeding(&mut self) {
+        self.0.stop_feeding();
+    }
+
+    fn assert_exact(&self, kafka: &Kafka, d: &Deployment) -> String {
+        let summary = self.0.exact(kafka, d);
+        let records = read_to_end(
+            kafka,
+            &self.0.changelog,
+            Isolation::ReadCommitted,
+            Duration::from_secs(60),
+        );
+        let largest = records
+            .iter()
+            .map(|r| r.key.as_ref().map_or(0, Vec::len) + r.value.as_ref().map_or(0, Vec::len))
+            .max()
+            .unwrap_or(0);
+        assert!(records.len() > 20_000, "{} changelog records", records.len());
+        assert!(largest < SMALL_RECORD, "a changelog record of {largest} bytes");
+        format!("{summary}; {} changelog records, the largest {largest} bytes", records.len())
+    }
+
+    fn group(&self) -> String {
+        self.0.group()
+    }
+}
+
+impl Emitter {
+    fn with(kafka: &Kafka, partitions: i32, scenario: &Scenario, rate: u64) -> (Self, Deployment) {
         let id = Kafka::unique_topic("emit");
         let t = |n: &str| format!("{n}-{id}");
         let (demand, changelog, dlq, catalog) =
@@ -47,7 +129,7 @@ impl Harness for Emitter {
         kafka.create_topic(&demand, partitions, &compact);
         kafka.create_topic(&changelog, partitions, &compact);
         kafka.create_topic(&dlq, 1, isr);
-        let lines: Vec<String> = synthetic::catalog_records(&scenario)
+        let lines: Vec<String> = synthetic::catalog_records(scenario)
             .iter()
             .map(|r| serde_json::to_string(r).expect("json"))
             .collect();
@@ -67,18 +149,20 @@ impl Harness for Emitter {
             &config,
             &[("catalog.jsonl", &lines.join("\n"))],
         );
-        let windows = synthetic::stream(&scenario);
+        let windows = synthetic::stream(scenario);
         let cfg = EmitConfig { privacy_k: 3, idle_advance_ms: 0, ..EmitConfig::default() };
         let state_cfg = Arc::new(StateConfig::from_config(&cfg).expect("valid"));
         let expected = synthetic::reference(
             &windows,
             |sku| partition_for_key(sku.as_bytes(), partitions),
             &state_cfg,
-            &synthetic::catalog(&scenario),
+            &synthetic::catalog(scenario),
         );
         let h = Emitter {
             partitions,
+            rate,
             demand,
+            changelog,
             plan_prefix,
             group: format!("emit-{id}"),
             suppliers: (0..3).map(|i| format!("syn-{i}")).collect(),
@@ -89,23 +173,7 @@ impl Harness for Emitter {
         (h, d)
     }
 
-    fn feed(&mut self, kafka: &Kafka) {
-        let (brokers, topic, windows, n) = (
-            kafka.brokers().to_string(),
-            self.demand.clone(),
-            self.windows.clone(),
-            self.partitions,
-        );
-        self.feeder = Some(std::thread::spawn(move || feed(&brokers, &topic, &windows, n)));
-    }
-
-    fn stop_feeding(&mut self) {
-        if let Some(f) = self.feeder.take() {
-            f.join().expect("feeder");
-        }
-    }
-
-    fn assert_exact(&self, kafka: &Kafka, d: &Deployment) -> String {
+    fn exact(&self, kafka: &Kafka, d: &Deployment) -> String {
         let deadline = Instant::now() + Duration::from_secs(180);
         let got = loop {
             let got = self.plans(kafka);
@@ -141,12 +209,6 @@ impl Harness for Emitter {
         format!("{} windows, {} signals: exact", self.windows.len(), got.len())
     }
 
-    fn group(&self) -> String {
-        self.group.clone()
-    }
-}
-
-impl Emitter {
     fn plans(&self, kafka: &Kafka) -> Vec<PlanSignal> {
         let codec = Codec::single_object();
         let mut out = Vec::new();
@@ -173,8 +235,8 @@ fn topic_exists(kafka: &Kafka, topic: &str) -> bool {
         .is_ok_and(|md| md.topics().first().is_some_and(|t| t.error().is_none()))
 }
 
-/// Writes the windows in order (per partition) at about [`RATE`] per second.
-fn feed(brokers: &str, topic: &str, windows: &[DemandWindow], partitions: i32) {
+/// Writes the windows in order (per partition) at about `rate` per second.
+fn feed(brokers: &str, topic: &str, windows: &[DemandWindow], partitions: i32, rate: u64) {
     let producer: ThreadedProducer<_> = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("acks", "all")
@@ -186,7 +248,7 @@ fn feed(brokers: &str, topic: &str, windows: &[DemandWindow], partitions: i32) {
     let codec = Codec::single_object();
     let started = Instant::now();
     for (i, w) in windows.iter().enumerate() {
-        while (started.elapsed().as_millis() as u64) * RATE / 1000 < i as u64 {
+        while (started.elapsed().as_millis() as u64) * rate / 1000 < i as u64 {
             std::thread::sleep(Duration::from_millis(2));
         }
         let bytes = codec.encode(w).expect("encode");

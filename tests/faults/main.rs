@@ -14,7 +14,7 @@ mod scenarios;
 use std::sync::{Mutex, MutexGuard};
 
 use aggregator::Aggregator;
-use emitter::Emitter;
+use emitter::{Emitter, PopularSku};
 use nearfield_testkit::Kafka;
 
 /// One at a time: each drives brokers and several stage processes, and on two cores
@@ -53,6 +53,12 @@ fn aggregator_losing_a_broker_mid_stream_changes_nothing() {
 fn emitter_sigkill_at_random_moments_neither_loses_nor_repeats_a_decision() {
     let _s = serial();
     scenarios::sigkill::<Emitter>(Kafka::shared());
+}
+
+#[test]
+fn emitter_with_a_sku_in_20000_grids_commits_small_records_and_survives_sigkill() {
+    let _s = serial();
+    scenarios::sigkill::<PopularSku>(Kafka::shared());
 }
 
 #[test]

@@ -38,6 +38,7 @@ struct Emitting<'a> {
     currency: &'a str,
     size: Millis,
     watermark: Millis,
+    source: i32,
     emitted_at: Millis,
 }
 
@@ -70,6 +71,7 @@ impl Emitting<'_> {
             revision,
             is_final: true,
             watermark: self.watermark,
+            source_partition: self.source,
             last_event_at: b.start + i64::from(win.last_off),
             emitted_at: self.emitted_at,
         }
@@ -181,6 +183,7 @@ impl PartitionState {
                     currency: &cfg.currency,
                     size,
                     watermark: wm,
+                    source: self.partition,
                     emitted_at,
                 };
                 // Emitted windows that changed: a revision each.

@@ -196,6 +196,9 @@ pub struct PartitionState {
     /// were filled by the same events in the same order, so the key at position p of one
     /// is most often the key at p of the others, and checking it saves an index probe.
     restore_guess: Vec<u32>,
+    /// The input partition this state is of (`source_partition` of its outputs; -1 when
+    /// not known, as in unit tests).
+    partition: i32,
 }
 
 /// Sizes of a partition's state (metrics).
@@ -274,8 +277,14 @@ impl PartitionState {
             frontier_restored: false,
             covered_through: vec![Millis::MIN; sizes],
             restore_guess: Vec::new(),
+            partition: -1,
             cfg,
         }
+    }
+
+    /// The empty state of input partition `partition`.
+    pub fn of_partition(cfg: Arc<StateConfig>, partition: i32) -> Self {
+        PartitionState { partition, ..PartitionState::new(cfg) }
     }
 
     /// The partition's watermark.

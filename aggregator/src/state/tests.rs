@@ -60,7 +60,7 @@ static NONE: Expected<fn(&str) -> i32> = Expected(seven);
 
 #[test]
 fn counts_close_once_and_revise_on_late_data() {
-    let mut st = PartitionState::new(cfg());
+    let mut st = PartitionState::of_partition(cfg(), 4);
     let t0 = 1_000 * 60 * MIN; // aligned to the hour
     assert_eq!(
         st.apply_sale(&ev("1", "s1", "g", "A", SaleKind::Sale, 3, t0 + 1), t0),
@@ -94,6 +94,8 @@ fn counts_close_once_and_revise_on_late_data() {
     assert_eq!((w.units_sold, w.units_returned, w.preorder_units, w.net_units), (4, 1, 5, 8));
     assert_eq!((w.revenue_minor, w.event_count, w.distinct_stores), (300, 4, 3));
     assert_eq!((w.stores_reporting, w.stores_expected, w.revision, w.is_final), (3, 7, 0, true));
+    // It names the input partition whose watermark it carries (the emitter's clock).
+    assert_eq!((w.source_partition, w.watermark), (4, st.watermark()));
     // A late event within the allowed lateness revises it once.
     assert_eq!(
         st.apply_sale(&ev("5", "s4", "g", "A", SaleKind::Sale, 2, t0 + 10), t0 + 6 * MIN),

@@ -287,6 +287,7 @@ pub(crate) fn decide_unit(
         }
     }
     sku.plans.push(Plan {
+        root: signal.signal_id.clone(),
         signal: signal.clone(),
         base_reason: reason,
         members: unit.members.clone(),

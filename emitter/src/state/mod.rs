@@ -9,31 +9,45 @@
 //!   deltas and completeness (`stores_reporting` / `stores_expected`);
 //! - **plans**: the signals still revisable (their basis within `revision_retention_ms`).
 //!
-//! Time is the demand clock: the largest watermark (or end of a final window) seen on
-//! the partition. A bucket is complete once the clock passes its end + `settle_ms`; each
+//! Time is the demand clock (`clock`): the lowest watermark over the aggregator
+//! partitions whose windows arrive here, so a bucket is decided only once every partition
+//! feeding it has closed it (a partition silent for `source_idle_ms` stops holding the
+//! clock back). A bucket is complete once the clock passes its end + `settle_ms`; each
 //! completion decides, per (supplier, SKU, warehouse), which regions get a `PlanSignal`
 //! (privacy floor first, then SURGE > THRESHOLD > SCHEDULED). A window arriving for a
 //! bucket a plan already used is applied to that plan, which is re-decided at once: a
 //! changed recommendation is a REVISION that supersedes it.
 //!
 //! Everything is decided from the input records in partition order (the wall clock only
-//! stamps `generated_at` and, after `idle_advance_ms` of silence, moves the clock), so a
-//! replay from the last commit makes exactly the same decisions with the same ids.
+//! stamps `generated_at`, lets silent sources go and, after `idle_advance_ms` of silence
+//! of the whole partition, moves the clock), so a replay from the last commit makes
+//! exactly the same decisions with the same ids.
+//!
+//! What changed since the last flush is tracked per unit of state (a cell, one of its
+//! buckets, a grid's bucket, a plan) and written as one small changelog record each.
 //!
 //! # Layout
 //! - this file: applying windows, the clock, completing buckets, pruning, flushing;
 //! - `model`: the state's data types;
 //! - `decide`: privacy merge, forecasts, rules, recommendations, revisions;
-//! - `changelog`: the changelog records and restore;
-//! - `tests`: unit tests and the restore-equivalence property test.
+//! - `clock`: the per-source clocks and their minimum;
+//! - `changelog`: the changelog records (format 2, binary, per unit; format 1 read) and
+//!   restore;
+//! - `tests`: unit tests and the restore-equivalence property test;
+//! - `changelog_tests`: record sizes, goldens, format-1 migration, the clock.
 
 mod changelog;
+#[cfg(test)]
+mod changelog_tests;
+mod clock;
 mod decide;
 mod model;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use nearfield_schemas::Codec;
 use std::sync::Arc;
 
 use h3o::{CellIndex, Resolution};
@@ -45,10 +59,11 @@ use crate::coverage::Coverage;
 use crate::forecast;
 
 pub use changelog::RestoreError;
-use changelog::{META_KEY, SKU_PREFIX};
+use changelog::{Dirty, DirtySet, Restoring};
+use clock::Clock;
 use decide::{align_down, decide_unit, privacy_merge, revise};
 pub use decide::{recommend, signal_id};
-use model::{CellState, GridBucket, Meta, SkuState};
+use model::{CellState, GridBucket, SkuState};
 
 /// The settings the state machine uses.
 #[derive(Debug, Clone)]
@@ -67,6 +82,7 @@ pub struct StateConfig {
     pub firm_coverage: f64,
     pub retention: i64,
     pub idle_advance: i64,
+    pub source_idle: i64,
 }
 
 impl StateConfig {
@@ -91,6 +107,7 @@ impl StateConfig {
             firm_coverage: c.firm_coverage,
             retention: c.revision_retention_ms,
             idle_advance: c.idle_advance_ms,
+            source_idle: c.source_idle_ms,
         })
     }
 }
@@ -169,6 +186,9 @@ pub struct Tally {
     pub latencies_ms: Vec<i64>,
     /// Signals whose completeness came from `coverage.v1` (whole regions).
     pub coverage_known: u64,
+    /// Aggregator partitions that fell silent for `source_idle_ms` and stopped holding
+    /// the demand clock back.
+    pub sources_idled: u64,
     /// Signals decided before the coverage of their bucket was read (completeness from
     /// the demand windows alone).
     pub coverage_unknown: u64,
@@ -185,6 +205,7 @@ impl Tally {
         self.revision_units += t.revision_units;
         self.latencies_ms.extend(t.latencies_ms);
         self.coverage_known += t.coverage_known;
+        self.sources_idled += t.sources_idled;
         self.coverage_unknown += t.coverage_unknown;
     }
 }
@@ -205,6 +226,9 @@ pub struct StateSize {
     pub cells: usize,
     pub plans: usize,
     pub bytes: usize,
+    /// Aggregator partitions the clocks follow, and of them idle.
+    pub sources: usize,
+    pub idle_sources: usize,
 }
 
 /// 9999-12-31T23:59:59.999Z: times beyond are refused, so the arithmetic cannot overflow.
@@ -217,6 +241,8 @@ impl std::iter::Sum for StateSize {
             cells: a.cells + b.cells,
             plans: a.plans + b.plans,
             bytes: a.bytes + b.bytes,
+            sources: a.sources + b.sources,
+            idle_sources: a.idle_sources + b.idle_sources,
         })
     }
 }
@@ -226,11 +252,16 @@ impl std::iter::Sum for StateSize {
 pub struct PartitionState {
     cfg: Arc<StateConfig>,
     skus: BTreeMap<String, SkuState>,
+    /// The demand clock: the minimum over the sources' clocks, never going back.
     watermark: i64,
+    clock: Clock,
     /// End of the last completed bucket (`i64::MIN` before the first window).
     completed: i64,
-    dirty: BTreeSet<String>,
+    /// Units of state changed since the last flush.
+    dirty: DirtySet,
     meta_dirty: bool,
+    restoring: Restoring,
+    codec: Codec,
     signals: Vec<PlanSignal>,
     last_input_wall: i64,
     /// Metrics since the last flush.
@@ -243,9 +274,12 @@ impl PartitionState {
             cfg,
             skus: BTreeMap::new(),
             watermark: i64::MIN,
+            clock: Clock::default(),
             completed: i64::MIN,
-            dirty: BTreeSet::new(),
+            dirty: DirtySet::new(),
             meta_dirty: false,
+            restoring: Restoring::default(),
+            codec: Codec::single_object(),
             signals: Vec::new(),
             last_input_wall: i64::MIN,
             tally: Tally::default(),
@@ -264,7 +298,9 @@ impl PartitionState {
 
     /// Sizes for the gauges.
     pub fn size(&self) -> StateSize {
-        let mut s = StateSize { skus: self.skus.len(), ..StateSize::default() };
+        let (sources, idle_sources) = self.clock.counts();
+        let mut s =
+            StateSize { skus: self.skus.len(), sources, idle_sources, ..StateSize::default() };
         for sku in self.skus.values() {
             s.cells += sku.cells.len();
             s.plans += sku.plans.len();
@@ -288,13 +324,24 @@ impl PartitionState {
             return Outcome::InvalidTime;
         }
         let outcome = self.apply_data(w, side.catalog, now);
-        let clock = if w.is_final { w.watermark.max(w.window_end) } else { w.watermark };
-        if clock > self.watermark {
-            self.watermark = clock;
+        // A record without a watermark (a replayed correction) moves no clock.
+        if w.watermark > 0 {
+            let t = if w.is_final { w.watermark.max(w.window_end) } else { w.watermark };
+            self.clock.observe(w.source_partition, t, now);
             self.meta_dirty = true;
+            self.follow_sources();
         }
         self.advance(side, now);
         outcome
+    }
+
+    /// Moves the demand clock to the slowest source still holding it.
+    fn follow_sources(&mut self) {
+        if let Some(min) = self.clock.min_active()
+            && min > self.watermark
+        {
+            self.watermark = min;
+        }
     }
 
     fn apply_data(&mut self, w: &DemandWindow, catalog: &Catalog, now: i64) -> Outcome {
@@ -323,7 +370,7 @@ impl PartitionState {
         };
         let key = format!("{warehouse}|{region}");
         let sku = self.skus.entry(w.sku.clone()).or_default();
-        self.dirty.insert(w.sku.clone());
+        self.dirty.insert(Dirty::Grid(w.sku.clone(), w.grid_id.clone(), end));
         let buckets = sku.grids.entry(w.grid_id.clone()).or_default();
         let fresh = GridBucket {
             end,
@@ -346,7 +393,12 @@ impl PartitionState {
             .cells
             .entry(key.clone())
             .or_insert_with(|| CellState::new(warehouse, region.to_string()));
-        cell.add(end, delta, cfg.bucket, cfg.history);
+        let mut dropped = Vec::new();
+        cell.add(end, delta, (cfg.bucket, cfg.history), &mut dropped);
+        for e in dropped.into_iter().chain([end]) {
+            self.dirty.insert(Dirty::Bucket(w.sku.clone(), key.clone(), e));
+        }
+        self.dirty.insert(Dirty::Cell(w.sku.clone(), key.clone()));
         if end > cell.acc_from {
             cell.acc_units += delta;
             let s = cell.acc_stores.entry(w.grid_id.clone()).or_default();
@@ -363,6 +415,7 @@ impl PartitionState {
             return Outcome::TooOld;
         };
         sku.plans[idx].signal.observed_units += delta;
+        self.dirty.insert(Dirty::Plan(w.sku.clone(), sku.plans[idx].root.clone()));
         let before = &sku.plans[idx].signal;
         let (units, first_of_firm) = (
             before.recommended_units,
@@ -427,8 +480,11 @@ impl PartitionState {
                     if let Some(sig) =
                         decide_unit(sku, &unit, &warehouse, how, &item, &cfg, &mut self.tally)
                     {
+                        self.dirty.insert(Dirty::Plan(sku_id.clone(), sig.signal_id.clone()));
+                        for m in &unit.members {
+                            self.dirty.insert(Dirty::Cell(sku_id.clone(), m.clone()));
+                        }
                         self.signals.push(sig);
-                        self.dirty.insert(sku_id.clone());
                     }
                 }
                 for unit in suppressed {
@@ -451,34 +507,45 @@ impl PartitionState {
         let cfg = Arc::clone(&self.cfg);
         let horizon = self.completed - cfg.retention;
         let oldest_series = self.completed - (cfg.history as i64 - 1) * cfg.bucket;
+        let dirty = &mut self.dirty;
         let mut gone = Vec::new();
         for (id, sku) in &mut self.skus {
-            let mut changed = false;
-            let before = sku.plans.len();
-            sku.plans.retain(|p| p.basis_to > horizon);
-            changed |= sku.plans.len() != before;
-            sku.grids.retain(|_, b| {
-                let n = b.len();
-                b.retain(|g| g.end > horizon);
-                changed |= b.len() != n;
+            sku.plans.retain(|p| {
+                let keep = p.basis_to > horizon;
+                if !keep {
+                    dirty.insert(Dirty::Plan(id.clone(), p.root.clone()));
+                }
+                keep
+            });
+            sku.grids.retain(|g, b| {
+                b.retain(|x| {
+                    let keep = x.end > horizon;
+                    if !keep {
+                        dirty.insert(Dirty::Grid(id.clone(), g.clone(), x.end));
+                    }
+                    keep
+                });
                 !b.is_empty()
             });
-            let plans = &sku.plans;
+            let planned: BTreeSet<&String> = sku.plans.iter().flat_map(|p| &p.members).collect();
             sku.cells.retain(|key, c| {
+                let mut changed = false;
                 while !c.series.is_empty() && c.series_start(cfg.bucket) < oldest_series {
-                    c.series.pop_front();
+                    let start = c.series_start(cfg.bucket);
+                    if c.series.pop_front().is_some_and(|v| v != 0) {
+                        dirty.insert(Dirty::Bucket(id.clone(), key.clone(), start));
+                    }
                     changed = true;
                 }
                 let idle = c.series.iter().all(|v| *v == 0)
                     && c.acc_units == 0
                     && c.acc_stores.is_empty()
-                    && !plans.iter().any(|p| p.members.contains(key));
-                changed |= idle;
+                    && !planned.contains(key);
+                if changed || idle {
+                    dirty.insert(Dirty::Cell(id.clone(), key.clone()));
+                }
                 !idle
             });
-            if changed {
-                self.dirty.insert(id.clone());
-            }
             if sku.cells.is_empty() && sku.grids.is_empty() && sku.plans.is_empty() {
                 gone.push(id.clone());
             }
@@ -504,19 +571,16 @@ impl PartitionState {
             self.meta_dirty = true;
             self.advance(side, now);
         }
-        let mut out = Flushed { signals: std::mem::take(&mut self.signals), ..Flushed::default() };
-        for id in std::mem::take(&mut self.dirty) {
-            let mut key = SKU_PREFIX.to_vec();
-            key.extend_from_slice(id.as_bytes());
-            let value = self.skus.get(&id).and_then(|s| serde_json::to_vec(s).ok());
-            out.changelog.push((key, value));
+        let idled = self.clock.idle_silent(now, cfg.source_idle);
+        if idled > 0 {
+            self.tally.sources_idled += idled;
+            self.meta_dirty = true;
+            self.follow_sources();
+            self.advance(side, now);
         }
         if std::mem::take(&mut self.meta_dirty) {
-            let meta = Meta { watermark: self.watermark, completed: self.completed };
-            if let Ok(v) = serde_json::to_vec(&meta) {
-                out.changelog.push((META_KEY.to_vec(), Some(v)));
-            }
+            self.dirty.insert(Dirty::Meta);
         }
-        out
+        Flushed { signals: std::mem::take(&mut self.signals), changelog: self.changelog() }
     }
 }

@@ -1,6 +1,6 @@
 //! The planning state's data: per SKU its (warehouse, region) cells with their bucket
 //! series and accumulation, the latest figures per grid and bucket, and the plans still
-//! revisable; and the partition's clock (`Meta`).
+//! revisable; and the partition's clock as the first changelog format wrote it (`Meta`).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -42,7 +42,15 @@ impl CellState {
         self.series_end - (self.series.len() as i64 - 1) * bucket
     }
 
-    pub(crate) fn add(&mut self, end: i64, delta: i64, bucket: i64, history: usize) {
+    /// Adds `delta` to the bucket ending at `end`; the ends of non-zero buckets that fell
+    /// out of the `history` go to `dropped`.
+    pub(crate) fn add(
+        &mut self,
+        end: i64,
+        delta: i64,
+        (bucket, history): (i64, usize),
+        dropped: &mut Vec<i64>,
+    ) {
         if self.series.is_empty() {
             self.series_end = end;
             self.series.push_back(delta);
@@ -66,7 +74,10 @@ impl CellState {
             }
         }
         while self.series.len() > history {
-            self.series.pop_front();
+            let start = self.series_start(bucket);
+            if self.series.pop_front().is_some_and(|v| v != 0) {
+                dropped.push(start);
+            }
         }
     }
 }
@@ -85,6 +96,9 @@ pub(crate) struct GridBucket {
 /// A plan sent and still revisable.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Plan {
+    /// The id of its first signal (its changelog key; revisions keep it).
+    #[serde(default)]
+    pub(crate) root: String,
     /// The latest signal of this plan (after its revisions).
     pub(crate) signal: PlanSignal,
     /// The rule that made the first signal.
@@ -94,6 +108,23 @@ pub(crate) struct Plan {
     /// Buckets ending in (basis_from, basis_to] are the plan's observation basis.
     pub(crate) basis_from: i64,
     pub(crate) basis_to: i64,
+}
+
+impl Plan {
+    /// The id of the plan's first signal, recomputed from the latest one.
+    pub(crate) fn root_id(&self) -> String {
+        let s = &self.signal;
+        super::decide::signal_id(
+            &s.supplier_id,
+            &s.sku,
+            s.warehouse_id.as_deref().unwrap_or_default(),
+            &s.region,
+            s.horizon_start,
+            s.based_on_watermark,
+            self.base_reason,
+            0,
+        )
+    }
 }
 
 /// Everything about one SKU.

@@ -5,18 +5,18 @@ use crate::catalog::Item;
 use h3o::LatLng;
 use nearfield_schemas::{Firmness, PlanReason};
 
-const H: i64 = 3_600_000;
+pub(super) const H: i64 = 3_600_000;
 const DAY: i64 = 24 * H;
 /// A Monday, 00:00 UTC.
-const T0: i64 = 1_764_547_200_000;
+pub(super) const T0: i64 = 1_764_547_200_000;
 
-fn cfg(k: i32) -> Arc<StateConfig> {
+pub(super) fn cfg(k: i32) -> Arc<StateConfig> {
     let c =
         EmitConfig { settle_ms: H / 2, privacy_k: k, idle_advance_ms: 0, ..EmitConfig::default() };
     Arc::new(StateConfig::from_config(&c).expect("valid"))
 }
 
-fn item(moq: i64, batch: i64) -> Item {
+pub(super) fn item(moq: i64, batch: i64) -> Item {
     let area = LatLng::new(31.23, 121.47).expect("ll").to_cell(Resolution::Four);
     Item {
         sku: "SKU-1".into(),
@@ -47,7 +47,7 @@ fn grid(i: usize) -> String {
     }
 }
 
-fn win(g: usize, end: i64, net: i64, stores: i32, revision: i32) -> DemandWindow {
+pub(super) fn win(g: usize, end: i64, net: i64, stores: i32, revision: i32) -> DemandWindow {
     DemandWindow {
         grid_id: grid(g),
         sku: "SKU-1".into(),
@@ -67,6 +67,7 @@ fn win(g: usize, end: i64, net: i64, stores: i32, revision: i32) -> DemandWindow
         revision,
         is_final: true,
         watermark: end,
+        source_partition: -1,
         last_event_at: end - 1,
         emitted_at: end,
     }
@@ -80,7 +81,7 @@ fn tick(t: i64) -> DemandWindow {
     w
 }
 
-fn run(st: &mut PartitionState, cat: &Catalog, ws: &[DemandWindow]) -> Vec<PlanSignal> {
+pub(super) fn run(st: &mut PartitionState, cat: &Catalog, ws: &[DemandWindow]) -> Vec<PlanSignal> {
     for w in ws {
         st.apply(w, cat, 0);
     }
@@ -242,7 +243,7 @@ fn unknown_skus_other_sizes_and_far_grids_are_reported_not_applied() {
     assert_eq!(st.apply(&win(0, T0 - DAY, 5, 1, 0), &cat, 0), Outcome::TooOld);
 }
 
-fn strip(mut v: Vec<PlanSignal>) -> Vec<PlanSignal> {
+pub(super) fn strip(mut v: Vec<PlanSignal>) -> Vec<PlanSignal> {
     for s in &mut v {
         s.generated_at = 0;
     }
@@ -251,7 +252,7 @@ fn strip(mut v: Vec<PlanSignal>) -> Vec<PlanSignal> {
 
 /// A deterministic stream: three grids, four days, random-ish demand and late
 /// corrections.
-fn stream() -> Vec<DemandWindow> {
+pub(super) fn stream() -> Vec<DemandWindow> {
     let mut x = 0x2545_f491_4f6c_dd1du64;
     let mut next = move || {
         x ^= x << 13;
@@ -317,6 +318,7 @@ proptest::proptest! {
         for (k, v) in &f.changelog {
             b.restore(k, v.as_deref()).expect("restore");
         }
+        b.restored(0);
         got.extend(run(&mut b, &cat, &ws[cut..]));
         proptest::prop_assert_eq!(strip(got), all);
     }
@@ -348,6 +350,7 @@ fn restoring_from_the_changelog_at_any_point_makes_the_same_decisions() {
         for (k, v) in &log {
             b.restore(k, v.as_deref()).expect("restore");
         }
+        b.restored(0);
         got.extend(run(&mut b, &cat, &ws[cut..]));
         assert_eq!(strip(got), expected, "cut at {cut}");
     }

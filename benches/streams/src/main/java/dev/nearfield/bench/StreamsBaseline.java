@@ -303,6 +303,7 @@ public final class StreamsBaseline {
       w.put("revision", 0);
       w.put("is_final", true);
       w.put("watermark", watermark);
+      w.put("source_partition", ctx.recordMetadata().map(m -> m.partition()).orElse(-1));
       w.put("last_event_at", maxEventTime);
       w.put("emitted_at", System.currentTimeMillis());
       ByteArrayOutputStream out = new ByteArrayOutputStream(128);
