@@ -88,7 +88,7 @@ impl Default for EmitConfig {
             settle_ms: 120_000,
             horizon_ms: 86_400_000,
             schedule_ms: 86_400_000,
-            history_buckets: 336,
+            history_buckets: 672,
             season_buckets: 24,
             alpha: 0.1,
             gamma: 0.05,

@@ -15,18 +15,26 @@
 //! - [`catalog`]: the supplier catalog (file + `catalog.v1`).
 //! - [`coverage`]: every grid's coverage per closed bucket (`coverage.v1`) by region.
 //! - [`forecast`]: Holt–Winters with a daily profile and a prediction interval.
+//! - [`count_model`]: the horizon forecast: negative-binomial quantiles around level ×
+//!   weekday × time of day.
+//! - [`backtest`]: `nearfield forecast` (the model over a history file) and scoring
+//!   against baselines.
+//! - [`realistic`]: a generator of realistic shop demand for judging forecasts.
 //! - [`state`]: one partition's planning state: roll-up, privacy floor, decisions.
 //! - [`stage`]: the emitter as a `nearfield_eos::Stage`.
 //! - [`http`]: recent signals.
 //! - [`internal_events`]: logs and metrics.
 //! - [`synthetic`]: deterministic demand streams and reference decisions (tests, benches).
 
+pub mod backtest;
 pub use nearfield_common::catalog;
 pub mod config;
+pub mod count_model;
 pub mod coverage;
 pub mod forecast;
 pub mod http;
 pub mod internal_events;
+pub mod realistic;
 pub mod stage;
 pub mod state;
 pub mod synthetic;
