@@ -124,7 +124,11 @@ pub fn read_history(input: impl BufRead, file: &str) -> Result<Histories, Backte
             .parse()
             .map_err(|_| row(line, "ts_ms", format!("{:?} is not an integer", cols[1])))?;
         if ts % HOUR != 0 || !(0..=253_402_300_799_999).contains(&ts) {
-            return Err(row(line, "ts_ms", "must be the start of an hour (UTC ms, years 1970..=9999)".into()));
+            return Err(row(
+                line,
+                "ts_ms",
+                "must be the start of an hour (UTC ms, years 1970..=9999)".into(),
+            ));
         }
         let units: f64 = cols[2]
             .trim()
@@ -241,12 +245,14 @@ pub fn run(
     let h = read_history(input, file)?;
     let io = |e| BacktestError::Io(e, "stdout".into());
     let cols: Vec<String> = s.quantiles.iter().map(|q| column(*q)).collect();
-    writeln!(out, "series,origin_ms,horizon_start_ms,horizon_end_ms,{}", cols.join(",")).map_err(io)?;
+    writeln!(out, "series,origin_ms,horizon_start_ms,horizon_end_ms,{}", cols.join(","))
+        .map_err(io)?;
     let mut rows = 0;
     let peers = Pooled::of(h.series.iter().map(|x| &x.1));
     for (name, hours) in &h.series {
         for o in origins(hours, s, &peers) {
-            let qs: Vec<String> = o.prediction.quantiles.iter().map(|q| format!("{q:.3}")).collect();
+            let qs: Vec<String> =
+                o.prediction.quantiles.iter().map(|q| format!("{q:.3}")).collect();
             writeln!(
                 out,
                 "{name},{},{},{},{}",
@@ -298,7 +304,11 @@ mod tests {
         assert_eq!(lines[0], "series,origin_ms,horizon_start_ms,horizon_end_ms,q0.1,q0.5,q0.9");
         // Origins at hours 48, 72 and 96 (the end of a's rows); b's rows end at hour 95.
         assert_eq!(rows, 5);
-        assert!(lines[1].starts_with(&format!("a,{},{},{},", 48 * HOUR, 50 * HOUR, 74 * HOUR)), "{}", lines[1]);
+        assert!(
+            lines[1].starts_with(&format!("a,{},{},{},", 48 * HOUR, 50 * HOUR, 74 * HOUR)),
+            "{}",
+            lines[1]
+        );
         for l in &lines[1..] {
             let q: Vec<f64> = l.split(',').skip(4).map(|v| v.parse().expect("number")).collect();
             assert!(q[0] <= q[1] && q[1] <= q[2], "{l}");
@@ -307,15 +317,25 @@ mod tests {
 
     #[test]
     fn bad_input_names_the_line_and_field() {
-        let err = |csv: &str| run(&settings(), csv.as_bytes(), "h.csv", Vec::new()).expect_err("refused").to_string();
+        let err = |csv: &str| {
+            run(&settings(), csv.as_bytes(), "h.csv", Vec::new()).expect_err("refused").to_string()
+        };
         assert_eq!(err("s,t,u\n"), "h.csv:1: header: must be series,ts_ms,units");
         assert_eq!(err("series,ts_ms,units\na,x,1\n"), "h.csv:2: ts_ms: \"x\" is not an integer");
-        assert!(err("series,ts_ms,units\na,5,1\n").starts_with("h.csv:2: ts_ms: must be the start of an hour"));
+        assert!(
+            err("series,ts_ms,units\na,5,1\n")
+                .starts_with("h.csv:2: ts_ms: must be the start of an hour")
+        );
         assert_eq!(err("series,ts_ms,units\na,0,NaN\n"), "h.csv:2: units: \"NaN\" is not a number");
-        assert!(err("series,ts_ms,units\na,0,1\na,0,2\n").contains("h.csv:3: ts_ms: a at 0 appears twice"));
+        assert!(
+            err("series,ts_ms,units\na,0,1\na,0,2\n")
+                .contains("h.csv:3: ts_ms: a at 0 appears twice")
+        );
         let s = Settings { quantiles: vec![0.0], ..settings() };
         assert_eq!(
-            run(&s, "series,ts_ms,units\n".as_bytes(), "h.csv", Vec::new()).expect_err("bad").to_string(),
+            run(&s, "series,ts_ms,units\n".as_bytes(), "h.csv", Vec::new())
+                .expect_err("bad")
+                .to_string(),
             "--quantiles: each level must be within (0, 1)"
         );
         assert!(parse_quantiles("0.1,x").is_err());

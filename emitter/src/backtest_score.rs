@@ -102,7 +102,10 @@ impl Scores {
 
     /// MAE of the oracle ÷ MAE of seasonal-naive, and ÷ MAE of the median.
     pub fn oracle_ratios(&self) -> [f64; 2] {
-        [Self::ratio(self.abs_oracle, self.abs_seasonal), Self::ratio(self.abs_oracle, self.abs_model)]
+        [
+            Self::ratio(self.abs_oracle, self.abs_seasonal),
+            Self::ratio(self.abs_oracle, self.abs_model),
+        ]
     }
 
     /// Share of outcomes within p10..p90.
@@ -184,7 +187,11 @@ pub fn score(series: &[Series], peers: &[Series], s: &Settings) -> Report {
     let mut r = Report::default();
     let hourly = |x: &Series| -> BTreeMap<i64, f64> {
         let first = START_MS / HOUR + x.launched as i64;
-        x.units[x.launched..].iter().enumerate().map(|(i, u)| ((first + i as i64) * HOUR, *u)).collect()
+        x.units[x.launched..]
+            .iter()
+            .enumerate()
+            .map(|(i, u)| ((first + i as i64) * HOUR, *u))
+            .collect()
     };
     let all: Vec<BTreeMap<i64, f64>> = peers.iter().map(hourly).collect();
     let pooled = Pooled::of(all.iter());
@@ -213,7 +220,12 @@ pub fn score(series: &[Series], peers: &[Series], s: &Settings) -> Report {
                 // Baselines need a week: for new SKUs, the rate so far.
                 let so_far: f64 = values[..history as usize].iter().sum();
                 let rate = so_far / history.max(1) as f64 * (b - a) as f64;
-                let b0 = Baselines { seasonal_naive: rate, weekly_naive: rate, mean7: rate, adida: rate };
+                let b0 = Baselines {
+                    seasonal_naive: rate,
+                    weekly_naive: rate,
+                    mean7: rate,
+                    adida: rate,
+                };
                 r.short.add(actual, q, o.prediction.mean, &b0, oracle);
                 continue;
             }
@@ -266,23 +278,24 @@ mod tests {
     #[test]
     fn the_forecast_beats_every_baseline_on_realistic_demand() {
         for seed in [2026, 7] {
-        let series = generate(400, 42, seed);
-        let (old, new): (Vec<Series>, Vec<Series>) =
-            series.iter().cloned().partition(|x| x.launched == 0);
-        let r = score(&old, &series, &settings(24));
-        let short = score(&new, &series, &settings(6)).short;
-        let report = Report { short, ..r.clone() };
-        let table = report.table();
-        let e = &r.established;
-        let [seasonal, weekly, mean7, adida] = e.mae_ratios();
-        assert!(e.n > 5_000, "{table}");
-        assert!(seasonal <= 0.80, "≥ 20 % better than seasonal-naive\n{table}");
-        assert!(mean7 <= 0.95, "≥ 5 % better than the 7-day mean\n{table}");
-        assert!(weekly < 1.0 && adida < 1.0, "better than weekly-naive and ADIDA\n{table}");
-        assert!((0.74..=0.86).contains(&e.coverage()), "p10–p90 coverage\n{table}");
-        assert!((0.07..=0.13).contains(&e.above()), "share above p90\n{table}");
-        assert!(e.bias().0.abs() <= 0.05, "bias of the mean\n{table}");
-        assert!(report.short.n > 50 && report.promo.n > 100, "{table}");
-        eprintln!("seed {seed}:\n{table}");
+            let series = generate(400, 42, seed);
+            let (old, new): (Vec<Series>, Vec<Series>) =
+                series.iter().cloned().partition(|x| x.launched == 0);
+            let r = score(&old, &series, &settings(24));
+            let short = score(&new, &series, &settings(6)).short;
+            let report = Report { short, ..r.clone() };
+            let table = report.table();
+            let e = &r.established;
+            let [seasonal, weekly, mean7, adida] = e.mae_ratios();
+            assert!(e.n > 5_000, "{table}");
+            assert!(seasonal <= 0.80, "≥ 20 % better than seasonal-naive\n{table}");
+            assert!(mean7 <= 0.95, "≥ 5 % better than the 7-day mean\n{table}");
+            assert!(weekly < 1.0 && adida < 1.0, "better than weekly-naive and ADIDA\n{table}");
+            assert!((0.74..=0.86).contains(&e.coverage()), "p10–p90 coverage\n{table}");
+            assert!((0.07..=0.13).contains(&e.above()), "share above p90\n{table}");
+            assert!(e.bias().0.abs() <= 0.05, "bias of the mean\n{table}");
+            assert!(report.short.n > 50 && report.promo.n > 100, "{table}");
+            eprintln!("seed {seed}:\n{table}");
         }
+    }
 }

@@ -103,7 +103,8 @@ struct Fit {
 
 fn fit(h: &History<'_>, prior: Option<&Prior>) -> Fit {
     let s = h.season.max(1);
-    let vals: Vec<f64> = h.values.iter().map(|v| if v.is_finite() { v.max(0.0) } else { 0.0 }).collect();
+    let vals: Vec<f64> =
+        h.values.iter().map(|v| if v.is_finite() { v.max(0.0) } else { 0.0 }).collect();
     let n = vals.len();
     let total: f64 = vals.iter().sum();
     let per_bucket = if n > 0 { total / n as f64 } else { 0.0 };
@@ -161,8 +162,7 @@ fn fit(h: &History<'_>, prior: Option<&Prior>) -> Fit {
             }
         }
         for w in 0..7 {
-            weekday[w] =
-                (sum_w[w] + WEEKDAY_PRIOR * prior_weekday[w]) / (cnt_w[w] + WEEKDAY_PRIOR);
+            weekday[w] = (sum_w[w] + WEEKDAY_PRIOR * prior_weekday[w]) / (cnt_w[w] + WEEKDAY_PRIOR);
         }
         let mean = weekday.iter().sum::<f64>() / 7.0;
         weekday.iter_mut().for_each(|w| *w /= mean);
@@ -245,7 +245,8 @@ pub fn predict(
     for b in from..to.max(from) {
         let hod = b.rem_euclid(s) as usize;
         let day = b.div_euclid(s);
-        mean += f.level * f.lift / s as f64 * f.weekday[day.rem_euclid(7) as usize] * f.profile[hod];
+        mean +=
+            f.level * f.lift / s as f64 * f.weekday[day.rem_euclid(7) as usize] * f.profile[hod];
     }
     let quantiles = qs.iter().map(|q| nb_mid_quantile(mean, f.dispersion, *q)).collect();
     Prediction { mean, quantiles }
@@ -260,7 +261,8 @@ pub fn nb_mid_quantile(mu: f64, dispersion: f64, p: f64) -> f64 {
     let p = p.clamp(1e-9, 1.0 - 1e-9);
     if mu > 5_000.0 {
         let sd = (mu + dispersion * mu * mu).sqrt();
-        return (mu + crate::forecast::z_for((2.0 * p - 1.0).abs()).copysign(p - 0.5) * sd).max(0.0);
+        return (mu + crate::forecast::z_for((2.0 * p - 1.0).abs()).copysign(p - 0.5) * sd)
+            .max(0.0);
     }
     let r = 1.0 / dispersion.max(1e-9);
     let q = mu / (r + mu);

@@ -118,8 +118,13 @@ fn one(rng: &mut Rng, i: usize, days: usize) -> Series {
     }
     let mean = week.iter().sum::<f64>() / 7.0;
     week.iter_mut().for_each(|w| *w /= mean);
-    let launched_day = if rng.unit() < 0.1 { days / 3 + (rng.next() % (days as u64 / 3).max(1)) as usize } else { 0 };
-    let launched = launched_day * 24 + if launched_day > 0 { 6 + (rng.next() % 8) as usize } else { 0 };
+    let launched_day = if rng.unit() < 0.1 {
+        days / 3 + (rng.next() % (days as u64 / 3).max(1)) as usize
+    } else {
+        0
+    };
+    let launched =
+        launched_day * 24 + if launched_day > 0 { 6 + (rng.next() % 8) as usize } else { 0 };
     let mut units = vec![0.0; days * 24];
     let mut promo_days = vec![false; days];
     let mut promo_left = 0u32;
