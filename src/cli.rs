@@ -112,6 +112,29 @@ enum Command {
         #[arg(long)]
         acked_log: Option<PathBuf>,
     },
+    /// Backtest the emitter's forecast on an hourly history: CSV `series,ts_ms,units` in,
+    /// CSV `series,origin_ms,horizon_start_ms,horizon_end_ms,q<p>…` out, one row per series
+    /// per origin (docs/forecast.md). The model sees at most `emit.history_buckets` hours.
+    Forecast {
+        /// History file (CSV with the header series,ts_ms,units; hourly rows).
+        #[arg(long)]
+        history: PathBuf,
+        /// Hours from an origin to the start of the horizon forecast.
+        #[arg(long)]
+        lead_hours: i64,
+        /// Length of the horizon in hours.
+        #[arg(long)]
+        horizon_hours: i64,
+        /// Hours between origins.
+        #[arg(long)]
+        every_hours: i64,
+        /// Hours of a series' history before its first origin.
+        #[arg(long)]
+        min_history_hours: i64,
+        /// Quantile levels, comma-separated (one output column each).
+        #[arg(long, default_value = "0.1,0.5,0.9")]
+        quantiles: String,
+    },
     /// Create nearfield's topics (existing ones are left alone).
     Topics,
     /// Principals and ACLs on a secured cluster (run with an admin's credentials).
@@ -263,6 +286,31 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             )?;
             let master = nearfield_ingest::auth::MasterKey::from_hex(&hex)?;
             write_stdout(&format!("{}\n", master.device_key(&store, &device, key_version).to_hex()))
+        }
+        Command::Forecast {
+            history,
+            lead_hours,
+            horizon_hours,
+            every_hours,
+            min_history_hours,
+            quantiles,
+        } => {
+            use nearfield_emitter::backtest;
+            let settings = backtest::Settings {
+                lead_hours,
+                horizon_hours,
+                every_hours,
+                min_history_hours,
+                quantiles: backtest::parse_quantiles(&quantiles)?,
+                history_hours: cfg.emit.history_buckets,
+            };
+            let file = std::fs::File::open(&history)
+                .with_context(|| format!("--history {}", history.display()))?;
+            let name = history.display().to_string();
+            let stdout = std::io::stdout();
+            let out = std::io::BufWriter::new(stdout.lock());
+            backtest::run(&settings, std::io::BufReader::new(file), &name, out)?;
+            Ok(())
         }
         Command::Schemas => {
             let mut out = String::new();

@@ -49,3 +49,58 @@ fn schemas_and_decode_serve_the_contract() {
         nearfield(&["decode", "--record", "PlanSignal", "schemas/testdata/SaleEvent/sale.avro"]);
     assert!(!ok && err.contains("fingerprint"), "{err}");
 }
+
+/// `nearfield forecast`, exactly the contract's interface: the history CSV in, one row per
+/// series per origin out, a column per quantile asked; bad input named, exit non-zero.
+#[test]
+fn forecast_backtests_a_history_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("history.csv");
+    let t0 = 1_764_547_200_000i64;
+    let mut csv = String::from("series,ts_ms,units\n");
+    for h in 0..24 * 10 {
+        let units = if (7..22).contains(&(h % 24)) { 1 + h % 3 } else { 0 };
+        csv.push_str(&format!("shop-1|SKU-A,{},{units}\n", t0 + h * 3_600_000));
+        csv.push_str(&format!("shop-2|SKU-A,{},{}\n", t0 + h * 3_600_000, units / 2));
+    }
+    std::fs::write(&path, csv).expect("write");
+    let p = path.to_str().expect("path");
+    let args = [
+        "forecast",
+        "--history",
+        p,
+        "--lead-hours",
+        "3",
+        "--horizon-hours",
+        "24",
+        "--every-hours",
+        "12",
+        "--min-history-hours",
+        "168",
+        "--quantiles",
+        "0.1,0.5,0.9",
+    ];
+    let (ok, out, err) = nearfield(&args);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "series,origin_ms,horizon_start_ms,horizon_end_ms,q0.1,q0.5,q0.9");
+    // Origins at hours 168, 180, 192, …, 240 for each series: 7 each.
+    assert_eq!(lines.len(), 1 + 2 * 7, "{out}");
+    let first: Vec<&str> = lines[1].split(',').collect();
+    assert_eq!(first[0], "shop-1|SKU-A");
+    let origin = t0 + 168 * 3_600_000;
+    assert_eq!(
+        first[1..4],
+        [
+            origin.to_string(),
+            (origin + 3 * 3_600_000).to_string(),
+            (origin + 27 * 3_600_000).to_string()
+        ]
+    );
+    let q: Vec<f64> = first[4..].iter().map(|v| v.parse().expect("number")).collect();
+    assert!(q[0] <= q[1] && q[1] <= q[2] && q[1] > 5.0, "{q:?}");
+    let mut bad = args;
+    bad[12] = "0.5,1.5";
+    let (ok, _, err) = nearfield(&bad);
+    assert!(!ok && err.contains("--quantiles: each level must be within (0, 1)"), "{err}");
+}
