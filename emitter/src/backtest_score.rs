@@ -24,7 +24,7 @@ pub struct Baselines {
 /// `[a, b)`; `None` without a week of history before the origin.
 pub fn baselines(hours: &[f64], first: i64, o: i64, a: i64, b: i64) -> Option<Baselines> {
     let at = |t: i64| hours.get(usize::try_from(t - first).ok()?).copied();
-    let sum = |from: i64, to: i64| (from..to).map(|t| at(t)).sum::<Option<f64>>();
+    let sum = |from: i64, to: i64| (from..to).map(&at).sum::<Option<f64>>();
     let len = b - a;
     let lead = a - o;
     if o - first < 168 {

@@ -39,13 +39,24 @@ pub struct History<'a> {
 /// What many series share, fitted on their sum (a SKU's regions, a category's shops):
 /// the time-of-day shares and weekday factors a single series is shrunk towards, so a
 /// thin or new series borrows the shape of its peers.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Prior {
     profile: Vec<f64>,
     weekday: [f64; 7],
 }
 
 impl Prior {
+    /// From its parts (as the changelog stores them).
+    pub fn from_parts(profile: Vec<f64>, weekday: [f64; 7]) -> Prior {
+        Prior { profile, weekday }
+    }
+
+    /// Per bucket of the day: its share × buckets per day (mean 1); per weekday (absolute
+    /// day index mod 7) its factor (mean 1).
+    pub fn parts(&self) -> (&[f64], &[f64; 7]) {
+        (&self.profile, &self.weekday)
+    }
+
     /// The shape of the sum of many series.
     pub fn of(total: &History<'_>) -> Prior {
         let f = fit(total, None);
@@ -255,7 +266,7 @@ pub fn predict(
 /// The `p` mid-quantile of a negative binomial with mean `mu` and variance
 /// `mu + dispersion × mu²`: within the step of count k, interpolated from k − ½ to k + ½.
 pub fn nb_mid_quantile(mu: f64, dispersion: f64, p: f64) -> f64 {
-    if !(mu > 0.0) || !mu.is_finite() {
+    if mu.is_nan() || mu <= 0.0 || !mu.is_finite() {
         return 0.0;
     }
     let p = p.clamp(1e-9, 1.0 - 1e-9);

@@ -89,7 +89,7 @@ impl Rng {
 
 /// `n` series of `days` days of hourly demand.
 pub fn generate(n: usize, days: usize, seed: u64) -> Vec<Series> {
-    let mut rng = Rng(seed ^ 0x5eed_0f_5a1e5);
+    let mut rng = Rng(seed ^ 0x05ee_d0f5_a1e5);
     (0..n).map(|i| one(&mut rng, i, days)).collect()
 }
 

@@ -11,7 +11,7 @@
 //! | `C` sku cell | a (warehouse, region) cell: warehouse, region, series end and length, accumulation (units, from, to, stores per grid) |
 //! | `B` sku cell end | the cell's net units in the bucket ending at `end` (absent: 0) |
 //! | `G` sku grid end | a grid's figures in one bucket: net, stores, reporting, expected, last event |
-//! | `P` sku root | a revisable plan: first rule, basis, members, and its latest `PlanSignal` (Avro single-object) |
+//! | `P` sku root | a revisable plan: first rule, basis, members, its latest `PlanSignal` (Avro single-object), and the prior it was forecast with (flag, then f64 LE) |
 //!
 //! A tombstone deletes. A popular SKU's state is thus spread over records of at most a
 //! few kilobytes (a plan names the grids of one privacy unit); none grows with the number
@@ -120,6 +120,15 @@ impl<'a> Reader<'a> {
 
     fn s(&mut self, what: &'static str) -> Result<String, String> {
         String::from_utf8(self.bytes(what)?.to_vec()).map_err(|_| format!("{what}: not UTF-8"))
+    }
+
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], String> {
+        if self.buf.len() < n {
+            return Err(format!("{what}: truncated"));
+        }
+        let (b, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Ok(b)
     }
 
     fn end8(&mut self, what: &'static str) -> Result<i64, String> {
@@ -276,6 +285,17 @@ fn plan_value(p: &Plan, codec: &Codec) -> Option<Vec<u8>> {
     let signal = codec.encode(&p.signal).ok()?;
     put_u(&mut v, signal.len() as u64);
     v.extend_from_slice(&signal);
+    match &p.prior {
+        None => v.push(0),
+        Some(prior) => {
+            v.push(1);
+            let (profile, weekday) = prior.parts();
+            put_u(&mut v, profile.len() as u64);
+            for x in profile.iter().chain(weekday) {
+                v.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+    }
     Some(v)
 }
 
@@ -292,8 +312,26 @@ fn read_plan(r: &mut Reader<'_>, root: String, codec: &Codec) -> Result<Plan, St
     let members = (0..r.count("members", 1)?).map(|_| r.s("member")).collect::<Result<_, _>>()?;
     let signal: PlanSignal =
         codec.decode(r.bytes("signal")?).map_err(|e| format!("signal: {e}"))?;
+    let prior = match r.take(1, "prior")?[0] {
+        0 => None,
+        1 => {
+            let n = r.count("prior profile", 8)?;
+            let mut f = |what| -> Result<f64, String> {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(r.take(8, what)?);
+                Ok(f64::from_le_bytes(a))
+            };
+            let profile = (0..n).map(|_| f("prior profile")).collect::<Result<Vec<_>, _>>()?;
+            let mut weekday = [0.0; 7];
+            for w in &mut weekday {
+                *w = f("prior weekday")?;
+            }
+            Some(crate::count_model::Prior::from_parts(profile, weekday))
+        }
+        b => return Err(format!("prior: flag {b}")),
+    };
     r.done("plan")?;
-    Ok(Plan { root, signal, base_reason, members, basis_from, basis_to })
+    Ok(Plan { root, signal, base_reason, members, basis_from, basis_to, prior })
 }
 
 impl PartitionState {

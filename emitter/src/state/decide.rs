@@ -8,8 +8,9 @@ use h3o::{CellIndex, Resolution};
 use nearfield_schemas::{Firmness, PlanReason, PlanSignal};
 
 use crate::catalog::Item;
+use crate::count_model::{History, Prior, predict};
 use crate::coverage::{Coverage, Figures};
-use crate::forecast::Model;
+use crate::forecast::{Forecast, Model};
 
 use super::model::{CellState, Plan, SkuState};
 use super::{StateConfig, Tally};
@@ -116,11 +117,6 @@ pub(crate) fn unit_series(
     v
 }
 
-/// The buckets of a horizon as forecast steps after the bucket ending at `end`.
-pub(crate) fn steps(end: i64, horizon_start: i64, horizon_end: i64, bucket: i64) -> (usize, usize) {
-    (((horizon_start - end) / bucket) as usize + 1, ((horizon_end - end) / bucket) as usize)
-}
-
 pub(crate) fn need(reason: PlanReason, forecast: f64, observed: i64) -> f64 {
     match reason {
         PlanReason::Scheduled | PlanReason::Revision => forecast,
@@ -157,6 +153,36 @@ pub(crate) struct Basis<'a> {
     pub(crate) end: i64,
     pub(crate) now: i64,
     pub(crate) coverage: Option<&'a Coverage>,
+    /// The shape of the whole SKU's demand (all its cells), the units' prior.
+    pub(crate) prior: Option<&'a Prior>,
+}
+
+/// The series of buckets ending at `end` as the count model sees it.
+fn history<'a>(series: &'a [f64], end: i64, cfg: &StateConfig) -> History<'a> {
+    let last = end.div_euclid(cfg.bucket) - 1;
+    History { values: series, first: last - series.len() as i64 + 1, season: cfg.forecast.season }
+}
+
+/// The prior of a SKU at the completion of bucket `end`: the shape of all its cells.
+pub(crate) fn sku_prior(sku: &SkuState, end: i64, cfg: &StateConfig) -> Option<Prior> {
+    let keys: Vec<String> = sku.cells.keys().cloned().collect();
+    let series = unit_series(sku, &keys, end, cfg);
+    (!series.is_empty()).then(|| Prior::of(&history(&series, end, cfg)))
+}
+
+/// The count model's forecast of `[horizon_start, horizon_end)` after the series ending at
+/// `end`: its median, and the interval of the configured coverage.
+pub(crate) fn horizon_forecast(
+    series: &[f64],
+    (end, horizon_start, horizon_end): (i64, i64, i64),
+    cfg: &StateConfig,
+    prior: Option<&Prior>,
+) -> Forecast {
+    let c = cfg.forecast.coverage;
+    let qs = [(1.0 - c) / 2.0, 0.5, (1.0 + c) / 2.0];
+    let (from, to) = (horizon_start.div_euclid(cfg.bucket), horizon_end.div_euclid(cfg.bucket));
+    let p = predict(&history(series, end, cfg), from, to, &qs, prior);
+    Forecast { point: p.quantiles[1], low: p.quantiles[0], high: p.quantiles[2] }
 }
 
 /// The coverage of the unit's regions for bucket `end`, when every region has a record
@@ -185,7 +211,7 @@ pub(crate) fn decide_unit(
     cfg: &StateConfig,
     tally: &mut Tally,
 ) -> Option<PlanSignal> {
-    let Basis { end, now, coverage } = basis;
+    let Basis { end, now, coverage, prior } = basis;
     let series = unit_series(sku, &unit.members, end, cfg);
     let n = series.len();
     let season = cfg.forecast.season;
@@ -215,11 +241,9 @@ pub(crate) fn decide_unit(
     } else {
         return None;
     };
-    let model = Model::fit_best(&series, &cfg.forecast);
     let horizon_start = align_up(end + item.lead_time_ms, cfg.horizon).max(end + cfg.bucket);
     let horizon_end = horizon_start + cfg.horizon;
-    let (k0, k1) = steps(end, horizon_start, horizon_end, cfg.bucket);
-    let fc = model.horizon(k0, k1);
+    let fc = horizon_forecast(&series, (end, horizon_start, horizon_end), cfg, prior);
     let mut grids: Vec<String> =
         members.iter().flat_map(|c| c.acc_stores.keys().cloned()).collect();
     grids.sort();
@@ -293,6 +317,7 @@ pub(crate) fn decide_unit(
         members: unit.members.clone(),
         basis_from,
         basis_to,
+        prior: prior.cloned(),
     });
     Some(signal)
 }
@@ -308,9 +333,8 @@ pub(crate) fn revise(
     let plan = &sku.plans[idx];
     let end = plan.signal.based_on_watermark;
     let series = unit_series(sku, &plan.members, end, cfg);
-    let model = Model::fit_best(&series, &cfg.forecast);
-    let (k0, k1) = steps(end, plan.signal.horizon_start, plan.signal.horizon_end, cfg.bucket);
-    let fc = model.horizon(k0, k1);
+    let span = (end, plan.signal.horizon_start, plan.signal.horizon_end);
+    let fc = horizon_forecast(&series, span, cfg, plan.prior.as_ref());
     let observed = plan.signal.observed_units;
     let rec = recommend(need(plan.base_reason, fc.point, observed), item.moq, item.batch_size);
     if rec == plan.signal.recommended_units {

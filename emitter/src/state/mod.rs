@@ -473,10 +473,12 @@ impl PartitionState {
                     c.acc_stores.values().sum(),
                 ));
             }
+            let prior = decide::sku_prior(sku, end, &cfg);
             for (warehouse, cands) in by_warehouse {
                 let (units, suppressed) = privacy_merge(cands, cfg.k, cfg.min_region_res);
                 for unit in units {
-                    let how = decide::Basis { end, now, coverage: side.coverage };
+                    let how =
+                        decide::Basis { end, now, coverage: side.coverage, prior: prior.as_ref() };
                     if let Some(sig) =
                         decide_unit(sku, &unit, &warehouse, how, &item, &cfg, &mut self.tally)
                     {

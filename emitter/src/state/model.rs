@@ -108,6 +108,9 @@ pub(crate) struct Plan {
     /// Buckets ending in (basis_from, basis_to] are the plan's observation basis.
     pub(crate) basis_from: i64,
     pub(crate) basis_to: i64,
+    /// The shape of the SKU's demand the plan was forecast with (its revisions reuse it).
+    #[serde(default)]
+    pub(crate) prior: Option<crate::count_model::Prior>,
 }
 
 impl Plan {
