@@ -60,6 +60,11 @@ pub struct EmitConfig {
     /// FIRM needs stores_reporting / stores_expected at least this (and a season of
     /// history); otherwise PLANNING.
     pub firm_coverage: f64,
+    /// The frozen time fence (EDI 830): a signal is FIRM only if its horizon ends within
+    /// this of the decision (and its data are complete); beyond it, PLANNING.
+    pub frozen_ms: i64,
+    /// Per supplier id, its own fence (overrides `frozen_ms`).
+    pub supplier_frozen_ms: std::collections::BTreeMap<String, i64>,
     /// How long plans stay revisable and per-grid details are kept (must exceed the
     /// aggregator's allowed lateness).
     pub revision_retention_ms: i64,
@@ -99,6 +104,8 @@ impl Default for EmitConfig {
             surge_factor: 2.0,
             surge_min_units: 20,
             firm_coverage: 0.8,
+            frozen_ms: 2 * 86_400_000,
+            supplier_frozen_ms: std::collections::BTreeMap::new(),
             revision_retention_ms: 3 * 3_600_000,
             idle_advance_ms: 600_000,
             source_idle_ms: 300_000,
@@ -185,6 +192,9 @@ impl EmitConfig {
         }
         if !(0.0..=1.0).contains(&self.firm_coverage) {
             return bad("firm_coverage", "must be within [0, 1]");
+        }
+        if self.frozen_ms < 0 || self.supplier_frozen_ms.values().any(|f| *f < 0) {
+            return bad("frozen_ms", "must be >= 0 (also each supplier_frozen_ms)");
         }
         if self.revision_retention_ms < self.bucket_ms {
             return bad("revision_retention_ms", "must be at least bucket_ms");

@@ -229,9 +229,12 @@ pub(crate) fn decide_unit(
             && actual >= cfg.surge_min_units as f64;
     }
     let members: Vec<&CellState> = unit.members.iter().filter_map(|m| sku.cells.get(m)).collect();
-    let observed: i64 = members.iter().map(|c| c.acc_units).sum();
+    // The plan's basis is the completed buckets since the last plan, (acc_from, end]:
+    // windows of later buckets (a faster aggregator partition's) stay accumulated for the
+    // next decision, so their slower siblings are not taken for late data.
+    let observed: i64 = members.iter().map(|c| c.sum_between(c.acc_from, end, cfg.bucket)).sum();
     let basis_from = members.iter().map(|c| c.acc_from).min().unwrap_or(i64::MIN);
-    let basis_to = members.iter().map(|c| c.acc_to).max().unwrap_or(end).max(end);
+    let basis_to = end;
     let reason = if surge {
         PlanReason::Surge
     } else if observed >= item.moq {
@@ -241,7 +244,10 @@ pub(crate) fn decide_unit(
     } else {
         return None;
     };
-    let horizon_start = align_up(end + item.lead_time_ms, cfg.horizon).max(end + cfg.bucket);
+    // The supplier's calendar: horizons of `horizon_ms` aligned to it (UTC), the first one
+    // a decision can target starts after the lead time, in whole buckets.
+    let lead = align_up(item.lead_time_ms.max(0), cfg.bucket);
+    let horizon_start = align_up(end + lead, cfg.horizon);
     let horizon_end = horizon_start + cfg.horizon;
     let fc = horizon_forecast(&series, (end, horizon_start, horizon_end), cfg, prior);
     let mut grids: Vec<String> =
@@ -262,9 +268,30 @@ pub(crate) fn decide_unit(
     } else if coverage.is_some() {
         tally.coverage_unknown += 1;
     }
-    let firmness =
-        if share >= cfg.firm_coverage && n >= season { Firmness::Firm } else { Firmness::Planning };
+    // FIRM only inside the supplier's frozen time fence, from complete data (EDI 830).
+    let fenced = horizon_end - end <= cfg.frozen_for(&item.supplier_id);
+    let firmness = if fenced && share >= cfg.firm_coverage && n >= season {
+        Firmness::Firm
+    } else {
+        Firmness::Planning
+    };
     let region = unit.region.to_string();
+    // At most one current plan per (warehouse, region, horizon): a new decision for a
+    // horizon that has one supersedes it, and covers what it covered.
+    let current = sku.plans.iter().rposition(|p| {
+        p.signal.horizon_start == horizon_start
+            && p.signal.region == region
+            && p.signal.warehouse_id.as_deref() == Some(warehouse)
+    });
+    let (revision, supersedes, observed, basis_from) = match current.map(|i| &sku.plans[i]) {
+        Some(p) => (
+            p.signal.revision + 1,
+            Some(p.signal.signal_id.clone()),
+            p.signal.observed_units + observed,
+            p.basis_from.min(basis_from),
+        ),
+        None => (0, None, observed, basis_from),
+    };
     let signal = PlanSignal {
         signal_id: signal_id(
             &item.supplier_id,
@@ -274,7 +301,7 @@ pub(crate) fn decide_unit(
             horizon_start,
             end,
             reason,
-            0,
+            revision,
         ),
         supplier_id: item.supplier_id.clone(),
         factory_id: item.factory_id.clone(),
@@ -299,18 +326,36 @@ pub(crate) fn decide_unit(
         stores_expected: expected,
         based_on_watermark: end,
         generated_at: now,
-        revision: 0,
-        supersedes: None,
+        revision,
+        supersedes,
     };
+    let grid_figures = &sku.grids;
     for m in &unit.members {
         if let Some(c) = sku.cells.get_mut(m) {
-            c.acc_units = 0;
-            c.acc_stores.clear();
-            c.acc_from = basis_to;
-            c.acc_to = basis_to;
+            c.acc_units = c.sum_between(end, c.acc_to, cfg.bucket);
+            if c.acc_to <= end {
+                c.acc_stores.clear();
+            } else {
+                // The stores of the buckets still accumulated, per grid.
+                let to = c.acc_to;
+                c.acc_stores = std::mem::take(&mut c.acc_stores)
+                    .into_keys()
+                    .filter_map(|g| {
+                        let b = grid_figures.get(&g)?;
+                        let n = b
+                            .iter()
+                            .filter(|x| end < x.end && x.end <= to)
+                            .map(|x| x.stores)
+                            .max()?;
+                        (n > 0).then_some((g, n))
+                    })
+                    .collect();
+            }
+            c.acc_from = end;
+            c.acc_to = c.acc_to.max(end);
         }
     }
-    sku.plans.push(Plan {
+    let plan = Plan {
         root: signal.signal_id.clone(),
         signal: signal.clone(),
         base_reason: reason,
@@ -318,7 +363,15 @@ pub(crate) fn decide_unit(
         basis_from,
         basis_to,
         prior: prior.cloned(),
-    });
+    };
+    match current {
+        Some(i) => {
+            let plan = Plan { root: sku.plans[i].root.clone(), ..plan };
+            sku.plans[i] = plan;
+            tally.superseded += 1;
+        }
+        None => sku.plans.push(plan),
+    }
     Some(signal)
 }
 

@@ -83,6 +83,17 @@ pub struct StateConfig {
     pub retention: i64,
     pub idle_advance: i64,
     pub source_idle: i64,
+    /// The frozen time fence: FIRM only for a horizon ending within this of the decision.
+    pub frozen: i64,
+    /// Per supplier, its own fence.
+    pub supplier_frozen: BTreeMap<String, i64>,
+}
+
+impl StateConfig {
+    /// The frozen time fence of `supplier`.
+    pub fn frozen_for(&self, supplier: &str) -> i64 {
+        self.supplier_frozen.get(supplier).copied().unwrap_or(self.frozen)
+    }
 }
 
 impl StateConfig {
@@ -108,6 +119,8 @@ impl StateConfig {
             retention: c.revision_retention_ms,
             idle_advance: c.idle_advance_ms,
             source_idle: c.source_idle_ms,
+            frozen: c.frozen_ms,
+            supplier_frozen: c.supplier_frozen_ms.clone(),
         })
     }
 }
@@ -182,6 +195,9 @@ pub struct Tally {
     pub firm_plans_revised: u64,
     /// |new − previous recommended_units| summed over revisions.
     pub revision_units: u64,
+    /// Decisions that superseded the current plan of their horizon (a newer decision,
+    /// not late data).
+    pub superseded: u64,
     /// Milliseconds from the newest sale behind a signal to the signal.
     pub latencies_ms: Vec<i64>,
     /// Signals whose completeness came from `coverage.v1` (whole regions).
@@ -203,6 +219,7 @@ impl Tally {
         self.revisions_absorbed += t.revisions_absorbed;
         self.firm_plans_revised += t.firm_plans_revised;
         self.revision_units += t.revision_units;
+        self.superseded += t.superseded;
         self.latencies_ms.extend(t.latencies_ms);
         self.coverage_known += t.coverage_known;
         self.sources_idled += t.sources_idled;
@@ -482,7 +499,10 @@ impl PartitionState {
                     if let Some(sig) =
                         decide_unit(sku, &unit, &warehouse, how, &item, &cfg, &mut self.tally)
                     {
-                        self.dirty.insert(Dirty::Plan(sku_id.clone(), sig.signal_id.clone()));
+                        let root =
+                            sku.plans.iter().rev().find(|p| p.signal.signal_id == sig.signal_id);
+                        let root = root.map_or_else(|| sig.signal_id.clone(), |p| p.root.clone());
+                        self.dirty.insert(Dirty::Plan(sku_id.clone(), root));
                         for m in &unit.members {
                             self.dirty.insert(Dirty::Cell(sku_id.clone(), m.clone()));
                         }
@@ -512,8 +532,11 @@ impl PartitionState {
         let dirty = &mut self.dirty;
         let mut gone = Vec::new();
         for (id, sku) in &mut self.skus {
+            let started = self.completed;
             sku.plans.retain(|p| {
-                let keep = p.basis_to > horizon;
+                // Revisable while its basis is recent; current (superseded by a decision for
+                // the same horizon) until its horizon starts.
+                let keep = p.basis_to > horizon || p.signal.horizon_start > started;
                 if !keep {
                     dirty.insert(Dirty::Plan(id.clone(), p.root.clone()));
                 }

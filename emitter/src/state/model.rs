@@ -42,6 +42,20 @@ impl CellState {
         self.series_end - (self.series.len() as i64 - 1) * bucket
     }
 
+    /// Net units of the buckets ending in `(from, to]`.
+    pub(crate) fn sum_between(&self, from: i64, to: i64, bucket: i64) -> i64 {
+        let start = self.series_start(bucket);
+        self.series
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| {
+                let e = start + *i as i64 * bucket;
+                from < e && e <= to
+            })
+            .map(|(_, v)| v)
+            .sum()
+    }
+
     /// Adds `delta` to the bucket ending at `end`; the ends of non-zero buckets that fell
     /// out of the `history` go to `dropped`.
     pub(crate) fn add(

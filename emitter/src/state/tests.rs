@@ -109,9 +109,9 @@ fn threshold_fires_when_accumulated_demand_reaches_the_moq() {
     let s = &out[0];
     assert_eq!(s.reason, PlanReason::Threshold);
     assert_eq!(s.observed_units, 50);
-    // Bucket 4 completes when bucket 5's window moves the clock past it + settle; the
-    // accumulation then holds buckets 1..=5 (every closed window received).
-    assert_eq!(s.based_on_watermark, start + 4 * H);
+    // Bucket 5 completes when bucket 6's window moves the clock past it + settle; the
+    // plan's basis is the completed buckets 1..=5 (bucket 6 waits for the next plan).
+    assert_eq!(s.based_on_watermark, start + 5 * H);
     assert!(s.recommended_units >= 50 && s.recommended_units % 24 == 0, "{s:?}");
     // 10 units an hour for the next day: 240 expected, with the wide spread of five hours
     // of history (the median of a skewed count distribution sits below its mean).
@@ -355,5 +355,58 @@ fn restoring_from_the_changelog_at_any_point_makes_the_same_decisions() {
         b.restored(0);
         got.extend(run(&mut b, &cat, &ws[cut..]));
         assert_eq!(strip(got), expected, "cut at {cut}");
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+    /// Whatever the lead time and schedule: every horizon is a whole calendar horizon
+    /// starting at or after the decision plus the lead time (in whole buckets), and at any
+    /// moment a (supplier, SKU, warehouse, region, horizon) has at most one current plan —
+    /// each signal for a key that has one supersedes exactly it.
+    #[test]
+    fn one_current_plan_per_key_and_horizon(
+        lead_minutes in 0i64..(72 * 60),
+        schedule_hours in 1i64..48,
+        moq in 5i64..80,
+        seed in 0u64..1000,
+    ) {
+        let c = EmitConfig {
+            settle_ms: H / 2,
+            privacy_k: 1,
+            idle_advance_ms: 0,
+            schedule_ms: schedule_hours * H,
+            ..EmitConfig::default()
+        };
+        let cfg = Arc::new(StateConfig::from_config(&c).expect("valid"));
+        let mut it = item(moq, 6);
+        it.lead_time_ms = lead_minutes * 60_000;
+        let cat = Catalog::of([it.clone()]);
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut ws = Vec::new();
+        for h in 1..=60 {
+            for g in 0..3 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                ws.push(win(g, T0 + h * H, (x % 15) as i64, 1 + (x % 3) as i32, 0));
+                if x % 5 == 0 && h > 1 {
+                    ws.push(win(g, T0 + (h - 1) * H, (x % 20) as i64, 2, 1));
+                }
+            }
+        }
+        let out = run(&mut PartitionState::new(cfg), &cat, &ws);
+        proptest::prop_assert!(!out.is_empty());
+        let lead = it.lead_time_ms.div_euclid(H) * H + if it.lead_time_ms % H == 0 { 0 } else { H };
+        let mut current: BTreeMap<(String, String, i64), String> = BTreeMap::new();
+        for s in &out {
+            proptest::prop_assert_eq!(s.horizon_start % DAY, 0, "calendar days: {:?}", s);
+            proptest::prop_assert_eq!(s.horizon_end - s.horizon_start, DAY);
+            proptest::prop_assert!(s.horizon_start >= s.based_on_watermark + lead, "{:?}", s);
+            proptest::prop_assert!(s.horizon_start < s.based_on_watermark + lead + DAY, "{:?}", s);
+            let key = (s.warehouse_id.clone().unwrap_or_default(), s.region.clone(), s.horizon_start);
+            let before = current.insert(key, s.signal_id.clone());
+            proptest::prop_assert_eq!(before, s.supersedes.clone(), "{:?}", s);
+        }
     }
 }
