@@ -23,6 +23,7 @@ pub const FORECAST_INTERVAL_TOTAL: &str = "nearfield_emitter_forecast_interval_t
 pub const REVISIONS_ABSORBED_TOTAL: &str = "nearfield_emitter_revisions_absorbed_total";
 pub const FIRM_PLANS_REVISED_TOTAL: &str = "nearfield_emitter_firm_plans_revised_total";
 pub const REVISION_UNITS_TOTAL: &str = "nearfield_emitter_revision_units_total";
+pub const REVISIONS_HELD_TOTAL: &str = "nearfield_emitter_revisions_held_total";
 pub const PLANS_SUPERSEDED_TOTAL: &str = "nearfield_emitter_plans_superseded_total";
 pub const SOURCES_IDLED_TOTAL: &str = "nearfield_emitter_sources_idled_total";
 pub const CLOCK_SOURCES: &str = "nearfield_emitter_clock_sources";
@@ -104,6 +105,13 @@ static REVISION_UNITS: LazyLock<IntCounter> = LazyLock::new(|| {
     counter(
         REVISION_UNITS_TOTAL,
         "Units moved by revisions: |new − previous recommended_units| summed over revisions.",
+    )
+});
+static HELD: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        REVISIONS_HELD_TOTAL,
+        "Revisions held back because the late changes behind them came from fewer than \
+         privacy_k stores (published once enough stores changed).",
     )
 });
 static SUPERSEDED: LazyLock<IntCounter> = LazyLock::new(|| {
@@ -243,6 +251,7 @@ impl SignalsCommitted<'_> {
         REVISION_UNITS.inc_by(t.revision_units);
         SOURCES_IDLED.inc_by(t.sources_idled);
         SUPERSEDED.inc_by(t.superseded);
+        HELD.inc_by(t.revisions_held);
         for e in &t.forecast_abs_errors {
             FORECAST_ERR.observe(*e);
         }

@@ -138,7 +138,8 @@ pub fn stream(s: &Scenario) -> Vec<DemandWindow> {
                 out.push(window(&sku(i), g, end, net, stores, 0, source));
                 if (r >> 30).is_multiple_of(9) && h > 1 {
                     // A late correction of the previous hour (revision 1).
-                    out.push(window(&sku(i), g, end - HOUR, net + 7, stores, 1, source));
+                    // Shops that were offline upload: more stores, more units.
+                    out.push(window(&sku(i), g, end - HOUR, net + 7, stores + 3, 1, source));
                 }
             }
         }
@@ -198,7 +199,7 @@ fn window(
 }
 
 /// The coverage the aggregator would write for the scenario's hours (`coverage.v1`): each
-/// selling grid has 4 stores, all reporting; each region also has one silent grid of 2
+/// selling grid has 8 stores, all reporting; each region also has one silent grid of 4
 /// stores, which report every hour but, every fifth hour, hold sales not uploaded yet.
 pub fn coverage(s: &Scenario) -> Vec<GridCoverage> {
     let selling = grids(s.grids);
@@ -223,8 +224,8 @@ pub fn coverage(s: &Scenario) -> Vec<GridCoverage> {
             watermark: end + 60_000,
             emitted_at: end + 60_000,
         };
-        out.extend(selling.iter().map(|g| rec(g, 4, 0)));
-        out.extend(silent.iter().map(|g| rec(g, 2, if h % 5 == 0 { 2 } else { 0 })));
+        out.extend(selling.iter().map(|g| rec(g, 8, 0)));
+        out.extend(silent.iter().map(|g| rec(g, 4, if h % 5 == 0 { 4 } else { 0 })));
     }
     out
 }
@@ -295,7 +296,7 @@ mod tests {
             if b.reason == PlanReason::Revision {
                 continue; // a revision keeps the completeness of the plan it revises
             }
-            // Every region has a silent grid of 2 stores the demand windows never name.
+            // Every region has a silent grid of 4 stores the demand windows never name.
             assert!(b.stores_expected > a.stores_expected, "{a:?}\n{b:?}");
             let pending_hour = (b.based_on_watermark - T0) / HOUR % 5 == 0;
             if pending_hour {

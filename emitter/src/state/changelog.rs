@@ -11,7 +11,7 @@
 //! | `C` sku cell | a (warehouse, region) cell: warehouse, region, series end and length, accumulation (units, from, to, stores per grid) |
 //! | `B` sku cell end | the cell's net units in the bucket ending at `end` (absent: 0) |
 //! | `G` sku grid end | a grid's figures in one bucket: net, stores, reporting, expected, last event |
-//! | `P` sku root | a revisable plan: first rule, basis, members, its latest `PlanSignal` (Avro single-object), and the prior it was forecast with (flag, then f64 LE) |
+//! | `P` sku root | a revisable plan: first rule, basis, stores behind unpublished changes, members, its latest `PlanSignal` (Avro single-object), and the prior it was forecast with (flag, then f64 LE) |
 //!
 //! A tombstone deletes. A popular SKU's state is thus spread over records of at most a
 //! few kilobytes (a plan names the grids of one privacy unit); none grows with the number
@@ -278,6 +278,7 @@ fn plan_value(p: &Plan, codec: &Codec) -> Option<Vec<u8>> {
     put_u(&mut v, reason_code(p.base_reason));
     put_i(&mut v, p.basis_from);
     put_i(&mut v, p.basis_to);
+    put_i(&mut v, i64::from(p.pending_stores));
     put_u(&mut v, p.members.len() as u64);
     for m in &p.members {
         put_s(&mut v, m);
@@ -309,6 +310,7 @@ fn read_plan(r: &mut Reader<'_>, root: String, codec: &Codec) -> Result<Plan, St
     };
     let basis_from = r.i("basis_from")?;
     let basis_to = r.i("basis_to")?;
+    let pending_stores = r.i32("pending_stores")?;
     let members = (0..r.count("members", 1)?).map(|_| r.s("member")).collect::<Result<_, _>>()?;
     let signal: PlanSignal =
         codec.decode(r.bytes("signal")?).map_err(|e| format!("signal: {e}"))?;
@@ -331,7 +333,7 @@ fn read_plan(r: &mut Reader<'_>, root: String, codec: &Codec) -> Result<Plan, St
         b => return Err(format!("prior: flag {b}")),
     };
     r.done("plan")?;
-    Ok(Plan { root, signal, base_reason, members, basis_from, basis_to, prior })
+    Ok(Plan { root, signal, base_reason, members, basis_from, basis_to, prior, pending_stores })
 }
 
 impl PartitionState {

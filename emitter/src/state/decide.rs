@@ -363,6 +363,7 @@ pub(crate) fn decide_unit(
         basis_from,
         basis_to,
         prior: prior.cloned(),
+        pending_stores: 0,
     };
     match current {
         Some(i) => {
@@ -375,14 +376,27 @@ pub(crate) fn decide_unit(
     Some(signal)
 }
 
-/// Re-decides plan `idx` after late data; a changed recommendation is a REVISION.
+/// What re-deciding a plan after late data came to.
+#[derive(Debug)]
+pub(crate) enum Revised {
+    /// A changed recommendation from at least `privacy_k` stores' changes: a REVISION.
+    Sent(Box<PlanSignal>),
+    /// A changed recommendation from fewer stores: held until more change (publishing it
+    /// would expose their delta).
+    Held,
+    /// The recommendation is as it was.
+    Absorbed,
+}
+
+/// Re-decides plan `idx` after late data; a changed recommendation is a REVISION once the
+/// changes behind it come from at least `privacy_k` stores.
 pub(crate) fn revise(
     sku: &mut SkuState,
     idx: usize,
     item: &Item,
     cfg: &StateConfig,
     now: i64,
-) -> Option<PlanSignal> {
+) -> Revised {
     let plan = &sku.plans[idx];
     let end = plan.signal.based_on_watermark;
     let series = unit_series(sku, &plan.members, end, cfg);
@@ -391,9 +405,13 @@ pub(crate) fn revise(
     let observed = plan.signal.observed_units;
     let rec = recommend(need(plan.base_reason, fc.point, observed), item.moq, item.batch_size);
     if rec == plan.signal.recommended_units {
-        return None;
+        return Revised::Absorbed;
+    }
+    if plan.pending_stores < cfg.k {
+        return Revised::Held;
     }
     let plan = &mut sku.plans[idx];
+    plan.pending_stores = 0;
     let old = plan.signal.signal_id.clone();
     let s = &mut plan.signal;
     s.revision += 1;
@@ -416,5 +434,5 @@ pub(crate) fn revise(
         PlanReason::Revision,
         s.revision,
     );
-    Some(s.clone())
+    Revised::Sent(Box::new(s.clone()))
 }

@@ -191,6 +191,8 @@ pub struct Tally {
     pub forecast_hits: u64,
     /// Revised windows that left a plan's recommendation unchanged.
     pub revisions_absorbed: u64,
+    /// Revisions held back: the change came from fewer than `privacy_k` stores.
+    pub revisions_held: u64,
     /// FIRM plans revised for the first time.
     pub firm_plans_revised: u64,
     /// |new − previous recommended_units| summed over revisions.
@@ -217,6 +219,7 @@ impl Tally {
         self.forecast_abs_errors.extend(t.forecast_abs_errors);
         self.forecast_hits += t.forecast_hits;
         self.revisions_absorbed += t.revisions_absorbed;
+        self.revisions_held += t.revisions_held;
         self.firm_plans_revised += t.firm_plans_revised;
         self.revision_units += t.revision_units;
         self.superseded += t.superseded;
@@ -397,13 +400,23 @@ impl PartitionState {
             expected: w.stores_expected,
             last_event_at: w.last_event_at,
         };
-        let old = match buckets.iter_mut().find(|b| b.end == end) {
-            Some(b) => std::mem::replace(b, fresh).net,
+        let (old, old_stores) = match buckets.iter_mut().find(|b| b.end == end) {
+            Some(b) => {
+                let o = std::mem::replace(b, fresh);
+                (o.net, o.stores)
+            }
             None => {
                 let at = buckets.partition_point(|b| b.end < end);
                 buckets.insert(at, fresh);
-                0
+                (0, 0)
             }
+        };
+        // The stores behind this change, a lower bound: a grid new to the bucket brings
+        // all its stores; a correction at least one.
+        let changed_stores = if old_stores == 0 {
+            w.distinct_stores.max(1)
+        } else {
+            (w.distinct_stores - old_stores).max(1)
         };
         let delta = w.net_units - old;
         let cell = sku
@@ -432,18 +445,22 @@ impl PartitionState {
             return Outcome::TooOld;
         };
         sku.plans[idx].signal.observed_units += delta;
+        sku.plans[idx].pending_stores =
+            sku.plans[idx].pending_stores.saturating_add(changed_stores);
         self.dirty.insert(Dirty::Plan(w.sku.clone(), sku.plans[idx].root.clone()));
         let before = &sku.plans[idx].signal;
         let (units, first_of_firm) = (
             before.recommended_units,
             before.revision == 0 && before.firmness == nearfield_schemas::Firmness::Firm,
         );
-        if let Some(sig) = revise(sku, idx, &item, &cfg, now) {
-            self.tally.revision_units += sig.recommended_units.abs_diff(units);
-            self.tally.firm_plans_revised += u64::from(first_of_firm);
-            self.signals.push(sig);
-        } else {
-            self.tally.revisions_absorbed += 1;
+        match revise(sku, idx, &item, &cfg, now) {
+            decide::Revised::Sent(sig) => {
+                self.tally.revision_units += sig.recommended_units.abs_diff(units);
+                self.tally.firm_plans_revised += u64::from(first_of_firm);
+                self.signals.push(*sig);
+            }
+            decide::Revised::Held => self.tally.revisions_held += 1,
+            decide::Revised::Absorbed => self.tally.revisions_absorbed += 1,
         }
         Outcome::Revised
     }

@@ -125,6 +125,9 @@ pub(crate) struct Plan {
     /// The shape of the SKU's demand the plan was forecast with (its revisions reuse it).
     #[serde(default)]
     pub(crate) prior: Option<crate::count_model::Prior>,
+    /// Stores behind the late changes not yet published (a revision needs `privacy_k`).
+    #[serde(default)]
+    pub(crate) pending_stores: i32,
 }
 
 impl Plan {

@@ -410,3 +410,31 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_revision_never_publishes_the_delta_of_fewer_than_k_stores() {
+    let cat = Catalog::of([item(20, 10)]);
+    let mut st = PartitionState::new(cfg(3));
+    // A plan from grids 0 and 1 of one region: 2 + 1 stores, k = 3.
+    let first = run(
+        &mut st,
+        &cat,
+        &[win(0, T0 + H, 25, 2, 0), win(1, T0 + H, 10, 1, 0), tick(T0 + H + H / 2)],
+    );
+    assert_eq!(first.len(), 1, "{first:#?}");
+    // One shop's late sales (grid 1's window corrected, still its one store): enough to
+    // change the recommendation, but publishing it would expose that shop: held.
+    assert!(run(&mut st, &cat, &[win(1, T0 + H, 60, 1, 1)]).is_empty());
+    assert_eq!(st.tally.revisions_held, 1);
+    // A second store's (grid 0: 2 → 3 stores): two stores behind the change, still held.
+    assert!(run(&mut st, &cat, &[win(0, T0 + H, 40, 3, 1)]).is_empty());
+    assert_eq!(st.tally.revisions_held, 2);
+    // A third store's: the revision goes out, its delta from three stores' changes.
+    let out = run(&mut st, &cat, &[win(1, T0 + H, 70, 2, 2)]);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    let rev = &out[0];
+    assert_eq!(rev.reason, PlanReason::Revision);
+    assert_eq!(rev.supersedes.as_deref(), Some(first[0].signal_id.as_str()));
+    assert_eq!(rev.observed_units, 110, "every held change is in it");
+    assert!(rev.recommended_units > first[0].recommended_units);
+}
