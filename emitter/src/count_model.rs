@@ -277,22 +277,26 @@ pub fn nb_mid_quantile(mu: f64, dispersion: f64, p: f64) -> f64 {
     }
     let r = 1.0 / dispersion.max(1e-9);
     let q = mu / (r + mu);
-    // P(0) = (r / (r + mu))^r, P(k+1) = P(k) (k + r) / (k + 1) q.
-    let mut pk = (r * (1.0 - q).ln()).exp();
+    // P(0) = (r / (r + mu))^r, P(k+1) = P(k) (k + r) / (k + 1) q — in logarithms, as the
+    // first terms of a large mean underflow.
+    let mut log_pk = r * (1.0 - q).ln();
+    let log_q = q.ln();
     let mut below = 0.0;
     let mut k = 0.0f64;
     // Enough terms to pass any p: far into the tail.
     let limit = mu + 50.0 * (mu + dispersion * mu * mu).sqrt() + 50.0;
     while k <= limit {
+        let pk = log_pk.exp();
         if below + pk >= p {
             let frac = if pk > 0.0 { (p - below) / pk } else { 0.5 };
             return (k - 0.5 + frac).max(0.0);
         }
         below += pk;
-        pk *= (k + r) / (k + 1.0) * q;
+        log_pk += ((k + r) / (k + 1.0)).ln() + log_q;
         k += 1.0;
     }
-    k
+    // Rounding left the sum short of p: the tail's end.
+    mu + 50.0 * (mu + dispersion * mu * mu).sqrt()
 }
 
 #[cfg(test)]
@@ -309,6 +313,18 @@ mod tests {
         let lo = nb_mid_quantile(10_000.0, 0.01, 0.1);
         let hi = nb_mid_quantile(10_000.0, 0.01, 0.9);
         assert!(lo < 10_000.0 && hi > 10_000.0 && (hi - 10_000.0 - (10_000.0 - lo)).abs() < 1.0);
+        // A large mean with little dispersion (Poisson-like): P(0) underflows, the
+        // quantiles are still around the mean.
+        for mu in [800.0, 3_000.0, 4_900.0] {
+            let (lo, med, hi) = (
+                nb_mid_quantile(mu, 1e-4, 0.1),
+                nb_mid_quantile(mu, 1e-4, 0.5),
+                nb_mid_quantile(mu, 1e-4, 0.9),
+            );
+            let sd = (mu + 1e-4 * mu * mu).sqrt();
+            assert!((med - mu).abs() < 2.0, "{mu}: {med}");
+            assert!((hi - mu - 1.2816 * sd).abs() < 2.0 && (mu - lo - 1.2816 * sd).abs() < 2.0);
+        }
         // Monotone in p on a small mean.
         let qs: Vec<f64> = (1..10).map(|i| nb_mid_quantile(3.0, 0.5, i as f64 / 10.0)).collect();
         assert!(qs.windows(2).all(|w| w[0] <= w[1]), "{qs:?}");
