@@ -274,7 +274,7 @@ pub fn nb_mid_quantile(mu: f64, dispersion: f64, p: f64) -> f64 {
         // Summing the terms gets long: a log-normal with the same mean and variance keeps
         // the skew (a normal would put the median at the mean).
         let s2 = (1.0 + (mu + dispersion * mu * mu) / (mu * mu)).ln();
-        let z = crate::forecast::z_for((2.0 * p - 1.0).abs()).copysign(p - 0.5);
+        let z = crate::forecast::inverse_normal(p);
         return (mu.ln() - s2 / 2.0 + z * s2.sqrt()).exp();
     }
     let r = 1.0 / dispersion.max(1e-9);

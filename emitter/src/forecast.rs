@@ -62,7 +62,8 @@ pub fn z_for(coverage: f64) -> f64 {
     inverse_normal(p)
 }
 
-fn inverse_normal(p: f64) -> f64 {
+/// The standard normal quantile of `p` (the inverse CDF).
+pub(crate) fn inverse_normal(p: f64) -> f64 {
     const A: [f64; 6] = [
         -3.969_683_028_665_376e1,
         2.209_460_984_245_205e2,

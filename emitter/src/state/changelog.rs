@@ -132,13 +132,8 @@ impl<'a> Reader<'a> {
     }
 
     fn end8(&mut self, what: &'static str) -> Result<i64, String> {
-        if self.buf.len() < 8 {
-            return Err(format!("{what}: truncated"));
-        }
-        let (b, rest) = self.buf.split_at(8);
-        self.buf = rest;
         let mut a = [0u8; 8];
-        a.copy_from_slice(b);
+        a.copy_from_slice(self.take(8, what)?);
         Ok(i64::from_be_bytes(a))
     }
 
@@ -417,10 +412,8 @@ impl PartitionState {
                 for _ in 0..r.count("sources", 3).map_err(bad)? {
                     let id = r.i32("source").map_err(bad)?;
                     let clock = r.i("source clock").map_err(bad)?;
-                    let (&idle, rest) =
-                        r.buf.split_first().ok_or_else(|| bad("source idle: truncated".into()))?;
-                    r.buf = rest;
-                    sources.push((id, clock, idle != 0));
+                    let idle = r.take(1, "source idle").map_err(bad)?[0] != 0;
+                    sources.push((id, clock, idle));
                 }
                 r.done("meta").map_err(bad)?;
                 self.watermark = watermark;

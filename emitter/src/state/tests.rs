@@ -438,3 +438,34 @@ fn a_revision_never_publishes_the_delta_of_fewer_than_k_stores() {
     assert_eq!(rev.observed_units, 110, "every held change is in it");
     assert!(rev.recommended_units > first[0].recommended_units);
 }
+
+#[test]
+fn firm_only_inside_the_suppliers_frozen_time_fence() {
+    // The surge stream (3 days of history, full coverage: FIRM by data) with a lead time
+    // of two days: the horizon ends beyond the default 2-day fence.
+    let mut ws: Vec<_> = (1..=72).map(|i| win(0, T0 + i * H + 5 * H, 10, 3, 0)).collect();
+    ws.push(win(0, T0 + 78 * H, 90, 3, 0));
+    ws.push(tick(T0 + 78 * H + H / 2));
+    let mut it = item(100_000, 10);
+    it.lead_time_ms = 2 * DAY;
+    let cat = Catalog::of([it]);
+    let fenced = |supplier_frozen_ms: BTreeMap<String, i64>| {
+        let c = EmitConfig {
+            settle_ms: H / 2,
+            privacy_k: 1,
+            idle_advance_ms: 0,
+            supplier_frozen_ms,
+            ..EmitConfig::default()
+        };
+        let cfg = Arc::new(StateConfig::from_config(&c).expect("valid"));
+        let out = run(&mut PartitionState::new(cfg), &cat, &ws);
+        let surge = out.iter().find(|s| s.reason == PlanReason::Surge).cloned();
+        surge.expect("a surge")
+    };
+    let beyond = fenced(BTreeMap::new());
+    assert!(beyond.horizon_end - beyond.based_on_watermark > 2 * DAY, "{beyond:?}");
+    assert_eq!(beyond.firmness, Firmness::Planning, "outside the fence");
+    // The supplier's own, wider fence makes the same plan FIRM.
+    let wide = fenced(BTreeMap::from([("acme".to_string(), 4 * DAY)]));
+    assert_eq!(wide.firmness, Firmness::Firm, "inside acme's 4-day fence");
+}
