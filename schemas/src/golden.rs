@@ -104,6 +104,27 @@ pub fn vectors() -> Vec<Vector> {
         generated_at: T0 + 86_105_000,
         revision: 0,
         supersedes: None,
+        service_level: 0.9,
+        allocations: vec![
+            RegionAllocation {
+                region: "8731aa555ffffff".into(),
+                units: 3_250,
+                forecast_units: 3_180.5,
+                forecast_low: 2_870.0,
+                forecast_high: 3_530.25,
+                observed_units: 3_020,
+                contributing_stores: 22,
+            },
+            RegionAllocation {
+                region: "8731aa554ffffff".into(),
+                units: 2_250,
+                forecast_units: 2_222.0,
+                forecast_low: 2_000.25,
+                forecast_high: 2_460.5,
+                observed_units: 2_110,
+                contributing_stores: 15,
+            },
+        ],
     };
     let revision = PlanSignal {
         signal_id: "sig-77c0d2e41a9b3f08".into(),
@@ -114,6 +135,7 @@ pub fn vectors() -> Vec<Vector> {
         revision: 1,
         supersedes: Some("sig-3f9a1c0e7b2d4a51".into()),
         forecast_units: -0.0,
+        allocations: vec![],
         ..plan.clone()
     };
     let heartbeat = Heartbeat {

@@ -155,6 +155,8 @@ mod tests {
             generated_at: 0,
             revision: rev,
             supersedes: sup.map(Into::into),
+            service_level: 0.5,
+            allocations: vec![],
         }
     }
 

@@ -196,10 +196,32 @@ pub struct PlanSignal {
     pub revision: i32,
     #[serde(default)]
     pub supersedes: Option<String>,
+    /// The quantile of demand over lead time + horizon that `recommended_units` covers.
+    #[serde(default = "default_service_level")]
+    pub service_level: f64,
+    /// A warehouse plan's allocation per region (empty: a per-region plan of v1).
+    #[serde(default)]
+    pub allocations: Vec<RegionAllocation>,
+}
+
+/// The share of a warehouse plan that goes to one of its regions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegionAllocation {
+    pub region: String,
+    pub units: i64,
+    pub forecast_units: f64,
+    pub forecast_low: f64,
+    pub forecast_high: f64,
+    pub observed_units: i64,
+    pub contributing_stores: i32,
 }
 
 fn default_interval_coverage() -> f64 {
     0.8
+}
+
+fn default_service_level() -> f64 {
+    0.5
 }
 
 /// A store device saying it is online (`heartbeats.v1`).

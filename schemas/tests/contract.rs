@@ -89,6 +89,8 @@ prop_compose! {
         ints in proptest::collection::vec(any::<i32>(), 4), grids in proptest::collection::vec("[0-9a-f]{15}", 0..20),
         reason in prop_oneof![Just(PlanReason::Threshold), Just(PlanReason::Scheduled), Just(PlanReason::Surge), Just(PlanReason::Revision)],
         firm in any::<bool>(), supersedes in proptest::option::of("sig-[0-9a-f]{16}"),
+        level in any::<f64>(),
+        allocations in proptest::collection::vec(("[0-9a-f]{15}", any::<i64>(), any::<f64>(), any::<i64>(), any::<i32>()), 0..4),
     ) -> PlanSignal {
         PlanSignal {
             signal_id: ids[0].clone(), supplier_id: ids[1].clone(), factory_id: ids[2].clone(),
@@ -99,7 +101,10 @@ prop_compose! {
             firmness: if firm { Firmness::Firm } else { Firmness::Planning },
             contributing_grids: grids, contributing_stores: ints[0], stores_reporting: ints[1],
             stores_expected: ints[2], based_on_watermark: nums[6], generated_at: nums[7],
-            revision: ints[3], supersedes,
+            revision: ints[3], supersedes, service_level: level,
+            allocations: allocations.into_iter().map(|(region, units, f, observed_units, contributing_stores)| RegionAllocation {
+                region, units, forecast_units: f, forecast_low: f / 2.0, forecast_high: f * 2.0, observed_units, contributing_stores,
+            }).collect(),
         }
     }
 }

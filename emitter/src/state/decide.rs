@@ -328,6 +328,8 @@ pub(crate) fn decide_unit(
         generated_at: now,
         revision,
         supersedes,
+        service_level: 0.5,
+        allocations: vec![],
     };
     let grid_figures = &sku.grids;
     for m in &unit.members {

@@ -10,7 +10,7 @@
 from .book import Outcome, PlanBook, PlanKey
 from .codec import AvroCodec, DecodeError
 from .consumer import PlanConsumer, consumer_config, plan_topic
-from .plan import PlanSignal
+from .plan import PlanSignal, RegionAllocation
 
 __all__ = [
     "AvroCodec",
@@ -20,6 +20,7 @@ __all__ = [
     "PlanConsumer",
     "PlanKey",
     "PlanSignal",
+    "RegionAllocation",
     "consumer_config",
     "plan_topic",
 ]

@@ -13,6 +13,19 @@ CODEC = AvroCodec("PlanSignal")
 
 
 @dataclass(frozen=True)
+class RegionAllocation:
+    """The share of a warehouse plan that goes to one of its regions."""
+
+    region: str
+    units: int
+    forecast_units: float
+    forecast_low: float
+    forecast_high: float
+    observed_units: int
+    contributing_stores: int
+
+
+@dataclass(frozen=True)
 class PlanSignal:
     """One production-plan signal; times are UTC milliseconds."""
 
@@ -42,6 +55,10 @@ class PlanSignal:
     generated_at: int
     revision: int
     supersedes: Optional[str]
+    #: The quantile of demand over lead time + horizon the recommendation covers.
+    service_level: float = 0.5
+    #: A warehouse plan's allocation per region (empty for per-region plans of v1).
+    allocations: List[RegionAllocation] = dataclasses.field(default_factory=list)
 
     @classmethod
     def decode(cls, data: bytes, codec: AvroCodec = CODEC) -> "PlanSignal":
@@ -51,7 +68,14 @@ class PlanSignal:
     @classmethod
     def from_dict(cls, value: Dict[str, Any]) -> "PlanSignal":
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in value.items() if k in names})
+        fields = {k: v for k, v in value.items() if k in names}
+        if "allocations" in fields:
+            known = {f.name for f in dataclasses.fields(RegionAllocation)}
+            fields["allocations"] = [
+                RegionAllocation(**{k: v for k, v in a.items() if k in known})
+                for a in fields["allocations"]
+            ]
+        return cls(**fields)
 
     def to_json(self) -> Dict[str, Any]:
         """The shared JSON form (as in schemas/testdata)."""

@@ -38,7 +38,19 @@ public record PlanSignal(
     long basedOnWatermark,
     long generatedAt,
     int revision,
-    String supersedes) {
+    String supersedes,
+    double serviceLevel,
+    List<Allocation> allocations) {
+
+  /** The share of a warehouse plan that goes to one of its regions. */
+  public record Allocation(
+      String region,
+      long units,
+      double forecastUnits,
+      double forecastLow,
+      double forecastHigh,
+      long observedUnits,
+      int contributingStores) {}
 
   /** Why the signal was emitted. */
   public enum Reason {
@@ -68,6 +80,18 @@ public record PlanSignal(
     for (Object g : (Iterable<?>) r.get("contributing_grids")) {
       grids.add(g.toString());
     }
+    List<Allocation> allocations = new ArrayList<>();
+    for (Object o : (Iterable<?>) r.get("allocations")) {
+      GenericRecord a = (GenericRecord) o;
+      allocations.add(new Allocation(
+          str(a.get("region")),
+          (Long) a.get("units"),
+          (Double) a.get("forecast_units"),
+          (Double) a.get("forecast_low"),
+          (Double) a.get("forecast_high"),
+          (Long) a.get("observed_units"),
+          (Integer) a.get("contributing_stores")));
+    }
     return new PlanSignal(
         str(r.get("signal_id")),
         str(r.get("supplier_id")),
@@ -94,7 +118,9 @@ public record PlanSignal(
         (Long) r.get("based_on_watermark"),
         (Long) r.get("generated_at"),
         (Integer) r.get("revision"),
-        str(r.get("supersedes")));
+        str(r.get("supersedes")),
+        (Double) r.get("service_level"),
+        List.copyOf(allocations));
   }
 
   /** As a record of the current PlanSignal schema. */
@@ -129,6 +155,21 @@ public record PlanSignal(
     r.put("generated_at", generatedAt);
     r.put("revision", revision);
     r.put("supersedes", supersedes);
+    r.put("service_level", serviceLevel);
+    Schema allocationsSchema = s.getField("allocations").schema();
+    List<GenericRecord> regions = new ArrayList<>();
+    for (Allocation a : allocations) {
+      GenericData.Record x = new GenericData.Record(allocationsSchema.getElementType());
+      x.put("region", a.region());
+      x.put("units", a.units());
+      x.put("forecast_units", a.forecastUnits());
+      x.put("forecast_low", a.forecastLow());
+      x.put("forecast_high", a.forecastHigh());
+      x.put("observed_units", a.observedUnits());
+      x.put("contributing_stores", a.contributingStores());
+      regions.add(x);
+    }
+    r.put("allocations", new GenericData.Array<>(allocationsSchema, regions));
     return r;
   }
 
