@@ -65,6 +65,17 @@ pub struct EmitConfig {
     pub frozen_ms: i64,
     /// Per supplier id, its own fence (overrides `frozen_ms`).
     pub supplier_frozen_ms: std::collections::BTreeMap<String, i64>,
+    /// The probability that a warehouse's demand over the lead time and the horizon stays
+    /// within the recommendation (before rounding): the forecast quantile it is taken at.
+    pub service_level: f64,
+    /// Per supplier id, its own service level (overrides `service_level`).
+    pub supplier_service_level: std::collections::BTreeMap<String, f64>,
+    /// Dominance rule: no single store may account for more than this share of a
+    /// published figure (bounded from the per-grid figures); 1 disables.
+    pub dominance_share: f64,
+    /// A warehouse plan allocates to at most this many regions: beyond, its regions are
+    /// coarsened (H3 parents) until they fit.
+    pub max_allocations: usize,
     /// How long plans stay revisable and per-grid details are kept (must exceed the
     /// aggregator's allowed lateness).
     pub revision_retention_ms: i64,
@@ -106,6 +117,10 @@ impl Default for EmitConfig {
             firm_coverage: 0.8,
             frozen_ms: 2 * 86_400_000,
             supplier_frozen_ms: std::collections::BTreeMap::new(),
+            service_level: 0.9,
+            supplier_service_level: std::collections::BTreeMap::new(),
+            dominance_share: 0.5,
+            max_allocations: 64,
             revision_retention_ms: 3 * 3_600_000,
             idle_advance_ms: 600_000,
             source_idle_ms: 300_000,
@@ -196,6 +211,19 @@ impl EmitConfig {
         if self.frozen_ms < 0 || self.supplier_frozen_ms.values().any(|f| *f < 0) {
             return bad("frozen_ms", "must be >= 0 (also each supplier_frozen_ms)");
         }
+        let level = |l: &f64| *l > 0.0 && *l < 1.0;
+        if !level(&self.service_level) || !self.supplier_service_level.values().all(level) {
+            return bad(
+                "service_level",
+                "must be within (0, 1) (also each supplier_service_level)",
+            );
+        }
+        if !(self.dominance_share > 0.0 && self.dominance_share <= 1.0) {
+            return bad("dominance_share", "must be within (0, 1] (1 disables the rule)");
+        }
+        if !(1..=1_000).contains(&self.max_allocations) {
+            return bad("max_allocations", "must be within 1..=1000");
+        }
         if self.revision_retention_ms < self.bucket_ms {
             return bad("revision_retention_ms", "must be at least bucket_ms");
         }
@@ -236,5 +264,10 @@ mod tests {
         assert_eq!(c.validate().expect_err("res").setting, "min_region_resolution");
         let c = EmitConfig { alpha: 1.0, ..EmitConfig::default() };
         assert_eq!(c.validate().expect_err("alpha").setting, "alpha");
+        let mut c = EmitConfig::default();
+        c.supplier_service_level.insert("dairy-east".into(), 1.0);
+        assert_eq!(c.validate().expect_err("level").setting, "service_level");
+        let c = EmitConfig { dominance_share: 0.0, ..EmitConfig::default() };
+        assert_eq!(c.validate().expect_err("share").setting, "dominance_share");
     }
 }

@@ -1,22 +1,27 @@
 //! The emitter's changelog: one small binary record per changed unit of state, written at
 //! every flush for what changed and read back on restore.
 //!
-//! # Format 2 (current)
-//! Every value starts with the format byte `2`; integers are zig-zag LEB128 varints,
+//! # Format 3 (current)
+//! Every value starts with the format byte `3`; integers are zig-zag LEB128 varints,
 //! strings a varint length and UTF-8 bytes; window ends in keys are 8 bytes big-endian.
 //!
 //! | key | value |
 //! |---|---|
 //! | `M` | the clock: watermark, completed, then per source: id, clock, idle |
-//! | `C` sku cell | a (warehouse, region) cell: warehouse, region, series end and length, accumulation (units, from, to, stores per grid) |
+//! | `C` sku cell | a (warehouse, region) cell: warehouse, region, series end and length, accumulation (units, from, to, stores per grid), then per grid of the accumulation the bound on its largest store's units |
 //! | `B` sku cell end | the cell's net units in the bucket ending at `end` (absent: 0) |
 //! | `G` sku grid end | a grid's figures in one bucket: net, stores, reporting, expected, last event |
-//! | `P` sku root | a revisable plan: first rule, basis, stores behind unpublished changes, members, its latest `PlanSignal` (Avro single-object), and the prior it was forecast with (flag, then f64 LE) |
+//! | `P` sku root | a revisable plan: first rule, basis, stores behind unpublished changes, members (a per-region plan's cells; none for a warehouse plan, whose groups are its allocations' regions), its latest `PlanSignal` (Avro single-object), and the prior it was forecast with (flag, then f64 LE) |
 //!
-//! A tombstone deletes. A popular SKU's state is thus spread over records of at most a
-//! few kilobytes (a plan names the grids of one privacy unit); none grows with the number
-//! of grids. Records of one SKU may come back in any order: [`Restoring`] gathers them and
+//! A tombstone deletes. A popular SKU's state is thus spread over records of a few
+//! kilobytes: a warehouse plan names its groups (at most `max_allocations`), never its
+//! grids or cells. Records of one SKU may come back in any order: [`Restoring`] gathers them and
 //! [`PartitionState::restored`] assembles the SKUs.
+//!
+//! # Format 2 (read only)
+//! The same records without the cells' store bounds (read as none); its plans are
+//! per-region plans (one group: their members). The next change of a unit rewrites it in
+//! format 3.
 //!
 //! # Format 1 (read only)
 //! The first emitter wrote the whole SKU as JSON under `s/<sku>` and the clock as JSON
@@ -31,7 +36,10 @@ use super::PartitionState;
 use super::model::{CellState, GridBucket, Meta, Plan, SkuState};
 
 /// The format byte that starts every value.
-pub(crate) const FORMAT: u8 = 2;
+pub(crate) const FORMAT: u8 = 3;
+
+/// The previous format byte, still read.
+const FORMAT_2: u8 = 2;
 
 /// A changelog record could not be read back.
 #[derive(Debug, thiserror::Error)]
@@ -214,11 +222,14 @@ fn cell_value(c: &CellState) -> Vec<u8> {
         put_s(&mut v, g);
         put_i(&mut v, i64::from(*n));
     }
+    for g in c.acc_stores.keys() {
+        put_i(&mut v, c.acc_top.get(g).copied().unwrap_or(0));
+    }
     v
 }
 
 /// A cell as its record says, with the series' length to fill from bucket records.
-fn read_cell(r: &mut Reader<'_>, history: usize) -> Result<(CellState, usize), String> {
+fn read_cell(r: &mut Reader<'_>, history: usize, format: u8) -> Result<(CellState, usize), String> {
     let mut c = CellState::new(&r.s("warehouse")?, r.s("region")?);
     c.series_end = r.i("series_end")?;
     let len = usize::try_from(r.u("series length")?).map_err(|_| "series length: too long")?;
@@ -231,6 +242,11 @@ fn read_cell(r: &mut Reader<'_>, history: usize) -> Result<(CellState, usize), S
     for _ in 0..r.count("acc_stores", 2)? {
         let g = r.s("acc_stores grid")?;
         c.acc_stores.insert(g, r.i32("acc_stores stores")?);
+    }
+    if format != FORMAT_2 {
+        for g in c.acc_stores.keys() {
+            c.acc_top.insert(g.clone(), r.i("acc_top")?);
+        }
     }
     r.done("cell")?;
     Ok((c, len))
@@ -306,7 +322,8 @@ fn read_plan(r: &mut Reader<'_>, root: String, codec: &Codec) -> Result<Plan, St
     let basis_from = r.i("basis_from")?;
     let basis_to = r.i("basis_to")?;
     let pending_stores = r.i32("pending_stores")?;
-    let members = (0..r.count("members", 1)?).map(|_| r.s("member")).collect::<Result<_, _>>()?;
+    let members: Vec<String> =
+        (0..r.count("members", 1)?).map(|_| r.s("member")).collect::<Result<_, _>>()?;
     let signal: PlanSignal =
         codec.decode(r.bytes("signal")?).map_err(|e| format!("signal: {e}"))?;
     let prior = match r.take(1, "prior")?[0] {
@@ -328,7 +345,9 @@ fn read_plan(r: &mut Reader<'_>, root: String, codec: &Codec) -> Result<Plan, St
         b => return Err(format!("prior: flag {b}")),
     };
     r.done("plan")?;
-    Ok(Plan { root, signal, base_reason, members, basis_from, basis_to, prior, pending_stores })
+    let plan =
+        Plan { root, signal, base_reason, members, basis_from, basis_to, prior, pending_stores };
+    Ok(plan)
 }
 
 impl PartitionState {
@@ -398,7 +417,7 @@ impl PartitionState {
             return Ok(());
         };
         let (&format, rest) = value.split_first().ok_or_else(|| bad("empty value".into()))?;
-        if format != FORMAT {
+        if format != FORMAT && format != FORMAT_2 {
             return Err(RestoreError::Format { key: shown(), format });
         }
         let mut r = Reader { buf: rest };
@@ -423,7 +442,7 @@ impl PartitionState {
                 }
             }
             Dirty::Cell(s, c) => {
-                let cell = read_cell(&mut r, history).map_err(bad)?;
+                let cell = read_cell(&mut r, history, format).map_err(bad)?;
                 rs.cells.insert((s, c), cell);
             }
             Dirty::Bucket(s, c, end) => {

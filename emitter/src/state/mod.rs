@@ -44,6 +44,7 @@ mod decide;
 mod model;
 #[cfg(test)]
 mod tests;
+mod warehouse;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -61,9 +62,10 @@ use crate::forecast;
 pub use changelog::RestoreError;
 use changelog::{Dirty, DirtySet, Restoring};
 use clock::Clock;
-use decide::{align_down, decide_unit, privacy_merge, revise};
+use decide::align_down;
 pub use decide::{recommend, signal_id};
 use model::{CellState, GridBucket, SkuState};
+use warehouse::{Revised, decide_warehouse, revise};
 
 /// The settings the state machine uses.
 #[derive(Debug, Clone)]
@@ -87,12 +89,25 @@ pub struct StateConfig {
     pub frozen: i64,
     /// Per supplier, its own fence.
     pub supplier_frozen: BTreeMap<String, i64>,
+    /// The quantile of demand over lead time + horizon a recommendation covers.
+    pub service_level: f64,
+    /// Per supplier, its own service level.
+    pub supplier_service_level: BTreeMap<String, f64>,
+    /// No store above this share of a published figure.
+    pub dominance: f64,
+    /// Regions of one warehouse plan at most (coarser beyond).
+    pub max_allocations: usize,
 }
 
 impl StateConfig {
     /// The frozen time fence of `supplier`.
     pub fn frozen_for(&self, supplier: &str) -> i64 {
         self.supplier_frozen.get(supplier).copied().unwrap_or(self.frozen)
+    }
+
+    /// The service level of `supplier`.
+    pub fn service_level_for(&self, supplier: &str) -> f64 {
+        self.supplier_service_level.get(supplier).copied().unwrap_or(self.service_level)
     }
 }
 
@@ -121,6 +136,10 @@ impl StateConfig {
             source_idle: c.source_idle_ms,
             frozen: c.frozen_ms,
             supplier_frozen: c.supplier_frozen_ms.clone(),
+            service_level: c.service_level,
+            supplier_service_level: c.supplier_service_level.clone(),
+            dominance: c.dominance_share,
+            max_allocations: c.max_allocations,
         })
     }
 }
@@ -411,6 +430,8 @@ impl PartitionState {
                 (0, 0)
             }
         };
+        let top_delta = model::top_bound(w.net_units, w.distinct_stores)
+            - if old_stores == 0 && old == 0 { 0 } else { model::top_bound(old, old_stores) };
         // The stores behind this change, a lower bound: a grid new to the bucket brings
         // all its stores; a correction at least one.
         let changed_stores = if old_stores == 0 {
@@ -433,18 +454,17 @@ impl PartitionState {
             cell.acc_units += delta;
             let s = cell.acc_stores.entry(w.grid_id.clone()).or_default();
             *s = (*s).max(w.distinct_stores);
+            *cell.acc_top.entry(w.grid_id.clone()).or_default() += top_delta;
             cell.acc_to = cell.acc_to.max(end);
             return if w.revision > 0 { Outcome::Revised } else { Outcome::Applied };
         }
         // The bucket is in the basis of a plan already sent: revise it.
-        let Some(idx) = sku
-            .plans
-            .iter()
-            .rposition(|p| p.members.contains(&key) && p.basis_from < end && end <= p.basis_to)
-        else {
+        let Some(idx) = sku.plans.iter().rposition(|p| {
+            p.basis_from < end && end <= p.basis_to && warehouse::covers(p, &key, cell)
+        }) else {
             return Outcome::TooOld;
         };
-        sku.plans[idx].signal.observed_units += delta;
+        warehouse::add_late(&mut sku.plans[idx], cell, delta);
         sku.plans[idx].pending_stores =
             sku.plans[idx].pending_stores.saturating_add(changed_stores);
         self.dirty.insert(Dirty::Plan(w.sku.clone(), sku.plans[idx].root.clone()));
@@ -454,13 +474,13 @@ impl PartitionState {
             before.revision == 0 && before.firmness == nearfield_schemas::Firmness::Firm,
         );
         match revise(sku, idx, &item, &cfg, now) {
-            decide::Revised::Sent(sig) => {
+            Revised::Sent(sig) => {
                 self.tally.revision_units += sig.recommended_units.abs_diff(units);
                 self.tally.firm_plans_revised += u64::from(first_of_firm);
                 self.signals.push(*sig);
             }
-            decide::Revised::Held => self.tally.revisions_held += 1,
-            decide::Revised::Absorbed => self.tally.revisions_absorbed += 1,
+            Revised::Held => self.tally.revisions_held += 1,
+            Revised::Absorbed => self.tally.revisions_absorbed += 1,
         }
         Outcome::Revised
     }
@@ -495,48 +515,28 @@ impl PartitionState {
                 continue;
             }
             let Some(item) = side.catalog.get(sku_id) else { continue };
-            let mut by_warehouse: BTreeMap<String, Vec<(CellIndex, String, i32)>> = BTreeMap::new();
-            for (key, c) in &sku.cells {
-                if c.acc_stores.is_empty() {
-                    continue;
-                }
-                let Ok(region) = c.region.parse::<CellIndex>() else { continue };
-                by_warehouse.entry(c.warehouse.clone()).or_default().push((
-                    region,
-                    key.clone(),
-                    c.acc_stores.values().sum(),
-                ));
-            }
+            let warehouses: BTreeSet<String> = sku
+                .cells
+                .values()
+                .filter(|c| !c.acc_stores.is_empty())
+                .map(|c| c.warehouse.clone())
+                .collect();
             let prior = decide::sku_prior(sku, end, &cfg);
-            for (warehouse, cands) in by_warehouse {
-                let (units, suppressed) = privacy_merge(cands, cfg.k, cfg.min_region_res);
-                for unit in units {
-                    let how =
-                        decide::Basis { end, now, coverage: side.coverage, prior: prior.as_ref() };
-                    if let Some(sig) =
-                        decide_unit(sku, &unit, &warehouse, how, &item, &cfg, &mut self.tally)
-                    {
-                        let root =
-                            sku.plans.iter().rev().find(|p| p.signal.signal_id == sig.signal_id);
-                        let root = root.map_or_else(|| sig.signal_id.clone(), |p| p.root.clone());
-                        self.dirty.insert(Dirty::Plan(sku_id.clone(), root));
-                        for m in &unit.members {
-                            self.dirty.insert(Dirty::Cell(sku_id.clone(), m.clone()));
-                        }
-                        self.signals.push(sig);
-                    }
+            for warehouse in warehouses {
+                let how =
+                    decide::Basis { end, now, coverage: side.coverage, prior: prior.as_ref() };
+                let Some((sig, touched)) =
+                    decide_warehouse(sku, &warehouse, how, &item, &cfg, &mut self.tally)
+                else {
+                    continue;
+                };
+                let root = sku.plans.iter().rev().find(|p| p.signal.signal_id == sig.signal_id);
+                let root = root.map_or_else(|| sig.signal_id.clone(), |p| p.root.clone());
+                self.dirty.insert(Dirty::Plan(sku_id.clone(), root));
+                for m in touched {
+                    self.dirty.insert(Dirty::Cell(sku_id.clone(), m));
                 }
-                for unit in suppressed {
-                    let acc: i64 = unit
-                        .members
-                        .iter()
-                        .filter_map(|m| sku.cells.get(m))
-                        .map(|c| c.acc_units)
-                        .sum();
-                    if acc >= item.moq || end % cfg.schedule == 0 {
-                        self.tally.suppressed += 1;
-                    }
-                }
+                self.signals.push(sig);
             }
         }
     }

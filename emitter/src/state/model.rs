@@ -22,6 +22,16 @@ pub(crate) struct CellState {
     pub(crate) acc_to: i64,
     /// Distinct stores per grid (largest per-bucket count) in the accumulation.
     pub(crate) acc_stores: BTreeMap<String, i32>,
+    /// Per grid, a bound on one store's net units in the accumulation (the dominance
+    /// rule): the sum over its buckets of `top_bound`.
+    #[serde(default)]
+    pub(crate) acc_top: BTreeMap<String, i64>,
+}
+
+/// A bound on the net units of a grid's largest store in one bucket: what is left of
+/// `net` when every other store that sold sold one unit.
+pub(crate) fn top_bound(net: i64, stores: i32) -> i64 {
+    (net - i64::from(stores.max(1) - 1)).max(0)
 }
 
 impl CellState {
@@ -35,7 +45,13 @@ impl CellState {
             acc_from: i64::MIN,
             acc_to: i64::MIN,
             acc_stores: BTreeMap::new(),
+            acc_top: BTreeMap::new(),
         }
+    }
+
+    /// The largest of the grids' store bounds in the accumulation.
+    pub(crate) fn acc_top_max(&self) -> i64 {
+        self.acc_top.values().copied().max().unwrap_or(0)
     }
 
     pub(crate) fn series_start(&self, bucket: i64) -> i64 {
@@ -117,7 +133,8 @@ pub(crate) struct Plan {
     pub(crate) signal: PlanSignal,
     /// The rule that made the first signal.
     pub(crate) base_reason: PlanReason,
-    /// Cell keys rolled up into the plan.
+    /// Cell keys rolled up into a per-region plan of the previous release (a warehouse
+    /// plan's cells are those under its allocations' regions).
     pub(crate) members: Vec<String>,
     /// Buckets ending in (basis_from, basis_to] are the plan's observation basis.
     pub(crate) basis_from: i64,
@@ -130,7 +147,21 @@ pub(crate) struct Plan {
     pub(crate) pending_stores: i32,
 }
 
+/// A set of cells whose demand is published as one figure (an allocation): for a
+/// warehouse plan, the warehouse's cells whose finest group region contains them.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Group {
+    pub(crate) region: String,
+    pub(crate) members: Vec<String>,
+}
+
 impl Plan {
+    /// Whether this is a warehouse plan (its region is the warehouse, its regions are in
+    /// the allocations) rather than a per-region plan of the previous release.
+    pub(crate) fn is_warehouse_plan(&self) -> bool {
+        self.signal.warehouse_id.as_deref() == Some(self.signal.region.as_str())
+    }
+
     /// The id of the plan's first signal, recomputed from the latest one.
     pub(crate) fn root_id(&self) -> String {
         let s = &self.signal;

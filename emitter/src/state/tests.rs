@@ -11,8 +11,14 @@ const DAY: i64 = 24 * H;
 pub(super) const T0: i64 = 1_764_547_200_000;
 
 pub(super) fn cfg(k: i32) -> Arc<StateConfig> {
-    let c =
-        EmitConfig { settle_ms: H / 2, privacy_k: k, idle_advance_ms: 0, ..EmitConfig::default() };
+    // The dominance rule has tests of its own.
+    let c = EmitConfig {
+        settle_ms: H / 2,
+        privacy_k: k,
+        idle_advance_ms: 0,
+        dominance_share: 1.0,
+        ..EmitConfig::default()
+    };
     Arc::new(StateConfig::from_config(&c).expect("valid"))
 }
 
@@ -117,9 +123,17 @@ fn threshold_fires_when_accumulated_demand_reaches_the_moq() {
     // of history (the median of a skewed count distribution sits below its mean).
     assert!(s.forecast_low < 240.0 && 240.0 < s.forecast_high, "{s:?}");
     assert!((150.0..240.0).contains(&s.forecast_units), "{s:?}");
-    assert_eq!(s.recommended_units, recommend(s.forecast_units, 50, 24));
+    // What to make covers the day at the 0.9 service level: above the median.
+    assert_eq!(s.service_level, 0.9);
+    assert!(s.recommended_units as f64 > s.forecast_units, "{s:?}");
     assert_eq!(s.supplier_id, "acme");
-    assert_eq!(s.contributing_grids, vec![grid(0)]);
+    // One warehouse plan, its one region allocated everything.
+    assert_eq!((s.region.as_str(), s.warehouse_id.as_deref()), ("wh-1", Some("wh-1")));
+    let region = grid(0).parse::<CellIndex>().expect("cell").parent(Resolution::Seven);
+    assert_eq!(s.contributing_grids, vec![region.expect("parent").to_string()]);
+    assert_eq!(s.allocations.len(), 1);
+    assert_eq!(s.allocations[0].units, s.recommended_units);
+    assert_eq!(s.allocations[0].observed_units, 50);
     assert_eq!(s.firmness, Firmness::Planning, "less than a season of history");
     assert_eq!(s.horizon_start, T0 + DAY, "next aligned day");
     // The accumulation starts again after the plan.
@@ -173,13 +187,13 @@ fn thin_regions_merge_into_their_parent_or_are_suppressed() {
         &[win(0, T0 + H, 6, 1, 0), win(2, T0 + H, 6, 1, 0), tick(T0 + H + H / 2)],
     );
     assert_eq!(out.len(), 1, "{out:#?}");
-    let region: CellIndex = out[0].region.parse().expect("cell");
+    assert_eq!(out[0].allocations.len(), 1, "{out:#?}");
+    let region: CellIndex = out[0].allocations[0].region.parse().expect("cell");
     assert_eq!(region.resolution(), Resolution::Six);
     assert_eq!(out[0].contributing_stores, 2);
+    assert_eq!(out[0].allocations[0].contributing_stores, 2);
     assert_eq!(out[0].observed_units, 12);
-    let mut grids = vec![grid(0), grid(2)];
-    grids.sort();
-    assert_eq!(out[0].contributing_grids, grids);
+    assert_eq!(out[0].contributing_grids, vec![region.to_string()]);
     // With k = 3 nothing reaches the floor, even at resolution 5: suppressed.
     let mut st = PartitionState::new(cfg(3));
     let out = run(
@@ -193,7 +207,7 @@ fn thin_regions_merge_into_their_parent_or_are_suppressed() {
     let mut st = PartitionState::new(cfg(2));
     let out = run(&mut st, &cat, &[win(0, T0 + H, 12, 2, 0), tick(T0 + H + H / 2)]);
     assert_eq!(out.len(), 1);
-    let region: CellIndex = out[0].region.parse().expect("cell");
+    let region: CellIndex = out[0].allocations[0].region.parse().expect("cell");
     assert_eq!(region.resolution(), Resolution::Seven);
 }
 
@@ -204,8 +218,8 @@ fn late_data_that_changes_a_plan_revises_it() {
     let out = run(&mut st, &cat, &[win(0, T0 + H, 25, 2, 0), tick(T0 + H + H / 2)]);
     assert_eq!(out.len(), 1);
     let first = out[0].clone();
-    // 25 an hour for a day: 600 expected, rounded up to the batch of 1000.
-    assert_eq!(first.recommended_units, 1000, "{first:?}");
+    // 25 an hour for a day: 600 expected; its 0.9 quantile, rounded up to the batch.
+    assert_eq!(first.recommended_units % 1000, 0, "{first:?}");
     // A late correction of the same bucket that keeps the recommendation: absorbed.
     let out = run(&mut st, &cat, &[win(0, T0 + H, 27, 2, 1)]);
     assert!(out.is_empty(), "{out:#?}");
@@ -218,10 +232,13 @@ fn late_data_that_changes_a_plan_revises_it() {
     assert_eq!(rev.revision, 1);
     assert_eq!(rev.supersedes.as_deref(), Some(first.signal_id.as_str()));
     assert_eq!(rev.observed_units, 87);
-    assert_eq!(rev.recommended_units, 2000, "87 an hour: over 1000 a day → 2000; {rev:?}");
+    assert_eq!(rev.allocations[0].observed_units, 87);
+    assert!(rev.recommended_units > first.recommended_units, "87 an hour; {rev:?}");
+    assert_eq!(rev.allocations[0].units, rev.recommended_units);
     assert_ne!(rev.signal_id, first.signal_id);
-    // Churn: the revision moved 1000 units; a FIRM first plan counts as a FIRM plan revised.
-    assert_eq!(st.tally.revision_units, 1000);
+    // Churn: what the revision moved; a FIRM first plan counts as a FIRM plan revised.
+    let moved = rev.recommended_units - first.recommended_units;
+    assert_eq!(st.tally.revision_units, moved as u64);
     let firm = u64::from(first.firmness == Firmness::Firm);
     assert_eq!(st.tally.firm_plans_revised, firm);
 }
@@ -375,6 +392,7 @@ proptest::proptest! {
             settle_ms: H / 2,
             privacy_k: 1,
             idle_advance_ms: 0,
+            dominance_share: 1.0,
             schedule_ms: schedule_hours * H,
             ..EmitConfig::default()
         };
@@ -454,6 +472,7 @@ fn firm_only_inside_the_suppliers_frozen_time_fence() {
             settle_ms: H / 2,
             privacy_k: 1,
             idle_advance_ms: 0,
+            dominance_share: 1.0,
             supplier_frozen_ms,
             ..EmitConfig::default()
         };

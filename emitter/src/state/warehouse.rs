@@ -1,0 +1,616 @@
+//! The warehouse decision: one plan per (SKU, warehouse, horizon) whose quantity is
+//! rounded once to the supplier's MOQ and batch, and carries the allocation per region.
+//!
+//! - **Grouping**: the first decision for a horizon fixes its groups (the privacy merge
+//!   of the cells that sold: every group from at least `k` stores, none dominated by one
+//!   store); later decisions for the horizon keep them, and cells new to it form groups of
+//!   their own. A cell never moves between groups within a horizon, so two signals of it
+//!   cannot be differenced into one store's sales.
+//! - **Deltas**: a group publishes what it sold since the last decision only when that
+//!   change is itself publishable (≥ `k` stores, not dominated); otherwise the change stays
+//!   accumulated for a later decision.
+//! - **Quantity**: the warehouse's need is the service-level quantile of its demand over
+//!   the lead time and the horizon, less the median demand of the lead time (which the
+//!   previous horizon's plan covers); stock on hand, in transit or produced is not known
+//!   here and not subtracted. The rule that fired (THRESHOLD, SURGE, SCHEDULED) says when
+//!   a plan is made, not how much: every plan of a horizon is sized the same way, so a
+//!   revision moves only with the data. The need is rounded once; the allocation splits the rounded
+//!   units over the groups in proportion to their median forecasts (largest remainder),
+//!   so the allocations sum to `recommended_units`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use h3o::CellIndex;
+use nearfield_schemas::{Firmness, PlanReason, PlanSignal, RegionAllocation};
+
+use crate::catalog::Item;
+use crate::count_model::predict;
+use crate::forecast::{Forecast, Model};
+
+use super::decide::{
+    Basis, Unit, align_up, completeness, history, horizon_forecast, privacy_merge, recommend,
+    signal_id, unit_coverage, unit_series,
+};
+use super::model::{CellState, Group, Plan, SkuState};
+use super::{StateConfig, Tally};
+
+/// Whether a figure of `units` from `stores` stores, whose largest store is bounded by
+/// `top`, may be published: at least `k` stores and no store above the dominance share.
+pub(crate) fn publishable(stores: i32, units: i64, top: i64, cfg: &StateConfig) -> bool {
+    stores >= cfg.k
+        && (cfg.dominance >= 1.0 || units <= 0 || top as f64 <= cfg.dominance * units as f64)
+}
+
+/// The group of a warehouse's cell: the finest of `regions` containing its region.
+fn group_of(cell: &CellState, regions: &BTreeMap<CellIndex, usize>) -> Option<usize> {
+    let mut c = cell.region.parse::<CellIndex>().ok()?;
+    loop {
+        if let Some(i) = regions.get(&c) {
+            return Some(*i);
+        }
+        c = c.resolution().pred().and_then(|r| c.parent(r))?;
+    }
+}
+
+/// A plan's groups with their members now: a per-region plan of the previous release is
+/// one group (its members); a warehouse plan's groups are its allocations' regions, each
+/// with the warehouse's cells under it (finest region first).
+pub(crate) fn grouping(plan: &Plan, cells: &BTreeMap<String, CellState>) -> Vec<Group> {
+    if !plan.is_warehouse_plan() {
+        return vec![Group { region: plan.signal.region.clone(), members: plan.members.clone() }];
+    }
+    let mut groups: Vec<Group> = plan
+        .signal
+        .allocations
+        .iter()
+        .map(|a| Group { region: a.region.clone(), members: Vec::new() })
+        .collect();
+    let regions: BTreeMap<CellIndex, usize> = groups
+        .iter()
+        .enumerate()
+        .filter_map(|(i, g)| Some((g.region.parse::<CellIndex>().ok()?, i)))
+        .collect();
+    let warehouse = plan.signal.region.as_str();
+    for (k, c) in cells.iter().filter(|(_, c)| c.warehouse == warehouse) {
+        if let Some(i) = group_of(c, &regions) {
+            groups[i].members.push(k.clone());
+        }
+    }
+    groups
+}
+
+/// Whether `plan` covers the cell `key`.
+pub(crate) fn covers(plan: &Plan, key: &str, cell: &CellState) -> bool {
+    if !plan.is_warehouse_plan() {
+        return plan.members.iter().any(|m| m == key);
+    }
+    if plan.signal.region != cell.warehouse {
+        return false;
+    }
+    let regions: BTreeMap<CellIndex, usize> = plan
+        .signal
+        .allocations
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| Some((a.region.parse::<CellIndex>().ok()?, i)))
+        .collect();
+    group_of(cell, &regions).is_some()
+}
+
+/// Adds a late change of `delta` units in cell `cell` to plan `plan`'s figures.
+pub(crate) fn add_late(plan: &mut Plan, cell: &CellState, delta: i64) {
+    plan.signal.observed_units += delta;
+    if !plan.is_warehouse_plan() {
+        return;
+    }
+    let regions: BTreeMap<CellIndex, usize> = plan
+        .signal
+        .allocations
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| Some((a.region.parse::<CellIndex>().ok()?, i)))
+        .collect();
+    if let Some(i) = group_of(cell, &regions) {
+        plan.signal.allocations[i].observed_units += delta;
+    }
+}
+
+/// Coarsens `units` (merging those that share a parent) until at most `max` remain or
+/// they reach `min_res`.
+fn coarsen(mut units: Vec<Unit>, max: usize, min_res: h3o::Resolution) -> Vec<Unit> {
+    while units.len() > max {
+        let Some(res) = units.iter().map(|u| u.region.resolution()).max() else { break };
+        let Some(up) = res.pred().filter(|_| res > min_res) else { break };
+        let mut merged: BTreeMap<CellIndex, Unit> = BTreeMap::new();
+        for u in units {
+            let region = if u.region.resolution() == res {
+                u.region.parent(up).unwrap_or(u.region)
+            } else {
+                u.region
+            };
+            let e = merged.entry(region).or_insert_with(|| Unit {
+                region,
+                members: Vec::new(),
+                stores: 0,
+                units: 0,
+                top: 0,
+            });
+            e.members.extend(u.members);
+            e.stores += u.stores;
+            e.units += u.units;
+            e.top = e.top.max(u.top);
+        }
+        units = merged.into_values().collect();
+    }
+    units
+}
+
+/// The need for a warehouse: the `level` quantile of demand over `[end, horizon_end)` less
+/// the median demand over `[end, horizon_start)`.
+fn service_need(
+    series: &[f64],
+    (end, horizon_start, horizon_end): (i64, i64, i64),
+    level: f64,
+    cfg: &StateConfig,
+    prior: Option<&crate::count_model::Prior>,
+) -> f64 {
+    let h = history(series, end, cfg);
+    let b = |t: i64| t.div_euclid(cfg.bucket);
+    let upto = predict(&h, b(end), b(horizon_end), &[level], prior).quantiles[0];
+    let lead = if horizon_start > end {
+        predict(&h, b(end), b(horizon_start), &[0.5], prior).quantiles[0]
+    } else {
+        0.0
+    };
+    (upto - lead).max(0.0)
+}
+
+/// `total` split over `weights` in proportion (largest remainder; equal shares when the
+/// weights are not positive).
+pub(crate) fn allocate(total: i64, weights: &[f64]) -> Vec<i64> {
+    if weights.is_empty() {
+        return Vec::new();
+    }
+    let sum: f64 = weights.iter().filter(|w| w.is_finite() && **w > 0.0).sum();
+    let share = |w: f64| if sum > 0.0 { w.max(0.0) / sum } else { 1.0 / weights.len() as f64 };
+    let exact: Vec<f64> = weights.iter().map(|w| share(*w) * total as f64).collect();
+    let mut out: Vec<i64> = exact.iter().map(|x| x.floor() as i64).collect();
+    let mut left = total - out.iter().sum::<i64>();
+    let mut order: Vec<usize> = (0..weights.len()).collect();
+    order.sort_by(|a, b| {
+        (exact[*b] - exact[*b].floor()).total_cmp(&(exact[*a] - exact[*a].floor()))
+    });
+    for i in order.iter().cycle().take(weights.len() * 2) {
+        if left <= 0 {
+            break;
+        }
+        out[*i] += 1;
+        left -= 1;
+    }
+    out
+}
+
+/// One group's figures at a decision.
+struct GroupFigures {
+    series: Vec<f64>,
+    fc: Forecast,
+    /// Units sold since the group's last decision, when publishable (else 0, kept).
+    fresh: i64,
+    publish: bool,
+    stores: i32,
+}
+
+/// Sums series of different lengths aligned at their ends.
+fn sum_aligned<'a>(series: impl Iterator<Item = &'a Vec<f64>>) -> Vec<f64> {
+    let mut total: Vec<f64> = Vec::new();
+    for s in series {
+        if s.len() > total.len() {
+            let mut longer = vec![0.0; s.len() - total.len()];
+            longer.append(&mut total);
+            total = longer;
+        }
+        let off = total.len() - s.len();
+        for (i, v) in s.iter().enumerate() {
+            total[off + i] += v;
+        }
+    }
+    total
+}
+
+/// Decides (SKU, `warehouse`) at the completion of bucket `basis.end`; on a signal,
+/// records the plan, resets the published groups' accumulation, and returns the signal
+/// with the cells it touched.
+pub(crate) fn decide_warehouse(
+    sku: &mut SkuState,
+    warehouse: &str,
+    basis: Basis<'_>,
+    item: &Item,
+    cfg: &StateConfig,
+    tally: &mut Tally,
+) -> Option<(PlanSignal, Vec<String>)> {
+    let Basis { end, now, coverage, prior } = basis;
+    // The supplier's calendar: horizons of `horizon_ms` aligned to it (UTC), the first one
+    // a decision can target starts after the lead time, in whole buckets.
+    let lead = align_up(item.lead_time_ms.max(0), cfg.bucket);
+    let horizon_start = align_up(end + lead, cfg.horizon);
+    let horizon_end = horizon_start + cfg.horizon;
+    let current = sku.plans.iter().rposition(|p| {
+        p.is_warehouse_plan()
+            && p.signal.horizon_start == horizon_start
+            && p.signal.warehouse_id.as_deref() == Some(warehouse)
+    });
+    let mut groups = current.map(|i| grouping(&sku.plans[i], &sku.cells)).unwrap_or_default();
+    let grouped: BTreeSet<String> = groups.iter().flat_map(|g| g.members.clone()).collect();
+    let cands: Vec<_> = sku
+        .cells
+        .iter()
+        .filter(|(k, c)| {
+            c.warehouse == warehouse && !c.acc_stores.is_empty() && !grouped.contains(*k)
+        })
+        .filter_map(|(k, c)| {
+            let cell = c.region.parse::<CellIndex>().ok()?;
+            Some((
+                cell,
+                k.clone(),
+                c.acc_stores.values().sum::<i32>(),
+                c.acc_units,
+                c.acc_top_max(),
+            ))
+        })
+        .collect();
+    let (fresh, suppressed) = privacy_merge(cands, cfg);
+    let room = cfg.max_allocations.saturating_sub(groups.len()).max(1);
+    let fresh = coarsen(fresh, room, cfg.min_region_res);
+    groups.extend(
+        fresh.into_iter().map(|u| Group { region: u.region.to_string(), members: u.members }),
+    );
+    let would_fire = |units: i64| units >= item.moq || end % cfg.schedule == 0;
+    if !suppressed.is_empty() {
+        let held: i64 = suppressed.iter().map(|u| u.units).sum();
+        if would_fire(held) {
+            tally.suppressed += 1;
+        }
+    }
+    if groups.is_empty() {
+        return None;
+    }
+    let previous = current.map(|i| sku.plans[i].signal.allocations.clone()).unwrap_or_default();
+    let season = cfg.forecast.season;
+    let mut surge = false;
+    let mut figures = Vec::with_capacity(groups.len());
+    for (gi, g) in groups.iter().enumerate() {
+        let cells: Vec<&CellState> = g.members.iter().filter_map(|m| sku.cells.get(m)).collect();
+        let series = unit_series(sku, &g.members, end, cfg);
+        let units: i64 = cells.iter().map(|c| c.sum_between(c.acc_from, end, cfg.bucket)).sum();
+        // Stores and bounds cover the whole accumulation (later buckets too): judged
+        // against its units.
+        let stores: i32 = cells.iter().flat_map(|c| c.acc_stores.values()).sum();
+        let top = cells.iter().map(|c| c.acc_top_max()).max().unwrap_or(0);
+        let acc: i64 = cells.iter().map(|c| c.acc_units).sum();
+        let publish = stores > 0 && publishable(stores, acc, top, cfg);
+        let n = series.len();
+        // How the bucket that just completed compares with its one-step forecast.
+        if publish && n > season {
+            let f1 = Model::fit_best(&series[..n - 1], &cfg.forecast).horizon(1, 1);
+            let actual = series[n - 1];
+            tally.forecast_abs_errors.push((actual - f1.point).abs());
+            if f1.low <= actual && actual <= f1.high {
+                tally.forecast_hits += 1;
+            }
+            surge |= actual > f1.high
+                && actual >= cfg.surge_factor * f1.point
+                && actual >= cfg.surge_min_units as f64;
+        }
+        let fc = horizon_forecast(&series, (end, horizon_start, horizon_end), cfg, prior);
+        let before = previous.get(gi).map_or(0, |a| a.contributing_stores);
+        let stores = if publish { before.max(stores) } else { before };
+        figures.push(GroupFigures {
+            series,
+            fc,
+            fresh: if publish { units } else { 0 },
+            publish,
+            stores,
+        });
+    }
+    let observed_new: i64 = figures.iter().map(|f| f.fresh).sum();
+    let reason = if surge {
+        PlanReason::Surge
+    } else if observed_new >= item.moq {
+        PlanReason::Threshold
+    } else if end % cfg.schedule == 0 {
+        PlanReason::Scheduled
+    } else {
+        return None;
+    };
+    let span = (end, horizon_start, horizon_end);
+    let total = sum_aligned(figures.iter().map(|f| &f.series));
+    let fc = horizon_forecast(&total, span, cfg, prior);
+    let level = cfg.service_level_for(&item.supplier_id);
+    let need = service_need(&total, span, level, cfg, prior);
+    let observed = previous.iter().map(|a| a.observed_units).sum::<i64>() + observed_new;
+    let recommended = recommend(need, item.moq, item.batch_size);
+    let medians: Vec<f64> = figures.iter().map(|f| f.fc.point).collect();
+    let shares = allocate(recommended, &medians);
+    let allocations: Vec<RegionAllocation> = groups
+        .iter()
+        .zip(&figures)
+        .zip(shares)
+        .enumerate()
+        .map(|(gi, ((g, f), units))| RegionAllocation {
+            region: g.region.clone(),
+            units,
+            forecast_units: f.fc.point,
+            forecast_low: f.fc.low,
+            forecast_high: f.fc.high,
+            observed_units: previous.get(gi).map_or(0, |a| a.observed_units) + f.fresh,
+            contributing_stores: f.stores,
+        })
+        .collect();
+    // The basis: the published groups' completed buckets since their last decision.
+    let published: Vec<&Group> =
+        groups.iter().zip(&figures).filter(|(_, f)| f.publish).map(|(g, _)| g).collect();
+    let basis_cells: Vec<&CellState> =
+        published.iter().flat_map(|g| &g.members).filter_map(|m| sku.cells.get(m)).collect();
+    let mut basis_from = basis_cells.iter().map(|c| c.acc_from).min().unwrap_or(end);
+    // Completeness: every grid of the groups with figures in the basis.
+    let member_keys: BTreeSet<&String> = groups.iter().flat_map(|g| &g.members).collect();
+    let grids: Vec<String> = sku
+        .grids
+        .keys()
+        .filter(|g| {
+            let Ok(cell) = g.parse::<CellIndex>() else { return false };
+            let region = cell.parent(cfg.region_res).unwrap_or(cell);
+            member_keys.contains(&format!("{warehouse}|{region}"))
+        })
+        .cloned()
+        .collect();
+    if let Some(i) = current {
+        basis_from = basis_from.min(sku.plans[i].basis_from);
+    }
+    let (mut reporting, mut expected, last_event) = completeness(sku, &grids, basis_from, end);
+    if last_event != i64::MIN {
+        tally.latencies_ms.push(now - last_event);
+    }
+    let mut share = if expected > 0 { f64::from(reporting) / f64::from(expected) } else { 0.0 };
+    let all_cells: Vec<&CellState> =
+        groups.iter().flat_map(|g| &g.members).filter_map(|m| sku.cells.get(m)).collect();
+    // Coverage of the whole regions (silent grids too; stores holding unsent sales count
+    // as not settled) replaces the figures of the grids that sold, when it is known.
+    if let Some(f) = coverage.and_then(|c| unit_coverage(&all_cells, c, end)) {
+        tally.coverage_known += 1;
+        let int = |n: i64| i32::try_from(n.max(0)).unwrap_or(i32::MAX);
+        (reporting, expected, share) = (int(f.reporting), int(f.expected), f.settled_share());
+    } else if coverage.is_some() {
+        tally.coverage_unknown += 1;
+    }
+    // FIRM only inside the supplier's frozen time fence, from complete data (EDI 830).
+    let fenced = horizon_end - end <= cfg.frozen_for(&item.supplier_id);
+    let firmness = if fenced && share >= cfg.firm_coverage && total.len() >= season {
+        Firmness::Firm
+    } else {
+        Firmness::Planning
+    };
+    let (revision, supersedes) = match current.map(|i| &sku.plans[i]) {
+        Some(p) => (p.signal.revision + 1, Some(p.signal.signal_id.clone())),
+        None => (0, None),
+    };
+    let stores: i32 = figures.iter().map(|f| f.stores).sum();
+    let signal = PlanSignal {
+        signal_id: signal_id(
+            &item.supplier_id,
+            &item.sku,
+            warehouse,
+            warehouse,
+            horizon_start,
+            end,
+            reason,
+            revision,
+        ),
+        supplier_id: item.supplier_id.clone(),
+        factory_id: item.factory_id.clone(),
+        sku: item.sku.clone(),
+        warehouse_id: Some(warehouse.to_string()),
+        region: warehouse.to_string(),
+        horizon_start,
+        horizon_end,
+        observed_units: observed,
+        forecast_units: fc.point,
+        forecast_low: fc.low,
+        forecast_high: fc.high,
+        interval_coverage: cfg.forecast.coverage,
+        recommended_units: recommended,
+        moq: item.moq,
+        batch_size: item.batch_size,
+        reason,
+        firmness,
+        // The cells rolled up: the groups' regions (a warehouse's grids are unbounded).
+        contributing_grids: groups.iter().map(|g| g.region.clone()).collect(),
+        contributing_stores: stores,
+        stores_reporting: reporting,
+        stores_expected: expected,
+        based_on_watermark: end,
+        generated_at: now,
+        revision,
+        supersedes,
+        service_level: level,
+        allocations,
+    };
+    let touched: Vec<String> = published.iter().flat_map(|g| g.members.clone()).collect();
+    for m in &touched {
+        if let Some(c) = sku.cells.get_mut(m) {
+            consume(c, end, cfg.bucket, &sku.grids);
+        }
+    }
+    let plan = Plan {
+        root: signal.signal_id.clone(),
+        signal: signal.clone(),
+        base_reason: reason,
+        members: Vec::new(),
+        basis_from,
+        basis_to: end,
+        prior: prior.cloned(),
+        pending_stores: 0,
+    };
+    match current {
+        Some(i) => {
+            sku.plans[i] = Plan { root: sku.plans[i].root.clone(), ..plan };
+            tally.superseded += 1;
+        }
+        None => sku.plans.push(plan),
+    }
+    Some((signal, touched))
+}
+
+/// Resets a cell's accumulation after a decision at `end`: buckets after it (a faster
+/// aggregator partition's) stay, with their grids' stores and bounds.
+fn consume(
+    c: &mut CellState,
+    end: i64,
+    bucket: i64,
+    grids: &BTreeMap<String, Vec<super::model::GridBucket>>,
+) {
+    c.acc_units = c.sum_between(end, c.acc_to, bucket);
+    if c.acc_to <= end {
+        c.acc_stores.clear();
+        c.acc_top.clear();
+    } else {
+        let to = c.acc_to;
+        let later =
+            |g: &String| grids.get(g).map(|b| b.iter().filter(move |x| end < x.end && x.end <= to));
+        c.acc_stores = std::mem::take(&mut c.acc_stores)
+            .into_keys()
+            .filter_map(|g| {
+                let n = later(&g)?.map(|x| x.stores).max()?;
+                (n > 0).then_some((g, n))
+            })
+            .collect();
+        c.acc_top = c
+            .acc_stores
+            .keys()
+            .filter_map(|g| {
+                let t: i64 = later(g)?.map(|x| super::model::top_bound(x.net, x.stores)).sum();
+                Some((g.clone(), t))
+            })
+            .collect();
+    }
+    c.acc_from = end;
+    c.acc_to = c.acc_to.max(end);
+}
+
+/// What re-deciding a plan after late data came to.
+#[derive(Debug)]
+pub(crate) enum Revised {
+    /// A changed recommendation from at least `privacy_k` stores' changes: a REVISION.
+    Sent(Box<PlanSignal>),
+    /// A changed recommendation from fewer stores: held until more change (publishing it
+    /// would expose their delta).
+    Held,
+    /// The recommendation is as it was.
+    Absorbed,
+}
+
+/// Re-decides plan `idx` after late data; a changed recommendation is a REVISION once the
+/// changes behind it come from at least `privacy_k` stores.
+pub(crate) fn revise(
+    sku: &mut SkuState,
+    idx: usize,
+    item: &Item,
+    cfg: &StateConfig,
+    now: i64,
+) -> Revised {
+    let plan = &sku.plans[idx];
+    let end = plan.signal.based_on_watermark;
+    let span = (end, plan.signal.horizon_start, plan.signal.horizon_end);
+    let prior = plan.prior.as_ref();
+    let groups = grouping(plan, &sku.cells);
+    let series: Vec<Vec<f64>> =
+        groups.iter().map(|g| unit_series(sku, &g.members, end, cfg)).collect();
+    let total = sum_aligned(series.iter());
+    let fc = horizon_forecast(&total, span, cfg, prior);
+    let observed = plan.signal.observed_units;
+    let level = plan.signal.service_level;
+    let (rec, group_fc) = if plan.is_warehouse_plan() {
+        let need = service_need(&total, span, level, cfg, prior);
+        let per: Vec<Forecast> =
+            series.iter().map(|s| horizon_forecast(s, span, cfg, prior)).collect();
+        (recommend(need, item.moq, item.batch_size), per)
+    } else {
+        // A per-region plan of the previous release keeps its rules.
+        let need = match plan.base_reason {
+            PlanReason::Threshold | PlanReason::Surge => fc.point.max(observed as f64),
+            _ => fc.point,
+        };
+        (recommend(need, item.moq, item.batch_size), Vec::new())
+    };
+    if rec == plan.signal.recommended_units {
+        return Revised::Absorbed;
+    }
+    if plan.pending_stores < cfg.k {
+        return Revised::Held;
+    }
+    let plan = &mut sku.plans[idx];
+    plan.pending_stores = 0;
+    let old = plan.signal.signal_id.clone();
+    let s = &mut plan.signal;
+    s.revision += 1;
+    s.reason = PlanReason::Revision;
+    s.supersedes = Some(old);
+    s.forecast_units = fc.point;
+    s.forecast_low = fc.low;
+    s.forecast_high = fc.high;
+    s.recommended_units = rec;
+    s.moq = item.moq;
+    s.batch_size = item.batch_size;
+    s.generated_at = now;
+    if !group_fc.is_empty() {
+        let medians: Vec<f64> = group_fc.iter().map(|f| f.point).collect();
+        for ((a, f), units) in s.allocations.iter_mut().zip(&group_fc).zip(allocate(rec, &medians))
+        {
+            a.units = units;
+            a.forecast_units = f.point;
+            a.forecast_low = f.low;
+            a.forecast_high = f.high;
+        }
+    }
+    s.signal_id = signal_id(
+        &s.supplier_id,
+        &s.sku,
+        s.warehouse_id.as_deref().unwrap_or_default(),
+        &s.region,
+        s.horizon_start,
+        end,
+        PlanReason::Revision,
+        s.revision,
+    );
+    Revised::Sent(Box::new(s.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn allocation_sums_to_the_total_in_proportion() {
+        assert_eq!(allocate(100, &[3.0, 1.0]), vec![75, 25]);
+        assert_eq!(allocate(10, &[1.0, 1.0, 1.0]).iter().sum::<i64>(), 10);
+        assert_eq!(allocate(5, &[0.0, 0.0]), vec![3, 2]);
+        assert!(allocate(7, &[]).is_empty());
+    }
+
+    proptest! {
+        #[test]
+        fn allocations_always_sum_and_stay_within_one_unit_of_the_exact_share(
+            total in 0i64..100_000,
+            weights in proptest::collection::vec(0.0f64..1e4, 1..40),
+        ) {
+            let out = allocate(total, &weights);
+            prop_assert_eq!(out.iter().sum::<i64>(), total);
+            let sum: f64 = weights.iter().sum();
+            for (o, w) in out.iter().zip(&weights) {
+                let exact = if sum > 0.0 { w / sum * total as f64 } else { total as f64 / weights.len() as f64 };
+                prop_assert!((*o as f64 - exact).abs() < 1.0 + 1e-9, "{o} vs {exact}");
+            }
+        }
+    }
+}
