@@ -232,12 +232,28 @@ fn run(kill: bool) {
         assert_eq!(s.supplier_id, item.supplier_id);
         assert!(s.recommended_units >= item.moq && s.recommended_units % item.batch_size == 0);
         assert!(s.contributing_stores >= K, "{s:?}");
-        let region: CellIndex = s.region.parse().expect("region cell");
-        for g in &s.contributing_grids {
-            assert!(skus_with_windows.contains(&(s.sku.clone(), g.clone())), "no window for {g}");
-            let cell: CellIndex = g.parse().expect("grid");
-            assert_eq!(cell.parent(region.resolution()), Some(region), "{g} outside {}", s.region);
+        // One warehouse plan: rounded once, its units allocated over its regions, each
+        // region from at least k stores and holding grids that sold the SKU.
+        assert_eq!(Some(&s.region), s.warehouse_id.as_ref(), "{s:?}");
+        assert!(!s.allocations.is_empty(), "{s:?}");
+        let allocated: i64 = s.allocations.iter().map(|a| a.units).sum();
+        assert_eq!(allocated, s.recommended_units, "{s:?}");
+        for a in &s.allocations {
+            assert!(a.contributing_stores >= K, "{a:?} in {s:?}");
+            let region: CellIndex = a.region.parse().expect("region cell");
+            let sold_there = skus_with_windows.iter().any(|(sku, g)| {
+                let cell = g.parse::<CellIndex>().ok();
+                *sku == s.sku && cell.and_then(|c| c.parent(region.resolution())) == Some(region)
+            });
+            assert!(sold_there, "no window of {} under {}", s.sku, a.region);
         }
+    }
+    // At most one current plan (superseded by none) per (SKU, warehouse, horizon).
+    let superseded: HashSet<&String> = got.iter().filter_map(|s| s.supersedes.as_ref()).collect();
+    let mut current: HashSet<(String, String, i64)> = HashSet::new();
+    for s in got.iter().filter(|s| !superseded.contains(&s.signal_id)) {
+        let key = (s.sku.clone(), s.region.clone(), s.horizon_start);
+        assert!(current.insert(key), "two current plans for the key of {s:?}");
     }
     eprintln!(
         "e2e (kill: {kill}): {} events acknowledged, {} distinct windows, {} signals, all exact",

@@ -488,3 +488,57 @@ fn firm_only_inside_the_suppliers_frozen_time_fence() {
     let wide = fenced(BTreeMap::from([("acme".to_string(), 4 * DAY)]));
     assert_eq!(wide.firmness, Firmness::Firm, "inside acme's 4-day fence");
 }
+
+#[test]
+fn no_store_dominates_a_published_figure() {
+    let cat = Catalog::of([item(10, 1)]);
+    let c =
+        EmitConfig { settle_ms: H / 2, privacy_k: 2, idle_advance_ms: 0, ..EmitConfig::default() };
+    let ruled = Arc::new(StateConfig::from_config(&c).expect("valid"));
+    assert_eq!(ruled.dominance, 0.5, "the default share");
+    // Grids 0 and 2 (two res-7 regions under one res-6 parent), 20 units from 3 stores
+    // each: one store may hold up to 18 of a grid's 20, too much of either region alone;
+    // of both (40), at most 18: published together at resolution 6.
+    let mut st = PartitionState::new(Arc::clone(&ruled));
+    let ws = [win(0, T0 + H, 20, 3, 0), win(2, T0 + H, 20, 3, 0), tick(T0 + H + H / 2)];
+    let out = run(&mut st, &cat, &ws);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    let regions: Vec<CellIndex> =
+        out[0].allocations.iter().map(|a| a.region.parse().expect("cell")).collect();
+    assert_eq!(regions.iter().map(|r| r.resolution()).collect::<Vec<_>>(), [Resolution::Six]);
+    // Without the rule, each region is published alone.
+    let mut st = PartitionState::new(cfg(2));
+    let out = run(&mut st, &cat, &ws);
+    assert_eq!(out[0].allocations.len(), 2, "{out:#?}");
+    // One store that may hold 99 of 105 units: suppressed even at the coarsest region.
+    let mut st = PartitionState::new(Arc::clone(&ruled));
+    let ws = [win(0, T0 + H, 100, 2, 0), win(2, T0 + H, 5, 3, 0), tick(T0 + H + H / 2)];
+    assert!(run(&mut st, &cat, &ws).is_empty());
+    assert_eq!(st.tally.suppressed, 1);
+}
+
+#[test]
+fn a_groups_change_from_fewer_than_k_stores_waits_for_more() {
+    // k = 3: the first plan for tomorrow groups grids 0 and 1 (one region, 2 + 1 stores).
+    let cat = Catalog::of([item(10, 1)]);
+    let mut st = PartitionState::new(cfg(3));
+    let first = run(
+        &mut st,
+        &cat,
+        &[win(0, T0 + H, 20, 2, 0), win(1, T0 + H, 10, 1, 0), tick(T0 + H + H / 2)],
+    );
+    assert_eq!(first.len(), 1, "{first:#?}");
+    assert_eq!(first[0].observed_units, 30);
+    // The next hour only grid 1's one store sells, enough for the MOQ: publishing the
+    // group's new figure would publish that store's sales alone; it stays accumulated.
+    let out = run(&mut st, &cat, &[win(1, T0 + 2 * H, 15, 1, 0), tick(T0 + 2 * H + H / 2)]);
+    assert!(out.is_empty(), "{out:#?}");
+    // Another hour with grid 0's two stores: three stores behind the change, published
+    // with what waited, superseding the first plan of the horizon.
+    let out = run(&mut st, &cat, &[win(0, T0 + 3 * H, 12, 2, 0), tick(T0 + 3 * H + H / 2)]);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(out[0].supersedes.as_deref(), Some(first[0].signal_id.as_str()));
+    assert_eq!(out[0].observed_units, 30 + 15 + 12);
+    assert_eq!(out[0].allocations.len(), 1);
+    assert_eq!(out[0].allocations[0].region, first[0].allocations[0].region, "fixed grouping");
+}
