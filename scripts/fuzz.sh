@@ -29,14 +29,15 @@ for f in aggregator/testdata/changelog/*.bin; do
   { printf '\x07'; cat "$f"; } >"$corpus/seed-changelog-$(basename "$f")"
 done
 # Byte 8 selects the emitter's changelog decoder: a key-length byte, the key, the value;
-# seeded with every record of the format-2 golden and the format-1 (JSON) one.
+# seeded with every record of the format-3 and format-2 goldens and the format-1 (JSON) one.
 python3 - "$corpus" <<'PY'
 import json, sys
 corpus = sys.argv[1]
 seeds = []
-for line in open("emitter/testdata/changelog/format2.hex"):
-    k, v = line.split()
-    seeds.append((bytes.fromhex(k), b"\xff" if v == "-" else bytes.fromhex(v)))
+for name in ("format3.hex", "format2.hex"):
+    for line in open("emitter/testdata/changelog/" + name):
+        k, v = line.split()
+        seeds.append((bytes.fromhex(k), b"\xff" if v == "-" else bytes.fromhex(v)))
 for line in open("emitter/testdata/changelog/format1.jsonl"):
     r = json.loads(line)
     seeds.append((r["key"].encode(), b"\xff" if r["value"] is None else r["value"].encode()))

@@ -11,7 +11,7 @@
 //! | `C` sku cell | a (warehouse, region) cell: warehouse, region, series end and length, accumulation (units, from, to, stores per grid), then per grid of the accumulation the bound on its largest store's units |
 //! | `B` sku cell end | the cell's net units in the bucket ending at `end` (absent: 0) |
 //! | `G` sku grid end | a grid's figures in one bucket: net, stores, reporting, expected, last event |
-//! | `P` sku root | a revisable plan: first rule, basis, stores behind unpublished changes, members (a per-region plan's cells; none for a warehouse plan, whose groups are its allocations' regions), its latest `PlanSignal` (Avro single-object), and the prior it was forecast with (flag, then f64 LE) |
+//! | `P` sku root | a revisable plan: first rule, basis, stores behind unpublished changes, members (a per-region plan's cells; none for a warehouse plan, whose groups are its allocations' regions), its latest published `PlanSignal` (Avro single-object), the prior it was forecast with (flag, then f64 LE), and the late units held back per allocation (count, then each) |
 //!
 //! A tombstone deletes. A popular SKU's state is thus spread over records of a few
 //! kilobytes: a warehouse plan names its groups (at most `max_allocations`), never its
@@ -19,8 +19,8 @@
 //! [`PartitionState::restored`] assembles the SKUs.
 //!
 //! # Format 2 (read only)
-//! The same records without the cells' store bounds (read as none); its plans are
-//! per-region plans (one group: their members). The next change of a unit rewrites it in
+//! The same records without the cells' store bounds and the plans' held late units (read
+//! as none); its plans are per-region plans (one group: their members). The next change of a unit rewrites it in
 //! format 3.
 //!
 //! # Format 1 (read only)
@@ -308,10 +308,14 @@ fn plan_value(p: &Plan, codec: &Codec) -> Option<Vec<u8>> {
             }
         }
     }
+    put_u(&mut v, p.held.len() as u64);
+    for h in &p.held {
+        put_i(&mut v, *h);
+    }
     Some(v)
 }
 
-fn read_plan(r: &mut Reader<'_>, root: String, codec: &Codec) -> Result<Plan, String> {
+fn read_plan(r: &mut Reader<'_>, root: String, codec: &Codec, format: u8) -> Result<Plan, String> {
     let base_reason = match r.u("base_reason")? {
         0 => PlanReason::Threshold,
         1 => PlanReason::Scheduled,
@@ -344,9 +348,24 @@ fn read_plan(r: &mut Reader<'_>, root: String, codec: &Codec) -> Result<Plan, St
         }
         b => return Err(format!("prior: flag {b}")),
     };
+    let mut held = Vec::new();
+    if format != FORMAT_2 {
+        for _ in 0..r.count("held", 1)? {
+            held.push(r.i("held")?);
+        }
+    }
     r.done("plan")?;
-    let plan =
-        Plan { root, signal, base_reason, members, basis_from, basis_to, prior, pending_stores };
+    let plan = Plan {
+        root,
+        signal,
+        base_reason,
+        members,
+        basis_from,
+        basis_to,
+        prior,
+        pending_stores,
+        held,
+    };
     Ok(plan)
 }
 
@@ -455,7 +474,7 @@ impl PartitionState {
                 rs.grids.insert((s, g, end), b);
             }
             Dirty::Plan(s, root) => {
-                let p = read_plan(&mut r, root.clone(), &self.codec).map_err(bad)?;
+                let p = read_plan(&mut r, root.clone(), &self.codec, format).map_err(bad)?;
                 rs.plans.insert((s, root), p);
             }
             Dirty::Legacy(_) => {}

@@ -145,6 +145,11 @@ pub(crate) struct Plan {
     /// Stores behind the late changes not yet published (a revision needs `privacy_k`).
     #[serde(default)]
     pub(crate) pending_stores: i32,
+    /// Late units applied to the plan's basis and not yet published, per allocation (one
+    /// entry for a per-region plan): they go out with a revision or a group's next
+    /// publishable change, never alone.
+    #[serde(default)]
+    pub(crate) held: Vec<i64>,
 }
 
 /// A set of cells whose demand is published as one figure (an allocation): for a

@@ -97,22 +97,62 @@ pub(crate) fn covers(plan: &Plan, key: &str, cell: &CellState) -> bool {
     group_of(cell, &regions).is_some()
 }
 
-/// Adds a late change of `delta` units in cell `cell` to plan `plan`'s figures.
+/// What a cell would publish at a decision at `end`: its completed buckets since its last
+/// decision, `(acc_from, end]`.
+struct CellBasis {
+    units: i64,
+    /// Distinct stores (per grid the largest per-bucket count, summed): a lower bound.
+    stores: i32,
+    /// The bound on one store's units (the largest grid's).
+    top: i64,
+}
+
+/// The basis of cell `c` at `end`. Buckets after `end` (a faster aggregator partition's)
+/// are not in it; a grid whose buckets were pruned (older than `revision_retention_ms`)
+/// counts with its accumulation when none of it is after `end`, else not at all.
+fn cell_basis(
+    c: &CellState,
+    grids: &BTreeMap<String, Vec<super::model::GridBucket>>,
+    end: i64,
+    bucket: i64,
+) -> CellBasis {
+    let mut b = CellBasis { units: c.sum_between(c.acc_from, end, bucket), stores: 0, top: 0 };
+    for (g, acc_stores) in &c.acc_stores {
+        let kept = grids.get(g).map(Vec::as_slice).unwrap_or_default();
+        let inside = kept.iter().filter(|x| c.acc_from < x.end && x.end <= end);
+        let (mut stores, mut top, mut any) = (0, 0, false);
+        for x in inside {
+            stores = stores.max(x.stores);
+            top += super::model::top_bound(x.net, x.stores);
+            any = true;
+        }
+        if !any && !kept.iter().any(|x| x.end > end) {
+            (stores, top) = (*acc_stores, c.acc_top.get(g).copied().unwrap_or(0));
+        }
+        b.stores += stores;
+        b.top = b.top.max(top);
+    }
+    b
+}
+
+/// Holds a late change of `delta` units in cell `cell` for plan `plan` (published with its
+/// next revision, or its group's next publishable change).
 pub(crate) fn add_late(plan: &mut Plan, cell: &CellState, delta: i64) {
-    plan.signal.observed_units += delta;
-    if !plan.is_warehouse_plan() {
-        return;
-    }
-    let regions: BTreeMap<CellIndex, usize> = plan
-        .signal
-        .allocations
-        .iter()
-        .enumerate()
-        .filter_map(|(i, a)| Some((a.region.parse::<CellIndex>().ok()?, i)))
-        .collect();
-    if let Some(i) = group_of(cell, &regions) {
-        plan.signal.allocations[i].observed_units += delta;
-    }
+    let n = plan.signal.allocations.len().max(1);
+    plan.held.resize(n, 0);
+    let i = if plan.is_warehouse_plan() {
+        let regions: BTreeMap<CellIndex, usize> = plan
+            .signal
+            .allocations
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| Some((a.region.parse::<CellIndex>().ok()?, i)))
+            .collect();
+        group_of(cell, &regions).unwrap_or(0)
+    } else {
+        0
+    };
+    plan.held[i] += delta;
 }
 
 /// Coarsens `units` (merging those that share a parent) until at most `max` remain or
@@ -249,13 +289,8 @@ pub(crate) fn decide_warehouse(
         })
         .filter_map(|(k, c)| {
             let cell = c.region.parse::<CellIndex>().ok()?;
-            Some((
-                cell,
-                k.clone(),
-                c.acc_stores.values().sum::<i32>(),
-                c.acc_units,
-                c.acc_top_max(),
-            ))
+            let b = cell_basis(c, &sku.grids, end, cfg.bucket);
+            (b.stores > 0).then(|| (cell, k.clone(), b.stores, b.units, b.top))
         })
         .collect();
     let (fresh, suppressed) = privacy_merge(cands, cfg);
@@ -275,19 +310,20 @@ pub(crate) fn decide_warehouse(
         return None;
     }
     let previous = current.map(|i| sku.plans[i].signal.allocations.clone()).unwrap_or_default();
+    let mut held = current.map(|i| sku.plans[i].held.clone()).unwrap_or_default();
+    held.resize(groups.len(), 0);
     let season = cfg.forecast.season;
     let mut surge = false;
     let mut figures = Vec::with_capacity(groups.len());
     for (gi, g) in groups.iter().enumerate() {
         let cells: Vec<&CellState> = g.members.iter().filter_map(|m| sku.cells.get(m)).collect();
         let series = unit_series(sku, &g.members, end, cfg);
-        let units: i64 = cells.iter().map(|c| c.sum_between(c.acc_from, end, cfg.bucket)).sum();
-        // Stores and bounds cover the whole accumulation (later buckets too): judged
-        // against its units.
-        let stores: i32 = cells.iter().flat_map(|c| c.acc_stores.values()).sum();
-        let top = cells.iter().map(|c| c.acc_top_max()).max().unwrap_or(0);
-        let acc: i64 = cells.iter().map(|c| c.acc_units).sum();
-        let publish = stores > 0 && publishable(stores, acc, top, cfg);
+        let (mut units, mut stores, mut top) = (0, 0, 0);
+        for c in &cells {
+            let b = cell_basis(c, &sku.grids, end, cfg.bucket);
+            (units, stores, top) = (units + b.units, stores + b.stores, top.max(b.top));
+        }
+        let publish = stores > 0 && publishable(stores, units, top, cfg);
         let n = series.len();
         // How the bucket that just completed compares with its one-step forecast.
         if publish && n > season {
@@ -327,7 +363,7 @@ pub(crate) fn decide_warehouse(
     let fc = horizon_forecast(&total, span, cfg, prior);
     let level = cfg.service_level_for(&item.supplier_id);
     let need = service_need(&total, span, level, cfg, prior);
-    let observed = previous.iter().map(|a| a.observed_units).sum::<i64>() + observed_new;
+
     let recommended = recommend(need, item.moq, item.batch_size);
     let medians: Vec<f64> = figures.iter().map(|f| f.fc.point).collect();
     let shares = allocate(recommended, &medians);
@@ -342,10 +378,23 @@ pub(crate) fn decide_warehouse(
             forecast_units: f.fc.point,
             forecast_low: f.fc.low,
             forecast_high: f.fc.high,
-            observed_units: previous.get(gi).map_or(0, |a| a.observed_units) + f.fresh,
+            // Held late units go out with the group's publishable change, never alone.
+            observed_units: previous.get(gi).map_or(0, |a| a.observed_units)
+                + f.fresh
+                + if f.publish { held[gi] } else { 0 },
             contributing_stores: f.stores,
         })
         .collect();
+    let observed: i64 = allocations.iter().map(|a| a.observed_units).sum();
+    for (h, f) in held.iter_mut().zip(&figures) {
+        if f.publish {
+            *h = 0;
+        }
+    }
+    let pending_stores = match current {
+        Some(i) if held.iter().any(|h| *h != 0) => sku.plans[i].pending_stores,
+        _ => 0,
+    };
     // The basis: the published groups' completed buckets since their last decision.
     let published: Vec<&Group> =
         groups.iter().zip(&figures).filter(|(_, f)| f.publish).map(|(g, _)| g).collect();
@@ -449,7 +498,8 @@ pub(crate) fn decide_warehouse(
         basis_from,
         basis_to: end,
         prior: prior.cloned(),
-        pending_stores: 0,
+        pending_stores,
+        held: if held.iter().any(|h| *h != 0) { held } else { Vec::new() },
     };
     match current {
         Some(i) => {
@@ -527,7 +577,7 @@ pub(crate) fn revise(
         groups.iter().map(|g| unit_series(sku, &g.members, end, cfg)).collect();
     let total = sum_aligned(series.iter());
     let fc = horizon_forecast(&total, span, cfg, prior);
-    let observed = plan.signal.observed_units;
+    let observed = plan.signal.observed_units + plan.held.iter().sum::<i64>();
     let level = plan.signal.service_level;
     let (rec, group_fc) = if plan.is_warehouse_plan() {
         let need = service_need(&total, span, level, cfg, prior);
@@ -550,8 +600,13 @@ pub(crate) fn revise(
     }
     let plan = &mut sku.plans[idx];
     plan.pending_stores = 0;
+    let held = std::mem::take(&mut plan.held);
     let old = plan.signal.signal_id.clone();
     let s = &mut plan.signal;
+    s.observed_units += held.iter().sum::<i64>();
+    for (a, h) in s.allocations.iter_mut().zip(&held) {
+        a.observed_units += h;
+    }
     s.revision += 1;
     s.reason = PlanReason::Revision;
     s.supersedes = Some(old);
