@@ -49,11 +49,6 @@ impl CellState {
         }
     }
 
-    /// The largest of the grids' store bounds in the accumulation.
-    pub(crate) fn acc_top_max(&self) -> i64 {
-        self.acc_top.values().copied().max().unwrap_or(0)
-    }
-
     pub(crate) fn series_start(&self, bucket: i64) -> i64 {
         self.series_end - (self.series.len() as i64 - 1) * bucket
     }
