@@ -43,6 +43,8 @@ mod clock;
 mod decide;
 mod model;
 #[cfg(test)]
+mod privacy_tests;
+#[cfg(test)]
 mod tests;
 mod warehouse;
 
