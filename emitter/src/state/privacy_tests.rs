@@ -40,6 +40,9 @@ const HOURS: i64 = 60;
 /// Per (store, hour): units sold and how many hours late they were uploaded.
 type Sales = BTreeMap<(usize, i64), (i64, i64)>;
 
+/// A published figure: (horizon start, region, decision's bucket end, revision).
+type Figure = (i64, String, i64, i32);
+
 fn window(grid: &str, end: i64, net: i64, stores: i32, revision: i32, now: i64) -> DemandWindow {
     DemandWindow {
         grid_id: grid.into(),
@@ -100,7 +103,7 @@ fn windows(sales: &Sales) -> Vec<DemandWindow> {
 
 /// Each published allocation figure, by (horizon, region, decision, revision), in order,
 /// and the change it published: its units minus the previous figure of that region.
-fn changes(signals: &[PlanSignal]) -> BTreeMap<(i64, String, i64, i32), i64> {
+fn changes(signals: &[PlanSignal]) -> BTreeMap<Figure, i64> {
     let mut last: BTreeMap<(i64, String), i64> = BTreeMap::new();
     let mut out = BTreeMap::new();
     for s in signals {
@@ -143,7 +146,7 @@ fn run(sales: &Sales, cfg: &Arc<StateConfig>) -> Vec<PlanSignal> {
 fn shops_behind_changes(
     sales: &Sales,
     cfg: &Arc<StateConfig>,
-) -> (Vec<PlanSignal>, Vec<((i64, String, i64, i32), Vec<usize>)>) {
+) -> (Vec<PlanSignal>, Vec<(Figure, Vec<usize>)>) {
     let base = run(sales, cfg);
     let worlds: Vec<BTreeMap<_, i64>> = (0..STORES)
         .map(|s| {
