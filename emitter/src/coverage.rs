@@ -144,6 +144,23 @@ impl Coverage {
         self.book().regions.get(&(region, end)).copied()
     }
 
+    /// The buckets of `region` held in the book whose stores did not all settle (some
+    /// did not report, or hold unsent sales): (bucket end, settled share), at most `keep`.
+    pub fn unsettled(&self, region: CellIndex) -> Vec<(i64, f64)> {
+        let b = self.book();
+        if b.newest_end == i64::MIN {
+            return Vec::new();
+        }
+        (0..self.keep)
+            .map(|i| b.newest_end - i * self.bucket)
+            .filter_map(|end| {
+                let f = b.regions.get(&(region, end))?;
+                let share = f.settled_share();
+                (f.expected > 0 && share < 1.0).then_some((end, share))
+            })
+            .collect()
+    }
+
     /// (grids, regions) × buckets held.
     pub fn len(&self) -> (usize, usize) {
         let b = self.book();

@@ -289,13 +289,23 @@ mod tests {
         }
         let without = reference(&ws, |_| 0, &cfg, &cat);
         let with = reference(&ws, |_| 0, &cfg, Side { catalog: &cat, coverage: Some(&book) });
+        // The same decisions (revisions aside: scaled forecasts absorb different late
+        // windows), keyed by what was decided when.
+        let decisions = |v: &[PlanSignal]| -> Vec<PlanSignal> {
+            v.iter().filter(|s| s.reason != PlanReason::Revision).cloned().collect()
+        };
+        let (without, with) = (decisions(&without), decisions(&with));
         assert_eq!(with.len(), without.len(), "the same decisions");
         let mut firm_before_planning_now = 0;
+        let mut raised = 0;
         for (a, b) in without.iter().zip(&with) {
-            assert_eq!((&a.signal_id, a.recommended_units), (&b.signal_id, b.recommended_units));
-            if b.reason == PlanReason::Revision {
-                continue; // a revision keeps the completeness of the plan it revises
-            }
+            let key = |s: &PlanSignal| {
+                (s.sku.clone(), s.region.clone(), s.horizon_start, s.based_on_watermark, s.reason)
+            };
+            assert_eq!(key(a), key(b));
+            // Buckets where shops held unsent sales are scaled up to the settled share.
+            assert!(b.recommended_units >= a.recommended_units, "{a:?}\n{b:?}");
+            raised += usize::from(b.recommended_units > a.recommended_units);
             // Every region has a silent grid of 4 stores the demand windows never name.
             assert!(b.stores_expected > a.stores_expected, "{a:?}\n{b:?}");
             let pending_hour = (b.based_on_watermark - T0) / HOUR % 5 == 0;
@@ -308,5 +318,6 @@ mod tests {
             }
         }
         assert!(firm_before_planning_now > 0, "pending shops held some plan back from FIRM");
+        assert!(raised > 0, "no plan saw the shops holding sales");
     }
 }

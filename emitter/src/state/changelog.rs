@@ -8,7 +8,7 @@
 //! | key | value |
 //! |---|---|
 //! | `M` | the clock: watermark, completed, then per source: id, clock, idle |
-//! | `C` sku cell | a (warehouse, region) cell: warehouse, region, series end and length, accumulation (units, from, to, stores per grid), then per grid of the accumulation the bound on its largest store's units |
+//! | `C` sku cell | a (warehouse, region) cell: warehouse, region, series end and length, accumulation (units, from, to, stores per grid), then per grid of the accumulation the bound on its largest store's units, then the recent buckets that received late windows |
 //! | `B` sku cell end | the cell's net units in the bucket ending at `end` (absent: 0) |
 //! | `G` sku grid end | a grid's figures in one bucket: net, stores, reporting, expected, last event |
 //! | `P` sku root | a revisable plan: first rule, basis, stores behind unpublished changes, members (a per-region plan's cells; none for a warehouse plan, whose groups are its allocations' regions), its latest published `PlanSignal` (Avro single-object), the prior it was forecast with (flag, then f64 LE), and the late units held back per allocation (count, then each) |
@@ -225,6 +225,10 @@ fn cell_value(c: &CellState) -> Vec<u8> {
     for g in c.acc_stores.keys() {
         put_i(&mut v, c.acc_top.get(g).copied().unwrap_or(0));
     }
+    put_u(&mut v, c.late.len() as u64);
+    for end in &c.late {
+        put_i(&mut v, *end);
+    }
     v
 }
 
@@ -246,6 +250,9 @@ fn read_cell(r: &mut Reader<'_>, history: usize, format: u8) -> Result<(CellStat
     if format != FORMAT_2 {
         for g in c.acc_stores.keys() {
             c.acc_top.insert(g.clone(), r.i("acc_top")?);
+        }
+        for _ in 0..r.count("late buckets", 1)? {
+            c.late.insert(r.i("late bucket")?);
         }
     }
     r.done("cell")?;

@@ -105,12 +105,20 @@ pub(crate) fn privacy_merge(
     (units, suppressed)
 }
 
+/// A bucket whose settled share is below this is scaled as if this share had settled
+/// (so a region with nearly every shop offline is not multiplied by a huge factor).
+pub(crate) const MIN_SETTLED: f64 = 0.3;
+
 /// The unit's net units per bucket, oldest first, ending at `end` (at most `history`).
+/// Completeness-aware with the coverage book: a recent bucket of a region where stores did
+/// not settle (offline, or holding unsent sales) is scaled by 1 / the settled share, until
+/// late windows for it arrive (then what was missing has come in).
 pub(crate) fn unit_series(
     sku: &SkuState,
     members: &[String],
     end: i64,
     cfg: &StateConfig,
+    coverage: Option<&Coverage>,
 ) -> Vec<f64> {
     let cells: Vec<&CellState> =
         members.iter().filter_map(|m| sku.cells.get(m)).filter(|c| !c.series.is_empty()).collect();
@@ -126,6 +134,16 @@ pub(crate) fn unit_series(
             let b = s + i as i64 * cfg.bucket;
             if (start..=end).contains(&b) {
                 v[((b - start) / cfg.bucket) as usize] += *val as f64;
+            }
+        }
+        let unsettled = match (coverage, c.region.parse::<CellIndex>()) {
+            (Some(book), Ok(region)) => book.unsettled(region),
+            _ => continue,
+        };
+        for (b, share) in unsettled {
+            if (start..=end).contains(&b) && !c.late.contains(&b) {
+                let x = c.sum_between(b - cfg.bucket, b, cfg.bucket) as f64;
+                v[((b - start) / cfg.bucket) as usize] += x * (1.0 / share.max(MIN_SETTLED) - 1.0);
             }
         }
     }
@@ -171,9 +189,14 @@ pub(crate) fn history<'a>(series: &'a [f64], end: i64, cfg: &StateConfig) -> His
 }
 
 /// The prior of a SKU at the completion of bucket `end`: the shape of all its cells.
-pub(crate) fn sku_prior(sku: &SkuState, end: i64, cfg: &StateConfig) -> Option<Prior> {
+pub(crate) fn sku_prior(
+    sku: &SkuState,
+    end: i64,
+    cfg: &StateConfig,
+    coverage: Option<&Coverage>,
+) -> Option<Prior> {
     let keys: Vec<String> = sku.cells.keys().cloned().collect();
-    let series = unit_series(sku, &keys, end, cfg);
+    let series = unit_series(sku, &keys, end, cfg, coverage);
     (!series.is_empty()).then(|| Prior::of(&history(&series, end, cfg)))
 }
 

@@ -40,6 +40,8 @@ mod changelog;
 #[cfg(test)]
 mod changelog_tests;
 mod clock;
+#[cfg(test)]
+mod completeness_tests;
 mod decide;
 mod model;
 #[cfg(test)]
@@ -272,6 +274,10 @@ pub struct StateSize {
     pub idle_sources: usize,
 }
 
+/// How long a cell remembers that a bucket received late windows (the coverage book keeps
+/// fewer buckets by default, `coverage_keep_buckets` = 24).
+const LATE_KEEP_BUCKETS: i64 = 48;
+
 /// 9999-12-31T23:59:59.999Z: times beyond are refused, so the arithmetic cannot overflow.
 const MAX_TIME: i64 = 253_402_300_799_999;
 
@@ -364,7 +370,7 @@ impl PartitionState {
         if w.window_end <= w.window_start {
             return Outcome::InvalidTime;
         }
-        let outcome = self.apply_data(w, side.catalog, now);
+        let outcome = self.apply_data(w, side, now);
         // A record without a watermark (a replayed correction) moves no clock.
         if w.watermark > 0 {
             let t = if w.is_final { w.watermark.max(w.window_end) } else { w.watermark };
@@ -385,7 +391,8 @@ impl PartitionState {
         }
     }
 
-    fn apply_data(&mut self, w: &DemandWindow, catalog: &Catalog, now: i64) -> Outcome {
+    fn apply_data(&mut self, w: &DemandWindow, side: Side<'_>, now: i64) -> Outcome {
+        let catalog = side.catalog;
         let cfg = Arc::clone(&self.cfg);
         if w.window_end - w.window_start != cfg.bucket || w.window_end % cfg.bucket != 0 {
             return Outcome::OtherSize;
@@ -451,6 +458,10 @@ impl PartitionState {
         for e in dropped.into_iter().chain([end]) {
             self.dirty.insert(Dirty::Bucket(w.sku.clone(), key.clone(), e));
         }
+        if end <= self.completed {
+            // A late upload: the coverage of the bucket's closing no longer holds.
+            cell.late.insert(end);
+        }
         self.dirty.insert(Dirty::Cell(w.sku.clone(), key.clone()));
         if end > cell.acc_from {
             cell.acc_units += delta;
@@ -475,7 +486,7 @@ impl PartitionState {
             before.recommended_units,
             before.revision == 0 && before.firmness == nearfield_schemas::Firmness::Firm,
         );
-        match revise(sku, idx, &item, &cfg, now) {
+        match revise(sku, idx, (&item, side.coverage), &cfg, now) {
             Revised::Sent(sig) => {
                 self.tally.revision_units += sig.recommended_units.abs_diff(units);
                 self.tally.firm_plans_revised += u64::from(first_of_firm);
@@ -523,7 +534,7 @@ impl PartitionState {
                 .filter(|c| !c.acc_stores.is_empty())
                 .map(|c| c.warehouse.clone())
                 .collect();
-            let prior = decide::sku_prior(sku, end, &cfg);
+            let prior = decide::sku_prior(sku, end, &cfg, side.coverage);
             for warehouse in warehouses {
                 let how =
                     decide::Basis { end, now, coverage: side.coverage, prior: prior.as_ref() };
@@ -548,6 +559,7 @@ impl PartitionState {
         let cfg = Arc::clone(&self.cfg);
         let horizon = self.completed - cfg.retention;
         let oldest_series = self.completed - (cfg.history as i64 - 1) * cfg.bucket;
+        let oldest_late = self.completed - LATE_KEEP_BUCKETS * cfg.bucket;
         let dirty = &mut self.dirty;
         let mut gone = Vec::new();
         for (id, sku) in &mut self.skus {
@@ -581,6 +593,9 @@ impl PartitionState {
                     }
                     changed = true;
                 }
+                let before = c.late.len();
+                c.late.retain(|e| *e > oldest_late);
+                changed |= c.late.len() != before;
                 let idle = c.series.iter().all(|v| *v == 0)
                     && c.acc_units == 0
                     && c.acc_stores.is_empty()

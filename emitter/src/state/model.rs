@@ -26,6 +26,10 @@ pub(crate) struct CellState {
     /// rule): the sum over its buckets of `top_bound`.
     #[serde(default)]
     pub(crate) acc_top: BTreeMap<String, i64>,
+    /// Recent buckets that received windows after they were completed (late uploads): the
+    /// coverage of their closing no longer says what is missing, so they are not scaled.
+    #[serde(default)]
+    pub(crate) late: std::collections::BTreeSet<i64>,
 }
 
 /// A bound on the net units of a grid's largest store in one bucket: what is left of
@@ -46,6 +50,7 @@ impl CellState {
             acc_to: i64::MIN,
             acc_stores: BTreeMap::new(),
             acc_top: BTreeMap::new(),
+            late: std::collections::BTreeSet::new(),
         }
     }
 

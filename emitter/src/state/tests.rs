@@ -37,7 +37,7 @@ pub(super) fn item(moq: i64, batch: i64) -> Item {
 }
 
 /// Grid `i`: res-8 cells; 0 and 1 share a res-7 region, 2 is in another res-7 region.
-fn grid(i: usize) -> String {
+pub(super) fn grid(i: usize) -> String {
     let base = LatLng::new(31.23, 121.47).expect("ll").to_cell(Resolution::Seven);
     let children: Vec<CellIndex> = base.children(Resolution::Eight).collect();
     match i {
@@ -80,7 +80,7 @@ pub(super) fn win(g: usize, end: i64, net: i64, stores: i32, revision: i32) -> D
 }
 
 /// A five-minute window: it only moves the clock to `t`.
-fn tick(t: i64) -> DemandWindow {
+pub(super) fn tick(t: i64) -> DemandWindow {
     let mut w = win(0, t - t % 300_000, 1, 1, 0);
     w.window_start = w.window_end - 300_000;
     w.watermark = t;

@@ -25,6 +25,7 @@ use nearfield_schemas::{Firmness, PlanReason, PlanSignal, RegionAllocation};
 
 use crate::catalog::Item;
 use crate::count_model::predict;
+use crate::coverage::Coverage;
 use crate::forecast::{Forecast, Model};
 
 use super::decide::{
@@ -317,18 +318,25 @@ pub(crate) fn decide_warehouse(
     let mut figures = Vec::with_capacity(groups.len());
     for (gi, g) in groups.iter().enumerate() {
         let cells: Vec<&CellState> = g.members.iter().filter_map(|m| sku.cells.get(m)).collect();
-        let series = unit_series(sku, &g.members, end, cfg);
+        let series = unit_series(sku, &g.members, end, cfg, coverage);
         let (mut units, mut stores, mut top) = (0, 0, 0);
         for c in &cells {
             let b = cell_basis(c, &sku.grids, end, cfg.bucket);
             (units, stores, top) = (units + b.units, stores + b.stores, top.max(b.top));
         }
         let publish = stores > 0 && publishable(stores, units, top, cfg);
-        let n = series.len();
-        // How the bucket that just completed compares with its one-step forecast.
+        // How the bucket that just completed compares with its one-step forecast: on what
+        // was sold (a surge is never an estimate of what offline shops sold).
+        let sold = if coverage.is_some() && publish && series.len() > season {
+            unit_series(sku, &g.members, end, cfg, None)
+        } else {
+            Vec::new()
+        };
+        let sold = if sold.is_empty() { &series } else { &sold };
+        let n = sold.len();
         if publish && n > season {
-            let f1 = Model::fit_best(&series[..n - 1], &cfg.forecast).horizon(1, 1);
-            let actual = series[n - 1];
+            let f1 = Model::fit_best(&sold[..n - 1], &cfg.forecast).horizon(1, 1);
+            let actual = sold[n - 1];
             tally.forecast_abs_errors.push((actual - f1.point).abs());
             if f1.low <= actual && actual <= f1.high {
                 tally.forecast_hits += 1;
@@ -564,7 +572,7 @@ pub(crate) enum Revised {
 pub(crate) fn revise(
     sku: &mut SkuState,
     idx: usize,
-    item: &Item,
+    (item, coverage): (&Item, Option<&Coverage>),
     cfg: &StateConfig,
     now: i64,
 ) -> Revised {
@@ -574,7 +582,7 @@ pub(crate) fn revise(
     let prior = plan.prior.as_ref();
     let groups = grouping(plan, &sku.cells);
     let series: Vec<Vec<f64>> =
-        groups.iter().map(|g| unit_series(sku, &g.members, end, cfg)).collect();
+        groups.iter().map(|g| unit_series(sku, &g.members, end, cfg, coverage)).collect();
     let total = sum_aligned(series.iter());
     let fc = horizon_forecast(&total, span, cfg, prior);
     let observed = plan.signal.observed_units + plan.held.iter().sum::<i64>();
