@@ -1,7 +1,8 @@
 //! `make demo` as a newcomer stops it: Ctrl-C (SIGINT to its process group) while the
-//! simulated shops sell. Within 10 s everything is gone — the stages drained, the broker it
-//! started stopped, no process left — the demo printed its one summary, and nothing printed
-//! a traceback. (GNU make re-raises the SIGINT it got once its recipe is done, so make's
+//! simulated shops sell, once the first plans are out. Within 10 s everything is gone —
+//! the stages drained, the broker it started stopped, no process left — the demo printed
+//! its one summary (with its check of the current plans), and nothing printed a
+//! traceback. (GNU make re-raises the SIGINT it got once its recipe is done, so make's
 //! own status is "killed by SIGINT" even though the demo script exits 0: the script's clean
 //! stop is read from its output.)
 
@@ -65,8 +66,21 @@ fn ctrl_c_stops_the_demo_within_ten_seconds_with_one_summary() {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    // Some sales first, so there is something to sum up.
-    std::thread::sleep(Duration::from_secs(15));
+    // Sales until the first plans, so the summary has plans to check.
+    let planned = |t: &str| {
+        t.lines().filter_map(|l| l.split("· signals ").nth(1)).any(|n| {
+            let n = n.trim().replace(',', "");
+            n.parse::<u64>().is_ok_and(|n| n > 0)
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !planned(&text()) {
+        if Instant::now() > deadline || make.try_wait().ok().flatten().is_some() {
+            let _ = Command::new("kill").args(["-TERM", "--", &format!("-{}", make.id())]).status();
+            panic!("no plan within 300 s of the shops starting:\n{}", text());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let group = make.id();
     let interrupted = Instant::now();
     let sent = Command::new("kill").args(["-INT", "--", &format!("-{group}")]).status();
@@ -108,5 +122,9 @@ fn ctrl_c_stops_the_demo_within_ten_seconds_with_one_summary() {
     assert_eq!(output.matches("demo: summary").count(), 1, "one summary:\n{output}");
     assert!(output.contains("demo: stopping (Ctrl-C)"), "{output}");
     assert!(output.contains("  sent "), "the summary says what was sent:\n{output}");
+    // Every current plan of the demo: one per (SKU, warehouse, horizon), rounded once,
+    // allocations adding up (scripts/demo/report.py checks them on the emitter's plans).
+    assert!(output.contains("  current plans: "), "the plans were checked:\n{output}");
+    assert!(!output.contains("CONTRACT BROKEN"), "{output}");
     eprintln!("make demo stopped {took:?} after SIGINT: {status:?}");
 }

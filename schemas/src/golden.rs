@@ -105,6 +105,7 @@ pub fn vectors() -> Vec<Vector> {
         revision: 0,
         supersedes: None,
         service_level: 0.9,
+        need_units: 5_378.5,
         allocations: vec![
             RegionAllocation {
                 region: "8731aa555ffffff".into(),

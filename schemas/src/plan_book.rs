@@ -156,6 +156,7 @@ mod tests {
             revision: rev,
             supersedes: sup.map(Into::into),
             service_level: 0.5,
+            need_units: 100.0,
             allocations: vec![],
         }
     }

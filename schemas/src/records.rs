@@ -199,6 +199,9 @@ pub struct PlanSignal {
     /// The quantile of demand over lead time + horizon that `recommended_units` covers.
     #[serde(default = "default_service_level")]
     pub service_level: f64,
+    /// Units needed before rounding (MOQ and batch).
+    #[serde(default)]
+    pub need_units: f64,
     /// A warehouse plan's allocation per region (empty: a per-region plan of v1).
     #[serde(default)]
     pub allocations: Vec<RegionAllocation>,

@@ -101,7 +101,7 @@ prop_compose! {
             firmness: if firm { Firmness::Firm } else { Firmness::Planning },
             contributing_grids: grids, contributing_stores: ints[0], stores_reporting: ints[1],
             stores_expected: ints[2], based_on_watermark: nums[6], generated_at: nums[7],
-            revision: ints[3], supersedes, service_level: level,
+            revision: ints[3], supersedes, service_level: level, need_units: level * 2.0,
             allocations: allocations.into_iter().map(|(region, units, f, observed_units, contributing_stores)| RegionAllocation {
                 region, units, forecast_units: f, forecast_low: f / 2.0, forecast_high: f * 2.0, observed_units, contributing_stores,
             }).collect(),

@@ -30,14 +30,51 @@ def in_words(s, names):
     where = s.get("warehouse_id") or f"region {s['region']}"
     name = names.get(s["sku"], s["sku"])
     lines = [
-        f"  {s['supplier_id']} (factory {s['factory_id']}): make {s['recommended_units']:,} units of "
-        f"{name} ({s['sku']}) for {where}, {hhmm(s['horizon_start'])}–{hhmm(s['horizon_end'])}.",
+        f"  {s['supplier_id']} (factory {s['factory_id']}): have {s['recommended_units']:,} units of "
+        f"{name} ({s['sku']}) at {where} for the lead time and {hhmm(s['horizon_start'])}–{hhmm(s['horizon_end'])} "
+        f"({s.get('service_level', 0.5):.0%} service; less the stock and what is on order).",
         f"    Why: {s['reason'].lower()} — {s['forecast_units']:,.0f} units forecast "
         f"({s['forecast_low']:,.0f}–{s['forecast_high']:,.0f}), {s['observed_units']:,} sold so far by "
         f"{s['contributing_stores']} shops; rounded to the MOQ {s['moq']:,} and batches of {s['batch_size']:,}; "
         f"{s['firmness'].lower()} ({'firm: inside the frozen time fence' if s['firmness'] == 'FIRM' else 'may still change'}).",
     ]
+    regions = s.get("allocations") or []
+    if regions:
+        split = ", ".join(f"{a['units']:,} to {a['region']}" for a in regions[:4])
+        more = f" and {len(regions) - 4} more regions" if len(regions) > 4 else ""
+        lines.append(f"    Delivered: {split}{more}.")
     return "\n".join(lines)
+
+
+def check_current(signals):
+    """The contract on the latest plans: one current plan per (supplier, SKU, warehouse,
+    horizon), rounded once (less than one batch over the need, or the MOQ), allocations
+    adding up, and the fewest shops behind any figure. Returns a line and whether it held."""
+    superseded = {s["supersedes"] for s in signals if s.get("supersedes")}
+    current = [s for s in signals if s["signal_id"] not in superseded]
+    keys = {}
+    for s in current:
+        k = (s["supplier_id"], s["sku"], s.get("warehouse_id"), s["horizon_start"])
+        keys[k] = keys.get(k, 0) + 1
+    overlapping = sum(1 for n in keys.values() if n > 1)
+    over_batch, unallocated, moq_bound, fewest = 0, 0, 0, None
+    for s in current:
+        floor = max(-(-s.get("need_units", 0) // 1), s["moq"])
+        if s["recommended_units"] - floor >= s["batch_size"]:
+            over_batch += 1
+        if s["moq"] >= s.get("need_units", 0):
+            moq_bound += 1
+        if s.get("allocations") and sum(a["units"] for a in s["allocations"]) != s["recommended_units"]:
+            unallocated += 1
+        figures = [s["contributing_stores"]] + [a["contributing_stores"] for a in s.get("allocations") or []]
+        fewest = min(figures + ([fewest] if fewest is not None else []))
+    ok = overlapping == 0 and over_batch == 0 and unallocated == 0
+    line = (f"  current plans: {len(keys):,} (SKU, warehouse, horizon) keys, "
+            f"{overlapping} with overlapping current plans; rounding over the need below one batch "
+            f"on {len(current) - over_batch:,} of {len(current):,} (the MOQ binds on {moq_bound:,}); "
+            f"allocations add up on {len(current) - unallocated:,}; the fewest shops behind a figure: "
+            f"{'–' if fewest is None else fewest}")
+    return line, ok
 
 
 def main():
@@ -65,6 +102,9 @@ def main():
     print(f"  demand windows emitted: {fmt(h.get('windows_emitted_total'))} "
           f"({fmt(h.get('windows_per_min'))} in the last minute)", file=sys.stderr)
     print(f"  plan signals: {fmt(h.get('signals_total'))}", file=sys.stderr)
+    if signals:
+        line, ok = check_current(signals)
+        print(line if ok else line + "  << CONTRACT BROKEN", file=sys.stderr)
     # Decisions a factory acts on first: new plans before revisions.
     rank = {"THRESHOLD": 0, "SCHEDULED": 1, "SURGE": 2, "REVISION": 3}
     shown, seen = [], set()

@@ -238,6 +238,9 @@ fn run(kill: bool) {
         assert!(!s.allocations.is_empty(), "{s:?}");
         let allocated: i64 = s.allocations.iter().map(|a| a.units).sum();
         assert_eq!(allocated, s.recommended_units, "{s:?}");
+        // Rounded once: less than one batch over the need (or the MOQ).
+        let floor = (s.need_units.ceil() as i64).max(item.moq);
+        assert!(s.recommended_units - floor < item.batch_size, "{s:?}");
         for a in &s.allocations {
             assert!(a.contributing_stores >= K, "{a:?} in {s:?}");
             let region: CellIndex = a.region.parse().expect("region cell");

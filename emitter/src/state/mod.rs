@@ -47,6 +47,8 @@ mod model;
 #[cfg(test)]
 mod privacy_tests;
 #[cfg(test)]
+mod quantity_tests;
+#[cfg(test)]
 mod tests;
 mod warehouse;
 

@@ -325,6 +325,13 @@ proptest::proptest! {
         for s in &all {
             proptest::prop_assert!(s.recommended_units >= 30 && s.recommended_units % 7 == 0);
             proptest::prop_assert!(s.contributing_stores >= 2);
+            // Rounded once per warehouse and horizon: less than one batch over the need
+            // (or the MOQ), and the regions' allocations add up to it.
+            let floor = (s.need_units.ceil() as i64).max(30);
+            proptest::prop_assert!(s.recommended_units - floor < 7, "{:?}", s);
+            let allocated: i64 = s.allocations.iter().map(|a| a.units).sum();
+            proptest::prop_assert_eq!(allocated, s.recommended_units);
+            proptest::prop_assert!(s.allocations.iter().all(|a| a.contributing_stores >= 2));
         }
         let cut = cut.min(ws.len());
         let mut a = PartitionState::new(cfg(2));

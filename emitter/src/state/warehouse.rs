@@ -10,13 +10,14 @@
 //!   change is itself publishable (≥ `k` stores, not dominated); otherwise the change stays
 //!   accumulated for a later decision.
 //! - **Quantity**: the warehouse's need is the service-level quantile of its demand over
-//!   the lead time and the horizon, less the median demand of the lead time (which the
-//!   previous horizon's plan covers); stock on hand, in transit or produced is not known
-//!   here and not subtracted. The rule that fired (THRESHOLD, SURGE, SCHEDULED) says when
-//!   a plan is made, not how much: every plan of a horizon is sized the same way, so a
-//!   revision moves only with the data. The need is rounded once; the allocation splits the rounded
-//!   units over the groups in proportion to their median forecasts (largest remainder),
-//!   so the allocations sum to `recommended_units`.
+//!   the lead time and the horizon (the order-up-to level of a periodic review whose
+//!   period is the horizon). Nothing we do not know is subtracted: stock on hand, in
+//!   transit or produced from earlier plans is the factory's to net. The need is rounded
+//!   once; the allocation splits the rounded units over the groups in proportion to their
+//!   median forecasts (largest remainder), so the allocations sum to `recommended_units`.
+//! - The rule that fired (THRESHOLD, SURGE, SCHEDULED) says when a plan is made, not how
+//!   much: every plan of a horizon is sized the same way, so a revision moves only with
+//!   the data.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -186,24 +187,18 @@ fn coarsen(mut units: Vec<Unit>, max: usize, min_res: h3o::Resolution) -> Vec<Un
     units
 }
 
-/// The need for a warehouse: the `level` quantile of demand over `[end, horizon_end)` less
-/// the median demand over `[end, horizon_start)`.
+/// The need for a warehouse: the `level` quantile of its demand over the lead time and the
+/// horizon, `[end, horizon_end)` — the order-up-to level of a periodic review.
 fn service_need(
     series: &[f64],
-    (end, horizon_start, horizon_end): (i64, i64, i64),
+    (end, horizon_end): (i64, i64),
     level: f64,
     cfg: &StateConfig,
     prior: Option<&crate::count_model::Prior>,
 ) -> f64 {
     let h = history(series, end, cfg);
     let b = |t: i64| t.div_euclid(cfg.bucket);
-    let upto = predict(&h, b(end), b(horizon_end), &[level], prior).quantiles[0];
-    let lead = if horizon_start > end {
-        predict(&h, b(end), b(horizon_start), &[0.5], prior).quantiles[0]
-    } else {
-        0.0
-    };
-    (upto - lead).max(0.0)
+    predict(&h, b(end), b(horizon_end), &[level], prior).quantiles[0].max(0.0)
 }
 
 /// `total` split over `weights` in proportion (largest remainder; equal shares when the
@@ -370,7 +365,7 @@ pub(crate) fn decide_warehouse(
     let total = sum_aligned(figures.iter().map(|f| &f.series));
     let fc = horizon_forecast(&total, span, cfg, prior);
     let level = cfg.service_level_for(&item.supplier_id);
-    let need = service_need(&total, span, level, cfg, prior);
+    let need = service_need(&total, (span.0, span.2), level, cfg, prior);
 
     let recommended = recommend(need, item.moq, item.batch_size);
     let medians: Vec<f64> = figures.iter().map(|f| f.fc.point).collect();
@@ -490,6 +485,7 @@ pub(crate) fn decide_warehouse(
         revision,
         supersedes,
         service_level: level,
+        need_units: need,
         allocations,
     };
     let touched: Vec<String> = published.iter().flat_map(|g| g.members.clone()).collect();
@@ -587,19 +583,20 @@ pub(crate) fn revise(
     let fc = horizon_forecast(&total, span, cfg, prior);
     let observed = plan.signal.observed_units + plan.held.iter().sum::<i64>();
     let level = plan.signal.service_level;
-    let (rec, group_fc) = if plan.is_warehouse_plan() {
-        let need = service_need(&total, span, level, cfg, prior);
+    let (need, group_fc) = if plan.is_warehouse_plan() {
+        let need = service_need(&total, (span.0, span.2), level, cfg, prior);
         let per: Vec<Forecast> =
             series.iter().map(|s| horizon_forecast(s, span, cfg, prior)).collect();
-        (recommend(need, item.moq, item.batch_size), per)
+        (need, per)
     } else {
         // A per-region plan of the previous release keeps its rules.
         let need = match plan.base_reason {
             PlanReason::Threshold | PlanReason::Surge => fc.point.max(observed as f64),
             _ => fc.point,
         };
-        (recommend(need, item.moq, item.batch_size), Vec::new())
+        (need, Vec::new())
     };
+    let rec = recommend(need, item.moq, item.batch_size);
     if rec == plan.signal.recommended_units {
         return Revised::Absorbed;
     }
@@ -622,6 +619,7 @@ pub(crate) fn revise(
     s.forecast_low = fc.low;
     s.forecast_high = fc.high;
     s.recommended_units = rec;
+    s.need_units = need;
     s.moq = item.moq;
     s.batch_size = item.batch_size;
     s.generated_at = now;

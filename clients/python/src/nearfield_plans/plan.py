@@ -57,6 +57,8 @@ class PlanSignal:
     supersedes: Optional[str]
     #: The quantile of demand over lead time + horizon the recommendation covers.
     service_level: float = 0.5
+    #: Units needed before rounding (MOQ and batch size).
+    need_units: float = 0.0
     #: A warehouse plan's allocation per region (empty for per-region plans of v1).
     allocations: List[RegionAllocation] = dataclasses.field(default_factory=list)
 

@@ -40,6 +40,7 @@ public record PlanSignal(
     int revision,
     String supersedes,
     double serviceLevel,
+    double needUnits,
     List<Allocation> allocations) {
 
   /** The share of a warehouse plan that goes to one of its regions. */
@@ -120,6 +121,7 @@ public record PlanSignal(
         (Integer) r.get("revision"),
         str(r.get("supersedes")),
         (Double) r.get("service_level"),
+        (Double) r.get("need_units"),
         List.copyOf(allocations));
   }
 
@@ -156,6 +158,7 @@ public record PlanSignal(
     r.put("revision", revision);
     r.put("supersedes", supersedes);
     r.put("service_level", serviceLevel);
+    r.put("need_units", needUnits);
     Schema allocationsSchema = s.getField("allocations").schema();
     List<GenericRecord> regions = new ArrayList<>();
     for (Allocation a : allocations) {

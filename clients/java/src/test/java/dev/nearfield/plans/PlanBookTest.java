@@ -12,7 +12,7 @@ class PlanBookTest {
         horizon, horizon + 86_400_000L, units, units, units * 0.9, units * 1.1, 0.8, units, 100,
         50, revision == 0 ? PlanSignal.Reason.THRESHOLD : PlanSignal.Reason.REVISION,
         PlanSignal.Firmness.FIRM, List.of("8831aa5551fffff"), 6, 6, 6, 0, 0, revision,
-        supersedes, 0.5, List.of());
+        supersedes, 0.5, units, List.of());
   }
 
   @Test
