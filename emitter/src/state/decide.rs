@@ -188,6 +188,11 @@ pub(crate) fn history<'a>(series: &'a [f64], end: i64, cfg: &StateConfig) -> His
     History { values: series, first: last - series.len() as i64 + 1, season: cfg.forecast.season }
 }
 
+/// How many buckets of history the SKU's longest cell series holds.
+pub(crate) fn history_len(sku: &SkuState) -> usize {
+    sku.cells.values().map(|c| c.series.len()).max().unwrap_or(0)
+}
+
 /// The prior of a SKU at the completion of bucket `end`: the shape of all its cells.
 pub(crate) fn sku_prior(
     sku: &SkuState,

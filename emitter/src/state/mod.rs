@@ -62,6 +62,7 @@ use nearfield_schemas::{DemandWindow, PlanSignal};
 
 use crate::catalog::Catalog;
 use crate::config::EmitConfig;
+use crate::count_model::Prior;
 use crate::coverage::Coverage;
 use crate::forecast;
 
@@ -275,6 +276,10 @@ pub struct StateSize {
     pub sources: usize,
     pub idle_sources: usize,
 }
+
+/// A SKU with less history than this many seasons (a week of days) is young: its prior is
+/// its category's.
+const YOUNG_BUCKETS: usize = 7;
 
 /// How long a cell remembers that a bucket received late windows (the coverage book keeps
 /// fewer buckets by default, `coverage_keep_buckets` = 24).
@@ -525,6 +530,7 @@ impl PartitionState {
     /// Decides, for bucket `end`, which regions get a plan.
     fn decide(&mut self, end: i64, side: Side<'_>, now: i64) {
         let cfg = Arc::clone(&self.cfg);
+        let category_priors = self.category_priors(end, side);
         for (sku_id, sku) in &mut self.skus {
             if sku.cells.values().all(|c| c.acc_stores.is_empty()) {
                 continue;
@@ -536,7 +542,13 @@ impl PartitionState {
                 .filter(|c| !c.acc_stores.is_empty())
                 .map(|c| c.warehouse.clone())
                 .collect();
-            let prior = decide::sku_prior(sku, end, &cfg, side.coverage);
+            // A young SKU (under a week of history) borrows its category's shape.
+            let prior = match category_priors.get(&item.category) {
+                Some(Some(p)) if decide::history_len(sku) < YOUNG_BUCKETS * cfg.forecast.season => {
+                    Some(p.clone())
+                }
+                _ => decide::sku_prior(sku, end, &cfg, side.coverage),
+            };
             for warehouse in warehouses {
                 let how =
                     decide::Basis { end, now, coverage: side.coverage, prior: prior.as_ref() };
@@ -554,6 +566,39 @@ impl PartitionState {
                 self.signals.push(sig);
             }
         }
+    }
+
+    /// The priors of the categories of young SKUs about to be decided: the shape of the
+    /// sum of their category's other SKUs in this partition with a week of history.
+    fn category_priors(&self, end: i64, side: Side<'_>) -> BTreeMap<String, Option<Prior>> {
+        let season = self.cfg.forecast.season;
+        let young = |s: &SkuState| decide::history_len(s) < YOUNG_BUCKETS * season;
+        let wanted: BTreeSet<String> = self
+            .skus
+            .iter()
+            .filter(|(_, s)| young(s) && s.cells.values().any(|c| !c.acc_stores.is_empty()))
+            .filter_map(|(id, _)| side.catalog.get(id).map(|i| i.category.clone()))
+            .collect();
+        wanted
+            .into_iter()
+            .map(|category| {
+                let peers: Vec<Vec<f64>> = self
+                    .skus
+                    .iter()
+                    .filter(|(id, s)| {
+                        !young(s) && side.catalog.get(id).is_some_and(|i| i.category == category)
+                    })
+                    .map(|(_, s)| {
+                        let keys: Vec<String> = s.cells.keys().cloned().collect();
+                        decide::unit_series(s, &keys, end, &self.cfg, side.coverage)
+                    })
+                    .collect();
+                let total = warehouse::sum_aligned(peers.iter());
+                let prior = (!total.is_empty())
+                    .then(|| Prior::of(&decide::history(&total, end, &self.cfg)));
+                (category, prior)
+            })
+            .collect()
     }
 
     /// Drops what can no longer be revised or forecast with.

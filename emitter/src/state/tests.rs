@@ -549,3 +549,36 @@ fn a_groups_change_from_fewer_than_k_stores_waits_for_more() {
     assert_eq!(out[0].allocations.len(), 1);
     assert_eq!(out[0].allocations[0].region, first[0].allocations[0].region, "fixed grouping");
 }
+
+#[test]
+fn a_young_sku_borrows_its_categorys_shape() {
+    // SKU-2 (same category) sold for 8 days, only 8:00–20:00; SKU-1 starts today.
+    let mut old = item(1_000_000, 1);
+    old.sku = "SKU-2".into();
+    let cat = Catalog::of([item(1_000_000, 1), old]);
+    let mut ws = Vec::new();
+    for h in 1..=8 * 24 {
+        let hour = (h - 1) % 24;
+        if (8..20).contains(&hour) {
+            let mut w = win(0, T0 + h * H, 30, 3, 0);
+            w.sku = "SKU-2".into();
+            ws.push(w);
+        }
+    }
+    for h in 8 * 24 + 1..=8 * 24 + 12 {
+        ws.push(win(2, T0 + h * H, 4, 2, 0));
+    }
+    ws.push(tick(T0 + 9 * DAY + H / 2));
+    let mut st = PartitionState::new(cfg(1));
+    run(&mut st, &cat, &ws);
+    let young = &st.skus["SKU-1"];
+    let plan = young.plans.last().expect("a plan for the young SKU");
+    let prior = plan.prior.as_ref().expect("a prior");
+    let (profile, _) = prior.parts();
+    // The peer's day (the fit keeps a floor at night): night hours a fraction of the day's.
+    let night = profile[..6].iter().sum::<f64>() / 6.0;
+    let day = profile[10..18].iter().sum::<f64>() / 8.0;
+    assert!(night < 0.25 * day, "night {night} day {day}: {profile:?}");
+    let own = decide::sku_prior(young, plan.signal.based_on_watermark, &st.cfg, None);
+    assert_ne!(own.as_ref(), Some(prior), "its own twelve hours would give another shape");
+}

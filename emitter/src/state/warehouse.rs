@@ -237,7 +237,7 @@ struct GroupFigures {
 }
 
 /// Sums series of different lengths aligned at their ends.
-fn sum_aligned<'a>(series: impl Iterator<Item = &'a Vec<f64>>) -> Vec<f64> {
+pub(crate) fn sum_aligned<'a>(series: impl Iterator<Item = &'a Vec<f64>>) -> Vec<f64> {
     let mut total: Vec<f64> = Vec::new();
     for s in series {
         if s.len() > total.len() {
