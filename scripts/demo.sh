@@ -67,6 +67,19 @@ export NEARFIELD_AGGREGATE__MAX_CLOSE_DELAY_MS=15000
 stage aggregate aggregate
 for _ in $(seq 1 150); do curl -sf localhost:8081/readyz >/dev/null && break; sleep 0.2; done
 curl -sf localhost:8081/readyz >/dev/null || { tail -n 30 target/demo/aggregate.log >&2; echo "demo: aggregator not ready" >&2; exit 1; }
+# The demo's clock runs an hour a minute: the catalog's lead times (whole days) would make
+# every plan cover days of demo-minutes, so the emitter reads a copy without them.
+python3 - <<'PY'
+import json
+with open("deploy/examples/catalog.jsonl", encoding="utf-8") as src, \
+     open("target/demo/catalog.jsonl", "w", encoding="utf-8") as dst:
+    for line in src:
+        if line.strip():
+            r = json.loads(line)
+            r["lead_time_hours"] = 0
+            dst.write(json.dumps(r, ensure_ascii=False) + "\n")
+PY
+export NEARFIELD_EMIT__CATALOG_FILE="$ROOT/target/demo/catalog.jsonl"
 export NEARFIELD_EMIT__BUCKET_MS=60000 NEARFIELD_EMIT__SETTLE_MS=5000
 export NEARFIELD_EMIT__HORIZON_MS=600000 NEARFIELD_EMIT__SCHEDULE_MS=120000
 export NEARFIELD_EMIT__SEASON_BUCKETS=10 NEARFIELD_EMIT__IDLE_ADVANCE_MS=30000
