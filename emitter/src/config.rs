@@ -76,6 +76,10 @@ pub struct EmitConfig {
     /// A warehouse plan allocates to at most this many regions: beyond, its regions are
     /// coarsened (H3 parents) until they fit.
     pub max_allocations: usize,
+    /// Late data revises a plan only when its recommendation moves by at least this share
+    /// (smaller moves are absorbed: a factory is not asked to re-plan for noise); 0 revises
+    /// on every change.
+    pub revision_tolerance: f64,
     /// How long plans stay revisable and per-grid details are kept (must exceed the
     /// aggregator's allowed lateness).
     pub revision_retention_ms: i64,
@@ -121,6 +125,7 @@ impl Default for EmitConfig {
             supplier_service_level: std::collections::BTreeMap::new(),
             dominance_share: 0.5,
             max_allocations: 64,
+            revision_tolerance: 0.05,
             revision_retention_ms: 3 * 3_600_000,
             idle_advance_ms: 600_000,
             source_idle_ms: 300_000,
@@ -220,6 +225,9 @@ impl EmitConfig {
         }
         if !(self.dominance_share > 0.0 && self.dominance_share <= 1.0) {
             return bad("dominance_share", "must be within (0, 1] (1 disables the rule)");
+        }
+        if !(0.0..1.0).contains(&self.revision_tolerance) {
+            return bad("revision_tolerance", "must be within [0, 1)");
         }
         if !(1..=1_000).contains(&self.max_allocations) {
             return bad("max_allocations", "must be within 1..=1000");

@@ -250,17 +250,33 @@ pub fn predict(
     qs: &[f64],
     prior: Option<&Prior>,
 ) -> Prediction {
+    let mut out = predict_spans(history, &[(from, to, qs)], prior);
+    out.pop().unwrap_or(Prediction { mean: 0.0, quantiles: vec![0.0; qs.len()] })
+}
+
+/// [`predict`] for several spans `(from, to, qs)` of one history, fitted once.
+pub fn predict_spans(
+    history: &History<'_>,
+    spans: &[(i64, i64, &[f64])],
+    prior: Option<&Prior>,
+) -> Vec<Prediction> {
     let s = history.season.max(1) as i64;
     let f = fit(history, prior);
-    let mut mean = 0.0;
-    for b in from..to.max(from) {
-        let hod = b.rem_euclid(s) as usize;
-        let day = b.div_euclid(s);
-        mean +=
-            f.level * f.lift / s as f64 * f.weekday[day.rem_euclid(7) as usize] * f.profile[hod];
-    }
-    let quantiles = qs.iter().map(|q| nb_mid_quantile(mean, f.dispersion, *q)).collect();
-    Prediction { mean, quantiles }
+    spans
+        .iter()
+        .map(|(from, to, qs)| {
+            let mut mean = 0.0;
+            for b in *from..(*to).max(*from) {
+                let hod = b.rem_euclid(s) as usize;
+                let day = b.div_euclid(s);
+                mean += f.level * f.lift / s as f64
+                    * f.weekday[day.rem_euclid(7) as usize]
+                    * f.profile[hod];
+            }
+            let quantiles = qs.iter().map(|q| nb_mid_quantile(mean, f.dispersion, *q)).collect();
+            Prediction { mean, quantiles }
+        })
+        .collect()
 }
 
 /// The `p` mid-quantile of a negative binomial with mean `mu` and variance

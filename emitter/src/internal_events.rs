@@ -24,6 +24,7 @@ pub const REVISIONS_ABSORBED_TOTAL: &str = "nearfield_emitter_revisions_absorbed
 pub const FIRM_PLANS_REVISED_TOTAL: &str = "nearfield_emitter_firm_plans_revised_total";
 pub const REVISION_UNITS_TOTAL: &str = "nearfield_emitter_revision_units_total";
 pub const REVISIONS_HELD_TOTAL: &str = "nearfield_emitter_revisions_held_total";
+pub const GROUP_CHANGES_HELD_TOTAL: &str = "nearfield_emitter_group_changes_held_total";
 pub const PLANS_SUPERSEDED_TOTAL: &str = "nearfield_emitter_plans_superseded_total";
 pub const SOURCES_IDLED_TOTAL: &str = "nearfield_emitter_sources_idled_total";
 pub const CLOCK_SOURCES: &str = "nearfield_emitter_clock_sources";
@@ -112,6 +113,13 @@ static HELD: LazyLock<IntCounter> = LazyLock::new(|| {
         REVISIONS_HELD_TOTAL,
         "Revisions held back because the late changes behind them came from fewer than \
          privacy_k stores (published once enough stores changed).",
+    )
+});
+static GROUP_HELD: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        GROUP_CHANGES_HELD_TOTAL,
+        "Decisions where a region's sales since its last plan came from fewer than privacy_k \
+         stores (or one store dominated them): kept for a later plan instead of published.",
     )
 });
 static SUPERSEDED: LazyLock<IntCounter> = LazyLock::new(|| {
@@ -252,6 +260,7 @@ impl SignalsCommitted<'_> {
         SOURCES_IDLED.inc_by(t.sources_idled);
         SUPERSEDED.inc_by(t.superseded);
         HELD.inc_by(t.revisions_held);
+        GROUP_HELD.inc_by(t.group_changes_held);
         for e in &t.forecast_abs_errors {
             FORECAST_ERR.observe(*e);
         }

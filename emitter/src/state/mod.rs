@@ -104,6 +104,8 @@ pub struct StateConfig {
     pub dominance: f64,
     /// Regions of one warehouse plan at most (coarser beyond).
     pub max_allocations: usize,
+    /// A revision needs the recommendation to move by at least this share.
+    pub revision_tolerance: f64,
 }
 
 impl StateConfig {
@@ -147,6 +149,7 @@ impl StateConfig {
             supplier_service_level: c.supplier_service_level.clone(),
             dominance: c.dominance_share,
             max_allocations: c.max_allocations,
+            revision_tolerance: c.revision_tolerance,
         })
     }
 }
@@ -219,6 +222,8 @@ pub struct Tally {
     pub revisions_absorbed: u64,
     /// Revisions held back: the change came from fewer than `privacy_k` stores.
     pub revisions_held: u64,
+    /// Region changes kept back: from fewer than `privacy_k` stores, or dominated.
+    pub group_changes_held: u64,
     /// FIRM plans revised for the first time.
     pub firm_plans_revised: u64,
     /// |new − previous recommended_units| summed over revisions.
@@ -246,6 +251,7 @@ impl Tally {
         self.forecast_hits += t.forecast_hits;
         self.revisions_absorbed += t.revisions_absorbed;
         self.revisions_held += t.revisions_held;
+        self.group_changes_held += t.group_changes_held;
         self.firm_plans_revised += t.firm_plans_revised;
         self.revision_units += t.revision_units;
         self.superseded += t.superseded;
@@ -484,7 +490,7 @@ impl PartitionState {
         }) else {
             return Outcome::TooOld;
         };
-        warehouse::add_late(&mut sku.plans[idx], cell, delta);
+        let changed = warehouse::add_late(&mut sku.plans[idx], cell, delta);
         sku.plans[idx].pending_stores =
             sku.plans[idx].pending_stores.saturating_add(changed_stores);
         self.dirty.insert(Dirty::Plan(w.sku.clone(), sku.plans[idx].root.clone()));
@@ -493,7 +499,7 @@ impl PartitionState {
             before.recommended_units,
             before.revision == 0 && before.firmness == nearfield_schemas::Firmness::Firm,
         );
-        match revise(sku, idx, (&item, side.coverage), &cfg, now) {
+        match revise(sku, (idx, changed), (&item, side.coverage), &cfg, now) {
             Revised::Sent(sig) => {
                 self.tally.revision_units += sig.recommended_units.abs_diff(units);
                 self.tally.firm_plans_revised += u64::from(first_of_firm);

@@ -11,12 +11,13 @@ const DAY: i64 = 24 * H;
 pub(super) const T0: i64 = 1_764_547_200_000;
 
 pub(super) fn cfg(k: i32) -> Arc<StateConfig> {
-    // The dominance rule has tests of its own.
+    // The dominance rule and the revision tolerance have tests of their own.
     let c = EmitConfig {
         settle_ms: H / 2,
         privacy_k: k,
         idle_advance_ms: 0,
         dominance_share: 1.0,
+        revision_tolerance: 0.0,
         ..EmitConfig::default()
     };
     Arc::new(StateConfig::from_config(&c).expect("valid"))
@@ -581,4 +582,32 @@ fn a_young_sku_borrows_its_categorys_shape() {
     assert!(night < 0.25 * day, "night {night} day {day}: {profile:?}");
     let own = decide::sku_prior(young, plan.signal.based_on_watermark, &st.cfg, None);
     assert_ne!(own.as_ref(), Some(prior), "its own twelve hours would give another shape");
+}
+
+#[test]
+fn late_data_revises_only_a_move_beyond_the_tolerance() {
+    let cat = Catalog::of([item(20, 1)]);
+    let c = EmitConfig {
+        settle_ms: H / 2,
+        privacy_k: 1,
+        idle_advance_ms: 0,
+        dominance_share: 1.0,
+        ..EmitConfig::default()
+    };
+    let tolerant = Arc::new(StateConfig::from_config(&c).expect("valid"));
+    assert_eq!(tolerant.revision_tolerance, 0.05, "the default");
+    let ws = [win(0, T0 + H, 100, 2, 0), tick(T0 + H + H / 2)];
+    let late = [win(0, T0 + H, 102, 2, 1)];
+    // Without a tolerance two more units revise the plan; with 5 % they are absorbed.
+    let mut st = PartitionState::new(cfg(1));
+    let first = run(&mut st, &cat, &ws);
+    assert_eq!(run(&mut st, &cat, &late).len(), 1, "revised at tolerance 0");
+    let mut st = PartitionState::new(tolerant);
+    assert_eq!(run(&mut st, &cat, &ws), first);
+    assert!(run(&mut st, &cat, &late).is_empty());
+    assert_eq!(st.tally.revisions_absorbed, 1);
+    // A move well beyond 5 % is a revision.
+    let out = run(&mut st, &cat, &[win(1, T0 + H, 60, 2, 0)]);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert!(out[0].recommended_units as f64 > 1.05 * first[0].recommended_units as f64);
 }

@@ -25,7 +25,7 @@ use h3o::CellIndex;
 use nearfield_schemas::{Firmness, PlanReason, PlanSignal, RegionAllocation};
 
 use crate::catalog::Item;
-use crate::count_model::predict;
+use crate::count_model::predict_spans;
 use crate::coverage::Coverage;
 use crate::forecast::{Forecast, Model};
 
@@ -139,7 +139,7 @@ fn cell_basis(
 
 /// Holds a late change of `delta` units in cell `cell` for plan `plan` (published with its
 /// next revision, or its group's next publishable change).
-pub(crate) fn add_late(plan: &mut Plan, cell: &CellState, delta: i64) {
+pub(crate) fn add_late(plan: &mut Plan, cell: &CellState, delta: i64) -> usize {
     let n = plan.signal.allocations.len().max(1);
     plan.held.resize(n, 0);
     let i = if plan.is_warehouse_plan() {
@@ -155,6 +155,7 @@ pub(crate) fn add_late(plan: &mut Plan, cell: &CellState, delta: i64) {
         0
     };
     plan.held[i] += delta;
+    i
 }
 
 /// Coarsens `units` (merging those that share a parent) until at most `max` remain or
@@ -187,18 +188,25 @@ fn coarsen(mut units: Vec<Unit>, max: usize, min_res: h3o::Resolution) -> Vec<Un
     units
 }
 
-/// The need for a warehouse: the `level` quantile of its demand over the lead time and the
-/// horizon, `[end, horizon_end)` — the order-up-to level of a periodic review.
-fn service_need(
+/// The warehouse's forecast of the horizon (median and interval) and its need: the `level`
+/// quantile of its demand over the lead time and the horizon, `[end, horizon_end)` — the
+/// order-up-to level of a periodic review. One fit for both.
+fn total_forecast(
     series: &[f64],
-    (end, horizon_end): (i64, i64),
+    (end, horizon_start, horizon_end): (i64, i64, i64),
     level: f64,
     cfg: &StateConfig,
     prior: Option<&crate::count_model::Prior>,
-) -> f64 {
+) -> (Forecast, f64) {
     let h = history(series, end, cfg);
     let b = |t: i64| t.div_euclid(cfg.bucket);
-    predict(&h, b(end), b(horizon_end), &[level], prior).quantiles[0].max(0.0)
+    let c = cfg.forecast.coverage;
+    let qs = [(1.0 - c) / 2.0, 0.5, (1.0 + c) / 2.0];
+    let spans: [(i64, i64, &[f64]); 2] =
+        [(b(horizon_start), b(horizon_end), &qs), (b(end), b(horizon_end), &[level])];
+    let p = predict_spans(&h, &spans, prior);
+    let (q, need) = (&p[0].quantiles, p[1].quantiles[0].max(0.0));
+    (Forecast { point: q[1], low: q[0], high: q[2] }, need)
 }
 
 /// `total` split over `weights` in proportion (largest remainder; equal shares when the
@@ -320,6 +328,7 @@ pub(crate) fn decide_warehouse(
             (units, stores, top) = (units + b.units, stores + b.stores, top.max(b.top));
         }
         let publish = stores > 0 && publishable(stores, units, top, cfg);
+        tally.group_changes_held += u64::from(stores > 0 && !publish);
         // How the bucket that just completed compares with its one-step forecast: on what
         // was sold (a surge is never an estimate of what offline shops sold).
         let sold = if coverage.is_some() && publish && series.len() > season {
@@ -363,9 +372,8 @@ pub(crate) fn decide_warehouse(
     };
     let span = (end, horizon_start, horizon_end);
     let total = sum_aligned(figures.iter().map(|f| &f.series));
-    let fc = horizon_forecast(&total, span, cfg, prior);
     let level = cfg.service_level_for(&item.supplier_id);
-    let need = service_need(&total, (span.0, span.2), level, cfg, prior);
+    let (fc, need) = total_forecast(&total, span, level, cfg, prior);
 
     let recommended = recommend(need, item.moq, item.batch_size);
     let medians: Vec<f64> = figures.iter().map(|f| f.fc.point).collect();
@@ -563,11 +571,12 @@ pub(crate) enum Revised {
     Absorbed,
 }
 
-/// Re-decides plan `idx` after late data; a changed recommendation is a REVISION once the
-/// changes behind it come from at least `privacy_k` stores.
+/// Re-decides plan `idx` after late data in its group `changed`; a changed
+/// recommendation is a REVISION once the changes behind it come from at least `privacy_k`
+/// stores. Only the changed group is forecast again (the others keep their figures).
 pub(crate) fn revise(
     sku: &mut SkuState,
-    idx: usize,
+    (idx, changed): (usize, usize),
     (item, coverage): (&Item, Option<&Coverage>),
     cfg: &StateConfig,
     now: i64,
@@ -580,24 +589,24 @@ pub(crate) fn revise(
     let series: Vec<Vec<f64>> =
         groups.iter().map(|g| unit_series(sku, &g.members, end, cfg, coverage)).collect();
     let total = sum_aligned(series.iter());
-    let fc = horizon_forecast(&total, span, cfg, prior);
     let observed = plan.signal.observed_units + plan.held.iter().sum::<i64>();
     let level = plan.signal.service_level;
-    let (need, group_fc) = if plan.is_warehouse_plan() {
-        let need = service_need(&total, (span.0, span.2), level, cfg, prior);
-        let per: Vec<Forecast> =
-            series.iter().map(|s| horizon_forecast(s, span, cfg, prior)).collect();
-        (need, per)
+    let (fc, need, group_fc) = if plan.is_warehouse_plan() {
+        let (fc, need) = total_forecast(&total, span, level, cfg, prior);
+        let group_fc = series.get(changed).map(|s| horizon_forecast(s, span, cfg, prior));
+        (fc, need, group_fc)
     } else {
         // A per-region plan of the previous release keeps its rules.
+        let fc = horizon_forecast(&total, span, cfg, prior);
         let need = match plan.base_reason {
             PlanReason::Threshold | PlanReason::Surge => fc.point.max(observed as f64),
             _ => fc.point,
         };
-        (need, Vec::new())
+        (fc, need, None)
     };
     let rec = recommend(need, item.moq, item.batch_size);
-    if rec == plan.signal.recommended_units {
+    let before = plan.signal.recommended_units;
+    if rec == before || ((rec - before).abs() as f64) < cfg.revision_tolerance * before as f64 {
         return Revised::Absorbed;
     }
     if plan.pending_stores < cfg.k {
@@ -623,15 +632,12 @@ pub(crate) fn revise(
     s.moq = item.moq;
     s.batch_size = item.batch_size;
     s.generated_at = now;
-    if !group_fc.is_empty() {
-        let medians: Vec<f64> = group_fc.iter().map(|f| f.point).collect();
-        for ((a, f), units) in s.allocations.iter_mut().zip(&group_fc).zip(allocate(rec, &medians))
-        {
-            a.units = units;
-            a.forecast_units = f.point;
-            a.forecast_low = f.low;
-            a.forecast_high = f.high;
-        }
+    if let (Some(f), Some(a)) = (group_fc, s.allocations.get_mut(changed)) {
+        (a.forecast_units, a.forecast_low, a.forecast_high) = (f.point, f.low, f.high);
+    }
+    let medians: Vec<f64> = s.allocations.iter().map(|a| a.forecast_units).collect();
+    for (a, units) in s.allocations.iter_mut().zip(allocate(rec, &medians)) {
+        a.units = units;
     }
     s.signal_id = signal_id(
         &s.supplier_id,
