@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use nearfield_schemas::{GridCoverage, PlanReason};
 
-use super::tests::{H, T0, grid, item, tick, win};
+use super::tests::{H, T0, emit_config, grid, item, tick, win};
 use super::{PartitionState, Side, StateConfig, decide};
 use crate::catalog::Catalog;
 use crate::config::EmitConfig;
@@ -33,13 +33,7 @@ fn coverage(book: &Coverage, hour: i64, reporting: i32) {
 
 #[test]
 fn offline_shops_do_not_pull_the_forecast_down_nor_count_twice() {
-    let c = EmitConfig {
-        settle_ms: H / 2,
-        privacy_k: 1,
-        idle_advance_ms: 0,
-        dominance_share: 1.0,
-        ..EmitConfig::default()
-    };
+    let c = EmitConfig { dominance_share: 1.0, ..emit_config(1) };
     let cfg = Arc::new(StateConfig::from_config(&c).expect("valid"));
     let cat = Catalog::of([item(1_000_000, 1)]);
     // Ten shops selling one unit an hour each, four days; on the last evening four are

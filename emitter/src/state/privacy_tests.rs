@@ -13,7 +13,7 @@ use std::sync::Arc;
 use h3o::{CellIndex, LatLng, Resolution};
 use nearfield_schemas::{DemandWindow, PlanSignal};
 
-use super::tests::{H, T0, item};
+use super::tests::{H, T0, emit_config, item, win};
 use super::{PartitionState, StateConfig};
 use crate::catalog::Catalog;
 use crate::config::EmitConfig;
@@ -44,29 +44,10 @@ type Sales = BTreeMap<(usize, i64), (i64, i64)>;
 type Figure = (i64, String, i64, i32);
 
 fn window(grid: &str, end: i64, net: i64, stores: i32, revision: i32, now: i64) -> DemandWindow {
-    DemandWindow {
-        grid_id: grid.into(),
-        sku: "SKU-1".into(),
-        window_start: end - H,
-        window_end: end,
-        units_sold: net,
-        units_returned: 0,
-        preorder_units: 0,
-        net_units: net,
-        revenue_minor: net * 100,
-        currency: "CNY".into(),
-        event_count: net,
-        distinct_stores: stores,
-        stores_reporting: stores,
-        stores_expected: stores,
-        stores_pending: 0,
-        revision,
-        is_final: true,
-        watermark: now,
-        source_partition: -1,
-        last_event_at: end - 1,
-        emitted_at: now,
-    }
+    let mut w = win(0, end, net, stores, revision);
+    w.grid_id = grid.into();
+    (w.watermark, w.emitted_at) = (now, now);
+    w
 }
 
 /// The windows the aggregator would write: per grid and hour, what was uploaded by then
@@ -118,15 +99,12 @@ fn changes(signals: &[PlanSignal]) -> BTreeMap<Figure, i64> {
 
 fn config(k: i32) -> Arc<StateConfig> {
     let c = EmitConfig {
-        settle_ms: H / 2,
-        privacy_k: k,
-        idle_advance_ms: 0,
         schedule_ms: 3 * H,
         surge_factor: 1e9,
         // One more unit can tip a bound over the share and change a grouping, and the
         // worlds would no longer line up; the rule has tests of its own.
         dominance_share: 1.0,
-        ..EmitConfig::default()
+        ..emit_config(k)
     };
     Arc::new(StateConfig::from_config(&c).expect("valid"))
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use h3o::{CellIndex, LatLng, Resolution};
 
-use super::tests::{H, T0, item, win};
+use super::tests::{H, T0, emit_config, item, win};
 use super::{PartitionState, StateConfig, recommend};
 use crate::catalog::Catalog;
 use crate::config::EmitConfig;
@@ -23,13 +23,7 @@ const JUDGED: std::ops::Range<usize> = 14..DAYS;
 /// sold, Σ of what the plans needed before rounding: max(⌈need⌉, MOQ)) over the judged
 /// days, for an item with `moq` and `batch`.
 fn plans_against_sales(moq: i64, batch: i64) -> (i64, i64, f64, i64) {
-    let c = EmitConfig {
-        settle_ms: H / 2,
-        privacy_k: 1,
-        idle_advance_ms: 0,
-        dominance_share: 1.0,
-        ..EmitConfig::default()
-    };
+    let c = EmitConfig { dominance_share: 1.0, ..emit_config(1) };
     let cfg = Arc::new(StateConfig::from_config(&c).expect("valid"));
     let cat = Catalog::of([item(moq, batch)]);
     // One grid in each of REGIONS res-7 regions of the warehouse's res-4 area.

@@ -10,16 +10,16 @@ const DAY: i64 = 24 * H;
 /// A Monday, 00:00 UTC.
 pub(super) const T0: i64 = 1_764_547_200_000;
 
+/// The tests' settings: hourly buckets settled after half an hour, floor `k`, no wall
+/// clock; the production defaults otherwise.
+pub(super) fn emit_config(k: i32) -> EmitConfig {
+    EmitConfig { settle_ms: H / 2, privacy_k: k, idle_advance_ms: 0, ..EmitConfig::default() }
+}
+
+/// `emit_config` without the dominance rule and the revision tolerance (they have tests
+/// of their own).
 pub(super) fn cfg(k: i32) -> Arc<StateConfig> {
-    // The dominance rule and the revision tolerance have tests of their own.
-    let c = EmitConfig {
-        settle_ms: H / 2,
-        privacy_k: k,
-        idle_advance_ms: 0,
-        dominance_share: 1.0,
-        revision_tolerance: 0.0,
-        ..EmitConfig::default()
-    };
+    let c = EmitConfig { dominance_share: 1.0, revision_tolerance: 0.0, ..emit_config(k) };
     Arc::new(StateConfig::from_config(&c).expect("valid"))
 }
 
@@ -397,12 +397,9 @@ proptest::proptest! {
         seed in 0u64..1000,
     ) {
         let c = EmitConfig {
-            settle_ms: H / 2,
-            privacy_k: 1,
-            idle_advance_ms: 0,
             dominance_share: 1.0,
             schedule_ms: schedule_hours * H,
-            ..EmitConfig::default()
+            ..emit_config(1)
         };
         let cfg = Arc::new(StateConfig::from_config(&c).expect("valid"));
         let mut it = item(moq, 6);
@@ -476,14 +473,7 @@ fn firm_only_inside_the_suppliers_frozen_time_fence() {
     it.lead_time_ms = 2 * DAY;
     let cat = Catalog::of([it]);
     let fenced = |supplier_frozen_ms: BTreeMap<String, i64>| {
-        let c = EmitConfig {
-            settle_ms: H / 2,
-            privacy_k: 1,
-            idle_advance_ms: 0,
-            dominance_share: 1.0,
-            supplier_frozen_ms,
-            ..EmitConfig::default()
-        };
+        let c = EmitConfig { dominance_share: 1.0, supplier_frozen_ms, ..emit_config(1) };
         let cfg = Arc::new(StateConfig::from_config(&c).expect("valid"));
         let out = run(&mut PartitionState::new(cfg), &cat, &ws);
         let surge = out.iter().find(|s| s.reason == PlanReason::Surge).cloned();
@@ -500,8 +490,7 @@ fn firm_only_inside_the_suppliers_frozen_time_fence() {
 #[test]
 fn no_store_dominates_a_published_figure() {
     let cat = Catalog::of([item(10, 1)]);
-    let c =
-        EmitConfig { settle_ms: H / 2, privacy_k: 2, idle_advance_ms: 0, ..EmitConfig::default() };
+    let c = emit_config(2);
     let ruled = Arc::new(StateConfig::from_config(&c).expect("valid"));
     assert_eq!(ruled.dominance, 0.5, "the default share");
     // Grids 0 and 2 (two res-7 regions under one res-6 parent), 20 units from 3 stores
@@ -587,13 +576,7 @@ fn a_young_sku_borrows_its_categorys_shape() {
 #[test]
 fn late_data_revises_only_a_move_beyond_the_tolerance() {
     let cat = Catalog::of([item(20, 1)]);
-    let c = EmitConfig {
-        settle_ms: H / 2,
-        privacy_k: 1,
-        idle_advance_ms: 0,
-        dominance_share: 1.0,
-        ..EmitConfig::default()
-    };
+    let c = EmitConfig { dominance_share: 1.0, ..emit_config(1) };
     let tolerant = Arc::new(StateConfig::from_config(&c).expect("valid"));
     assert_eq!(tolerant.revision_tolerance, 0.05, "the default");
     let ws = [win(0, T0 + H, 100, 2, 0), tick(T0 + H + H / 2)];

@@ -67,11 +67,7 @@ pub(crate) fn grouping(plan: &Plan, cells: &BTreeMap<String, CellState>) -> Vec<
         .iter()
         .map(|a| Group { region: a.region.clone(), members: Vec::new() })
         .collect();
-    let regions: BTreeMap<CellIndex, usize> = groups
-        .iter()
-        .enumerate()
-        .filter_map(|(i, g)| Some((g.region.parse::<CellIndex>().ok()?, i)))
-        .collect();
+    let regions = allocation_regions(plan);
     let warehouse = plan.signal.region.as_str();
     for (k, c) in cells.iter().filter(|(_, c)| c.warehouse == warehouse) {
         if let Some(i) = group_of(c, &regions) {
@@ -89,14 +85,13 @@ pub(crate) fn covers(plan: &Plan, key: &str, cell: &CellState) -> bool {
     if plan.signal.region != cell.warehouse {
         return false;
     }
-    let regions: BTreeMap<CellIndex, usize> = plan
-        .signal
-        .allocations
-        .iter()
-        .enumerate()
-        .filter_map(|(i, a)| Some((a.region.parse::<CellIndex>().ok()?, i)))
-        .collect();
-    group_of(cell, &regions).is_some()
+    group_of(cell, &allocation_regions(plan)).is_some()
+}
+
+/// A warehouse plan's allocation regions and their indexes.
+fn allocation_regions(plan: &Plan) -> BTreeMap<CellIndex, usize> {
+    let allocations = plan.signal.allocations.iter().enumerate();
+    allocations.filter_map(|(i, a)| Some((a.region.parse::<CellIndex>().ok()?, i))).collect()
 }
 
 /// What a cell would publish at a decision at `end`: its completed buckets since its last
@@ -143,14 +138,7 @@ pub(crate) fn add_late(plan: &mut Plan, cell: &CellState, delta: i64) -> usize {
     let n = plan.signal.allocations.len().max(1);
     plan.held.resize(n, 0);
     let i = if plan.is_warehouse_plan() {
-        let regions: BTreeMap<CellIndex, usize> = plan
-            .signal
-            .allocations
-            .iter()
-            .enumerate()
-            .filter_map(|(i, a)| Some((a.region.parse::<CellIndex>().ok()?, i)))
-            .collect();
-        group_of(cell, &regions).unwrap_or(0)
+        group_of(cell, &allocation_regions(plan)).unwrap_or(0)
     } else {
         0
     };
@@ -349,16 +337,11 @@ pub(crate) fn decide_warehouse(
                 && actual >= cfg.surge_factor * f1.point
                 && actual >= cfg.surge_min_units as f64;
         }
-        let fc = horizon_forecast(&series, (end, horizon_start, horizon_end), cfg, prior);
         let before = previous.get(gi).map_or(0, |a| a.contributing_stores);
         let stores = if publish { before.max(stores) } else { before };
-        figures.push(GroupFigures {
-            series,
-            fc,
-            fresh: if publish { units } else { 0 },
-            publish,
-            stores,
-        });
+        let fresh = if publish { units } else { 0 };
+        let fc = Forecast { point: 0.0, low: 0.0, high: 0.0 };
+        figures.push(GroupFigures { series, fc, fresh, publish, stores });
     }
     let observed_new: i64 = figures.iter().map(|f| f.fresh).sum();
     let reason = if surge {
@@ -370,7 +353,11 @@ pub(crate) fn decide_warehouse(
     } else {
         return None;
     };
+    // A rule fired: the forecasts (the costly part) of the groups and of the warehouse.
     let span = (end, horizon_start, horizon_end);
+    for f in &mut figures {
+        f.fc = horizon_forecast(&f.series, span, cfg, prior);
+    }
     let total = sum_aligned(figures.iter().map(|f| &f.series));
     let level = cfg.service_level_for(&item.supplier_id);
     let (fc, need) = total_forecast(&total, span, level, cfg, prior);
