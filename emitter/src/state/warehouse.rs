@@ -27,7 +27,7 @@ use nearfield_schemas::{Firmness, PlanReason, PlanSignal, RegionAllocation};
 use crate::catalog::Item;
 use crate::count_model::predict_spans;
 use crate::coverage::Coverage;
-use crate::forecast::{Forecast, Model};
+use crate::forecast::Forecast;
 
 use super::decide::{
     Basis, Unit, align_up, completeness, history, horizon_forecast, privacy_merge, recommend,
@@ -327,7 +327,10 @@ pub(crate) fn decide_warehouse(
         let sold = if sold.is_empty() { &series } else { &sold };
         let n = sold.len();
         if publish && n > season {
-            let f1 = Model::fit_best(&sold[..n - 1], &cfg.forecast).horizon(1, 1);
+            // The count model's one-step forecast of the bucket just completed, from what
+            // the group sold alone (no prior: more than a season of its own history).
+            let one = (end - cfg.bucket, end - cfg.bucket, end);
+            let f1 = horizon_forecast(&sold[..n - 1], one, cfg, None);
             let actual = sold[n - 1];
             tally.forecast_abs_errors.push((actual - f1.point).abs());
             if f1.low <= actual && actual <= f1.high {
