@@ -16,7 +16,8 @@ fn apply(c: &mut Criterion) {
     let state_cfg = Arc::new(StateConfig::from_config(&cfg).expect("valid"));
     let mut g = c.benchmark_group("emitter");
     g.sample_size(10);
-    for (skus, grids, hours) in [(20usize, 12usize, 72i64), (100, 7, 72)] {
+    // The last: a popular SKU over 5 000 grids (one warehouse plan of many regions).
+    for (skus, grids, hours) in [(20usize, 12usize, 72i64), (100, 7, 72), (2, 5_000, 8)] {
         let s = Scenario { skus, grids, hours, seed: 3, surge_hour: Some(60) };
         let windows = synthetic::stream(&s);
         let catalog = synthetic::catalog(&s);

@@ -11,7 +11,7 @@
 //! | `C` sku cell | a (warehouse, region) cell: warehouse, region, series end and length, accumulation (units, from, to, stores per grid), then per grid of the accumulation the bound on its largest store's units, then the recent buckets that received late windows |
 //! | `B` sku cell end | the cell's net units in the bucket ending at `end` (absent: 0) |
 //! | `G` sku grid end | a grid's figures in one bucket: net, stores, reporting, expected, last event |
-//! | `P` sku root | a revisable plan: first rule, basis, stores behind unpublished changes, members (a per-region plan's cells; none for a warehouse plan, whose groups are its allocations' regions), its latest published `PlanSignal` (Avro single-object), the prior it was forecast with (flag, then f64 LE), and the late units held back per allocation (count, then each) |
+//! | `P` sku root | a revisable plan: first rule, basis, stores behind unpublished changes, members (a per-region plan's cells; none for a warehouse plan, whose groups are its allocations' regions), its latest published `PlanSignal` (Avro single-object), the prior it was forecast with (flag, then f64 LE), the late units held back per allocation (count, then each), and whether a re-decision is pending (a byte) |
 //!
 //! A tombstone deletes. A popular SKU's state is thus spread over records of a few
 //! kilobytes: a warehouse plan names its groups (at most `max_allocations`), never its
@@ -319,6 +319,7 @@ fn plan_value(p: &Plan, codec: &Codec) -> Option<Vec<u8>> {
     for h in &p.held {
         put_i(&mut v, *h);
     }
+    v.push(u8::from(p.revise_pending));
     Some(v)
 }
 
@@ -355,11 +356,16 @@ fn read_plan(r: &mut Reader<'_>, root: String, codec: &Codec, format: u8) -> Res
         }
         b => return Err(format!("prior: flag {b}")),
     };
-    let mut held = Vec::new();
+    let (mut held, mut revise_pending) = (Vec::new(), false);
     if format != FORMAT_2 {
         for _ in 0..r.count("held", 1)? {
             held.push(r.i("held")?);
         }
+        revise_pending = match r.take(1, "revise_pending")?[0] {
+            0 => false,
+            1 => true,
+            b => return Err(format!("revise_pending: flag {b}")),
+        };
     }
     r.done("plan")?;
     let plan = Plan {
@@ -372,6 +378,7 @@ fn read_plan(r: &mut Reader<'_>, root: String, codec: &Codec, format: u8) -> Res
         prior,
         pending_stores,
         held,
+        revise_pending,
     };
     Ok(plan)
 }

@@ -120,8 +120,18 @@ pub(crate) fn unit_series(
     cfg: &StateConfig,
     coverage: Option<&Coverage>,
 ) -> Vec<f64> {
-    let cells: Vec<&CellState> =
-        members.iter().filter_map(|m| sku.cells.get(m)).filter(|c| !c.series.is_empty()).collect();
+    let cells: Vec<&CellState> = members.iter().filter_map(|m| sku.cells.get(m)).collect();
+    cells_series(&cells, end, cfg, coverage)
+}
+
+/// [`unit_series`] of the given cells.
+pub(crate) fn cells_series(
+    cells: &[&CellState],
+    end: i64,
+    cfg: &StateConfig,
+    coverage: Option<&Coverage>,
+) -> Vec<f64> {
+    let cells: Vec<&CellState> = cells.iter().copied().filter(|c| !c.series.is_empty()).collect();
     let Some(first) = cells.iter().map(|c| c.series_start(cfg.bucket)).min() else {
         return Vec::new();
     };
@@ -136,8 +146,8 @@ pub(crate) fn unit_series(
                 v[((b - start) / cfg.bucket) as usize] += *val as f64;
             }
         }
-        let unsettled = match (coverage, c.region.parse::<CellIndex>()) {
-            (Some(book), Ok(region)) => book.unsettled(region),
+        let unsettled = match (coverage, c.index()) {
+            (Some(book), Some(region)) => book.unsettled(region),
             _ => continue,
         };
         for (b, share) in unsettled {
@@ -230,7 +240,7 @@ pub(crate) fn unit_coverage(
 ) -> Option<Figures> {
     let mut sum = Figures::default();
     for c in members {
-        let f = coverage.region(c.region.parse::<CellIndex>().ok()?, end)?;
+        let f = coverage.region(c.index()?, end)?;
         sum.expected += f.expected;
         sum.reporting += f.reporting;
         sum.pending += f.pending;

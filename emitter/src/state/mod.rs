@@ -385,11 +385,15 @@ impl PartitionState {
         }
         let outcome = self.apply_data(w, side, now);
         // A record without a watermark (a replayed correction) moves no clock.
+        let before = self.watermark;
         if w.watermark > 0 {
             let t = if w.is_final { w.watermark.max(w.window_end) } else { w.watermark };
             self.clock.observe(w.source_partition, t, now);
             self.meta_dirty = true;
             self.follow_sources();
+        }
+        if self.watermark > before {
+            self.revise_pending(side, now);
         }
         self.advance(side, now);
         outcome
@@ -490,25 +494,40 @@ impl PartitionState {
         }) else {
             return Outcome::TooOld;
         };
-        let changed = warehouse::add_late(&mut sku.plans[idx], cell, delta);
+        warehouse::add_late(&mut sku.plans[idx], cell, delta);
         sku.plans[idx].pending_stores =
             sku.plans[idx].pending_stores.saturating_add(changed_stores);
         self.dirty.insert(Dirty::Plan(w.sku.clone(), sku.plans[idx].root.clone()));
-        let before = &sku.plans[idx].signal;
-        let (units, first_of_firm) = (
-            before.recommended_units,
-            before.revision == 0 && before.firmness == nearfield_schemas::Firmness::Firm,
-        );
-        match revise(sku, (idx, changed), (&item, side.coverage), &cfg, now) {
-            Revised::Sent(sig) => {
-                self.tally.revision_units += sig.recommended_units.abs_diff(units);
-                self.tally.firm_plans_revised += u64::from(first_of_firm);
-                self.signals.push(*sig);
-            }
-            Revised::Held => self.tally.revisions_held += 1,
-            Revised::Absorbed => self.tally.revisions_absorbed += 1,
-        }
         Outcome::Revised
+    }
+
+    /// Re-decides the plans late data arrived for (when the demand clock moves: a burst of
+    /// late windows is one re-decision, at a point the input decides).
+    fn revise_pending(&mut self, side: Side<'_>, now: i64) {
+        let cfg = Arc::clone(&self.cfg);
+        for (sku_id, sku) in &mut self.skus {
+            let Some(item) = side.catalog.get(sku_id) else { continue };
+            for idx in 0..sku.plans.len() {
+                if !std::mem::take(&mut sku.plans[idx].revise_pending) {
+                    continue;
+                }
+                self.dirty.insert(Dirty::Plan(sku_id.clone(), sku.plans[idx].root.clone()));
+                let before = &sku.plans[idx].signal;
+                let (units, first_of_firm) = (
+                    before.recommended_units,
+                    before.revision == 0 && before.firmness == nearfield_schemas::Firmness::Firm,
+                );
+                match revise(sku, idx, (&item, side.coverage), &cfg, now) {
+                    Revised::Sent(sig) => {
+                        self.tally.revision_units += sig.recommended_units.abs_diff(units);
+                        self.tally.firm_plans_revised += u64::from(first_of_firm);
+                        self.signals.push(*sig);
+                    }
+                    Revised::Held => self.tally.revisions_held += 1,
+                    Revised::Absorbed => self.tally.revisions_absorbed += 1,
+                }
+            }
+        }
     }
 
     /// Completes every bucket the clock passed.
@@ -681,13 +700,18 @@ impl PartitionState {
         {
             self.watermark = now - cfg.idle_advance;
             self.meta_dirty = true;
+            self.revise_pending(side, now);
             self.advance(side, now);
         }
         let idled = self.clock.idle_silent(now, cfg.source_idle);
         if idled > 0 {
             self.tally.sources_idled += idled;
             self.meta_dirty = true;
+            let before = self.watermark;
             self.follow_sources();
+            if self.watermark > before {
+                self.revise_pending(side, now);
+            }
             self.advance(side, now);
         }
         if std::mem::take(&mut self.meta_dirty) {

@@ -30,6 +30,9 @@ pub(crate) struct CellState {
     /// coverage of their closing no longer says what is missing, so they are not scaled.
     #[serde(default)]
     pub(crate) late: std::collections::BTreeSet<i64>,
+    /// `region` parsed (not persisted: derived).
+    #[serde(skip)]
+    pub(crate) index: Option<h3o::CellIndex>,
 }
 
 /// A bound on the net units of a grid's largest store in one bucket: what is left of
@@ -42,7 +45,6 @@ impl CellState {
     pub(crate) fn new(warehouse: &str, region: String) -> Self {
         CellState {
             warehouse: warehouse.to_string(),
-            region,
             series_end: i64::MIN,
             series: VecDeque::new(),
             acc_units: 0,
@@ -51,7 +53,14 @@ impl CellState {
             acc_stores: BTreeMap::new(),
             acc_top: BTreeMap::new(),
             late: std::collections::BTreeSet::new(),
+            index: region.parse().ok(),
+            region,
         }
+    }
+
+    /// The region as an H3 cell.
+    pub(crate) fn index(&self) -> Option<h3o::CellIndex> {
+        self.index.or_else(|| self.region.parse().ok())
     }
 
     pub(crate) fn series_start(&self, bucket: i64) -> i64 {
@@ -150,6 +159,10 @@ pub(crate) struct Plan {
     /// publishable change, never alone.
     #[serde(default)]
     pub(crate) held: Vec<i64>,
+    /// Late data arrived for the plan's basis: it is re-decided when the demand clock next
+    /// moves (so a burst of late windows is one re-decision, at a point the input decides).
+    #[serde(default)]
+    pub(crate) revise_pending: bool,
 }
 
 /// A set of cells whose demand is published as one figure (an allocation): for a

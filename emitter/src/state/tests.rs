@@ -213,6 +213,22 @@ fn thin_regions_merge_into_their_parent_or_are_suppressed() {
 }
 
 #[test]
+fn a_burst_of_late_windows_is_one_re_decision_when_the_clock_moves() {
+    let cat = Catalog::of([item(20, 1)]);
+    let mut st = PartitionState::new(cfg(1));
+    run(&mut st, &cat, &[win(0, T0 + H, 25, 2, 0), tick(T0 + H + H / 2)]);
+    // Three late windows for the plan's bucket: nothing yet (the clock has not moved)...
+    let late = [win(0, T0 + H, 40, 2, 1), win(1, T0 + H, 30, 1, 0), win(0, T0 + H, 45, 2, 2)];
+    assert!(run(&mut st, &cat, &late).is_empty());
+    assert!(st.skus["SKU-1"].plans[0].revise_pending);
+    // ...then one revision with all of them, as the clock moves.
+    let out = run(&mut st, &cat, &[tick(T0 + H + H / 2 + 60_000)]);
+    assert_eq!(out.len(), 1, "{out:#?}");
+    assert_eq!(out[0].observed_units, 45 + 30);
+    assert!(!st.skus["SKU-1"].plans[0].revise_pending);
+}
+
+#[test]
 fn late_data_that_changes_a_plan_revises_it() {
     let cat = Catalog::of([item(20, 1000)]);
     let mut st = PartitionState::new(cfg(1));
@@ -222,11 +238,12 @@ fn late_data_that_changes_a_plan_revises_it() {
     // 25 an hour for a day: 600 expected; its 0.9 quantile, rounded up to the batch.
     assert_eq!(first.recommended_units % 1000, 0, "{first:?}");
     // A late correction of the same bucket that keeps the recommendation: absorbed.
-    let out = run(&mut st, &cat, &[win(0, T0 + H, 27, 2, 1)]);
+    // (Late windows are re-decided when the demand clock next moves: the ticks.)
+    let out = run(&mut st, &cat, &[win(0, T0 + H, 27, 2, 1), tick(T0 + H + H / 2 + 60_000)]);
     assert!(out.is_empty(), "{out:#?}");
     assert_eq!(st.tally.revisions_absorbed, 1);
     // A late window from another grid of the same region that changes it: REVISION.
-    let out = run(&mut st, &cat, &[win(1, T0 + H, 60, 1, 0)]);
+    let out = run(&mut st, &cat, &[win(1, T0 + H, 60, 1, 0), tick(T0 + H + H / 2 + 120_000)]);
     assert_eq!(out.len(), 1, "{out:#?}");
     let rev = &out[0];
     assert_eq!(rev.reason, PlanReason::Revision);
@@ -447,13 +464,14 @@ fn a_revision_never_publishes_the_delta_of_fewer_than_k_stores() {
     assert_eq!(first.len(), 1, "{first:#?}");
     // One shop's late sales (grid 1's window corrected, still its one store): enough to
     // change the recommendation, but publishing it would expose that shop: held.
-    assert!(run(&mut st, &cat, &[win(1, T0 + H, 60, 1, 1)]).is_empty());
+    let t = |i: i64| tick(T0 + H + H / 2 + i * 60_000);
+    assert!(run(&mut st, &cat, &[win(1, T0 + H, 60, 1, 1), t(1)]).is_empty());
     assert_eq!(st.tally.revisions_held, 1);
     // A second store's (grid 0: 2 → 3 stores): two stores behind the change, still held.
-    assert!(run(&mut st, &cat, &[win(0, T0 + H, 40, 3, 1)]).is_empty());
+    assert!(run(&mut st, &cat, &[win(0, T0 + H, 40, 3, 1), t(2)]).is_empty());
     assert_eq!(st.tally.revisions_held, 2);
     // A third store's: the revision goes out, its delta from three stores' changes.
-    let out = run(&mut st, &cat, &[win(1, T0 + H, 70, 2, 2)]);
+    let out = run(&mut st, &cat, &[win(1, T0 + H, 70, 2, 2), t(3)]);
     assert_eq!(out.len(), 1, "{out:#?}");
     let rev = &out[0];
     assert_eq!(rev.reason, PlanReason::Revision);
@@ -580,7 +598,7 @@ fn late_data_revises_only_a_move_beyond_the_tolerance() {
     let tolerant = Arc::new(StateConfig::from_config(&c).expect("valid"));
     assert_eq!(tolerant.revision_tolerance, 0.05, "the default");
     let ws = [win(0, T0 + H, 100, 2, 0), tick(T0 + H + H / 2)];
-    let late = [win(0, T0 + H, 102, 2, 1)];
+    let late = [win(0, T0 + H, 102, 2, 1), tick(T0 + H + H / 2 + 60_000)];
     // Without a tolerance two more units revise the plan; with 5 % they are absorbed.
     let mut st = PartitionState::new(cfg(1));
     let first = run(&mut st, &cat, &ws);
@@ -590,7 +608,7 @@ fn late_data_revises_only_a_move_beyond_the_tolerance() {
     assert!(run(&mut st, &cat, &late).is_empty());
     assert_eq!(st.tally.revisions_absorbed, 1);
     // A move well beyond 5 % is a revision.
-    let out = run(&mut st, &cat, &[win(1, T0 + H, 60, 2, 0)]);
+    let out = run(&mut st, &cat, &[win(1, T0 + H, 60, 2, 0), tick(T0 + H + H / 2 + 120_000)]);
     assert_eq!(out.len(), 1, "{out:#?}");
     assert!(out[0].recommended_units as f64 > 1.05 * first[0].recommended_units as f64);
 }

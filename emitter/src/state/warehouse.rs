@@ -30,8 +30,8 @@ use crate::coverage::Coverage;
 use crate::forecast::Forecast;
 
 use super::decide::{
-    Basis, Unit, align_up, completeness, history, horizon_forecast, privacy_merge, recommend,
-    signal_id, unit_coverage, unit_series,
+    Basis, Unit, align_up, cells_series, completeness, history, horizon_forecast, privacy_merge,
+    recommend, signal_id, unit_coverage, unit_series,
 };
 use super::model::{CellState, Group, Plan, SkuState};
 use super::{StateConfig, Tally};
@@ -45,7 +45,7 @@ pub(crate) fn publishable(stores: i32, units: i64, top: i64, cfg: &StateConfig) 
 
 /// The group of a warehouse's cell: the finest of `regions` containing its region.
 fn group_of(cell: &CellState, regions: &BTreeMap<CellIndex, usize>) -> Option<usize> {
-    let mut c = cell.region.parse::<CellIndex>().ok()?;
+    let mut c = cell.index()?;
     loop {
         if let Some(i) = regions.get(&c) {
             return Some(*i);
@@ -134,7 +134,7 @@ fn cell_basis(
 
 /// Holds a late change of `delta` units in cell `cell` for plan `plan` (published with its
 /// next revision, or its group's next publishable change).
-pub(crate) fn add_late(plan: &mut Plan, cell: &CellState, delta: i64) -> usize {
+pub(crate) fn add_late(plan: &mut Plan, cell: &CellState, delta: i64) {
     let n = plan.signal.allocations.len().max(1);
     plan.held.resize(n, 0);
     let i = if plan.is_warehouse_plan() {
@@ -143,7 +143,7 @@ pub(crate) fn add_late(plan: &mut Plan, cell: &CellState, delta: i64) -> usize {
         0
     };
     plan.held[i] += delta;
-    i
+    plan.revise_pending = true;
 }
 
 /// Coarsens `units` (merging those that share a parent) until at most `max` remain or
@@ -280,7 +280,7 @@ pub(crate) fn decide_warehouse(
             c.warehouse == warehouse && !c.acc_stores.is_empty() && !grouped.contains(*k)
         })
         .filter_map(|(k, c)| {
-            let cell = c.region.parse::<CellIndex>().ok()?;
+            let cell = c.index()?;
             let b = cell_basis(c, &sku.grids, end, cfg.bucket);
             (b.stores > 0).then(|| (cell, k.clone(), b.stores, b.units, b.top))
         })
@@ -502,6 +502,7 @@ pub(crate) fn decide_warehouse(
         prior: prior.cloned(),
         pending_stores,
         held: if held.iter().any(|h| *h != 0) { held } else { Vec::new() },
+        revise_pending: false,
     };
     match current {
         Some(i) => {
@@ -561,12 +562,12 @@ pub(crate) enum Revised {
     Absorbed,
 }
 
-/// Re-decides plan `idx` after late data in its group `changed`; a changed
-/// recommendation is a REVISION once the changes behind it come from at least `privacy_k`
-/// stores. Only the changed group is forecast again (the others keep their figures).
+/// Re-decides plan `idx` after late data; a changed recommendation is a REVISION once the
+/// changes behind it come from at least `privacy_k` stores. Only the groups holding late
+/// units are forecast again (the others keep their figures).
 pub(crate) fn revise(
     sku: &mut SkuState,
-    (idx, changed): (usize, usize),
+    idx: usize,
     (item, coverage): (&Item, Option<&Coverage>),
     cfg: &StateConfig,
     now: i64,
@@ -575,15 +576,40 @@ pub(crate) fn revise(
     let end = plan.signal.based_on_watermark;
     let span = (end, plan.signal.horizon_start, plan.signal.horizon_end);
     let prior = plan.prior.as_ref();
-    let groups = grouping(plan, &sku.cells);
-    let series: Vec<Vec<f64>> =
-        groups.iter().map(|g| unit_series(sku, &g.members, end, cfg, coverage)).collect();
-    let total = sum_aligned(series.iter());
+    // One pass over the warehouse's cells: those of the plan, and of its changed groups.
+    let mut all = Vec::new();
+    let mut changed: BTreeMap<usize, Vec<&CellState>> = plan
+        .held
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| **h != 0)
+        .map(|(g, _)| (g, Vec::new()))
+        .collect();
+    if plan.is_warehouse_plan() {
+        let regions = allocation_regions(plan);
+        let warehouse = plan.signal.region.as_str();
+        for c in sku.cells.values().filter(|c| c.warehouse == warehouse) {
+            if let Some(g) = group_of(c, &regions) {
+                all.push(c);
+                if let Some(cells) = changed.get_mut(&g) {
+                    cells.push(c);
+                }
+            }
+        }
+    } else {
+        all.extend(plan.members.iter().filter_map(|m| sku.cells.get(m)));
+    }
+    let total = cells_series(&all, end, cfg, coverage);
     let observed = plan.signal.observed_units + plan.held.iter().sum::<i64>();
     let level = plan.signal.service_level;
     let (fc, need, group_fc) = if plan.is_warehouse_plan() {
         let (fc, need) = total_forecast(&total, span, level, cfg, prior);
-        let group_fc = series.get(changed).map(|s| horizon_forecast(s, span, cfg, prior));
+        let group_fc: Vec<(usize, Forecast)> = changed
+            .iter()
+            .map(|(g, cells)| {
+                (*g, horizon_forecast(&cells_series(cells, end, cfg, coverage), span, cfg, prior))
+            })
+            .collect();
         (fc, need, group_fc)
     } else {
         // A per-region plan of the previous release keeps its rules.
@@ -592,7 +618,7 @@ pub(crate) fn revise(
             PlanReason::Threshold | PlanReason::Surge => fc.point.max(observed as f64),
             _ => fc.point,
         };
-        (fc, need, None)
+        (fc, need, Vec::new())
     };
     let rec = recommend(need, item.moq, item.batch_size);
     let before = plan.signal.recommended_units;
@@ -622,8 +648,10 @@ pub(crate) fn revise(
     s.moq = item.moq;
     s.batch_size = item.batch_size;
     s.generated_at = now;
-    if let (Some(f), Some(a)) = (group_fc, s.allocations.get_mut(changed)) {
-        (a.forecast_units, a.forecast_low, a.forecast_high) = (f.point, f.low, f.high);
+    for (g, f) in group_fc {
+        if let Some(a) = s.allocations.get_mut(g) {
+            (a.forecast_units, a.forecast_low, a.forecast_high) = (f.point, f.low, f.high);
+        }
     }
     let medians: Vec<f64> = s.allocations.iter().map(|a| a.forecast_units).collect();
     for (a, units) in s.allocations.iter_mut().zip(allocate(rec, &medians)) {
