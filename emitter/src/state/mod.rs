@@ -383,7 +383,7 @@ impl PartitionState {
         if w.window_end <= w.window_start {
             return Outcome::InvalidTime;
         }
-        let outcome = self.apply_data(w, side, now);
+        let outcome = self.apply_data(w, side);
         // A record without a watermark (a replayed correction) moves no clock.
         let before = self.watermark;
         if w.watermark > 0 {
@@ -408,7 +408,7 @@ impl PartitionState {
         }
     }
 
-    fn apply_data(&mut self, w: &DemandWindow, side: Side<'_>, now: i64) -> Outcome {
+    fn apply_data(&mut self, w: &DemandWindow, side: Side<'_>) -> Outcome {
         let catalog = side.catalog;
         let cfg = Arc::clone(&self.cfg);
         if w.window_end - w.window_start != cfg.bucket || w.window_end % cfg.bucket != 0 {
