@@ -54,4 +54,6 @@ print("|---|---|---|---|")
 print(f"| window emitted after its nominal close (target p99 ≤ 1 s) | {r['close_p50_ms']} ms | {r['close_p99_ms']} ms | {r['windows']:,} windows |")
 print(f"| occurred_at → DemandWindow (includes the window's own 10 s + 3 s) | {r['event_to_window_p50_ms']} ms | {r['event_to_window_p99_ms']} ms | {r['events']:,} events |")
 print(f"| bucket end → PlanSignal (includes the 1 s settle) | {r['bucket_to_signal_p50_ms']} ms | {r['bucket_to_signal_p99_ms']} ms | {r['signals']:,} signals |")
+if "bucket_to_decision_p50_ms" in r:
+    print(f"| bucket end → PlanSignal, decisions only (revisions: {r['revisions']:,}) | {r['bucket_to_decision_p50_ms']} ms | {r['bucket_to_decision_p99_ms']} ms | {r['signals'] - r['revisions']:,} signals |")
 PY

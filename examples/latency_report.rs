@@ -11,7 +11,10 @@
 //! - `event_to_window_*_ms`: per sale event, the first emission of its window − `occurred_at`
 //!   (so it includes waiting for the window to end and close).
 //! - `bucket_to_signal_*_ms`: per plan signal, `generated_at` − `based_on_watermark` (the end
-//!   of the bucket the decision completed; includes the emitter's `settle`).
+//!   of the bucket the decision completed; includes the emitter's `settle`);
+//!   `bucket_to_decision_*_ms` the same over decisions only (a REVISION's basis is the
+//!   revised plan's, so its figure is how late the late data came, not the emitter's
+//!   delay), and `revisions` how many signals were revisions.
 //!
 //! Usage: `latency_report BROKERS WINDOW_MS GRACE_MS OUT_OF_ORDERNESS_MS`
 
@@ -101,17 +104,22 @@ fn main() {
     let md = consumer
         .fetch_metadata(None, Duration::from_secs(10))
         .unwrap_or_else(|e| die(&format!("metadata: {e}")));
-    let mut to_signal = Vec::new();
+    let (mut to_signal, mut to_decision, mut revisions) = (Vec::new(), Vec::new(), 0usize);
     for t in md.topics().iter().map(|t| t.name()).filter(|n| n.starts_with("plan.")) {
         for bytes in read(brokers, t) {
             if let Ok(s) = codec.decode::<PlanSignal>(&bytes) {
                 to_signal.push(s.generated_at - s.based_on_watermark);
+                if s.reason == nearfield_schemas::PlanReason::Revision {
+                    revisions += 1;
+                } else {
+                    to_decision.push(s.generated_at - s.based_on_watermark);
+                }
             }
         }
     }
     let (nw, ne, ns) = (close.len(), event_to_window.len(), to_signal.len());
     println!(
-        "{{\"phase\":\"latency\",\"window_ms\":{window},\"windows\":{nw},\"windows_closed_after_the_run\":{tail},\"close_p50_ms\":{},\"close_p99_ms\":{},\"close_max_ms\":{},\"events\":{ne},\"events_without_window\":{unmatched},\"event_to_window_p50_ms\":{},\"event_to_window_p99_ms\":{},\"signals\":{ns},\"bucket_to_signal_p50_ms\":{},\"bucket_to_signal_p99_ms\":{}}}",
+        "{{\"phase\":\"latency\",\"window_ms\":{window},\"windows\":{nw},\"windows_closed_after_the_run\":{tail},\"close_p50_ms\":{},\"close_p99_ms\":{},\"close_max_ms\":{},\"events\":{ne},\"events_without_window\":{unmatched},\"event_to_window_p50_ms\":{},\"event_to_window_p99_ms\":{},\"signals\":{ns},\"bucket_to_signal_p50_ms\":{},\"bucket_to_signal_p99_ms\":{},\"revisions\":{revisions},\"bucket_to_decision_p50_ms\":{},\"bucket_to_decision_p99_ms\":{}}}",
         pct(&mut close, 0.5),
         pct(&mut close, 0.99),
         pct(&mut close, 1.0),
@@ -119,5 +127,7 @@ fn main() {
         pct(&mut event_to_window, 0.99),
         pct(&mut to_signal, 0.5),
         pct(&mut to_signal, 0.99),
+        pct(&mut to_decision, 0.5),
+        pct(&mut to_decision, 0.99),
     );
 }

@@ -46,7 +46,18 @@ def in_words(s, names):
     return "\n".join(lines)
 
 
-def check_current(signals):
+def privacy_k(config="deploy/examples/nearfield.toml"):
+    """The privacy floor the demo's emitter runs with (its config file's, else 5)."""
+    try:
+        for line in open(config, encoding="utf-8"):
+            if line.strip().startswith("privacy_k"):
+                return int(line.split("=")[1].split("#")[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 5
+
+
+def check_current(signals, k=5):
     """The contract on the latest plans: one current plan per (supplier, SKU, warehouse,
     horizon), rounded once (less than one batch over the need, or the MOQ), allocations
     adding up, and the fewest shops behind any figure. Returns a line and whether it held."""
@@ -68,12 +79,12 @@ def check_current(signals):
             unallocated += 1
         figures = [s["contributing_stores"]] + [a["contributing_stores"] for a in s.get("allocations") or []]
         fewest = min(figures + ([fewest] if fewest is not None else []))
-    ok = overlapping == 0 and over_batch == 0 and unallocated == 0
+    ok = overlapping == 0 and over_batch == 0 and unallocated == 0 and (fewest is None or fewest >= k)
     line = (f"  current plans: {len(keys):,} (SKU, warehouse, horizon) keys, "
             f"{overlapping} with overlapping current plans; rounding over the need below one batch "
             f"on {len(current) - over_batch:,} of {len(current):,} (the MOQ binds on {moq_bound:,}); "
             f"allocations add up on {len(current) - unallocated:,}; the fewest shops behind a figure: "
-            f"{'–' if fewest is None else fewest}")
+            f"{'–' if fewest is None else fewest} (floor {k})")
     return line, ok
 
 
@@ -103,7 +114,7 @@ def main():
           f"({fmt(h.get('windows_per_min'))} in the last minute)", file=sys.stderr)
     print(f"  plan signals: {fmt(h.get('signals_total'))}", file=sys.stderr)
     if signals:
-        line, ok = check_current(signals)
+        line, ok = check_current(signals, privacy_k())
         print(line if ok else line + "  << CONTRACT BROKEN", file=sys.stderr)
     # Decisions a factory acts on first: new plans before revisions.
     rank = {"THRESHOLD": 0, "SCHEDULED": 1, "SURGE": 2, "REVISION": 3}
