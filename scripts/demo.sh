@@ -112,10 +112,11 @@ demo: emitter on http://127.0.0.1:8082  (plans: /v1/plans[?supplier=…], metric
 demo: ~3000 simulated shops around Shanghai send $RATE events/s for $SECS s (Ctrl-C stops)
 
 What a factory sees: its own plan topic (plan.<supplier>.v1) receives plans like
-  "bright-dairy: make 240 units of Fresh milk #1 (SKU-00001) for warehouse
-   bright-dairy-wh-west, 10:20–10:30 UTC — 231 units forecast from the minute-by-minute
-   sales of the shops its warehouse serves, rounded up to the MOQ 120 and batches of 24;
-   why: demand reached the MOQ (threshold); planning, not yet firm."
+  "bright-dairy: have 480 units of Fresh milk #1 (SKU-00001) at warehouse
+   bright-dairy-wh-west for 10:20–10:30 UTC — demand at a 90 % service level, forecast
+   from the minute-by-minute sales of the shops the warehouse serves, rounded once up to
+   the MOQ 120 and batches of 24, split over the warehouse's regions; why: demand reached
+   the MOQ (threshold); planning, not yet firm."
 The first plans come about 80 s after the shops start selling (windows must close first);
 they appear on the live page, and the summary (at the end, or on Ctrl-C) says the latest
 ones in words.

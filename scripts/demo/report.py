@@ -57,7 +57,7 @@ def privacy_k(config="deploy/examples/nearfield.toml"):
     return 5
 
 
-def check_current(signals, k=5):
+def check_current(signals, k_floor=5):
     """The contract on the latest plans: one current plan per (supplier, SKU, warehouse,
     horizon), rounded once (less than one batch over the need, or the MOQ), allocations
     adding up, and the fewest shops behind any figure. Returns a line and whether it held."""
@@ -79,12 +79,12 @@ def check_current(signals, k=5):
             unallocated += 1
         figures = [s["contributing_stores"]] + [a["contributing_stores"] for a in s.get("allocations") or []]
         fewest = min(figures + ([fewest] if fewest is not None else []))
-    ok = overlapping == 0 and over_batch == 0 and unallocated == 0 and (fewest is None or fewest >= k)
+    ok = overlapping == 0 and over_batch == 0 and unallocated == 0 and (fewest is None or fewest >= k_floor)
     line = (f"  current plans: {len(keys):,} (SKU, warehouse, horizon) keys, "
             f"{overlapping} with overlapping current plans; rounding over the need below one batch "
             f"on {len(current) - over_batch:,} of {len(current):,} (the MOQ binds on {moq_bound:,}); "
             f"allocations add up on {len(current) - unallocated:,}; the fewest shops behind a figure: "
-            f"{'–' if fewest is None else fewest} (floor {k})")
+            f"{'–' if fewest is None else fewest} (floor {k_floor})")
     return line, ok
 
 
