@@ -180,7 +180,7 @@ fn a_format_2_changelog_restores_with_its_per_region_plans() {
     assert_eq!(x.plans.len(), 1);
     let p = &x.plans[0];
     assert!(!p.is_warehouse_plan());
-    let groups = warehouse::grouping(p, &x.cells);
+    let groups = groups::grouping(p, &x.cells);
     assert_eq!(groups.len(), 1);
     assert_eq!(
         (groups[0].region.as_str(), &groups[0].members),

@@ -59,6 +59,24 @@ pub(crate) struct Unit {
     pub(crate) top: i64,
 }
 
+impl Unit {
+    /// Adds `u` to the unit of `region` in `level` (creating it): members and stores
+    /// add up, the largest store's bound is the larger one.
+    pub(crate) fn merge_into(self, region: CellIndex, level: &mut BTreeMap<CellIndex, Unit>) {
+        let e = level.entry(region).or_insert_with(|| Unit {
+            region,
+            members: Vec::new(),
+            stores: 0,
+            units: 0,
+            top: 0,
+        });
+        e.members.extend(self.members);
+        e.stores += self.stores;
+        e.units += self.units;
+        e.top = e.top.max(self.top);
+    }
+}
+
 /// Merges regions that may not be published alone (fewer than `k` stores, or one store
 /// above the dominance share) into their parents, finest first; what still may not be
 /// published at `min_region_res` is suppressed. Candidates: (cell, key, stores, units,
@@ -68,24 +86,8 @@ pub(crate) fn privacy_merge(
     cfg: &StateConfig,
 ) -> (Vec<Unit>, Vec<Unit>) {
     let mut level: BTreeMap<CellIndex, Unit> = BTreeMap::new();
-    let join = |level: &mut BTreeMap<CellIndex, Unit>,
-                cell: CellIndex,
-                members: Vec<String>,
-                (stores, units, top): (i32, i64, i64)| {
-        let e = level.entry(cell).or_insert_with(|| Unit {
-            region: cell,
-            members: Vec::new(),
-            stores: 0,
-            units: 0,
-            top: 0,
-        });
-        e.members.extend(members);
-        e.stores += stores;
-        e.units += units;
-        e.top = e.top.max(top);
-    };
-    for (cell, key, stores, units, top) in cands {
-        join(&mut level, cell, vec![key], (stores, units, top));
+    for (region, key, stores, units, top) in cands {
+        Unit { region, members: vec![key], stores, units, top }.merge_into(region, &mut level);
     }
     let (mut units, mut suppressed) = (Vec::new(), Vec::new());
     while let Some(res) = level.keys().map(|c| c.resolution()).max() {
@@ -93,10 +95,10 @@ pub(crate) fn privacy_merge(
         for c in at {
             let Some(u) = level.remove(&c) else { continue };
             let parent = res.pred().filter(|_| res > cfg.min_region_res).and_then(|r| c.parent(r));
-            if super::warehouse::publishable(u.stores, u.units, u.top, cfg) {
+            if super::groups::publishable(u.stores, u.units, u.top, cfg) {
                 units.push(u);
             } else if let Some(p) = parent {
-                join(&mut level, p, u.members, (u.stores, u.units, u.top));
+                u.merge_into(p, &mut level);
             } else {
                 suppressed.push(u);
             }

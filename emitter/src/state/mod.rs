@@ -13,10 +13,11 @@
 //! partitions whose windows arrive here, so a bucket is decided only once every partition
 //! feeding it has closed it (a partition silent for `source_idle_ms` stops holding the
 //! clock back). A bucket is complete once the clock passes its end + `settle_ms`; each
-//! completion decides, per (supplier, SKU, warehouse), which regions get a `PlanSignal`
-//! (privacy floor first, then SURGE > THRESHOLD > SCHEDULED). A window arriving for a
-//! bucket a plan already used is applied to that plan, which is re-decided at once: a
-//! changed recommendation is a REVISION that supersedes it.
+//! completion decides, per (supplier, SKU, warehouse), whether the horizon's one plan is
+//! made or superseded (SURGE > THRESHOLD > SCHEDULED), with its regions' allocations. A
+//! window arriving for a bucket a plan already used is held for that plan, which is
+//! re-decided when the clock next moves: a changed recommendation is a REVISION that
+//! supersedes it.
 //!
 //! Everything is decided from the input records in partition order (the wall clock only
 //! stamps `generated_at`, lets silent sources go and, after `idle_advance_ms` of silence
@@ -29,12 +30,19 @@
 //! # Layout
 //! - this file: applying windows, the clock, completing buckets, pruning, flushing;
 //! - `model`: the state's data types;
-//! - `decide`: privacy merge, forecasts, rules, recommendations, revisions;
+//! - `warehouse`: the warehouse decision (rules, quantities, the plan) and revisions;
+//! - `groups`: what may be published (privacy, dominance), a plan's fixed grouping, a
+//!   cell's basis, held late units, coarsening, allocation;
+//! - `decide`: the privacy merge, series (completeness-aware), forecasts, completeness,
+//!   rounding, signal ids;
+//! - `tally`: what the state reports for metrics;
 //! - `clock`: the per-source clocks and their minimum;
-//! - `changelog`: the changelog records (format 2, binary, per unit; format 1 read) and
+//! - `changelog`: the changelog records (format 3, binary, per unit; formats 2 and 1 read) and
 //!   restore;
 //! - `tests`: unit tests and the restore-equivalence property test;
-//! - `changelog_tests`: record sizes, goldens, format-1 migration, the clock.
+//! - `changelog_tests`: record sizes, goldens, format-1/2 migration, the clock;
+//! - `privacy_tests`, `quantity_tests`, `completeness_tests`: the differencing attack,
+//!   plans against what sold, offline shops.
 
 mod changelog;
 #[cfg(test)]
@@ -43,11 +51,13 @@ mod clock;
 #[cfg(test)]
 mod completeness_tests;
 mod decide;
+mod groups;
 mod model;
 #[cfg(test)]
 mod privacy_tests;
 #[cfg(test)]
 mod quantity_tests;
+mod tally;
 #[cfg(test)]
 mod tests;
 mod warehouse;
@@ -72,6 +82,7 @@ use clock::Clock;
 use decide::align_down;
 pub use decide::{recommend, signal_id};
 use model::{CellState, GridBucket, SkuState};
+pub use tally::{StateSize, Tally};
 use warehouse::{Revised, decide_warehouse, revise};
 
 /// The settings the state machine uses.
@@ -209,59 +220,6 @@ impl Outcome {
     }
 }
 
-/// What happened since the last flush, for metrics.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct Tally {
-    /// A rule would have fired for a region set thinner than the privacy floor.
-    pub suppressed: u64,
-    /// |actual − forecast| of one-step forecasts as buckets completed.
-    pub forecast_abs_errors: Vec<f64>,
-    /// How many of those actuals fell inside the interval.
-    pub forecast_hits: u64,
-    /// Revised windows that left a plan's recommendation unchanged.
-    pub revisions_absorbed: u64,
-    /// Revisions held back: the change came from fewer than `privacy_k` stores.
-    pub revisions_held: u64,
-    /// Region changes kept back: from fewer than `privacy_k` stores, or dominated.
-    pub group_changes_held: u64,
-    /// FIRM plans revised for the first time.
-    pub firm_plans_revised: u64,
-    /// |new − previous recommended_units| summed over revisions.
-    pub revision_units: u64,
-    /// Decisions that superseded the current plan of their horizon (a newer decision,
-    /// not late data).
-    pub superseded: u64,
-    /// Milliseconds from the newest sale behind a signal to the signal.
-    pub latencies_ms: Vec<i64>,
-    /// Signals whose completeness came from `coverage.v1` (whole regions).
-    pub coverage_known: u64,
-    /// Aggregator partitions that fell silent for `source_idle_ms` and stopped holding
-    /// the demand clock back.
-    pub sources_idled: u64,
-    /// Signals decided before the coverage of their bucket was read (completeness from
-    /// the demand windows alone).
-    pub coverage_unknown: u64,
-}
-
-impl Tally {
-    /// Adds `t` to this tally.
-    pub fn merge(&mut self, t: Tally) {
-        self.suppressed += t.suppressed;
-        self.forecast_abs_errors.extend(t.forecast_abs_errors);
-        self.forecast_hits += t.forecast_hits;
-        self.revisions_absorbed += t.revisions_absorbed;
-        self.revisions_held += t.revisions_held;
-        self.group_changes_held += t.group_changes_held;
-        self.firm_plans_revised += t.firm_plans_revised;
-        self.revision_units += t.revision_units;
-        self.superseded += t.superseded;
-        self.latencies_ms.extend(t.latencies_ms);
-        self.coverage_known += t.coverage_known;
-        self.sources_idled += t.sources_idled;
-        self.coverage_unknown += t.coverage_unknown;
-    }
-}
-
 /// What a flush hands to the transaction.
 #[derive(Debug, Default)]
 pub struct Flushed {
@@ -269,18 +227,6 @@ pub struct Flushed {
     pub changelog: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// Signals decided since the last flush, in decision order.
     pub signals: Vec<PlanSignal>,
-}
-
-/// Sizes for the gauges.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct StateSize {
-    pub skus: usize,
-    pub cells: usize,
-    pub plans: usize,
-    pub bytes: usize,
-    /// Aggregator partitions the clocks follow, and of them idle.
-    pub sources: usize,
-    pub idle_sources: usize,
 }
 
 /// A SKU with less history than this many seasons (a week of days) is young: its prior is
@@ -293,19 +239,6 @@ const LATE_KEEP_BUCKETS: i64 = 48;
 
 /// 9999-12-31T23:59:59.999Z: times beyond are refused, so the arithmetic cannot overflow.
 const MAX_TIME: i64 = 253_402_300_799_999;
-
-impl std::iter::Sum for StateSize {
-    fn sum<I: Iterator<Item = StateSize>>(iter: I) -> Self {
-        iter.fold(StateSize::default(), |a, b| StateSize {
-            skus: a.skus + b.skus,
-            cells: a.cells + b.cells,
-            plans: a.plans + b.plans,
-            bytes: a.bytes + b.bytes,
-            sources: a.sources + b.sources,
-            idle_sources: a.idle_sources + b.idle_sources,
-        })
-    }
-}
 
 /// One partition's state.
 #[derive(Debug)]
@@ -490,11 +423,11 @@ impl PartitionState {
         }
         // The bucket is in the basis of a plan already sent: revise it.
         let Some(idx) = sku.plans.iter().rposition(|p| {
-            p.basis_from < end && end <= p.basis_to && warehouse::covers(p, &key, cell)
+            p.basis_from < end && end <= p.basis_to && groups::covers(p, &key, cell)
         }) else {
             return Outcome::TooOld;
         };
-        warehouse::add_late(&mut sku.plans[idx], cell, delta);
+        groups::add_late(&mut sku.plans[idx], cell, delta);
         sku.plans[idx].pending_stores =
             sku.plans[idx].pending_stores.saturating_add(changed_stores);
         self.dirty.insert(Dirty::Plan(w.sku.clone(), sku.plans[idx].root.clone()));
