@@ -104,3 +104,44 @@ fn forecast_backtests_a_history_file() {
     let (ok, _, err) = nearfield(&bad);
     assert!(!ok && err.contains("--quantiles: each level must be within (0, 1)"), "{err}");
 }
+
+/// The environment of a running `nearfield` (reading a history from a pipe that stays open
+/// until the environment was read), with `env` added to what it was started with.
+fn running_environment(env: &[(&str, &str)]) -> String {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nearfield"))
+        .args(["forecast", "--history", "/dev/stdin", "--lead-hours", "1"])
+        .args(["--horizon-hours", "1", "--every-hours", "1", "--min-history-hours", "1"])
+        .env_remove("MIMALLOC_ARENA_EAGER_COMMIT")
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run nearfield");
+    let path = format!("/proc/{}/environ", child.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    // Re-executing replaces the environment under the same pid (`spawn` returns once the
+    // program it started runs, with the environment given here): wait until it has the
+    // setting, added by the re-execution or set by the operator.
+    let mut environ = String::new();
+    while std::time::Instant::now() < deadline {
+        environ =
+            std::fs::read(&path).map(|b| String::from_utf8_lossy(&b).into()).unwrap_or_default();
+        if environ.contains("MIMALLOC_ARENA_EAGER_COMMIT=") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(child.stdin.take());
+    let _ = child.wait();
+    environ
+}
+
+#[test]
+fn the_allocator_commits_on_demand_unless_the_operator_says_otherwise() {
+    let env = running_environment(&[]);
+    assert!(env.split('\0').any(|v| v == "MIMALLOC_ARENA_EAGER_COMMIT=0"), "{env:?}");
+    let env = running_environment(&[("MIMALLOC_ARENA_EAGER_COMMIT", "1")]);
+    assert!(env.split('\0').any(|v| v == "MIMALLOC_ARENA_EAGER_COMMIT=1"), "{env:?}");
+}

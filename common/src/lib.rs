@@ -14,7 +14,9 @@
 //! - [`ids`]: the identifier rule (event ids, SKUs, store and device ids).
 //! - [`stores`]: the store registry file, its `stores.v1` follower, and grids (H3).
 //! - [`time`]: wall-clock milliseconds.
+//! - [`alloc`]: the memory allocator's settings, in place before the first allocation.
 
+pub mod alloc;
 pub mod catalog;
 pub mod http;
 pub mod ids;

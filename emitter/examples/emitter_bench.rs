@@ -279,6 +279,10 @@ async fn restore(brokers: &str, prefix: &str) {
 }
 
 fn main() {
+    // The binary's allocator settings (nearfield_common::alloc), before anything is allocated.
+    if let Err(e) = nearfield_common::alloc::settle() {
+        die(&format!("allocator settings: {e}"));
+    }
     tracing_subscriber::fmt().with_env_filter("warn").with_writer(std::io::stderr).init();
     let args: Vec<String> = std::env::args().collect();
     let num = |s: &str| s.parse::<u64>().unwrap_or_else(|_| die("SKUS, HOURS and N are numbers"));

@@ -32,6 +32,9 @@ pub struct LoopSettings {
     pub transaction_timeout_ms: u64,
     /// Longest a partition's restore may take before the instance gives up and restarts.
     pub restore_timeout_ms: u64,
+    /// Threads restoring partitions in parallel, each with its own restore consumer
+    /// (1..=16). Default: one per core, at most four.
+    pub restore_threads: Option<usize>,
     /// The address other instances reach this one's HTTP server at (queries for
     /// partitions it owns are forwarded there), e.g. `http://aggregator-1.aggregator:8081`.
     /// Default: the listen address, or `http://<host name>:<port>` when it listens on
@@ -56,6 +59,7 @@ impl Default for LoopSettings {
             commit_interval_ms: 500,
             transaction_timeout_ms: 10_000,
             restore_timeout_ms: 300_000,
+            restore_threads: None,
             advertised_url: None,
             operator_token: None,
             supplier_tokens: nearfield_common::operator::SupplierTokens::default(),
@@ -87,6 +91,9 @@ impl LoopSettings {
         if self.restore_timeout_ms < 1_000 {
             return Err(("restore_timeout_ms", "must be at least 1000"));
         }
+        if self.restore_threads.is_some_and(|n| !(1..=16).contains(&n)) {
+            return Err(("restore_threads", "must be within 1..=16"));
+        }
         if self.instance_id.as_deref().is_some_and(|i| i.contains(';') || i.len() > 200) {
             return Err(("instance_id", "must be at most 200 bytes without `;`"));
         }
@@ -112,6 +119,9 @@ impl LoopSettings {
             commit_interval: Duration::from_millis(self.commit_interval_ms),
             transaction_timeout: Duration::from_millis(self.transaction_timeout_ms),
             restore_timeout: Duration::from_millis(self.restore_timeout_ms),
+            restore_threads: self.restore_threads.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, |n| n.get()).min(4)
+            }),
             batch: 512,
             advertised_url: self.advertised_url.clone(),
         }
@@ -131,6 +141,8 @@ pub struct RuntimeConfig {
     pub transaction_timeout: Duration,
     /// Longest a partition's restore may take before the runtime restarts.
     pub restore_timeout: Duration,
+    /// Restore workers.
+    pub restore_threads: usize,
     /// Most records handed to the stage at once.
     pub batch: usize,
     /// Where other instances forward queries for this one's partitions (carried in the
@@ -167,3 +179,19 @@ pub struct Wiring {
 /// Topics a stage creates when it first writes to them (the emitter's per-supplier plan
 /// topics); `None` means the topic must already exist.
 pub type CreateOnDemand = dyn Fn(&str) -> Option<TopicSpec> + Send + Sync;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_threads_default_to_the_cores_and_are_bounded() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(LoopSettings::default().runtime().restore_threads, cores.min(4));
+        let set = |n| LoopSettings { restore_threads: Some(n), ..LoopSettings::default() };
+        assert_eq!(set(3).runtime().restore_threads, 3);
+        assert_eq!(set(0).validate(), Err(("restore_threads", "must be within 1..=16")));
+        assert_eq!(set(17).validate(), Err(("restore_threads", "must be within 1..=16")));
+        assert_eq!(set(16).validate(), Ok(()));
+    }
+}

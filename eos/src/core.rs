@@ -13,7 +13,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -30,7 +29,7 @@ use crate::internal_events::{
     TransactionCommitted,
 };
 use crate::query::{PartitionStatus, Status};
-use crate::restore::{Command, Report, Restored};
+use crate::restore::{Command, Commands, Report, Restored};
 use crate::stage::{Deliveries, Emit, Input, Owned, PartitionState, Stage, Txn};
 
 /// A partition being restored.
@@ -53,7 +52,7 @@ pub(crate) struct Core<S: Stage> {
     pub(crate) next: HashMap<i32, i64>,
     pub(crate) restoring: BTreeMap<i32, Restoring>,
     pub(crate) epoch: u64,
-    pub(crate) commands: Sender<Command>,
+    pub(crate) commands: Arc<Commands>,
     /// The input offsets of the last commit (an idle interval commits nothing).
     pub(crate) committed: HashMap<i32, i64>,
     pub(crate) summary: S::Summary,
@@ -189,7 +188,7 @@ impl<S: Stage> Core<S> {
         self.epoch += 1;
         self.restoring.insert(p, Restoring { epoch: self.epoch, read: 0, total: 0 });
         self.status_dirty = true;
-        let _ = self.commands.send(Command::Start { partition: p, epoch: self.epoch });
+        self.commands.send(Command::Start { partition: p, epoch: self.epoch });
         Ok(())
     }
 
@@ -200,7 +199,7 @@ impl<S: Stage> Core<S> {
             self.next.remove(p);
             self.committed.remove(p);
             if self.restoring.remove(p).is_some() {
-                let _ = self.commands.send(Command::Cancel { partition: *p });
+                self.commands.send(Command::Cancel { partition: *p });
             }
             self.unassign_side(*p);
         }

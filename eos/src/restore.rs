@@ -1,16 +1,20 @@
-//! The restore worker: a thread of its own that rebuilds assigned partitions from their
+//! The restore workers: threads of their own that rebuild assigned partitions from their
 //! changelog while the loop goes on processing (and answering for) the partitions it
-//! already has.
+//! already has. `restore_threads` of them (one per core, at most four, by default) take
+//! the partitions to restore in turn, so an instance that takes over many partitions
+//! restores them in parallel, each worker on its own restore consumer.
 //!
 //! For each partition it is asked to restore it first fetches the group's committed input
 //! offset — *stable*, so it waits until every transaction that committed offsets for the
 //! partition is complete — and then reads the changelog partition from its beginning up to
 //! the last stable offset it had at that moment, applying every record to a fresh state.
-//! Partitions restore together on one consumer and each is handed back as soon as it is
-//! complete, with progress reported on the way. A partition revoked meanwhile is dropped.
+//! A worker's partitions restore together on its consumer and each is handed back as
+//! soon as it is complete, with progress reported on the way. A partition revoked
+//! meanwhile is dropped.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
@@ -25,8 +29,8 @@ use crate::clients::{self, QuietEof};
 use crate::error::EosError;
 use crate::stage::{PartitionState, Stage};
 
-/// What the loop asks of the worker.
-#[derive(Debug)]
+/// What the loop asks of the workers.
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum Command {
     /// Restore `partition`; `epoch` tells this assignment from earlier ones.
     Start { partition: i32, epoch: u64 },
@@ -65,19 +69,46 @@ struct Job<St> {
     started: Instant,
 }
 
-/// The worker's handle: commands in, reports out.
+/// Where the loop sends its commands: a partition to restore goes to the next worker in
+/// turn; a cancel and the stop go to every worker (a worker not restoring the partition
+/// ignores its cancel).
+#[derive(Debug)]
+pub(crate) struct Commands {
+    workers: Vec<Sender<Command>>,
+    next: AtomicUsize,
+}
+
+impl Commands {
+    pub(crate) fn send(&self, command: Command) {
+        match command {
+            Command::Start { .. } => {
+                let i = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len().max(1);
+                if let Some(w) = self.workers.get(i) {
+                    let _ = w.send(command);
+                }
+            }
+            Command::Cancel { .. } | Command::Stop => {
+                for w in &self.workers {
+                    let _ = w.send(command);
+                }
+            }
+        }
+    }
+}
+
+/// The workers' handle: commands in, reports out (of every worker, on one channel).
 #[derive(Debug)]
 pub(crate) struct Worker<St> {
-    pub(crate) commands: Sender<Command>,
+    pub(crate) commands: Arc<Commands>,
     pub(crate) reports: Receiver<Report<St>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl<St> Drop for Worker<St> {
-    /// Stops the thread and waits for it.
+    /// Stops the threads and waits for them.
     fn drop(&mut self) {
-        let _ = self.commands.send(Command::Stop);
-        if let Some(t) = self.thread.take() {
+        self.commands.send(Command::Stop);
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -89,35 +120,61 @@ pub(crate) struct Setup {
     pub(crate) input: String,
     pub(crate) changelog: String,
     pub(crate) timeout: Duration,
+    /// How many workers.
+    pub(crate) threads: usize,
 }
 
-/// Starts the worker for `stage`.
+/// Starts the workers for `stage`.
 pub(crate) fn spawn<S: Stage>(stage: Arc<S>, setup: Setup) -> Result<Worker<S::State>, EosError> {
-    // The committed offsets of the group, read without joining it.
-    let offsets: BaseConsumer = clients::reader(&setup.settings, &setup.group, &[], &[])?
-        .create()
-        .map_err(|source| EosError::Client { client: "offset reader", source })?;
-    let consumer = clients::restore_consumer(&setup.settings, &format!("{}-restore", setup.group))?;
-    let (commands, rx) = std::sync::mpsc::channel();
+    let setup = Arc::new(setup);
     let (tx, reports) = std::sync::mpsc::channel();
-    let thread = std::thread::Builder::new()
-        .name(format!("{}-restore", S::NAME).chars().take(15).collect())
-        .spawn(move || run(&*stage, &setup, &offsets, &consumer, &rx, &tx))
-        .map_err(|source| EosError::Thread { thread: "restore", source })?;
-    Ok(Worker { commands, reports, thread: Some(thread) })
+    let mut workers = Vec::new();
+    let mut threads = Vec::new();
+    // The committed offsets of the group, read without joining it (one reader for all).
+    let offsets: Arc<BaseConsumer> = Arc::new(
+        clients::reader(&setup.settings, &setup.group, &[], &[])?
+            .create()
+            .map_err(|source| EosError::Client { client: "offset reader", source })?,
+    );
+    // One restore consumer made and dropped: its settings are checked at start, though the
+    // workers make theirs only when they have partitions to restore.
+    drop(restore_consumer(&setup)?);
+    for i in 0..setup.threads.max(1) {
+        let (commands, rx) = std::sync::mpsc::channel();
+        let (stage, setup, tx) = (Arc::clone(&stage), Arc::clone(&setup), tx.clone());
+        let offsets = Arc::clone(&offsets);
+        // On an error the workers already started see their command channel close, and end.
+        let thread = std::thread::Builder::new()
+            .name(format!("{}-rst{i}", S::NAME).chars().take(15).collect())
+            .spawn(move || run(&*stage, &setup, &offsets, &rx, &tx))
+            .map_err(|source| EosError::Thread { thread: "restore", source })?;
+        workers.push(commands);
+        threads.push(thread);
+    }
+    let commands = Arc::new(Commands { workers, next: AtomicUsize::new(0) });
+    Ok(Worker { commands, reports, threads })
 }
 
+fn restore_consumer(setup: &Setup) -> Result<BaseConsumer<QuietEof>, EosError> {
+    clients::restore_consumer(&setup.settings, &format!("{}-restore", setup.group))
+}
+
+/// A worker. Its restore consumer lives while it has partitions to restore: made when one
+/// arrives, dropped when the last is done, so an idle worker costs no client.
 fn run<S: Stage>(
     stage: &S,
     setup: &Setup,
     offsets: &BaseConsumer,
-    consumer: &BaseConsumer<QuietEof>,
     commands: &Receiver<Command>,
     reports: &Sender<Report<S::State>>,
 ) {
     let mut jobs: BTreeMap<i32, Job<S::State>> = BTreeMap::new();
     let mut last_progress = Instant::now();
+    let mut slot: Option<BaseConsumer<QuietEof>> = None;
     loop {
+        if jobs.is_empty() {
+            slot = None;
+        }
         // Commands: wait for one when idle, else take what is there.
         let mut starts = Vec::new();
         let first = if jobs.is_empty() {
@@ -138,13 +195,28 @@ fn run<S: Stage>(
                 Command::Start { partition, epoch } => starts.push((partition, epoch)),
                 Command::Cancel { partition } => {
                     starts.retain(|(p, _)| *p != partition);
-                    if jobs.remove(&partition).is_some() {
+                    if jobs.remove(&partition).is_some()
+                        && let Some(consumer) = &slot
+                    {
                         unassign(consumer, &setup.changelog, partition);
                     }
                 }
                 Command::Stop => return,
             }
         }
+        // A consumer for the partitions to start; one that cannot be made fails them.
+        while slot.is_none()
+            && let Some(&(partition, epoch)) = starts.first()
+        {
+            match restore_consumer(setup) {
+                Ok(c) => slot = Some(c),
+                Err(e) => {
+                    starts.remove(0);
+                    let _ = reports.send(Report::Done { partition, epoch, result: Err(e) });
+                }
+            }
+        }
+        let Some(consumer) = &slot else { continue };
         if !starts.is_empty() {
             for (partition, epoch, result) in begin(stage, setup, offsets, consumer, &starts) {
                 match result {
@@ -323,4 +395,34 @@ fn finish<St: PartitionState>(
         elapsed: job.started.elapsed(),
     });
     let _ = reports.send(Report::Done { partition, epoch: job.epoch, result });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_go_to_the_workers_in_turn_and_a_cancel_reaches_every_worker() {
+        let (senders, receivers): (Vec<_>, Vec<_>) =
+            (0..2).map(|_| std::sync::mpsc::channel::<Command>()).unzip();
+        let c = Commands { workers: senders, next: AtomicUsize::new(0) };
+        for p in 0..5 {
+            c.send(Command::Start { partition: p, epoch: 1 });
+        }
+        c.send(Command::Cancel { partition: 3 });
+        let got: Vec<Vec<String>> = receivers
+            .iter()
+            .map(|r| {
+                r.try_iter()
+                    .map(|c| match c {
+                        Command::Start { partition, .. } => format!("start {partition}"),
+                        Command::Cancel { partition } => format!("cancel {partition}"),
+                        Command::Stop => "stop".into(),
+                    })
+                    .collect()
+            })
+            .collect();
+        assert_eq!(got[0], ["start 0", "start 2", "start 4", "cancel 3"]);
+        assert_eq!(got[1], ["start 1", "start 3", "cancel 3"]);
+    }
 }

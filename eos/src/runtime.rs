@@ -211,6 +211,7 @@ fn run_once<S: Stage>(
             input: w.input.clone(),
             changelog: w.changelog.clone(),
             timeout: cfg.restore_timeout,
+            threads: cfg.restore_threads,
         },
     )?;
     let side = if w.side_inputs.is_empty() {
@@ -242,7 +243,7 @@ fn run_once<S: Stage>(
         next: HashMap::new(),
         restoring: BTreeMap::new(),
         epoch: 0,
-        commands: worker.commands.clone(),
+        commands: Arc::clone(&worker.commands),
         committed: HashMap::new(),
         summary: S::Summary::default(),
         last_commit: Instant::now(),
