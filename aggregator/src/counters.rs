@@ -33,9 +33,20 @@ impl Delta {
     }
 }
 
-/// The reason an event whose revenue, or a window's revenue with it, does not fit 64 bits
-/// is dead-lettered with instead of being counted.
+/// The reason an event whose revenue does not fit 64 bits, or would take a window's past
+/// [`REVENUE_MAX`], is dead-lettered with instead of being counted.
 pub const REVENUE_OVERFLOW: &str = "revenue.overflow";
+
+/// Largest magnitude of a window's revenue: 2⁴⁷ − 1 minor units (48 bits with the sign,
+/// ±1.4·10¹⁴: far above what one grid sells of one SKU in a window). Windows hold it in
+/// 48 bits (`state/bucket.rs`); a sale that would take a window past it is refused, never
+/// clamped.
+pub const REVENUE_MAX: i64 = (1 << 47) - 1;
+
+/// A window's revenue `r` with `d` added, if it stays within [`REVENUE_MAX`].
+pub fn add_revenue(r: i64, d: i64) -> Option<i64> {
+    r.checked_add(d).filter(|x| x.abs() <= REVENUE_MAX)
+}
 
 /// `v` as an `i32`, saturating (window counters are 32-bit).
 pub(crate) fn sat32(v: i64) -> i32 {
@@ -56,10 +67,11 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Adds a sale; `false` (nothing added) when the revenue would not fit 64 bits.
+    /// Adds a sale; `false` (nothing added) when the revenue would not fit
+    /// ([`REVENUE_OVERFLOW`]).
     pub(crate) fn add(&mut self, ev: &SaleEvent, store: u64, count_revenue: bool) -> bool {
         let Some(d) = Delta::of(&ev.into(), count_revenue) else { return false };
-        let Some(revenue) = self.revenue_minor.checked_add(d.revenue) else { return false };
+        let Some(revenue) = add_revenue(self.revenue_minor, d.revenue) else { return false };
         self.units_sold = self.units_sold.saturating_add(d.sold);
         self.units_returned = self.units_returned.saturating_add(d.returned);
         self.preorder_units = self.preorder_units.saturating_add(d.preorder);

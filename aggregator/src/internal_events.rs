@@ -21,8 +21,8 @@ static EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
         EVENTS_TOTAL,
         "Sale records consumed, by outcome: counted, duplicate (event_id seen), late (to \
-         sales.late.v1), invalid (undecodable, to sales.dlq.v1), refused (revenue does not \
-         fit 64 bits, to sales.dlq.v1).",
+         sales.late.v1), invalid (undecodable, to sales.dlq.v1), refused (its revenue, or a \
+         window's with it, out of range, to sales.dlq.v1).",
         &["outcome"],
     )
 });

@@ -52,7 +52,7 @@ pub struct Summary {
     pub windows_created: u64,
     /// Why the applied sales were late, as the aggregator said (reason → count).
     pub reasons: BTreeMap<String, u64>,
-    /// Corrections refused because a revenue would not fit 64 bits (`revenue.overflow`):
+    /// Corrections refused because a revenue would not fit (`revenue.overflow`):
     /// late sales, and windows whose revision would overflow (left as they are).
     pub revenue_overflow: u64,
 }
@@ -121,7 +121,7 @@ pub fn replay(
                     store_id = %ev.store_id,
                     event_id = %ev.event_id,
                     reason = crate::counters::REVENUE_OVERFLOW,
-                    "late sale not applied: its window's revenue would not fit 64 bits"
+                    "late sale not applied: its window's revenue would not fit"
                 );
             }
         }
@@ -161,7 +161,7 @@ pub fn replay(
                         sku = %key.1,
                         window_start = key.2,
                         reason = crate::counters::REVENUE_OVERFLOW,
-                        "window not revised: its revenue would not fit 64 bits"
+                        "window not revised: its revenue would not fit"
                     );
                     continue;
                 }
@@ -206,7 +206,8 @@ pub fn replay(
     Ok(summary)
 }
 
-/// `old` with the corrections `d`; `None` when its revenue would not fit 64 bits.
+/// `old` with the corrections `d`; `None` when its revenue would not fit
+/// ([`crate::counters::REVENUE_MAX`]).
 fn revised(old: &DemandWindow, d: &Counters, now: Millis) -> Option<DemandWindow> {
     let distinct =
         old.distinct_stores.saturating_add(i32::try_from(d.stores.len()).unwrap_or(i32::MAX));
@@ -215,7 +216,7 @@ fn revised(old: &DemandWindow, d: &Counters, now: Millis) -> Option<DemandWindow
         units_returned: old.units_returned.saturating_add(d.units_returned),
         preorder_units: old.preorder_units.saturating_add(d.preorder_units),
         net_units: old.net_units.saturating_add(d.net_units()),
-        revenue_minor: old.revenue_minor.checked_add(d.revenue_minor)?,
+        revenue_minor: crate::counters::add_revenue(old.revenue_minor, d.revenue_minor)?,
         event_count: old.event_count.saturating_add(d.event_count),
         distinct_stores: distinct,
         stores_reporting: old.stores_reporting.max(distinct),

@@ -107,8 +107,7 @@ impl Stage for Aggregator {
                 Outcome::Duplicate => out.summary.events.duplicate += 1,
                 Outcome::Refused(reason) => {
                     out.summary.events.refused += 1;
-                    let message =
-                        "its revenue, or a window's with it, does not fit 64 bits; not counted";
+                    let message = "its revenue does not fit 64 bits or would take a window's past 2^47 - 1; not counted";
                     out.reject(
                         r,
                         reason,

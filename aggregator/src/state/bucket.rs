@@ -1,4 +1,4 @@
-//! The windows of one bucket (window size × window start): a dense array of 32-byte
+//! The windows of one bucket (window size × window start): a dense array of 28-byte
 //! windows, one per grid × SKU that sold in it, in the order they were made.
 //!
 //! An event finds its window through its key's slot (`keys.rs`: the position of the key's
@@ -12,6 +12,7 @@
 //! Windows are emitted in position order behind a cursor: the close walks a bounded
 //! number of windows per flush (`close_chunk`), the rest wait for the next flush.
 
+use crate::counters::{REVENUE_MAX, add_revenue};
 use crate::ids::IdMap;
 use crate::window::Millis;
 
@@ -21,20 +22,23 @@ use super::wins::Wins;
 
 const DIRTY: u32 = 1 << 31;
 
-/// One grid × SKU × window: 32 bytes. Returned and pre-ordered units, which few windows
-/// have, live in the bucket's `extra` map.
+/// One grid × SKU × window: 28 bytes, 4-aligned. Returned and pre-ordered units, which
+/// few windows have, live in the bucket's `extra` map. The revenue is 48 bits (see
+/// [`REVENUE_MAX`]) and shares a word with the newest event's time, kept in ticks of
+/// the bucket's [`Bucket::quantum`] (1/65 536 of the window, rounded up to a whole ms).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[repr(C)]
 pub struct Win {
-    pub revenue: i64,
     /// The key, with bit 31 set while the window changed since the last flush.
     key: u32,
     pub sold: i32,
     pub events: u32,
-    /// Newest event time, as an offset from the window's start.
-    pub last_off: u32,
     /// Distinct stores, see `distinct.rs`.
     pub stores: [u32; 2],
+    /// The revenue's low 32 bits.
+    rev_lo: u32,
+    /// The revenue's high 16 bits (signed) above the newest event's tick.
+    rev_hi_tick: u32,
 }
 
 impl Win {
@@ -51,6 +55,40 @@ impl Win {
     fn dirty(&self) -> bool {
         self.key & DIRTY != 0
     }
+
+    /// The revenue, in minor units.
+    pub fn revenue(&self) -> i64 {
+        (i64::from((self.rev_hi_tick as i32) >> 16) << 32) | i64::from(self.rev_lo)
+    }
+
+    /// The revenue with `d` added, if it stays within [`REVENUE_MAX`].
+    pub fn revenue_plus(&self, d: i64) -> Option<i64> {
+        add_revenue(self.revenue(), d)
+    }
+
+    /// Sets the revenue, saturating at [`REVENUE_MAX`] (only a changelog of an older
+    /// release can hold more).
+    pub fn set_revenue(&mut self, r: i64) {
+        let r = r.clamp(-REVENUE_MAX, REVENUE_MAX);
+        self.rev_lo = r as u32;
+        self.rev_hi_tick = ((((r >> 32) as i32) << 16) as u32) | (self.rev_hi_tick & 0xffff);
+    }
+
+    /// The newest event's time, in ticks from the window's start.
+    pub fn tick(&self) -> u16 {
+        self.rev_hi_tick as u16
+    }
+
+    /// Sets the newest event's tick.
+    pub fn set_tick(&mut self, t: u16) {
+        self.rev_hi_tick = (self.rev_hi_tick & 0xffff_0000) | u32::from(t);
+    }
+}
+
+/// Milliseconds per tick of a window of `size`: the smallest whole number that fits the
+/// window's offsets in 16 bits (5 ms at 5 m, 55 ms at 1 h, 1 319 ms at 1 d).
+pub fn quantum(size: Millis) -> Millis {
+    (size.max(1) as u64).div_ceil(1 << 16).max(1) as Millis
 }
 
 /// The windows of one size and start.
@@ -58,6 +96,8 @@ impl Win {
 pub struct Bucket {
     pub size_idx: usize,
     pub start: Millis,
+    /// Milliseconds per tick of the newest event's time ([`quantum`] of the size).
+    pub quantum: Millis,
     pub wins: Wins,
     /// Store sets of windows with more than two stores.
     pub spill: Vec<StoreSet>,
@@ -84,10 +124,11 @@ pub struct Bucket {
 
 impl Bucket {
     /// An empty open bucket.
-    pub fn new(size_idx: usize, start: Millis) -> Self {
+    pub fn new(size_idx: usize, start: Millis, size: Millis) -> Self {
         Bucket {
             size_idx,
             start,
+            quantum: quantum(size),
             wins: Wins::default(),
             spill: Vec::new(),
             closed: false,
@@ -185,6 +226,24 @@ impl Bucket {
     pub fn add_store(&mut self, pos: u32, x: u32) {
         let w = &mut self.wins[pos as usize];
         distinct::insert(&mut w.stores, &mut self.spill, x);
+    }
+
+    /// The time of the newest event of the window at `pos`, rounded down to a tick.
+    pub fn last_event_at(&self, pos: u32) -> Millis {
+        self.start + i64::from(self.wins[pos as usize].tick()) * self.quantum
+    }
+
+    /// The offset of the newest event from the window's start in whole ticks, as a
+    /// changelog holds it (ms).
+    pub fn last_off(&self, pos: u32) -> u32 {
+        u32::try_from(i64::from(self.wins[pos as usize].tick()) * self.quantum).unwrap_or(u32::MAX)
+    }
+
+    /// Records an event at `at` in `win` (a window of this bucket): its tick moves up
+    /// to the event's when newer.
+    pub fn note_event(&self, win: &mut Win, at: Millis) {
+        let t = (at.saturating_sub(self.start) / self.quantum).clamp(0, i64::from(u16::MAX));
+        win.set_tick(win.tick().max(t as u16));
     }
 
     /// Units returned and pre-ordered in the window at `pos`.
@@ -318,13 +377,14 @@ impl Bucket {
 /// open window, those within their lateness, and any a device clock ran ahead to).
 #[derive(Debug, Default)]
 pub struct Buckets {
+    sizes: Vec<Millis>,
     per_size: Vec<Vec<Bucket>>,
 }
 
 impl Buckets {
-    /// No buckets, for `sizes` window sizes.
-    pub fn new(sizes: usize) -> Self {
-        Buckets { per_size: (0..sizes).map(|_| Vec::new()).collect() }
+    /// No buckets, for windows of `sizes`.
+    pub fn new(sizes: &[Millis]) -> Self {
+        Buckets { sizes: sizes.to_vec(), per_size: sizes.iter().map(|_| Vec::new()).collect() }
     }
 
     fn find(&self, i: usize, start: Millis) -> Result<usize, usize> {
@@ -347,7 +407,7 @@ impl Buckets {
         let j = match v.binary_search_by_key(&start, |b| b.start) {
             Ok(j) => j,
             Err(j) => {
-                v.insert(j, Bucket::new(i, start));
+                v.insert(j, Bucket::new(i, start, self.sizes[i]));
                 j
             }
         };
@@ -388,8 +448,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_window_is_thirty_two_bytes() {
-        assert_eq!(size_of::<Win>(), 32);
+    fn a_window_is_twenty_eight_bytes() {
+        assert_eq!((size_of::<Win>(), align_of::<Win>()), (28, 4));
+    }
+
+    proptest::proptest! {
+        /// Revenue and tick share a word without touching each other, and the revenue
+        /// holds every value within its bound.
+        #[test]
+        fn revenue_and_tick_pack_into_one_word(r in -REVENUE_MAX..=REVENUE_MAX, t: u16, r2 in -REVENUE_MAX..=REVENUE_MAX) {
+            let mut w = Win::new(5);
+            w.set_tick(t);
+            w.set_revenue(r);
+            proptest::prop_assert_eq!((w.revenue(), w.tick(), w.key()), (r, t, 5));
+            w.set_revenue(r2);
+            w.set_tick(t / 2);
+            proptest::prop_assert_eq!((w.revenue(), w.tick()), (r2, t / 2));
+            proptest::prop_assert_eq!(w.revenue_plus(1).is_some(), r2 < REVENUE_MAX);
+        }
+
+        /// A tick's time written to a changelog (ms) reads back to the same tick, for
+        /// any window size; the time is at most one tick below the event's.
+        #[test]
+        fn ticks_round_trip_through_milliseconds(size in 1i64..=7 * 86_400_000, off_frac in 0.0f64..1.0) {
+            let mut b = Bucket::new(0, 1_000, size);
+            b.push(1);
+            let off = ((size as f64 * off_frac) as i64).min(size - 1);
+            let mut w = b.wins[0];
+            b.note_event(&mut w, 1_000 + off);
+            b.wins[0] = w;
+            let at = b.last_event_at(0);
+            proptest::prop_assert!(at <= 1_000 + off && at > 1_000 + off - b.quantum);
+            let mut again = Win::new(1);
+            b.note_event(&mut again, 1_000 + i64::from(b.last_off(0)));
+            proptest::prop_assert_eq!(again.tick(), w.tick());
+        }
     }
 
     #[test]
@@ -401,7 +494,7 @@ mod tests {
                 keys.find_or_insert("g", &sku)
             })
             .collect();
-        let mut b = Bucket::new(0, 0);
+        let mut b = Bucket::new(0, 0, 300_000);
         for &k in &ks[..40] {
             let p = b.push(k);
             b.touch(p);

@@ -61,7 +61,7 @@ impl Emitting<'_> {
             units_returned: i64::from(returned),
             preorder_units: i64::from(preorder),
             net_units: b.net(pos),
-            revenue_minor: win.revenue,
+            revenue_minor: win.revenue(),
             currency: self.currency.to_string(),
             event_count: i64::from(win.events),
             distinct_stores: int(b.stores(pos)),
@@ -72,7 +72,7 @@ impl Emitting<'_> {
             is_final: true,
             watermark: self.watermark,
             source_partition: self.source,
-            last_event_at: b.start + i64::from(win.last_off),
+            last_event_at: b.last_event_at(pos),
             emitted_at: self.emitted_at,
         }
     }
@@ -101,8 +101,8 @@ fn entry(b: &Bucket, pos: u32) -> Entry {
         returned,
         preorder,
         events: w.events,
-        revenue: w.revenue,
-        last_off: w.last_off,
+        revenue: w.revenue(),
+        last_off: b.last_off(pos),
         stores,
     }
 }

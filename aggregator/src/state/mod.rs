@@ -11,7 +11,7 @@
 //! Layout, made for hundreds of millions of keys (`docs/design/state-v5.md`,
 //! `docs/SCALING.md`): grid and SKU strings are interned to `u32`s; a key is a 28-byte
 //! slot in a slab found by one probe of an index of interned ids (`keys.rs`); its windows live in
-//! **buckets**, one per window size × start (`bucket.rs`), as 32-byte records with two
+//! **buckets**, one per window size × start (`bucket.rs`), as 28-byte records with two
 //! store ids inline (`distinct.rs`); the key's slot holds the position of its newest
 //! window of each size, so an event reaches each of its windows by index, not by a search.
 //! A bucket closes as a whole (sorted once, then emitted behind a cursor in bounded
@@ -126,7 +126,7 @@ pub enum Outcome {
     /// Too late for every window of it: goes to `sales.late.v1` with the reason.
     Late(Late),
     /// Not counted, and dead-lettered with this reason: its revenue, or a window's with
-    /// it, does not fit 64 bits ([`crate::counters::REVENUE_OVERFLOW`]).
+    /// it, does not fit ([`crate::counters::REVENUE_OVERFLOW`]).
     Refused(&'static str),
 }
 
@@ -259,7 +259,7 @@ impl PartitionState {
             last_advance_wall: Millis::MIN,
             wall_floor: Millis::MIN,
             keys: Keys::new(sizes),
-            buckets: Buckets::new(sizes),
+            buckets: Buckets::new(&cfg.windowing.sizes),
             windows: 0,
             grids: IdMap::default(),
             dirty_grids: Vec::new(),
@@ -359,7 +359,7 @@ impl PartitionState {
         let mut pos = [0u32; MAX_SIZES];
         for (j, &(i, start)) in accepted[..windows].iter().enumerate() {
             let (b, p) = self.window_of(k, i, start);
-            if b.wins[p as usize].revenue.checked_add(d.revenue).is_none() {
+            if b.wins[p as usize].revenue_plus(d.revenue).is_none() {
                 return self.refuse(horizon, id, crate::counters::REVENUE_OVERFLOW);
             }
             pos[j] = p;
@@ -368,7 +368,7 @@ impl PartitionState {
         self.pending_ids.push((horizon, id));
         for (j, &(i, start)) in accepted[..windows].iter().enumerate() {
             let Some(b) = self.buckets.get_mut(i, start) else { continue };
-            count(b, pos[j], &d, ev.occurred_at, start);
+            count(b, pos[j], &d, ev.occurred_at);
             b.add_store(pos[j], store);
             b.touch(pos[j]);
         }
@@ -495,9 +495,9 @@ impl PartitionState {
             units_sold: i64::from(win.sold),
             units_returned: i64::from(returned),
             preorder_units: i64::from(preorder),
-            revenue_minor: win.revenue,
+            revenue_minor: win.revenue(),
             event_count: i64::from(win.events),
-            last_event_at: b.start + i64::from(win.last_off),
+            last_event_at: b.last_event_at(pos),
             distinct_stores: b.stores(pos),
             revision: b.revision(pos),
             closed: b.closed,
@@ -590,7 +590,7 @@ impl PartitionState {
                 t.events += u64::from(w.events);
                 t.units_sold = t.units_sold.wrapping_add(i64::from(w.sold));
                 t.net_units = t.net_units.wrapping_add(b.net(pos));
-                t.revenue_minor = t.revenue_minor.wrapping_add(w.revenue);
+                t.revenue_minor = t.revenue_minor.wrapping_add(w.revenue());
                 t.distinct_stores += b.stores(pos);
             }
         }
@@ -628,13 +628,13 @@ impl PartitionState {
 
 /// Adds a sale's counters `d` (of an event at `at`) to a window's; the revenue was
 /// checked to fit, the unit counters saturate.
-fn count(b: &mut Bucket, pos: u32, d: &Delta, at: Millis, start: Millis) {
-    let win = &mut b.wins[pos as usize];
+fn count(b: &mut Bucket, pos: u32, d: &Delta, at: Millis) {
+    let mut win = b.wins[pos as usize];
     win.events = win.events.saturating_add(1);
-    let off = u32::try_from(at.saturating_sub(start)).unwrap_or(0);
-    win.last_off = win.last_off.max(off);
+    b.note_event(&mut win, at);
     win.sold = win.sold.saturating_add(sat32(d.sold));
-    win.revenue = win.revenue.wrapping_add(d.revenue);
+    win.set_revenue(win.revenue().wrapping_add(d.revenue));
+    b.wins[pos as usize] = win;
     if d.returned != 0 {
         b.add_extra(pos, 0, sat32(d.returned));
     }

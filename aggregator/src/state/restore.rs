@@ -281,8 +281,8 @@ fn put(b: &mut Bucket, k: u32, e: Entry) -> Result<(), changelog::Error> {
     win.sold = e.sold;
     b.set_extra(k, [e.returned, e.preorder]);
     win.events = e.events;
-    win.revenue = e.revenue;
-    win.last_off = e.last_off;
+    win.set_revenue(e.revenue);
+    b.note_event(&mut win, b.start + i64::from(e.last_off));
     let set = match e.stores {
         Stores::List(ids) => StoreSet::Small(clean(ids)),
         Stores::Sketch(regs) => {
@@ -308,8 +308,8 @@ fn put_v4(b: &mut Bucket, k: u32, pos: u32, start: Millis, c: &Counters) {
     win.sold = sat32(c.units_sold);
     b.set_extra(k, [sat32(c.units_returned), sat32(c.preorder_units)]);
     win.events = u32::try_from(c.event_count).unwrap_or(u32::MAX);
-    win.revenue = c.revenue_minor;
-    win.last_off = u32::try_from(c.last_event_at.saturating_sub(start)).unwrap_or(0);
+    win.set_revenue(c.revenue_minor);
+    b.note_event(&mut win, c.last_event_at.max(start));
     let set = StoreSet::of(clean(c.stores.iter().map(|&s| store32(s))));
     set_stores(b, &mut win, pos, set);
     b.put(pos, win);

@@ -619,7 +619,7 @@ fn a_big_bucket_closes_in_bounded_chunks() {
 }
 
 #[test]
-fn a_revenue_that_does_not_fit_64_bits_is_refused_not_clamped() {
+fn a_revenue_beyond_a_windows_bound_is_refused_not_clamped() {
     let mut st = PartitionState::new(cfg());
     let t0 = 1_000 * 60 * MIN;
     let priced = |id: &str, kind, price: i64, t| SaleEvent {
@@ -629,10 +629,13 @@ fn a_revenue_that_does_not_fit_64_bits_is_refused_not_clamped() {
     // Its own revenue overflows: refused, and not remembered as seen.
     let huge = priced("1", SaleKind::Sale, i64::MAX, t0 + 1);
     assert_eq!(st.apply_sale(&huge, t0), Outcome::Refused(crate::counters::REVENUE_OVERFLOW));
+    let overflow = Outcome::Refused(crate::counters::REVENUE_OVERFLOW);
+    // It fits 64 bits but not a window: refused.
+    let big = priced("0", SaleKind::Sale, crate::counters::REVENUE_MAX, t0 + 1);
+    assert_eq!(st.apply_sale(&big, t0), overflow);
     // A window's revenue would overflow: refused in every window, counted in none. Two
     // units at a third of the range: one event fits, a second would not.
-    let p = i64::MAX / 3;
-    let overflow = Outcome::Refused(crate::counters::REVENUE_OVERFLOW);
+    let p = crate::counters::REVENUE_MAX / 3;
     let counted = Outcome::Counted { windows: 2 };
     assert_eq!(st.apply_sale(&priced("2", SaleKind::Sale, p, t0 + 2), t0), counted);
     assert_eq!(st.apply_sale(&priced("3", SaleKind::Sale, p, t0 + 3), t0), overflow);

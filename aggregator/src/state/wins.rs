@@ -6,7 +6,7 @@ use std::ops::{Index, IndexMut};
 
 use super::bucket::Win;
 
-/// Windows per block (128 KiB of 32-byte windows).
+/// Windows per block (112 KiB of 28-byte windows).
 const BLOCK: usize = 4096;
 
 /// A growable sequence of windows in blocks of [`BLOCK`].
