@@ -94,18 +94,28 @@ impl Table {
         self.chunks[i / CHUNK_SLOTS][o..o + SLOT].copy_from_slice(&v.to_le_bytes()[..SLOT]);
     }
 
+    /// The first slot from `i` whose value `walk` refuses ([`Table::slots`] when there is
+    /// none), a chunk at a time.
+    fn scan(&self, mut i: usize, walk: impl Fn(u64) -> bool) -> usize {
+        while i < self.slots {
+            let base = i - i % CHUNK_SLOTS;
+            let chunk = &self.chunks[i / CHUNK_SLOTS];
+            let end = (base + CHUNK_SLOTS).min(self.slots);
+            while i < end {
+                if !walk(read(chunk, i - base)) {
+                    return i;
+                }
+                i += 1;
+            }
+        }
+        i
+    }
+
     /// Where `v` is, or where it would go: the first slot from its home that is empty or
     /// holds a value not below it ([`Table::slots`] when there is none).
     fn find(&self, v: u64) -> (usize, bool) {
-        let mut i = home(v, self.homes);
-        while i < self.slots {
-            let x = self.get(i);
-            if x == 0 || x >= v {
-                return (i, x == v);
-            }
-            i += 1;
-        }
-        (i, false)
+        let i = self.scan(home(v, self.homes), |x| x != 0 && x < v);
+        (i, i < self.slots && self.get(i) == v)
     }
 
     fn insert(&mut self, v: u64, shard: usize) -> bool {
@@ -117,18 +127,20 @@ impl Table {
             if found {
                 return false;
             }
-            let mut j = i;
-            while j < self.slots && self.get(j) != 0 {
-                j += 1;
-            }
+            let j = self.scan(i, |x| x != 0);
             if j == self.slots {
                 // The run reaches the end of the slack: grow (rare).
                 self.grow(shard);
                 continue;
             }
-            for k in (i..j).rev() {
-                let x = self.get(k);
-                self.set(k + 1, x);
+            if i / CHUNK_SLOTS == j / CHUNK_SLOTS {
+                let (a, b) = (i % CHUNK_SLOTS, j % CHUNK_SLOTS);
+                self.chunks[i / CHUNK_SLOTS].copy_within(a * SLOT..b * SLOT, (a + 1) * SLOT);
+            } else {
+                for k in (i..j).rev() {
+                    let x = self.get(k);
+                    self.set(k + 1, x);
+                }
             }
             self.set(i, v);
             self.len += 1;
