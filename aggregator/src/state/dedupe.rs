@@ -15,8 +15,10 @@
 //! around. A table grows by a quarter when 85 % of its homes are taken; the 256 tables'
 //! sizes are staggered by a 256th of a step each, so they grow one after another (their
 //! ids are spread evenly) and the set as a whole sits between 68 % and 85 % full: about
-//! 9.2 bytes an id at any size, with no step that multiplies a million-id set's memory
-//! at once. A growth rebuilds one table (1/256 of the ids) in one ordered pass, in cache.
+//! 9.4 bytes an id at any size (with the slack), with no step that multiplies a
+//! million-id set's memory at once. A growth rebuilds one table (1/256 of the ids) in one
+//! ordered pass, in cache. Past one chunk a table's slots live in fixed-size chunks
+//! ([`CHUNK_SLOTS`]), which the allocator hands from one table to the next.
 //!
 //! 0 marks an empty slot; a value of 0 is stored as 1 (two ids then count as one: a
 //! retry of an event whose scrambled id has 55 leading zeros may count once more in 2⁶³
