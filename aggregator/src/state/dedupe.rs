@@ -86,9 +86,14 @@ fn chunks_for(slots: usize) -> Vec<Box<[u8]>> {
     sizes.map(|n| vec![0; n * SLOT + 1].into_boxed_slice()).collect()
 }
 
+/// The value in slot `i` of a table's `chunks`.
+fn at(chunks: &[Box<[u8]>], i: usize) -> u64 {
+    read(&chunks[i / CHUNK_SLOTS], i % CHUNK_SLOTS)
+}
+
 impl Table {
     fn get(&self, i: usize) -> u64 {
-        read(&self.chunks[i / CHUNK_SLOTS], i % CHUNK_SLOTS)
+        at(&self.chunks, i)
     }
 
     fn set(&mut self, i: usize, v: u64) {
@@ -155,9 +160,7 @@ impl Table {
     fn grow(&mut self, shard: usize) {
         let old = std::mem::take(&mut self.chunks);
         let old_slots = self.slots;
-        let values = || {
-            (0..old_slots).map(|i| read(&old[i / CHUNK_SLOTS], i % CHUNK_SLOTS)).filter(|&v| v != 0)
-        };
+        let values = || (0..old_slots).map(|i| at(&old, i)).filter(|&v| v != 0);
         'size: loop {
             let homes = loop {
                 let h = table_homes(shard, self.steps);

@@ -529,12 +529,10 @@ fn a_changelog_of_the_previous_release_gets_a_frontier_from_its_watermark() {
     );
 }
 
-/// A corrupt chunk naming a position far past the bucket's windows is refused, not
-/// allocated up to (found by the fuzzer: ~900 MB for one record).
-#[test]
-fn a_chunk_position_far_past_the_bucket_is_refused() {
+/// A chunk record of grid "g" × SKU "A": one entry at `pos` with `revenue`.
+fn one_entry_chunk(pos: u32, revenue: i64) -> Vec<u8> {
     use crate::changelog::{Chunk, Entry, Stores};
-    let entry = |pos| Entry {
+    let entry = Entry {
         pos,
         grid: 0,
         sku: 0,
@@ -543,17 +541,22 @@ fn a_chunk_position_far_past_the_bucket_is_refused() {
         returned: 0,
         preorder: 0,
         events: 1,
-        revenue: 100,
+        revenue,
         last_off: 0,
         stores: Stores::List(vec![7]),
     };
-    let chunk = |pos| {
-        changelog::encode(&Record::Chunk(Chunk {
-            grids: vec!["g".into()],
-            skus: vec!["A".into()],
-            entries: vec![entry(pos)],
-        }))
-    };
+    changelog::encode(&Record::Chunk(Chunk {
+        grids: vec!["g".into()],
+        skus: vec!["A".into()],
+        entries: vec![entry],
+    }))
+}
+
+/// A corrupt chunk naming a position far past the bucket's windows is refused, not
+/// allocated up to (found by the fuzzer: ~900 MB for one record).
+#[test]
+fn a_chunk_position_far_past_the_bucket_is_refused() {
+    let chunk = |pos| one_entry_chunk(pos, 100);
     let mut st = PartitionState::new(cfg());
     let key = changelog::chunk_key(5 * MIN, 1_000 * 60 * MIN, 0);
     st.restore(&key, Some(&chunk(3))).expect("a small gap is a position to come");
@@ -648,6 +651,30 @@ fn a_revenue_beyond_a_windows_bound_is_refused_not_clamped() {
     assert_eq!(five.len(), 1);
     assert_eq!((five[0].event_count, five[0].units_sold, five[0].units_returned), (2, 2, 2));
     assert_eq!(five[0].revenue_minor, 0);
+}
+
+/// A changelog written before windows kept revenue in 48 bits may hold a window's revenue
+/// beyond ±(2⁴⁷ − 1): it restores saturated at the bound (the only lossy step, and only
+/// past a bound no real window reaches), and a further sale of that window is refused.
+#[test]
+fn a_restored_revenue_beyond_the_bound_saturates() {
+    let t0 = 1_000 * 60 * MIN;
+    let max = crate::counters::REVENUE_MAX;
+    for (revenue, saturated) in [(i64::MAX / 2, max), (i64::MIN / 2, -max), (max, max), (-7, -7)] {
+        let mut st = PartitionState::new(cfg());
+        let key = changelog::chunk_key(5 * MIN, t0, 0);
+        st.restore(&key, Some(&one_entry_chunk(0, revenue))).expect("restores");
+        st.restored();
+        let w = &st.key("g", "A").expect("key").windows[0];
+        assert_eq!((w.revenue_minor, w.units_sold), (saturated, 1), "{revenue}");
+        if saturated == max {
+            let sale = ev("more", "s1", "g", "A", SaleKind::Sale, 1, t0 + 1);
+            assert_eq!(
+                st.apply_sale(&sale, t0 + 1),
+                Outcome::Refused(crate::counters::REVENUE_OVERFLOW)
+            );
+        }
+    }
 }
 
 /// Event ids are hashed with the partition's secret seed, which travels with its state; a
