@@ -28,6 +28,8 @@
 //! - `restore`: rebuilding the state from changelog records;
 //! - `grids`: completeness per grid;
 //! - `tests`: the unit tests and the reference-model property test.
+//! - `restore_tests`: the unit tests of restoring from changelogs (older versions, corrupt
+//!   records, settings changed between runs).
 
 mod bucket;
 mod dedupe;
@@ -42,6 +44,8 @@ use dedupe::IdTable;
 use grids::GridState;
 pub use grids::{Expected, Registry};
 use keys::{Keys, NO_POS};
+#[cfg(test)]
+mod restore_tests;
 #[cfg(test)]
 mod tests;
 
@@ -602,7 +606,8 @@ impl PartitionState {
     pub fn size(&self) -> StateSize {
         let map_entry = |k: usize, v: usize| (k + v + 1) * 8 / 7;
         let dedupe: usize = self.dedupe.values().map(IdTable::bytes).sum();
-        let mut bytes = dedupe + self.keys.bytes();
+        let pending = self.pending_ids.capacity() * size_of::<(Millis, u64)>();
+        let mut bytes = dedupe + pending + self.keys.bytes();
         let mut close_backlog = 0;
         for b in self.buckets.values() {
             bytes += b.bytes() + 160;
