@@ -318,8 +318,9 @@ impl PartitionState {
     /// stay well below Kafka's message size limit, and forgets those past their horizon.
     fn flush_dedupe(&mut self, wm: Millis, now: Millis, out: &mut Flushed) {
         let w = &self.cfg.windowing;
-        // The buffer is handed back emptied: its capacity (the ids of one commit interval)
-        // is reused, where a fresh one grew by copies into newly faulted pages each time.
+        // The buffer is handed back emptied: its capacity (the ids of one commit interval,
+        // up to `PENDING_KEEP`) is reused, where a fresh one grew by copies into newly
+        // faulted pages each time.
         let mut pending = std::mem::take(&mut self.pending_ids);
         pending.sort_unstable();
         for group in pending.chunk_by(|a, b| a.0 == b.0) {
@@ -337,6 +338,7 @@ impl PartitionState {
             }
         }
         pending.clear();
+        pending.shrink_to(super::PENDING_KEEP);
         self.pending_ids = pending;
         let gone: Vec<Millis> =
             self.dedupe.keys().take_while(|h| w.horizon_passed(**h, wm, now)).copied().collect();

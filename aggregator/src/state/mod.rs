@@ -66,6 +66,9 @@ pub const MAX_COVERAGE_WINDOWS: usize = 24;
 
 /// Most event ids in one changelog record (8 bytes each: 256 KiB).
 pub const DEDUPE_CHUNK_IDS: usize = 32_768;
+/// Most pending event ids whose room a partition keeps between flushes (16 bytes each:
+/// 1 MiB; a commit interval of a partition at the mission's peak holds a few thousand).
+const PENDING_KEEP: usize = 1 << 16;
 
 /// One window of a grid × SKU, as queries see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +178,7 @@ pub struct PartitionState {
     /// The seed of the event-id hash ([`event_key`]): random for a new partition, restored
     /// with its ids (0 for a changelog from before version 6).
     dedupe_seed: u64,
+    /// Event ids counted since the last flush (its changelog chunks to write).
     pending_ids: Vec<(Millis, u64)>,
     /// Dedupe changelog chunks and the window end they belong to.
     chunks: BTreeMap<u64, Millis>,

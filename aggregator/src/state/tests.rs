@@ -259,9 +259,9 @@ fn a_backlog_since_the_last_upload_marks_every_live_window_since_then() {
     );
 }
 
-/// The ids of one flush interval wait in a buffer that a flush empties but keeps: the
-/// next interval fills the same allocation (a fresh one grew by copies into newly
-/// faulted pages every commit), and the state's size counts it.
+/// The ids of one flush interval wait in a buffer that a flush empties but keeps (up to a
+/// bound): the next interval fills the same allocation (a fresh one grew by copies into
+/// newly faulted pages every commit), and the state's size counts it.
 #[test]
 fn the_pending_id_buffer_is_reused_across_flushes() {
     let mut st = PartitionState::new(cfg());
@@ -279,6 +279,12 @@ fn the_pending_id_buffer_is_reused_across_flushes() {
         st.apply_sale(&ev(&format!("b{i}"), "s1", "g", "A", SaleKind::Sale, 1, t0 + i), t0);
     }
     assert_eq!((st.pending_ids.len(), st.pending_ids.capacity()), (1_000, cap));
+    // The room kept is bounded: a burst's is given back.
+    for i in 0..PENDING_KEEP + 10 {
+        st.apply_sale(&ev(&format!("c{i}"), "s1", "g", "A", SaleKind::Sale, 1, t0 + 1), t0);
+    }
+    st.flush(t0, &NONE);
+    assert!(st.pending_ids.capacity() <= PENDING_KEEP);
 }
 
 #[test]
