@@ -4,7 +4,9 @@
 #   scripts/kafka.sh fetch                 resolve the broker jars into the cache (once)
 #   scripts/kafka.sh up [N]                start an N-node cluster (default 1) on free loopback
 #                                          ports; prints NEARFIELD_BROKERS=host:port,... last
-#   scripts/kafka.sh down                  stop the cluster and remove its data
+#   scripts/kafka.sh down [--kill]         stop the cluster and remove its data (--kill: SIGKILL
+#                                          the nodes instead of a controlled shutdown, for a
+#                                          throwaway cluster whose data goes with it)
 #   scripts/kafka.sh stop-node I [--kill]  stop node I (SIGTERM, or SIGKILL with --kill)
 #   scripts/kafka.sh start-node I          start node I again with its data
 #   scripts/kafka.sh status                print the nodes and whether they run
@@ -257,10 +259,11 @@ EOF
   if [[ -f "$DIR/admin.env" ]]; then cat "$DIR/admin.env"; fi
 }
 
-down() {
+down() { # [--kill]
   [[ -f "$DIR/nodes" ]] || { rm -rf "$DIR"; return 0; }
-  local n; n=$(cat "$DIR/nodes")
-  for i in $(seq 1 "$n"); do stop_node "$i" TERM & done
+  local n sig=TERM; n=$(cat "$DIR/nodes")
+  [[ "${1:-}" == "--kill" ]] && sig=KILL
+  for i in $(seq 1 "$n"); do stop_node "$i" "$sig" & done
   wait
   rm -rf "$DIR"
   log "cluster in $DIR stopped and removed"
@@ -278,7 +281,7 @@ cmd=${1:-}; shift || true
 case "$cmd" in
   fetch) fetch ;;
   up) up "${1:-1}" ;;
-  down) down ;;
+  down) down "${1:-}" ;;
   status) status ;;
   stop-node)
     [[ -n "${1:-}" ]] || die "stop-node needs a node index"
