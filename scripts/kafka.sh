@@ -260,9 +260,14 @@ EOF
 }
 
 down() { # [--kill]
+  local n sig=TERM
+  case "${1:-}" in
+    "") ;;
+    --kill) sig=KILL ;;
+    *) die "down: unknown option $1 (only --kill)" ;;
+  esac
   [[ -f "$DIR/nodes" ]] || { rm -rf "$DIR"; return 0; }
-  local n sig=TERM; n=$(cat "$DIR/nodes")
-  [[ "${1:-}" == "--kill" ]] && sig=KILL
+  n=$(cat "$DIR/nodes")
   for i in $(seq 1 "$n"); do stop_node "$i" "$sig" & done
   wait
   rm -rf "$DIR"

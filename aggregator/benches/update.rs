@@ -1,8 +1,7 @@
 //! The aggregator's in-memory update path, without Kafka: `PartitionState::apply_sale`
 //! on a realistic key mix (500 grids × 400 SKUs with a Zipf-like skew, 3000 stores, three
 //! window sizes), the same on 4 SKUs (keys and windows that stay in cache), and `flush`
-//! of the changes. Throughput is reported in window updates
-//! (events × window sizes).
+//! of the changes. Throughput is reported in window updates (events × window sizes).
 //!
 //! It also answers "dashmap or better": the same counter update on a `DashMap` (what a
 //! shared, multi-writer map would need) against the single-writer `HashMap` per partition
