@@ -90,6 +90,41 @@ fn windows(kafka: &Kafka, p: &Pipeline) -> (BTreeMap<Key, [i64; 4]>, Vec<DemandW
     (latest.into_iter().map(|(k, (_, v))| (k, v)).collect(), all)
 }
 
+/// Where the windows on `demand.v1` (`got`) differ from the recount (`want`): per input
+/// partition, how many are missing or wrong and their window starts, and what each stage
+/// says of its partitions (`/readyz`), for a failure's message.
+fn differences(
+    want: &BTreeMap<Key, [i64; 4]>,
+    got: &BTreeMap<Key, [i64; 4]>,
+    p: &Pipeline,
+) -> String {
+    let mut per: BTreeMap<(i32, &str), (usize, i64, i64)> = BTreeMap::new();
+    for (k, v) in want {
+        let what = match got.get(k) {
+            None => "missing",
+            Some(g) if g != v => "wrong",
+            Some(_) => continue,
+        };
+        let part = partition_for_key(k.0.as_bytes(), PARTITIONS);
+        let e = per.entry((part, what)).or_insert((0, i64::MAX, i64::MIN));
+        *e = (e.0 + 1, e.1.min(k.2), e.2.max(k.2));
+    }
+    let newest = want.keys().map(|k| k.2).max().unwrap_or(0);
+    let mut out = format!("newest window start {newest}\n");
+    for ((part, what), (n, first, last)) in per {
+        out.push_str(&format!(
+            "sales partition {part}: {n} {what}, starts {first}..={last} ({} to {} s before the newest)\n",
+            (newest - first) / 1000,
+            (newest - last) / 1000
+        ));
+    }
+    for (i, stage) in STAGES.iter().enumerate() {
+        let ready = http_get(p.ports[i], "/readyz").map(|(_, body)| body);
+        out.push_str(&format!("{stage} /readyz: {}\n", ready.unwrap_or_default()));
+    }
+    out
+}
+
 fn plans(kafka: &Kafka, p: &Pipeline, suppliers: &[String]) -> Vec<PlanSignal> {
     let codec = Codec::single_object();
     let mut out = Vec::new();
@@ -163,7 +198,11 @@ fn run(kill: bool) {
         if Instant::now() > deadline {
             let missing = want.keys().filter(|k| !got.contains_key(*k)).count();
             let wrong = want.iter().filter(|(k, v)| got.get(*k).is_some_and(|g| g != *v)).count();
-            panic!("{missing} windows missing, {wrong} differ from the recount\n{}", logs(&p));
+            panic!(
+                "{missing} windows missing, {wrong} differ from the recount\n{}\n{}",
+                differences(&want, &got, &p),
+                logs(&p)
+            );
         }
         std::thread::sleep(Duration::from_secs(2));
     };

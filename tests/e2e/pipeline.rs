@@ -186,8 +186,13 @@ pub fn logs(p: &Pipeline) -> String {
         let name = entry.file_name().to_string_lossy().to_string();
         if name.ends_with(".log") {
             let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().filter(|l| !l.contains("INFO")).collect();
-            let tail = &lines[lines.len().saturating_sub(30)..];
+            // Warnings and errors, and the INFO lines of partitions moving.
+            let moving = ["rebalance", "restore", "assign", "revoke", "fenced", "restart"];
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.contains("INFO") || moving.iter().any(|m| l.contains(m)))
+                .collect();
+            let tail = &lines[lines.len().saturating_sub(40)..];
             out.push_str(&format!("--- {name}\n{}\n", tail.join("\n")));
         }
     }
