@@ -1,7 +1,9 @@
 //! The aggregator's in-memory update path, without Kafka: `PartitionState::apply_sale`
 //! on a realistic key mix (500 grids × 400 SKUs with a Zipf-like skew, 3000 stores, three
-//! window sizes), the same on 4 SKUs (keys and windows that stay in cache), and `flush`
-//! of the changes. Throughput is reported in window updates (events × window sizes).
+//! window sizes), the same on 4 SKUs (keys and windows that stay in cache), each one event
+//! at a time and as `apply_sales` over runs of 500 (what the stage calls with a polled
+//! partition's records: it prefetches ahead), and `flush` of the changes. Throughput is
+//! reported in window updates (events × window sizes).
 //!
 //! It also answers "dashmap or better": the same counter update on a `DashMap` (what a
 //! shared, multi-writer map would need) against the single-writer `HashMap` per partition
@@ -16,7 +18,7 @@ use dashmap::DashMap;
 use nearfield_aggregator::ids::{IdHasher, key_id};
 use nearfield_aggregator::state::{Expected, PartitionState, StateConfig};
 use nearfield_aggregator::window::Windowing;
-use nearfield_schemas::{SaleEvent, SaleKind};
+use nearfield_schemas::{SaleEvent, SaleEventRef, SaleKind};
 
 /// The allocator the `nearfield` binary uses.
 #[global_allocator]
@@ -28,6 +30,11 @@ const WARM: usize = 200_000;
 
 /// The events of a city of 500 grids × `skus` SKUs (3000 stores).
 fn events(skus: f64) -> Vec<SaleEvent> {
+    events_on(skus, 0)
+}
+
+/// The same city's events `day` days later (negative: earlier), with ids of their own.
+fn events_on(skus: f64, day: i64) -> Vec<SaleEvent> {
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move || {
         x ^= x << 13;
@@ -35,7 +42,7 @@ fn events(skus: f64) -> Vec<SaleEvent> {
         x ^= x << 17;
         x
     };
-    let t0 = 1_800_000_000_000i64;
+    let t0 = 1_800_000_000_000i64 + day * 86_400_000;
     (0..WARM + EVENTS)
         .map(|i| {
             let r = next();
@@ -44,7 +51,7 @@ fn events(skus: f64) -> Vec<SaleEvent> {
             let sku = (u * u * skus) as u64;
             let store = (r >> 20) % 3000;
             SaleEvent {
-                event_id: format!("ev-{i}"),
+                event_id: if day == 0 { format!("ev-{i}") } else { format!("ev-{day}-{i}") },
                 store_id: format!("store-{store:05}"),
                 device_id: "pos-1".into(),
                 grid_id: format!("88309{:05x}fffff", store % 500),
@@ -119,6 +126,63 @@ fn bench(c: &mut Criterion) {
             BatchSize::LargeInput,
         );
     });
+    let refs: Vec<SaleEventRef<'_>> = evs.iter().map(SaleEventRef::from).collect();
+    g.bench_function("apply_sales (3 windows per event), runs of 500", |b| {
+        b.iter_batched(
+            warmed,
+            |mut st| {
+                let mut out = Vec::with_capacity(500);
+                for run in refs.chunks(500) {
+                    out.clear();
+                    st.apply_sales(run, now, &mut out);
+                    std::hint::black_box(&out);
+                }
+                st
+            },
+            BatchSize::LargeInput,
+        );
+    });
+    // The state a partition holds all day: the two days before still accept late sales
+    // into their day windows (48 h of lateness), so their event-id sets are live too and
+    // every event is looked up in three sets (its own and two others).
+    let days: Vec<SaleEvent> = [-2, -1].into_iter().flat_map(|d| events_on(400.0, d)).collect();
+    let three_days = || {
+        let mut st = PartitionState::new(cfg());
+        for e in &days {
+            st.apply_sale(e, e.received_at);
+        }
+        for e in warm {
+            st.apply_sale(e, now);
+        }
+        st
+    };
+    g.bench_function("apply_sale (3 windows per event), 3 live event-id sets", |b| {
+        b.iter_batched(
+            three_days,
+            |mut st| {
+                for e in evs {
+                    std::hint::black_box(st.apply_sale(e, now));
+                }
+                st
+            },
+            BatchSize::LargeInput,
+        );
+    });
+    g.bench_function("apply_sales (3 windows per event), runs of 500, 3 live event-id sets", |b| {
+        b.iter_batched(
+            three_days,
+            |mut st| {
+                let mut out = Vec::with_capacity(500);
+                for run in refs.chunks(500) {
+                    out.clear();
+                    st.apply_sales(run, now, &mut out);
+                    std::hint::black_box(&out);
+                }
+                st
+            },
+            BatchSize::LargeInput,
+        );
+    });
     // The same on 4 SKUs (≤ 2 000 keys): the keys and windows stay in cache, so this is
     // the path's cost without most of its memory latency (the event ids still do not).
     let small = events(4.0);
@@ -135,6 +199,28 @@ fn bench(c: &mut Criterion) {
             |mut st| {
                 for e in small_evs {
                     std::hint::black_box(st.apply_sale(e, now));
+                }
+                st
+            },
+            BatchSize::LargeInput,
+        );
+    });
+    let small_refs: Vec<SaleEventRef<'_>> = small_evs.iter().map(SaleEventRef::from).collect();
+    g.bench_function("apply_sales (3 windows per event), runs of 500, 2 000 keys in cache", |b| {
+        b.iter_batched(
+            || {
+                let mut st = PartitionState::new(cfg());
+                for e in small_warm {
+                    st.apply_sale(e, now);
+                }
+                st
+            },
+            |mut st| {
+                let mut out = Vec::with_capacity(500);
+                for run in small_refs.chunks(500) {
+                    out.clear();
+                    st.apply_sales(run, now, &mut out);
+                    std::hint::black_box(&out);
                 }
                 st
             },

@@ -95,14 +95,22 @@ impl Stage for Aggregator {
         now: Millis,
         out: &mut Emit<'_, Committed>,
     ) -> Result<(), EosError> {
+        // Decoded first, then applied as one run (`apply_sales` prefetches ahead).
+        let mut decoded = Vec::with_capacity(records.len());
+        let mut events = Vec::with_capacity(records.len());
         for r in records {
-            let Some(ev) =
-                out.decode_as::<SaleEvent, SaleEventRef<'_>>(r, SALE_CONTENT_TYPE, now)?
-            else {
-                out.summary.events.invalid += 1;
-                continue;
-            };
-            match state.apply_sale(ev, now) {
+            match out.decode_as::<SaleEvent, SaleEventRef<'_>>(r, SALE_CONTENT_TYPE, now)? {
+                Some(ev) => {
+                    decoded.push(r);
+                    events.push(ev);
+                }
+                None => out.summary.events.invalid += 1,
+            }
+        }
+        let mut outcomes = Vec::with_capacity(events.len());
+        state.apply_sales(&events, now, &mut outcomes);
+        for ((r, ev), outcome) in decoded.into_iter().zip(&events).zip(outcomes) {
+            match outcome {
                 Outcome::Counted { .. } => out.summary.events.counted += 1,
                 Outcome::Duplicate => out.summary.events.duplicate += 1,
                 Outcome::Refused(reason) => {

@@ -187,6 +187,19 @@ impl Table {
         }
     }
 
+    /// Asks for the cache lines of `v`'s home slot and of the three slots after it (a
+    /// search reads a few slots of its run; they may span two lines).
+    fn prefetch(&self, v: u64) {
+        if self.homes > 0 {
+            let i = home(v, self.homes);
+            if let Some(c) = self.chunks.get(i / CHUNK_SLOTS) {
+                let at = (i % CHUNK_SLOTS) * SLOT;
+                prefetch_index::prefetch_index(&c[..], at);
+                prefetch_index::prefetch_index(&c[..], (at + 4 * SLOT).min(c.len() - 1));
+            }
+        }
+    }
+
     fn contains(&self, v: u64) -> bool {
         self.homes > 0 && self.find(v).1
     }
@@ -239,6 +252,13 @@ impl IdTable {
         let added = self.tables[t].insert(v, t);
         self.len += usize::from(added);
         added
+    }
+
+    /// Asks the CPU to fetch the slot where `id` is or would go into cache (a hint: no
+    /// effect on the set).
+    pub fn prefetch(&self, id: u64) {
+        let (t, v) = split(id);
+        self.tables[t].prefetch(v);
     }
 
     /// Whether `id` is in the set.

@@ -481,6 +481,56 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// `apply_sales` over runs of any length (it identifies events ahead of applying
+    /// them) gives each event the outcome `apply_sale` gives it one by one, and the two
+    /// states flush the same changelog, outputs and coverage.
+    #[test]
+    fn a_run_equals_its_events_one_by_one(
+        steps in proptest::collection::vec(step(), 1..120),
+        runs in proptest::collection::vec(1usize..20, 1..8),
+    ) {
+        let base = 2_000 * 60 * MIN;
+        let mut one = PartitionState::new(cfg());
+        let mut run = PartitionState::new(cfg());
+        run.dedupe_seed = one.dedupe_seed;
+        let mut now = base;
+        let mut pending: Vec<SaleEvent> = Vec::new();
+        let mut expected: Vec<Outcome> = Vec::new();
+        let mut r = 0;
+        for s in steps.into_iter().chain([Step::Flush { advance: 0 }]) {
+            match s {
+                Step::Sale { id, store, grid, sku, kind, q, dt } => {
+                    let kind = [SaleKind::Sale, SaleKind::Return, SaleKind::Preorder][kind as usize];
+                    let e = ev(&id.to_string(), &format!("s{store}"), &format!("g{grid}"), &format!("k{sku}"), kind, q, now + dt);
+                    expected.push(one.apply_sale(&e, now));
+                    pending.push(e);
+                }
+                // Restoring is the other test's; here it is a step without effect.
+                Step::Restore => {}
+                Step::Flush { advance } => {
+                    let refs: Vec<SaleEventRef<'_>> = pending.iter().map(SaleEventRef::from).collect();
+                    let mut got = Vec::new();
+                    for chunk in refs.chunks(runs[r % runs.len()]) {
+                        run.apply_sales(chunk, now, &mut got);
+                        r += 1;
+                    }
+                    prop_assert_eq!(&got, &expected);
+                    pending.clear();
+                    expected.clear();
+                    now += advance;
+                    let (a, b) = (one.flush(now, &NONE), run.flush(now, &NONE));
+                    prop_assert_eq!(a.changelog, b.changelog);
+                    prop_assert_eq!(a.outputs, b.outputs);
+                    prop_assert_eq!(a.coverage, b.coverage);
+                }
+            }
+        }
+    }
+}
+
 /// A bucket of many windows closes over several flushes, `close_chunk` at a time, and
 /// the state says how many wait.
 #[test]
