@@ -13,7 +13,10 @@ use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
-use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{
+    BatchSize, BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main,
+};
 use dashmap::DashMap;
 use nearfield_aggregator::ids::{IdHasher, key_id};
 use nearfield_aggregator::state::{Expected, PartitionState, StateConfig};
@@ -101,6 +104,45 @@ fn update(c: &mut Cell, e: &SaleEvent) {
     c.events += 1;
 }
 
+/// `apply_sale` on `evs` one by one, and `apply_sales` on them in runs of 500 (as the
+/// stage hands it a polled partition's records), each from a state made by `setup`.
+fn apply_pair(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    suffix: &str,
+    setup: &dyn Fn() -> PartitionState,
+    evs: &[SaleEvent],
+    now: i64,
+) {
+    g.bench_function(format!("apply_sale (3 windows per event){suffix}"), |b| {
+        b.iter_batched(
+            setup,
+            |mut st| {
+                for e in evs {
+                    std::hint::black_box(st.apply_sale(e, now));
+                }
+                st
+            },
+            BatchSize::LargeInput,
+        );
+    });
+    let refs: Vec<SaleEventRef<'_>> = evs.iter().map(SaleEventRef::from).collect();
+    g.bench_function(format!("apply_sales (3 windows per event), runs of 500{suffix}"), |b| {
+        b.iter_batched(
+            setup,
+            |mut st| {
+                let mut out = Vec::with_capacity(500);
+                for run in refs.chunks(500) {
+                    out.clear();
+                    st.apply_sales(run, now, &mut out);
+                    std::hint::black_box(&out);
+                }
+                st
+            },
+            BatchSize::LargeInput,
+        );
+    });
+}
+
 fn bench(c: &mut Criterion) {
     let all = events(400.0);
     let now = all.last().map_or(0, |e| e.received_at);
@@ -114,34 +156,7 @@ fn bench(c: &mut Criterion) {
     };
     let mut g = c.benchmark_group("aggregator_update");
     g.throughput(Throughput::Elements((EVENTS * 3) as u64));
-    g.bench_function("apply_sale (3 windows per event)", |b| {
-        b.iter_batched(
-            warmed,
-            |mut st| {
-                for e in evs {
-                    std::hint::black_box(st.apply_sale(e, now));
-                }
-                st
-            },
-            BatchSize::LargeInput,
-        );
-    });
-    let refs: Vec<SaleEventRef<'_>> = evs.iter().map(SaleEventRef::from).collect();
-    g.bench_function("apply_sales (3 windows per event), runs of 500", |b| {
-        b.iter_batched(
-            warmed,
-            |mut st| {
-                let mut out = Vec::with_capacity(500);
-                for run in refs.chunks(500) {
-                    out.clear();
-                    st.apply_sales(run, now, &mut out);
-                    std::hint::black_box(&out);
-                }
-                st
-            },
-            BatchSize::LargeInput,
-        );
-    });
+    apply_pair(&mut g, "", &warmed, evs, now);
     // The state a partition holds all day: the two days before still accept late sales
     // into their day windows (48 h of lateness), so their event-id sets are live too and
     // every event is looked up in three sets (its own and two others).
@@ -156,77 +171,19 @@ fn bench(c: &mut Criterion) {
         }
         st
     };
-    g.bench_function("apply_sale (3 windows per event), 3 live event-id sets", |b| {
-        b.iter_batched(
-            three_days,
-            |mut st| {
-                for e in evs {
-                    std::hint::black_box(st.apply_sale(e, now));
-                }
-                st
-            },
-            BatchSize::LargeInput,
-        );
-    });
-    g.bench_function("apply_sales (3 windows per event), runs of 500, 3 live event-id sets", |b| {
-        b.iter_batched(
-            three_days,
-            |mut st| {
-                let mut out = Vec::with_capacity(500);
-                for run in refs.chunks(500) {
-                    out.clear();
-                    st.apply_sales(run, now, &mut out);
-                    std::hint::black_box(&out);
-                }
-                st
-            },
-            BatchSize::LargeInput,
-        );
-    });
+    apply_pair(&mut g, ", 3 live event-id sets", &three_days, evs, now);
     // The same on 4 SKUs (≤ 2 000 keys): the keys and windows stay in cache, so this is
     // the path's cost without most of its memory latency (the event ids still do not).
     let small = events(4.0);
     let (small_warm, small_evs) = small.split_at(WARM);
-    g.bench_function("apply_sale (3 windows per event), 2 000 keys in cache", |b| {
-        b.iter_batched(
-            || {
-                let mut st = PartitionState::new(cfg());
-                for e in small_warm {
-                    st.apply_sale(e, now);
-                }
-                st
-            },
-            |mut st| {
-                for e in small_evs {
-                    std::hint::black_box(st.apply_sale(e, now));
-                }
-                st
-            },
-            BatchSize::LargeInput,
-        );
-    });
-    let small_refs: Vec<SaleEventRef<'_>> = small_evs.iter().map(SaleEventRef::from).collect();
-    g.bench_function("apply_sales (3 windows per event), runs of 500, 2 000 keys in cache", |b| {
-        b.iter_batched(
-            || {
-                let mut st = PartitionState::new(cfg());
-                for e in small_warm {
-                    st.apply_sale(e, now);
-                }
-                st
-            },
-            |mut st| {
-                let mut out = Vec::with_capacity(500);
-                for run in small_refs.chunks(500) {
-                    out.clear();
-                    st.apply_sales(run, now, &mut out);
-                    std::hint::black_box(&out);
-                }
-                st
-            },
-            BatchSize::LargeInput,
-        );
-    });
+    let small_warmed = || {
+        let mut st = PartitionState::new(cfg());
+        for e in small_warm {
+            st.apply_sale(e, now);
+        }
+        st
+    };
+    apply_pair(&mut g, ", 2 000 keys in cache", &small_warmed, small_evs, now);
     let sizes = [300_000i64, 3_600_000, 86_400_000];
     g.bench_function("counter update: HashMap, single writer", |b| {
         b.iter_batched(
