@@ -57,12 +57,12 @@ use nearfield_schemas::{DemandWindow, GridCoverage, SaleEventRef};
 use crate::counters::{Delta, sat32};
 
 use crate::config::MAX_SIZES;
-
-/// How many events ahead [`PartitionState::apply_sales`] prefetches: a few hundred ns of
-/// other events' work, longer than a miss to memory.
-const AHEAD: usize = 8;
 use crate::ids::{IdMap, event_key, short_id, store32};
 use crate::window::{Late, Millis, Windowing};
+
+/// How many events ahead [`PartitionState::apply_sales`] prefetches: microseconds of
+/// other events' work, far longer than a miss to memory.
+const AHEAD: usize = 8;
 
 /// Most windows of one size one flush writes coverage for (a partition back from a long
 /// idle catches up over several commits).
@@ -338,8 +338,9 @@ impl PartitionState {
     /// outcome to `out`: the same as [`apply_sale`](Self::apply_sale) one by one (the
     /// property test `a_run_equals_its_events_one_by_one`), but an event's identity is
     /// computed [`AHEAD`] events early and its place in the event-id sets asked into
-    /// cache then (a prefetch: a hint that never blocks), so that cache miss, the largest
-    /// cost of an event, overlaps other events' work instead of stalling its own.
+    /// cache then (a prefetch: a hint that never blocks), so those cache misses (the sets
+    /// are half of an event's time with keys in cache) overlap other events' work
+    /// instead of stalling their own.
     pub fn apply_sales(&mut self, evs: &[SaleEventRef<'_>], now: Millis, out: &mut Vec<Outcome>) {
         let mut ring = [0u64; AHEAD];
         for (slot, ev) in ring.iter_mut().zip(evs) {
