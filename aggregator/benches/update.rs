@@ -19,7 +19,7 @@ use criterion::{
 };
 use dashmap::DashMap;
 use nearfield_aggregator::ids::{IdHasher, key_id};
-use nearfield_aggregator::state::{Expected, PartitionState, StateConfig};
+use nearfield_aggregator::state::{Expected, Outcome, PartitionState, StateConfig};
 use nearfield_aggregator::window::Windowing;
 use nearfield_schemas::{SaleEvent, SaleEventRef, SaleKind};
 
@@ -104,8 +104,18 @@ fn update(c: &mut Cell, e: &SaleEvent) {
     c.events += 1;
 }
 
+/// A new state that applied each event at its wall-clock time.
+fn state_after<'a>(evs: impl IntoIterator<Item = (&'a SaleEvent, i64)>) -> PartitionState {
+    let mut st = PartitionState::new(cfg());
+    for (e, now) in evs {
+        st.apply_sale(e, now);
+    }
+    st
+}
+
 /// `apply_sale` on `evs` one by one, and `apply_sales` on them in runs of 500 (as the
-/// stage hands it a polled partition's records), each from a state made by `setup`.
+/// stage hands it a polled partition's records), each from a state made by `setup`;
+/// first checked to give every event the same outcome, so both do the same work.
 fn apply_pair(
     g: &mut BenchmarkGroup<'_, WallTime>,
     suffix: &str,
@@ -126,6 +136,13 @@ fn apply_pair(
         );
     });
     let refs: Vec<SaleEventRef<'_>> = evs.iter().map(SaleEventRef::from).collect();
+    let (mut one, mut runs) = (setup(), setup());
+    let each: Vec<Outcome> = evs.iter().map(|e| one.apply_sale(e, now)).collect();
+    let mut together = Vec::with_capacity(evs.len());
+    for run in refs.chunks(500) {
+        runs.apply_sales(run, now, &mut together);
+    }
+    assert!(each == together, "apply_sale and apply_sales disagree{suffix}");
     g.bench_function(format!("apply_sales (3 windows per event), runs of 500{suffix}"), |b| {
         b.iter_batched(
             setup,
@@ -147,13 +164,7 @@ fn bench(c: &mut Criterion) {
     let all = events(400.0);
     let now = all.last().map_or(0, |e| e.received_at);
     let (warm, evs) = all.split_at(WARM);
-    let warmed = || {
-        let mut st = PartitionState::new(cfg());
-        for e in warm {
-            st.apply_sale(e, now);
-        }
-        st
-    };
+    let warmed = || state_after(warm.iter().map(|e| (e, now)));
     let mut g = c.benchmark_group("aggregator_update");
     g.throughput(Throughput::Elements((EVENTS * 3) as u64));
     apply_pair(&mut g, "", &warmed, evs, now);
@@ -162,27 +173,14 @@ fn bench(c: &mut Criterion) {
     // every event is looked up in three sets (its own and two others).
     let days: Vec<SaleEvent> = [-2, -1].into_iter().flat_map(|d| events_on(400.0, d)).collect();
     let three_days = || {
-        let mut st = PartitionState::new(cfg());
-        for e in &days {
-            st.apply_sale(e, e.received_at);
-        }
-        for e in warm {
-            st.apply_sale(e, now);
-        }
-        st
+        state_after(days.iter().map(|e| (e, e.received_at)).chain(warm.iter().map(|e| (e, now))))
     };
     apply_pair(&mut g, ", 3 live event-id sets", &three_days, evs, now);
     // The same on 4 SKUs (≤ 2 000 keys): the keys and windows stay in cache, so this is
     // the path's cost without most of its memory latency (the event ids still do not).
     let small = events(4.0);
     let (small_warm, small_evs) = small.split_at(WARM);
-    let small_warmed = || {
-        let mut st = PartitionState::new(cfg());
-        for e in small_warm {
-            st.apply_sale(e, now);
-        }
-        st
-    };
+    let small_warmed = || state_after(small_warm.iter().map(|e| (e, now)));
     apply_pair(&mut g, ", 2 000 keys in cache", &small_warmed, small_evs, now);
     let sizes = [300_000i64, 3_600_000, 86_400_000];
     g.bench_function("counter update: HashMap, single writer", |b| {

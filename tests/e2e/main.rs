@@ -90,9 +90,9 @@ fn windows(kafka: &Kafka, p: &Pipeline) -> (BTreeMap<Key, [i64; 4]>, Vec<DemandW
     (latest.into_iter().map(|(k, (_, v))| (k, v)).collect(), all)
 }
 
-/// Where the windows on `demand.v1` (`got`) differ from the recount (`want`): per input
-/// partition, how many are missing or wrong and their window starts, and what each stage
-/// says of its partitions (`/readyz`), for a failure's message.
+/// How the windows on `demand.v1` (`got`) differ from the recount (`want`), for a
+/// failure's message: how many are missing or wrong, per input partition with their
+/// window starts, and what each stage says of its partitions (`/readyz`).
 fn differences(
     want: &BTreeMap<Key, [i64; 4]>,
     got: &BTreeMap<Key, [i64; 4]>,
@@ -109,8 +109,13 @@ fn differences(
         let e = per.entry((part, what)).or_insert((0, i64::MAX, i64::MIN));
         *e = (e.0 + 1, e.1.min(k.2), e.2.max(k.2));
     }
+    let count =
+        |what: &str| per.iter().filter(|(k, _)| k.1 == what).map(|(_, v)| v.0).sum::<usize>();
+    let (missing, wrong) = (count("missing"), count("wrong"));
     let newest = want.keys().map(|k| k.2).max().unwrap_or(0);
-    let mut out = format!("newest window start {newest}\n");
+    let mut out = format!(
+        "{missing} windows missing, {wrong} differ from the recount\nnewest window start {newest}\n"
+    );
     for ((part, what), (n, first, last)) in per {
         out.push_str(&format!(
             "sales partition {part}: {n} {what}, starts {first}..={last} ({} to {} s before the newest)\n",
@@ -196,13 +201,7 @@ fn run(kill: bool) {
             break (ids, all);
         }
         if Instant::now() > deadline {
-            let missing = want.keys().filter(|k| !got.contains_key(*k)).count();
-            let wrong = want.iter().filter(|(k, v)| got.get(*k).is_some_and(|g| g != *v)).count();
-            panic!(
-                "{missing} windows missing, {wrong} differ from the recount\n{}\n{}",
-                differences(&want, &got, &p),
-                logs(&p)
-            );
+            panic!("{}\n{}", differences(&want, &got, &p), logs(&p));
         }
         std::thread::sleep(Duration::from_secs(2));
     };

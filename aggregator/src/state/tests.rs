@@ -328,6 +328,12 @@ enum Step {
     Restore,
 }
 
+/// The event of a generated `Step::Sale` at time `t`.
+fn sale_of(id: u8, store: u8, grid: u8, sku: u8, kind: u8, q: i32, t: Millis) -> SaleEvent {
+    let kind = [SaleKind::Sale, SaleKind::Return, SaleKind::Preorder][kind as usize];
+    ev(&id.to_string(), &format!("s{store}"), &format!("g{grid}"), &format!("k{sku}"), kind, q, t)
+}
+
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         6 => (0u8..40, 0u8..4, 0u8..2, 0u8..3, 0u8..3, 1i32..5, -50 * MIN..5 * MIN)
@@ -383,9 +389,8 @@ proptest! {
         for s in steps {
             match s {
                 Step::Sale { id, store, grid, sku, kind, q, dt } => {
-                    let kind = [SaleKind::Sale, SaleKind::Return, SaleKind::Preorder][kind as usize];
                     let t = now + dt;
-                    let e = ev(&id.to_string(), &format!("s{store}"), &format!("g{grid}"), &format!("k{sku}"), kind, q, t);
+                    let e = sale_of(id, store, grid, sku, kind, q, t);
                     let wm = w.watermark(max_t);
                     let clock = tick(advanced, &mut floor, now);
                     let expect = if let Some(late) = w.late(t, wm, clock) {
@@ -400,7 +405,7 @@ proptest! {
                             windows += 1;
                             stores.entry((e.grid_id.clone(), e.sku.clone(), start, end)).or_default().insert(store);
                             let c = model.entry((e.grid_id.clone(), e.sku.clone(), start, end)).or_default();
-                            match kind {
+                            match e.kind {
                                 SaleKind::Sale => c.0 += i64::from(q),
                                 SaleKind::Return => c.1 += i64::from(q),
                                 SaleKind::Preorder => c.2 += i64::from(q),
@@ -503,8 +508,7 @@ proptest! {
         for s in steps.into_iter().chain([Step::Flush { advance: 0 }]) {
             match s {
                 Step::Sale { id, store, grid, sku, kind, q, dt } => {
-                    let kind = [SaleKind::Sale, SaleKind::Return, SaleKind::Preorder][kind as usize];
-                    let e = ev(&id.to_string(), &format!("s{store}"), &format!("g{grid}"), &format!("k{sku}"), kind, q, now + dt);
+                    let e = sale_of(id, store, grid, sku, kind, q, now + dt);
                     expected.push(one.apply_sale(&e, now));
                     pending.push(e);
                 }
