@@ -1,4 +1,4 @@
-//! The set of event ids of one horizon, about 9.6 bytes an id, in 256 small cuckoo tables
+//! The set of event ids of one horizon, about 8.7 bytes an id, in 256 small cuckoo tables
 //! of cache-line buckets.
 //!
 //! Ids are 64-bit hashes already (`ids::event_key`). An id is scrambled by an odd multiplier
@@ -17,20 +17,22 @@
 //! load where two 8-way choices stop fitting). A removal moves the bucket's last slot
 //! into the freed one.
 //!
-//! A table grows by half when 92 % of its slots are taken (or, rarely, when a walk gives
-//! up); the 256 tables' sizes are staggered by a 256th of a step each, so they grow one
-//! after another (their ids are spread evenly) and the set as a whole sits between 61 %
-//! and 92 % full, 74 % on average: about 9.6 bytes an id at any size, with no step that
-//! multiplies a million-id set's memory at once. A growth rebuilds one table (1/256 of the
-//! ids), in cache. Growing by a quarter instead (8.7 bytes an id) placed every id about
-//! four times over its life, not two: inserts cost 70 ns, not 45, at 300 000 ids. Past
-//! one chunk a table's buckets live in fixed-size chunks ([`CHUNK_BUCKETS`]), which the
-//! allocator hands from one table to the next.
+//! A table grows by a quarter when 92 % of its slots are taken (or, rarely, when a walk
+//! gives up); the 256 tables' sizes are staggered by a 256th of a step each, so they grow
+//! one after another (their ids are spread evenly) and the set as a whole sits between
+//! 74 % and 92 % full, 82 % on average: about 8.7 bytes an id at any size, with no step
+//! that multiplies a million-id set's memory at once. A growth rebuilds one table (1/256
+//! of the ids), in cache. Growing by half instead (9.6 bytes an id) places every id about
+//! twice over its life, not four times: inserts of 52 ns, not 72, at 300 000 ids alone,
+//! but no difference the aggregator's runs could see (at 20 M keys, 361 k events per
+//! CPU-second either way), where memory decides the fleet. Past one chunk a table's
+//! buckets live in fixed-size chunks ([`CHUNK_BUCKETS`]), which the allocator hands from
+//! one table to the next.
 //!
 //! This replaced (2026-12-05) a table of sorted linear-probing runs at ~9.4 bytes an id
 //! whose inserts shifted ~20 slots at its fill and whose searches walked a run: an insert
-//! cost ~107 ns and a lookup ~34 ns at 300 000 ids; here 45–52 ns and 20–29 ns (13 ns
-//! with the buckets prefetched).
+//! cost ~107 ns and a lookup ~34 ns at 300 000 ids; here ~72 ns and 26 ns (17 ns with
+//! the buckets prefetched).
 
 /// Tables of a set (by the low 8 bits of the scrambled id).
 const SHARDS: usize = 256;
@@ -60,11 +62,11 @@ fn buckets_of(v: u64, n: usize) -> (usize, usize) {
     (first as usize, second as usize)
 }
 
-/// Buckets of table `shard` after `steps` growth steps: 1.5^(steps + shard / 256),
+/// Buckets of table `shard` after `steps` growth steps: 1.25^(steps + shard / 256),
 /// staggered by a 256th of a step from one table to the next.
 fn table_buckets(shard: usize, steps: u32) -> usize {
     let e = f64::from(steps) + shard as f64 / SHARDS as f64;
-    1.5f64.powf(e).ceil() as usize
+    1.25f64.powf(e).ceil() as usize
 }
 
 /// One cache line: [`WAYS`] slots, each a value's low 32 bits in `lo` and its high 24 bits
@@ -350,10 +352,10 @@ mod tests {
         }
     }
 
-    /// An id costs about 9.6 bytes (64 / 9 / 0.74) at any size, with no step: the tables
+    /// An id costs about 8.7 bytes (64 / 9 / 0.82) at any size, with no step: the tables
     /// grow one after another.
     #[test]
-    fn an_id_costs_under_ten_bytes() {
+    fn an_id_costs_under_nine_bytes() {
         let mut t = IdTable::default();
         let mut per_id = Vec::new();
         for i in 0..1_000_000u64 {
@@ -363,7 +365,7 @@ mod tests {
             }
         }
         assert_eq!(t.len(), 1_000_000);
-        assert!(per_id.iter().all(|&b| (9.2..10.0).contains(&b)), "{per_id:?}");
+        assert!(per_id.iter().all(|&b| (8.3..9.1).contains(&b)), "{per_id:?}");
     }
 
     /// One table past one chunk (every id in table 0): inserts, look-ups and removes
