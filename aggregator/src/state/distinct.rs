@@ -1,5 +1,7 @@
 //! Distinct stores of one window: two store ids inline in the window (no allocation for
-//! the common case of one or two stores), a sorted list in the bucket's spill arena up to
+//! the common case of one or two stores), then in the bucket's spill arena a sorted list
+//! held in the arena's slot itself up to [`FEW`] stores (a grid has tens of shops, a
+//! grid × SKU × window a handful: still no allocation of its own), on the heap up to
 //! [`SMALL_MAX`] stores, then a HyperLogLog sketch of [`HLL_REGISTERS`] one-byte
 //! registers (1 KiB).
 //!
@@ -11,6 +13,9 @@
 
 /// Most stores of a window counted exactly.
 pub const SMALL_MAX: usize = 1024;
+/// Most stores a spilled set holds without an allocation of its own (the slot stays
+/// 32 bytes, the size of the heap list's).
+pub const FEW: usize = 7;
 /// Registers of the HyperLogLog sketch (2¹⁰).
 pub const HLL_REGISTERS: usize = 1024;
 const HLL_BITS: u32 = 10;
@@ -21,7 +26,9 @@ pub const SPILLED: u32 = u32::MAX;
 /// The stores of a window with more than two.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreSet {
-    /// Sorted store ids.
+    /// Up to [`FEW`] sorted store ids (`ids[..len]`; the rest 0).
+    Few { len: u8, ids: [u32; FEW] },
+    /// More than [`FEW`] sorted store ids.
     Small(Vec<u32>),
     /// HyperLogLog registers.
     Hll(Box<[u8; HLL_REGISTERS]>),
@@ -58,11 +65,20 @@ fn hll_estimate(regs: &[u8; HLL_REGISTERS]) -> u64 {
 }
 
 impl StoreSet {
-    /// The set of more than two stores.
+    /// The set of stores `ids`.
     pub fn of(mut ids: Vec<u32>) -> Self {
         ids.sort_unstable();
         ids.dedup();
-        if ids.len() > SMALL_MAX {
+        Self::sorted(ids)
+    }
+
+    /// The set of stores `ids`, sorted and without repeats.
+    pub fn sorted(ids: Vec<u32>) -> Self {
+        if ids.len() <= FEW {
+            let mut few = [0; FEW];
+            few[..ids.len()].copy_from_slice(&ids);
+            StoreSet::Few { len: ids.len() as u8, ids: few }
+        } else if ids.len() > SMALL_MAX {
             let mut regs = Box::new([0u8; HLL_REGISTERS]);
             ids.iter().for_each(|&x| {
                 hll_add(&mut regs, x);
@@ -76,6 +92,25 @@ impl StoreSet {
     /// Adds a store; true when the set changed.
     pub fn insert(&mut self, x: u32) -> bool {
         match self {
+            StoreSet::Few { len, ids } => {
+                let n = usize::from(*len);
+                let i = ids[..n].iter().position(|&y| y >= x).unwrap_or(n);
+                if i < n && ids[i] == x {
+                    return false;
+                }
+                if n == FEW {
+                    let mut v = Vec::with_capacity(2 * FEW + 2);
+                    v.extend_from_slice(&ids[..i]);
+                    v.push(x);
+                    v.extend_from_slice(&ids[i..]);
+                    *self = StoreSet::Small(v);
+                } else {
+                    ids.copy_within(i..n, i + 1);
+                    ids[i] = x;
+                    *len += 1;
+                }
+                true
+            }
             StoreSet::Small(v) => match v.binary_search(&x) {
                 Ok(_) => false,
                 Err(i) => {
@@ -93,14 +128,25 @@ impl StoreSet {
     /// How many stores (estimated beyond [`SMALL_MAX`]).
     pub fn len(&self) -> u64 {
         match self {
+            StoreSet::Few { len, .. } => u64::from(*len),
             StoreSet::Small(v) => v.len() as u64,
             StoreSet::Hll(regs) => hll_estimate(regs),
+        }
+    }
+
+    /// The sorted ids of an exact set (`None`: a sketch).
+    pub fn ids(&self) -> Option<&[u32]> {
+        match self {
+            StoreSet::Few { len, ids } => ids.get(..usize::from(*len)),
+            StoreSet::Small(v) => Some(v),
+            StoreSet::Hll(_) => None,
         }
     }
 
     /// Heap bytes.
     pub fn heap_bytes(&self) -> usize {
         match self {
+            StoreSet::Few { .. } => 0,
             StoreSet::Small(v) => v.capacity() * 4,
             StoreSet::Hll(_) => HLL_REGISTERS,
         }
@@ -124,7 +170,10 @@ pub fn insert(inline: &mut [u32; 2], spill: &mut Vec<StoreSet>, x: u32) -> bool 
         [_, b] if b == x => false,
         [a, b] => {
             let i = u32::try_from(spill.len()).unwrap_or(u32::MAX);
-            spill.push(StoreSet::of(vec![a, b, x]));
+            let mut ids = [0; FEW];
+            ids[..3].copy_from_slice(&[a, b, x]);
+            ids[..3].sort_unstable();
+            spill.push(StoreSet::Few { len: 3, ids });
             *inline = [SPILLED, i];
             true
         }
@@ -156,11 +205,21 @@ mod tests {
         assert_eq!(count(&inline, &spill), 2);
         assert!(insert(&mut inline, &mut spill, 7));
         assert_eq!(inline, [SPILLED, 0]);
-        assert_eq!(spill[0], StoreSet::Small(vec![5, 7, 9]));
+        assert_eq!(spill[0], StoreSet::Few { len: 3, ids: [5, 7, 9, 0, 0, 0, 0] });
+        assert!(!insert(&mut inline, &mut spill, 7));
+        for x in [8, 4, 6, 30] {
+            assert!(insert(&mut inline, &mut spill, x));
+        }
+        assert_eq!(spill[0], StoreSet::Few { len: 7, ids: [4, 5, 6, 7, 8, 9, 30] });
+        assert_eq!(spill[0].heap_bytes(), 0, "up to seven stores in the arena's slot");
+        assert!(insert(&mut inline, &mut spill, 1));
+        assert_eq!(spill[0], StoreSet::Small(vec![1, 4, 5, 6, 7, 8, 9, 30]));
+        assert_eq!(count(&inline, &spill), 8);
         for x in 10..(SMALL_MAX as u32 + 10) {
             insert(&mut inline, &mut spill, x);
         }
         assert!(matches!(spill[0], StoreSet::Hll(_)));
+        assert!(size_of::<StoreSet>() <= 32, "an arena slot stays 32 bytes");
         let n = count(&inline, &spill) as f64;
         let truth = (SMALL_MAX + 3) as f64;
         assert!((n - truth).abs() / truth < 0.1, "{n} vs {truth}");

@@ -83,8 +83,8 @@ fn entry(b: &Bucket, pos: u32) -> Entry {
     let w = &b.wins[pos as usize];
     let stores = match w.stores {
         [SPILLED, i] => match b.spill.get(i as usize) {
-            Some(StoreSet::Small(v)) => Stores::List(v.clone()),
             Some(StoreSet::Hll(regs)) => Stores::Sketch(regs.to_vec()),
+            Some(set) => Stores::List(set.ids().unwrap_or_default().to_vec()),
             None => Stores::List(Vec::new()),
         },
         [0, _] => Stores::List(Vec::new()),
@@ -322,15 +322,23 @@ impl PartitionState {
         // up to `PENDING_KEEP`) is reused, where a fresh one grew by copies into newly
         // faulted pages each time.
         let mut pending = std::mem::take(&mut self.pending_ids);
-        pending.sort_unstable();
-        for group in pending.chunk_by(|a, b| a.0 == b.0) {
-            let horizon = group[0].0;
-            for ids in group.chunks(super::DEDUPE_CHUNK_IDS) {
+        // Grouped by horizon (a handful are live, most flushes see one), in the order the
+        // events came: no sort of the ids, which nothing reading them needs.
+        let mut horizons: Vec<Millis> = Vec::new();
+        for &(h, _) in &pending {
+            if !horizons.contains(&h) {
+                horizons.push(h);
+            }
+        }
+        horizons.sort_unstable();
+        for horizon in horizons {
+            let mut of = pending.iter().filter(|p| p.0 == horizon).map(|p| p.1).peekable();
+            while of.peek().is_some() {
+                let ids: Vec<u64> = of.by_ref().take(super::DEDUPE_CHUNK_IDS).collect();
                 let seq = self.next_chunk;
                 self.next_chunk += 1;
                 self.chunks.insert(seq, horizon);
                 self.meta_dirty = true;
-                let ids = ids.iter().map(|(_, id)| *id).collect();
                 out.changelog.push((
                     changelog::dedupe_key(seq),
                     Some(changelog::encode(&Record::Dedupe { horizon, ids })),

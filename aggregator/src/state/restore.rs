@@ -24,11 +24,7 @@ const MAX_POSITION_GAP: usize = 8 * changelog::CHUNK_WINDOWS;
 /// Sets the stores of the window at `pos` of `b` (reusing its spill slot, if any).
 fn set_stores(b: &mut Bucket, win: &mut Win, pos: u32, stores: StoreSet) {
     let old = b.wins.get(pos as usize).map(|w| w.stores);
-    let ids = match &stores {
-        StoreSet::Small(v) if v.len() <= 2 => Some(v.clone()),
-        _ => None,
-    };
-    match ids {
+    match stores.ids().filter(|v| v.len() <= 2) {
         Some(v) => win.stores = [v.first().copied().unwrap_or(0), v.get(1).copied().unwrap_or(0)],
         None => {
             let i = match old {
@@ -284,7 +280,7 @@ fn put(b: &mut Bucket, k: u32, e: Entry) -> Result<(), changelog::Error> {
     win.set_revenue(e.revenue);
     b.note_event(&mut win, b.start + i64::from(e.last_off));
     let set = match e.stores {
-        Stores::List(ids) => StoreSet::Small(clean(ids)),
+        Stores::List(ids) => StoreSet::sorted(clean(ids)),
         Stores::Sketch(regs) => {
             let regs: Box<[u8; HLL_REGISTERS]> =
                 regs.into_boxed_slice().try_into().map_err(|_| changelog::Error::Mismatch)?;

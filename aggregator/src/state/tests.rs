@@ -309,6 +309,39 @@ fn dedupe_ids_are_written_in_bounded_chunks() {
     assert!(f.changelog.iter().all(|(_, v)| v.as_ref().is_none_or(|v| v.len() < 512 * 1024)));
 }
 
+/// Ids of two horizons, interleaved, are written grouped by horizon (the earlier first),
+/// each id once.
+#[test]
+fn dedupe_ids_are_grouped_by_horizon() {
+    let mut st = PartitionState::new(cfg());
+    let t0 = 1_000 * 60 * MIN;
+    let w = &st.cfg.windowing;
+    let (early, late) = (w.horizon(t0), w.horizon(t0 + 60 * MIN));
+    assert!(early < late);
+    for i in 0..300 {
+        let t = if i % 3 == 0 { t0 + 60 * MIN } else { t0 } + i64::from(i);
+        let out = st.apply_sale(&ev(&i.to_string(), "s1", "g", "A", SaleKind::Sale, 1, t), t0);
+        assert!(matches!(out, Outcome::Counted { .. }), "{out:?}");
+    }
+    let f = st.flush(t0, &NONE);
+    let groups: Vec<(Millis, Vec<u64>)> = f
+        .changelog
+        .iter()
+        .filter(|(k, _)| k[0] == b'D')
+        .map(|(_, v)| match changelog::decode(v.as_deref().expect("value")) {
+            Ok(Record::Dedupe { horizon, ids }) => (horizon, ids),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let horizons: Vec<Millis> = groups.iter().map(|g| g.0).collect();
+    assert_eq!(horizons, vec![early, late]);
+    assert_eq!((groups[0].1.len(), groups[1].1.len()), (200, 100));
+    let mut all: Vec<u64> = groups.into_iter().flat_map(|g| g.1).collect();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 300);
+}
+
 /// One step of a generated history.
 #[derive(Debug, Clone)]
 enum Step {
