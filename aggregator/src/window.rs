@@ -143,7 +143,7 @@ impl Windowing {
     }
 
     /// The watermark at which the window of size index `i` ending at `end` expires.
-    fn expiry(&self, i: usize, end: Millis) -> Millis {
+    pub fn expiry(&self, i: usize, end: Millis) -> Millis {
         let (g, l) = (self.grace.get(i).copied(), self.allowed_lateness.get(i).copied());
         end.saturating_add(g.unwrap_or(0)).saturating_add(l.unwrap_or(0))
     }

@@ -388,7 +388,12 @@ impl Buckets {
     }
 
     fn find(&self, i: usize, start: Millis) -> Result<usize, usize> {
-        self.per_size.get(i).map_or(Err(0), |v| v.binary_search_by_key(&start, |b| b.start))
+        let Some(v) = self.per_size.get(i) else { return Err(0) };
+        // Most events are in the newest window of each size: its bucket is the last.
+        match v.last() {
+            Some(b) if b.start == start => Ok(v.len() - 1),
+            _ => v.binary_search_by_key(&start, |b| b.start),
+        }
     }
 
     /// The bucket of size index `i` starting at `start`.

@@ -376,12 +376,21 @@ impl PartitionState {
         let w = &self.cfg.windowing;
         let t = ev.occurred_at;
         let wm = self.watermark();
-        let through = &self.expired_through;
-        let kept = |&(i, _, end): &(usize, Millis, Millis)| end > through[i];
-        if !w.accepting(t, wm, clock).any(|x| kept(&x)) {
+        // One pass over the event's windows: those that accept it (at most one per size)
+        // and its horizon, the latest of their expiries.
+        let mut accepted = [(0usize, 0 as Millis); MAX_SIZES];
+        let (mut windows, mut horizon) = (0, Millis::MIN);
+        for (i, start, end) in w.windows_of(t) {
+            horizon = horizon.max(w.expiry(i, end));
+            let kept = end > self.expired_through[i] && !w.is_expired(i, end, wm, clock);
+            if kept && windows < MAX_SIZES {
+                accepted[windows] = (i, start);
+                windows += 1;
+            }
+        }
+        if windows == 0 {
             return Outcome::Late(w.late(t, wm, clock).unwrap_or_else(|| w.last_window(t)));
         }
-        let horizon = w.horizon(t);
         // One identity per event whatever its time: a retry re-stamped into another
         // horizon is found in that horizon's set (a handful are live: one per day).
         if self.dedupe.iter().any(|(h, t)| *h != horizon && t.contains(id))
@@ -397,16 +406,6 @@ impl PartitionState {
         let store = store32(sid);
         let k = self.keys.find_or_insert(ev.grid_id, ev.sku);
         let gid = self.keys.grids.hash(self.keys.grid_id(k));
-        // The windows that accept it, at most one per size.
-        let mut accepted = [(0usize, 0 as Millis); MAX_SIZES];
-        let mut windows = 0;
-        let through = &self.expired_through;
-        for (i, start, _) in w.accepting(t, wm, clock).filter(|x| x.2 > through[x.0]) {
-            if windows < MAX_SIZES {
-                accepted[windows] = (i, start);
-                windows += 1;
-            }
-        }
         // Every window is checked before any is counted: an event whose revenue would
         // overflow one of its windows is counted in none (an error, not a clamp).
         let mut pos = [0u32; MAX_SIZES];
