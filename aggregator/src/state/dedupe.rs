@@ -2,10 +2,10 @@
 //! of cache-line buckets.
 //!
 //! Ids are 64-bit hashes already (`ids::event_key`). An id is scrambled by an odd multiplier
-//! (a bijection: ids may arrive sorted on restore, as changelogs written before 2026-12-05
-//! hold them, and must not all land in one table); the low 8 bits of the result pick one
-//! of [`SHARDS`] tables, which stores the other 56 bits in a 7-byte slot (the table a slot
-//! is in gives back the 8 bits: nothing is lost; a value of 0 is a value like any other).
+//! (a bijection: ids arrive sorted on restore, since changelog chunks are, and must not
+//! all land in one table); the low 8 bits of the result pick one of [`SHARDS`] tables,
+//! which stores the other 56 bits in a 7-byte slot (the table a slot is in gives back the
+//! 8 bits: nothing is lost; a value of 0 is a value like any other).
 //!
 //! A table is bucketed cuckoo hashing: a bucket is one 64-byte cache line of [`WAYS`]
 //! slots and a count, and a value may live in either of two buckets (two independent

@@ -322,23 +322,18 @@ impl PartitionState {
         // up to `PENDING_KEEP`) is reused, where a fresh one grew by copies into newly
         // faulted pages each time.
         let mut pending = std::mem::take(&mut self.pending_ids);
-        // Grouped by horizon (a handful are live, most flushes see one), in the order the
-        // events came: no sort of the ids, which nothing reading them needs.
-        let mut horizons: Vec<Millis> = Vec::new();
-        for &(h, _) in &pending {
-            if !horizons.contains(&h) {
-                horizons.push(h);
-            }
-        }
-        horizons.sort_unstable();
-        for horizon in horizons {
-            let mut of = pending.iter().filter(|p| p.0 == horizon).map(|p| p.1).peekable();
-            while of.peek().is_some() {
-                let ids: Vec<u64> = of.by_ref().take(super::DEDUPE_CHUNK_IDS).collect();
+        // Sorted, which groups them by horizon. Grouping without the sort (ids in arrival
+        // order) saved 19 % of a flush's time but left 25–35 MiB more RSS at the end of
+        // the 20 M-key run and after its restore (3 runs against 2, 2026-12-05): kept.
+        pending.sort_unstable();
+        for group in pending.chunk_by(|a, b| a.0 == b.0) {
+            let horizon = group[0].0;
+            for ids in group.chunks(super::DEDUPE_CHUNK_IDS) {
                 let seq = self.next_chunk;
                 self.next_chunk += 1;
                 self.chunks.insert(seq, horizon);
                 self.meta_dirty = true;
+                let ids = ids.iter().map(|(_, id)| *id).collect();
                 out.changelog.push((
                     changelog::dedupe_key(seq),
                     Some(changelog::encode(&Record::Dedupe { horizon, ids })),
