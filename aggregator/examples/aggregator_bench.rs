@@ -48,7 +48,7 @@ use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer}
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use nearfield_testkit::bench::{proc_stat, rss_mb};
+use nearfield_testkit::bench::{proc_stat, rss_mb, threads_cpu_json};
 
 fn die(msg: &str) -> ! {
     eprintln!("{msg}");
@@ -249,10 +249,11 @@ fn consume(brokers: &str, topic: &str, n: u64, decode: bool) {
     let (cpu1, hwm) = proc_stat();
     let cpu = cpu1 - cpu0;
     println!(
-        "{{\"phase\":\"{}\",\"units\":{units},\"events\":{got},\"bytes\":{bytes},\"seconds\":{secs:.2},\"events_per_s\":{:.0},\"cpu_s\":{cpu:.2},\"events_per_cpu_s\":{:.0},\"peak_rss_mb\":{hwm:.1}}}",
+        "{{\"phase\":\"{}\",\"units\":{units},\"events\":{got},\"bytes\":{bytes},\"seconds\":{secs:.2},\"events_per_s\":{:.0},\"cpu_s\":{cpu:.2},\"events_per_cpu_s\":{:.0},\"peak_rss_mb\":{hwm:.1},\"threads_cpu_s\":{}}}",
         if decode { "consume_decode" } else { "consume" },
         got as f64 / secs.max(0.001),
-        got as f64 / cpu.max(0.01)
+        got as f64 / cpu.max(0.01),
+        threads_cpu_json()
     );
 }
 
@@ -327,6 +328,7 @@ async fn aggregate(brokers: &str, topic: &str, n: u64, prefix: &str) {
     let secs = started.elapsed().as_secs_f64();
     let (cpu1, hwm) = proc_stat();
     let cpu = cpu1 - cpu0;
+    let threads = threads_cpu_json();
     let rss_slope = rss.stop();
     // What it wrote, read back from its demand topic (after the measurement).
     let digest = if windows > 0 {
@@ -353,7 +355,7 @@ async fn aggregate(brokers: &str, topic: &str, n: u64, prefix: &str) {
     let rss = rss_mb();
     let totals = totals(&running).await;
     println!(
-        "{{\"phase\":\"aggregate\",\"events\":{n},\"seconds\":{secs:.2},\"events_per_s\":{:.0},\"cpu_s\":{cpu:.2},\"events_per_cpu_s\":{:.0},\"peak_rss_mb\":{hwm:.1},\"rss_mb\":{rss:.1},\"keys\":{keys},\"windows\":{windows},\"state_bytes\":{state_bytes},\"rss_slope_mb_per_m_events\":{rss_slope},\"totals\":{totals},\"query\":{query}{digest}}}",
+        "{{\"phase\":\"aggregate\",\"events\":{n},\"seconds\":{secs:.2},\"events_per_s\":{:.0},\"cpu_s\":{cpu:.2},\"events_per_cpu_s\":{:.0},\"peak_rss_mb\":{hwm:.1},\"rss_mb\":{rss:.1},\"keys\":{keys},\"windows\":{windows},\"state_bytes\":{state_bytes},\"rss_slope_mb_per_m_events\":{rss_slope},\"totals\":{totals},\"query\":{query},\"threads_cpu_s\":{threads}{digest}}}",
         n as f64 / secs,
         n as f64 / cpu.max(0.01)
     );

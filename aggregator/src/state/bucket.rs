@@ -222,6 +222,11 @@ impl Bucket {
         }
     }
 
+    /// Asks the window at `pos` into cache (a hint).
+    pub fn prefetch(&self, pos: u32) {
+        self.wins.prefetch(pos as usize);
+    }
+
     /// Adds store `x` to the window at `pos`.
     pub fn add_store(&mut self, pos: u32, x: u32) {
         let w = &mut self.wins[pos as usize];

@@ -56,7 +56,9 @@ pub(super) struct GridState {
 
 impl GridState {
     fn window(&mut self, size_idx: usize, start: Millis) -> &mut GridWindow {
-        let i = match self.windows.iter().position(|w| w.size_idx == size_idx && w.start == start) {
+        // From the back: the newest windows were added last, and most reports are theirs.
+        let i = match self.windows.iter().rposition(|w| w.size_idx == size_idx && w.start == start)
+        {
             Some(i) => i,
             None => {
                 self.windows.push(GridWindow { size_idx, start, ..GridWindow::default() });

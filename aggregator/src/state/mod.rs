@@ -21,12 +21,13 @@
 //! anything more).
 //!
 //! # Layout
-//! - this file: the partition's state, applying events and heartbeats, queries;
+//! - this file: the partition's state, applying events and heartbeats;
 //! - `keys`, `bucket`, `wins`, `distinct`, `dedupe`: the key slab, the buckets of windows
 //!   and their block storage, store sets, event-id sets;
 //! - `flush`: closing, emitting, expiring and the changelog of one flush;
 //! - `restore`: rebuilding the state from changelog records;
 //! - `grids`: completeness per grid;
+//! - `read`: views for queries and the live map, totals and size;
 //! - `tests`: the unit tests and the reference-model property test.
 //! - `restore_tests`: the unit tests of restoring from changelogs (older versions, corrupt
 //!   records, settings changed between runs).
@@ -37,6 +38,7 @@ mod distinct;
 mod flush;
 mod grids;
 mod keys;
+mod read;
 mod restore;
 mod wins;
 use bucket::{Bucket, Buckets};
@@ -49,7 +51,7 @@ mod restore_tests;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use nearfield_schemas::{DemandWindow, GridCoverage, SaleEventRef};
@@ -331,27 +333,27 @@ impl PartitionState {
     pub fn apply_sale<'e>(&mut self, ev: impl Into<SaleEventRef<'e>>, now: Millis) -> Outcome {
         let ev: SaleEventRef<'e> = ev.into();
         let id = self.identify(&ev);
-        self.apply_identified(ev, id, now)
+        self.apply_identified(ev, (id, None), now)
     }
 
     /// Applies a run of sale events at wall-clock `now`, in order, pushing each one's
     /// outcome to `out`: the same as [`apply_sale`](Self::apply_sale) one by one (the
-    /// property test `a_run_equals_its_events_one_by_one`), but an event's identity is
-    /// computed [`AHEAD`] events early and its place in the event-id sets asked into
-    /// cache then (a prefetch: a hint that never blocks), so those cache misses (the sets
-    /// are half of an event's time with keys in cache) overlap other events' work
-    /// instead of stalling their own.
+    /// property test `a_run_equals_its_events_one_by_one`), but [`AHEAD`] events early an
+    /// event's identity and its key (when the key exists) are looked up, and its place in
+    /// the event-id sets and its windows asked into cache (prefetches: hints that never
+    /// block), so those cache misses overlap other events' work instead of stalling
+    /// their own.
     pub fn apply_sales(&mut self, evs: &[SaleEventRef<'_>], now: Millis, out: &mut Vec<Outcome>) {
-        let mut ring = [0u64; AHEAD];
+        let mut ring = [(0u64, None); AHEAD];
         for (slot, ev) in ring.iter_mut().zip(evs) {
             *slot = self.identify_ahead(ev);
         }
         for (j, ev) in evs.iter().enumerate() {
-            let id = ring[j % AHEAD];
+            let known = ring[j % AHEAD];
             if let Some(next) = evs.get(j + AHEAD) {
                 ring[j % AHEAD] = self.identify_ahead(next);
             }
-            out.push(self.apply_identified(*ev, id, now));
+            out.push(self.apply_identified(*ev, known, now));
         }
     }
 
@@ -360,18 +362,39 @@ impl PartitionState {
         event_key(ev.store_id, ev.device_id, ev.event_id, self.dedupe_seed)
     }
 
-    /// The event's identity, with its place in every live event-id set (the lookups of
-    /// [`apply_identified`](Self::apply_identified): its own horizon's and the others')
-    /// asked into cache.
-    fn identify_ahead(&self, ev: &SaleEventRef<'_>) -> u64 {
+    /// The event's identity and its key if it has one, with its place in every live
+    /// event-id set (the lookups of [`apply_identified`](Self::apply_identified): its own
+    /// horizon's and the others') and the key's windows of the event's time asked into
+    /// cache. The key stays valid until the event is applied: only a flush removes keys.
+    fn identify_ahead(&self, ev: &SaleEventRef<'_>) -> (u64, Option<u32>) {
         let id = self.identify(ev);
         for t in self.dedupe.values() {
             t.prefetch(id);
         }
-        id
+        let k = self.keys.find(ev.grid_id, ev.sku);
+        if let Some(k) = k {
+            for (i, &size) in self.cfg.windowing.sizes.iter().enumerate() {
+                // The slot's newest window of the size, if it is the event's (the check
+                // `window_of` makes, less the key's: a wrong guess only fetches a line).
+                let start = Windowing::start(ev.occurred_at, size);
+                let (p, number) = self.keys.slot(k, i);
+                if p != NO_POS
+                    && number == start.div_euclid(size) as u16
+                    && let Some(b) = self.buckets.get(i, start)
+                {
+                    b.prefetch(p);
+                }
+            }
+        }
+        (id, k)
     }
 
-    fn apply_identified(&mut self, ev: SaleEventRef<'_>, id: u64, now: Millis) -> Outcome {
+    fn apply_identified(
+        &mut self,
+        ev: SaleEventRef<'_>,
+        (id, known): (u64, Option<u32>),
+        now: Millis,
+    ) -> Outcome {
         let clock = self.clock(now);
         let w = &self.cfg.windowing;
         let t = ev.occurred_at;
@@ -404,7 +427,11 @@ impl PartitionState {
         };
         let sid = short_id(ev.store_id);
         let store = store32(sid);
-        let k = self.keys.find_or_insert(ev.grid_id, ev.sku);
+        // A key found ahead is still the event's (only a flush removes keys).
+        let k = match known {
+            Some(k) => k,
+            None => self.keys.find_or_insert(ev.grid_id, ev.sku),
+        };
         let gid = self.keys.grids.hash(self.keys.grid_id(k));
         // Every window is checked before any is counted: an event whose revenue would
         // overflow one of its windows is counted in none (an error, not a clamp).
@@ -533,148 +560,6 @@ impl PartitionState {
         }
         if dirty {
             self.dirty_grids.push(gid);
-        }
-    }
-
-    fn view(&self, b: &Bucket, pos: u32) -> WindowView {
-        let win = &b.wins[pos as usize];
-        let [returned, preorder] = b.extra(pos);
-        let size = self.cfg.windowing.sizes[b.size_idx];
-        WindowView {
-            size_idx: b.size_idx,
-            start: b.start,
-            end: b.start.saturating_add(size),
-            units_sold: i64::from(win.sold),
-            units_returned: i64::from(returned),
-            preorder_units: i64::from(preorder),
-            revenue_minor: win.revenue(),
-            event_count: i64::from(win.events),
-            last_event_at: b.last_event_at(pos),
-            distinct_stores: b.stores(pos),
-            revision: b.revision(pos),
-            closed: b.closed,
-        }
-    }
-
-    fn key_view(&self, k: u32) -> KeyView<'_> {
-        let mut windows = Vec::new();
-        for b in self.buckets.values() {
-            let (p, _) = self.keys.slot(k, b.size_idx);
-            let pos =
-                if p != NO_POS && b.key_at(p) == Some(k) { Some(p) } else { b.find(k, &self.keys) };
-            if let Some(pos) = pos {
-                windows.push(self.view(b, pos));
-            }
-        }
-        KeyView { grid: self.keys.grid(k), sku: self.keys.sku(k), windows }
-    }
-
-    /// The live windows of a grid × SKU (the live query).
-    pub fn key(&self, grid: &str, sku: &str) -> Option<KeyView<'_>> {
-        self.keys.find(grid, sku).map(|k| self.key_view(k))
-    }
-
-    /// The grid × SKU keys whose grid passes `grid_ok` (asked once per grid) and whose SKU
-    /// is `sku` (any when `None`), unordered: the live query's selection. The cheaper of
-    /// two ways: a lookup per (matching grid, SKU) pair, or one pass over the keys. The
-    /// views are made by the caller for the keys it keeps ([`Self::view_of`]).
-    pub fn select(
-        &self,
-        mut grid_ok: impl FnMut(&str) -> bool,
-        sku: Option<&str>,
-    ) -> Vec<(&str, &str, u32)> {
-        let keys = &self.keys;
-        let skus: Vec<u32> = match sku {
-            Some(s) => match keys.skus.get(s) {
-                Some(id) => vec![id],
-                None => return Vec::new(),
-            },
-            None => (0..keys.skus.len() as u32).collect(),
-        };
-        let grids: Vec<u32> =
-            (0..keys.grids.len() as u32).filter(|&g| grid_ok(keys.grids.str(g))).collect();
-        let row = |k: u32| (keys.grid(k), keys.sku(k), k);
-        if grids.len().saturating_mul(skus.len()) <= keys.len() {
-            return grids
-                .iter()
-                .flat_map(|&g| skus.iter().filter_map(move |&s| keys.find_ids(g, s)))
-                .map(row)
-                .collect();
-        }
-        let (grids, skus): (HashSet<u32>, HashSet<u32>) =
-            (grids.into_iter().collect(), skus.into_iter().collect());
-        keys.iter()
-            .filter(|&k| skus.contains(&keys.sku_id(k)) && grids.contains(&keys.grid_id(k)))
-            .map(row)
-            .collect()
-    }
-
-    /// The live windows of key `k` (from [`Self::select`]).
-    pub fn view_of(&self, k: u32) -> KeyView<'_> {
-        self.key_view(k)
-    }
-
-    /// The newest window of size index `size_idx`: its start and, per grid × SKU in it,
-    /// the grid, the SKU and the window (the live map).
-    pub fn newest(&self, size_idx: usize) -> Option<(Millis, Vec<Row<'_>>)> {
-        let b = self.buckets.of_size(size_idx).last()?;
-        let rows = (0..b.wins.len() as u32)
-            .map(|pos| {
-                let k = b.wins[pos as usize].key();
-                (self.keys.grid(k), self.keys.sku(k), self.view(b, pos))
-            })
-            .collect();
-        Some((b.start, rows))
-    }
-
-    /// Reporting stores of a grid during a window.
-    pub fn stores_reporting(&self, grid: &str, size_idx: usize, start: Millis) -> usize {
-        self.grids.get(&short_id(grid)).map_or(0, |g| g.reporting(size_idx, start))
-    }
-
-    /// Sums over every live window.
-    pub fn totals(&self) -> Totals {
-        let mut t = Totals::default();
-        for b in self.buckets.values() {
-            for pos in 0..b.wins.len() as u32 {
-                let w = &b.wins[pos as usize];
-                t.windows += 1;
-                t.events += u64::from(w.events);
-                t.units_sold = t.units_sold.wrapping_add(i64::from(w.sold));
-                t.net_units = t.net_units.wrapping_add(b.net(pos));
-                t.revenue_minor = t.revenue_minor.wrapping_add(w.revenue());
-                t.distinct_stores += b.stores(pos);
-            }
-        }
-        t
-    }
-
-    /// How big the state is (an estimate of bytes: entries, their heap parts, and the
-    /// maps' slack).
-    pub fn size(&self) -> StateSize {
-        let map_entry = |k: usize, v: usize| (k + v + 1) * 8 / 7;
-        let dedupe: usize = self.dedupe.values().map(IdTable::bytes).sum();
-        let pending = self.pending_ids.capacity() * size_of::<(Millis, u64)>();
-        let mut bytes = dedupe + pending + self.keys.bytes();
-        let mut close_backlog = 0;
-        for b in self.buckets.values() {
-            bytes += b.bytes() + 160;
-            if b.closed {
-                close_backlog += b.wins.len() - b.cursor as usize;
-            }
-        }
-        let mut grid_windows = 0;
-        for g in self.grids.values() {
-            grid_windows += g.windows.len();
-            bytes += map_entry(8, size_of::<GridState>()) + g.heap_bytes();
-        }
-        StateSize {
-            keys: self.keys.len(),
-            windows: self.windows,
-            dedupe_ids: self.dedupe_ids,
-            grid_windows,
-            bytes,
-            close_backlog,
         }
     }
 }

@@ -27,6 +27,13 @@ impl Wins {
         (i < self.len).then(|| &self.blocks[i / BLOCK][i % BLOCK])
     }
 
+    /// Asks the window at `i` into cache (a hint; nothing when there is none).
+    pub fn prefetch(&self, i: usize) {
+        if let Some(b) = self.blocks.get(i / BLOCK) {
+            prefetch_index::prefetch_index(&b[..], i % BLOCK);
+        }
+    }
+
     /// Appends a window.
     pub fn push(&mut self, w: Win) {
         match self.blocks.last_mut() {
