@@ -8,7 +8,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/broker.sh"
 KEYS=${1:-20000000}; N=${2:-$((KEYS * 2))}
 fresh_broker
 PREFIX="crash-$KEYS-$(date +%s)"; TOPIC="$PREFIX-sales"
-RES="$OUT/aggregator-crash.jsonl"
+RES="$OUT/aggregator-crash-$KEYS.jsonl"
 $BIN fill "$B" "$TOPIC" "$N" "$KEYS" "$PREFIX" > "$RES"
 # The aggregating process prints its sums, then SIGKILLs itself (exit status 137).
 BENCH_KILL=1 $BIN aggregate "$B" "$TOPIC" "$N" "$PREFIX-1" >> "$RES" || true
