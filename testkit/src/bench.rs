@@ -21,35 +21,40 @@ pub fn fill_producer(brokers: &str) -> rdkafka::ClientConfig {
 /// (CPU seconds user + system so far, peak RSS in MiB).
 pub fn proc_stat() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let cpu = stat_cpu(&stat).map_or(0.0, |(_, cpu)| cpu);
+    (cpu, status_mb("VmHWM:").max(status_mb("VmRSS:")))
+}
+
+/// The name and CPU seconds (user + system) in a `/proc/…/stat` line.
+fn stat_cpu(stat: &str) -> Option<(&str, f64)> {
+    let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+    let fields: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
     let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    ((tick(11) + tick(12)) / 100.0, status_mb("VmHWM:").max(status_mb("VmRSS:")))
+    Some((stat.get(open + 1..close)?, (tick(11) + tick(12)) / 100.0))
 }
 
 /// CPU seconds (user + system) of the process's live threads, summed by thread name,
 /// most first, as a JSON object (`{"aggregator":1.52,"rdk:broker1":0.41}`): where a
-/// phase's CPU went (threads that exited are only in [`proc_stat`]'s total).
+/// phase's CPU went (threads that exited are only in [`proc_stat`]'s total). Names keep
+/// their printable ASCII other than quotes and backslashes, so the object is always JSON.
 pub fn threads_cpu_json() -> String {
     let mut by_name: Vec<(String, f64)> = Vec::new();
     let tasks = std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten();
     for task in tasks {
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
-        let name = stat[open + 1..close].to_string();
-        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        let cpu = (tick(11) + tick(12)) / 100.0;
+        let Some((name, cpu)) = stat_cpu(&stat) else { continue };
+        let name: String = name
+            .chars()
+            .filter(|c| (c.is_ascii_graphic() || *c == ' ') && !matches!(c, '"' | '\\'))
+            .collect();
         match by_name.iter_mut().find(|(n, _)| *n == name) {
             Some((_, c)) => *c += cpu,
             None => by_name.push((name, cpu)),
         }
     }
     by_name.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let parts: Vec<String> = by_name
-        .iter()
-        .filter(|(_, c)| *c > 0.0)
-        .map(|(n, c)| format!("{:?}:{c:.2}", n.replace(['"', '\\'], "")))
-        .collect();
+    let parts: Vec<String> =
+        by_name.iter().filter(|(_, c)| *c > 0.0).map(|(n, c)| format!("\"{n}\":{c:.2}")).collect();
     format!("{{{}}}", parts.join(","))
 }
 
@@ -80,10 +85,18 @@ mod tests {
 
     #[test]
     fn thread_cpu_is_a_json_object_naming_this_thread() {
-        let until = std::time::Instant::now() + std::time::Duration::from_millis(30);
+        // Busy until this thread has CPU time on record (ticks of 10 ms), however the
+        // scheduler shares the cores with other tests; a wall-clock cap keeps it finite.
+        let own = || {
+            let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+            super::stat_cpu(&stat).map_or(0.0, |(_, cpu)| cpu)
+        };
+        let cap = std::time::Instant::now() + std::time::Duration::from_secs(20);
         let mut x = 0u64;
-        while std::time::Instant::now() < until {
-            x = std::hint::black_box(x.wrapping_add(1));
+        while own() < 0.02 && std::time::Instant::now() < cap {
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
         }
         let json = super::threads_cpu_json();
         assert!(json.starts_with('{') && json.ends_with('}'), "{json}");
