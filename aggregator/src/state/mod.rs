@@ -417,7 +417,7 @@ impl PartitionState {
         // One identity per event whatever its time: a retry re-stamped into another
         // horizon is found in that horizon's set (a handful are live: one per day).
         if self.dedupe.iter().any(|(h, t)| *h != horizon && t.contains(id))
-            || !self.dedupe.entry(horizon).or_default().insert(id)
+            || !self.id_set(horizon).insert(id)
         {
             return Outcome::Duplicate;
         }
@@ -477,6 +477,17 @@ impl PartitionState {
             self.meta_dirty = true;
         }
         Outcome::Counted { windows }
+    }
+
+    /// The event-id set of `horizon`; a new one expects as many ids as the set of the
+    /// horizon before it (yesterday's for a day's: a period's sales are about as many as
+    /// the period's before), so it grows in fewer, larger steps while below that.
+    fn id_set(&mut self, horizon: Millis) -> &mut IdTable {
+        if !self.dedupe.contains_key(&horizon) {
+            let before = self.dedupe.range(..horizon).next_back().map_or(0, |(_, t)| t.len());
+            self.dedupe.insert(horizon, IdTable::expecting(before));
+        }
+        self.dedupe.entry(horizon).or_default()
     }
 
     /// An event refused after its id was recorded: the id is forgotten (a retry is refused
