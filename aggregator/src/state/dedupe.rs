@@ -346,6 +346,12 @@ impl IdTable {
         set
     }
 
+    /// How many ids it expects (its tables' shares).
+    #[cfg(test)]
+    pub fn expected(&self) -> usize {
+        self.tables.iter().map(|t| t.expected).sum()
+    }
+
     /// Adds `id`; false when it was there.
     pub fn insert(&mut self, id: u64) -> bool {
         let (t, v) = split(id);

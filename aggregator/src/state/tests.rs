@@ -342,6 +342,35 @@ fn dedupe_ids_are_grouped_by_horizon() {
     assert_eq!(all.len(), 300);
 }
 
+/// A new horizon's event-id set expects as many ids as the set of the horizon before it;
+/// the first set of a partition, and a set older than every live one, expect none.
+#[test]
+fn a_new_horizons_id_set_expects_the_ids_of_the_one_before() {
+    let mut st = PartitionState::new(cfg());
+    let w = st.cfg.windowing.clone();
+    // The largest window is an hour: one set per hour.
+    let hour = |h: i64| 1_000 * 60 * MIN + h * 60 * MIN;
+    let mut n = 0u32;
+    let mut sell = |st: &mut PartitionState, at: Millis, count: u32| {
+        for _ in 0..count {
+            n += 1;
+            let out = st.apply_sale(&ev(&n.to_string(), "s1", "g", "A", SaleKind::Sale, 1, at), at);
+            assert!(matches!(out, Outcome::Counted { .. }), "{out:?}");
+        }
+    };
+    let expected = |st: &PartitionState, at: Millis| st.dedupe[&w.horizon(at)].expected();
+    sell(&mut st, hour(1), 5_000);
+    assert_eq!(expected(&st, hour(1)), 0, "a partition's first set has nothing to go by");
+    // A late sale of the hour before, still accepted: its set is older than every other.
+    sell(&mut st, hour(0) + 30 * MIN, 1);
+    assert_eq!(expected(&st, hour(0)), 0);
+    sell(&mut st, hour(2), 3_000);
+    assert_eq!(expected(&st, hour(2)), 5_000 / 256 * 256);
+    sell(&mut st, hour(3), 10);
+    assert_eq!(expected(&st, hour(3)), 3_000 / 256 * 256);
+    assert_eq!(st.dedupe.len(), 4);
+}
+
 /// One step of a generated history.
 #[derive(Debug, Clone)]
 enum Step {
