@@ -36,8 +36,10 @@
 //! it (`PartitionState::id_set`: yesterday's for a day's). Below its share a table grows
 //! by doubling, capped at the quarter step that holds the share, so each id is placed
 //! about twice, not four times (inserts of 27 ns, not 63, at 300 000 ids; 32, not 74, at
-//! 3 M), and it ends the size growth by quarters gives it: the same 8.7 bytes an id when
-//! full, and never more on the way than the set before it holds.
+//! 3 M). It never grows past the size of the set before it until it holds more ids, and
+//! from there grows by quarters: a period with as many sales as the one before ends at
+//! the size growth by quarters gives it (the same 8.7 bytes an id), one with fewer at
+//! most at the size of the set before it.
 //!
 //! This replaced (2026-12-05) a table of sorted linear-probing runs at ~9.4 bytes an id
 //! whose inserts shifted ~20 slots at its fill and whose searches walked a run: an insert
@@ -336,8 +338,9 @@ impl IdTable {
     /// An empty set expected to hold about `ids` ids (a new horizon's, as many as the
     /// horizon's before): until a table holds its share it grows by doubling, not by a
     /// quarter, so its ids are placed about twice, not four times, and it never grows
-    /// past what the quarter steps give it at that share (its memory when full is the
-    /// same; on the way it is at most about twice what it holds).
+    /// past what the quarter steps give it at that share (holding that many, its memory
+    /// is the same; on the way it is at most about twice what it holds, and never more
+    /// than the share's size).
     pub fn expecting(ids: usize) -> Self {
         let mut set = IdTable::default();
         for t in set.tables.iter_mut() {
