@@ -262,12 +262,11 @@ impl PartitionState {
 
     fn restore_dedupe(&mut self, seq: u64, horizon: Millis, ids: Vec<u64>) {
         self.chunks.insert(seq, horizon);
-        let set = self.dedupe.entry(horizon).or_default();
-        for id in ids {
-            if set.insert(id) {
-                self.dedupe_ids += 1;
-            }
-        }
+        // Sized as a live set is: the set before it (restored first: chunks are read in
+        // the order they were written) says how many ids to expect.
+        let set = self.id_set(horizon);
+        let added = ids.into_iter().filter(|&id| set.insert(id)).count();
+        self.dedupe_ids += added;
     }
 }
 
