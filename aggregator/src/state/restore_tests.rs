@@ -216,3 +216,33 @@ fn the_dedupe_seed_travels_with_the_state_and_old_changelogs_keep_seed_0() {
     assert_eq!(old.dedupe_seed, 0);
     assert_eq!(old.apply_sale(&e, t0), Outcome::Duplicate);
 }
+
+/// A restored event-id set is sized as a live one is: it expects the ids of the set
+/// restored before it, and holds exactly the ids it was written with.
+#[test]
+fn a_restored_id_set_expects_the_ids_of_the_one_before() {
+    let hour = |h: i64| 1_000 * 60 * MIN + h * 60 * MIN;
+    let mut st = PartitionState::new(cfg());
+    let mut log = Vec::new();
+    for (h, count) in [(1, 3_000u32), (2, 700)] {
+        for i in 0..count {
+            let at = hour(h);
+            let out =
+                st.apply_sale(&ev(&format!("{h}-{i}"), "s1", "g", "A", SaleKind::Sale, 1, at), at);
+            assert!(matches!(out, Outcome::Counted { .. }), "{out:?}");
+        }
+        log.extend(st.flush(hour(h), &NONE).changelog);
+    }
+    let back = restored_with(&log, cfg());
+    let w = &back.cfg.windowing;
+    let (first, second) = (&back.dedupe[&w.horizon(hour(1))], &back.dedupe[&w.horizon(hour(2))]);
+    assert_eq!((first.len(), second.len()), (3_000, 700));
+    assert_eq!((first.expected(), second.expected()), (0, 3_000 / 256 * 256));
+    // Every id is found again: a retry of any of them is a duplicate.
+    let mut back = back;
+    for (h, i) in [(1, 0), (1, 2_999), (2, 699)] {
+        let at = hour(2);
+        let retry = ev(&format!("{h}-{i}"), "s1", "g", "A", SaleKind::Sale, 1, hour(h));
+        assert_eq!(back.apply_sale(&retry, at), Outcome::Duplicate, "{h}-{i}");
+    }
+}
