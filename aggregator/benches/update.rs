@@ -8,6 +8,8 @@
 //! It also answers "dashmap or better": the same counter update on a `DashMap` (what a
 //! shared, multi-writer map would need) against the single-writer `HashMap` per partition
 //! the aggregator uses (each partition is owned by one thread, so it needs no lock).
+//!
+//! And the restore of a steady-state partition's changelog (three days of event ids).
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
@@ -111,6 +113,36 @@ fn state_after<'a>(evs: impl IntoIterator<Item = (&'a SaleEvent, i64)>) -> Parti
         st.apply_sale(e, now);
     }
     st
+}
+
+/// A changelog and the event ids it holds.
+struct Changelog {
+    records: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    ids: usize,
+}
+
+/// The changelog of a partition that counted the city's sales of three days (the days
+/// before today still accept late sales), flushed as the stage does every 50 000 events;
+/// checked to restore every id.
+fn three_days_of_ids() -> Changelog {
+    let days: Vec<SaleEvent> = [-2, -1, 0].into_iter().flat_map(|d| events_on(400.0, d)).collect();
+    let mut st = PartitionState::new(cfg());
+    let mut records = Vec::new();
+    for run in days.chunks(50_000) {
+        for e in run {
+            st.apply_sale(e, e.received_at);
+        }
+        let now = run.last().map_or(0, |e| e.received_at);
+        records.extend(st.flush(now, &Expected(|_: &str| 10)).changelog);
+    }
+    let ids = st.size().dedupe_ids;
+    let mut back = PartitionState::new(cfg());
+    for (k, v) in &records {
+        assert!(back.restore(k, v.as_deref()).is_ok(), "restores");
+    }
+    back.restored();
+    assert_eq!(back.size().dedupe_ids, ids, "every id restored");
+    Changelog { records, ids }
 }
 
 /// `apply_sale` on `evs` one by one, and `apply_sales` on them in runs of 500 (as the
@@ -243,6 +275,27 @@ fn bench(c: &mut Criterion) {
                     }
                 }
                 m
+            },
+            BatchSize::LargeInput,
+        );
+    });
+    g.finish();
+    let mut g = c.benchmark_group("aggregator_restore");
+    // A partition's changelog in the steady state: three days of sales still accepted by
+    // their day windows, 300 000 event ids a day, restored into an empty state.
+    let log = three_days_of_ids();
+    g.throughput(Throughput::Elements(log.ids as u64));
+    g.bench_function("restore three days of event ids", |b| {
+        b.iter_batched(
+            || PartitionState::new(cfg()),
+            |mut st| {
+                for (k, v) in &log.records {
+                    if let Err(e) = st.restore(k, v.as_deref()) {
+                        panic!("the bench's own changelog does not restore: {e}");
+                    }
+                }
+                st.restored();
+                st
             },
             BatchSize::LargeInput,
         );

@@ -483,11 +483,11 @@ impl PartitionState {
     /// horizon before it (yesterday's for a day's: a period's sales are about as many as
     /// the period's before), so it grows in fewer, larger steps while below that.
     fn id_set(&mut self, horizon: Millis) -> &mut IdTable {
-        if !self.dedupe.contains_key(&horizon) {
-            let before = self.dedupe.range(..horizon).next_back().map_or(0, |(_, t)| t.len());
-            self.dedupe.insert(horizon, IdTable::expecting(before));
-        }
-        self.dedupe.entry(horizon).or_default()
+        let before = match self.dedupe.contains_key(&horizon) {
+            true => 0,
+            false => self.dedupe.range(..horizon).next_back().map_or(0, |(_, t)| t.len()),
+        };
+        self.dedupe.entry(horizon).or_insert_with(|| IdTable::expecting(before))
     }
 
     /// An event refused after its id was recorded: the id is forgotten (a retry is refused
