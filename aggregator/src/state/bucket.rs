@@ -228,9 +228,11 @@ impl Bucket {
     }
 
     /// Adds store `x` to the window at `pos`.
-    pub fn add_store(&mut self, pos: u32, x: u32) {
+    /// Adds store `x` to the window at `pos`; false only when its exact set already held
+    /// `x` ([`distinct::insert`]).
+    pub fn add_store(&mut self, pos: u32, x: u32) -> bool {
         let w = &mut self.wins[pos as usize];
-        distinct::insert(&mut w.stores, &mut self.spill, x);
+        distinct::insert(&mut w.stores, &mut self.spill, x)
     }
 
     /// The time of the newest event of the window at `pos`, rounded down to a tick.

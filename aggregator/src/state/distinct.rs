@@ -154,10 +154,12 @@ impl StoreSet {
 }
 
 /// Adds store `x` to a window's inline pair, spilling to `spill` at the third store;
-/// true when the set changed.
+/// false only when an exact set already held `x` (a sketch cannot tell, so it says true).
 pub fn insert(inline: &mut [u32; 2], spill: &mut Vec<StoreSet>, x: u32) -> bool {
     match *inline {
-        [SPILLED, i] => spill.get_mut(i as usize).is_some_and(|s| s.insert(x)),
+        [SPILLED, i] => {
+            spill.get_mut(i as usize).is_none_or(|s| s.insert(x) || matches!(s, StoreSet::Hll(_)))
+        }
         [0, _] => {
             inline[0] = x;
             true
@@ -219,6 +221,7 @@ mod tests {
             insert(&mut inline, &mut spill, x);
         }
         assert!(matches!(spill[0], StoreSet::Hll(_)));
+        assert!(insert(&mut inline, &mut spill, 7), "a sketch cannot say a store was held");
         assert!(size_of::<StoreSet>() <= 32, "an arena slot stays 32 bytes");
         let n = count(&inline, &spill) as f64;
         let truth = (SMALL_MAX + 3) as f64;

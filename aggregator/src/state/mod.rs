@@ -76,6 +76,19 @@ pub const DEDUPE_CHUNK_IDS: usize = 32_768;
 /// 1 MiB; a commit interval of a partition at the mission's peak holds a few thousand).
 const PENDING_KEEP: usize = 1 << 16;
 
+/// The windows of an event's time, one per size index: `(start, number)`, the number
+/// being `start / size` (what a key's slot keeps, modulo 2¹⁶).
+type Placed = [(Millis, i64); MAX_SIZES];
+
+/// What is known of an event before it is applied: its identity, its key when that
+/// exists, and its windows.
+#[derive(Debug, Clone, Copy)]
+struct Ahead {
+    id: u64,
+    key: Option<u32>,
+    at: Placed,
+}
+
 /// One window of a grid × SKU, as queries see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WindowView {
@@ -213,6 +226,9 @@ pub struct PartitionState {
     /// The input partition this state is of (`source_partition` of its outputs; -1 when
     /// not known, as in unit tests).
     partition: i32,
+    /// The windows of the last event placed ([`PartitionState::placed`]): most events
+    /// fall in the same windows as the event before, which then need no division.
+    recent: Placed,
 }
 
 /// Sizes of a partition's state (metrics).
@@ -292,6 +308,7 @@ impl PartitionState {
             covered_through: vec![Millis::MIN; sizes],
             restore_guess: Vec::new(),
             partition: -1,
+            recent: [(0, 0); MAX_SIZES],
             cfg,
         }
     }
@@ -332,8 +349,8 @@ impl PartitionState {
     /// Applies one sale event at wall-clock `now`.
     pub fn apply_sale<'e>(&mut self, ev: impl Into<SaleEventRef<'e>>, now: Millis) -> Outcome {
         let ev: SaleEventRef<'e> = ev.into();
-        let id = self.identify(&ev);
-        self.apply_identified(ev, (id, None), now)
+        let ahead = Ahead { id: self.identify(&ev), key: None, at: self.placed(ev.occurred_at) };
+        self.apply_identified(ev, ahead, now)
     }
 
     /// Applies a run of sale events at wall-clock `now`, in order, pushing each one's
@@ -344,7 +361,7 @@ impl PartitionState {
     /// block), so those cache misses overlap other events' work instead of stalling
     /// their own.
     pub fn apply_sales(&mut self, evs: &[SaleEventRef<'_>], now: Millis, out: &mut Vec<Outcome>) {
-        let mut ring = [(0u64, None); AHEAD];
+        let mut ring = [Ahead { id: 0, key: None, at: [(0, 0); MAX_SIZES] }; AHEAD];
         for (slot, ev) in ring.iter_mut().zip(evs) {
             *slot = self.identify_ahead(ev);
         }
@@ -362,37 +379,54 @@ impl PartitionState {
         event_key(ev.store_id, ev.device_id, ev.event_id, self.dedupe_seed)
     }
 
-    /// The event's identity and its key if it has one, with its place in every live
-    /// event-id set (the lookups of [`apply_identified`](Self::apply_identified): its own
-    /// horizon's and the others') and the key's windows of the event's time asked into
-    /// cache. The key stays valid until the event is applied: only a flush removes keys.
-    fn identify_ahead(&self, ev: &SaleEventRef<'_>) -> (u64, Option<u32>) {
+    /// The windows of time `t`, one per size: those of the event before when `t` is in
+    /// them, else computed ([`Windowing::start`]; the property test
+    /// `placed_windows_are_the_windows_of_their_time`).
+    fn placed(&mut self, t: Millis) -> Placed {
+        for (r, &size) in self.recent.iter_mut().zip(&self.cfg.windowing.sizes) {
+            // A start saturated at the low end of time is not a whole window's.
+            let hit =
+                r.0 != Millis::MIN && t.checked_sub(r.0).is_some_and(|d| (0..size).contains(&d));
+            if !hit {
+                let start = Windowing::start(t, size);
+                *r = (start, start.div_euclid(size));
+            }
+        }
+        self.recent
+    }
+
+    /// The event's identity, its windows and its key if it has one, with its place in
+    /// every live event-id set (the lookups of [`apply_identified`](Self::apply_identified):
+    /// its own horizon's and the others') and the key's windows asked into cache. The key
+    /// stays valid until the event is applied: only a flush removes keys.
+    fn identify_ahead(&mut self, ev: &SaleEventRef<'_>) -> Ahead {
         let id = self.identify(ev);
+        let at = self.placed(ev.occurred_at);
         for t in self.dedupe.values() {
             t.prefetch(id);
         }
         let k = self.keys.find(ev.grid_id, ev.sku);
         if let Some(k) = k {
-            for (i, &size) in self.cfg.windowing.sizes.iter().enumerate() {
+            for (i, &(start, number)) in at.iter().enumerate().take(self.cfg.windowing.sizes.len())
+            {
                 // The slot's newest window of the size, if it is the event's (the check
                 // `window_of` makes, less the key's: a wrong guess only fetches a line).
-                let start = Windowing::start(ev.occurred_at, size);
-                let (p, number) = self.keys.slot(k, i);
+                let (p, slot_number) = self.keys.slot(k, i);
                 if p != NO_POS
-                    && number == start.div_euclid(size) as u16
+                    && slot_number == number as u16
                     && let Some(b) = self.buckets.get(i, start)
                 {
                     b.prefetch(p);
                 }
             }
         }
-        (id, k)
+        Ahead { id, key: k, at }
     }
 
     fn apply_identified(
         &mut self,
         ev: SaleEventRef<'_>,
-        (id, known): (u64, Option<u32>),
+        Ahead { id, key: known, at }: Ahead,
         now: Millis,
     ) -> Outcome {
         let clock = self.clock(now);
@@ -401,13 +435,14 @@ impl PartitionState {
         let wm = self.watermark();
         // One pass over the event's windows: those that accept it (at most one per size)
         // and its horizon, the latest of their expiries.
-        let mut accepted = [(0usize, 0 as Millis); MAX_SIZES];
+        let mut accepted = [(0usize, (0 as Millis, 0)); MAX_SIZES];
         let (mut windows, mut horizon) = (0, Millis::MIN);
-        for (i, start, end) in w.windows_of(t) {
+        for (i, (&size, &(start, number))) in w.sizes.iter().zip(&at).enumerate() {
+            let end = start.saturating_add(size);
             horizon = horizon.max(w.expiry(i, end));
             let kept = end > self.expired_through[i] && !w.is_expired(i, end, wm, clock);
             if kept && windows < MAX_SIZES {
-                accepted[windows] = (i, start);
+                accepted[windows] = (i, (start, number));
                 windows += 1;
             }
         }
@@ -432,12 +467,11 @@ impl PartitionState {
             Some(k) => k,
             None => self.keys.find_or_insert(ev.grid_id, ev.sku),
         };
-        let gid = self.keys.grids.hash(self.keys.grid_id(k));
         // Every window is checked before any is counted: an event whose revenue would
         // overflow one of its windows is counted in none (an error, not a clamp).
         let mut pos = [0u32; MAX_SIZES];
-        for (j, &(i, start)) in accepted[..windows].iter().enumerate() {
-            let (b, p) = self.window_of(k, i, start);
+        for (j, &(i, placed)) in accepted[..windows].iter().enumerate() {
+            let (b, p) = self.window_of(k, i, placed);
             if b.wins[p as usize].revenue_plus(d.revenue).is_none() {
                 return self.refuse(horizon, id, crate::counters::REVENUE_OVERFLOW);
             }
@@ -445,19 +479,27 @@ impl PartitionState {
         }
         self.dedupe_ids += 1;
         self.pending_ids.push((horizon, id));
-        for (j, &(i, start)) in accepted[..windows].iter().enumerate() {
+        // Whether the store may be new to each window. One its window's exact set already
+        // held is in the grid's window too: every event counted in a window reported its
+        // store there, and a grid's window expires by the window's rule, which let this
+        // event in (up to the 32-bit store ids' collisions, `distinct.rs`).
+        let mut report = [false; MAX_SIZES];
+        for (j, &(i, (start, _))) in accepted[..windows].iter().enumerate() {
             let Some(b) = self.buckets.get_mut(i, start) else { continue };
             count(b, pos[j], &d, ev.occurred_at);
-            b.add_store(pos[j], store);
+            report[j] = b.add_store(pos[j], store);
             b.touch(pos[j]);
         }
-        let grid = self.grids.entry(gid).or_default();
-        let mut grid_dirty = false;
-        for &(i, start) in &accepted[..windows] {
-            grid_dirty |= grid.report(i, start, sid);
-        }
-        if grid_dirty {
-            self.dirty_grids.push(gid);
+        if report.contains(&true) {
+            let gid = self.keys.grids.hash(self.keys.grid_id(k));
+            let grid = self.grids.entry(gid).or_default();
+            let mut grid_dirty = false;
+            for (j, &(i, (start, _))) in accepted[..windows].iter().enumerate() {
+                grid_dirty |= report[j] && grid.report(i, start, sid);
+            }
+            if grid_dirty {
+                self.dirty_grids.push(gid);
+            }
         }
         // The watermark follows event time, clamped by ingest's clock so one device with a
         // clock running ahead cannot close everyone's windows early.
@@ -499,13 +541,17 @@ impl PartitionState {
         Outcome::Refused(reason)
     }
 
-    /// Key `k`'s window in bucket (size index `i`, `start`), made when new: its bucket and
-    /// position. The key's slot points at its newest window of the size: an event of the
+    /// Key `k`'s window in bucket (size index `i`, `start`, whose number is `number`),
+    /// made when new: its bucket and position. The key's slot points at its newest window of the size: an event of the
     /// newest window is a direct hit; an older one (out of order across a boundary, or
     /// late) searches its bucket; a newer one appends.
-    fn window_of(&mut self, k: u32, i: usize, start: Millis) -> (&mut Bucket, u32) {
+    fn window_of(
+        &mut self,
+        k: u32,
+        i: usize,
+        (start, number): (Millis, i64),
+    ) -> (&mut Bucket, u32) {
         let size = self.cfg.windowing.sizes[i];
-        let number = start.div_euclid(size);
         let (p, g) = self.keys.slot(k, i);
         // How many windows the slot's is after this one (modulo 2¹⁶: a hint, checked).
         let d = g.wrapping_sub(number as u16) as i16;

@@ -371,6 +371,31 @@ fn a_new_horizons_id_set_expects_the_ids_of_the_one_before() {
     assert_eq!(st.dedupe.len(), 4);
 }
 
+proptest! {
+    /// The windows `placed` gives a time (reusing those of the time before when it is in
+    /// them) are the windows `Windowing::windows_of` computes, at the ends of time too.
+    #[test]
+    fn placed_windows_are_the_windows_of_their_time(
+        anchor in prop_oneof![
+            any::<Millis>(),
+            Just(Millis::MIN),
+            Just(Millis::MAX),
+            Just(0),
+        ],
+        steps in proptest::collection::vec(-150 * MIN..150 * MIN, 1..60),
+    ) {
+        let mut st = PartitionState::new(cfg());
+        let w = st.cfg.windowing.clone();
+        for d in steps {
+            let t = anchor.saturating_add(d);
+            let placed = st.placed(t);
+            for ((i, start, _), &got) in w.windows_of(t).zip(&placed) {
+                prop_assert_eq!(got, (start, start.div_euclid(w.sizes[i])), "t = {}", t);
+            }
+        }
+    }
+}
+
 /// One step of a generated history.
 #[derive(Debug, Clone)]
 enum Step {
@@ -406,6 +431,46 @@ fn step() -> impl Strategy<Value = Step> {
 }
 
 type WinKey = (String, String, Millis, Millis);
+
+/// Whether every store of each window's exact store set is in its grid's window while the
+/// window accepts events: what `apply_identified` relies on to report to the grid only a
+/// store new to the window. (A bucket held past its expiry accepts nothing.)
+fn grids_hold_their_windows_stores(st: &PartitionState) -> Result<(), String> {
+    let w = &st.cfg.windowing;
+    for b in st.buckets.values() {
+        let end = b.start + w.sizes[b.size_idx];
+        if end <= st.expired_through[b.size_idx]
+            || w.is_expired(b.size_idx, end, st.watermark(), st.wall_floor)
+        {
+            continue;
+        }
+        for p in 0..b.wins.len() {
+            let w = &b.wins[p];
+            let ids: Vec<u32> = match w.stores {
+                [distinct::SPILLED, i] => match b.spill.get(i as usize).and_then(|s| s.ids()) {
+                    Some(ids) => ids.to_vec(),
+                    None => continue,
+                },
+                pair => pair.into_iter().filter(|&x| x != 0).collect(),
+            };
+            let gid = st.keys.grids.hash(st.keys.grid_id(w.key()));
+            let reported: Vec<u32> = st
+                .grids
+                .get(&gid)
+                .and_then(|g| {
+                    g.windows.iter().find(|g| (g.size_idx, g.start) == (b.size_idx, b.start))
+                })
+                .map_or_else(Vec::new, |g| g.stores.iter().map(|&s| store32(s)).collect());
+            if let Some(x) = ids.iter().find(|x| !reported.contains(x)) {
+                return Err(format!(
+                    "store {x} of a window ({}, {}) not in its grid's",
+                    b.size_idx, b.start
+                ));
+            }
+        }
+    }
+    Ok(())
+}
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
@@ -516,6 +581,9 @@ proptest! {
                         since_flush.push(e);
                     }
                 }
+            }
+            if let Err(e) = grids_hold_their_windows_stores(&st) {
+                prop_assert!(false, "{}", e);
             }
         }
         // Let everything close and expire (a close emits close_chunk windows per flush).
