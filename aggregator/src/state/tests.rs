@@ -323,23 +323,57 @@ fn dedupe_ids_are_grouped_by_horizon() {
         let out = st.apply_sale(&ev(&i.to_string(), "s1", "g", "A", SaleKind::Sale, 1, t), t0);
         assert!(matches!(out, Outcome::Counted { .. }), "{out:?}");
     }
-    let f = st.flush(t0, &NONE);
-    let groups: Vec<(Millis, Vec<u64>)> = f
-        .changelog
-        .iter()
-        .filter(|(k, _)| k[0] == b'D')
-        .map(|(_, v)| match changelog::decode(v.as_deref().expect("value")) {
-            Ok(Record::Dedupe { horizon, ids }) => (horizon, ids),
-            other => panic!("{other:?}"),
-        })
-        .collect();
+    let groups = dedupe_groups(&st.flush(t0, &NONE));
     let horizons: Vec<Millis> = groups.iter().map(|g| g.0).collect();
     assert_eq!(horizons, vec![early, late]);
     assert_eq!((groups[0].1.len(), groups[1].1.len()), (200, 100));
+    assert!(groups.iter().all(|g| g.1.is_sorted()), "each horizon's ids sorted");
     let mut all: Vec<u64> = groups.into_iter().flat_map(|g| g.1).collect();
     all.sort_unstable();
     all.dedup();
     assert_eq!(all.len(), 300);
+}
+
+/// The dedupe chunks a flush wrote, as (horizon, ids) (not the chunks it deleted).
+fn dedupe_groups(f: &Flushed) -> Vec<(Millis, Vec<u64>)> {
+    f.changelog
+        .iter()
+        .filter(|(k, _)| k[0] == b'D')
+        .filter_map(|(_, v)| v.as_deref())
+        .map(|v| match changelog::decode(v) {
+            Ok(Record::Dedupe { horizon, ids }) => (horizon, ids),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+/// A commit whose ids have more horizons than a few (a replay of history) writes them
+/// the same way: grouped by horizon, the earlier first, each group sorted, each id once.
+#[test]
+fn dedupe_ids_of_many_horizons_are_grouped_and_sorted() {
+    let mut st = PartitionState::new(cfg());
+    let t0 = 1_000 * 60 * MIN;
+    let hours = 7;
+    let mut n = 0;
+    for h in 0..hours {
+        for i in 0..50 {
+            let t = t0 + h * 60 * MIN + i;
+            n += 1;
+            let out = st.apply_sale(&ev(&n.to_string(), "s1", "g", "A", SaleKind::Sale, 1, t), t0);
+            assert!(matches!(out, Outcome::Counted { .. }), "{out:?}");
+        }
+    }
+    let w = st.cfg.windowing.clone();
+    let groups = dedupe_groups(&st.flush(t0, &NONE));
+    let horizons: Vec<Millis> = groups.iter().map(|g| g.0).collect();
+    let want: Vec<Millis> = (0..hours).map(|h| w.horizon(t0 + h * 60 * MIN)).collect();
+    assert!(want.len() > flush::FEW_HORIZONS);
+    assert_eq!(horizons, want);
+    assert!(groups.iter().all(|g| g.1.len() == 50 && g.1.is_sorted()), "{groups:?}");
+    let mut all: Vec<u64> = groups.into_iter().flat_map(|g| g.1).collect();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), n);
 }
 
 /// A new horizon's event-id set expects as many ids as the set of the horizon before it;
