@@ -92,6 +92,13 @@ fn slot_of(slab: &[Vec<u32>], stride: usize, k: u32) -> &[u32] {
     &slab[b][i..i + stride]
 }
 
+/// The 16-bit half `j` of a slot `s` of a key with `sizes` window sizes (after the grid,
+/// the SKU and a position per size).
+fn half_of(s: &[u32], sizes: usize, j: usize) -> u16 {
+    let w = s[2 + sizes + j / 2];
+    if j.is_multiple_of(2) { w as u16 } else { (w >> 16) as u16 }
+}
+
 /// The keys of one partition.
 #[derive(Debug)]
 pub struct Keys {
@@ -260,8 +267,7 @@ impl Keys {
     }
 
     fn half(&self, k: u32, j: usize) -> u16 {
-        let w = self.at(k)[2 + self.sizes + j / 2];
-        if j.is_multiple_of(2) { w as u16 } else { (w >> 16) as u16 }
+        half_of(self.at(k), self.sizes, j)
     }
 
     fn set_half(&mut self, k: u32, j: usize, v: u16) {
@@ -277,7 +283,8 @@ impl Keys {
     /// Position of `k`'s newest window of size index `i` in its bucket ([`NO_POS`]:
     /// none), and the low 16 bits of that window's number.
     pub fn slot(&self, k: u32, i: usize) -> (u32, u16) {
-        (self.at(k)[2 + i], self.half(k, i))
+        let s = self.at(k);
+        (s[2 + i], half_of(s, self.sizes, i))
     }
 
     /// Sets `k`'s newest window of size index `i`.
