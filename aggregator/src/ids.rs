@@ -30,6 +30,9 @@ impl Hasher for IdHasher {
             self.add(u64::from_le_bytes(b));
         }
     }
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
     fn write_u64(&mut self, n: u64) {
         self.add(n);
     }

@@ -28,6 +28,30 @@ pub enum Stores {
     Sketch(Vec<u8>),
 }
 
+/// The stores of a window as a chunk encodes them, borrowed.
+#[derive(Debug, Clone, Copy)]
+pub enum StoresRef<'a> {
+    List(&'a [u32]),
+    Sketch(&'a [u8]),
+}
+
+/// One window as a chunk encodes it: an [`Entry`] with its stores borrowed (what the
+/// state writes from, without a copy of each window's stores).
+#[derive(Debug, Clone, Copy)]
+pub struct EntryRef<'a> {
+    pub pos: u32,
+    pub grid: u32,
+    pub sku: u32,
+    pub revision: i32,
+    pub sold: i32,
+    pub returned: i32,
+    pub preorder: i32,
+    pub events: u32,
+    pub revenue: i64,
+    pub last_off: u32,
+    pub stores: StoresRef<'a>,
+}
+
 /// One window in a chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -112,32 +136,62 @@ impl R<'_> {
     }
 }
 
-pub(super) fn encode_chunk(w: &mut W, c: &Chunk) {
-    for dict in [&c.grids, &c.skus] {
+impl Entry {
+    /// The entry, its stores borrowed.
+    pub fn as_ref(&self) -> EntryRef<'_> {
+        EntryRef {
+            pos: self.pos,
+            grid: self.grid,
+            sku: self.sku,
+            revision: self.revision,
+            sold: self.sold,
+            returned: self.returned,
+            preorder: self.preorder,
+            events: self.events,
+            revenue: self.revenue,
+            last_off: self.last_off,
+            stores: match &self.stores {
+                Stores::List(ids) => StoresRef::List(ids),
+                Stores::Sketch(regs) => StoresRef::Sketch(regs),
+            },
+        }
+    }
+}
+
+fn encode_dicts(w: &mut W, grids: &[String], skus: &[String]) {
+    for dict in [grids, skus] {
         w.var(dict.len() as u64);
         dict.iter().for_each(|s| w.vstr(s));
     }
+}
+
+fn encode_entry(w: &mut W, e: &EntryRef<'_>) {
+    w.var(u64::from(e.pos));
+    w.var(u64::from(e.grid));
+    w.var(u64::from(e.sku));
+    for v in [e.revision, e.sold, e.returned, e.preorder] {
+        w.zig(i64::from(v));
+    }
+    w.var(u64::from(e.events));
+    w.zig(e.revenue);
+    w.var(u64::from(e.last_off));
+    match e.stores {
+        StoresRef::List(ids) => {
+            w.var((ids.len() as u64) << 1);
+            ids.iter().for_each(|s| w.0.extend_from_slice(&s.to_le_bytes()));
+        }
+        StoresRef::Sketch(regs) => {
+            w.var(((regs.len() as u64) << 1) | 1);
+            w.0.extend_from_slice(regs);
+        }
+    }
+}
+
+pub(super) fn encode_chunk(w: &mut W, c: &Chunk) {
+    encode_dicts(w, &c.grids, &c.skus);
     w.var(c.entries.len() as u64);
     for e in &c.entries {
-        w.var(u64::from(e.pos));
-        w.var(u64::from(e.grid));
-        w.var(u64::from(e.sku));
-        for v in [e.revision, e.sold, e.returned, e.preorder] {
-            w.zig(i64::from(v));
-        }
-        w.var(u64::from(e.events));
-        w.zig(e.revenue);
-        w.var(u64::from(e.last_off));
-        match &e.stores {
-            Stores::List(ids) => {
-                w.var((ids.len() as u64) << 1);
-                ids.iter().for_each(|s| w.0.extend_from_slice(&s.to_le_bytes()));
-            }
-            Stores::Sketch(regs) => {
-                w.var(((regs.len() as u64) << 1) | 1);
-                w.0.extend_from_slice(regs);
-            }
-        }
+        encode_entry(w, &e.as_ref());
     }
 }
 
@@ -208,64 +262,81 @@ pub(super) fn decode_bucket(r: &mut R<'_>) -> Result<BucketMeta, Error> {
     })
 }
 
-/// Builds chunks: interns the grids and SKUs of the entries added.
+/// Builds chunk records: interns the grids and SKUs of the entries added and encodes each
+/// entry as it comes, so a flush neither copies a window's stores nor holds its entries.
 #[derive(Debug, Default)]
 pub struct ChunkBuilder {
-    chunk: Chunk,
-    grids: std::collections::HashMap<u32, u32>,
-    skus: std::collections::HashMap<u32, u32>,
+    grids: Vec<String>,
+    skus: Vec<String>,
+    /// The caller's grid and SKU ids → their index in `grids` and `skus`.
+    grid_ix: crate::ids::IdMap<u32, u32>,
+    sku_ix: crate::ids::IdMap<u32, u32>,
+    /// The entries so far, encoded.
+    entries: W,
+    len: usize,
     bytes: usize,
 }
 
 impl ChunkBuilder {
     /// Adds a window whose grid and SKU have the caller's ids `grid` and `sku`
-    /// (strings from `name`).
+    /// (strings from `name`); `entry`'s own `grid` and `sku` are set here.
     pub fn push(
         &mut self,
         (grid, sku): (u32, u32),
         name: impl Fn(bool, u32) -> String,
-        mut entry: Entry,
+        mut entry: EntryRef<'_>,
     ) {
-        let c = &mut self.chunk;
         self.bytes += 40
-            + match &entry.stores {
-                Stores::List(v) => v.len() * 4,
-                Stores::Sketch(r) => r.len(),
+            + match entry.stores {
+                StoresRef::List(v) => v.len() * 4,
+                StoresRef::Sketch(r) => r.len(),
             };
-        entry.grid = *self.grids.entry(grid).or_insert_with(|| {
-            self.bytes += 40;
-            c.grids.push(name(true, grid));
-            c.grids.len() as u32 - 1
+        let (grids, bytes) = (&mut self.grids, &mut self.bytes);
+        entry.grid = *self.grid_ix.entry(grid).or_insert_with(|| {
+            *bytes += 40;
+            grids.push(name(true, grid));
+            grids.len() as u32 - 1
         });
-        entry.sku = *self.skus.entry(sku).or_insert_with(|| {
-            self.bytes += 40;
-            c.skus.push(name(false, sku));
-            c.skus.len() as u32 - 1
+        let skus = &mut self.skus;
+        entry.sku = *self.sku_ix.entry(sku).or_insert_with(|| {
+            *bytes += 40;
+            skus.push(name(false, sku));
+            skus.len() as u32 - 1
         });
-        c.entries.push(entry);
+        encode_entry(&mut self.entries, &entry);
+        self.len += 1;
     }
 
     /// Windows added so far.
     pub fn len(&self) -> usize {
-        self.chunk.entries.len()
+        self.len
     }
 
     /// Whether the chunk is as big as one may be.
     pub fn full(&self) -> bool {
-        self.chunk.entries.len() >= CHUNK_WINDOWS || self.bytes >= CHUNK_BYTES
+        self.len >= CHUNK_WINDOWS || self.bytes >= CHUNK_BYTES
     }
 
     /// Whether none was added.
     pub fn is_empty(&self) -> bool {
-        self.chunk.entries.is_empty()
+        self.len == 0
     }
 
-    /// The chunk, leaving the builder empty.
-    pub fn take(&mut self) -> Chunk {
+    /// The chunk's record value (what `changelog::encode` gives for the same
+    /// [`Chunk`]), leaving the builder empty.
+    pub fn take(&mut self) -> Vec<u8> {
+        let mut w = W(Vec::with_capacity(self.entries.0.len() + 16 * self.grids.len() + 64));
+        w.0.extend_from_slice(&[super::VERSION, b'W']);
+        encode_dicts(&mut w, &self.grids, &self.skus);
+        w.var(self.len as u64);
+        w.0.extend_from_slice(&self.entries.0);
         self.grids.clear();
         self.skus.clear();
-        self.bytes = 0;
-        std::mem::take(&mut self.chunk)
+        self.grid_ix.clear();
+        self.sku_ix.clear();
+        self.entries.0.clear();
+        (self.len, self.bytes) = (0, 0);
+        w.0
     }
 }
 

@@ -19,7 +19,9 @@
 //! record must end in an error that names it, not a crash (`fuzz/decode_records` runs it).
 
 mod chunk;
-pub use chunk::{BucketMeta, CHUNK_WINDOWS, Chunk, ChunkBuilder, Entry, Stores};
+pub use chunk::{
+    BucketMeta, CHUNK_WINDOWS, Chunk, ChunkBuilder, Entry, EntryRef, Stores, StoresRef,
+};
 
 use crate::counters::Counters;
 use crate::window::Millis;
@@ -204,6 +206,7 @@ pub fn parse_key(k: &[u8]) -> Result<Key, Error> {
     }
 }
 
+#[derive(Debug, Default)]
 struct W(Vec<u8>);
 
 impl W {

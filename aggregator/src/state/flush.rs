@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use nearfield_schemas::DemandWindow;
 
-use crate::changelog::{self, CHUNK_WINDOWS, ChunkBuilder, Entry, Record, Stores};
+use crate::changelog::{self, CHUNK_WINDOWS, ChunkBuilder, EntryRef, Record, StoresRef};
 use crate::ids::IdMap;
 use crate::window::Millis;
 
@@ -79,20 +79,20 @@ impl Emitting<'_> {
 }
 
 /// The changelog entry of the window at `pos`.
-fn entry(b: &Bucket, pos: u32) -> Entry {
+fn entry(b: &Bucket, pos: u32) -> EntryRef<'_> {
     let w = &b.wins[pos as usize];
     let stores = match w.stores {
         [SPILLED, i] => match b.spill.get(i as usize) {
-            Some(StoreSet::Hll(regs)) => Stores::Sketch(regs.to_vec()),
-            Some(set) => Stores::List(set.ids().unwrap_or_default().to_vec()),
-            None => Stores::List(Vec::new()),
+            Some(StoreSet::Hll(regs)) => StoresRef::Sketch(&regs[..]),
+            Some(set) => StoresRef::List(set.ids().unwrap_or_default()),
+            None => StoresRef::List(&[]),
         },
-        [0, _] => Stores::List(Vec::new()),
-        [a, 0] => Stores::List(vec![a]),
-        [a, c] => Stores::List(vec![a, c]),
+        [0, _] => StoresRef::List(&[]),
+        [_, 0] => StoresRef::List(&w.stores[..1]),
+        _ => StoresRef::List(&w.stores),
     };
     let [returned, preorder] = b.extra(pos);
-    Entry {
+    EntryRef {
         pos,
         grid: 0,
         sku: 0,
@@ -123,10 +123,7 @@ fn write_chunks(
         let seq = b.next_seq;
         b.next_seq += 1;
         b.chunks.push((seq, n));
-        out.changelog.push((
-            changelog::chunk_key(size, b.start, seq),
-            Some(changelog::encode(&Record::Chunk(builder.take()))),
-        ));
+        out.changelog.push((changelog::chunk_key(size, b.start, seq), Some(builder.take())));
     };
     for pos in positions {
         let k = b.wins[pos as usize].key();
