@@ -5,7 +5,10 @@
 //!
 //! A chunk carries its own dictionary of the grids and SKUs it names, so it restores
 //! without any other record; the entries are LEB128 varints (zig-zag for signed values),
-//! about 20 bytes per window with two stores.
+//! about 20 bytes per window with two stores. A flush writes chunks through
+//! [`ChunkBuilder`], which encodes each entry as it is added from the window's own fields
+//! ([`EntryRef`]: its stores borrowed, not copied); the bytes are those [`Chunk`]'s
+//! encoding gives.
 
 use super::{Error, R, W};
 

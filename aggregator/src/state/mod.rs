@@ -542,9 +542,9 @@ impl PartitionState {
     }
 
     /// Key `k`'s window in bucket (size index `i`, `start`, whose number is `number`),
-    /// made when new: its bucket and position. The key's slot points at its newest window of the size: an event of the
-    /// newest window is a direct hit; an older one (out of order across a boundary, or
-    /// late) searches its bucket; a newer one appends.
+    /// made when new: its bucket and position. The key's slot points at its newest window
+    /// of the size: an event of the newest window is a direct hit; an older one (out of
+    /// order across a boundary, or late) searches its bucket; a newer one appends.
     fn window_of(
         &mut self,
         k: u32,
