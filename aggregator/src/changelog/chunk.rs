@@ -38,26 +38,11 @@ pub enum StoresRef<'a> {
     Sketch(&'a [u8]),
 }
 
-/// One window as a chunk encodes it: an [`Entry`] with its stores borrowed (what the
-/// state writes from, without a copy of each window's stores).
-#[derive(Debug, Clone, Copy)]
-pub struct EntryRef<'a> {
-    pub pos: u32,
-    pub grid: u32,
-    pub sku: u32,
-    pub revision: i32,
-    pub sold: i32,
-    pub returned: i32,
-    pub preorder: i32,
-    pub events: u32,
-    pub revenue: i64,
-    pub last_off: u32,
-    pub stores: StoresRef<'a>,
-}
-
-/// One window in a chunk.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+/// One window in a chunk, with its stores as `S`: [`Entry`] owns them (what a decoded
+/// chunk holds), [`EntryRef`] borrows them (what the state writes from, without a copy
+/// of each window's stores).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryOf<S> {
     pub pos: u32,
     /// Index into the chunk's `grids`.
     pub grid: u32,
@@ -70,7 +55,31 @@ pub struct Entry {
     pub events: u32,
     pub revenue: i64,
     pub last_off: u32,
-    pub stores: Stores,
+    pub stores: S,
+}
+
+/// One window in a chunk.
+pub type Entry = EntryOf<Stores>;
+/// One window as a chunk encodes it, its stores borrowed.
+pub type EntryRef<'a> = EntryOf<StoresRef<'a>>;
+
+impl<S> EntryOf<S> {
+    /// The same window with stores `stores`.
+    pub fn with_stores<T>(&self, stores: T) -> EntryOf<T> {
+        EntryOf {
+            pos: self.pos,
+            grid: self.grid,
+            sku: self.sku,
+            revision: self.revision,
+            sold: self.sold,
+            returned: self.returned,
+            preorder: self.preorder,
+            events: self.events,
+            revenue: self.revenue,
+            last_off: self.last_off,
+            stores,
+        }
+    }
 }
 
 /// A chunk of windows of one bucket.
@@ -142,22 +151,10 @@ impl R<'_> {
 impl Entry {
     /// The entry, its stores borrowed.
     pub fn as_ref(&self) -> EntryRef<'_> {
-        EntryRef {
-            pos: self.pos,
-            grid: self.grid,
-            sku: self.sku,
-            revision: self.revision,
-            sold: self.sold,
-            returned: self.returned,
-            preorder: self.preorder,
-            events: self.events,
-            revenue: self.revenue,
-            last_off: self.last_off,
-            stores: match &self.stores {
-                Stores::List(ids) => StoresRef::List(ids),
-                Stores::Sketch(regs) => StoresRef::Sketch(regs),
-            },
-        }
+        self.with_stores(match &self.stores {
+            Stores::List(ids) => StoresRef::List(ids),
+            Stores::Sketch(regs) => StoresRef::Sketch(regs),
+        })
     }
 }
 
