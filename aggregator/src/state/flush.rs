@@ -78,10 +78,10 @@ impl Emitting<'_> {
     }
 }
 
-/// The changelog entry of the window at `pos`.
-fn entry(b: &Bucket, pos: u32) -> EntryRef<'_> {
+/// The stores of the window at `pos`: its exact ids, or its sketch's registers.
+pub(super) fn stores_of(b: &Bucket, pos: u32) -> StoresRef<'_> {
     let w = &b.wins[pos as usize];
-    let stores = match w.stores {
+    match w.stores {
         [SPILLED, i] => match b.spill.get(i as usize) {
             Some(StoreSet::Hll(regs)) => StoresRef::Sketch(&regs[..]),
             Some(set) => StoresRef::List(set.ids().unwrap_or_default()),
@@ -90,7 +90,13 @@ fn entry(b: &Bucket, pos: u32) -> EntryRef<'_> {
         [0, _] => StoresRef::List(&[]),
         [_, 0] => StoresRef::List(&w.stores[..1]),
         _ => StoresRef::List(&w.stores),
-    };
+    }
+}
+
+/// The changelog entry of the window at `pos`.
+fn entry(b: &Bucket, pos: u32) -> EntryRef<'_> {
+    let w = &b.wins[pos as usize];
+    let stores = stores_of(b, pos);
     let [returned, preorder] = b.extra(pos);
     EntryRef {
         pos,
@@ -347,7 +353,7 @@ impl PartitionState {
             if horizons.len() > FEW_HORIZONS {
                 break;
             }
-            if horizons.last() != Some(&h) && !horizons.contains(&h) {
+            if !horizons.contains(&h) {
                 horizons.push(h);
             }
         }

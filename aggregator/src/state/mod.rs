@@ -28,7 +28,9 @@
 //! - `restore`: rebuilding the state from changelog records;
 //! - `grids`: completeness per grid;
 //! - `read`: views for queries and the live map, totals and size;
-//! - `tests`: the unit tests and the reference-model property test.
+//! - `tests`: the unit tests;
+//! - `model_tests`: property tests over generated histories (the reference model, and a
+//!   run against its events one by one).
 //! - `restore_tests`: the unit tests of restoring from changelogs (older versions, corrupt
 //!   records, settings changed between runs).
 
@@ -46,6 +48,8 @@ use dedupe::IdTable;
 use grids::GridState;
 pub use grids::{Expected, Registry};
 use keys::{Keys, NO_POS};
+#[cfg(test)]
+mod model_tests;
 #[cfg(test)]
 mod restore_tests;
 #[cfg(test)]
@@ -227,7 +231,7 @@ pub struct PartitionState {
     /// not known, as in unit tests).
     partition: i32,
     /// The windows of the last event placed ([`PartitionState::placed`]): most events
-    /// fall in the same windows as the event before, which then need no division.
+    /// fall in the same windows as the event before, found then without a division.
     recent: Placed,
 }
 
