@@ -37,7 +37,7 @@ use nearfield_aggregator::state::StateSize;
 use nearfield_common::kafka::{KafkaSettings, Topics};
 use nearfield_common::shutdown::CancellationToken;
 use nearfield_eos::internal_events::{RESTORE_SECONDS, RESTORED_RECORDS_TOTAL, metric_name};
-use nearfield_schemas::{Codec, SaleEvent, SaleEventRef, SaleKind};
+use nearfield_schemas::{Codec, SaleEvent, SaleKind};
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -235,7 +235,7 @@ fn consume(brokers: &str, topic: &str, n: u64, decode: bool) {
                 bytes += payload.len() as u64;
                 // Decoded as the aggregator decodes it (strings borrowed).
                 if decode {
-                    match codec.decode_as::<SaleEvent, SaleEventRef<'_>>(payload) {
+                    match codec.decode_sale(payload) {
                         Ok(e) => units += i64::from(e.quantity),
                         Err(e) => die(&format!("decode: {}", e.reason())),
                     }

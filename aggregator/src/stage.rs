@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use nearfield_common::kafka::Topics;
 use nearfield_eos::{Emit, EosError, Input, Millis, Owned, Stage};
-use nearfield_schemas::{Codec, Heartbeat, SaleEvent, SaleEventRef};
+use nearfield_schemas::{Codec, Heartbeat, SaleEvent};
 
 use crate::internal_events::{Committed, StateGauges};
 use crate::query::{self, Answer, Query};
@@ -99,7 +99,7 @@ impl Stage for Aggregator {
         let mut decoded = Vec::with_capacity(records.len());
         let mut events = Vec::with_capacity(records.len());
         for r in records {
-            match out.decode_as::<SaleEvent, SaleEventRef<'_>>(r, SALE_CONTENT_TYPE, now)? {
+            match out.decode_with::<SaleEvent, _>(r, Codec::decode_sale, SALE_CONTENT_TYPE, now)? {
                 Some(ev) => {
                     decoded.push(r);
                     events.push(ev);

@@ -7,7 +7,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use nearfield_schemas::golden::vectors;
-use nearfield_schemas::{AvroRecord, Codec, DemandWindow, SaleEvent};
+use nearfield_schemas::{AvroRecord, Codec, DemandWindow, SaleEvent, SaleEventRef};
 
 fn sale() -> SaleEvent {
     let v = vectors().into_iter().find(|v| v.record == "SaleEvent").expect("vector");
@@ -54,7 +54,27 @@ fn bench_record<T: AvroRecord + Clone>(c: &mut Criterion, value: T) {
     g.finish();
 }
 
+/// The aggregator's decode of a `SaleEvent`: borrowed, by the general decoder and by the
+/// hand-written reader of the current layout (`Codec::decode_sale`).
+fn sale_borrowed(c: &mut Criterion) {
+    let codec = Codec::single_object();
+    let bytes = codec.encode(&sale()).expect("encodes");
+    let mut g = c.benchmark_group("SaleEventRef");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("decode/general(serde_avro_fast)", |b| {
+        b.iter(|| {
+            let ev = codec.decode_as::<SaleEvent, SaleEventRef<'_>>(black_box(&bytes));
+            black_box(ev.expect("decodes").quantity)
+        })
+    });
+    g.bench_function("decode/decode_sale", |b| {
+        b.iter(|| black_box(codec.decode_sale(black_box(&bytes)).expect("decodes").quantity))
+    });
+    g.finish();
+}
+
 fn codecs(c: &mut Criterion) {
+    sale_borrowed(c);
     bench_record(c, sale());
     bench_record(c, window());
 }

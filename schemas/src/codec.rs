@@ -12,6 +12,7 @@ use serde_avro_fast::de::{DeserializerConfig, DeserializerState};
 use serde_avro_fast::ser::SerializerConfig;
 
 use crate::framing::{Framing, Header};
+use crate::records::{SaleEvent, SaleEventRef};
 use crate::registry::{AvroRecord, ParsedSchema, hex};
 use crate::{DecodeError, EncodeError};
 
@@ -123,6 +124,23 @@ impl Codec {
             return Err(DecodeError::TrailingBytes { record: R::NAME, extra });
         }
         Ok(value)
+    }
+
+    /// Decodes a framed `SaleEvent` into a [`SaleEventRef`] borrowing its strings from
+    /// `bytes`: the aggregator's hot path. The same answer as
+    /// [`decode_as::<SaleEvent, SaleEventRef>`](Self::decode_as), value or error, for any
+    /// bytes; a message of the current writer schema that is plainly valid is read by a
+    /// hand-written reader ([`crate::fast`]), anything else by the general decoder.
+    pub fn decode_sale<'a>(&self, bytes: &'a [u8]) -> Result<SaleEventRef<'a>, DecodeError> {
+        if bytes.len() <= self.limits.max_message_bytes
+            && let Ok((header, datum)) = Header::split(bytes)
+            && let Ok(writer) = self.writer_schema::<SaleEvent>(header)
+            && writer.fingerprint == crate::fast::SALE_EVENT_LAYOUT
+            && let Some(ev) = crate::fast::sale_event_ref(datum)
+        {
+            return Ok(ev);
+        }
+        self.decode_as::<SaleEvent, SaleEventRef<'a>>(bytes)
     }
 
     fn writer_schema<T: AvroRecord>(

@@ -10,6 +10,8 @@
 //! - [`registry`]: the embedded schema files, their fingerprints, the [`AvroRecord`] trait.
 //! - [`framing`]: single-object (`C3 01` + fingerprint) and Confluent (`00` + id) headers.
 //! - [`codec`]: the [`Codec`] that writes and reads framed records, bounded on decode.
+//! - [`fast`]: the hand-written reader of a `SaleEvent` datum behind
+//!   [`Codec::decode_sale`] (the aggregator's hot path).
 //! - [`compat`]: backward/forward compatibility checks between schema versions.
 //! - [`golden`]: the golden vectors in `schemas/testdata/` shared with other languages.
 //! - [`plan_book`]: the latest plan per key, as a factory keeps it (same rules as the Java
@@ -17,6 +19,7 @@
 
 pub mod codec;
 pub mod compat;
+pub mod fast;
 pub mod framing;
 pub mod golden;
 pub mod plan_book;
