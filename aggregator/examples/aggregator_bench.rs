@@ -39,7 +39,6 @@ use nearfield_common::shutdown::CancellationToken;
 use nearfield_eos::internal_events::{RESTORE_SECONDS, RESTORED_RECORDS_TOTAL, metric_name};
 use nearfield_schemas::{Codec, SaleEvent, SaleKind};
 use rdkafka::ClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
@@ -212,13 +211,12 @@ fn fill_span(brokers: &str, topic: &str, n: u64, keys: u64, span_h: u64, partiti
 }
 
 fn consume(brokers: &str, topic: &str, n: u64, decode: bool) {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", format!("bench-bare-{}", std::process::id()))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("fetch.queue.backoff.ms", "10")
+    // The aggregator's own consumer config (read_committed, its prefetch queue bounds):
+    // the ceiling does the same consuming work, tuned the same way.
+    let kafka = KafkaSettings { brokers: brokers.to_string(), ..KafkaSettings::default() };
+    let group = format!("bench-bare-{}", std::process::id());
+    let consumer: BaseConsumer = nearfield_eos::clients::group_member(&kafka, &group, None)
+        .unwrap_or_else(|e| die(&format!("consumer config: {e}")))
         .create()
         .unwrap_or_else(|e| die(&format!("consumer: {e}")));
     consumer.subscribe(&[topic]).unwrap_or_else(|e| die(&format!("subscribe: {e}")));
