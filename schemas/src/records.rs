@@ -51,7 +51,9 @@ pub struct SaleEvent {
 
 /// A [`SaleEvent`] whose strings borrow from the record they were decoded from (the
 /// aggregator's hot path: no allocation per field). Decode it with
-/// [`Codec::decode_as::<SaleEvent, SaleEventRef>`](crate::Codec::decode_as).
+/// [`Codec::decode_sale`](crate::Codec::decode_sale) (or the general
+/// [`Codec::decode_as::<SaleEvent, SaleEventRef>`](crate::Codec::decode_as), whose answers
+/// it gives).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub struct SaleEventRef<'a> {
     #[serde(borrow)]
