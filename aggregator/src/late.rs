@@ -147,6 +147,7 @@ pub fn replay(
     // 4. Revised windows and the offsets, in one transaction.
     producer.begin_transaction().map_err(|e| EosError::kafka("beginning a transaction", e))?;
     let now = now_ms();
+    let mut record_key = Vec::with_capacity(64);
     for (key, delta) in &deltas {
         let w = match finals.get(key) {
             Some(old) => match revised(old, delta, now) {
@@ -176,10 +177,15 @@ pub fn replay(
             topic: demand.clone(),
             source,
         })?;
-        let record_key = format!("{}|{}|{}|{}", w.sku, w.grid_id, w.window_start, w.window_end);
+        crate::window::output_key(
+            &mut record_key,
+            &[&w.sku, &w.grid_id],
+            w.window_start,
+            w.window_end,
+        );
         let rec = BaseRecord::<[u8], [u8]>::to(&demand)
             .partition(partition_for_key(w.sku.as_bytes(), demand_partitions))
-            .key(record_key.as_bytes())
+            .key(&record_key)
             .payload(&bytes);
         producer.send(rec).map_err(|(e, _)| EosError::kafka("writing a revised window", e))?;
     }

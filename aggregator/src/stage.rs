@@ -188,9 +188,15 @@ impl Stage for Aggregator {
         for (k, v) in &flushed.changelog {
             out.changelog(k, v.as_deref())?;
         }
+        let mut key = Vec::with_capacity(64);
         for w in &flushed.outputs {
-            let key = format!("{}|{}|{}|{}", w.sku, w.grid_id, w.window_start, w.window_end);
-            out.send_record(&self.topics.demand, w.sku.as_bytes(), key.as_bytes(), w)?;
+            crate::window::output_key(
+                &mut key,
+                &[&w.sku, &w.grid_id],
+                w.window_start,
+                w.window_end,
+            );
+            out.send_record(&self.topics.demand, w.sku.as_bytes(), &key, w)?;
             if w.revision == 0 {
                 out.summary.finals += 1;
             } else {
@@ -198,8 +204,8 @@ impl Stage for Aggregator {
             }
         }
         for c in &flushed.coverage {
-            let key = format!("{}|{}|{}", c.grid_id, c.window_start, c.window_end);
-            out.send_record(&self.topics.coverage, c.grid_id.as_bytes(), key.as_bytes(), c)?;
+            crate::window::output_key(&mut key, &[&c.grid_id], c.window_start, c.window_end);
+            out.send_record(&self.topics.coverage, c.grid_id.as_bytes(), &key, c)?;
         }
         out.summary.coverage += flushed.coverage.len();
         out.summary.expired += flushed.expired_windows;

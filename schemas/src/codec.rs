@@ -71,6 +71,9 @@ impl Codec {
         };
         let start = out.len();
         header.write(out);
+        if record.write_fast(out) {
+            return Ok(());
+        }
         let mut config = SerializerConfig::new(&current.fast);
         if let Err(e) = serde_avro_fast::to_datum(record, &mut *out, &mut config) {
             out.truncate(start);

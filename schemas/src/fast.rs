@@ -1,6 +1,12 @@
-//! A hand-written reader of the one record on the hottest path: a `SaleEvent` datum as
-//! the aggregator reads every one of them, into a [`SaleEventRef`] whose strings borrow
-//! from the record.
+//! Hand-written codecs of the records on the hottest paths: a reader of the `SaleEvent`
+//! datum the aggregator reads for every sale, into a [`SaleEventRef`] whose strings borrow
+//! from the record; and a writer of the `DemandWindow` datum it writes for every closed
+//! window ([`write_demand_window`], behind [`Codec::encode_into`](crate::Codec::encode_into)
+//! through [`AvroRecord::write_fast`](crate::AvroRecord::write_fast)), the same bytes as
+//! the general encoder (property test).
+//!
+//! Each is tied to one writer schema by its fingerprint; a test fails when the schema
+//! file changes, and until the codec is updated records go through the general codec.
 //!
 //! It reads only the layout of one writer schema, named by its fingerprint
 //! ([`SALE_EVENT_LAYOUT`]), and only what is plainly valid there: minimal varints in
@@ -11,7 +17,8 @@
 //! general decoder's (a property test and the fuzz target compare them); this only makes
 //! the common case cheaper.
 
-use crate::records::{SaleEventRef, SaleKind};
+use crate::records::{DemandWindow, SaleEventRef, SaleKind};
+use crate::registry::AvroRecord;
 
 /// The CRC-64-AVRO fingerprint of the `SaleEvent` schema whose layout [`sale_event_ref`]
 /// reads (the current schema; a test keeps them equal). Field order and types, from its
@@ -146,10 +153,59 @@ fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
 }
 
+/// The CRC-64-AVRO fingerprint of the `DemandWindow` schema whose layout
+/// [`write_demand_window`] writes (the current schema; a test keeps them equal).
+pub(crate) const DEMAND_WINDOW_LAYOUT: [u8; 8] = [0x0e, 0xb3, 0xbc, 0xf0, 0xb7, 0xed, 0x8e, 0x44];
+
+/// Appends `w`'s datum in the [`DEMAND_WINDOW_LAYOUT`] schema; false, with nothing
+/// written, when the current schema is another one.
+pub(crate) fn write_demand_window(w: &DemandWindow, out: &mut Vec<u8>) -> bool {
+    if DemandWindow::schemas().current().fingerprint != DEMAND_WINDOW_LAYOUT {
+        return false;
+    }
+    out.reserve(24 + w.grid_id.len() + w.sku.len() + w.currency.len() + 19 * 10);
+    put_str(out, &w.grid_id);
+    put_str(out, &w.sku);
+    for v in [w.window_start, w.window_end, w.units_sold, w.units_returned, w.preorder_units] {
+        put_long(out, v);
+    }
+    put_long(out, w.net_units);
+    put_long(out, w.revenue_minor);
+    put_str(out, &w.currency);
+    put_long(out, w.event_count);
+    for v in [w.distinct_stores, w.stores_reporting, w.stores_expected, w.stores_pending] {
+        put_long(out, i64::from(v));
+    }
+    put_long(out, i64::from(w.revision));
+    out.push(u8::from(w.is_final));
+    put_long(out, w.watermark);
+    put_long(out, i64::from(w.source_partition));
+    put_long(out, w.last_event_at);
+    put_long(out, w.emitted_at);
+    true
+}
+
+/// An Avro `long` (or `int`: the same encoding): a zig-zag varint.
+#[inline]
+fn put_long(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+/// An Avro `string`: its length in bytes, then the bytes.
+#[inline]
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_long(out, s.len() as i64);
+    out.extend_from_slice(s.as_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::AvroRecord;
     use crate::{Codec, DecodeError, SaleEvent};
     use proptest::prelude::*;
 
@@ -214,6 +270,47 @@ mod tests {
         )
     }
 
+    #[test]
+    fn the_writer_layout_is_the_current_demand_window_schema() {
+        // When this fails, DemandWindow.avsc changed: make `write_demand_window` write
+        // the new layout, then put the new fingerprint in DEMAND_WINDOW_LAYOUT.
+        assert_eq!(DemandWindow::schemas().current().fingerprint, DEMAND_WINDOW_LAYOUT);
+    }
+
+    fn demand_window() -> impl Strategy<Value = DemandWindow> {
+        let s = || "\\PC{0,12}";
+        let long = || prop_oneof![any::<i64>(), -200i64..200];
+        let int = || prop_oneof![any::<i32>(), -200i32..200];
+        (
+            (s(), s(), long(), long(), long(), long(), long(), long(), long(), s()),
+            (long(), int(), int(), int(), int(), int(), any::<bool>()),
+            (long(), int(), long(), long()),
+        )
+            .prop_map(|(a, b, c)| DemandWindow {
+                grid_id: a.0,
+                sku: a.1,
+                window_start: a.2,
+                window_end: a.3,
+                units_sold: a.4,
+                units_returned: a.5,
+                preorder_units: a.6,
+                net_units: a.7,
+                revenue_minor: a.8,
+                currency: a.9,
+                event_count: b.0,
+                distinct_stores: b.1,
+                stores_reporting: b.2,
+                stores_expected: b.3,
+                stores_pending: b.4,
+                revision: b.5,
+                is_final: b.6,
+                watermark: c.0,
+                source_partition: c.1,
+                last_event_at: c.2,
+                emitted_at: c.3,
+            })
+    }
+
     fn general(bytes: &[u8]) -> Result<SaleEventRef<'_>, DecodeError> {
         Codec::single_object().decode_as::<SaleEvent, SaleEventRef<'_>>(bytes)
     }
@@ -244,6 +341,23 @@ mod tests {
                 _ => bytes.insert(i, byte),
             }
             prop_assert_eq!(Codec::single_object().decode_sale(&bytes), general(&bytes));
+        }
+
+        /// The hand-written writer writes the general encoder's bytes, and they decode
+        /// to the same window.
+        #[test]
+        fn the_demand_window_writer_writes_the_general_encoders_bytes(w in demand_window()) {
+            let mut fast = Vec::new();
+            prop_assert!(write_demand_window(&w, &mut fast));
+            let mut general = Vec::new();
+            let schema = DemandWindow::schemas().current();
+            let mut config = serde_avro_fast::ser::SerializerConfig::new(&schema.fast);
+            serde_avro_fast::to_datum(&w, &mut general, &mut config).expect("encodes");
+            prop_assert_eq!(&fast, &general);
+            let codec = Codec::single_object();
+            let framed = codec.encode(&w).expect("encodes");
+            prop_assert_eq!(&framed[10..], &fast[..]);
+            prop_assert_eq!(codec.decode::<DemandWindow>(&framed).expect("decodes"), w);
         }
 
         #[test]

@@ -86,13 +86,22 @@ pub trait AvroRecord: Serialize + DeserializeOwned {
     const NAME: &'static str;
     /// Current and released schemas.
     fn schemas() -> &'static SchemaSet;
+    /// Appends the datum in the current schema with a hand-written writer
+    /// ([`crate::fast`]) when the record has one for that schema's layout; false, with
+    /// nothing written, otherwise (the codec's general encoder writes it then).
+    fn write_fast(&self, _out: &mut Vec<u8>) -> bool {
+        false
+    }
 }
 
 macro_rules! records {
-    ($($ty:ident => [$($ver:literal),*]),* $(,)?) => {
+    ($($ty:ident => [$($ver:literal),*] $(writer $writer:path)?),* $(,)?) => {
         $(
             impl AvroRecord for $ty {
                 const NAME: &'static str = stringify!($ty);
+                $(fn write_fast(&self, out: &mut Vec<u8>) -> bool {
+                    $writer(self, out)
+                })?
                 fn schemas() -> &'static SchemaSet {
                     static SET: OnceLock<SchemaSet> = OnceLock::new();
                     SET.get_or_init(|| SchemaSet::parse(
@@ -118,7 +127,7 @@ macro_rules! records {
 
 records! {
     SaleEvent => ["v1"],
-    DemandWindow => ["v1"],
+    DemandWindow => ["v1"] writer crate::fast::write_demand_window,
     PlanSignal => ["v1"],
     Heartbeat => ["v1"],
     StoreRecord => ["v1"],

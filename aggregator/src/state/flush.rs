@@ -48,8 +48,7 @@ impl Emitting<'_> {
         let k = win.key();
         let grid = self.keys.grid(k);
         let g = self.grids.get(&self.keys.grids.hash(self.keys.grid_id(k)));
-        let reporting = g.map_or(0, |g| g.reporting(b.size_idx, b.start));
-        let pending = g.map_or(0, |g| g.pending(b.size_idx, b.start).0);
+        let (reporting, pending, _) = g.map_or((0, 0, 0), |g| g.completeness(b.size_idx, b.start));
         let int = |n: u64| i32::try_from(n).unwrap_or(i32::MAX);
         let [returned, preorder] = b.extra(pos);
         DemandWindow {

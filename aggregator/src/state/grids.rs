@@ -115,14 +115,13 @@ impl GridState {
         self.windows.iter().find(|w| w.size_idx == size_idx && w.start == start)
     }
 
-    pub(super) fn reporting(&self, size_idx: usize, start: Millis) -> usize {
-        self.find(size_idx, start).map_or(0, |w| w.stores.len())
-    }
-
-    /// Stores holding unsent sales, and the sum of what they hold.
-    pub(super) fn pending(&self, size_idx: usize, start: Millis) -> (usize, i64) {
-        self.find(size_idx, start)
-            .map_or((0, 0), |w| (w.pending.len(), w.pending.iter().map(|p| i64::from(p.1)).sum()))
+    /// How complete a window is: the stores that reported, the stores holding unsent
+    /// sales, and the sum of what they hold (one search of the grid's windows).
+    pub(super) fn completeness(&self, size_idx: usize, start: Millis) -> (usize, usize, i64) {
+        self.find(size_idx, start).map_or((0, 0, 0), |w| {
+            let held = w.pending.iter().map(|p| i64::from(p.1)).sum();
+            (w.stores.len(), w.pending.len(), held)
+        })
     }
 
     /// The changelog form of the live windows.
@@ -155,8 +154,7 @@ pub(super) fn coverage(
     watermark: Millis,
     now: Millis,
 ) -> GridCoverage {
-    let reporting = state.map_or(0, |g| g.reporting(size_idx, start));
-    let (pending, events) = state.map_or((0, 0), |g| g.pending(size_idx, start));
+    let (reporting, pending, events) = state.map_or((0, 0, 0), |g| g.completeness(size_idx, start));
     let int = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
     GridCoverage {
         grid_id: grid,
@@ -174,6 +172,13 @@ pub(super) fn coverage(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl GridState {
+        fn pending(&self, size_idx: usize, start: Millis) -> (usize, i64) {
+            let (_, stores, held) = self.completeness(size_idx, start);
+            (stores, held)
+        }
+    }
 
     #[test]
     fn the_latest_heartbeat_of_a_store_says_what_it_holds() {
@@ -193,6 +198,6 @@ mod tests {
         assert_eq!(g.pending(0, 300_000), (1, 4), "a window after `through` keeps it");
         assert!(!g.clear_pending(8, i64::MAX), "a store with no backlog changes nothing");
         assert_eq!(g.pending(1, 0), (0, 0));
-        assert_eq!(g.reporting(0, 0), 0, "a backlog alone is not a report");
+        assert_eq!(g.completeness(0, 0).0, 0, "a backlog alone is not a report");
     }
 }

@@ -105,7 +105,7 @@ impl PartitionState {
 
     /// Reporting stores of a grid during a window.
     pub fn stores_reporting(&self, grid: &str, size_idx: usize, start: Millis) -> usize {
-        self.grids.get(&short_id(grid)).map_or(0, |g| g.reporting(size_idx, start))
+        self.grids.get(&short_id(grid)).map_or(0, |g| g.completeness(size_idx, start).0)
     }
 
     /// Sums over every live window.
