@@ -75,20 +75,19 @@ impl<'a> Reader<'a> {
         Some(v)
     }
 
-    /// `N` length-prefixed UTF-8 strings in a row, borrowed, checked as UTF-8 at once
-    /// when every length after the first takes one byte: those bytes are ASCII, so no
+    /// `N` length-prefixed UTF-8 strings in a row, borrowed, checked as UTF-8 at once:
+    /// every length after the first must take one byte (strings under 64 bytes; `None`
+    /// otherwise, and the general decoder reads the record). Those bytes are ASCII, so no
     /// character can straddle two strings and the run is UTF-8 exactly when each string
     /// is (one pass instead of `N`, most of the cost for short strings).
     #[inline]
     fn strings<const N: usize>(&mut self) -> Option<[&'a str; N]> {
         let whole = self.0;
         let mut ends = [(0usize, 0usize); N];
-        let mut one_byte_lengths = true;
         for (i, end) in ends.iter_mut().enumerate() {
             let before = self.0.len();
             let len = usize::try_from(self.long()?).ok()?;
-            one_byte_lengths &= i == 0 || before - self.0.len() == 1;
-            if len > self.0.len() {
+            if (i > 0 && before - self.0.len() != 1) || len > self.0.len() {
                 return None;
             }
             let start = whole.len() - self.0.len();
@@ -96,21 +95,12 @@ impl<'a> Reader<'a> {
             self.0 = &self.0[len..];
         }
         let run_start = ends.first().map_or(0, |e| e.0);
-        let run_end = whole.len() - self.0.len();
-        if one_byte_lengths {
-            let run = std::str::from_utf8(&whole[run_start..run_end]).ok()?;
-            let mut out = [""; N];
-            for (o, &(a, b)) in out.iter_mut().zip(&ends) {
-                *o = run.get(a - run_start..b - run_start)?;
-            }
-            Some(out)
-        } else {
-            let mut out = [""; N];
-            for (o, &(a, b)) in out.iter_mut().zip(&ends) {
-                *o = std::str::from_utf8(&whole[a..b]).ok()?;
-            }
-            Some(out)
+        let run = std::str::from_utf8(&whole[run_start..whole.len() - self.0.len()]).ok()?;
+        let mut out = [""; N];
+        for (o, &(a, b)) in out.iter_mut().zip(&ends) {
+            *o = run.get(a - run_start..b - run_start)?;
         }
+        Some(out)
     }
 
     /// A length-prefixed UTF-8 string, borrowed.
@@ -210,17 +200,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn zigzag_varint(v: i64) -> Vec<u8> {
-        let mut z = ((v << 1) ^ (v >> 63)) as u64;
         let mut out = Vec::new();
-        loop {
-            let b = (z & 0x7f) as u8;
-            z >>= 7;
-            if z == 0 {
-                out.push(b);
-                return out;
-            }
-            out.push(b | 0x80);
-        }
+        put_long(&mut out, v);
+        out
     }
 
     #[test]
