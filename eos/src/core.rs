@@ -25,12 +25,13 @@ use crate::clients;
 use crate::config::{RuntimeConfig, Wiring};
 use crate::error::{Class, EosError, TopicProblem};
 use crate::internal_events::{
-    ConsumerLag, ErrorSeen, Metrics, PartitionRestored, Rebalanced, Rewound, TransactionAborted,
+    ErrorSeen, Metrics, PartitionRestored, Rebalanced, Rewound, TransactionAborted,
     TransactionCommitted,
 };
 use crate::query::{PartitionStatus, Status};
 use crate::restore::{Command, Commands, Report, Restored};
 use crate::stage::{Deliveries, Emit, Input, Owned, PartitionState, Stage, Txn};
+use crate::stall::{Fetching, Sample, Watch};
 
 /// A partition being restored.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +62,8 @@ pub(crate) struct Core<S: Stage> {
     pub(crate) joined: bool,
     pub(crate) metrics: &'static Metrics,
     pub(crate) status_dirty: bool,
+    /// Progress of the owned partitions between statistics samples.
+    pub(crate) watch: Watch,
 }
 
 /// The consumer's context: the loop's state behind a lock only the loop's thread takes.
@@ -70,6 +73,8 @@ pub(crate) struct Ctx<S: Stage> {
     pub(crate) input: String,
     pub(crate) stopping: AtomicBool,
     failure: Mutex<Option<EosError>>,
+    /// The last statistics sample of the input's partitions, until the loop reads it.
+    fetching: Mutex<Option<Sample>>,
 }
 
 impl<S: Stage> Ctx<S> {
@@ -80,6 +85,7 @@ impl<S: Stage> Ctx<S> {
             core: Mutex::new(core),
             stopping: AtomicBool::new(false),
             failure: Mutex::new(None),
+            fetching: Mutex::new(None),
         }
     }
 
@@ -93,18 +99,28 @@ impl<S: Stage> Ctx<S> {
     }
 
     /// An error raised in a callback, for the loop to act on.
+    /// The statistics sample that came since the last call, if any.
+    pub(crate) fn take_fetching(&self) -> Option<Sample> {
+        self.fetching.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+
     pub(crate) fn take_failure(&self) -> Option<EosError> {
         self.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
     }
 }
 
 impl<S: Stage> ClientContext for Ctx<S> {
+    /// Keeps the sample for the loop (lag and stalls are judged against the owned
+    /// partitions, which only the loop knows).
     fn stats(&self, stats: Statistics) {
-        let lag = stats
-            .topics
-            .get(self.input.as_str())
-            .map_or(0, |t| t.partitions.values().map(|p| p.consumer_lag.max(0)).sum::<i64>());
-        ConsumerLag { topic: &self.input, lag }.emit(self.metrics);
+        let sample: Sample = stats.topics.get(self.input.as_str()).map_or_else(Sample::new, |t| {
+            t.partitions
+                .values()
+                .filter(|p| p.partition >= 0)
+                .map(|p| (p.partition, Fetching::of(p)))
+                .collect()
+        });
+        *self.fetching.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sample);
     }
 }
 
@@ -158,7 +174,7 @@ pub(crate) fn partitions_of(tpl: &TopicPartitionList, topic: &str) -> Vec<i32> {
     tpl.elements().iter().filter(|e| e.topic() == topic).map(|e| e.partition()).collect()
 }
 
-fn one(topic: &str, partition: i32, offset: Option<Offset>) -> TopicPartitionList {
+pub(crate) fn one(topic: &str, partition: i32, offset: Option<Offset>) -> TopicPartitionList {
     let mut tpl = TopicPartitionList::new();
     match offset {
         Some(o) => {

@@ -24,6 +24,7 @@ pub const RESTARTS_TOTAL: &str = "restarts_total";
 pub const ERRORS_TOTAL: &str = "errors_total";
 pub const PARTITIONS: &str = "partitions";
 pub const WATERMARK_DELAY_SECONDS: &str = "watermark_delay_seconds";
+pub const STALLED_PARTITIONS_TOTAL: &str = "stalled_partitions_total";
 
 /// The full metric name of `suffix` for `stage`.
 pub fn metric_name(stage: &str, suffix: &str) -> String {
@@ -46,6 +47,7 @@ pub struct Metrics {
     errors: IntCounterVec,
     partitions: IntGauge,
     watermark_delay: IntGauge,
+    stalls: IntCounter,
 }
 
 static BY_STAGE: LazyLock<Mutex<HashMap<&'static str, &'static Metrics>>> =
@@ -114,6 +116,11 @@ impl Metrics {
             watermark_delay: gauge(
                 &n(WATERMARK_DELAY_SECONDS),
                 "Wall clock minus the lowest watermark among owned partitions, in seconds.",
+            ),
+            stalls: counter(
+                &n(STALLED_PARTITIONS_TOTAL),
+                "Owned input partitions found not fetched while records waited, and sought \
+                 again.",
             ),
         };
         for o in ["committed", "aborted"] {
@@ -217,6 +224,31 @@ pub struct Rewound<'a> {
 impl Rewound<'_> {
     pub fn emit(self, m: &Metrics) {
         tracing::warn!(stage = m.stage, partitions = ?self.partitions, "recovered from the last commit after an aborted transaction: partitions restore again");
+    }
+}
+
+/// An owned partition was not fetched while records waited; it is sought again.
+#[derive(Debug)]
+pub struct PartitionStalled<'a> {
+    pub partition: i32,
+    /// librdkafka's fetch state of the partition.
+    pub fetch_state: &'a str,
+    pub fetch_position: i64,
+    pub last_stable_offset: i64,
+    pub seek_to: rdkafka::Offset,
+}
+impl PartitionStalled<'_> {
+    pub fn emit(self, m: &Metrics) {
+        tracing::warn!(
+            stage = m.stage,
+            partition = self.partition,
+            fetch_state = self.fetch_state,
+            fetch_position = self.fetch_position,
+            last_stable_offset = self.last_stable_offset,
+            seek_to = ?self.seek_to,
+            "input partition not fetched while records wait: seeking it again"
+        );
+        m.stalls.inc();
     }
 }
 

@@ -248,6 +248,7 @@ fn run_once<S: Stage>(
         summary: S::Summary::default(),
         last_commit: Instant::now(),
         joined: false,
+        watch: Default::default(),
         metrics,
         status_dirty: true,
     };
@@ -405,6 +406,11 @@ fn consume<S: Stage>(
         answer_waiting(&mut core, queries);
         if core.last_commit.elapsed() >= interval
             && let Err(e) = core.commit_between(consumer, |c| answer_waiting(c, queries))
+        {
+            core.fail_txn(consumer, e, &[])?;
+        }
+        if let Some(sample) = ctx.take_fetching()
+            && let Err(e) = core.fetching(consumer, &sample)
         {
             core.fail_txn(consumer, e, &[])?;
         }

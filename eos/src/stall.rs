@@ -1,0 +1,236 @@
+//! Liveness of the owned input partitions, from librdkafka's statistics.
+//!
+//! A restored partition is resumed by a seek to where processing stands; nothing else
+//! reads the records it skipped while it restored. If librdkafka ever leaves such a
+//! partition unfetched (one bench run had a partition that was owned, restored and never
+//! read, with no error anywhere), its records wait for ever and its lag is unknown, so the
+//! lag gauge and the lag alert saw nothing. This module makes that visible and repairs it:
+//!
+//! - the lag of an owned partition whose fetch position librdkafka does not know is the
+//!   distance from its last commit (or the log start) to the last stable offset, not 0;
+//! - an owned partition that stays **stalled** for [`STALL_SAMPLES`] statistics samples in
+//!   a row (librdkafka's fetch position and the processed offset both unchanged while
+//!   committed records wait behind the fetch position) is logged with librdkafka's fetch
+//!   state, counted, and sought again to the next unprocessed offset, then resumed.
+//!
+//! Seeking to the next unprocessed offset is exact whatever the cause: what was processed
+//! is not read again and what was fetched but not processed is dropped by the seek.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::Offset;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::statistics::Partition;
+
+use crate::core::{Core, one};
+use crate::error::EosError;
+use crate::internal_events::{ConsumerLag, PartitionStalled};
+use crate::stage::Stage;
+
+/// Samples in a row without progress that make a partition stalled (at the runtime's
+/// `statistics.interval.ms` of 5 s, 15 to 20 s).
+pub(crate) const STALL_SAMPLES: u32 = 3;
+
+/// What librdkafka's statistics say about fetching one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Fetching {
+    pub(crate) state: String,
+    /// The next offset librdkafka fetches (negative: not known).
+    pub(crate) position: i64,
+    /// The last stable offset: the end a read_committed consumer reads to (negative: not
+    /// known).
+    pub(crate) stable_end: i64,
+    pub(crate) committed: i64,
+    pub(crate) log_start: i64,
+    /// librdkafka's own lag (negative: not known).
+    pub(crate) lag: i64,
+}
+
+impl Fetching {
+    pub(crate) fn of(p: &Partition) -> Self {
+        Fetching {
+            state: p.fetch_state.clone(),
+            position: p.next_offset,
+            stable_end: p.ls_offset,
+            committed: p.committed_offset,
+            log_start: p.lo_offset,
+            lag: p.consumer_lag,
+        }
+    }
+
+    /// Committed records behind librdkafka's fetch position.
+    fn behind(&self) -> bool {
+        self.stable_end > 0 && self.position < self.stable_end
+    }
+
+    /// The partition's lag: librdkafka's when it knows its position, else everything from
+    /// the last commit (or the log start) to the last stable offset.
+    pub(crate) fn lag(&self) -> i64 {
+        if self.lag >= 0 || self.stable_end < 0 {
+            return self.lag.max(0);
+        }
+        (self.stable_end - self.committed.max(self.log_start).max(0)).max(0)
+    }
+}
+
+/// One statistics sample of the owned partitions.
+pub(crate) type Sample = HashMap<i32, Fetching>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    position: i64,
+    processed: Option<i64>,
+    still: u32,
+}
+
+/// Counts, per owned partition, the samples in a row without progress.
+#[derive(Debug, Default)]
+pub(crate) struct Watch {
+    seen: HashMap<i32, Seen>,
+}
+
+impl Watch {
+    /// Takes one sample of the owned partitions (`processed`: the next unprocessed offset
+    /// when known) and returns those stalled now; their count starts again.
+    pub(crate) fn observe(&mut self, owned: &[(i32, Option<i64>)], sample: &Sample) -> Vec<i32> {
+        let mut stalled = Vec::new();
+        let mut seen = HashMap::with_capacity(owned.len());
+        for &(p, processed) in owned {
+            let Some(f) = sample.get(&p).filter(|f| f.behind()) else { continue };
+            let still = match self.seen.get(&p) {
+                Some(s) if s.position == f.position && s.processed == processed => s.still + 1,
+                _ => 0,
+            };
+            let still = if still >= STALL_SAMPLES {
+                stalled.push(p);
+                0
+            } else {
+                still
+            };
+            seen.insert(p, Seen { position: f.position, processed, still });
+        }
+        self.seen = seen;
+        stalled
+    }
+}
+
+impl<S: Stage> Core<S> {
+    /// Takes a statistics sample: reports the owned partitions' lag, and seeks the
+    /// partitions stalled for [`STALL_SAMPLES`] samples again to their next unprocessed
+    /// offset.
+    pub(crate) fn fetching<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        sample: &Sample,
+    ) -> Result<(), EosError> {
+        let lag = self
+            .states
+            .keys()
+            .chain(self.restoring.keys())
+            .filter_map(|p| sample.get(p))
+            .map(Fetching::lag)
+            .sum();
+        ConsumerLag { topic: &self.wiring.input, lag }.emit(self.metrics);
+        let owned: Vec<(i32, Option<i64>)> =
+            self.states.keys().map(|p| (*p, self.next.get(p).copied())).collect();
+        for p in self.watch.observe(&owned, sample) {
+            let at = self.next.get(&p).map_or(Offset::Beginning, |o| Offset::Offset(*o));
+            if let Some(f) = sample.get(&p) {
+                PartitionStalled {
+                    partition: p,
+                    fetch_state: &f.state,
+                    fetch_position: f.position,
+                    last_stable_offset: f.stable_end,
+                    seek_to: at,
+                }
+                .emit(self.metrics);
+            }
+            let input = self.wiring.input.clone();
+            consumer
+                .seek_partitions(one(&input, p, Some(at)), Duration::from_secs(10))
+                .map_err(|e| EosError::kafka("seeking a stalled partition", e))?;
+            consumer
+                .resume(&one(&input, p, None))
+                .map_err(|e| EosError::kafka("resuming a stalled partition", e))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(position: i64, stable_end: i64) -> Fetching {
+        Fetching {
+            state: "active".into(),
+            position,
+            stable_end,
+            committed: -1001,
+            log_start: 0,
+            lag: if position >= 0 { stable_end - position } else { -1 },
+        }
+    }
+
+    fn sample(parts: &[(i32, Fetching)]) -> Sample {
+        parts.iter().cloned().collect()
+    }
+
+    #[test]
+    fn a_partition_that_does_not_move_while_records_wait_is_stalled_after_the_samples() {
+        let mut w = Watch::default();
+        let s = sample(&[(0, at(-1001, 96_000)), (1, at(500, 1_000))]);
+        let owned = [(0, None), (1, Some(400))];
+        for _ in 0..STALL_SAMPLES {
+            assert!(w.observe(&owned, &s).is_empty());
+        }
+        assert_eq!(w.observe(&owned, &s), vec![0, 1]);
+        // Acted on: the count starts again.
+        assert!(w.observe(&owned, &s).is_empty());
+    }
+
+    #[test]
+    fn progress_caught_up_or_not_owned_is_not_a_stall() {
+        let mut w = Watch::default();
+        for i in 0..10 {
+            let s = sample(&[
+                // librdkafka fetches on (the processed offset is behind: prefetch).
+                (0, at(100 + i, 1_000)),
+                // librdkafka waits on a full prefetch queue while processing goes on.
+                (1, at(900, 1_000)),
+                // Caught up: nothing waits.
+                (2, at(1_000, 1_000)),
+                // Empty partition.
+                (3, at(0, 0)),
+                // Not owned.
+                (4, at(-1001, 1_000)),
+            ]);
+            let owned = [(0, Some(10)), (1, Some(800 + i)), (2, Some(1_000)), (3, None)];
+            assert!(w.observe(&owned, &s).is_empty(), "sample {i}");
+        }
+    }
+
+    #[test]
+    fn a_partition_missing_from_a_sample_starts_its_count_again() {
+        let mut w = Watch::default();
+        let stuck = sample(&[(0, at(-1001, 10))]);
+        let owned = [(0, None)];
+        for _ in 0..STALL_SAMPLES {
+            assert!(w.observe(&owned, &stuck).is_empty());
+        }
+        assert!(w.observe(&owned, &Sample::new()).is_empty());
+        assert!(w.observe(&owned, &stuck).is_empty());
+    }
+
+    #[test]
+    fn the_lag_of_a_partition_without_a_position_counts_from_its_commit() {
+        assert_eq!(at(400, 1_000).lag(), 600);
+        let mut f = at(-1001, 96_000);
+        assert_eq!(f.lag(), 96_000, "nothing committed: from the log start");
+        f.committed = 90_000;
+        assert_eq!(f.lag(), 6_000);
+        f.stable_end = -1;
+        assert_eq!(f.lag(), 0, "nothing known");
+    }
+}
