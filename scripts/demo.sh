@@ -39,6 +39,12 @@ else
   cargo build --release --locked --bin nearfield
   BIN=target/release/nearfield
 fi
+# The demo's fixed ports must be free: another demo or test holding one would answer for it.
+for port in 8080 9080 8081 8082 8090; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "demo: port $port is already in use (another demo or test?): stop it first" >&2; exit 1
+  fi
+done
 if [[ -z "${NEARFIELD_BROKERS:-}" ]]; then
   export NEARFIELD_KAFKA_DIR="$ROOT/target/kafka-demo" NEARFIELD_KAFKA_OWNER_PID=$$
   scripts/kafka.sh down >/dev/null 2>&1 || true
@@ -60,15 +66,27 @@ detached() { # log name, command and arguments
     >/dev/null 2>&1 </dev/null &
 }
 stage() { local name=$1; shift; detached "$name" "$BIN" --config "$CFG" "$@"; }
+# Ready means this demo's own stage answers: a stage that exits (a port taken by another
+# program, a bad config) fails the demo with its log, instead of the other program's
+# answer passing for it.
+ready() { # log name, URL, tries of 0.2 s; the stage is the last one started
+  local name=$1 url=$2 tries=$3 pid=${PIDS[-1]}
+  for _ in $(seq 1 "$tries"); do
+    kill -0 "$pid" 2>/dev/null || break
+    curl -sf "$url" >/dev/null && return 0
+    sleep 0.2
+  done
+  tail -n 30 "target/demo/$name.log" >&2
+  if kill -0 "$pid" 2>/dev/null; then echo "demo: $name not ready" >&2; else echo "demo: $name exited (log: target/demo/$name.log)" >&2; fi
+  exit 1
+}
 stage ingest ingest
-for _ in $(seq 1 100); do curl -sf localhost:8080/readyz >/dev/null && break; sleep 0.2; done
-curl -sf localhost:8080/readyz >/dev/null || { tail -n 30 target/demo/ingest.log >&2; echo "demo: ingest not ready" >&2; exit 1; }
+ready ingest localhost:8080/readyz 100
 export NEARFIELD_AGGREGATE__WINDOWS_MS='[60000, 3600000, 86400000]'
 export NEARFIELD_AGGREGATE__OUT_OF_ORDERNESS_MS=5000 NEARFIELD_AGGREGATE__GRACE_MS=2000
 export NEARFIELD_AGGREGATE__MAX_CLOSE_DELAY_MS=15000
 stage aggregate aggregate
-for _ in $(seq 1 150); do curl -sf localhost:8081/readyz >/dev/null && break; sleep 0.2; done
-curl -sf localhost:8081/readyz >/dev/null || { tail -n 30 target/demo/aggregate.log >&2; echo "demo: aggregator not ready" >&2; exit 1; }
+ready aggregate localhost:8081/readyz 150
 # The demo's clock runs an hour a minute: the catalog's lead times (whole days) would make
 # every plan cover days of demo-minutes, so the emitter reads a copy without them.
 python3 - <<'PY'
@@ -86,9 +104,9 @@ export NEARFIELD_EMIT__BUCKET_MS=60000 NEARFIELD_EMIT__SETTLE_MS=5000
 export NEARFIELD_EMIT__HORIZON_MS=600000 NEARFIELD_EMIT__SCHEDULE_MS=120000
 export NEARFIELD_EMIT__SEASON_BUCKETS=10 NEARFIELD_EMIT__IDLE_ADVANCE_MS=30000
 stage emit emit
-for _ in $(seq 1 150); do curl -sf localhost:8082/readyz >/dev/null && break; sleep 0.2; done
-curl -sf localhost:8082/readyz >/dev/null || { tail -n 30 target/demo/emit.log >&2; echo "demo: emitter not ready" >&2; exit 1; }
+ready emit localhost:8082/readyz 150
 stage live live
+ready live localhost:8090/healthz 50
 if [[ -n "${DEMO_PROMETHEUS:-}" ]]; then
   # Prometheus (Debian package) scraping every stage with the project's alert rules.
   command -v prometheus >/dev/null || scripts/bootstrap.sh --test
@@ -105,7 +123,6 @@ YML
     --storage.tsdb.path=target/demo/prometheus-data --web.listen-address=127.0.0.1:9090
   echo "demo: Prometheus on http://127.0.0.1:9090/alerts (deploy/prometheus rules; kill a stage to see NearfieldStageDown)" >&2
 fi
-for _ in $(seq 1 50); do curl -sf localhost:8090/healthz >/dev/null && break; sleep 0.2; done
 cat >&2 <<MSG
 demo: LIVE PAGE: http://127.0.0.1:8090/  (map of the city's demand, plan signals, health)
 demo: ingest on http://127.0.0.1:8080  (API: /openapi.json; metrics on :9080/metrics; log: target/demo/ingest.log)
