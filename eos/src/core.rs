@@ -270,20 +270,7 @@ impl<S: Stage> Core<S> {
     ) -> Result<(), EosError> {
         let input = self.wiring.input.clone();
         let at = r.committed.map_or(Offset::Beginning, Offset::Offset);
-        let sought = consumer
-            .seek_partitions(one(&input, p, Some(at)), Duration::from_secs(10))
-            .map_err(|e| EosError::kafka("seeking a restored partition", e))?;
-        // The seek's own result is per partition. Records fetched while the partition
-        // restored were skipped, and only this seek reads them again: say when it fails
-        // (under investigation: one bench run had a partition never consumed).
-        for e in sought.elements() {
-            if let Err(error) = e.error() {
-                tracing::warn!(partition = p, offset = ?at, error = %error, "seeking a restored partition failed");
-            }
-        }
-        consumer
-            .resume(&one(&input, p, None))
-            .map_err(|e| EosError::kafka("resuming a restored partition", e))?;
+        crate::stall::reseek(consumer, &input, p, at)?;
         if let Some(side) = &self.side {
             let mut tpl = TopicPartitionList::new();
             for (i, t) in self.wiring.side_inputs.iter().enumerate() {

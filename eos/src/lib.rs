@@ -20,7 +20,7 @@
 //! - [`runtime`]: the loop thread: [`spawn`], batching, commit cadence, restarts.
 //! - `core`: owned partitions, commit, abort-and-rewind, rebalance callbacks.
 //! - `restore`: the restore worker thread.
-//! - `stall`: lag of the owned partitions and stalled-partition repair, from librdkafka's
+//! - [`stall`]: lag of the owned partitions and stalled-partition repair, from librdkafka's
 //!   statistics.
 //! - [`query`]: the published [`Status`] and the query mailbox.
 //! - [`plane`]: any instance answers for any partition: the group's owners (from the
@@ -41,7 +41,7 @@ pub mod query;
 mod restore;
 pub mod runtime;
 pub mod stage;
-mod stall;
+pub mod stall;
 
 pub use config::{CreateOnDemand, LoopSettings, RuntimeConfig, Wiring};
 pub use error::{Class, EosError, TopicProblem};

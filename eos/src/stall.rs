@@ -15,12 +15,16 @@
 //!
 //! Seeking to the next unprocessed offset is exact whatever the cause: what was processed
 //! is not read again and what was fetched but not processed is dropped by the seek.
+//!
+//! Public so a test can drive it against a partition librdkafka really does not fetch
+//! (`tests/eos_stall.rs`).
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use rdkafka::Offset;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::statistics::Partition;
 
 use crate::core::{Core, one};
@@ -30,11 +34,11 @@ use crate::stage::Stage;
 
 /// Samples in a row without progress that make a partition stalled (at the runtime's
 /// `statistics.interval.ms` of 5 s, 15 to 20 s).
-pub(crate) const STALL_SAMPLES: u32 = 3;
+pub const STALL_SAMPLES: u32 = 3;
 
 /// What librdkafka's statistics say about fetching one partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Fetching {
+pub struct Fetching {
     pub(crate) state: String,
     /// The next offset librdkafka fetches (negative: not known).
     pub(crate) position: i64,
@@ -48,7 +52,7 @@ pub(crate) struct Fetching {
 }
 
 impl Fetching {
-    pub(crate) fn of(p: &Partition) -> Self {
+    pub fn of(p: &Partition) -> Self {
         Fetching {
             state: p.fetch_state.clone(),
             position: p.next_offset,
@@ -64,9 +68,15 @@ impl Fetching {
         self.stable_end > 0 && self.position < self.stable_end
     }
 
+    /// No fetch answered for the partition yet: librdkafka learns the last stable offset
+    /// from the first one, even for an empty partition.
+    fn never_fetched(&self) -> bool {
+        self.stable_end < 0
+    }
+
     /// The partition's lag: librdkafka's when it knows its position, else everything from
     /// the last commit (or the log start) to the last stable offset.
-    pub(crate) fn lag(&self) -> i64 {
+    pub fn lag(&self) -> i64 {
         if self.lag >= 0 || self.stable_end < 0 {
             return self.lag.max(0);
         }
@@ -75,7 +85,7 @@ impl Fetching {
 }
 
 /// One statistics sample of the owned partitions.
-pub(crate) type Sample = HashMap<i32, Fetching>;
+pub type Sample = HashMap<i32, Fetching>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Seen {
@@ -86,18 +96,22 @@ struct Seen {
 
 /// Counts, per owned partition, the samples in a row without progress.
 #[derive(Debug, Default)]
-pub(crate) struct Watch {
+pub struct Watch {
     seen: HashMap<i32, Seen>,
 }
 
 impl Watch {
     /// Takes one sample of the owned partitions (`processed`: the next unprocessed offset
-    /// when known) and returns those stalled now; their count starts again.
-    pub(crate) fn observe(&mut self, owned: &[(i32, Option<i64>)], sample: &Sample) -> Vec<i32> {
+    /// when known) and returns those that made no progress for [`STALL_SAMPLES`] samples
+    /// in a row while records wait behind the fetch position, or while never fetched (then
+    /// [`records_wait`] says whether it matters); their count starts again.
+    pub fn observe(&mut self, owned: &[(i32, Option<i64>)], sample: &Sample) -> Vec<i32> {
         let mut stalled = Vec::new();
         let mut seen = HashMap::with_capacity(owned.len());
         for &(p, processed) in owned {
-            let Some(f) = sample.get(&p).filter(|f| f.behind()) else { continue };
+            let Some(f) = sample.get(&p).filter(|f| f.behind() || f.never_fetched()) else {
+                continue;
+            };
             let still = match self.seen.get(&p) {
                 Some(s) if s.position == f.position && s.processed == processed => s.still + 1,
                 _ => 0,
@@ -135,8 +149,18 @@ impl<S: Stage> Core<S> {
         let owned: Vec<(i32, Option<i64>)> =
             self.states.keys().map(|p| (*p, self.next.get(p).copied())).collect();
         for p in self.watch.observe(&owned, sample) {
-            let at = self.next.get(&p).map_or(Offset::Beginning, |o| Offset::Offset(*o));
-            if let Some(f) = sample.get(&p) {
+            let processed = self.next.get(&p).copied();
+            let Some(f) = sample.get(&p) else { continue };
+            match records_wait(consumer, &self.wiring.input, p, f, processed) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(partition = p, error = %e, "cannot tell whether a partition that is not fetched has records");
+                    continue;
+                }
+            }
+            let at = processed.map_or(Offset::Beginning, Offset::Offset);
+            {
                 PartitionStalled {
                     partition: p,
                     fetch_state: &f.state,
@@ -146,16 +170,67 @@ impl<S: Stage> Core<S> {
                 }
                 .emit(self.metrics);
             }
-            let input = self.wiring.input.clone();
-            consumer
-                .seek_partitions(one(&input, p, Some(at)), Duration::from_secs(10))
-                .map_err(|e| EosError::kafka("seeking a stalled partition", e))?;
-            consumer
-                .resume(&one(&input, p, None))
-                .map_err(|e| EosError::kafka("resuming a stalled partition", e))?;
+            reseek(consumer, &self.wiring.input, p, at)?;
         }
         Ok(())
     }
+}
+
+/// Whether records wait for a partition [`Watch::observe`] found not progressing: behind
+/// the last stable offset librdkafka knows, or, when it never fetched the partition,
+/// behind the broker's high watermark (one ListOffsets request).
+pub fn records_wait<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    p: i32,
+    f: &Fetching,
+    processed: Option<i64>,
+) -> Result<bool, EosError> {
+    if f.behind() {
+        return Ok(true);
+    }
+    let (low, high) = consumer
+        .fetch_watermarks(topic, p, Duration::from_secs(5))
+        .map_err(|e| EosError::kafka("reading the watermarks of a partition not fetched", e))?;
+    let from = processed.unwrap_or(if f.position >= 0 { f.position } else { low });
+    Ok(high > from.max(low))
+}
+
+/// Resumes partition `p` of `topic` (a no-op when it is not paused) and seeks it to `at`:
+/// how a restored partition starts and a stalled one starts again.
+///
+/// Resume first, then seek: a resume after the seek bumps the partition's op version, so
+/// the answer to the offset lookup a logical seek (`Beginning`) starts comes back
+/// outdated and librdkafka retries it 500 ms later (seen with `debug=topic,fetch`). The
+/// seek's version barrier drops whatever the resume let librdkafka fetch in between, so
+/// no record before `at` reaches the loop. The seek's own result is per partition; it
+/// fails with "Erroneous state" when librdkafka has not started the partition yet (it
+/// waits for the group's committed offset, and then starts there: where `at` is), which
+/// is harmless; any other failure is an error, as the partition would read on from where
+/// it was paused.
+pub fn reseek<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    p: i32,
+    at: Offset,
+) -> Result<(), EosError> {
+    consumer
+        .resume(&one(topic, p, None))
+        .map_err(|e| EosError::kafka("resuming a partition", e))?;
+    let sought = consumer
+        .seek_partitions(one(topic, p, Some(at)), Duration::from_secs(10))
+        .map_err(|e| EosError::kafka("seeking a partition", e))?;
+    for e in sought.elements() {
+        match e.error() {
+            Ok(()) => {}
+            Err(error) if error.rdkafka_error_code() == Some(RDKafkaErrorCode::State) => {
+                tracing::info!(partition = p, offset = ?at, "partition not started yet: librdkafka starts it at the committed offset");
+            }
+            // Resumed where it was paused, not at `at`: the loop must not read on.
+            Err(error) => return Err(EosError::kafka("seeking a partition", error)),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
