@@ -6,8 +6,8 @@
 //! so the lock is never contended. HTTP handlers see none of it (see `query.rs`).
 //!
 //! A partition's life: **assigned** (the callback pauses it and asks the restore worker)
-//! → **restoring** (other partitions go on) → **active** (state installed, consumer moved
-//! to the committed offset and resumed) → **revoked** (the open transaction commits first,
+//! → **restoring** (other partitions go on) → **active** (state installed, partition
+//! resumed, then sought to the committed offset: `stall::reseek`) → **revoked** (the open transaction commits first,
 //! then the state is dropped). An abortable error moves every active partition back to
 //! restoring: their state rebuilds from the changelog, they resume from the last commit.
 
@@ -261,7 +261,7 @@ impl<S: Stage> Core<S> {
         }
     }
 
-    /// Installs a restored partition and resumes it from its committed offset.
+    /// Installs a restored partition: resumed, then sought to its committed offset.
     fn activate<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
