@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nearfield_eos::stall::{Fetching, Sample, Watch, records_wait, reseek};
+use nearfield_eos::stall::{Sample, Watch, records_wait, reseek, sample_of};
 use nearfield_testkit::Kafka;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -24,13 +24,7 @@ struct Stats {
 
 impl ClientContext for Stats {
     fn stats(&self, stats: Statistics) {
-        let Some(t) = stats.topics.get(&self.topic) else { return };
-        let sample: Sample = t
-            .partitions
-            .values()
-            .filter(|p| p.partition >= 0)
-            .map(|p| (p.partition, Fetching::of(p)))
-            .collect();
+        let sample = sample_of(&stats, &self.topic);
         *self.last.lock().expect("stats lock") = Some(sample);
     }
 }

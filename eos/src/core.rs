@@ -31,7 +31,7 @@ use crate::internal_events::{
 use crate::query::{PartitionStatus, Status};
 use crate::restore::{Command, Commands, Report, Restored};
 use crate::stage::{Deliveries, Emit, Input, Owned, PartitionState, Stage, Txn};
-use crate::stall::{Fetching, Sample, Watch};
+use crate::stall::{Sample, Watch};
 
 /// A partition being restored.
 #[derive(Debug, Clone, Copy)]
@@ -113,13 +113,7 @@ impl<S: Stage> ClientContext for Ctx<S> {
     /// Keeps the sample for the loop (lag and stalls are judged against the owned
     /// partitions, which only the loop knows).
     fn stats(&self, stats: Statistics) {
-        let sample: Sample = stats.topics.get(self.input.as_str()).map_or_else(Sample::new, |t| {
-            t.partitions
-                .values()
-                .filter(|p| p.partition >= 0)
-                .map(|p| (p.partition, Fetching::of(p)))
-                .collect()
-        });
+        let sample = crate::stall::sample_of(&stats, &self.input);
         *self.fetching.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(sample);
     }
 }

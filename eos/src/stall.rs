@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use rdkafka::Offset;
+use rdkafka::Statistics;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::statistics::Partition;
@@ -86,6 +87,17 @@ impl Fetching {
 
 /// One statistics sample of the owned partitions.
 pub type Sample = HashMap<i32, Fetching>;
+
+/// The sample of `topic`'s partitions in librdkafka's statistics (empty when it has none).
+pub fn sample_of(stats: &Statistics, topic: &str) -> Sample {
+    stats.topics.get(topic).map_or_else(Sample::new, |t| {
+        t.partitions
+            .values()
+            .filter(|p| p.partition >= 0)
+            .map(|p| (p.partition, Fetching::of(p)))
+            .collect()
+    })
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Seen {
