@@ -50,6 +50,8 @@ pub struct Fetching {
     pub(crate) log_start: i64,
     /// librdkafka's own lag (negative: not known).
     pub(crate) lag: i64,
+    /// The partition's leader (negative: none known, as while its broker is down).
+    pub(crate) leader: i32,
 }
 
 impl Fetching {
@@ -61,6 +63,7 @@ impl Fetching {
             committed: p.committed_offset,
             log_start: p.lo_offset,
             lag: p.consumer_lag,
+            leader: p.leader,
         }
     }
 
@@ -121,7 +124,11 @@ impl Watch {
         let mut stalled = Vec::new();
         let mut seen = HashMap::with_capacity(owned.len());
         for &(p, processed) in owned {
-            let Some(f) = sample.get(&p).filter(|f| f.behind() || f.never_fetched()) else {
+            // A partition without a leader is not fetched for a reason the lag and the
+            // broker alerts already tell.
+            let Some(f) =
+                sample.get(&p).filter(|f| f.leader >= 0 && (f.behind() || f.never_fetched()))
+            else {
                 continue;
             };
             let still = match self.seen.get(&p) {
@@ -257,6 +264,7 @@ mod tests {
             committed: -1001,
             log_start: 0,
             lag: if position >= 0 { stable_end - position } else { -1 },
+            leader: 1,
         }
     }
 
@@ -292,8 +300,10 @@ mod tests {
                 (3, at(0, 0)),
                 // Not owned.
                 (4, at(-1001, 1_000)),
+                // No leader: its broker is down.
+                (5, Fetching { leader: -1, ..at(-1001, 1_000) }),
             ]);
-            let owned = [(0, Some(10)), (1, Some(800 + i)), (2, Some(1_000)), (3, None)];
+            let owned = [(0, Some(10)), (1, Some(800 + i)), (2, Some(1_000)), (3, None), (5, None)];
             assert!(w.observe(&owned, &s).is_empty(), "sample {i}");
         }
     }
