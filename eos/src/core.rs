@@ -7,9 +7,10 @@
 //!
 //! A partition's life: **assigned** (the callback pauses it and asks the restore worker)
 //! → **restoring** (other partitions go on) → **active** (state installed, partition
-//! resumed, then sought to the committed offset: `stall::reseek`) → **revoked** (the open transaction commits first,
-//! then the state is dropped). An abortable error moves every active partition back to
-//! restoring: their state rebuilds from the changelog, they resume from the last commit.
+//! resumed, then sought to the committed offset: `stall::reseek`) → **revoked** (the open
+//! transaction commits first, then the state is dropped). An abortable error moves every
+//! active partition back to restoring: their state rebuilds from the changelog, they
+//! resume from the last commit.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -98,12 +99,12 @@ impl<S: Stage> Ctx<S> {
         f.get_or_insert(e);
     }
 
-    /// An error raised in a callback, for the loop to act on.
     /// The statistics sample that came since the last call, if any.
     pub(crate) fn take_fetching(&self) -> Option<Sample> {
         self.fetching.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
     }
 
+    /// An error raised in a callback, for the loop to act on.
     pub(crate) fn take_failure(&self) -> Option<EosError> {
         self.failure.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
     }

@@ -1,17 +1,21 @@
-//! Liveness of the owned input partitions, from librdkafka's statistics.
+//! Liveness of the owned input partitions, from librdkafka's statistics, and the one way
+//! the runtime starts a partition ([`reseek`]: resume, then seek).
 //!
-//! A restored partition is resumed by a seek to where processing stands; nothing else
-//! reads the records it skipped while it restored. If librdkafka ever leaves such a
+//! A restored partition starts by a seek to where processing stands; nothing else reads
+//! the records the loop skipped while it restored. If librdkafka ever leaves such a
 //! partition unfetched (one bench run had a partition that was owned, restored and never
-//! read, with no error anywhere), its records wait for ever and its lag is unknown, so the
-//! lag gauge and the lag alert saw nothing. This module makes that visible and repairs it:
+//! read, with no error anywhere), its records wait for ever, and librdkafka reports its
+//! lag as unknown, which the lag gauge counted as 0. So, every statistics sample:
 //!
-//! - the lag of an owned partition whose fetch position librdkafka does not know is the
-//!   distance from its last commit (or the log start) to the last stable offset, not 0;
-//! - an owned partition that stays **stalled** for [`STALL_SAMPLES`] statistics samples in
-//!   a row (librdkafka's fetch position and the processed offset both unchanged while
-//!   committed records wait behind the fetch position) is logged with librdkafka's fetch
-//!   state, counted, and sought again to the next unprocessed offset, then resumed.
+//! - the lag of an owned partition whose position librdkafka does not know, but whose
+//!   last stable offset it does, is the distance from its last commit (or the log start)
+//!   to that offset, not 0;
+//! - an owned partition with a leader whose fetch position and processed offset both stay
+//!   put for [`STALL_SAMPLES`] samples in a row, while committed records wait behind the
+//!   fetch position or while librdkafka never fetched it and the broker's high watermark
+//!   is past the processed offset ([`records_wait`]), is **stalled**: logged with
+//!   librdkafka's fetch state, counted, and started again by [`reseek`] at its next
+//!   unprocessed offset.
 //!
 //! Seeking to the next unprocessed offset is exact whatever the cause: what was processed
 //! is not read again and what was fetched but not processed is dropped by the seek.
