@@ -7,9 +7,12 @@
 //! read, with no error anywhere), its records wait for ever, and librdkafka reports its
 //! lag as unknown, which the lag gauge counted as 0. So, every statistics sample:
 //!
-//! - the lag of an owned partition whose position librdkafka does not know, but whose
-//!   last stable offset it does, is the distance from its last commit (or the log start)
-//!   to that offset, not 0;
+//! - the lag of an owned partition is the distance from where processing stands (the
+//!   next unprocessed offset, else the last commit, else the log start) to the last
+//!   stable offset, or 0 while librdkafka has not learnt that offset. librdkafka's own
+//!   `consumer_lag` counts from the offset *its consumer* committed, and this consumer
+//!   never commits: the transactions do, so it counted from the assignment's commit, or
+//!   not at all (-1, read as 0) when there was none;
 //! - an owned partition with a leader whose fetch position and processed offset both stay
 //!   put for [`STALL_SAMPLES`] samples in a row, while committed records wait behind the
 //!   fetch position or while librdkafka never fetched it and the broker's high watermark
@@ -52,8 +55,6 @@ pub struct Fetching {
     pub(crate) stable_end: i64,
     pub(crate) committed: i64,
     pub(crate) log_start: i64,
-    /// librdkafka's own lag (negative: not known).
-    pub(crate) lag: i64,
     /// The partition's leader (negative: none known, as while its broker is down).
     pub(crate) leader: i32,
 }
@@ -66,7 +67,6 @@ impl Fetching {
             stable_end: p.ls_offset,
             committed: p.committed_offset,
             log_start: p.lo_offset,
-            lag: p.consumer_lag,
             leader: p.leader,
         }
     }
@@ -82,13 +82,18 @@ impl Fetching {
         self.stable_end < 0
     }
 
-    /// The partition's lag: librdkafka's when it knows its position, else everything from
-    /// the last commit (or the log start) to the last stable offset.
-    pub fn lag(&self) -> i64 {
-        if self.lag >= 0 || self.stable_end < 0 {
-            return self.lag.max(0);
+    /// Committed records after `processed` (the next unprocessed offset, when known; else
+    /// from the last commit, else from the log start); 0 while the last stable offset is
+    /// not known. Transaction markers count: up to one a partition after a caught-up
+    /// transactional input.
+    pub fn lag(&self, processed: Option<i64>) -> i64 {
+        if self.stable_end < 0 {
+            return 0;
         }
-        (self.stable_end - self.committed.max(self.log_start).max(0)).max(0)
+        let from = processed
+            .or((self.committed >= 0).then_some(self.committed))
+            .unwrap_or(self.log_start.max(0));
+        (self.stable_end - from).max(0)
     }
 }
 
@@ -161,12 +166,10 @@ impl<S: Stage> Core<S> {
         consumer: &BaseConsumer<C>,
         sample: &Sample,
     ) -> Result<(), EosError> {
-        let lag = self
-            .states
-            .keys()
-            .chain(self.restoring.keys())
-            .filter_map(|p| sample.get(p))
-            .map(Fetching::lag)
+        // Restoring partitions count from their commit (librdkafka read it at assignment).
+        let lag = (self.states.keys().map(|p| (p, self.next.get(p).copied())))
+            .chain(self.restoring.keys().map(|p| (p, None)))
+            .filter_map(|(p, processed)| Some(sample.get(p)?.lag(processed)))
             .sum();
         ConsumerLag { topic: &self.wiring.input, lag }.emit(self.metrics);
         let owned: Vec<(i32, Option<i64>)> =
@@ -183,16 +186,14 @@ impl<S: Stage> Core<S> {
                 }
             }
             let at = processed.map_or(Offset::Beginning, Offset::Offset);
-            {
-                PartitionStalled {
-                    partition: p,
-                    fetch_state: &f.state,
-                    fetch_position: f.position,
-                    last_stable_offset: f.stable_end,
-                    seek_to: at,
-                }
-                .emit(self.metrics);
+            PartitionStalled {
+                partition: p,
+                fetch_state: &f.state,
+                fetch_position: f.position,
+                last_stable_offset: f.stable_end,
+                seek_to: at,
             }
+            .emit(self.metrics);
             reseek(consumer, &self.wiring.input, p, at)?;
         }
         Ok(())
@@ -267,7 +268,6 @@ mod tests {
             stable_end,
             committed: -1001,
             log_start: 0,
-            lag: if position >= 0 { stable_end - position } else { -1 },
             leader: 1,
         }
     }
@@ -325,13 +325,15 @@ mod tests {
     }
 
     #[test]
-    fn the_lag_of_a_partition_without_a_position_counts_from_its_commit() {
-        assert_eq!(at(400, 1_000).lag(), 600);
+    fn the_lag_counts_from_where_processing_stands() {
         let mut f = at(-1001, 96_000);
-        assert_eq!(f.lag(), 96_000, "nothing committed: from the log start");
+        assert_eq!(f.lag(Some(95_000)), 1_000, "from the next unprocessed offset");
+        assert_eq!(f.lag(None), 96_000, "nothing processed or committed: from the log start");
         f.committed = 90_000;
-        assert_eq!(f.lag(), 6_000);
+        assert_eq!(f.lag(None), 6_000, "nothing processed: from the commit");
+        assert_eq!(f.lag(Some(96_000)), 0, "caught up");
+        assert_eq!(f.lag(Some(97_000)), 0, "never negative");
         f.stable_end = -1;
-        assert_eq!(f.lag(), 0, "nothing known");
+        assert_eq!(f.lag(Some(0)), 0, "nothing known");
     }
 }

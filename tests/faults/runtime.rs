@@ -123,6 +123,22 @@ pub fn restoring_does_not_block(kafka: &Kafka) {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    // librdkafka's statistics reach the loop: the caught-up input's lag is reported as 0
+    // (it counts from where processing stands, not from a commit this consumer never
+    // made), and no partition was taken for stalled.
+    let caught_up = format!("nearfield_aggregator_consumer_lag{{topic=\"{}\"}} 0", h.sales());
+    let metrics = loop {
+        let m = rt.block_on(nearfield_testkit::http::metrics(&base));
+        if m.contains(&caught_up) {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "the lag never read 0 once caught up:\n{m}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        metrics.contains("nearfield_aggregator_stalled_partitions_total 0"),
+        "a partition was taken for stalled:\n{metrics}"
+    );
     d.stop("a");
     // A restore reads a partition's whole changelog, and state v5 restores 400 000 keys in
     // a fraction of a second: give partition 0 the changelog of a long-running partition
