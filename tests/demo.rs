@@ -5,10 +5,15 @@
 //! traceback. (GNU make re-raises the SIGINT it got once its recipe is done, so make's
 //! own status is "killed by SIGINT" even though the demo script exits 0: the script's clean
 //! stop is read from its output.)
+//!
+//! And a demo that cannot start says why and leaves nothing running: a port of its taken
+//! by another program, or one of its stages exiting (here ingest, which refuses the public
+//! demo key on a non-loopback address).
 
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nearfield_testkit::repo_path;
@@ -30,8 +35,70 @@ fn listening(port: u16) -> bool {
     std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
+/// The demo's ports are fixed: its tests run one at a time.
+static PORTS: Mutex<()> = Mutex::new(());
+
+/// `scripts/demo.sh` with `env`, to its end (at most 240 s): its status and output.
+fn demo_script(env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    let root = repo_path("");
+    let out = root.join("target/demo-test-fails.out");
+    let log = std::fs::File::create(&out).expect("output file");
+    let mut demo = Command::new("scripts/demo.sh")
+        .current_dir(&root)
+        .env("DEMO_BIN", env!("CARGO_BIN_EXE_nearfield"))
+        .envs(env.iter().copied())
+        // The stage's error line, not a backtrace, in the log lines the demo shows.
+        .env("RUST_BACKTRACE", "0")
+        .env_remove("NEARFIELD_BROKERS")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .expect("demo.sh");
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let status = loop {
+        if let Some(s) = demo.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = Command::new("kill").args(["-TERM", "--", &format!("-{}", demo.id())]).status();
+            panic!("demo.sh still running after 240 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    (status, std::fs::read_to_string(&out).unwrap_or_default())
+}
+
+#[test]
+fn a_demo_that_cannot_start_says_why_and_leaves_nothing_running() {
+    let _ports = PORTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let demo_dir = repo_path("target/kafka-demo").display().to_string();
+    {
+        // Another program on the aggregator's port: refused before anything starts.
+        let _taken = std::net::TcpListener::bind("127.0.0.1:8081").expect("bind 8081");
+        let (status, output) = demo_script(&[]);
+        assert!(!status.success(), "{output}");
+        assert!(output.contains("demo: port 8081 is already in use"), "{output}");
+        assert!(!output.contains("demo: Kafka at"), "Kafka started anyway:\n{output}");
+    }
+    // Ingest exits (the demo key off loopback): the demo fails naming the stage, and
+    // stops what it started.
+    let (status, output) = demo_script(&[("NEARFIELD_INGEST__LISTEN", "0.0.0.0:8080")]);
+    assert!(!status.success(), "{output}");
+    assert!(output.contains("demo: ingest exited"), "{output}");
+    assert!(output.contains("refused on 0.0.0.0:8080"), "ingest's reason shown:\n{output}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !processes_with(&demo_dir).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(processes_with(&demo_dir).is_empty(), "left running: {:?}", processes_with(&demo_dir));
+    assert!(!listening(8080) && !listening(9080), "ingest's ports still served");
+}
+
 #[test]
 fn ctrl_c_stops_the_demo_within_ten_seconds_with_one_summary() {
+    let _ports = PORTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let root = repo_path("");
     for port in [8080, 8081, 8082, 8090, 9080] {
         assert!(!listening(port), "port {port} is taken: the demo needs it (is a demo running?)");
