@@ -15,11 +15,16 @@ SECS=${DEMO_SECONDS:-60}
 RATE=${DEMO_RATE:-1000}
 CFG=deploy/examples/nearfield.toml
 PIDS=()
+WATCHDOGS=()
 started_kafka=
 stopping=
 cleanup() {
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  # Their watchdogs have nothing left to watch: stopped and waited for, so the demo leaves
+  # no process behind when it returns (not one that notices a second later).
+  for p in "${WATCHDOGS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${WATCHDOGS[@]}"; do wait "$p" 2>/dev/null || true; done
   # The demo's broker and its data are thrown away: killed, not shut down in order (a
   # controlled shutdown took seconds of the ten Ctrl-C has to stop everything).
   if [[ -n "$started_kafka" ]]; then scripts/kafka.sh down --kill >/dev/null 2>&1 || true; fi
@@ -64,6 +69,7 @@ detached() { # log name, command and arguments
   PIDS+=("$pid")
   setsid nohup bash -c "while kill -0 $$ 2>/dev/null; do sleep 1; done; kill -TERM $pid 2>/dev/null" \
     >/dev/null 2>&1 </dev/null &
+  WATCHDOGS+=("$!")
 }
 stage() { local name=$1; shift; detached "$name" "$BIN" --config "$CFG" "$@"; }
 # Ready means this demo's own stage answers: a stage that exits (a port taken by another

@@ -15,6 +15,7 @@
 #   NEARFIELD_KAFKA_DIR       cluster state dir (default: <repo>/target/kafka)
 #   NEARFIELD_CACHE_DIR       jar cache (default: ${XDG_CACHE_HOME:-~/.cache}/nearfield)
 #   NEARFIELD_KAFKA_OWNER_PID when set, a watchdog tears the cluster down once that pid exits
+#                             (`down` stops the watchdog too: nothing outlives it)
 #   NEARFIELD_KAFKA_HEAP      broker heap (default 512m)
 #   KAFKA_SECURITY            "scram": clients authenticate with SASL/SCRAM-SHA-512 and the
 #                             StandardAuthorizer enforces ACLs (no ACL, no access); an admin
@@ -252,6 +253,7 @@ EOF
     # Watchdog: never leave a broker running after the process that asked for it.
     setsid nohup bash -c "while kill -0 $NEARFIELD_KAFKA_OWNER_PID 2>/dev/null; do sleep 1; done; \
       NEARFIELD_KAFKA_DIR='$DIR' '$HERE/kafka.sh' down" >/dev/null 2>&1 </dev/null &
+    echo $! >"$DIR/watchdog.pid"
   fi
   wait_ready "$n" 120 || { down; exit 1; }
   log "Apache Kafka $KAFKA_VERSION up: $n node(s) in $DIR"
@@ -270,6 +272,15 @@ down() { # [--kill]
   n=$(cat "$DIR/nodes")
   for i in $(seq 1 "$n"); do stop_node "$i" "$sig" & done
   wait
+  # The owner's watchdog has nothing left to guard (unless it is what runs this): stopped,
+  # so nothing of the cluster outlives `down`. Only if that pid is still this cluster's
+  # watchdog (a stale file's pid may have been reused).
+  local dog=
+  [[ -f "$DIR/watchdog.pid" ]] && dog=$(cat "$DIR/watchdog.pid")
+  if [[ -n "$dog" && "$dog" != "$$" && "$dog" != "$PPID" ]] \
+    && grep -qF "$DIR" < <(tr '\0' ' ' <"/proc/$dog/cmdline" 2>/dev/null); then
+    kill -TERM "$dog" 2>/dev/null || true
+  fi
   rm -rf "$DIR"
   log "cluster in $DIR stopped and removed"
 }
