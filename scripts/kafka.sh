@@ -76,9 +76,17 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 PY
 }
 
+alive() { # pid: whether it runs. A process that exited is gone even while its entry waits
+  # to be reaped (a zombie answers `kill -0`; here init reaps orphans up to ~2 s late).
+  local st
+  st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  st=${st##*) }
+  [[ ${st:0:1} != Z ]]
+}
+
 node_running() { # node index
   local pidf="$DIR/node-$1/pid"
-  [[ -f "$pidf" ]] && kill -0 "$(cat "$pidf")" 2>/dev/null
+  [[ -f "$pidf" ]] && alive "$(cat "$pidf")"
 }
 
 start_node() { # node index
@@ -98,11 +106,11 @@ stop_node() { # node index, signal
   local i=$1 sig=${2:-TERM} pidf="$DIR/node-$1/pid"
   [[ -f "$pidf" ]] || return 0
   local pid; pid=$(cat "$pidf")
-  if kill -0 "$pid" 2>/dev/null; then
+  if alive "$pid"; then
     kill -"$sig" "$pid" 2>/dev/null || true
-    for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then log "node $i ignored SIG$sig; killing"; kill -KILL "$pid" 2>/dev/null || true; fi
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 1 300); do alive "$pid" || break; sleep 0.1; done
+    if alive "$pid"; then log "node $i ignored SIG$sig; killing"; kill -KILL "$pid" 2>/dev/null || true; fi
+    for _ in $(seq 1 50); do alive "$pid" || break; sleep 0.1; done
   fi
   rm -f "$pidf"
 }
@@ -280,6 +288,7 @@ down() { # [--kill]
   if [[ -n "$dog" && "$dog" != "$$" && "$dog" != "$PPID" ]] \
     && grep -qF "$DIR" < <(tr '\0' ' ' <"/proc/$dog/cmdline" 2>/dev/null); then
     kill -TERM "$dog" 2>/dev/null || true
+    for _ in $(seq 1 20); do alive "$dog" || break; sleep 0.1; done
   fi
   rm -rf "$DIR"
   log "cluster in $DIR stopped and removed"
