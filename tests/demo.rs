@@ -11,8 +11,8 @@
 //! demo key on a non-loopback address).
 
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -38,31 +38,45 @@ fn listening(port: u16) -> bool {
 /// The demo's ports are fixed: its tests run one at a time.
 static PORTS: Mutex<()> = Mutex::new(());
 
-/// `scripts/demo.sh` with `env`, to its end (at most 240 s): its status and output.
-fn demo_script(env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
-    let root = repo_path("");
-    let out = root.join("target/demo-test-fails.out");
+/// `cmd` started as the demo runs: in the repository, with this build's binary and its
+/// own broker, output to `out` (target/…), in a process group of its own.
+fn spawn_demo(cmd: &mut Command, out: &str) -> (Child, PathBuf) {
+    let out = repo_path(out);
     let log = std::fs::File::create(&out).expect("output file");
-    let mut demo = Command::new("scripts/demo.sh")
-        .current_dir(&root)
+    let child = cmd
+        .current_dir(repo_path(""))
         .env("DEMO_BIN", env!("CARGO_BIN_EXE_nearfield"))
-        .envs(env.iter().copied())
-        // The stage's error line, not a backtrace, in the log lines the demo shows.
-        .env("RUST_BACKTRACE", "0")
         .env_remove("NEARFIELD_BROKERS")
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
         .process_group(0)
         .spawn()
-        .expect("demo.sh");
+        .expect("start the demo");
+    (child, out)
+}
+
+/// SIGTERM to `child`'s process group (a test giving up on it).
+fn terminate(child: &Child) {
+    let _ = Command::new("kill").args(["-TERM", "--", &format!("-{}", child.id())]).status();
+}
+
+/// `scripts/demo.sh` with `env`, to its end (at most 240 s): its status and output.
+fn demo_script(env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    let (mut demo, out) = spawn_demo(
+        Command::new("scripts/demo.sh")
+            .envs(env.iter().copied())
+            // The stage's error line, not a backtrace, in the log lines the demo shows.
+            .env("RUST_BACKTRACE", "0"),
+        "target/demo-test-fails.out",
+    );
     let deadline = Instant::now() + Duration::from_secs(240);
     let status = loop {
         if let Some(s) = demo.try_wait().expect("wait") {
             break s;
         }
         if Instant::now() > deadline {
-            let _ = Command::new("kill").args(["-TERM", "--", &format!("-{}", demo.id())]).status();
+            terminate(&demo);
             panic!("demo.sh still running after 240 s");
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -103,32 +117,24 @@ fn ctrl_c_stops_the_demo_within_ten_seconds_with_one_summary() {
     for port in [8080, 8081, 8082, 8090, 9080] {
         assert!(!listening(port), "port {port} is taken: the demo needs it (is a demo running?)");
     }
-    let out = root.join("target/demo-test.out");
-    let log = std::fs::File::create(&out).expect("output file");
     // As from a terminal: SIGINT at its default, whatever this test inherited (a shell
     // running tests in the background ignores it, and an ignored SIGINT cannot be trapped).
-    let mut make = Command::new("python3")
-        .args([
-            "-c",
-            "import os, signal; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp('make', ['make', 'demo'])",
-        ])
-        .current_dir(&root)
-        .env("DEMO_BIN", env!("CARGO_BIN_EXE_nearfield"))
-        .env("DEMO_SECONDS", "600")
-        .env("DEMO_RATE", "300")
-        .env_remove("NEARFIELD_BROKERS")
-        .env_remove("MAKEFLAGS")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .expect("make demo");
+    let (mut make, out) = spawn_demo(
+        Command::new("python3")
+            .args([
+                "-c",
+                "import os, signal; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp('make', ['make', 'demo'])",
+            ])
+            .env("DEMO_SECONDS", "600")
+            .env("DEMO_RATE", "300")
+            .env_remove("MAKEFLAGS"),
+        "target/demo-test.out",
+    );
     let text = || std::fs::read_to_string(&out).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(240);
     while !text().contains("simulated shops") {
         if Instant::now() > deadline || make.try_wait().ok().flatten().is_some() {
-            let _ = Command::new("kill").args(["-TERM", "--", &format!("-{}", make.id())]).status();
+            terminate(&make);
             panic!("the demo never started its shops:\n{}", text());
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -143,7 +149,7 @@ fn ctrl_c_stops_the_demo_within_ten_seconds_with_one_summary() {
     let deadline = Instant::now() + Duration::from_secs(300);
     while !planned(&text()) {
         if Instant::now() > deadline || make.try_wait().ok().flatten().is_some() {
-            let _ = Command::new("kill").args(["-TERM", "--", &format!("-{}", make.id())]).status();
+            terminate(&make);
             panic!("no plan within 300 s of the shops starting:\n{}", text());
         }
         std::thread::sleep(Duration::from_millis(500));
