@@ -4,13 +4,17 @@
 //! A slot is `2 + S + ⌈(S + 1) / 2⌉` `u32`s for `S` window sizes (28 bytes at three
 //! sizes): the grid and SKU ids, per size the position of the key's newest window in its
 //! bucket, and per size the low 16 bits of that window's number, plus how many live
-//! windows the key has. The index is a `hashbrown::HashTable<u32>` of slot numbers (no
-//! key bytes of its own) under [`key_hash`], a mix of the interned grid's and SKU's
-//! hashes: an event interns its grid and SKU (two small, cache-resident tables), then one
-//! probe of the index compares ids, not strings, and growing the index never re-reads a
-//! string.
+//! windows the key has. The index (`index.rs`) holds slot numbers (no key bytes of its
+//! own) under [`key_hash`], a mix of the interned grid's and SKU's hashes: an event
+//! interns its grid and SKU (two small, cache-resident tables), then one probe of the
+//! index compares ids, not strings, and growing the index never re-reads a string. The
+//! lookup can run in steps, each asking into cache what the next reads
+//! ([`Keys::prefetch_index`], [`Keys::candidate`], [`Keys::prefetch_slot`],
+//! [`Keys::confirm`]), so the events of a run overlap their misses.
 
 use hashbrown::HashTable;
+
+use super::index::KeyIndex;
 
 /// The hash of a key from the hashes of its interned grid and SKU: cheap to recompute
 /// (the index rehashes without touching a string) and a function of the strings only.
@@ -92,6 +96,19 @@ fn slot_of(slab: &[Vec<u32>], stride: usize, k: u32) -> &[u32] {
     &slab[b][i..i + stride]
 }
 
+/// The index hash of any key, read from its slot (for the index to grow or shift back).
+fn rehasher<'a>(
+    slab: &'a [Vec<u32>],
+    stride: usize,
+    grids: &'a Interner,
+    skus: &'a Interner,
+) -> impl Fn(u32) -> u64 + 'a {
+    move |k| {
+        let slot = slot_of(slab, stride, k);
+        key_hash(grids.hash(slot[0]), skus.hash(slot[1]))
+    }
+}
+
 /// The 16-bit half `j` of a slot `s` of a key with `sizes` window sizes (after the grid,
 /// the SKU and a position per size).
 fn half_of(s: &[u32], sizes: usize, j: usize) -> u16 {
@@ -109,7 +126,7 @@ pub struct Keys {
     /// Slots made so far (live and free).
     slots: usize,
     free: Vec<u32>,
-    index: HashTable<u32>,
+    index: KeyIndex,
     pub grids: Interner,
     pub skus: Interner,
     len: usize,
@@ -124,7 +141,7 @@ impl Keys {
             slab: Vec::new(),
             slots: 0,
             free: Vec::new(),
-            index: HashTable::new(),
+            index: KeyIndex::default(),
             grids: Interner::default(),
             skus: Interner::default(),
             len: 0,
@@ -152,13 +169,44 @@ impl Keys {
 
     /// The key of interned grid `g` × SKU `s`.
     pub fn find_ids(&self, g: u32, s: u32) -> Option<u32> {
-        let h = key_hash(self.grids.hash(g), self.skus.hash(s));
-        self.index
-            .find(h, |&k| {
-                let slot = self.at(k);
-                slot[0] == g && slot[1] == s
-            })
-            .copied()
+        self.find_hashed(self.ids_hash(g, s), g, s)
+    }
+
+    /// The index hash of interned grid `g` × SKU `s` ([`key_hash`]).
+    pub fn ids_hash(&self, g: u32, s: u32) -> u64 {
+        key_hash(self.grids.hash(g), self.skus.hash(s))
+    }
+
+    /// The key of interned grid `g` × SKU `s`, whose hash is `h`.
+    pub fn find_hashed(&self, h: u64, g: u32, s: u32) -> Option<u32> {
+        self.index.find(h, |k| self.is(k, g, s))
+    }
+
+    /// Asks into cache where the index keeps hash `h` (a hint).
+    pub fn prefetch_index(&self, h: u64) {
+        self.index.prefetch(h);
+    }
+
+    /// The key most likely under hash `h`, read from the index alone (check it with
+    /// [`Keys::confirm`]).
+    pub fn candidate(&self, h: u64) -> Option<u32> {
+        self.index.candidate(h)
+    }
+
+    /// Asks key `k`'s slot into cache (a hint).
+    pub fn prefetch_slot(&self, k: u32) {
+        if let Some(b) = self.slab.get(k as usize / SLAB_BLOCK) {
+            prefetch_index::prefetch_index(&b[..], (k as usize % SLAB_BLOCK) * self.stride);
+        }
+    }
+
+    /// The key of interned grid `g` × SKU `s` under hash `h`, given the index's
+    /// `candidate` for it: the candidate when it is the key (most often), else found.
+    pub fn confirm(&self, candidate: Option<u32>, h: u64, g: u32, s: u32) -> Option<u32> {
+        match candidate {
+            Some(k) if self.is(k, g, s) => Some(k),
+            _ => self.find_hashed(h, g, s),
+        }
     }
 
     /// The key of `grid` × `sku`, made when new.
@@ -177,13 +225,9 @@ impl Keys {
 
     /// The key of interned grid `g` × SKU `s`, made when new.
     pub fn find_or_insert_ids(&mut self, g: u32, s: u32) -> u32 {
-        let hash = key_hash(self.grids.hash(g), self.skus.hash(s));
-        let found = self.index.find(hash, |&k| {
-            let slot = self.at(k);
-            slot[0] == g && slot[1] == s
-        });
-        match found {
-            Some(&k) => k,
+        let hash = self.ids_hash(g, s);
+        match self.find_hashed(hash, g, s) {
+            Some(k) => k,
             None => self.insert(hash, g, s),
         }
     }
@@ -207,20 +251,16 @@ impl Keys {
         slot[1] = s;
         slot[2..2 + sizes].fill(NO_POS);
         self.len += 1;
-        let (slab, stride, grids, skus) = (&self.slab, self.stride, &self.grids, &self.skus);
-        self.index.insert_unique(hash, k, |&k| {
-            let slot = slot_of(slab, stride, k);
-            key_hash(grids.hash(slot[0]), skus.hash(slot[1]))
-        });
+        let rehash = rehasher(&self.slab, self.stride, &self.grids, &self.skus);
+        self.index.insert(hash, k, rehash);
         k
     }
 
     /// Frees key `k` (its last window expired).
     pub fn remove(&mut self, k: u32) {
         let h = self.hash_of(k);
-        if let Ok(e) = self.index.find_entry(h, |&x| x == k) {
-            e.remove();
-        }
+        let rehash = rehasher(&self.slab, self.stride, &self.grids, &self.skus);
+        self.index.remove(h, k, rehash);
         self.at_mut(k)[0] = FREE;
         self.free.push(k);
         self.len -= 1;
@@ -320,7 +360,7 @@ impl Keys {
     /// Estimated bytes (slab, index, interned strings).
     pub fn bytes(&self) -> usize {
         self.slab.len() * SLAB_BLOCK * self.stride * 4
-            + self.index.capacity() * 5
+            + self.index.bytes()
             + self.free.capacity() * 4
             + self.grids.heap_bytes()
             + self.skus.heap_bytes()

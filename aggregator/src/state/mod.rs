@@ -22,8 +22,8 @@
 //!
 //! # Layout
 //! - this file: the partition's state, applying events and heartbeats;
-//! - `keys`, `bucket`, `wins`, `distinct`, `dedupe`: the key slab, the buckets of windows
-//!   and their block storage, store sets, event-id sets;
+//! - `keys`, `index`, `bucket`, `wins`, `distinct`, `dedupe`: the key slab and its index,
+//!   the buckets of windows and their block storage, store sets, event-id sets;
 //! - `flush`: closing, emitting, expiring and the changelog of one flush;
 //! - `restore`: rebuilding the state from changelog records;
 //! - `grids`: completeness per grid;
@@ -39,6 +39,7 @@ mod dedupe;
 mod distinct;
 mod flush;
 mod grids;
+mod index;
 mod keys;
 mod read;
 mod restore;
@@ -66,9 +67,17 @@ use crate::config::MAX_SIZES;
 use crate::ids::{IdMap, event_key, short_id, store32};
 use crate::window::{Late, Millis, Windowing};
 
-/// How many events ahead [`PartitionState::apply_sales`] prefetches: microseconds of
-/// other events' work, far longer than a miss to memory.
-const AHEAD: usize = 8;
+/// How many events ahead [`PartitionState::apply_sales`] starts an event
+/// ([`PartitionState::sight`]): its identity, windows and key hash, with the lines of its
+/// event-id sets and of the key index asked into cache. Each step below is a few events'
+/// work (about a microsecond) after the one before, longer than a miss to memory.
+const AHEAD: usize = 16;
+/// How many events ahead it reads the event's key candidate from the index (in cache
+/// by then) and asks the key's slot into cache ([`PartitionState::probe`]).
+const PROBE: usize = 8;
+/// How many events ahead it confirms the key (its slot in cache by then) and asks the
+/// key's windows into cache ([`PartitionState::resolve`]).
+const RESOLVE: usize = 4;
 
 /// Most windows of one size one flush writes coverage for (a partition back from a long
 /// idle catches up over several commits).
@@ -84,13 +93,21 @@ const PENDING_KEEP: usize = 1 << 16;
 /// being `start / size` (what a key's slot keeps, modulo 2¹⁶).
 type Placed = [(Millis, i64); MAX_SIZES];
 
-/// What is known of an event before it is applied: its identity, its key when that
-/// exists, and its windows.
+/// What is known of an event before it is applied: its identity, its windows, its
+/// interned grid and SKU with the key's hash (`None` when either is new, and so is the
+/// key), and its key: the index's candidate once probed, the key once resolved (`None`:
+/// not found then; only a flush removes keys, so one found stays the event's).
 #[derive(Debug, Clone, Copy)]
 struct Ahead {
     id: u64,
-    key: Option<u32>,
     at: Placed,
+    ids: Option<(u32, u32)>,
+    hash: u64,
+    key: Option<u32>,
+}
+
+impl Ahead {
+    const NONE: Ahead = Ahead { id: 0, at: [(0, 0); MAX_SIZES], ids: None, hash: 0, key: None };
 }
 
 /// One window of a grid × SKU, as queries see it.
@@ -353,26 +370,41 @@ impl PartitionState {
     /// Applies one sale event at wall-clock `now`.
     pub fn apply_sale<'e>(&mut self, ev: impl Into<SaleEventRef<'e>>, now: Millis) -> Outcome {
         let ev: SaleEventRef<'e> = ev.into();
-        let ahead = Ahead { id: self.identify(&ev), key: None, at: self.placed(ev.occurred_at) };
+        let mut ahead = self.sight(&ev);
+        self.probe(&mut ahead);
+        self.resolve(&mut ahead);
         self.apply_identified(ev, ahead, now)
     }
 
     /// Applies a run of sale events at wall-clock `now`, in order, pushing each one's
     /// outcome to `out`: the same as [`apply_sale`](Self::apply_sale) one by one (the
-    /// property test `a_run_equals_its_events_one_by_one`), but [`AHEAD`] events early an
-    /// event's identity and its key (when the key exists) are looked up, and its place in
-    /// the event-id sets and its windows asked into cache (prefetches: hints that never
-    /// block), so those cache misses overlap other events' work instead of stalling
-    /// their own.
+    /// property test `a_run_equals_its_events_one_by_one`), but the lookups before an
+    /// event's own work run in steps ahead of it ([`AHEAD`], [`PROBE`], [`RESOLVE`]),
+    /// each step asking into cache (prefetches: hints that never block) what the next
+    /// reads, so the cache misses of its event-id sets, key index, key slot and windows
+    /// overlap other events' work instead of stalling their own.
     pub fn apply_sales(&mut self, evs: &[SaleEventRef<'_>], now: Millis, out: &mut Vec<Outcome>) {
-        let mut ring = [Ahead { id: 0, key: None, at: [(0, 0); MAX_SIZES] }; AHEAD];
+        let n = evs.len();
+        let mut ring = [Ahead::NONE; AHEAD];
         for (slot, ev) in ring.iter_mut().zip(evs) {
-            *slot = self.identify_ahead(ev);
+            *slot = self.sight(ev);
+        }
+        for a in ring.iter_mut().take(n.min(PROBE)) {
+            self.probe(a);
+        }
+        for a in ring.iter_mut().take(n.min(RESOLVE)) {
+            self.resolve(a);
         }
         for (j, ev) in evs.iter().enumerate() {
             let known = ring[j % AHEAD];
             if let Some(next) = evs.get(j + AHEAD) {
-                ring[j % AHEAD] = self.identify_ahead(next);
+                ring[j % AHEAD] = self.sight(next);
+            }
+            if j + PROBE < n {
+                self.probe(&mut ring[(j + PROBE) % AHEAD]);
+            }
+            if j + RESOLVE < n {
+                self.resolve(&mut ring[(j + RESOLVE) % AHEAD]);
             }
             out.push(self.apply_identified(*ev, known, now));
         }
@@ -399,38 +431,57 @@ impl PartitionState {
         self.recent
     }
 
-    /// The event's identity, its windows and its key if it has one, with its place in
-    /// every live event-id set (the lookups of [`apply_identified`](Self::apply_identified):
-    /// its own horizon's and the others') and the key's windows asked into cache. The key
-    /// stays valid until the event is applied: only a flush removes keys.
-    fn identify_ahead(&mut self, ev: &SaleEventRef<'_>) -> Ahead {
+    /// The first step of looking an event up: its identity, its windows, its interned
+    /// grid and SKU and its key's hash, with its place in every live event-id set (its
+    /// own horizon's and the others', which [`apply_identified`](Self::apply_identified)
+    /// reads) and in the key index asked into cache.
+    fn sight(&mut self, ev: &SaleEventRef<'_>) -> Ahead {
         let id = self.identify(ev);
         let at = self.placed(ev.occurred_at);
         for t in self.dedupe.values() {
             t.prefetch(id);
         }
-        let k = self.keys.find(ev.grid_id, ev.sku);
-        if let Some(k) = k {
-            for (i, &(start, number)) in at.iter().enumerate().take(self.cfg.windowing.sizes.len())
-            {
-                // The slot's newest window of the size, if it is the event's (the check
-                // `window_of` makes, less the key's: a wrong guess only fetches a line).
-                let (p, slot_number) = self.keys.slot(k, i);
-                if p != NO_POS
-                    && slot_number == number as u16
-                    && let Some(b) = self.buckets.get(i, start)
-                {
-                    b.prefetch(p);
-                }
+        let ids = self.keys.grids.get(ev.grid_id).zip(self.keys.skus.get(ev.sku));
+        let hash = ids.map_or(0, |(g, s)| self.keys.ids_hash(g, s));
+        if ids.is_some() {
+            self.keys.prefetch_index(hash);
+        }
+        Ahead { id, at, ids, hash, key: None }
+    }
+
+    /// The second step: the key's candidate from the index, its slot asked into cache.
+    fn probe(&self, a: &mut Ahead) {
+        if a.ids.is_some() {
+            a.key = self.keys.candidate(a.hash);
+            if let Some(k) = a.key {
+                self.keys.prefetch_slot(k);
             }
         }
-        Ahead { id, key: k, at }
+    }
+
+    /// The third step: the key confirmed (or found, when the candidate was another's or a
+    /// key was made since), its windows asked into cache.
+    fn resolve(&self, a: &mut Ahead) {
+        let Some((g, s)) = a.ids else { return };
+        a.key = self.keys.confirm(a.key, a.hash, g, s);
+        let Some(k) = a.key else { return };
+        for (i, &(start, number)) in a.at.iter().enumerate().take(self.cfg.windowing.sizes.len()) {
+            // The slot's newest window of the size, if it is the event's (the check
+            // `window_of` makes, less the key's: a wrong guess only fetches a line).
+            let (p, slot_number) = self.keys.slot(k, i);
+            if p != NO_POS
+                && slot_number == number as u16
+                && let Some(b) = self.buckets.get(i, start)
+            {
+                b.prefetch(p);
+            }
+        }
     }
 
     fn apply_identified(
         &mut self,
         ev: SaleEventRef<'_>,
-        Ahead { id, key: known, at }: Ahead,
+        Ahead { id, key: known, at, .. }: Ahead,
         now: Millis,
     ) -> Outcome {
         let clock = self.clock(now);
