@@ -118,7 +118,14 @@ impl KeyIndex {
             }
             self.grow(&rehash);
         }
-        assert!(self.len < self.mask(), "a partition's key index is full ({} keys)", self.len);
+        // Past 2³⁰ entries (MAX_BITS) the table would have to stop growing: unreachable
+        // before memory runs out (a billion keys of ~160 bytes), and refused loudly
+        // rather than corrupting an entry.
+        assert!(
+            self.len < self.mask() && u64::from(k) < 1u64 << self.bits,
+            "a partition's key index is full ({} keys, slot {k})",
+            self.len
+        );
         self.place(h, k);
         self.len += 1;
     }
