@@ -91,8 +91,13 @@ impl Interner {
 /// Keys per slab block (112 KiB at three sizes).
 const SLAB_BLOCK: usize = 4096;
 
+/// Where key `k`'s slot starts: its slab block and the offset in it.
+fn place(stride: usize, k: u32) -> (usize, usize) {
+    (k as usize / SLAB_BLOCK, (k as usize % SLAB_BLOCK) * stride)
+}
+
 fn slot_of(slab: &[Vec<u32>], stride: usize, k: u32) -> &[u32] {
-    let (b, i) = (k as usize / SLAB_BLOCK, (k as usize % SLAB_BLOCK) * stride);
+    let (b, i) = place(stride, k);
     &slab[b][i..i + stride]
 }
 
@@ -153,13 +158,12 @@ impl Keys {
     }
 
     fn at_mut(&mut self, k: u32) -> &mut [u32] {
-        let (b, i) = (k as usize / SLAB_BLOCK, (k as usize % SLAB_BLOCK) * self.stride);
+        let (b, i) = place(self.stride, k);
         &mut self.slab[b][i..i + self.stride]
     }
 
     fn hash_of(&self, k: u32) -> u64 {
-        let s = self.at(k);
-        key_hash(self.grids.hash(s[0]), self.skus.hash(s[1]))
+        rehasher(&self.slab, self.stride, &self.grids, &self.skus)(k)
     }
 
     /// The key of `grid` × `sku`.
@@ -195,8 +199,9 @@ impl Keys {
 
     /// Asks key `k`'s slot into cache (a hint).
     pub fn prefetch_slot(&self, k: u32) {
-        if let Some(b) = self.slab.get(k as usize / SLAB_BLOCK) {
-            prefetch_index::prefetch_index(&b[..], (k as usize % SLAB_BLOCK) * self.stride);
+        let (b, i) = place(self.stride, k);
+        if let Some(b) = self.slab.get(b) {
+            prefetch_index::prefetch_index(&b[..], i);
         }
     }
 
