@@ -10,6 +10,12 @@
 //! the aggregator uses (each partition is owned by one thread, so it needs no lock).
 //!
 //! And the restore of a steady-state partition's changelog (three days of event ids).
+//!
+//! And a lower bound (`lean/mod.rs`): the same events through the leanest structures that
+//! do the same per-event work without the state's rules and memory bounds, checked to
+//! count the same events into the same keys and windows.
+
+mod lean;
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
@@ -192,6 +198,52 @@ fn apply_pair(
     });
 }
 
+/// The lean lower bound (`lean/mod.rs`) on `warm` then `evs` in runs of 500; first checked
+/// to count the same events into as many keys and windows as the state does.
+fn lean_bound(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    suffix: &str,
+    warm: &[SaleEvent],
+    evs: &[SaleEvent],
+    now: i64,
+) {
+    let warm: Vec<SaleEventRef<'_>> = warm.iter().map(SaleEventRef::from).collect();
+    let evs: Vec<SaleEventRef<'_>> = evs.iter().map(SaleEventRef::from).collect();
+    let n = warm.len() + evs.len();
+    let warmed = || {
+        let mut lean = lean::Lean::new(n, n);
+        for run in warm.chunks(500) {
+            lean.apply_sales(run);
+        }
+        lean
+    };
+    let (mut st, mut out, mut lean) = (PartitionState::new(cfg()), Vec::new(), warmed());
+    for run in warm.chunks(500).chain(evs.chunks(500)) {
+        st.apply_sales(run, now, &mut out);
+    }
+    for run in evs.chunks(500) {
+        lean.apply_sales(run);
+    }
+    let (size, totals) = (st.size(), st.totals());
+    let (counted, keys, windows) = lean.sizes();
+    assert!(
+        (counted as u64 * 3, keys, windows) == (totals.events, size.keys, size.windows),
+        "the lean bound counts other events, keys or windows than the state{suffix}"
+    );
+    g.bench_function(format!("lower bound: lean kernel, runs of 500{suffix}"), |b| {
+        b.iter_batched(
+            warmed,
+            |mut lean| {
+                for run in evs.chunks(500) {
+                    lean.apply_sales(run);
+                }
+                lean
+            },
+            BatchSize::LargeInput,
+        );
+    });
+}
+
 fn bench(c: &mut Criterion) {
     let all = events(400.0);
     let now = all.last().map_or(0, |e| e.received_at);
@@ -214,6 +266,8 @@ fn bench(c: &mut Criterion) {
     let (small_warm, small_evs) = small.split_at(WARM);
     let small_warmed = || state_after(small_warm.iter().map(|e| (e, now)));
     apply_pair(&mut g, ", 2 000 keys in cache", &small_warmed, small_evs, now);
+    lean_bound(&mut g, "", warm, evs, now);
+    lean_bound(&mut g, ", 2 000 keys in cache", small_warm, small_evs, now);
     let sizes = [300_000i64, 3_600_000, 86_400_000];
     g.bench_function("counter update: HashMap, single writer", |b| {
         b.iter_batched(
