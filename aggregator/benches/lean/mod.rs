@@ -1,9 +1,9 @@
 //! A lower bound for the update path that `update.rs` measures: the same events through
 //! the leanest structures that still do the per-event work of
-//! `PartitionState::apply_sales`, in the same three prefetching steps: the event id
-//! hashed (the state's `event_key`) and inserted in a set, the key found by one probe of
-//! an index, three windows counted with their stores, the grid's stores per window, the
-//! watermark.
+//! `PartitionState::apply_sales`: the event id hashed (the state's `event_key`) and
+//! inserted in a set, the key found by one probe of an index, three windows counted with
+//! their stores, the grid's stores per window, the watermark. It looks events up on the
+//! state's own schedule of steps (`state::staged`).
 //!
 //! It has none of the state's rules or bounds: no lateness or expiry, no change marks for
 //! the changelog, no revenue overflow check, no return or pre-order side counters, no
@@ -15,6 +15,7 @@
 //! the state.
 
 use nearfield_aggregator::ids::{IdMap, event_key, short_id, store32};
+use nearfield_aggregator::state::staged;
 use nearfield_schemas::{SaleEventRef, SaleKind};
 
 /// Window sizes (ms), as the bench's state has them.
@@ -237,42 +238,24 @@ impl Lean {
         self.counted += 1;
     }
 
-    /// Applies a run of events, each looked up in steps 16, 8 and 4 events ahead.
+    /// Applies a run of events, looked up in the state's steps ([`staged::run`]).
     pub fn apply_sales(&mut self, evs: &[SaleEventRef<'_>]) {
-        const AHEAD: usize = 16;
-        const PROBE: usize = 8;
-        const RESOLVE: usize = 4;
-        let n = evs.len();
-        let mut ring = [Ahead { id: 0, key_hash: 0, grid_hash: 0, key: NONE }; AHEAD];
-        for (slot, ev) in ring.iter_mut().zip(evs) {
-            *slot = self.sight(ev);
-        }
-        for a in ring.iter_mut().take(n.min(PROBE)) {
-            self.probe(a);
-        }
-        for a in ring.iter_mut().take(n.min(RESOLVE)) {
-            self.resolve(a);
-        }
-        for (j, ev) in evs.iter().enumerate() {
-            let mut known = ring[j % AHEAD];
-            if let Some(next) = evs.get(j + AHEAD) {
-                ring[j % AHEAD] = self.sight(next);
-            }
-            if j + PROBE < n {
-                let mut a = ring[(j + PROBE) % AHEAD];
-                self.probe(&mut a);
-                ring[(j + PROBE) % AHEAD] = a;
-            }
-            if j + RESOLVE < n {
-                let mut a = ring[(j + RESOLVE) % AHEAD];
-                self.resolve(&mut a);
-                ring[(j + RESOLVE) % AHEAD] = a;
-            }
-            // A key made after this event was resolved.
-            if known.key == NONE {
-                self.resolve(&mut known);
-            }
-            self.apply(ev, known);
-        }
+        let none = Ahead { id: 0, key_hash: 0, grid_hash: 0, key: NONE };
+        staged::run(
+            self,
+            evs,
+            none,
+            |s, ev| s.sight(ev),
+            |s, a| s.probe(a),
+            |s, a| s.resolve(a),
+            |s, ev, &a| {
+                let mut a = a;
+                // A key made after this event was resolved.
+                if a.key == NONE {
+                    s.resolve(&mut a);
+                }
+                s.apply(ev, a);
+            },
+        );
     }
 }

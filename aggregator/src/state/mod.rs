@@ -24,6 +24,7 @@
 //! - this file: the partition's state, applying events and heartbeats;
 //! - `keys`, `index`, `bucket`, `wins`, `distinct`, `dedupe`: the key slab and its index,
 //!   the buckets of windows and their block storage, store sets, event-id sets;
+//! - `staged`: the schedule of a run's lookups, steps a few events apart;
 //! - `flush`: closing, emitting, expiring and the changelog of one flush;
 //! - `restore`: rebuilding the state from changelog records;
 //! - `grids`: completeness per grid;
@@ -43,6 +44,7 @@ mod index;
 mod keys;
 mod read;
 mod restore;
+pub mod staged;
 mod wins;
 use bucket::{Bucket, Buckets};
 use dedupe::IdTable;
@@ -66,18 +68,6 @@ use crate::counters::{Delta, sat32};
 use crate::config::MAX_SIZES;
 use crate::ids::{IdMap, event_key, short_id, store32};
 use crate::window::{Late, Millis, Windowing};
-
-/// How many events ahead [`PartitionState::apply_sales`] starts an event
-/// ([`PartitionState::sight`]): its identity, windows and key hash, with the lines of its
-/// event-id sets and of the key index asked into cache. Each step below is a few events'
-/// work (about a microsecond) after the one before, longer than a miss to memory.
-const AHEAD: usize = 16;
-/// How many events ahead it reads the event's key candidate from the index (in cache
-/// by then) and asks the key's slot into cache ([`PartitionState::probe`]).
-const PROBE: usize = 8;
-/// How many events ahead it confirms the key (its slot in cache by then) and asks the
-/// key's windows into cache ([`PartitionState::resolve`]).
-const RESOLVE: usize = 4;
 
 /// Most windows of one size one flush writes coverage for (a partition back from a long
 /// idle catches up over several commits).
@@ -379,35 +369,20 @@ impl PartitionState {
     /// Applies a run of sale events at wall-clock `now`, in order, pushing each one's
     /// outcome to `out`: the same as [`apply_sale`](Self::apply_sale) one by one (the
     /// property test `a_run_equals_its_events_one_by_one`), but the lookups before an
-    /// event's own work run in steps ahead of it ([`AHEAD`], [`PROBE`], [`RESOLVE`]),
+    /// event's own work run in steps ahead of it ([`staged`]: 16, 8 and 4 events ahead),
     /// each step asking into cache (prefetches: hints that never block) what the next
     /// reads, so the cache misses of its event-id sets, key index, key slot and windows
     /// overlap other events' work instead of stalling their own.
     pub fn apply_sales(&mut self, evs: &[SaleEventRef<'_>], now: Millis, out: &mut Vec<Outcome>) {
-        let n = evs.len();
-        let mut ring = [Ahead::NONE; AHEAD];
-        for (slot, ev) in ring.iter_mut().zip(evs) {
-            *slot = self.sight(ev);
-        }
-        for a in ring.iter_mut().take(n.min(PROBE)) {
-            self.probe(a);
-        }
-        for a in ring.iter_mut().take(n.min(RESOLVE)) {
-            self.resolve(a);
-        }
-        for (j, ev) in evs.iter().enumerate() {
-            let known = ring[j % AHEAD];
-            if let Some(next) = evs.get(j + AHEAD) {
-                ring[j % AHEAD] = self.sight(next);
-            }
-            if j + PROBE < n {
-                self.probe(&mut ring[(j + PROBE) % AHEAD]);
-            }
-            if j + RESOLVE < n {
-                self.resolve(&mut ring[(j + RESOLVE) % AHEAD]);
-            }
-            out.push(self.apply_identified(*ev, known, now));
-        }
+        staged::run(
+            self,
+            evs,
+            Ahead::NONE,
+            |s, ev| s.sight(ev),
+            |s, a| s.probe(a),
+            |s, a| s.resolve(a),
+            |s, ev, a| out.push(s.apply_identified(*ev, *a, now)),
+        );
     }
 
     /// The event's de-duplication identity.
