@@ -110,8 +110,14 @@ def main():
     plans = get("http://127.0.0.1:8082/v1/plans?limit=1000") or {}
     signals = plans.get("signals", [])
     print("demo: summary", file=sys.stderr)
-    print(f"  sent {fmt(sim.get('sent'))} events from the simulated shops; ingest accepted "
-          f"{fmt(h.get('events_accepted'))}", file=sys.stderr)
+    # Ingest counts every acknowledged request's events, so the simulator's deliberate
+    # resends of acknowledged events (a lost answer) are counted there again; the
+    # aggregator counts each event id once.
+    rejected = sum((sim.get("rejected") or {}).values()) if sim else None
+    print(f"  sent {fmt(sim.get('sent'))} events from the simulated shops ({fmt(sim.get('acked'))} "
+          f"acknowledged, {fmt(rejected)} rejected by a rule, {fmt(sim.get('duplicates_sent'))} "
+          f"resent after a lost answer); ingest accepted {fmt(h.get('events_accepted'))}, "
+          f"resends included", file=sys.stderr)
     print(f"  demand windows emitted: {fmt(h.get('windows_emitted_total'))} "
           f"({fmt(h.get('windows_per_min'))} in the last minute)", file=sys.stderr)
     print(f"  plan signals: {fmt(h.get('signals_total'))}", file=sys.stderr)
