@@ -102,7 +102,8 @@ pub struct Client {
 }
 
 enum Answer {
-    Done,
+    /// Answered for good; how many of the request's events were acknowledged.
+    Done(usize),
     Retry(Duration),
 }
 
@@ -131,11 +132,11 @@ impl Client {
         self.stats().sent(n);
         let start = Instant::now();
         let mut attempt = 0;
-        loop {
+        let acked = loop {
             match self.attempt(&req, false).await {
-                Answer::Done => {
+                Answer::Done(acked) => {
                     self.stats().latency(start.elapsed());
-                    break;
+                    break acked;
                 }
                 Answer::Retry(wait) if attempt < self.max_retries => {
                     attempt += 1;
@@ -147,9 +148,11 @@ impl Client {
                     return;
                 }
             }
-        }
-        if duplicate && n > 0 {
-            self.stats().duplicate(n);
+        };
+        // The whole request again, as the device sent it; what it resends after an
+        // acknowledgement is what the acknowledgement covered.
+        if duplicate && acked > 0 {
+            self.stats().duplicate(acked);
             let _ = self.attempt(&req, true).await;
         }
     }
@@ -192,22 +195,29 @@ impl Client {
             return Answer::Retry(retry_after);
         }
         if duplicate {
-            return Answer::Done;
+            return Answer::Done(0);
         }
         let mut stats = self.stats();
         if req.path == "/v1/heartbeat" {
             stats.heartbeat(status == 200);
-            return Answer::Done;
+            return Answer::Done(0);
         }
+        let mut acked = 0;
         match (status, req.path) {
-            (200, "/v1/events") => stats.acked(&req.truths[0]),
+            (200, "/v1/events") => {
+                stats.acked(&req.truths[0]);
+                acked = 1;
+            }
             // A batch answers per event: 200 when any was accepted, 422 when none was.
             (200 | 422, "/v1/events:batch") => {
                 let results = json["results"].as_array().cloned().unwrap_or_default();
                 for r in results {
                     let i = r["index"].as_u64().unwrap_or(u64::MAX) as usize;
                     match (r["status"].as_str(), req.truths.get(i)) {
-                        (Some("accepted"), Some(t)) => stats.acked(t),
+                        (Some("accepted"), Some(t)) => {
+                            stats.acked(t);
+                            acked += 1;
+                        }
                         (Some("rejected"), Some(t)) => {
                             stats.rejected(r["error"]["rule"].as_str().unwrap_or("unknown"), t)
                         }
@@ -222,6 +232,6 @@ impl Client {
                 }
             }
         }
-        Answer::Done
+        Answer::Done(acked)
     }
 }
