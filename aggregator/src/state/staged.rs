@@ -23,6 +23,10 @@ pub const RESOLVE: usize = 4;
 /// events in order, and the steps of the events after may already have run (a step must
 /// allow for an earlier event's application after it). `none` fills the ring where a run
 /// is shorter than it.
+///
+/// Always inlined: the state's `apply_sales` then compiles to the loop it had before this
+/// function was split out (a separate function measured 3–7 % slower on the mix), and
+/// `apply` takes the lookup by reference (by value it cost a 104-byte copy an event).
 #[inline(always)]
 pub fn run<T, E, A: Copy>(
     state: &mut T,
