@@ -149,9 +149,9 @@ impl Client {
                 }
             }
         };
-        // The whole request again, as the device sent it; what it resends after an
-        // acknowledgement is what the acknowledgement covered.
-        if duplicate && acked > 0 {
+        // The whole request again, as a device that lost the answer sends it; of its
+        // events, the acknowledged ones are resent after their acknowledgement.
+        if duplicate && n > 0 {
             self.stats().duplicate(acked);
             let _ = self.attempt(&req, true).await;
         }
