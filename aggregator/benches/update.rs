@@ -199,7 +199,8 @@ fn apply_pair(
 }
 
 /// The lean lower bound (`lean/mod.rs`) on `warm` then `evs` in runs of 500; first checked
-/// to count the same events into as many keys and windows as the state does.
+/// to count the same events into as many keys and windows as the state does, with the same
+/// sums (distinct stores aside: the bound keeps four exactly).
 fn lean_bound(
     g: &mut BenchmarkGroup<'_, WallTime>,
     suffix: &str,
@@ -224,11 +225,12 @@ fn lean_bound(
     for run in evs.chunks(500) {
         lean.apply_sales(run);
     }
-    let (size, totals) = (st.size(), st.totals());
+    let (size, t) = (st.size(), st.totals());
     let (counted, keys, windows) = lean.sizes();
     assert!(
-        (counted as u64 * 3, keys, windows) == (totals.events, size.keys, size.windows),
-        "the lean bound counts other events, keys or windows than the state{suffix}"
+        (counted as u64 * 3, keys, windows) == (t.events, size.keys, size.windows)
+            && lean.sums() == (t.events, t.units_sold, t.net_units, t.revenue_minor),
+        "the lean bound counts other events, keys, windows or sums than the state{suffix}"
     );
     g.bench_function(format!("lower bound: lean kernel, runs of 500{suffix}"), |b| {
         b.iter_batched(

@@ -12,7 +12,7 @@
 //! sets of four then a count, a key confirmed by its 64-bit hash alone. So it is a
 //! bound, not a peer: it shows how far any layout doing this work can go on this host.
 //! `update.rs` checks that it counts the same events into the same keys and windows as
-//! the state.
+//! the state, with the same sums of events, units and revenue.
 
 use nearfield_aggregator::ids::{IdMap, event_key, short_id, store32};
 use nearfield_aggregator::state::staged;
@@ -88,6 +88,14 @@ impl Lean {
     /// Events counted, keys and windows.
     pub fn sizes(&self) -> (usize, usize, usize) {
         (self.counted, self.key_hashes.len(), self.wins.iter().map(Vec::len).sum())
+    }
+
+    /// Sums over every window: events, units sold, net units, revenue.
+    pub fn sums(&self) -> (u64, i64, i64, i64) {
+        self.wins.iter().flatten().fold((0, 0, 0, 0), |(e, s, n, r), w| {
+            let (sold, returned) = (i64::from(w.sold), i64::from(w.returned));
+            (e + u64::from(w.events), s + sold, n + sold - returned, r + w.revenue)
+        })
     }
 
     fn home(&self, key_hash: u64) -> usize {
@@ -209,11 +217,18 @@ impl Lean {
             };
             let w = &mut self.wins[i][p as usize];
             w.events += 1;
+            // As the state counts (`counters::Delta`): a return takes its value off.
+            let value = i64::from(q) * ev.unit_price_minor;
             match ev.kind {
-                SaleKind::Return => w.returned += q,
-                _ => w.sold += q,
+                SaleKind::Return => {
+                    w.returned += q;
+                    w.revenue -= value;
+                }
+                _ => {
+                    w.sold += q;
+                    w.revenue += value;
+                }
             }
-            w.revenue += i64::from(q) * ev.unit_price_minor;
             let held = (w.distinct as usize).min(4);
             if !w.stores[..held].contains(&s32) {
                 if held < 4 {
