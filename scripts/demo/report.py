@@ -114,10 +114,13 @@ def main():
     # resends of acknowledged events (a lost answer) are counted there again; the
     # aggregator counts each event id once.
     rejected = sum((sim.get("rejected") or {}).values()) if sim else None
+    # Attempts whose answer never came: ingest may have accepted their events too.
+    lost = sim.get("unanswered") or 0
+    unanswered = f", {fmt(lost)} in attempts left unanswered" if lost else ""
     print(f"  sent {fmt(sim.get('sent'))} events from the simulated shops ({fmt(sim.get('acked'))} "
           f"acknowledged, {fmt(rejected)} rejected by a rule, {fmt(sim.get('duplicates_sent'))} "
-          f"resent after a lost answer); ingest accepted {fmt(h.get('events_accepted'))}, "
-          f"resends included", file=sys.stderr)
+          f"resent after a lost answer{unanswered}); ingest accepted "
+          f"{fmt(h.get('events_accepted'))}, resends included", file=sys.stderr)
     print(f"  demand windows emitted: {fmt(h.get('windows_emitted_total'))} "
           f"({fmt(h.get('windows_per_min'))} in the last minute)", file=sys.stderr)
     print(f"  plan signals: {fmt(h.get('signals_total'))}", file=sys.stderr)

@@ -104,7 +104,10 @@ pub struct Client {
 enum Answer {
     /// Answered for good; how many of the request's events were acknowledged.
     Done(usize),
+    /// Refused for now (429, 503): none of its events was accepted; retry after this.
     Retry(Duration),
+    /// No answer (a connection error or a timeout): ingest may have accepted its events.
+    Lost(Duration),
 }
 
 impl Client {
@@ -132,28 +135,35 @@ impl Client {
         self.stats().sent(n);
         let start = Instant::now();
         let mut attempt = 0;
-        let acked = loop {
-            match self.attempt(&req, false).await {
-                Answer::Done(acked) => {
+        loop {
+            let answer = self.attempt(&req, false).await;
+            if let Answer::Lost(_) = answer {
+                self.stats().unanswered(n);
+            }
+            match answer {
+                Answer::Done(_) => {
                     self.stats().latency(start.elapsed());
-                    break acked;
+                    break;
                 }
-                Answer::Retry(wait) if attempt < self.max_retries => {
+                Answer::Retry(wait) | Answer::Lost(wait) if attempt < self.max_retries => {
                     attempt += 1;
                     self.stats().retry();
                     tokio::time::sleep(wait).await;
                 }
-                Answer::Retry(_) => {
+                Answer::Retry(_) | Answer::Lost(_) => {
                     self.stats().failed(n);
                     return;
                 }
             }
-        };
-        // The whole request again, as a device that lost the answer sends it; of its
-        // events, the acknowledged ones are resent after their acknowledgement.
+        }
+        // The whole request again, as a device that lost the answer sends it (once, not
+        // retried); of its events, those ingest accepted again are counted as resent.
         if duplicate && n > 0 {
-            self.stats().duplicate(acked);
-            let _ = self.attempt(&req, true).await;
+            match self.attempt(&req, true).await {
+                Answer::Done(again) => self.stats().duplicate(again),
+                Answer::Lost(_) => self.stats().unanswered(n),
+                Answer::Retry(_) => {}
+            }
         }
     }
 
@@ -181,7 +191,7 @@ impl Client {
             .await;
         let resp = match resp {
             Ok(r) => r,
-            Err(_) => return Answer::Retry(Duration::from_millis(500)),
+            Err(_) => return Answer::Lost(Duration::from_millis(500)),
         };
         let status = resp.status().as_u16();
         let retry_after = resp
@@ -195,7 +205,7 @@ impl Client {
             return Answer::Retry(retry_after);
         }
         if duplicate {
-            return Answer::Done(0);
+            return Answer::Done(accepted_again(status, req.path, &json));
         }
         let mut stats = self.stats();
         if req.path == "/v1/heartbeat" {
@@ -233,5 +243,38 @@ impl Client {
             }
         }
         Answer::Done(acked)
+    }
+}
+
+/// How many events of a resent request ingest accepted, from its answer: one for a
+/// single event answered 200, the `accepted` results of a batch (ingest does not
+/// de-duplicate: the aggregator counts an event id once), none otherwise.
+fn accepted_again(status: u16, path: &str, json: &Value) -> usize {
+    match (status, path) {
+        (200, "/v1/events") => 1,
+        (200 | 422, "/v1/events:batch") => json["results"]
+            .as_array()
+            .map_or(0, |rs| rs.iter().filter(|r| r["status"] == "accepted").count()),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resend_counts_only_what_ingest_accepted_again() {
+        let batch = serde_json::json!({"results": [
+            {"index": 0, "status": "accepted"},
+            {"index": 1, "status": "rejected", "error": {"rule": "quantity.range"}},
+            {"index": 2, "status": "accepted"},
+        ]});
+        assert_eq!(accepted_again(200, "/v1/events:batch", &batch), 2);
+        assert_eq!(accepted_again(200, "/v1/events", &Value::Null), 1);
+        // Refused for now, or rejected as a whole: nothing accepted again.
+        assert_eq!(accepted_again(429, "/v1/events:batch", &batch), 0);
+        assert_eq!(accepted_again(503, "/v1/events", &Value::Null), 0);
+        assert_eq!(accepted_again(422, "/v1/events", &Value::Null), 0);
     }
 }

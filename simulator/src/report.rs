@@ -35,8 +35,13 @@ pub struct Summary {
     pub invalid_acked: u64,
     /// Request retries after 503/429/connection errors.
     pub retries: u64,
-    /// Events resent after their acknowledgement (lost-answer retries).
+    /// Events resent after their acknowledgement (lost-answer retries) and accepted again
+    /// by ingest: ingest's `events_accepted` counts them twice, the aggregator once.
     pub duplicates_sent: u64,
+    /// Events of attempts that got no answer (a connection error or a timeout): ingest
+    /// may or may not have accepted them, so its count of accepted events is at least
+    /// `acked + duplicates_sent` and at most that plus this.
+    pub unanswered: u64,
     /// Heartbeats acknowledged.
     pub heartbeats: u64,
     /// Request latency percentiles (first send to final answer), ms.
@@ -131,6 +136,9 @@ impl Stats {
     }
     pub fn duplicate(&mut self, n: usize) {
         self.s.duplicates_sent += n as u64;
+    }
+    pub fn unanswered(&mut self, n: usize) {
+        self.s.unanswered += n as u64;
     }
     pub fn heartbeat(&mut self, ok: bool) {
         if ok {

@@ -155,11 +155,37 @@ fn simulate(p: &Pipeline, seconds: u32, acked: &Path) -> Process {
             .args(["--acked-log", &acked.display().to_string()])
             .env_remove("NEARFIELD_BROKERS")
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(p.dir.path().join("simulate.out")).expect("out"))
             .stderr(std::fs::File::create(p.dir.path().join("simulate.log")).expect("log"))
             .spawn()
             .expect("spawn simulate"),
     )
+}
+
+/// Ingest's count of accepted events against what the devices saw: every acknowledged
+/// event once (as many as the acked log's lines), plus each resend of an acknowledged
+/// request that ingest accepted again (ingest does not de-duplicate; the aggregator
+/// does), plus at most the events of attempts whose answer was lost.
+fn accepted_agrees_with_the_devices(p: &Pipeline, logged: usize) {
+    let out = std::fs::read_to_string(p.dir.path().join("simulate.out")).expect("summary");
+    let line = out.lines().rev().find(|l| l.starts_with('{')).expect("a summary line");
+    let summary: serde_json::Value = serde_json::from_str(line).expect("summary json");
+    let n = |f: &str| summary[f].as_u64().unwrap_or_else(|| panic!("{f} in {summary}"));
+    let (acked, resent, unanswered) = (n("acked"), n("duplicates_sent"), n("unanswered"));
+    assert_eq!(acked, logged as u64, "the summary and the acked log disagree: {summary}");
+    assert!(resent > 0, "no resend to check: {summary}");
+    let (_, metrics) = http_get(p.operator_port, "/metrics").expect("ingest metrics");
+    let accepted: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("nearfield_ingest_events_accepted_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("nearfield_ingest_events_accepted_total");
+    assert!(
+        (acked + resent..=acked + resent + unanswered).contains(&accepted),
+        "ingest accepted {accepted}; devices: {acked} acknowledged + {resent} resent \
+         (+ up to {unanswered} unanswered): {summary}"
+    );
+    eprintln!("ingest accepted {accepted} = {acked} acknowledged + {resent} resent");
 }
 
 fn run(kill: bool) {
@@ -191,6 +217,10 @@ fn run(kill: bool) {
         .map(|l| serde_json::from_str(l).expect("json"))
         .collect();
     assert!(truth.len() > 3_000, "only {} events acknowledged", truth.len());
+    if !kill {
+        // Nothing restarted ingest, so its counter covers the whole run.
+        accepted_agrees_with_the_devices(&p, truth.len());
+    }
 
     // Windows: converge to the recount of what is on sales.v1.
     let deadline = Instant::now() + Duration::from_secs(150);
