@@ -17,7 +17,7 @@ mod pipeline;
 use nearfield_testkit::repo_path;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
