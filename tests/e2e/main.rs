@@ -3,6 +3,9 @@
 //! one SIGKILL of each stage mid-run (each restarted at once).
 //!
 //! Checks, with ground truth from the simulator's acknowledged events:
+//! - in the run without kills, ingest's count of accepted events is the devices'
+//!   acknowledged events plus the resends it accepted again (up to the events of
+//!   attempts left unanswered);
 //! - every acknowledged sale is on `sales.v1` (durable acks), and every final
 //!   `DemandWindow` (latest revision) equals the recount of the distinct events there:
 //!   each acked sale counted exactly once (none went to the late topic);
