@@ -110,9 +110,18 @@ impl Windowing {
     /// Whether the window of size index `i` ending at `end` is past its allowed lateness
     /// (it counts nothing more; its state may go).
     pub fn is_expired(&self, i: usize, end: Millis, watermark: Millis, now: Millis) -> bool {
+        let (by_watermark, by_clock) = self.expires_at(i, end);
+        watermark >= by_watermark || now >= by_clock
+    }
+
+    /// The watermark and the wall clock at which the window of size index `i` ending at
+    /// `end` expires ([`is_expired`](Self::is_expired) from either on).
+    pub fn expires_at(&self, i: usize, end: Millis) -> (Millis, Millis) {
         let lateness = self.allowed_lateness[i];
-        watermark >= end.saturating_add(self.grace[i]).saturating_add(lateness)
-            || now >= end.saturating_add(self.max_close_delay).saturating_add(lateness)
+        (
+            end.saturating_add(self.grace[i]).saturating_add(lateness),
+            end.saturating_add(self.max_close_delay).saturating_add(lateness),
+        )
     }
 
     /// `Some(why)` when an event at `t` counts in no window any more.

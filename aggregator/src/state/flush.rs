@@ -289,8 +289,7 @@ impl PartitionState {
         self.windows -= b.wins.len();
         out.expired_windows += b.wins.len();
         let end = start.saturating_add(size);
-        let through = &mut self.expired_through[i];
-        *through = (*through).max(end);
+        self.set_expired_through(i, self.expired_through[i].max(end));
         self.meta_dirty = true;
     }
 

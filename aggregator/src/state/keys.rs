@@ -327,6 +327,7 @@ impl Keys {
 
     /// Position of `k`'s newest window of size index `i` in its bucket ([`NO_POS`]:
     /// none), and the low 16 bits of that window's number.
+    #[inline]
     pub fn slot(&self, k: u32, i: usize) -> (u32, u16) {
         let s = self.at(k);
         (s[2 + i], half_of(s, self.sizes, i))

@@ -100,6 +100,22 @@ impl Ahead {
     const NONE: Ahead = Ahead { id: 0, at: [(0, 0); MAX_SIZES], ids: None, hash: 0, key: None };
 }
 
+/// What the window rules said of the windows `at`: which accept events (`accepted[..windows]`,
+/// size index and window) and the horizon of their events' ids. It stays the answer while
+/// the watermark is below `watermark_below` and the clock below `clock_below` (the first
+/// expiry of an accepted window by either; both only move forward, and a window that
+/// stopped accepting never accepts again) and no window expires at a flush (which drops
+/// it). Consecutive events mostly share their windows, so most events reuse it.
+#[derive(Debug, Clone, Copy)]
+struct Ruled {
+    at: Placed,
+    accepted: [(usize, (Millis, i64)); MAX_SIZES],
+    windows: usize,
+    horizon: Millis,
+    watermark_below: Millis,
+    clock_below: Millis,
+}
+
 /// One window of a grid × SKU, as queries see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WindowView {
@@ -240,6 +256,8 @@ pub struct PartitionState {
     /// The windows of the last event placed ([`PartitionState::placed`]): most events
     /// fall in the same windows as the event before, found then without a division.
     recent: Placed,
+    /// The rules' answer for the windows of the last event applied ([`Ruled`]).
+    ruled: Option<Ruled>,
 }
 
 /// Sizes of a partition's state (metrics).
@@ -320,6 +338,7 @@ impl PartitionState {
             restore_guess: Vec::new(),
             partition: -1,
             recent: [(0, 0); MAX_SIZES],
+            ruled: None,
             cfg,
         }
     }
@@ -460,22 +479,17 @@ impl PartitionState {
         now: Millis,
     ) -> Outcome {
         let clock = self.clock(now);
-        let w = &self.cfg.windowing;
         let t = ev.occurred_at;
         let wm = self.watermark();
-        // One pass over the event's windows: those that accept it (at most one per size)
-        // and its horizon, the latest of their expiries.
-        let mut accepted = [(0usize, (0 as Millis, 0)); MAX_SIZES];
-        let (mut windows, mut horizon) = (0, Millis::MIN);
-        for (i, (&size, &(start, number))) in w.sizes.iter().zip(&at).enumerate() {
-            let end = start.saturating_add(size);
-            horizon = horizon.max(w.expiry(i, end));
-            let kept = end > self.expired_through[i] && !w.is_expired(i, end, wm, clock);
-            if kept && windows < MAX_SIZES {
-                accepted[windows] = (i, (start, number));
-                windows += 1;
+        let Ruled { accepted, windows, horizon, .. } = match self.ruled {
+            Some(r) if r.at == at && wm < r.watermark_below && clock < r.clock_below => r,
+            _ => {
+                let r = self.rule(at, wm, clock);
+                self.ruled = Some(r);
+                r
             }
-        }
+        };
+        let w = &self.cfg.windowing;
         if windows == 0 {
             return Outcome::Late(w.late(t, wm, clock).unwrap_or_else(|| w.last_window(t)));
         }
@@ -549,6 +563,41 @@ impl PartitionState {
             self.meta_dirty = true;
         }
         Outcome::Counted { windows }
+    }
+
+    /// One pass of the window rules over the windows `at` at watermark `wm` and clock
+    /// `clock`: those that accept events (at most one per size), the horizon of their
+    /// events' ids (the latest of their expiries), and until when that holds.
+    fn rule(&self, at: Placed, wm: Millis, clock: Millis) -> Ruled {
+        let w = &self.cfg.windowing;
+        let mut r = Ruled {
+            at,
+            accepted: [(0usize, (0 as Millis, 0)); MAX_SIZES],
+            windows: 0,
+            horizon: Millis::MIN,
+            watermark_below: Millis::MAX,
+            clock_below: Millis::MAX,
+        };
+        for (i, (&size, &(start, number))) in w.sizes.iter().zip(&at).enumerate() {
+            let end = start.saturating_add(size);
+            r.horizon = r.horizon.max(w.expiry(i, end));
+            let (by_watermark, by_clock) = w.expires_at(i, end);
+            let kept = end > self.expired_through[i] && wm < by_watermark && clock < by_clock;
+            if kept && r.windows < MAX_SIZES {
+                r.accepted[r.windows] = (i, (start, number));
+                r.windows += 1;
+                r.watermark_below = r.watermark_below.min(by_watermark);
+                r.clock_below = r.clock_below.min(by_clock);
+            }
+        }
+        r
+    }
+
+    /// Windows of size index `i` ending at or before `end` have expired: they count
+    /// nothing more (the rules' answer kept for the last event's windows is dropped).
+    fn set_expired_through(&mut self, i: usize, end: Millis) {
+        self.expired_through[i] = end;
+        self.ruled = None;
     }
 
     /// The event-id set of `horizon`; a new one expects as many ids as the set of the

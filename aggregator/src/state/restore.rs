@@ -2,6 +2,8 @@
 //! bucket records, and the per grid × SKU records of versions 2–4 (a release restores
 //! what the one before it wrote).
 
+use std::sync::Arc;
+
 use crate::changelog::{self, Entry, Key, Record, Stores, WindowRec};
 use crate::counters::{Counters, sat32};
 use crate::ids::store32;
@@ -53,7 +55,8 @@ impl PartitionState {
     /// Applies one changelog record read back during restore (`None`: a tombstone).
     pub fn restore(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), changelog::Error> {
         let k = changelog::parse_key(key)?;
-        let sizes = &self.cfg.windowing.sizes;
+        let cfg = Arc::clone(&self.cfg);
+        let sizes = &cfg.windowing.sizes;
         let size_idx = |size: Millis| sizes.iter().position(|&s| s == size);
         let Some(value) = value else {
             match k {
@@ -196,7 +199,7 @@ impl PartitionState {
                     self.frontier_restored = true;
                     for (size, end) in through {
                         if let Some(i) = size_idx(size) {
-                            self.expired_through[i] = end;
+                            self.set_expired_through(i, end);
                         }
                     }
                 }
@@ -249,13 +252,14 @@ impl PartitionState {
         if self.frontier_restored || self.max_event_time.is_none() {
             return;
         }
-        let w = &self.cfg.windowing;
+        let cfg = Arc::clone(&self.cfg);
+        let w = &cfg.windowing;
         let wm = self.watermark();
         for (i, &size) in w.sizes.iter().enumerate() {
             let closed = Windowing::start(wm.saturating_sub(w.grace[i]), size);
             let oldest_live = self.buckets.of_size(i).first().map(|b| b.start);
             let through = oldest_live.map_or(closed, |start| closed.min(start));
-            self.expired_through[i] = self.expired_through[i].max(through);
+            self.set_expired_through(i, self.expired_through[i].max(through));
         }
         self.frontier_restored = true;
     }
