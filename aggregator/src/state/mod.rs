@@ -100,8 +100,7 @@ impl Ahead {
     const NONE: Ahead = Ahead { id: 0, at: [(0, 0); MAX_SIZES], ids: None, hash: 0, key: None };
 }
 
-/// What the window rules said of the windows `at`: which accept events (`accepted[..windows]`,
-/// size index and window) and the horizon of their events' ids. It stays the answer while
+/// What the window rules said of the windows `at`: which accept events and the horizon of their events' ids. It stays the answer while
 /// the watermark is below `watermark_below` and the clock below `clock_below` (the first
 /// expiry of an accepted window by either; both only move forward, and a window that
 /// stopped accepting never accepts again) and no window expires at a flush (which drops
@@ -109,7 +108,8 @@ impl Ahead {
 #[derive(Debug, Clone, Copy)]
 struct Ruled {
     at: Placed,
-    accepted: [(usize, (Millis, i64)); MAX_SIZES],
+    /// Size indices of the windows of `at` that accept events (`accepted[..windows]`).
+    accepted: [u8; MAX_SIZES],
     windows: usize,
     horizon: Millis,
     watermark_below: Millis,
@@ -481,12 +481,15 @@ impl PartitionState {
         let clock = self.clock(now);
         let t = ev.occurred_at;
         let wm = self.watermark();
-        let Ruled { accepted, windows, horizon, .. } = match self.ruled {
-            Some(r) if r.at == at && wm < r.watermark_below && clock < r.clock_below => r,
+        // Read in place: copying the whole answer out cost more than the rules it saves.
+        let (accepted, windows, horizon) = match &self.ruled {
+            Some(r) if r.at == at && wm < r.watermark_below && clock < r.clock_below => {
+                (r.accepted, r.windows, r.horizon)
+            }
             _ => {
                 let r = self.rule(at, wm, clock);
                 self.ruled = Some(r);
-                r
+                (r.accepted, r.windows, r.horizon)
             }
         };
         let w = &self.cfg.windowing;
@@ -495,9 +498,14 @@ impl PartitionState {
         }
         // One identity per event whatever its time: a retry re-stamped into another
         // horizon is found in that horizon's set (a handful are live: one per day).
-        if self.dedupe.iter().any(|(h, t)| *h != horizon && t.contains(id))
-            || !self.id_set(horizon).insert(id)
-        {
+        if self.dedupe.iter().any(|(h, t)| *h != horizon && t.contains(id)) {
+            return Outcome::Duplicate;
+        }
+        let added = match self.dedupe.get_mut(&horizon) {
+            Some(set) => set.insert(id),
+            None => self.id_set(horizon).insert(id),
+        };
+        if !added {
             return Outcome::Duplicate;
         }
         let count_revenue = ev.currency == self.cfg.currency;
@@ -514,8 +522,9 @@ impl PartitionState {
         // Every window is checked before any is counted: an event whose revenue would
         // overflow one of its windows is counted in none (an error, not a clamp).
         let mut pos = [0u32; MAX_SIZES];
-        for (j, &(i, placed)) in accepted[..windows].iter().enumerate() {
-            let (b, p) = self.window_of(k, i, placed);
+        for (j, &i) in accepted[..windows].iter().enumerate() {
+            let i = usize::from(i);
+            let (b, p) = self.window_of(k, i, at[i]);
             if b.wins[p as usize].revenue_plus(d.revenue).is_none() {
                 return self.refuse(horizon, id, crate::counters::REVENUE_OVERFLOW);
             }
@@ -528,7 +537,8 @@ impl PartitionState {
         // store there, and a grid's window expires by the window's rule, which let this
         // event in (up to the 32-bit store ids' collisions, `distinct.rs`).
         let mut report = [false; MAX_SIZES];
-        for (j, &(i, (start, _))) in accepted[..windows].iter().enumerate() {
+        for (j, &i) in accepted[..windows].iter().enumerate() {
+            let (i, start) = (usize::from(i), at[usize::from(i)].0);
             let Some(b) = self.buckets.get_mut(i, start) else { continue };
             count(b, pos[j], &d, ev.occurred_at);
             report[j] = b.add_store(pos[j], store);
@@ -538,7 +548,8 @@ impl PartitionState {
             let gid = self.keys.grids.hash(self.keys.grid_id(k));
             let grid = self.grids.entry(gid).or_default();
             let mut grid_dirty = false;
-            for (j, &(i, (start, _))) in accepted[..windows].iter().enumerate() {
+            for (j, &i) in accepted[..windows].iter().enumerate() {
+                let (i, start) = (usize::from(i), at[usize::from(i)].0);
                 grid_dirty |= report[j] && grid.report(i, start, sid);
             }
             if grid_dirty {
@@ -572,19 +583,19 @@ impl PartitionState {
         let w = &self.cfg.windowing;
         let mut r = Ruled {
             at,
-            accepted: [(0usize, (0 as Millis, 0)); MAX_SIZES],
+            accepted: [0; MAX_SIZES],
             windows: 0,
             horizon: Millis::MIN,
             watermark_below: Millis::MAX,
             clock_below: Millis::MAX,
         };
-        for (i, (&size, &(start, number))) in w.sizes.iter().zip(&at).enumerate() {
+        for (i, (&size, &(start, _))) in w.sizes.iter().zip(&at).enumerate() {
             let end = start.saturating_add(size);
             r.horizon = r.horizon.max(w.expiry(i, end));
             let (by_watermark, by_clock) = w.expires_at(i, end);
             let kept = end > self.expired_through[i] && wm < by_watermark && clock < by_clock;
             if kept && r.windows < MAX_SIZES {
-                r.accepted[r.windows] = (i, (start, number));
+                r.accepted[r.windows] = i as u8;
                 r.windows += 1;
                 r.watermark_below = r.watermark_below.min(by_watermark);
                 r.clock_below = r.clock_below.min(by_clock);
