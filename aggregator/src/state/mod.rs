@@ -475,7 +475,7 @@ impl PartitionState {
     fn apply_identified(
         &mut self,
         ev: SaleEventRef<'_>,
-        Ahead { id, key: known, at, .. }: Ahead,
+        Ahead { id, key: known, at, ids, .. }: Ahead,
         now: Millis,
     ) -> Outcome {
         let clock = self.clock(now);
@@ -514,10 +514,13 @@ impl PartitionState {
         };
         let sid = short_id(ev.store_id);
         let store = store32(sid);
-        // A key found ahead is still the event's (only a flush removes keys).
-        let k = match known {
-            Some(k) => k,
-            None => self.keys.find_or_insert(ev.grid_id, ev.sku),
+        // A key found ahead is still the event's (only a flush removes keys); one not
+        // found may have been made since by an event before it in the run. Its grid and
+        // SKU, when interned ahead, are not hashed again.
+        let k = match (known, ids) {
+            (Some(k), _) => k,
+            (None, Some((g, s))) => self.keys.find_or_insert_ids(g, s),
+            (None, None) => self.keys.find_or_insert(ev.grid_id, ev.sku),
         };
         // Every window is checked before any is counted: an event whose revenue would
         // overflow one of its windows is counted in none (an error, not a clamp).
