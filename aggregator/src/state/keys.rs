@@ -197,15 +197,14 @@ impl Keys {
         self.index.candidate(h)
     }
 
-    /// Asks key `k`'s slot into cache (a hint): its line, and the next when the slot runs
-    /// over into it (its window positions are at its end).
+    /// Asks key `k`'s slot into cache (a hint): the lines of its first and its last word
+    /// (a slot runs over into a second line in some positions, and its window positions
+    /// are at its end; both always, as for windows in `wins.rs`).
     pub fn prefetch_slot(&self, k: u32) {
         let (b, i) = place(self.stride, k);
         if let Some(b) = self.slab.get(b) {
             prefetch_index::prefetch_index(&b[..], i);
-            if super::wins::straddles(b.as_ptr() as usize + i * 4, self.stride * 4) {
-                prefetch_index::prefetch_index(&b[..], i + self.stride - 1);
-            }
+            prefetch_index::prefetch_index(&b[..], i + self.stride - 1);
         }
     }
 

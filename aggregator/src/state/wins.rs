@@ -27,17 +27,15 @@ impl Wins {
         (i < self.len).then(|| &self.blocks[i / BLOCK][i % BLOCK])
     }
 
-    /// Asks the window at `i` into cache (a hint; nothing when there is none): its line,
-    /// and the next when it runs over into it (28-byte windows straddle two lines in
-    /// 6 of 16 positions, and the revenue at their end was then a miss).
+    /// Asks the window at `i` into cache (a hint; nothing when there is none): the line
+    /// of its first byte and the line of the byte just past it. 28-byte windows run over
+    /// into a second line in 6 of 16 positions, and the revenue at their end was then a
+    /// miss; asking for both always, not after a test of the address, keeps a branch
+    /// that no predictor can learn off the path (that test cost 5 % in cache).
     pub fn prefetch(&self, i: usize) {
         if let Some(b) = self.blocks.get(i / BLOCK) {
-            let j = i % BLOCK;
-            prefetch_index::prefetch_index(&b[..], j);
-            if straddles(b.as_ptr() as usize + j * size_of::<Win>(), size_of::<Win>()) {
-                // The address just past it, in the line its end is in.
-                prefetch_index::prefetch_index(&b[..], j + 1);
-            }
+            prefetch_index::prefetch_index(&b[..], i % BLOCK);
+            prefetch_index::prefetch_index(&b[..], i % BLOCK + 1);
         }
     }
 
@@ -113,11 +111,6 @@ impl Wins {
     }
 }
 
-/// Whether `len` bytes at address `at` run over a 64-byte cache line's end.
-pub fn straddles(at: usize, len: usize) -> bool {
-    at % 64 + len > 64
-}
-
 impl Index<usize> for Wins {
     type Output = Win;
     fn index(&self, i: usize) -> &Win {
@@ -134,14 +127,6 @@ impl IndexMut<usize> for Wins {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_window_straddles_a_line_when_it_runs_past_its_end() {
-        assert!(!straddles(0, 28) && !straddles(36, 28) && !straddles(64 + 36, 28));
-        assert!(straddles(37, 28) && straddles(60, 28) && straddles(128 + 63, 2));
-        // Of 16 consecutive 28-byte windows from a line's start, 6 straddle.
-        assert_eq!((0..16).filter(|&i| straddles(i * 28, 28)).count(), 6);
-    }
 
     #[test]
     fn blocks_hold_a_sequence_that_sorts_truncates_and_searches() {
