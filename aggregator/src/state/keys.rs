@@ -121,6 +121,16 @@ fn half_of(s: &[u32], sizes: usize, j: usize) -> u16 {
     if j.is_multiple_of(2) { w as u16 } else { (w >> 16) as u16 }
 }
 
+/// Sets the 16-bit half `j` of a slot `s` (as [`half_of`] reads it).
+fn put_half(s: &mut [u32], sizes: usize, j: usize, v: u16) {
+    let w = &mut s[2 + sizes + j / 2];
+    *w = if j.is_multiple_of(2) {
+        (*w & 0xffff_0000) | u32::from(v)
+    } else {
+        (*w & 0x0000_ffff) | (u32::from(v) << 16)
+    };
+}
+
 /// The keys of one partition.
 #[derive(Debug)]
 pub struct Keys {
@@ -320,12 +330,7 @@ impl Keys {
 
     fn set_half(&mut self, k: u32, j: usize, v: u16) {
         let sizes = self.sizes;
-        let w = &mut self.at_mut(k)[2 + sizes + j / 2];
-        *w = if j.is_multiple_of(2) {
-            (*w & 0xffff_0000) | u32::from(v)
-        } else {
-            (*w & 0x0000_ffff) | (u32::from(v) << 16)
-        };
+        put_half(self.at_mut(k), sizes, j, v);
     }
 
     /// Position of `k`'s newest window of size index `i` in its bucket ([`NO_POS`]:
@@ -336,16 +341,23 @@ impl Keys {
         (s[2 + i], half_of(s, self.sizes, i))
     }
 
-    /// Sets `k`'s newest window of size index `i`.
+    /// Sets `k`'s newest window of size index `i` (one look-up of the slot, inlined: a
+    /// sale that makes windows calls it once for each).
+    #[inline]
     pub fn set_slot(&mut self, k: u32, i: usize, pos: u32, number: u16) {
-        self.at_mut(k)[2 + i] = pos;
-        self.set_half(k, i, number);
+        let sizes = self.sizes;
+        let s = self.at_mut(k);
+        s[2 + i] = pos;
+        put_half(s, sizes, i, number);
     }
 
-    /// Counts a new live window of `k`.
+    /// Counts a new live window of `k` (as [`Keys::set_slot`]).
+    #[inline]
     pub fn add_window(&mut self, k: u32) {
-        let n = self.half(k, self.sizes);
-        self.set_half(k, self.sizes, n.saturating_add(1));
+        let sizes = self.sizes;
+        let s = self.at_mut(k);
+        let n = half_of(s, sizes, sizes);
+        put_half(s, sizes, sizes, n.saturating_add(1));
     }
 
     /// Counts a dropped window of `k`; true when it has none left.
