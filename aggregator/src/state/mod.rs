@@ -100,11 +100,12 @@ impl Ahead {
     const NONE: Ahead = Ahead { id: 0, at: [(0, 0); MAX_SIZES], ids: None, hash: 0, key: None };
 }
 
-/// What the window rules said of the windows `at`: which accept events and the horizon of their events' ids. It stays the answer while
-/// the watermark is below `watermark_below` and the clock below `clock_below` (the first
-/// expiry of an accepted window by either; both only move forward, and a window that
-/// stopped accepting never accepts again) and no window expires at a flush (which drops
-/// it). Consecutive events mostly share their windows, so most events reuse it.
+/// What the window rules said of the windows `at`: which accept events, and the horizon
+/// of their events' ids. It stays the answer while the watermark is below
+/// `watermark_below` and the clock below `clock_below` (the first expiry of an accepted
+/// window by either; both only move forward, and a window that stopped accepting never
+/// accepts again) and no window expires at a flush (which drops it). Consecutive events
+/// mostly share their windows, so most events reuse it.
 #[derive(Debug, Clone, Copy)]
 struct Ruled {
     at: Placed,
