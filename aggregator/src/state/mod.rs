@@ -25,6 +25,7 @@
 //! - `keys`, `index`, `bucket`, `wins`, `distinct`, `dedupe`: the key slab and its index,
 //!   the buckets of windows and their block storage, store sets, event-id sets;
 //! - `staged`: the schedule of a run's lookups, steps a few events apart;
+//! - `rules`: which of an event's windows accept it, kept for the events after it;
 //! - `flush`: closing, emitting, expiring and the changelog of one flush;
 //! - `restore`: rebuilding the state from changelog records;
 //! - `grids`: completeness per grid;
@@ -44,6 +45,7 @@ mod index;
 mod keys;
 mod read;
 mod restore;
+mod rules;
 pub mod staged;
 mod wins;
 use bucket::{Bucket, Buckets};
@@ -51,6 +53,7 @@ use dedupe::IdTable;
 use grids::GridState;
 pub use grids::{Expected, Registry};
 use keys::{Keys, NO_POS};
+use rules::Ruled;
 #[cfg(test)]
 mod model_tests;
 #[cfg(test)]
@@ -98,23 +101,6 @@ struct Ahead {
 
 impl Ahead {
     const NONE: Ahead = Ahead { id: 0, at: [(0, 0); MAX_SIZES], ids: None, hash: 0, key: None };
-}
-
-/// What the window rules said of the windows `at`: which accept events, and the horizon
-/// of their events' ids. It stays the answer while the watermark is below
-/// `watermark_below` and the clock below `clock_below` (the first expiry of an accepted
-/// window by either; both only move forward, and a window that stopped accepting never
-/// accepts again) and no window expires at a flush (which drops it). Consecutive events
-/// mostly share their windows, so most events reuse it.
-#[derive(Debug, Clone, Copy)]
-struct Ruled {
-    at: Placed,
-    /// Size indices of the windows of `at` that accept events (`accepted[..windows]`).
-    accepted: [u8; MAX_SIZES],
-    windows: usize,
-    horizon: Millis,
-    watermark_below: Millis,
-    clock_below: Millis,
 }
 
 /// One window of a grid × SKU, as queries see it.
@@ -482,17 +468,7 @@ impl PartitionState {
         let clock = self.clock(now);
         let t = ev.occurred_at;
         let wm = self.watermark();
-        // Read in place: copying the whole answer out cost more than the rules it saves.
-        let (accepted, windows, horizon) = match &self.ruled {
-            Some(r) if r.at == at && wm < r.watermark_below && clock < r.clock_below => {
-                (r.accepted, r.windows, r.horizon)
-            }
-            _ => {
-                let r = self.rule(at, wm, clock);
-                self.ruled = Some(r);
-                (r.accepted, r.windows, r.horizon)
-            }
-        };
+        let (accepted, windows, horizon) = self.rules(at, wm, clock);
         let w = &self.cfg.windowing;
         if windows == 0 {
             return Outcome::Late(w.late(t, wm, clock).unwrap_or_else(|| w.last_window(t)));
@@ -578,41 +554,6 @@ impl PartitionState {
             self.meta_dirty = true;
         }
         Outcome::Counted { windows }
-    }
-
-    /// One pass of the window rules over the windows `at` at watermark `wm` and clock
-    /// `clock`: those that accept events (at most one per size), the horizon of their
-    /// events' ids (the latest of their expiries), and until when that holds.
-    fn rule(&self, at: Placed, wm: Millis, clock: Millis) -> Ruled {
-        let w = &self.cfg.windowing;
-        let mut r = Ruled {
-            at,
-            accepted: [0; MAX_SIZES],
-            windows: 0,
-            horizon: Millis::MIN,
-            watermark_below: Millis::MAX,
-            clock_below: Millis::MAX,
-        };
-        for (i, (&size, &(start, _))) in w.sizes.iter().zip(&at).enumerate() {
-            let end = start.saturating_add(size);
-            r.horizon = r.horizon.max(w.expiry(i, end));
-            let (by_watermark, by_clock) = w.expires_at(i, end);
-            let kept = end > self.expired_through[i] && wm < by_watermark && clock < by_clock;
-            if kept && r.windows < MAX_SIZES {
-                r.accepted[r.windows] = i as u8;
-                r.windows += 1;
-                r.watermark_below = r.watermark_below.min(by_watermark);
-                r.clock_below = r.clock_below.min(by_clock);
-            }
-        }
-        r
-    }
-
-    /// Windows of size index `i` ending at or before `end` have expired: they count
-    /// nothing more (the rules' answer kept for the last event's windows is dropped).
-    fn set_expired_through(&mut self, i: usize, end: Millis) {
-        self.expired_through[i] = end;
-        self.ruled = None;
     }
 
     /// The event-id set of `horizon`; a new one expects as many ids as the set of the
