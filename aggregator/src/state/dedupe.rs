@@ -67,11 +67,21 @@ fn split(id: u64) -> (usize, u64) {
 }
 
 /// The two buckets of `v` in a table of `n` buckets (the same one twice when `n` is 1).
+#[inline]
 fn buckets_of(v: u64, n: usize) -> (usize, usize) {
-    let first = (u128::from(v << 8) * n as u128) >> 64;
-    let second =
-        (u128::from((v ^ (v >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9)) * n as u128) >> 64;
-    (first as usize, second as usize)
+    (first_bucket(v, n), second_bucket(v, n))
+}
+
+/// The first of `v`'s buckets in a table of `n` (multiply-shift of its bits).
+#[inline]
+fn first_bucket(v: u64, n: usize) -> usize {
+    ((u128::from(v << 8) * n as u128) >> 64) as usize
+}
+
+/// The second of `v`'s buckets in a table of `n` (an independent mix of its bits).
+#[inline]
+fn second_bucket(v: u64, n: usize) -> usize {
+    ((u128::from((v ^ (v >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9)) * n as u128) >> 64) as usize
 }
 
 /// Buckets of table `shard` after `steps` growth steps: 1.25^(steps + shard / 256),
@@ -276,23 +286,32 @@ impl Table {
             // Drop the chunks of a try that did not fit before making the next.
             self.chunks = Vec::new();
             self.chunks = chunks_for(buckets);
-            let mut held = old.iter().flat_map(|c| c.iter()).enumerate();
             // A try that does not fit starts again, bigger.
-            if held.all(|(from, b)| b.values().all(|v| self.replant(v, from, old_buckets)))
-                && extra.is_none_or(|v| self.place(v).is_ok())
-            {
+            if self.replant(&old, old_buckets) && extra.is_none_or(|v| self.place(v).is_ok()) {
                 return;
             }
         }
     }
 
-    /// Puts `v`, held in bucket `from` of a table of `old_buckets`, in this (bigger) table:
-    /// false when it finds no slot.
-    fn replant(&mut self, v: u64, from: usize, old_buckets: usize) -> bool {
-        let (first, _) = buckets_of(v, old_buckets);
-        let (a, b) = buckets_of(v, self.buckets);
-        let to = if first == from { a } else { b };
-        self.bucket_mut(to).push(v) || self.place(v).is_ok()
+    /// Puts the values of `old` (the buckets of a table of `old_buckets`) in this (bigger,
+    /// empty) table: false when one finds no slot. A value held in bucket `from` goes to
+    /// the bucket the same one of its hashes picks here (only that hash computed), and
+    /// takes the walk of an insert only when that bucket is full.
+    fn replant(&mut self, old: &[Box<[Bucket]>], old_buckets: usize) -> bool {
+        let n = self.buckets;
+        let held = old.iter().flat_map(|c| c.iter()).enumerate();
+        for (from, b) in held {
+            for v in b.values() {
+                let to = match first_bucket(v, old_buckets) == from {
+                    true => first_bucket(v, n),
+                    false => second_bucket(v, n),
+                };
+                if !self.bucket_mut(to).push(v) && self.place(v).is_err() {
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// Asks for the cache lines of `v`'s two buckets.

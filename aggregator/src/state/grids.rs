@@ -6,6 +6,7 @@
 use nearfield_schemas::GridCoverage;
 
 use crate::changelog::GridRec;
+use crate::config::MAX_SIZES;
 use crate::counters::insert_sorted;
 use crate::window::{Millis, Windowing};
 
@@ -52,19 +53,47 @@ pub(super) struct GridWindow {
 pub(super) struct GridState {
     pub(super) windows: Vec<GridWindow>,
     pub(super) dirty: bool,
+    /// Where the window of each size last reported to is in `windows`.
+    pub(super) recent: Recent,
+}
+
+/// Per size index, the position in a grid's `windows` of the window last reported to: a
+/// hint, checked before use (an expiry shifts positions), and no part of the state's
+/// value (two states equal but for it are equal).
+#[derive(Debug, Clone, Copy, Eq)]
+pub(super) struct Recent([u8; MAX_SIZES]);
+
+impl Default for Recent {
+    fn default() -> Self {
+        Recent([u8::MAX; MAX_SIZES])
+    }
+}
+
+impl PartialEq for Recent {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl GridState {
     fn window(&mut self, size_idx: usize, start: Millis) -> &mut GridWindow {
-        // From the back: the newest windows were added last, and most reports are theirs.
-        let i = match self.windows.iter().rposition(|w| w.size_idx == size_idx && w.start == start)
-        {
-            Some(i) => i,
-            None => {
-                self.windows.push(GridWindow { size_idx, start, ..GridWindow::default() });
-                self.windows.len() - 1
-            }
+        let is = |w: &GridWindow| w.size_idx == size_idx && w.start == start;
+        let hint = self.recent.0.get(size_idx).map_or(usize::MAX, |&h| usize::from(h));
+        let i = match self.windows.get(hint) {
+            Some(w) if is(w) => hint,
+            // From the back: the newest windows were added last, and most reports are
+            // theirs.
+            _ => match self.windows.iter().rposition(is) {
+                Some(i) => i,
+                None => {
+                    self.windows.push(GridWindow { size_idx, start, ..GridWindow::default() });
+                    self.windows.len() - 1
+                }
+            },
         };
+        if let Some(h) = self.recent.0.get_mut(size_idx) {
+            *h = u8::try_from(i).unwrap_or(u8::MAX);
+        }
         &mut self.windows[i]
     }
 
@@ -178,6 +207,26 @@ mod tests {
             let (_, stores, held) = self.completeness(size_idx, start);
             (stores, held)
         }
+    }
+
+    /// A report lands in its own window whatever the hint says: after windows before it
+    /// expired (positions shift) and after another size's window was added.
+    #[test]
+    fn a_stale_hint_finds_the_right_window() {
+        let mut g = GridState::default();
+        assert!(g.report(0, 0, 1));
+        assert!(!g.report(1, 0, 1));
+        assert!(!g.report(0, 300_000, 2));
+        g.windows.retain(|w| (w.size_idx, w.start) != (0, 0));
+        g.report(0, 300_000, 3);
+        g.report(1, 0, 4);
+        g.report(0, 600_000, 5);
+        let stores = |i: usize, start: Millis| g.find(i, start).map(|w| w.stores.clone());
+        assert_eq!(stores(0, 300_000), Some(vec![2, 3]));
+        assert_eq!(stores(1, 0), Some(vec![1, 4]));
+        assert_eq!(stores(0, 600_000), Some(vec![5]));
+        assert_eq!(stores(0, 0), None);
+        assert_eq!(g.windows.len(), 3);
     }
 
     #[test]
