@@ -227,8 +227,19 @@ impl Table {
     }
 
     fn insert(&mut self, v: u64, shard: usize) -> bool {
-        if self.contains(v) {
-            return false;
+        if self.buckets > 0 {
+            // One look at both buckets: whether `v` is there, and the emptier for it.
+            let (a, b) = buckets_of(v, self.buckets);
+            let (x, y) = (self.bucket(a), self.bucket(b));
+            if x.position(v).is_some() || y.position(v).is_some() {
+                return false;
+            }
+            let to = if y.len() < x.len() { b } else { a };
+            let room = (self.len + 1) * 100 <= self.buckets * WAYS * MAX_LOAD_PERCENT;
+            if room && self.bucket_mut(to).push(v) {
+                self.len += 1;
+                return true;
+            }
         }
         if (self.len + 1) * 100 > self.buckets * WAYS * MAX_LOAD_PERCENT {
             self.grow(shard, None);
