@@ -475,10 +475,16 @@ impl PartitionState {
         }
         // One identity per event whatever its time: a retry re-stamped into another
         // horizon is found in that horizon's set (a handful are live: one per day).
-        if self.dedupe.iter().any(|(h, t)| *h != horizon && t.contains(id)) {
-            return Outcome::Duplicate;
+        // One pass over the live sets: the others searched, the horizon's own kept.
+        let mut own = None;
+        for (h, t) in self.dedupe.iter_mut() {
+            if *h == horizon {
+                own = Some(t);
+            } else if t.contains(id) {
+                return Outcome::Duplicate;
+            }
         }
-        let added = match self.dedupe.get_mut(&horizon) {
+        let added = match own {
             Some(set) => set.insert(id),
             None => self.id_set(horizon).insert(id),
         };
