@@ -3,7 +3,7 @@
 SHELL := /usr/bin/env bash
 KAFKA_BROKERS ?= 1
 
-.PHONY: help bootstrap build demo demo-observe image image-test test kafka-up kafka-down kafka-status bench bench-ingest bench-aggregator bench-emitter bench-latency bench-query fuzz golden fmt lint
+.PHONY: help bootstrap build demo demo-observe image image-test test kafka-up kafka-down kafka-status bench bench-ingest bench-instructions bench-aggregator bench-emitter bench-latency bench-query fuzz golden fmt lint
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ bench: bootstrap ## criterion benchmarks, ingest/aggregator (vs bare client and 
 	benches/latency.sh
 	benches/query.sh
 	@echo; echo "nearfield benchmark ($$(nproc) cores, $$(rustc --version | cut -d' ' -f2), Kafka 4.3.1, $$(date -u +%F)):"; benches/report.py | tee target/bench/report.md
+
+bench-instructions: bootstrap ## instructions an event of the aggregator's in-memory update path (callgrind; exact, unlike times on a shared host)
+	benches/instructions.sh
 
 bench-ingest: bootstrap ## ingest events/s, latency and memory vs a bare producer (BENCH_SECONDS)
 	benches/ingest.sh $${BENCH_SECONDS:-20}

@@ -15,84 +15,25 @@
 //! do the same per-event work without the state's rules and memory bounds, checked to
 //! count the same events into the same keys and windows.
 
+mod city;
 mod lean;
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
-use std::sync::Arc;
 
+use city::{EVENTS, WARM, cfg, events, events_on};
 use criterion::measurement::WallTime;
 use criterion::{
     BatchSize, BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main,
 };
 use dashmap::DashMap;
 use nearfield_aggregator::ids::{IdHasher, key_id};
-use nearfield_aggregator::state::{Expected, Outcome, PartitionState, StateConfig};
-use nearfield_aggregator::window::Windowing;
+use nearfield_aggregator::state::{Expected, Outcome, PartitionState};
 use nearfield_schemas::{SaleEvent, SaleEventRef, SaleKind};
 
 /// The allocator the `nearfield` binary uses.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-const EVENTS: usize = 100_000;
-/// Events applied before measuring, so the maps hold a realistic working set.
-const WARM: usize = 200_000;
-
-/// The events of a city of 500 grids × `skus` SKUs (3000 stores).
-fn events(skus: f64) -> Vec<SaleEvent> {
-    events_on(skus, 0)
-}
-
-/// The same city's events `day` days later (negative: earlier), with ids of their own.
-fn events_on(skus: f64, day: i64) -> Vec<SaleEvent> {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    let t0 = 1_800_000_000_000i64 + day * 86_400_000;
-    (0..WARM + EVENTS)
-        .map(|i| {
-            let r = next();
-            // Zipf-like: squaring a uniform number skews towards small SKU numbers.
-            let u = (r % 10_000) as f64 / 10_000.0;
-            let sku = (u * u * skus) as u64;
-            let store = (r >> 20) % 3000;
-            SaleEvent {
-                event_id: if day == 0 { format!("ev-{i}") } else { format!("ev-{day}-{i}") },
-                store_id: format!("store-{store:05}"),
-                device_id: "pos-1".into(),
-                grid_id: format!("88309{:05x}fffff", store % 500),
-                sku: format!("SKU-{sku:05}"),
-                kind: if r % 20 == 0 { SaleKind::Return } else { SaleKind::Sale },
-                quantity: 1 + (r >> 40) as i32 % 3,
-                unit_price_minor: 990,
-                currency: "CNY".into(),
-                // 6 ms apart (30 minutes in all), slightly out of order.
-                occurred_at: t0 + i as i64 * 6 - ((r >> 50) % 2000) as i64,
-                received_at: t0 + i as i64 * 6,
-            }
-        })
-        .collect()
-}
-
-fn cfg() -> Arc<StateConfig> {
-    Arc::new(StateConfig {
-        windowing: Windowing {
-            sizes: vec![300_000, 3_600_000, 86_400_000],
-            out_of_orderness: 30_000,
-            grace: vec![10_000; 3],
-            allowed_lateness: vec![600_000, 7_200_000, 172_800_000],
-            max_close_delay: 120_000,
-        },
-        currency: "CNY".into(),
-        coverage: vec![false, true, true],
-        close_chunk: 50_000,
-    })
-}
 
 #[derive(Default)]
 struct Cell {

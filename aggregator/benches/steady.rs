@@ -1,0 +1,64 @@
+//! One measured run of `PartitionState::apply_sales` for counting instructions, where
+//! criterion (`update.rs`) times it: the same city (`city/mod.rs`), `WARM` events applied
+//! to a fresh state, then `EVENTS` applied in runs of 500 inside [`measure`], the only
+//! function `benches/instructions.sh` has callgrind count. Instruction counts do not
+//! depend on how fast the host runs at the moment; times do (±15 % here).
+//!
+//! Arguments (numbers; anything else, such as the `--bench` cargo passes, is ignored):
+//! SKUS (default 400: the 200 000-key mix; 4: 2 000 keys, whose keys and windows stay in
+//! cache) and REPS (default 1: fresh states measured; prints the median ns an event, for
+//! builds alternated by hand).
+
+mod city;
+
+use city::{WARM, cfg, events};
+use nearfield_aggregator::state::{Outcome, PartitionState};
+use nearfield_schemas::SaleEventRef;
+
+/// The allocator the `nearfield` binary uses.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Applies `evs` in runs of 500 as the stage does; how many events were counted.
+#[inline(never)]
+fn measure(st: &mut PartitionState, evs: &[SaleEventRef<'_>], now: i64) -> usize {
+    let mut out = Vec::with_capacity(500);
+    let mut counted = 0;
+    for run in evs.chunks(500) {
+        out.clear();
+        st.apply_sales(run, now, &mut out);
+        counted += out.iter().filter(|o| matches!(o, Outcome::Counted { .. })).count();
+    }
+    counted
+}
+
+fn main() {
+    let mut numbers = std::env::args().skip(1).filter_map(|a| a.parse::<usize>().ok());
+    let skus = numbers.next().unwrap_or(400);
+    let reps = numbers.next().unwrap_or(1).max(1);
+    let all = events(skus as f64);
+    let now = all.last().map_or(0, |e| e.received_at);
+    let refs: Vec<SaleEventRef<'_>> = all.iter().map(SaleEventRef::from).collect();
+    let (warm, measured) = refs.split_at(WARM);
+    let mut ns = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let mut st = PartitionState::new(cfg());
+        let mut out = Vec::new();
+        for run in warm.chunks(500) {
+            out.clear();
+            st.apply_sales(run, now, &mut out);
+        }
+        let t0 = std::time::Instant::now();
+        let counted = measure(&mut st, measured, now);
+        ns.push(t0.elapsed().as_nanos() as f64 / measured.len() as f64);
+        // Every measured event counted: the run did the whole work, not an early exit.
+        assert_eq!(counted, measured.len(), "events counted");
+    }
+    ns.sort_by(f64::total_cmp);
+    let keys = skus.min(10_000) * 500;
+    eprintln!(
+        "steady: {} events measured, up to {keys} keys; median {:.1} ns an event over {reps} states: {ns:.1?}",
+        measured.len(),
+        ns[ns.len() / 2]
+    );
+}
