@@ -3,19 +3,16 @@
 # of 500), counted by callgrind over the measured events of aggregator/benches/steady.rs
 # (the criterion bench's city). Exact and independent of the host's speed, where
 # criterion's times move ±15 % with it: the figure to compare builds by, beside the times.
-# Prints one line per shape, "<shape>: <n> instructions an event (<events> events)".
+# Prints one line per shape: "<SKUS> SKUs: <n> instructions an event; " and the bench's
+# own line (events, keys, the state's totals: equal between builds that did the same work).
 #   benches/instructions.sh [SKUS...]   (default: 400 4; 400 SKUs: the 200 000-key mix,
 #                                        4 SKUs: 2 000 keys, in cache)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-if ! command -v valgrind >/dev/null 2>&1; then
-  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    apt-get install -y -qq valgrind >/dev/null
-  else
-    echo "instructions.sh: valgrind is missing (apt-get install valgrind)" >&2
-    exit 1
-  fi
-fi
+command -v valgrind >/dev/null 2>&1 || {
+  echo "instructions.sh: valgrind is missing (scripts/bootstrap.sh --bench installs it)" >&2
+  exit 1
+}
 OUT=target/bench; mkdir -p "$OUT"
 BIN=$(cargo bench --locked -q -p nearfield-aggregator --bench steady --no-run --message-format=json |
   python3 -c 'import json, sys
@@ -24,14 +21,13 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "steady" and m.get("executable"):
         print(m["executable"])')
 [[ -x "$BIN" ]] || { echo "instructions.sh: no steady bench executable" >&2; exit 1; }
-for skus in "${@:-400 4}"; do
-  for s in $skus; do
-    log=$(valgrind --tool=callgrind --toggle-collect='steady::measure' \
-      --callgrind-out-file="$OUT/callgrind.steady.$s" "$BIN" "$s" 2>&1)
-    total=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' <<<"$log")
-    events=$(sed -n 's/^steady: \([0-9]*\) events measured.*/\1/p' <<<"$log")
-    keys=$(sed -n 's/.*up to \([0-9]*\) keys.*/\1/p' <<<"$log")
-    [[ -n "$total" && -n "$events" ]] || { echo "$log" >&2; exit 1; }
-    echo "$s SKUs, up to $keys keys: $((total / events)) instructions an event ($events events)"
-  done
+SHAPES=("$@"); ((${#SHAPES[@]})) || SHAPES=(400 4)
+for s in "${SHAPES[@]}"; do
+  log=$(valgrind --tool=callgrind --toggle-collect='steady::measure' \
+    --callgrind-out-file="$OUT/callgrind.steady.$s" "$BIN" "$s" 2>&1)
+  total=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' <<<"$log")
+  summary=$(grep '^steady: ' <<<"$log" || true)
+  events=$(sed -n 's/^steady: \([0-9]*\) events measured.*/\1/p' <<<"$summary")
+  [[ -n "$total" && -n "$events" ]] || { echo "$log" >&2; exit 1; }
+  echo "$s SKUs: $((total / events)) instructions an event; $summary"
 done

@@ -4,7 +4,8 @@
 # venv with an independent Avro implementation for the golden vectors and the Python
 # factory client, and the Kafka jars;
 # with --test also headless Chromium for the live page's browser test, promtool for
-# the alert rules and podman (its compose front end checks deploy/compose.yaml).
+# the alert rules and podman (its compose front end checks deploy/compose.yaml);
+# with --bench also valgrind (`benches/instructions.sh` counts instructions with it).
 # Idempotent; cheap when everything is present.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,6 +27,9 @@ if [[ "${1:-}" == "--test" ]]; then
   need_cmd chromium chromium
   need_cmd promtool prometheus
   need_cmd podman podman
+fi
+if [[ "${1:-}" == "--bench" ]]; then
+  need_cmd valgrind valgrind
 fi
 if command -v pkg-config >/dev/null 2>&1; then
   need_pc openssl libssl-dev

@@ -7,7 +7,8 @@
 //! Arguments (numbers; anything else, such as the `--bench` cargo passes, is ignored):
 //! SKUS (default 400: the 200 000-key mix; 4: 2 000 keys, whose keys and windows stay in
 //! cache) and REPS (default 1: fresh states measured; prints the median ns an event, for
-//! builds alternated by hand).
+//! builds alternated by hand). It prints the state's keys and sums over every window, so
+//! two builds can be checked for the same output.
 
 mod city;
 
@@ -41,6 +42,7 @@ fn main() {
     let refs: Vec<SaleEventRef<'_>> = all.iter().map(SaleEventRef::from).collect();
     let (warm, measured) = refs.split_at(WARM);
     let mut ns = Vec::with_capacity(reps);
+    let mut last = None;
     for _ in 0..reps {
         let mut st = PartitionState::new(cfg());
         let mut out = Vec::new();
@@ -53,11 +55,16 @@ fn main() {
         ns.push(t0.elapsed().as_nanos() as f64 / measured.len() as f64);
         // Every measured event counted: the run did the whole work, not an early exit.
         assert_eq!(counted, measured.len(), "events counted");
+        let state = (st.size().keys, st.totals());
+        // Every fresh state ends the same: the repetitions measured the same work.
+        assert!(last.is_none_or(|l| l == state), "repetitions differ");
+        last = Some(state);
     }
     ns.sort_by(f64::total_cmp);
-    let keys = skus.min(10_000) * 500;
+    // The keys and sums, so builds alternated by hand can be checked for the same output.
+    let (keys, totals) = last.unwrap_or_default();
     eprintln!(
-        "steady: {} events measured, up to {keys} keys; median {:.1} ns an event over {reps} states: {ns:.1?}",
+        "steady: {} events measured, {keys} keys, {totals:?}; median {:.1} ns an event over {reps} states: {ns:.1?}",
         measured.len(),
         ns[ns.len() / 2]
     );

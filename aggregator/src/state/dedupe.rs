@@ -226,6 +226,11 @@ impl Table {
         self.find(v).is_some()
     }
 
+    /// Whether one more value would take the table past its load limit.
+    fn full(&self) -> bool {
+        (self.len + 1) * 100 > self.buckets * WAYS * MAX_LOAD_PERCENT
+    }
+
     fn insert(&mut self, v: u64, shard: usize) -> bool {
         if self.buckets > 0 {
             // One look at both buckets: whether `v` is there, and the emptier for it.
@@ -235,13 +240,12 @@ impl Table {
                 return false;
             }
             let to = if y.len() < x.len() { b } else { a };
-            let room = (self.len + 1) * 100 <= self.buckets * WAYS * MAX_LOAD_PERCENT;
-            if room && self.bucket_mut(to).push(v) {
+            if !self.full() && self.bucket_mut(to).push(v) {
                 self.len += 1;
                 return true;
             }
         }
-        if (self.len + 1) * 100 > self.buckets * WAYS * MAX_LOAD_PERCENT {
+        if self.full() {
             self.grow(shard, None);
         }
         if let Err(homeless) = self.place(v) {

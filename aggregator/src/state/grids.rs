@@ -54,14 +54,14 @@ pub(super) struct GridState {
     pub(super) windows: Vec<GridWindow>,
     pub(super) dirty: bool,
     /// Where the window of each size last reported to is in `windows`.
-    pub(super) recent: Recent,
+    recent: Recent,
 }
 
 /// Per size index, the position in a grid's `windows` of the window last reported to: a
 /// hint, checked before use (an expiry shifts positions), and no part of the state's
 /// value (two states equal but for it are equal).
 #[derive(Debug, Clone, Copy, Eq)]
-pub(super) struct Recent([u8; MAX_SIZES]);
+struct Recent([u8; MAX_SIZES]);
 
 impl Default for Recent {
     fn default() -> Self {
@@ -76,6 +76,11 @@ impl PartialEq for Recent {
 }
 
 impl GridState {
+    /// A grid with these live windows, clean (a restored one).
+    pub(super) fn of(windows: Vec<GridWindow>) -> Self {
+        GridState { windows, ..GridState::default() }
+    }
+
     fn window(&mut self, size_idx: usize, start: Millis) -> &mut GridWindow {
         let is = |w: &GridWindow| w.size_idx == size_idx && w.start == start;
         let hint = self.recent.0.get(size_idx).map_or(usize::MAX, |&h| usize::from(h));

@@ -164,7 +164,7 @@ impl PartitionState {
                         })
                     })
                     .collect();
-                self.grids.insert(gid, GridState { windows, ..GridState::default() });
+                self.grids.insert(gid, GridState::of(windows));
             }
             (Key::Dedupe(seq), Record::Dedupe { horizon, ids }) => {
                 self.restore_dedupe(seq, horizon, ids);
