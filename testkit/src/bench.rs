@@ -78,9 +78,13 @@ fn status_mb(name: &str) -> f64 {
 mod tests {
     #[test]
     fn a_running_process_has_cpu_time_and_memory() {
+        // Resident memory read first: the peak read after it can only be as high or
+        // higher, whatever the other test threads allocate in between (the other order
+        // raced and failed in CI).
+        let rss = super::rss_mb();
         let (cpu, peak) = super::proc_stat();
         assert!(cpu >= 0.0);
-        assert!(peak > 0.0 && super::rss_mb() > 0.0 && super::rss_mb() <= peak);
+        assert!(rss > 0.0 && peak > 0.0 && rss <= peak, "rss {rss} MiB, peak {peak} MiB");
     }
 
     #[test]
