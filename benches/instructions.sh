@@ -4,7 +4,10 @@
 # (the criterion bench's city). Exact and independent of the host's speed, where
 # criterion's times move ±15 % with it: the figure to compare builds by, beside the times.
 # Prints one line per shape: "<SKUS> SKUs: <n> instructions an event; " and the bench's
-# own line (events, keys, the state's totals: equal between builds that did the same work).
+# own line (events, keys, the state's totals: equal between builds that did the same work),
+# then "<SKUS> SKUs, lean bound: <n> instructions an event; ": the same events through the
+# lean lower bound of the criterion bench (aggregator/benches/lean), checked by the bench
+# to count the same events, keys, windows and sums.
 #   benches/instructions.sh [SKUS...]   (default: 400 4; 400 SKUs: the 200 000-key mix,
 #                                        4 SKUs: 2 000 keys, in cache)
 set -euo pipefail
@@ -22,12 +25,18 @@ for line in sys.stdin:
         print(m["executable"])')
 [[ -x "$BIN" ]] || { echo "instructions.sh: no steady bench executable" >&2; exit 1; }
 SHAPES=("$@"); ((${#SHAPES[@]})) || SHAPES=(400 4)
-for s in "${SHAPES[@]}"; do
-  log=$(valgrind --tool=callgrind --toggle-collect='steady::measure' \
-    --callgrind-out-file="$OUT/callgrind.steady.$s" "$BIN" "$s" 2>&1)
+# count SKUS LABEL FUNCTION [lean]: callgrind over FUNCTION only; one line.
+count() {
+  local s=$1 label=$2 fn=$3 log total summary events
+  log=$(valgrind --tool=callgrind --toggle-collect="$fn" \
+    --callgrind-out-file="$OUT/callgrind.${fn#steady::}.$s" "$BIN" "$s" "${@:4}" 2>&1)
   total=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' <<<"$log")
   summary=$(grep '^steady: ' <<<"$log" || true)
   events=$(sed -n 's/^steady: \([0-9]*\) events measured.*/\1/p' <<<"$summary")
   [[ -n "$total" && -n "$events" ]] || { echo "$log" >&2; exit 1; }
-  echo "$s SKUs: $((total / events)) instructions an event; $summary"
+  echo "$s SKUs$label: $((total / events)) instructions an event; $summary"
+}
+for s in "${SHAPES[@]}"; do
+  count "$s" "" 'steady::measure'
+  count "$s" ", lean bound" 'steady::measure_lean' lean
 done

@@ -9,8 +9,14 @@
 //! cache) and REPS (default 1: fresh states measured; prints the median ns an event, for
 //! builds alternated by hand). It prints the state's keys and sums over every window, so
 //! two builds can be checked for the same output.
+//!
+//! With the word `lean` it measures the lean lower bound of `update.rs` (`lean/mod.rs`)
+//! instead, inside [`measure_lean`], on the same events after the same warm-up, and checks
+//! that it counted the same events, keys, windows and sums as the state: the instructions
+//! an event any layout doing this work needs on this path, against the state's.
 
 mod city;
+mod lean;
 
 use city::{WARM, cfg, events};
 use nearfield_aggregator::state::{Outcome, PartitionState};
@@ -33,7 +39,52 @@ fn measure(st: &mut PartitionState, evs: &[SaleEventRef<'_>], now: i64) -> usize
     counted
 }
 
+/// Applies `evs` to the lean bound in runs of 500, as [`measure`] does to the state.
+#[inline(never)]
+fn measure_lean(l: &mut lean::Lean, evs: &[SaleEventRef<'_>]) {
+    for run in evs.chunks(500) {
+        l.apply_sales(run);
+    }
+}
+
+/// The lean bound after `warm`, measured on `measured` `reps` times (fresh each time),
+/// checked against the state's keys, windows and sums: the median ns an event.
+fn lean_bound(warm: &[SaleEventRef<'_>], measured: &[SaleEventRef<'_>], now: i64, reps: usize) {
+    let mut st = PartitionState::new(cfg());
+    let mut out = Vec::new();
+    for run in warm.chunks(500).chain(measured.chunks(500)) {
+        st.apply_sales(run, now, &mut out);
+    }
+    let (size, t) = (st.size(), st.totals());
+    let n = warm.len() + measured.len();
+    let mut ns = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let mut l = lean::Lean::new(n, n);
+        for run in warm.chunks(500) {
+            l.apply_sales(run);
+        }
+        let t0 = std::time::Instant::now();
+        measure_lean(&mut l, measured);
+        ns.push(t0.elapsed().as_nanos() as f64 / measured.len() as f64);
+        let (counted, keys, windows) = l.sizes();
+        assert!(
+            (counted as u64 * 3, keys, windows) == (t.events, size.keys, size.windows)
+                && l.sums() == (t.events, t.units_sold, t.net_units, t.revenue_minor),
+            "the lean bound counted other events, keys, windows or sums than the state"
+        );
+    }
+    ns.sort_by(f64::total_cmp);
+    eprintln!(
+        "steady: {} events measured (lean bound), {} keys, {} windows, the state's sums; median {:.1} ns an event over {reps} runs: {ns:.1?}",
+        measured.len(),
+        size.keys,
+        size.windows,
+        ns[ns.len() / 2]
+    );
+}
+
 fn main() {
+    let lean = std::env::args().skip(1).any(|a| a == "lean");
     let mut numbers = std::env::args().skip(1).filter_map(|a| a.parse::<usize>().ok());
     let skus = numbers.next().unwrap_or(400);
     let reps = numbers.next().unwrap_or(1).max(1);
@@ -41,6 +92,9 @@ fn main() {
     let now = all.last().map_or(0, |e| e.received_at);
     let refs: Vec<SaleEventRef<'_>> = all.iter().map(SaleEventRef::from).collect();
     let (warm, measured) = refs.split_at(WARM);
+    if lean {
+        return lean_bound(warm, measured, now, reps);
+    }
     let mut ns = Vec::with_capacity(reps);
     let mut last = None;
     for _ in 0..reps {
