@@ -413,6 +413,18 @@ impl Buckets {
         self.find(i, start).ok().map(|j| &mut self.per_size[i][j])
     }
 
+    /// Where among its size's the bucket (size index `i`, `start`) is, if it holds key
+    /// `k`'s window at `pos`: a place for [`Buckets::at_mut`].
+    pub fn holding(&self, i: usize, start: Millis, pos: u32, k: u32) -> Option<usize> {
+        let j = self.find(i, start).ok()?;
+        (self.per_size[i][j].key_at(pos) == Some(k)).then_some(j)
+    }
+
+    /// The bucket at place `j` among size index `i`'s ([`Buckets::holding`]).
+    pub fn at_mut(&mut self, i: usize, j: usize) -> &mut Bucket {
+        &mut self.per_size[i][j]
+    }
+
     /// The bucket, made when new.
     pub fn get_or_insert(&mut self, i: usize, start: Millis) -> &mut Bucket {
         let v = &mut self.per_size[i];

@@ -377,9 +377,9 @@ impl PartitionState {
         self.pending_ids = pending;
         let w = &self.cfg.windowing;
         let gone: Vec<Millis> =
-            self.dedupe.keys().take_while(|h| w.horizon_passed(**h, wm, now)).copied().collect();
+            self.dedupe.horizons().take_while(|&h| w.horizon_passed(h, wm, now)).collect();
         for e in gone {
-            self.dedupe_ids -= self.dedupe.remove(&e).map_or(0, |s| s.len());
+            self.dedupe_ids -= self.dedupe.remove(e).map_or(0, |s| s.len());
         }
         let chunks: Vec<u64> = self
             .chunks

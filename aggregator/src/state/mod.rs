@@ -49,7 +49,7 @@ mod rules;
 pub mod staged;
 mod wins;
 use bucket::{Bucket, Buckets};
-use dedupe::IdTable;
+use dedupe::{IdSets, IdTable};
 use grids::GridState;
 pub use grids::{Expected, Registry};
 use keys::{Keys, NO_POS};
@@ -97,10 +97,21 @@ struct Ahead {
     ids: Option<(u32, u32)>,
     hash: u64,
     key: Option<u32>,
+    /// Per window size, the position the key's slot gave for the event's window when
+    /// resolved ([`NO_POS`]: none). A window stays where it is until a flush, so a
+    /// position whose window is the key's is still the event's window when applied.
+    seen: [u32; MAX_SIZES],
 }
 
 impl Ahead {
-    const NONE: Ahead = Ahead { id: 0, at: [(0, 0); MAX_SIZES], ids: None, hash: 0, key: None };
+    const NONE: Ahead = Ahead {
+        id: 0,
+        at: [(0, 0); MAX_SIZES],
+        ids: None,
+        hash: 0,
+        key: None,
+        seen: [NO_POS; MAX_SIZES],
+    };
 }
 
 /// One window of a grid × SKU, as queries see it.
@@ -206,7 +217,7 @@ pub struct PartitionState {
     dirty_grids: Vec<u64>,
     /// Event ids by their horizon (the watermark at which the last window of the event
     /// expires, [`Windowing::horizon`]).
-    dedupe: BTreeMap<Millis, IdTable>,
+    dedupe: IdSets,
     dedupe_ids: usize,
     /// The seed of the event-id hash ([`event_key`]): random for a new partition, restored
     /// with its ids (0 for a changelog from before version 6).
@@ -309,7 +320,7 @@ impl PartitionState {
             windows: 0,
             grids: IdMap::default(),
             dirty_grids: Vec::new(),
-            dedupe: BTreeMap::new(),
+            dedupe: IdSets::default(),
             dedupe_ids: 0,
             // Never 0, which stands for the unseeded hash of older changelogs.
             dedupe_seed: rand::random::<u64>().max(1),
@@ -427,7 +438,7 @@ impl PartitionState {
         if ids.is_some() {
             self.keys.prefetch_index(hash);
         }
-        Ahead { id, at, ids, hash, key: None }
+        Ahead { id, at, ids, hash, key: None, seen: [NO_POS; MAX_SIZES] }
     }
 
     /// The second step: the key's candidate from the index, its slot asked into cache.
@@ -450,11 +461,11 @@ impl PartitionState {
             // The slot's newest window of the size, if it is the event's (the check
             // `window_of` makes, less the key's: a wrong guess only fetches a line).
             let (p, slot_number) = self.keys.slot(k, i);
-            if p != NO_POS
-                && slot_number == number as u16
-                && let Some(b) = self.buckets.get(i, start)
-            {
-                b.prefetch(p);
+            if p != NO_POS && slot_number == number as u16 {
+                a.seen[i] = p;
+                if let Some(b) = self.buckets.get(i, start) {
+                    b.prefetch(p);
+                }
             }
         }
     }
@@ -462,7 +473,7 @@ impl PartitionState {
     fn apply_identified(
         &mut self,
         ev: SaleEventRef<'_>,
-        Ahead { id, key: known, at, ids, .. }: Ahead,
+        Ahead { id, key: known, at, ids, seen, .. }: Ahead,
         now: Millis,
     ) -> Outcome {
         let clock = self.clock(now);
@@ -478,7 +489,7 @@ impl PartitionState {
         // One pass over the live sets: the others searched, the horizon's own kept.
         let mut own = None;
         for (h, t) in self.dedupe.iter_mut() {
-            if *h == horizon {
+            if h == horizon {
                 own = Some(t);
             } else if t.contains(id) {
                 return Outcome::Duplicate;
@@ -510,7 +521,7 @@ impl PartitionState {
         let mut pos = [0u32; MAX_SIZES];
         for (j, &i) in accepted[..windows].iter().enumerate() {
             let i = usize::from(i);
-            let (b, p) = self.window_of(k, i, at[i]);
+            let (b, p) = self.window_of(k, i, at[i], seen[i]);
             if b.wins[p as usize].revenue_plus(d.revenue).is_none() {
                 return self.refuse(horizon, id, crate::counters::REVENUE_OVERFLOW);
             }
@@ -566,24 +577,23 @@ impl PartitionState {
     /// horizon before it (yesterday's for a day's: a period's sales are about as many as
     /// the period's before), so it grows in fewer, larger steps while below that.
     fn id_set(&mut self, horizon: Millis) -> &mut IdTable {
-        let before = match self.dedupe.contains_key(&horizon) {
-            true => 0,
-            false => self.dedupe.range(..horizon).next_back().map_or(0, |(_, t)| t.len()),
-        };
-        self.dedupe.entry(horizon).or_insert_with(|| IdTable::expecting(before))
+        self.dedupe
+            .get_or_make(horizon, |before| IdTable::expecting(before.map_or(0, IdTable::len)))
     }
 
     /// An event refused after its id was recorded: the id is forgotten (a retry is refused
     /// again, not taken for a duplicate).
     fn refuse(&mut self, horizon: Millis, id: u64, reason: &'static str) -> Outcome {
-        if let Some(t) = self.dedupe.get_mut(&horizon) {
+        if let Some(t) = self.dedupe.get_mut(horizon) {
             t.remove(id);
         }
         Outcome::Refused(reason)
     }
 
     /// Key `k`'s window in bucket (size index `i`, `start`, whose number is `number`),
-    /// made when new: its bucket and position. The key's slot points at its newest window
+    /// made when new: its bucket and position. `seen` is where the key's slot said the
+    /// window was when the event was resolved ([`NO_POS`]: not known): a hit there needs
+    /// no second look at the slot. The key's slot points at its newest window
     /// of the size: an event of the newest window is a direct hit; an older one (out of
     /// order across a boundary, or late) searches its bucket; a newer one appends.
     fn window_of(
@@ -591,7 +601,13 @@ impl PartitionState {
         k: u32,
         i: usize,
         (start, number): (Millis, i64),
+        seen: u32,
     ) -> (&mut Bucket, u32) {
+        if seen != NO_POS
+            && let Some(j) = self.buckets.holding(i, start, seen, k)
+        {
+            return (self.buckets.at_mut(i, j), seen);
+        }
         let size = self.cfg.windowing.sizes[i];
         let (p, g) = self.keys.slot(k, i);
         // How many windows the slot's is after this one (modulo 2¹⁶: a hint, checked).

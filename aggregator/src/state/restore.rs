@@ -227,7 +227,7 @@ impl PartitionState {
         // looked up across every live horizon, so a dropped one must not linger).
         let live: std::collections::BTreeSet<Millis> = self.chunks.values().copied().collect();
         let before = self.dedupe.len();
-        self.dedupe.retain(|h, _| live.contains(h));
+        self.dedupe.retain(|h| live.contains(&h));
         if self.dedupe.len() != before {
             self.dedupe_ids = self.dedupe.values().map(IdTable::len).sum();
         }

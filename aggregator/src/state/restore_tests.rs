@@ -17,6 +17,11 @@ fn restored_with(log: &[(Vec<u8>, Option<Vec<u8>>)], cfg: Arc<StateConfig>) -> P
     st
 }
 
+/// The event-id set of horizon `h`.
+fn set(st: &PartitionState, h: Millis) -> &IdTable {
+    st.dedupe.get(h).expect("a set of the horizon")
+}
+
 fn widened() -> Arc<StateConfig> {
     let mut c = (*cfg()).clone();
     c.windowing.allowed_lateness = vec![60 * MIN, 60 * MIN];
@@ -235,7 +240,7 @@ fn a_restored_id_set_expects_the_ids_of_the_one_before() {
     }
     let back = restored_with(&log, cfg());
     let w = &back.cfg.windowing;
-    let (first, second) = (&back.dedupe[&w.horizon(hour(1))], &back.dedupe[&w.horizon(hour(2))]);
+    let (first, second) = (set(&back, w.horizon(hour(1))), set(&back, w.horizon(hour(2))));
     assert_eq!((first.len(), second.len()), (3_000, 700));
     assert_eq!((first.expected(), second.expected()), (0, 3_000 / 256 * 256));
     // Every id is found again: a retry of any of them is a duplicate.
