@@ -82,9 +82,18 @@ pub const DEDUPE_CHUNK_IDS: usize = 32_768;
 /// 1 MiB; a commit interval of a partition at the mission's peak holds a few thousand).
 const PENDING_KEEP: usize = 1 << 16;
 
-/// The windows of an event's time, one per size index: `(start, number)`, the number
-/// being `start / size` (what a key's slot keeps, modulo 2¹⁶).
-type Placed = [(Millis, i64); MAX_SIZES];
+/// The windows of an event's time, one per size index: each one's start, and its number
+/// (`start / size`) modulo 2¹⁶, what a key's slot keeps. Starts and numbers apart, so
+/// the look-up an event carries through its steps stays small to copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Placed {
+    start: [Millis; MAX_SIZES],
+    number: [u16; MAX_SIZES],
+}
+
+impl Placed {
+    const NONE: Placed = Placed { start: [0; MAX_SIZES], number: [0; MAX_SIZES] };
+}
 
 /// What is known of an event before it is applied: its identity, its windows, its
 /// interned grid and SKU with the key's hash (`None` when either is new, and so is the
@@ -104,14 +113,8 @@ struct Ahead {
 }
 
 impl Ahead {
-    const NONE: Ahead = Ahead {
-        id: 0,
-        at: [(0, 0); MAX_SIZES],
-        ids: None,
-        hash: 0,
-        key: None,
-        seen: [NO_POS; MAX_SIZES],
-    };
+    const NONE: Ahead =
+        Ahead { id: 0, at: Placed::NONE, ids: None, hash: 0, key: None, seen: [NO_POS; MAX_SIZES] };
 }
 
 /// One window of a grid × SKU, as queries see it.
@@ -335,7 +338,7 @@ impl PartitionState {
             covered_through: vec![Millis::MIN; sizes],
             restore_guess: Vec::new(),
             partition: -1,
-            recent: [(0, 0); MAX_SIZES],
+            recent: Placed::NONE,
             ruled: None,
             cfg,
         }
@@ -411,13 +414,15 @@ impl PartitionState {
     /// them, else computed ([`Windowing::start`]; the property test
     /// `placed_windows_are_the_windows_of_their_time`).
     fn placed(&mut self, t: Millis) -> Placed {
-        for (r, &size) in self.recent.iter_mut().zip(&self.cfg.windowing.sizes) {
+        let r = &mut self.recent;
+        let sizes = &self.cfg.windowing.sizes;
+        for ((s, n), &size) in r.start.iter_mut().zip(r.number.iter_mut()).zip(sizes) {
             // A start saturated at the low end of time is not a whole window's.
             let hit =
-                r.0 != Millis::MIN && t.checked_sub(r.0).is_some_and(|d| (0..size).contains(&d));
+                *s != Millis::MIN && t.checked_sub(*s).is_some_and(|d| (0..size).contains(&d));
             if !hit {
-                let start = Windowing::start(t, size);
-                *r = (start, start.div_euclid(size));
+                *s = Windowing::start(t, size);
+                *n = s.div_euclid(size) as u16;
             }
         }
         self.recent
@@ -457,11 +462,12 @@ impl PartitionState {
         let Some((g, s)) = a.ids else { return };
         a.key = self.keys.confirm(a.key, a.hash, g, s);
         let Some(k) = a.key else { return };
-        for (i, &(start, number)) in a.at.iter().enumerate().take(self.cfg.windowing.sizes.len()) {
+        let sizes = self.cfg.windowing.sizes.len();
+        for (i, (&start, &number)) in a.at.start.iter().zip(&a.at.number).enumerate().take(sizes) {
             // The slot's newest window of the size, if it is the event's (the check
             // `window_of` makes, less the key's: a wrong guess only fetches a line).
             let (p, slot_number) = self.keys.slot(k, i);
-            if p != NO_POS && slot_number == number as u16 {
+            if p != NO_POS && slot_number == number {
                 a.seen[i] = p;
                 if let Some(b) = self.buckets.get(i, start) {
                     b.prefetch(p);
@@ -521,7 +527,7 @@ impl PartitionState {
         let mut pos = [0u32; MAX_SIZES];
         for (j, &i) in accepted[..windows].iter().enumerate() {
             let i = usize::from(i);
-            let (b, p) = self.window_of(k, i, at[i], seen[i]);
+            let (b, p) = self.window_of(k, i, (at.start[i], at.number[i]), seen[i]);
             if b.wins[p as usize].revenue_plus(d.revenue).is_none() {
                 return self.refuse(horizon, id, crate::counters::REVENUE_OVERFLOW);
             }
@@ -535,7 +541,7 @@ impl PartitionState {
         // event in (up to the 32-bit store ids' collisions, `distinct.rs`).
         let mut report = [false; MAX_SIZES];
         for (j, &i) in accepted[..windows].iter().enumerate() {
-            let (i, start) = (usize::from(i), at[usize::from(i)].0);
+            let (i, start) = (usize::from(i), at.start[usize::from(i)]);
             let Some(b) = self.buckets.get_mut(i, start) else { continue };
             count(b, pos[j], &d, ev.occurred_at);
             report[j] = b.add_store(pos[j], store);
@@ -546,7 +552,7 @@ impl PartitionState {
             let grid = self.grids.entry(gid).or_default();
             let mut grid_dirty = false;
             for (j, &i) in accepted[..windows].iter().enumerate() {
-                let (i, start) = (usize::from(i), at[usize::from(i)].0);
+                let (i, start) = (usize::from(i), at.start[usize::from(i)]);
                 grid_dirty |= report[j] && grid.report(i, start, sid);
             }
             if grid_dirty {
@@ -600,7 +606,7 @@ impl PartitionState {
         &mut self,
         k: u32,
         i: usize,
-        (start, number): (Millis, i64),
+        (start, number): (Millis, u16),
         seen: u32,
     ) -> (&mut Bucket, u32) {
         if seen != NO_POS
@@ -611,7 +617,7 @@ impl PartitionState {
         let size = self.cfg.windowing.sizes[i];
         let (p, g) = self.keys.slot(k, i);
         // How many windows the slot's is after this one (modulo 2¹⁶: a hint, checked).
-        let d = g.wrapping_sub(number as u16) as i16;
+        let d = g.wrapping_sub(number) as i16;
         let hit = p != NO_POS && d == 0;
         if hit && self.buckets.get(i, start).and_then(|b| b.key_at(p)) == Some(k) {
             let b = self.buckets.get_mut(i, start).expect("checked above");
@@ -629,7 +635,7 @@ impl PartitionState {
         self.windows += 1;
         self.keys.add_window(k);
         if !newer {
-            self.keys.set_slot(k, i, pos, number as u16);
+            self.keys.set_slot(k, i, pos, number);
         }
         (b, pos)
     }

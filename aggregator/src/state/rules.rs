@@ -60,7 +60,7 @@ impl PartitionState {
             watermark_below: Millis::MAX,
             clock_below: Millis::MAX,
         };
-        for (i, (&size, &(start, _))) in w.sizes.iter().zip(&at).enumerate() {
+        for (i, (&size, &start)) in w.sizes.iter().zip(&at.start).enumerate() {
             let end = start.saturating_add(size);
             r.horizon = r.horizon.max(w.expiry(i, end));
             let (by_watermark, by_clock) = w.expires_at(i, end);

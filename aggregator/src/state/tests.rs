@@ -421,8 +421,10 @@ proptest! {
         for d in steps {
             let t = anchor.saturating_add(d);
             let placed = st.placed(t);
-            for ((i, start, _), &got) in w.windows_of(t).zip(&placed) {
-                prop_assert_eq!(got, (start, start.div_euclid(w.sizes[i])), "t = {}", t);
+            let got = placed.start.iter().zip(&placed.number);
+            for ((i, start, _), (&s, &n)) in w.windows_of(t).zip(got) {
+                let number = start.div_euclid(w.sizes[i]) as u16;
+                prop_assert_eq!((s, n), (start, number), "t = {}", t);
             }
         }
     }
