@@ -55,7 +55,7 @@ fn lean_bound(warm: &[SaleEventRef<'_>], measured: &[SaleEventRef<'_>], now: i64
     for run in warm.chunks(500).chain(measured.chunks(500)) {
         st.apply_sales(run, now, &mut out);
     }
-    let (size, t) = (st.size(), st.totals());
+    let size = st.size();
     let n = warm.len() + measured.len();
     let mut ns = Vec::with_capacity(reps);
     for _ in 0..reps {
@@ -66,10 +66,8 @@ fn lean_bound(warm: &[SaleEventRef<'_>], measured: &[SaleEventRef<'_>], now: i64
         let t0 = std::time::Instant::now();
         measure_lean(&mut l, measured);
         ns.push(t0.elapsed().as_nanos() as f64 / measured.len() as f64);
-        let (counted, keys, windows) = l.sizes();
         assert!(
-            (counted as u64 * 3, keys, windows) == (t.events, size.keys, size.windows)
-                && l.sums() == (t.events, t.units_sold, t.net_units, t.revenue_minor),
+            l.agrees_with(&st),
             "the lean bound counted other events, keys, windows or sums than the state"
         );
     }

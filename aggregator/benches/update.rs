@@ -166,11 +166,8 @@ fn lean_bound(
     for run in evs.chunks(500) {
         lean.apply_sales(run);
     }
-    let (size, t) = (st.size(), st.totals());
-    let (counted, keys, windows) = lean.sizes();
     assert!(
-        (counted as u64 * 3, keys, windows) == (t.events, size.keys, size.windows)
-            && lean.sums() == (t.events, t.units_sold, t.net_units, t.revenue_minor),
+        lean.agrees_with(&st),
         "the lean bound counts other events, keys, windows or sums than the state{suffix}"
     );
     g.bench_function(format!("lower bound: lean kernel, runs of 500{suffix}"), |b| {

@@ -15,7 +15,7 @@
 //! the state, with the same sums of events, units and revenue.
 
 use nearfield_aggregator::ids::{IdMap, event_key, short_id, store32};
-use nearfield_aggregator::state::staged;
+use nearfield_aggregator::state::{PartitionState, staged};
 use nearfield_schemas::{SaleEventRef, SaleKind};
 
 /// Window sizes (ms), as the bench's state has them.
@@ -83,6 +83,16 @@ impl Lean {
             max_event_time: i64::MIN,
             counted: 0,
         }
+    }
+
+    /// Whether it counted the same events into as many keys and windows as `st`, with the
+    /// same sums of events, units and revenue (distinct stores aside: it keeps four
+    /// exactly): the check that it did the state's work.
+    pub fn agrees_with(&self, st: &PartitionState) -> bool {
+        let (size, t) = (st.size(), st.totals());
+        let (counted, keys, windows) = self.sizes();
+        (counted as u64 * 3, keys, windows) == (t.events, size.keys, size.windows)
+            && self.sums() == (t.events, t.units_sold, t.net_units, t.revenue_minor)
     }
 
     /// Events counted, keys and windows.

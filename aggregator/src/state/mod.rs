@@ -43,6 +43,7 @@ mod flush;
 mod grids;
 mod index;
 mod keys;
+mod lookup;
 mod read;
 mod restore;
 mod rules;
@@ -53,6 +54,7 @@ use dedupe::{IdSets, IdTable};
 use grids::GridState;
 pub use grids::{Expected, Registry};
 use keys::{Keys, NO_POS};
+use lookup::{Ahead, Placed};
 use rules::Ruled;
 #[cfg(test)]
 mod model_tests;
@@ -69,7 +71,7 @@ use nearfield_schemas::{DemandWindow, GridCoverage, SaleEventRef};
 use crate::counters::{Delta, sat32};
 
 use crate::config::MAX_SIZES;
-use crate::ids::{IdMap, event_key, short_id, store32};
+use crate::ids::{IdMap, short_id, store32};
 use crate::window::{Late, Millis, Windowing};
 
 /// Most windows of one size one flush writes coverage for (a partition back from a long
@@ -81,41 +83,6 @@ pub const DEDUPE_CHUNK_IDS: usize = 32_768;
 /// Most pending event ids whose room a partition keeps between flushes (16 bytes each:
 /// 1 MiB; a commit interval of a partition at the mission's peak holds a few thousand).
 const PENDING_KEEP: usize = 1 << 16;
-
-/// The windows of an event's time, one per size index: each one's start, and its number
-/// (`start / size`) modulo 2¹⁶, what a key's slot keeps. Starts and numbers apart, so
-/// the look-up an event carries through its steps stays small to copy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Placed {
-    start: [Millis; MAX_SIZES],
-    number: [u16; MAX_SIZES],
-}
-
-impl Placed {
-    const NONE: Placed = Placed { start: [0; MAX_SIZES], number: [0; MAX_SIZES] };
-}
-
-/// What is known of an event before it is applied: its identity, its windows, its
-/// interned grid and SKU with the key's hash (`None` when either is new, and so is the
-/// key), and its key: the index's candidate once probed, the key once resolved (`None`:
-/// not found then; only a flush removes keys, so one found stays the event's).
-#[derive(Debug, Clone, Copy)]
-struct Ahead {
-    id: u64,
-    at: Placed,
-    ids: Option<(u32, u32)>,
-    hash: u64,
-    key: Option<u32>,
-    /// Per window size, the position the key's slot gave for the event's window when
-    /// resolved ([`NO_POS`]: none). A window stays where it is until a flush, so a
-    /// position whose window is the key's is still the event's window when applied.
-    seen: [u32; MAX_SIZES],
-}
-
-impl Ahead {
-    const NONE: Ahead =
-        Ahead { id: 0, at: Placed::NONE, ids: None, hash: 0, key: None, seen: [NO_POS; MAX_SIZES] };
-}
 
 /// One window of a grid × SKU, as queries see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,7 +189,7 @@ pub struct PartitionState {
     /// expires, [`Windowing::horizon`]).
     dedupe: IdSets,
     dedupe_ids: usize,
-    /// The seed of the event-id hash ([`event_key`]): random for a new partition, restored
+    /// The seed of the event-id hash ([`crate::ids::event_key`]): random for a new partition, restored
     /// with its ids (0 for a changelog from before version 6).
     dedupe_seed: u64,
     /// Event ids counted since the last flush (its changelog chunks to write).
@@ -403,77 +370,6 @@ impl PartitionState {
             |s, a| s.resolve(a),
             |s, ev, a| out.push(s.apply_identified(*ev, *a, now)),
         );
-    }
-
-    /// The event's de-duplication identity.
-    fn identify(&self, ev: &SaleEventRef<'_>) -> u64 {
-        event_key(ev.store_id, ev.device_id, ev.event_id, self.dedupe_seed)
-    }
-
-    /// The windows of time `t`, one per size: those of the event before when `t` is in
-    /// them, else computed ([`Windowing::start`]; the property test
-    /// `placed_windows_are_the_windows_of_their_time`).
-    fn placed(&mut self, t: Millis) -> Placed {
-        let r = &mut self.recent;
-        let sizes = &self.cfg.windowing.sizes;
-        for ((s, n), &size) in r.start.iter_mut().zip(r.number.iter_mut()).zip(sizes) {
-            // A start saturated at the low end of time is not a whole window's.
-            let hit =
-                *s != Millis::MIN && t.checked_sub(*s).is_some_and(|d| (0..size).contains(&d));
-            if !hit {
-                *s = Windowing::start(t, size);
-                *n = s.div_euclid(size) as u16;
-            }
-        }
-        self.recent
-    }
-
-    /// The first step of looking an event up: its identity, its windows, its interned
-    /// grid and SKU and its key's hash, with its place in every live event-id set (its
-    /// own horizon's and the others', which [`apply_identified`](Self::apply_identified)
-    /// reads) and in the key index asked into cache.
-    fn sight(&mut self, ev: &SaleEventRef<'_>) -> Ahead {
-        let id = self.identify(ev);
-        let at = self.placed(ev.occurred_at);
-        for t in self.dedupe.values() {
-            t.prefetch(id);
-        }
-        let ids = self.keys.grids.get(ev.grid_id).zip(self.keys.skus.get(ev.sku));
-        let hash = ids.map_or(0, |(g, s)| self.keys.ids_hash(g, s));
-        if ids.is_some() {
-            self.keys.prefetch_index(hash);
-        }
-        Ahead { id, at, ids, hash, key: None, seen: [NO_POS; MAX_SIZES] }
-    }
-
-    /// The second step: the key's candidate from the index, its slot asked into cache.
-    fn probe(&self, a: &mut Ahead) {
-        if a.ids.is_some() {
-            a.key = self.keys.candidate(a.hash);
-            if let Some(k) = a.key {
-                self.keys.prefetch_slot(k);
-            }
-        }
-    }
-
-    /// The third step: the key confirmed (or found, when the candidate was another's or a
-    /// key was made since), its windows asked into cache.
-    fn resolve(&self, a: &mut Ahead) {
-        let Some((g, s)) = a.ids else { return };
-        a.key = self.keys.confirm(a.key, a.hash, g, s);
-        let Some(k) = a.key else { return };
-        let sizes = self.cfg.windowing.sizes.len();
-        for (i, (&start, &number)) in a.at.start.iter().zip(&a.at.number).enumerate().take(sizes) {
-            // The slot's newest window of the size, if it is the event's (the check
-            // `window_of` makes, less the key's: a wrong guess only fetches a line).
-            let (p, slot_number) = self.keys.slot(k, i);
-            if p != NO_POS && slot_number == number {
-                a.seen[i] = p;
-                if let Some(b) = self.buckets.get(i, start) {
-                    b.prefetch(p);
-                }
-            }
-        }
     }
 
     fn apply_identified(

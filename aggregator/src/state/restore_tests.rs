@@ -6,6 +6,7 @@ use nearfield_schemas::SaleKind;
 use super::tests::{MIN, NONE, cfg, ev};
 use super::*;
 use crate::changelog::{self, Record};
+use crate::ids::event_key;
 
 /// Replays `log` (changelog records as flushed) into a state with other settings.
 fn restored_with(log: &[(Vec<u8>, Option<Vec<u8>>)], cfg: Arc<StateConfig>) -> PartitionState {
