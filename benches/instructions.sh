@@ -7,7 +7,12 @@
 # own line (events, keys, the state's totals: equal between builds that did the same work),
 # then "<SKUS> SKUs, lean bound: <n> instructions an event; ": the same events through the
 # lean lower bound of the criterion bench (aggregator/benches/lean), checked by the bench
-# to count the same events, keys, windows and sums.
+# to count the same events, keys, windows and sums. Then "<SKUS> SKUs, flush: <n>
+# instructions a window": the flush after those events (the changelog of every window
+# and event id the state holds, and the closing of the windows the watermark passed),
+# divided by the windows (the ids' share included: with 4 SKUs, few windows and many
+# ids), with its records, bytes and digest (equal between builds that wrote the same
+# changelog).
 #   benches/instructions.sh [SKUS...]   (default: 400 4; 400 SKUs: the 200 000-key mix,
 #                                        4 SKUs: 2 000 keys, in cache)
 set -euo pipefail
@@ -36,7 +41,19 @@ count() {
   [[ -n "$total" && -n "$events" ]] || { echo "$log" >&2; exit 1; }
   echo "$s SKUs$label: $((total / events)) instructions an event; $summary"
 }
+# flush SKUS: callgrind over the flush after the measured events only; one line.
+flush() {
+  local s=$1 log total summary windows
+  log=$(valgrind --tool=callgrind --toggle-collect='steady::measure_flush' \
+    --callgrind-out-file="$OUT/callgrind.measure_flush.$s" "$BIN" "$s" 1 flush 2>&1)
+  total=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' <<<"$log")
+  summary=$(grep '^steady: flush' <<<"$log" || true)
+  windows=$(sed -n 's/^steady: flush of \([0-9]*\) windows.*/\1/p' <<<"$summary")
+  [[ -n "$total" && -n "$windows" ]] || { echo "$log" >&2; exit 1; }
+  echo "$s SKUs, flush: $((total / windows)) instructions a window; $summary"
+}
 for s in "${SHAPES[@]}"; do
   count "$s" "" 'steady::measure'
   count "$s" ", lean bound" 'steady::measure_lean' lean
+  flush "$s"
 done

@@ -10,6 +10,14 @@
 //! builds alternated by hand). It prints the state's keys and sums over every window, so
 //! two builds can be checked for the same output.
 //!
+//! With the word `flush` it then also measures the flush that follows, inside
+//! [`measure_flush`]: the changelog of every window the warm-up and the measured events
+//! made, with the closing of the windows the watermark passed (at most `close_chunk`
+//! outputs), and prints the records, their bytes and a digest of them, equal between
+//! builds that wrote the same changelog. The event-id chunks and the partition's meta
+//! record are counted, not digested: they carry ids hashed with the partition's random
+//! seed, and the seed.
+//!
 //! With the word `lean` it measures the lean lower bound of `update.rs` (`lean/mod.rs`)
 //! instead, inside [`measure_lean`], on the same events after the same warm-up, and checks
 //! that it counted the same events, keys, windows and sums as the state: the instructions
@@ -19,7 +27,7 @@ mod city;
 mod lean;
 
 use city::{WARM, cfg, events};
-use nearfield_aggregator::state::{Outcome, PartitionState};
+use nearfield_aggregator::state::{Expected, Flushed, Outcome, PartitionState};
 use nearfield_schemas::SaleEventRef;
 
 /// The allocator the `nearfield` binary uses.
@@ -37,6 +45,30 @@ fn measure(st: &mut PartitionState, evs: &[SaleEventRef<'_>], now: i64) -> usize
         counted += out.iter().filter(|o| matches!(o, Outcome::Counted { .. })).count();
     }
     counted
+}
+
+/// The flush after the measured events: the changelog of every window changed since the
+/// state was made.
+#[inline(never)]
+fn measure_flush(st: &mut PartitionState, now: i64) -> Flushed {
+    st.flush(now, &Expected(|_: &str| 10))
+}
+
+/// Records, bytes and an FNV-1a digest of a flush's changelog (keys and values; of the
+/// event-id chunks and the meta record, keyed `D` and `M`, only the keys and lengths).
+fn digest(f: &Flushed) -> (usize, usize, u64) {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    let mut bytes = 0;
+    for (k, v) in &f.changelog {
+        let len = v.as_ref().map_or(0, Vec::len);
+        let value =
+            v.as_deref().filter(|_| !matches!(k.first(), Some(b'D' | b'M'))).unwrap_or_default();
+        for b in k.iter().chain(value).chain(&len.to_le_bytes()) {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+        bytes += k.len() + len;
+    }
+    (f.changelog.len(), bytes, h)
 }
 
 /// Applies `evs` to the lean bound in runs of 500, as [`measure`] does to the state.
@@ -83,6 +115,7 @@ fn lean_bound(warm: &[SaleEventRef<'_>], measured: &[SaleEventRef<'_>], now: i64
 
 fn main() {
     let lean = std::env::args().skip(1).any(|a| a == "lean");
+    let flush = std::env::args().skip(1).any(|a| a == "flush");
     let mut numbers = std::env::args().skip(1).filter_map(|a| a.parse::<usize>().ok());
     let skus = numbers.next().unwrap_or(400);
     let reps = numbers.next().unwrap_or(1).max(1);
@@ -107,6 +140,19 @@ fn main() {
         ns.push(t0.elapsed().as_nanos() as f64 / measured.len() as f64);
         // Every measured event counted: the run did the whole work, not an early exit.
         assert_eq!(counted, measured.len(), "events counted");
+        if flush {
+            let size = st.size();
+            let t0 = std::time::Instant::now();
+            let f = measure_flush(&mut st, now);
+            let ms = t0.elapsed().as_secs_f64() * 1e3;
+            let (records, bytes, h) = digest(&f);
+            eprintln!(
+                "steady: flush of {} windows and {} event ids: {records} changelog records, {bytes} bytes, digest {h:016x}; {} outputs; {ms:.1} ms",
+                size.windows,
+                size.dedupe_ids,
+                f.outputs.len()
+            );
+        }
         let state = (st.size().keys, st.totals());
         // Every fresh state ends the same: the repetitions measured the same work.
         assert!(last.is_none_or(|l| l == state), "repetitions differ");

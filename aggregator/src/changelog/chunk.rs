@@ -325,7 +325,11 @@ impl ChunkBuilder {
     /// The chunk's record value (what `changelog::encode` gives for the same
     /// [`Chunk`]), leaving the builder empty.
     pub fn take(&mut self) -> Vec<u8> {
-        let mut w = W(Vec::with_capacity(self.entries.0.len() + 16 * self.grids.len() + 64));
+        // The record's size: header, the two dictionaries (a string and its length, at
+        // most 10 bytes of varint), the count and the entries; no growth, no copy.
+        let dicts: usize =
+            self.grids.iter().chain(&self.skus).map(|s| s.len() + 10).sum::<usize>() + 20;
+        let mut w = W(Vec::with_capacity(2 + dicts + 10 + self.entries.0.len()));
         w.0.extend_from_slice(&[super::VERSION, b'W']);
         encode_dicts(&mut w, &self.grids, &self.skus);
         w.var(self.len as u64);

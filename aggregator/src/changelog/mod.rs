@@ -280,6 +280,17 @@ impl<'a> R<'a> {
 }
 
 /// Encodes a value.
+/// A [`Record::Dedupe`] of `ids`, encoded from the slice (the bytes [`encode`] gives for
+/// it), in a buffer of the record's size: a chunk of 32 Ki ids is 256 KiB, which a
+/// growing buffer copied several times over.
+pub fn encode_ids(horizon: i64, ids: &[u64]) -> Vec<u8> {
+    let mut w = W(Vec::with_capacity(2 + 16 + 8 * ids.len()));
+    w.0.extend_from_slice(&[VERSION, b'D']);
+    w.i64(horizon);
+    w.u64s(ids);
+    w.0
+}
+
 pub fn encode(r: &Record) -> Vec<u8> {
     let mut w = W(Vec::with_capacity(128));
     w.0.push(VERSION);
@@ -322,11 +333,7 @@ pub fn encode(r: &Record) -> Vec<u8> {
             w.0.push(b'B');
             chunk::encode_bucket(&mut w, b);
         }
-        Record::Dedupe { horizon, ids } => {
-            w.0.push(b'D');
-            w.i64(*horizon);
-            w.u64s(ids);
-        }
+        Record::Dedupe { horizon, ids } => return encode_ids(*horizon, ids),
         Record::DedupeByFirstEnd { first_end, ids } => {
             // Never written by this release; encoded as the old format for tests.
             w.0[0] = 3;

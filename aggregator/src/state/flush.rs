@@ -326,10 +326,8 @@ impl PartitionState {
             self.next_chunk += 1;
             self.chunks.insert(seq, horizon);
             self.meta_dirty = true;
-            out.changelog.push((
-                changelog::dedupe_key(seq),
-                Some(changelog::encode(&Record::Dedupe { horizon, ids: ids.to_vec() })),
-            ));
+            out.changelog
+                .push((changelog::dedupe_key(seq), Some(changelog::encode_ids(horizon, ids))));
         }
     }
 
@@ -355,13 +353,13 @@ impl PartitionState {
                 horizons.push(h);
             }
         }
-        let mut group: Vec<u64> = Vec::new();
+        let (mut group, mut scratch) = (Vec::<u64>::new(), Vec::new());
         if horizons.len() <= FEW_HORIZONS {
             horizons.sort_unstable();
             for horizon in horizons {
                 group.clear();
                 group.extend(pending.iter().filter(|p| p.0 == horizon).map(|p| p.1));
-                group.sort_unstable();
+                super::radix::sort_ids(&mut group, &mut scratch);
                 self.write_ids(horizon, &group, out);
             }
         } else {
