@@ -353,13 +353,13 @@ impl PartitionState {
                 horizons.push(h);
             }
         }
-        let (mut group, mut scratch) = (Vec::<u64>::new(), Vec::new());
+        let mut group: Vec<u64> = Vec::new();
         if horizons.len() <= FEW_HORIZONS {
             horizons.sort_unstable();
             for horizon in horizons {
                 group.clear();
                 group.extend(pending.iter().filter(|p| p.0 == horizon).map(|p| p.1));
-                super::radix::sort_ids(&mut group, &mut scratch);
+                group.sort_unstable();
                 self.write_ids(horizon, &group, out);
             }
         } else {

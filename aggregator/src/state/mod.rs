@@ -26,8 +26,7 @@
 //!   the buckets of windows and their block storage, store sets, event-id sets;
 //! - `staged`: the schedule of a run's lookups, steps a few events apart;
 //! - `rules`: which of an event's windows accept it, kept for the events after it;
-//! - `flush`: closing, emitting, expiring and the changelog of one flush; `radix`: the
-//!   sort of a commit's event ids for their chunks;
+//! - `flush`: closing, emitting, expiring and the changelog of one flush;
 //! - `restore`: rebuilding the state from changelog records;
 //! - `grids`: completeness per grid;
 //! - `read`: views for queries and the live map, totals and size;
@@ -45,7 +44,6 @@ mod grids;
 mod index;
 mod keys;
 mod lookup;
-mod radix;
 mod read;
 mod restore;
 mod rules;
