@@ -45,7 +45,7 @@ bench: bootstrap ## criterion benchmarks, ingest/aggregator (vs bare client and 
 	benches/query.sh
 	@echo; echo "nearfield benchmark ($$(nproc) cores, $$(rustc --version | cut -d' ' -f2), Kafka 4.3.1, $$(date -u +%F)):"; benches/report.py | tee target/bench/report.md
 
-bench-instructions: ## instructions an event of the aggregator's in-memory update path (callgrind; exact, unlike times on a shared host)
+bench-instructions: ## instructions an event of the aggregator's in-memory update path and its lean bound, and a window of the flush after it (callgrind; exact, unlike times on a shared host)
 	@scripts/bootstrap.sh --bench
 	benches/instructions.sh
 
