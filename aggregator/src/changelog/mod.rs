@@ -279,7 +279,6 @@ impl<'a> R<'a> {
     }
 }
 
-/// Encodes a value.
 /// A [`Record::Dedupe`] of `ids`, encoded from the slice (the bytes [`encode`] gives for
 /// it), in a buffer of the record's size: a chunk of 32 Ki ids is 256 KiB, which a
 /// growing buffer copied several times over.
@@ -291,6 +290,7 @@ pub fn encode_ids(horizon: i64, ids: &[u64]) -> Vec<u8> {
     w.0
 }
 
+/// Encodes a value.
 pub fn encode(r: &Record) -> Vec<u8> {
     let mut w = W(Vec::with_capacity(128));
     w.0.push(VERSION);
