@@ -47,8 +47,8 @@ fn measure(st: &mut PartitionState, evs: &[SaleEventRef<'_>], now: i64) -> usize
     counted
 }
 
-/// The flush after the measured events: the changelog of every window changed since the
-/// state was made.
+/// The flush after the measured events: the changelog of every window and event id
+/// since the state was made, and the closing of the windows the watermark passed.
 #[inline(never)]
 fn measure_flush(st: &mut PartitionState, now: i64) -> Flushed {
     st.flush(now, &Expected(|_: &str| 10))
