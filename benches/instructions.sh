@@ -30,27 +30,33 @@ for line in sys.stdin:
         print(m["executable"])')
 [[ -x "$BIN" ]] || { echo "instructions.sh: no steady bench executable" >&2; exit 1; }
 SHAPES=("$@"); ((${#SHAPES[@]})) || SHAPES=(400 4)
-# count SKUS LABEL FUNCTION [lean]: callgrind over FUNCTION only; one line.
-count() {
-  local s=$1 label=$2 fn=$3 log total summary events
-  log=$(valgrind --tool=callgrind --toggle-collect="$fn" \
-    --callgrind-out-file="$OUT/callgrind.${fn#steady::}.$s" "$BIN" "$s" "${@:4}" 2>&1)
-  total=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' <<<"$log")
-  summary=$(grep '^steady: ' <<<"$log" || true)
-  events=$(sed -n 's/^steady: \([0-9]*\) events measured.*/\1/p' <<<"$summary")
-  [[ -n "$total" && -n "$events" ]] || { echo "$log" >&2; exit 1; }
-  echo "$s SKUs$label: $((total / events)) instructions an event; $summary"
+# callgrind FUNCTION NAME ARGS...: the steady bench run with ARGS under callgrind,
+# counting inside FUNCTION only (its output file callgrind.NAME); sets LOG and TOTAL.
+callgrind() {
+  local fn=$1 name=$2
+  shift 2
+  LOG=$(valgrind --tool=callgrind --toggle-collect="$fn" \
+    --callgrind-out-file="$OUT/callgrind.$name" "$BIN" "$@" 2>&1)
+  TOTAL=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' <<<"$LOG")
+  [[ -n "$TOTAL" ]] || { echo "$LOG" >&2; exit 1; }
 }
-# flush SKUS: callgrind over the flush after the measured events only; one line.
+# count SKUS LABEL FUNCTION [lean]: instructions an event of FUNCTION; one line.
+count() {
+  local s=$1 label=$2 fn=$3 summary events
+  callgrind "$fn" "${fn#steady::}.$s" "$s" "${@:4}"
+  summary=$(grep '^steady: ' <<<"$LOG" || true)
+  events=$(sed -n 's/^steady: \([0-9]*\) events measured.*/\1/p' <<<"$summary")
+  [[ -n "$events" ]] || { echo "$LOG" >&2; exit 1; }
+  echo "$s SKUs$label: $((TOTAL / events)) instructions an event; $summary"
+}
+# flush SKUS: instructions a window of the flush after the measured events; one line.
 flush() {
-  local s=$1 log total summary windows
-  log=$(valgrind --tool=callgrind --toggle-collect='steady::measure_flush' \
-    --callgrind-out-file="$OUT/callgrind.measure_flush.$s" "$BIN" "$s" 1 flush 2>&1)
-  total=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' <<<"$log")
-  summary=$(grep '^steady: flush' <<<"$log" || true)
+  local s=$1 summary windows
+  callgrind steady::measure_flush "measure_flush.$s" "$s" 1 flush
+  summary=$(grep '^steady: flush' <<<"$LOG" || true)
   windows=$(sed -n 's/^steady: flush of \([0-9]*\) windows.*/\1/p' <<<"$summary")
-  [[ -n "$total" && -n "$windows" ]] || { echo "$log" >&2; exit 1; }
-  echo "$s SKUs, flush: $((total / windows)) instructions a window; $summary"
+  [[ -n "$windows" ]] || { echo "$LOG" >&2; exit 1; }
+  echo "$s SKUs, flush: $((TOTAL / windows)) instructions a window; $summary"
 }
 for s in "${SHAPES[@]}"; do
   count "$s" "" 'steady::measure'

@@ -70,6 +70,12 @@ step "benchmark smoke: nearfield vs Kafka Streams on a small topic, both outputs
 # check holds (benches/aggregator_compare.py fails the step otherwise).
 BENCH_DEBUG=1 BENCH_EVENTS=20000 BENCH_KEYS=1000 BENCH_RUNS=1 benches/aggregator.sh 2>&1 | tail -n 14 | tee -a "$LOG"
 
+step "benchmark smoke: the steady harness of make bench-instructions, its flush and lean modes"
+# A debug build, not a measurement: two fresh states must write the same flush digest
+# (the harness asserts it), and the lean bound must count what the state counts.
+cargo test --locked -q -p nearfield-aggregator --bench steady -- 4 2 flush 2>&1 | tee -a "$LOG"
+cargo test --locked -q -p nearfield-aggregator --bench steady -- 4 1 lean 2>&1 | tee -a "$LOG"
+
 step "fuzz smoke (${FUZZ_SECONDS:=20}s per target)"
 scripts/fuzz.sh "$FUZZ_SECONDS"
 

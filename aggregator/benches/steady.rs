@@ -140,6 +140,7 @@ fn main() {
         ns.push(t0.elapsed().as_nanos() as f64 / measured.len() as f64);
         // Every measured event counted: the run did the whole work, not an early exit.
         assert_eq!(counted, measured.len(), "events counted");
+        let mut flushed = None;
         if flush {
             let size = st.size();
             let t0 = std::time::Instant::now();
@@ -152,15 +153,17 @@ fn main() {
                 size.dedupe_ids,
                 f.outputs.len()
             );
+            flushed = Some((records, bytes, h));
         }
-        let state = (st.size().keys, st.totals());
-        // Every fresh state ends the same: the repetitions measured the same work.
+        // Every fresh state ends the same, and writes the same changelog: the repetitions
+        // measured the same work, and the digest is one builds can be compared by.
+        let state = (st.size().keys, st.totals(), flushed);
         assert!(last.is_none_or(|l| l == state), "repetitions differ");
         last = Some(state);
     }
     ns.sort_by(f64::total_cmp);
     // The keys and sums, so builds alternated by hand can be checked for the same output.
-    let (keys, totals) = last.unwrap_or_default();
+    let (keys, totals, _) = last.unwrap_or_default();
     eprintln!(
         "steady: {} events measured, {keys} keys, {totals:?}; median {:.1} ns an event over {reps} states: {ns:.1?}",
         measured.len(),
