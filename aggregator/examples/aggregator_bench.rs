@@ -23,6 +23,9 @@
 //!   `BENCH_LOG` sets the log filter (default `warn`); `BENCH_RESTORE_THREADS` the
 //!   restore workers.
 //!
+//! `aggregate` and `restore` take librdkafka properties over the production defaults from
+//! `BENCH_KAFKA_PROPERTIES` (`name=value,name=value`), to try a tuning without a build.
+//!
 //! Each prints one JSON line: seconds, cpu_s, events_per_cpu_s, peak_rss_mb, and phase
 //! details.
 
@@ -275,7 +278,14 @@ fn settings(brokers: &str, topic: &str, prefix: &str) -> (KafkaSettings, Aggrega
         aggregator_changelog: format!("{prefix}-changelog"),
         ..Topics::default()
     };
-    let kafka = KafkaSettings { brokers: brokers.to_string(), topics, ..KafkaSettings::default() };
+    let properties = bench_properties(&std::env::var("BENCH_KAFKA_PROPERTIES").unwrap_or_default())
+        .unwrap_or_else(|e| die(&format!("BENCH_KAFKA_PROPERTIES: {e}")));
+    let kafka = KafkaSettings {
+        brokers: brokers.to_string(),
+        topics,
+        properties,
+        ..KafkaSettings::default()
+    };
     let cfg = AggregateConfig {
         exactly_once: nearfield_eos::LoopSettings {
             listen: "127.0.0.1:0".parse().unwrap_or_else(|_| die("addr")),
@@ -289,6 +299,22 @@ fn settings(brokers: &str, topic: &str, prefix: &str) -> (KafkaSettings, Aggrega
         ..AggregateConfig::default()
     };
     (kafka, cfg)
+}
+
+/// librdkafka properties over the production defaults, `name=value` separated by commas:
+/// how a tuning is tried on the benchmark without a build. They are the stage's
+/// `kafka.properties`, layered as in production (over its defaults, under its guarantees).
+fn bench_properties(spec: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                Ok((k.trim().to_string(), v.trim().to_string()))
+            }
+            _ => Err(format!("`{kv}` is not name=value")),
+        })
+        .collect()
 }
 
 async fn aggregate(brokers: &str, topic: &str, n: u64, prefix: &str) {
