@@ -30,7 +30,7 @@ use city::{WARM, cfg, events};
 use nearfield_aggregator::state::{Expected, Flushed, Outcome, PartitionState};
 use nearfield_schemas::SaleEventRef;
 
-/// The allocator the `nearfield` binary uses.
+/// The allocator the `nearfield` binary uses (with its settings: `main`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -114,6 +114,7 @@ fn lean_bound(warm: &[SaleEventRef<'_>], measured: &[SaleEventRef<'_>], now: i64
 }
 
 fn main() {
+    city::production_allocator();
     let lean = std::env::args().skip(1).any(|a| a == "lean");
     let flush = std::env::args().skip(1).any(|a| a == "flush");
     let mut numbers = std::env::args().skip(1).filter_map(|a| a.parse::<usize>().ok());

@@ -23,15 +23,13 @@ use std::hash::BuildHasherDefault;
 
 use city::{EVENTS, WARM, cfg, events, events_on};
 use criterion::measurement::WallTime;
-use criterion::{
-    BatchSize, BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main,
-};
+use criterion::{BatchSize, BenchmarkGroup, Criterion, Throughput, criterion_group};
 use dashmap::DashMap;
 use nearfield_aggregator::ids::{IdHasher, key_id};
 use nearfield_aggregator::state::{Expected, Outcome, PartitionState};
 use nearfield_schemas::{SaleEvent, SaleEventRef, SaleKind};
 
-/// The allocator the `nearfield` binary uses.
+/// The allocator the `nearfield` binary uses (with its settings: `main`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -322,4 +320,10 @@ criterion_group! {
     config = Criterion::default().sample_size(10);
     targets = bench
 }
-criterion_main!(benches);
+
+/// `criterion_main!`, with the binary's allocator settings in place first.
+fn main() {
+    city::production_allocator();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
