@@ -46,6 +46,11 @@ for p in points:
     }
     summary.append(s)
 
+tunings = sorted({json.dumps(r["kafka_properties"], sort_keys=True) for r in rows
+                  if r.get("phase") == "aggregate" and r.get("kafka_properties")})
+if tunings:
+    print(f"TUNED, not the production defaults: BENCH_KAFKA_PROPERTIES {', '.join(tunings)}")
+    print()
 print("| keys | events | runs | aggregator events/CPU-s (median; runs) | ceiling: consume + decode, events/CPU-s | ratio | events/s (wall) |")
 print("|---|---|---|---|---|---|---|")
 for s in summary:

@@ -24,7 +24,8 @@
 //!   restore workers.
 //!
 //! `aggregate` and `restore` take librdkafka properties over the production defaults from
-//! `BENCH_KAFKA_PROPERTIES` (`name=value,name=value`), to try a tuning without a build.
+//! `BENCH_KAFKA_PROPERTIES` (`name=value,name=value`), to try a tuning without a build;
+//! `aggregate` reports them as `kafka_properties` (`{}`: the production defaults).
 //!
 //! Each prints one JSON line: seconds, cpu_s, events_per_cpu_s, peak_rss_mb, and phase
 //! details.
@@ -319,6 +320,8 @@ fn bench_properties(spec: &str) -> Result<std::collections::BTreeMap<String, Str
 
 async fn aggregate(brokers: &str, topic: &str, n: u64, prefix: &str) {
     let (kafka, mut cfg) = settings(brokers, topic, prefix);
+    // In the result, so a tuning experiment's line is never read as the defaults' figure.
+    let tuning = serde_json::to_string(&kafka.properties).unwrap_or_default();
     cfg.exactly_once.instance_id = Some("bench-1".into());
     let token = CancellationToken::new();
     let (cpu0, _) = proc_stat();
@@ -379,7 +382,7 @@ async fn aggregate(brokers: &str, topic: &str, n: u64, prefix: &str) {
     let rss = rss_mb();
     let totals = totals(&running).await;
     println!(
-        "{{\"phase\":\"aggregate\",\"events\":{n},\"seconds\":{secs:.2},\"events_per_s\":{:.0},\"cpu_s\":{cpu:.2},\"events_per_cpu_s\":{:.0},\"peak_rss_mb\":{hwm:.1},\"rss_mb\":{rss:.1},\"keys\":{keys},\"windows\":{windows},\"state_bytes\":{state_bytes},\"rss_slope_mb_per_m_events\":{rss_slope},\"totals\":{totals},\"query\":{query},\"threads_cpu_s\":{threads}{digest}}}",
+        "{{\"phase\":\"aggregate\",\"events\":{n},\"seconds\":{secs:.2},\"events_per_s\":{:.0},\"cpu_s\":{cpu:.2},\"events_per_cpu_s\":{:.0},\"peak_rss_mb\":{hwm:.1},\"rss_mb\":{rss:.1},\"keys\":{keys},\"windows\":{windows},\"state_bytes\":{state_bytes},\"rss_slope_mb_per_m_events\":{rss_slope},\"totals\":{totals},\"query\":{query},\"threads_cpu_s\":{threads},\"kafka_properties\":{tuning}{digest}}}",
         n as f64 / secs,
         n as f64 / cpu.max(0.01)
     );
