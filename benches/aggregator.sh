@@ -25,9 +25,10 @@
 #
 # With BENCH_EVENTS or BENCH_KEYS set only the comparison runs; BENCH_CURVE alone runs only
 # the curve; neither runs both. BENCH_STREAMS=0 leaves Kafka Streams out.
-# BENCH_KAFKA_PROPERTIES="name=value,..." tries librdkafka properties over the production
-# defaults in the aggregate and restore phases (a tuning experiment, not the defaults' figures:
-# the aggregate lines carry them as kafka_properties, and both summaries print TUNED).
+# NEARFIELD_KAFKA_PROPERTY_<NAME>=value (as for the binary, e.g. ..._LINGER_MS=50) tries a
+# librdkafka property over the production defaults in the consume, aggregate and restore
+# phases (a tuning experiment, not the defaults' figures: the aggregate lines carry them as
+# kafka_properties, and both summaries print TUNED).
 source "$(dirname "${BASH_SOURCE[0]}")/broker.sh"
 COMPARE=1; CURVE_ON=1
 [ -n "${BENCH_EVENTS:-}${BENCH_KEYS:-}" ] && CURVE_ON=0

@@ -11,6 +11,8 @@ import pathlib
 import statistics
 import sys
 
+from tuning import tuned_line
+
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
 fill = next(r for r in rows if r["phase"] == "fill")
 PHASES = ["consume", "consume_decode", "aggregate", "restore", "streams", "streams_rocksdb"]
@@ -63,10 +65,9 @@ def ratio(peer):
 
 summary["ratios"] = {peer: ratio(peer) for peer in ["consume", "consume_decode", "streams", "streams_rocksdb"]}
 
-tunings = sorted({json.dumps(r["kafka_properties"], sort_keys=True) for r in rows
-                  if r.get("phase") == "aggregate" and r.get("kafka_properties")})
-if tunings:
-    print(f"TUNED, not the production defaults: BENCH_KAFKA_PROPERTIES {', '.join(tunings)}")
+tuned = tuned_line(rows)
+if tuned:
+    print(tuned)
 print(f"{fill['events']:,} records over {fill['keys']:,} grid × SKU keys, {fill['span_hours']} h of event time; "
       f"ground truth {fill['windows_out']:,} windows, digest {fill['output_digest'][:16]}…")
 print()

@@ -9,6 +9,8 @@ import pathlib
 import statistics
 import sys
 
+from tuning import tuned_line
+
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
 points = sorted({r["point"] for r in rows})
 
@@ -46,10 +48,9 @@ for p in points:
     }
     summary.append(s)
 
-tunings = sorted({json.dumps(r["kafka_properties"], sort_keys=True) for r in rows
-                  if r.get("phase") == "aggregate" and r.get("kafka_properties")})
-if tunings:
-    print(f"TUNED, not the production defaults: BENCH_KAFKA_PROPERTIES {', '.join(tunings)}")
+tuned = tuned_line(rows)
+if tuned:
+    print(tuned)
     print()
 print("| keys | events | runs | aggregator events/CPU-s (median; runs) | ceiling: consume + decode, events/CPU-s | ratio | events/s (wall) |")
 print("|---|---|---|---|---|---|---|")

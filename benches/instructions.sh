@@ -22,10 +22,6 @@ command -v valgrind >/dev/null 2>&1 || {
   exit 1
 }
 OUT=target/bench; mkdir -p "$OUT"
-# The binary's allocator settings (common/src/alloc.rs), set here: the bench would
-# otherwise re-execute itself to set them, and the program valgrind started would not
-# be the one counted.
-export MIMALLOC_ARENA_EAGER_COMMIT=0
 BIN=$(cargo bench --locked -q -p nearfield-aggregator --bench steady --no-run --message-format=json |
   python3 -c 'import json, sys
 for line in sys.stdin:
@@ -39,12 +35,12 @@ SHAPES=("$@"); ((${#SHAPES[@]})) || SHAPES=(400 4)
 callgrind() {
   local fn=$1 name=$2
   shift 2
-  LOG=$(valgrind --tool=callgrind --toggle-collect="$fn" \
+  # Children traced: the bench re-executes itself with the binary's allocator settings
+  # (common/src/alloc.rs), and the program counted must be that one.
+  LOG=$(valgrind --tool=callgrind --trace-children=yes --toggle-collect="$fn" \
     --callgrind-out-file="$OUT/callgrind.$name" "$BIN" "$@" 2>&1)
-  TOTAL=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' <<<"$LOG")
-  # No count: valgrind's program ended without one (as when the bench re-executes
-  # itself for an allocator setting this script does not set; the new program is not
-  # traced); none in the function: it never ran.
+  TOTAL=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' <<<"$LOG" | tail -n 1)
+  # No count, or none in the function: it never ran under valgrind.
   [[ -n "$TOTAL" ]] && ((TOTAL > 0)) || {
     echo "$LOG" >&2
     echo "instructions.sh: nothing counted in $fn" >&2

@@ -71,13 +71,7 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
     })?;
     // librdkafka property names hold dots, which figment would read as nesting; they come
     // from `NEARFIELD_KAFKA_PROPERTY_SASL_PASSWORD` → `sasl.password` instead.
-    for (k, v) in std::env::vars() {
-        if let Some(name) = k.strip_prefix("NEARFIELD_KAFKA_PROPERTY_")
-            && !name.is_empty()
-        {
-            cfg.kafka.properties.insert(name.to_ascii_lowercase().replace('_', "."), v);
-        }
-    }
+    cfg.kafka.properties.extend(nearfield_common::kafka::env_properties());
     if let Some(dir) = file.and_then(Path::parent) {
         resolve(dir, &mut cfg.operator.token_file);
         resolve(dir, &mut cfg.operator.supplier_tokens_file);

@@ -23,8 +23,9 @@
 //!   `BENCH_LOG` sets the log filter (default `warn`); `BENCH_RESTORE_THREADS` the
 //!   restore workers.
 //!
-//! `aggregate` and `restore` take librdkafka properties over the production defaults from
-//! `BENCH_KAFKA_PROPERTIES` (`name=value,name=value`), to try a tuning without a build;
+//! `consume`, `aggregate` and `restore` take librdkafka properties over the production
+//! defaults from `NEARFIELD_KAFKA_PROPERTY_<NAME>` variables, as the `nearfield` binary
+//! does, to try a tuning without a build (the ceiling tuned as the aggregator is);
 //! `aggregate` reports them as `kafka_properties` (`{}`: the production defaults).
 //!
 //! Each prints one JSON line: seconds, cpu_s, events_per_cpu_s, peak_rss_mb, and phase
@@ -217,7 +218,7 @@ fn fill_span(brokers: &str, topic: &str, n: u64, keys: u64, span_h: u64, partiti
 fn consume(brokers: &str, topic: &str, n: u64, decode: bool) {
     // The aggregator's own consumer config (read_committed, its prefetch queue bounds):
     // the ceiling does the same consuming work, tuned the same way.
-    let kafka = KafkaSettings { brokers: brokers.to_string(), ..KafkaSettings::default() };
+    let kafka = kafka_settings(brokers);
     let group = format!("bench-bare-{}", std::process::id());
     let consumer: BaseConsumer = nearfield_eos::clients::group_member(&kafka, &group, None)
         .unwrap_or_else(|e| die(&format!("consumer config: {e}")))
@@ -279,14 +280,7 @@ fn settings(brokers: &str, topic: &str, prefix: &str) -> (KafkaSettings, Aggrega
         aggregator_changelog: format!("{prefix}-changelog"),
         ..Topics::default()
     };
-    let properties = bench_properties(&std::env::var("BENCH_KAFKA_PROPERTIES").unwrap_or_default())
-        .unwrap_or_else(|e| die(&format!("BENCH_KAFKA_PROPERTIES: {e}")));
-    let kafka = KafkaSettings {
-        brokers: brokers.to_string(),
-        topics,
-        properties,
-        ..KafkaSettings::default()
-    };
+    let kafka = KafkaSettings { topics, ..kafka_settings(brokers) };
     let cfg = AggregateConfig {
         exactly_once: nearfield_eos::LoopSettings {
             listen: "127.0.0.1:0".parse().unwrap_or_else(|_| die("addr")),
@@ -302,20 +296,14 @@ fn settings(brokers: &str, topic: &str, prefix: &str) -> (KafkaSettings, Aggrega
     (kafka, cfg)
 }
 
-/// librdkafka properties over the production defaults, `name=value` separated by commas:
-/// how a tuning is tried on the benchmark without a build. They are the stage's
-/// `kafka.properties`, layered as in production (over its defaults, under its guarantees).
-fn bench_properties(spec: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
-    spec.split(',')
-        .map(str::trim)
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => {
-                Ok((k.trim().to_string(), v.trim().to_string()))
-            }
-            _ => Err(format!("`{kv}` is not name=value")),
-        })
-        .collect()
+/// The brokers, with the pass-through properties of the environment
+/// (`NEARFIELD_KAFKA_PROPERTY_<NAME>`, as the binary reads them).
+fn kafka_settings(brokers: &str) -> KafkaSettings {
+    KafkaSettings {
+        brokers: brokers.to_string(),
+        properties: nearfield_common::kafka::env_properties(),
+        ..KafkaSettings::default()
+    }
 }
 
 async fn aggregate(brokers: &str, topic: &str, n: u64, prefix: &str) {

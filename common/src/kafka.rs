@@ -92,6 +92,23 @@ impl KafkaSettings {
     }
 }
 
+/// The prefix of the environment variables that set pass-through properties.
+pub const PROPERTY_ENV_PREFIX: &str = "NEARFIELD_KAFKA_PROPERTY_";
+
+/// The librdkafka property a `NEARFIELD_KAFKA_PROPERTY_<NAME>` variable sets (`_` for
+/// `.`, any case: `SASL_PASSWORD` → `sasl.password`; property names hold dots, which
+/// a variable's name cannot); `None` for any other variable.
+pub fn property_of_env(var: &str) -> Option<String> {
+    let name = var.strip_prefix(PROPERTY_ENV_PREFIX).filter(|n| !n.is_empty())?;
+    Some(name.to_ascii_lowercase().replace('_', "."))
+}
+
+/// The pass-through properties this process's environment sets
+/// ([`property_of_env`]).
+pub fn env_properties() -> BTreeMap<String, String> {
+    std::env::vars().filter_map(|(k, v)| Some((property_of_env(&k)?, v))).collect()
+}
+
 /// Topic names (SPEC §4).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -143,6 +160,20 @@ impl Topics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn property_variables_name_their_property() {
+        assert_eq!(
+            property_of_env("NEARFIELD_KAFKA_PROPERTY_SASL_PASSWORD").as_deref(),
+            Some("sasl.password")
+        );
+        assert_eq!(
+            property_of_env("NEARFIELD_KAFKA_PROPERTY_security_protocol").as_deref(),
+            Some("security.protocol")
+        );
+        assert_eq!(property_of_env("NEARFIELD_KAFKA_PROPERTY_"), None);
+        assert_eq!(property_of_env("NEARFIELD_BROKERS"), None);
+    }
 
     #[test]
     fn pass_through_properties_reach_the_client_config() {

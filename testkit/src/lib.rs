@@ -129,8 +129,10 @@ impl Kafka {
         // After NEARFIELD_BROKERS=: NEARFIELD_KAFKA_PROPERTY_security_protocol=… lines.
         let admin = stdout
             .lines()
-            .filter_map(|l| l.strip_prefix("NEARFIELD_KAFKA_PROPERTY_")?.split_once('='))
-            .map(|(k, v)| (k.replace('_', "."), v.to_string()))
+            .filter_map(|l| l.split_once('='))
+            .filter_map(|(k, v)| {
+                Some((nearfield_common::kafka::property_of_env(k)?, v.to_string()))
+            })
             .collect();
         match (out.status.success(), brokers) {
             (true, Some(brokers)) => Kafka { brokers, admin, dir: Some(dir), nodes },

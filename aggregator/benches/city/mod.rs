@@ -56,8 +56,8 @@ pub fn events_on(skus: f64, day: i64) -> Vec<SaleEvent> {
 /// Puts the `nearfield` binary's allocator settings in place before the bench allocates
 /// (`nearfield_common::alloc`: mimalloc commits on demand, no transparent huge pages), so
 /// the bench measures the memory the product runs on: the process is re-executed with
-/// them when they are missing from its environment. `benches/instructions.sh` sets them
-/// itself, so the program it runs under callgrind is not replaced.
+/// them when they are missing from its environment (`benches/instructions.sh` has
+/// callgrind follow that re-execution).
 pub fn production_allocator() {
     if let Err(e) = nearfield_common::alloc::settle() {
         eprintln!(
