@@ -309,7 +309,7 @@ impl Bucket {
     /// search), so every window's position changes and the caller rewrites the bucket's
     /// changelog.
     pub fn close(&mut self, keys: &Keys) {
-        self.wins.sort_by_cached_key(|w| keys.hash(w.key()));
+        self.wins.sort_by_hash(|w| keys.hash(w.key()));
         self.dirty.clear();
         for (i, w) in self.wins.iter().enumerate() {
             if w.dirty() {

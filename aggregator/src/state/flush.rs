@@ -353,13 +353,13 @@ impl PartitionState {
                 horizons.push(h);
             }
         }
-        let mut group: Vec<u64> = Vec::new();
+        let (mut group, mut scratch): (Vec<u64>, Vec<u64>) = (Vec::new(), Vec::new());
         if horizons.len() <= FEW_HORIZONS {
             horizons.sort_unstable();
             for horizon in horizons {
                 group.clear();
                 group.extend(pending.iter().filter(|p| p.0 == horizon).map(|p| p.1));
-                group.sort_unstable();
+                crate::ids::sort_spread(&mut group, &mut scratch, |&id| id);
                 self.write_ids(horizon, &group, out);
             }
         } else {

@@ -5,6 +5,7 @@
 use std::ops::{Index, IndexMut};
 
 use super::bucket::Win;
+use crate::ids::sort_spread;
 
 /// Windows per block (112 KiB of 28-byte windows).
 const BLOCK: usize = 4096;
@@ -79,13 +80,16 @@ impl Wins {
         self.blocks.iter().flatten()
     }
 
-    /// Sorts the windows by `key` (computed once per window; copies through one
-    /// contiguous buffer).
-    pub fn sort_by_cached_key<K: Ord>(&mut self, key: impl FnMut(&Win) -> K) {
-        let mut all: Vec<Win> = self.iter().copied().collect();
-        all.sort_by_cached_key(key);
-        for (i, w) in all.into_iter().enumerate() {
-            self[i] = w;
+    /// Sorts the windows by `hash` (computed once per window; spread evenly over 64 bits:
+    /// [`sort_spread`]), windows of equal hashes in their order, through one contiguous
+    /// copy.
+    pub fn sort_by_hash(&mut self, hash: impl Fn(&Win) -> u64) {
+        let all: Vec<Win> = self.iter().copied().collect();
+        let mut order: Vec<(u64, u32)> =
+            all.iter().enumerate().map(|(i, w)| (hash(w), i as u32)).collect();
+        sort_spread(&mut order, &mut Vec::new(), |p| p.0);
+        for (i, &(_, j)) in order.iter().enumerate() {
+            self[i] = all[j as usize];
         }
     }
 
@@ -136,7 +140,7 @@ mod tests {
             w.push(Win::new((n - i) as u32));
         }
         assert_eq!((w.len(), w[0].key(), w[n - 1].key()), (n, n as u32, 1));
-        w.sort_by_cached_key(Win::key);
+        w.sort_by_hash(|w| u64::from(w.key()) << 50);
         assert!((1..n).all(|i| w[i - 1].key() < w[i].key()));
         assert_eq!(w.partition_point(n, |x| x.key() < 5000), 4999);
         w.truncate(BLOCK + 1);
