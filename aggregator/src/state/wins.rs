@@ -138,7 +138,7 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
-        /// Sorting by hash in place gives `sort_by_cached_key`'s order, windows of equal
+        /// Sorting by hash gives `sort_by_cached_key`'s order, windows of equal
         /// hashes in their order: hashes spread, and hashes with many ties.
         #[test]
         fn sort_by_hash_is_sort_by_cached_key(
