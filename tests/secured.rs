@@ -47,7 +47,7 @@ fn as_env(props: &[(String, String)]) -> Vec<(String, String)> {
     props
         .iter()
         .filter(|(k, _)| k != "bootstrap.servers" && k != "group.id")
-        .map(|(k, v)| (format!("NEARFIELD_KAFKA_PROPERTY_{}", k.replace('.', "_")), v.clone()))
+        .map(|(k, v)| (nearfield_common::kafka::env_of_property(k), v.clone()))
         .collect()
 }
 

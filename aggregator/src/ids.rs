@@ -1,5 +1,6 @@
 //! Identities of strings as small integers: 128-bit grid × SKU ids, 64-bit event ids for
-//! de-duplication, 64-bit store and grid ids, and the fast hasher for maps keyed by them.
+//! de-duplication, 64-bit store and grid ids, the fast hasher for maps keyed by them, and
+//! the sort of values led by such hashes ([`sort_spread`]).
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -138,23 +139,27 @@ pub fn sort_spread<T: Ord + Copy + Default>(
     }
     let bits = (n / ITEMS_PER_BUCKET).ilog2().min(20);
     let bucket = |x: &T| (top(x) >> (64 - bits)) as usize;
-    let mut starts = vec![0u32; (1 << bits) + 1];
+    // Each bucket's count, then its first place, then (placing) its next free place,
+    // which ends as the bucket's end.
+    let mut at = vec![0u32; 1 << bits];
     for x in items.iter() {
-        starts[bucket(x) + 1] += 1;
+        at[bucket(x)] += 1;
     }
-    for i in 1..starts.len() {
-        starts[i] += starts[i - 1];
+    let mut sum = 0;
+    for a in &mut at {
+        (*a, sum) = (sum, sum + *a);
     }
-    let mut next = starts.clone();
     scratch.clear();
     scratch.resize(n, T::default());
     for x in items.iter() {
-        let b = &mut next[bucket(x)];
-        scratch[*b as usize] = *x;
-        *b += 1;
+        let a = &mut at[bucket(x)];
+        scratch[*a as usize] = *x;
+        *a += 1;
     }
-    for w in starts.windows(2) {
-        scratch[w[0] as usize..w[1] as usize].sort_unstable();
+    let mut begin = 0;
+    for &end in &at {
+        scratch[begin..end as usize].sort_unstable();
+        begin = end as usize;
     }
     std::mem::swap(items, scratch);
 }

@@ -103,6 +103,12 @@ pub fn property_of_env(var: &str) -> Option<String> {
     Some(name.to_ascii_lowercase().replace('_', "."))
 }
 
+/// The `NEARFIELD_KAFKA_PROPERTY_<NAME>` variable that sets librdkafka property `name`
+/// (the inverse of [`property_of_env`]: `sasl.password` → `…_SASL_PASSWORD`).
+pub fn env_of_property(name: &str) -> String {
+    format!("{PROPERTY_ENV_PREFIX}{}", name.replace('.', "_").to_ascii_uppercase())
+}
+
 /// The pass-through properties this process's environment sets
 /// ([`property_of_env`]).
 pub fn env_properties() -> BTreeMap<String, String> {
@@ -172,6 +178,10 @@ mod tests {
             Some("security.protocol")
         );
         assert_eq!(property_of_env("NEARFIELD_KAFKA_PROPERTY_"), None);
+        assert_eq!(env_of_property("sasl.password"), "NEARFIELD_KAFKA_PROPERTY_SASL_PASSWORD");
+        for name in ["security.protocol", "ssl.ca.location", "linger.ms"] {
+            assert_eq!(property_of_env(&env_of_property(name)).as_deref(), Some(name));
+        }
         assert_eq!(property_of_env("NEARFIELD_BROKERS"), None);
     }
 
