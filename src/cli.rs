@@ -61,6 +61,23 @@ enum Command {
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
     },
+    /// Copy a topic into one with another partition count, exactly once, each record to
+    /// the partition its key hashes to there (growing the partition count of a live
+    /// deployment: docs/SCALING.md). Runs until stopped.
+    Repartition {
+        /// The topic copied (overrides repartition.from).
+        #[arg(long)]
+        from: Option<String>,
+        /// The topic written, with the new partition count (overrides repartition.to).
+        #[arg(long)]
+        to: Option<String>,
+        /// Listen address of its metrics and probes (overrides repartition.listen).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// This instance's stable id (overrides repartition.instance_id).
+        #[arg(long)]
+        instance_id: Option<String>,
+    },
     /// Run ingest, aggregator, emitter and the live page in one process (small deployments and the demo;
     /// separate processes remain the production shape). A stage that fails stops the
     /// others.
@@ -203,6 +220,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             eo.instance_id = instance_id.or(eo.instance_id.take());
             let running = nearfield_emitter::start(emit, cfg.kafka, shutdown::on_signal()).await?;
             Ok(running.stage.done.await??)
+        }
+        Command::Repartition { from, to, listen, instance_id } => {
+            let mut r = cfg.repartition;
+            r.from = from.unwrap_or(r.from);
+            r.to = to.unwrap_or(r.to);
+            let eo = &mut r.exactly_once;
+            eo.listen = listen.unwrap_or(eo.listen);
+            eo.instance_id = instance_id.or(eo.instance_id.take());
+            let running =
+                nearfield_eos::repartition::start(r, cfg.kafka, shutdown::on_signal()).await?;
+            Ok(running.done.await??)
         }
         Command::Live { listen } => {
             let mut live = cfg.live;

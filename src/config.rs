@@ -13,6 +13,7 @@ use nearfield_aggregator::AggregateConfig;
 use nearfield_common::kafka::KafkaSettings;
 use nearfield_common::operator::{OperatorToken, SupplierTokens};
 use nearfield_emitter::EmitConfig;
+use nearfield_eos::repartition::RepartitionConfig;
 use nearfield_ingest::IngestConfig;
 use nearfield_live::LiveConfig;
 use nearfield_simulator::SimulateConfig;
@@ -29,6 +30,7 @@ pub struct Config {
     pub live: LiveConfig,
     pub simulate: SimulateConfig,
     pub operator: OperatorConfig,
+    pub repartition: RepartitionConfig,
 }
 
 /// `[operator]`: the token the query and admin endpoints of the aggregator, the emitter
@@ -134,6 +136,7 @@ pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
     }
     cfg.aggregate.exactly_once.operator_token.clone_from(&token);
     cfg.emit.exactly_once.operator_token.clone_from(&token);
+    cfg.repartition.exactly_once.operator_token.clone_from(&token);
     cfg.live.operator_token = token;
     // Ingest refuses SKUs that are not in the emitter's catalog.
     if cfg.ingest.catalog_file.is_none() {

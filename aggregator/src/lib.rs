@@ -105,7 +105,7 @@ pub async fn start(
     let t = &kafka.topics;
     let wiring = Wiring {
         input: t.sales.clone(),
-        changelog: t.aggregator_changelog.clone(),
+        changelog: Some(t.aggregator_changelog.clone()),
         side_inputs: vec![t.heartbeats.clone()],
         outputs: vec![t.demand.clone(), t.late.clone(), t.coverage.clone()],
         dlq: t.dlq.clone(),

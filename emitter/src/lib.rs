@@ -136,7 +136,7 @@ pub async fn start(
     let t = &kafka.topics;
     let wiring = Wiring {
         input: t.demand.clone(),
-        changelog: t.emitter_changelog.clone(),
+        changelog: Some(t.emitter_changelog.clone()),
         side_inputs: Vec::new(),
         outputs: Vec::new(),
         dlq: t.dlq.clone(),

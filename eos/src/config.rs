@@ -162,8 +162,9 @@ impl RuntimeConfig {
 pub struct Wiring {
     /// The input topic, consumed as a group member.
     pub input: String,
-    /// The compacted changelog, co-partitioned with the input.
-    pub changelog: String,
+    /// The compacted changelog, co-partitioned with the input; `None` for a stateless
+    /// stage (its partitions only resume from their committed offsets).
+    pub changelog: Option<String>,
     /// Co-partitioned side inputs: partition p is read while input partition p is owned,
     /// from the position the partition's state records ([`crate::PartitionState::side_offset`]).
     pub side_inputs: Vec<String>,

@@ -115,6 +115,9 @@ pub enum EosError {
     /// A thread could not be started.
     #[error("starting the {thread} thread: {source}")]
     Thread { thread: &'static str, source: std::io::Error },
+    /// A stage wired without a changelog (a stateless one) wrote a changelog record: a bug.
+    #[error("a changelog record was written by a stage wired without a changelog")]
+    NoChangelog,
 }
 
 /// Error codes that mean "this principal may not": permanent until an operator acts.
@@ -161,7 +164,8 @@ impl EosError {
             | EosError::Encode { .. }
             | EosError::InstanceConflict { .. }
             | EosError::Client { .. }
-            | EosError::Thread { .. } => Class::Fatal,
+            | EosError::Thread { .. }
+            | EosError::NoChangelog => Class::Fatal,
             EosError::RestoreTimeout { .. }
             | EosError::Fenced { .. }
             | EosError::Wedged { .. }

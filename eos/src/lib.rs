@@ -26,6 +26,8 @@
 //! - [`plane`]: any instance answers for any partition: the group's owners (from the
 //!   coordinator) and their advertised addresses, forwarding and fan-out.
 //! - [`http`]: `/readyz` from the status, and [`http::serve`] (server + loop together).
+//! - [`repartition`]: a stateless stage on the runtime: a topic copied into one with
+//!   another partition count, by key (`nearfield repartition`).
 //! - [`clients`]: Kafka client configs and topic metadata.
 //! - [`error`]: [`EosError`] and its [`Class`].
 //! - [`internal_events`]: metrics and logs.
@@ -38,6 +40,7 @@ pub mod http;
 pub mod internal_events;
 pub mod plane;
 pub mod query;
+pub mod repartition;
 mod restore;
 pub mod runtime;
 pub mod stage;

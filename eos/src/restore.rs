@@ -118,7 +118,8 @@ pub(crate) struct Setup {
     pub(crate) settings: KafkaSettings,
     pub(crate) group: String,
     pub(crate) input: String,
-    pub(crate) changelog: String,
+    /// `None`: a stateless stage; its partitions only fetch their committed offsets.
+    pub(crate) changelog: Option<String>,
     pub(crate) timeout: Duration,
     /// How many workers.
     pub(crate) threads: usize,
@@ -198,7 +199,7 @@ fn run<S: Stage>(
                     if jobs.remove(&partition).is_some()
                         && let Some(consumer) = &slot
                     {
-                        unassign(consumer, &setup.changelog, partition);
+                        unassign(consumer, setup.changelog.as_deref(), partition);
                     }
                 }
                 Command::Stop => return,
@@ -241,9 +242,9 @@ fn run<S: Stage>(
         }
         if jobs.values().any(|j| j.started.elapsed() > setup.timeout) {
             for (partition, job) in std::mem::take(&mut jobs) {
-                unassign(consumer, &setup.changelog, partition);
+                unassign(consumer, setup.changelog.as_deref(), partition);
                 let e = EosError::RestoreTimeout {
-                    topic: setup.changelog.clone(),
+                    topic: setup.changelog.clone().unwrap_or_default(),
                     partition,
                     timeout: setup.timeout,
                 };
@@ -264,14 +265,14 @@ fn run<S: Stage>(
                     job.last_offset = m.offset();
                     if let Err(e) = job.state.restore(m.key().unwrap_or_default(), m.payload()) {
                         let err = EosError::CorruptChangelog {
-                            topic: setup.changelog.clone(),
+                            topic: setup.changelog.clone().unwrap_or_default(),
                             partition: p,
                             offset: m.offset(),
                             source: Box::new(e),
                         };
                         let epoch = job.epoch;
                         jobs.remove(&p);
-                        unassign(consumer, &setup.changelog, p);
+                        unassign(consumer, setup.changelog.as_deref(), p);
                         let _ =
                             reports.send(Report::Done { partition: p, epoch, result: Err(err) });
                         continue;
@@ -333,11 +334,15 @@ fn begin<S: Stage>(
             .find_partition(&setup.input, *p)
             .and_then(|e| e.offset().to_raw())
             .filter(|o| *o >= 0);
-        let job = match consumer.fetch_watermarks(&setup.changelog, *p, Duration::from_secs(30)) {
-            Ok((low, end)) => {
+        // No changelog reads as an empty one.
+        let marks = match &setup.changelog {
+            Some(c) => consumer.fetch_watermarks(c, *p, Duration::from_secs(30)).map(|m| (c, m)),
+            None => Ok((&setup.input, (0, 0))),
+        };
+        let job = match marks {
+            Ok((changelog, (low, end))) => {
                 if end > low
-                    && let Err(e) =
-                        assign.add_partition_offset(&setup.changelog, *p, Offset::Beginning)
+                    && let Err(e) = assign.add_partition_offset(changelog, *p, Offset::Beginning)
                 {
                     out.push((*p, *epoch, Err(EosError::kafka("restore assignment", e))));
                     continue;
@@ -368,7 +373,8 @@ fn begin<S: Stage>(
     out
 }
 
-fn unassign(consumer: &BaseConsumer<QuietEof>, topic: &str, partition: i32) {
+fn unassign(consumer: &BaseConsumer<QuietEof>, topic: Option<&str>, partition: i32) {
+    let Some(topic) = topic else { return };
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition(topic, partition);
     if consumer.assignment().is_ok_and(|a| a.find_partition(topic, partition).is_some())
@@ -386,7 +392,7 @@ fn finish<St: PartitionState>(
     reports: &Sender<Report<St>>,
 ) {
     let Some(mut job) = jobs.remove(&partition) else { return };
-    unassign(consumer, &setup.changelog, partition);
+    unassign(consumer, setup.changelog.as_deref(), partition);
     job.state.restored(now_ms());
     let result = Ok(Restored {
         state: job.state,

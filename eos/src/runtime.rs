@@ -184,7 +184,7 @@ fn run_once<S: Stage>(
     .create_with_context(Deliveries::default())
     .map_err(|source| EosError::Client { client: "transactional producer", source })?;
     let input_partitions = clients::partition_count(producer.client(), &w.input)?;
-    for co in std::iter::once(&w.changelog).chain(&w.side_inputs) {
+    for co in w.changelog.iter().chain(&w.side_inputs) {
         let n = clients::partition_count(producer.client(), co)?;
         if n != input_partitions {
             return Err(EosError::NotCoPartitioned {

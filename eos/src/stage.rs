@@ -161,7 +161,7 @@ pub(crate) struct Txn {
     pub(crate) producer: Arc<ThreadedProducer<Deliveries>>,
     codec: Codec,
     buf: Vec<u8>,
-    changelog: String,
+    changelog: Option<String>,
     dlq: String,
     reject_source: RejectSource,
     partitions: HashMap<String, i32>,
@@ -182,7 +182,7 @@ impl std::fmt::Debug for Txn {
 
 pub(crate) struct TxnParts {
     pub(crate) producer: Arc<ThreadedProducer<Deliveries>>,
-    pub(crate) changelog: String,
+    pub(crate) changelog: Option<String>,
     pub(crate) dlq: String,
     pub(crate) reject_source: RejectSource,
     pub(crate) partitions: HashMap<String, i32>,
@@ -298,9 +298,9 @@ impl<T> Emit<'_, T> {
 
     /// A changelog record of this partition (`None`: a tombstone).
     pub fn changelog(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), EosError> {
-        let topic = std::mem::take(&mut self.txn.changelog);
+        let Some(topic) = self.txn.changelog.take() else { return Err(EosError::NoChangelog) };
         let r = self.txn.send(&topic, self.partition, key, value);
-        self.txn.changelog = topic;
+        self.txn.changelog = Some(topic);
         r
     }
 

@@ -1,13 +1,16 @@
 //! Exactly-once of both stateful stages under faults, on real Kafka, through one fixture
 //! (`nearfield_testkit::Deployment`) and one set of scenarios (`scenarios.rs`): SIGKILLs
 //! of instances that own partitions, scaling 1 → 3 → 1, a zombie fencing the producer,
-//! and a broker lost on a three-node cluster. After each, the stage's outputs equal the
-//! ground truth exactly; any instance answers any key meanwhile. Then what the runtime promises besides: a partition restoring
-//! does not stop the others, and a permanent error stops the stage, naming its cause.
+//! and a broker lost on a three-node cluster; and the stateless copy that grows a topic's
+//! partition count (`nearfield repartition`) under SIGKILLs and scaling. After each, the
+//! stage's outputs equal the ground truth exactly; any instance answers any key
+//! meanwhile. Then what the runtime promises besides: a partition restoring does not stop
+//! the others, and a permanent error stops the stage, naming its cause.
 
 mod aggregator;
 mod emitter;
 mod queries;
+mod repartition;
 mod runtime;
 mod scenarios;
 
@@ -16,6 +19,7 @@ use std::sync::{Mutex, MutexGuard};
 use aggregator::Aggregator;
 use emitter::{Emitter, PopularSku};
 use nearfield_testkit::Kafka;
+use repartition::Repartition;
 
 /// One at a time: each drives brokers and several stage processes, and on two cores
 /// running them together starves a 3-node cluster's failover.
@@ -95,4 +99,22 @@ fn a_partition_restoring_does_not_stop_the_others() {
 fn a_deleted_output_topic_stops_the_stage_naming_it() {
     let _s = serial();
     runtime::deleted_output_is_fatal(Kafka::shared());
+}
+
+#[test]
+fn repartition_sigkill_at_random_moments_copies_each_record_once_by_key() {
+    let _s = serial();
+    scenarios::sigkill::<Repartition>(Kafka::shared());
+}
+
+#[test]
+fn repartition_scaling_one_to_three_to_one_copies_each_record_once_by_key() {
+    let _s = serial();
+    scenarios::scale_out_and_in::<Repartition>(Kafka::shared());
+}
+
+#[test]
+fn repartition_refuses_a_compacted_source() {
+    let _s = serial();
+    repartition::compacted_source_is_refused(Kafka::shared());
 }

@@ -1,0 +1,146 @@
+//! `nearfield repartition` under test: sale events written the way ingest writes them into
+//! a topic of `n` partitions, copied into one of `n + 2`; every record read back with
+//! read_committed must be in the target exactly once, in the partition its key hashes to
+//! there, and each key's records in the order they were written.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use nearfield_common::kafka::partition_for_key;
+use nearfield_testkit::{Deployment, Isolation, Kafka, Record, read_to_end};
+
+use crate::scenarios::Harness;
+
+const RATE: u64 = 1_500;
+
+pub struct Repartition {
+    from: String,
+    to: String,
+    to_partitions: i32,
+    group: String,
+    stop: Arc<AtomicBool>,
+    feeder: Option<std::thread::JoinHandle<usize>>,
+    fed: usize,
+}
+
+/// The copy's topics (`to` with two partitions more than `from`) and configuration file,
+/// with `from` made compacted when `compact`.
+fn deploy(kafka: &Kafka, partitions: i32, compact: bool) -> (Repartition, Deployment) {
+    let id = Kafka::unique_topic("rep");
+    let (from, to, dlq) = (format!("from-{id}"), format!("to-{id}"), format!("dlq-{id}"));
+    let policy: &[(&str, &str)] = if compact { &[("cleanup.policy", "compact")] } else { &[] };
+    kafka.create_topic(&from, partitions, policy);
+    kafka.create_topic(&to, partitions + 2, &[]);
+    kafka.create_topic(&dlq, 1, &[]);
+    let config = format!(
+        "[kafka]\nbrokers = \"{}\"\n[kafka.topics]\ndlq = \"{dlq}\"\n\
+         [repartition]\nfrom = \"{from}\"\nto = \"{to}\"\nlisten = \"127.0.0.1:0\"\n\
+         group_id = \"rep-{id}\"\ncommit_interval_ms = 200\ntransaction_timeout_ms = 10000\n",
+        kafka.brokers()
+    );
+    let d = Deployment::new(env!("CARGO_BIN_EXE_nearfield").as_ref(), "repartition", &config, &[]);
+    let h = Repartition {
+        from,
+        to,
+        to_partitions: partitions + 2,
+        group: format!("rep-{id}"),
+        stop: Arc::new(AtomicBool::new(false)),
+        feeder: None,
+        fed: 0,
+    };
+    (h, d)
+}
+
+/// Each key's values in the order its partition holds them.
+fn by_key(records: &[Record]) -> BTreeMap<Vec<u8>, Vec<Vec<u8>>> {
+    let mut sorted: Vec<&Record> = records.iter().collect();
+    sorted.sort_by_key(|r| (r.partition, r.offset));
+    let mut keys: BTreeMap<Vec<u8>, Vec<Vec<u8>>> = BTreeMap::new();
+    for r in sorted {
+        let key = r.key.clone().unwrap_or_default();
+        keys.entry(key).or_default().push(r.value.clone().unwrap_or_default());
+    }
+    keys
+}
+
+impl Repartition {
+    /// `Ok` with the records copied when the target holds exactly the source's records,
+    /// each in its key's partition, each key's in order; else what differs.
+    fn compare(&self, kafka: &Kafka) -> Result<usize, String> {
+        let t = Duration::from_secs(60);
+        let source = read_to_end(kafka, &self.from, Isolation::ReadCommitted, t);
+        let copied = read_to_end(kafka, &self.to, Isolation::ReadCommitted, t);
+        if let Some(r) = copied.iter().find(|r| {
+            partition_for_key(r.key.as_deref().unwrap_or_default(), self.to_partitions)
+                != r.partition
+        }) {
+            return Err(format!("a record of key {:?} in partition {}", r.key, r.partition));
+        }
+        if source.len() != copied.len() {
+            return Err(format!("{} records copied of {}", copied.len(), source.len()));
+        }
+        if by_key(&source) != by_key(&copied) {
+            return Err("a key's records differ or are out of order".into());
+        }
+        Ok(copied.len())
+    }
+}
+
+impl Harness for Repartition {
+    const STAGE: &'static str = "repartition";
+    const KILL_PAUSE_MS: (u64, u64) = (1_000, 2_000);
+
+    fn setup(kafka: &Kafka, partitions: i32) -> (Self, Deployment) {
+        deploy(kafka, partitions, false)
+    }
+
+    fn feed(&mut self, kafka: &Kafka) {
+        let (brokers, topic, stop) =
+            (kafka.brokers().to_string(), self.from.clone(), Arc::clone(&self.stop));
+        self.feeder = Some(std::thread::spawn(move || {
+            crate::aggregator::feed(&brokers, &topic, RATE, &stop).len()
+        }));
+    }
+
+    fn stop_feeding(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(f) = self.feeder.take() {
+            self.fed = f.join().expect("feeder");
+        }
+    }
+
+    fn assert_exact(&self, kafka: &Kafka, d: &Deployment) -> String {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        let copied = loop {
+            match self.compare(kafka) {
+                Ok(n) => break n,
+                Err(e) if Instant::now() > deadline => {
+                    panic!("the copy never matched its source: {e}\n{}\n{}", d.logs(), d.stacks())
+                }
+                Err(_) => std::thread::sleep(Duration::from_secs(2)),
+            }
+        };
+        assert!(copied > self.fed, "{copied} records for {} events: retries too", self.fed);
+        format!(
+            "{copied} records into {} partitions: each once, in its key's partition, in order",
+            self.to_partitions
+        )
+    }
+
+    fn group(&self) -> String {
+        self.group.clone()
+    }
+}
+
+/// A compacted source is refused at start, naming the setting and why.
+pub fn compacted_source_is_refused(kafka: &Kafka) {
+    let (h, mut d) = deploy(kafka, 1, true);
+    d.start("a");
+    let status = d.exited("a", Duration::from_secs(60)).expect("it stops");
+    assert!(!status.success(), "refused with a failing status");
+    let log = d.log("a");
+    let why = format!("repartition.from: {} is compacted", h.from);
+    assert!(log.contains(&why), "the refusal names the setting and the rule:\n{log}");
+}
