@@ -16,6 +16,7 @@ pub const HEARTBEATS_TOTAL: &str = "nearfield_aggregator_heartbeats_total";
 pub const WINDOWS_EMITTED_TOTAL: &str = "nearfield_aggregator_windows_emitted_total";
 pub const WINDOWS_EXPIRED_TOTAL: &str = "nearfield_aggregator_windows_expired_total";
 pub const COVERAGE_TOTAL: &str = "nearfield_aggregator_coverage_records_total";
+pub const MISPLACED_GRIDS_TOTAL: &str = "nearfield_aggregator_misplaced_grids_total";
 
 static EVENTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     counter_vec(
@@ -39,6 +40,14 @@ static COVERAGE: LazyLock<IntCounter> = LazyLock::new(|| {
     counter(
         COVERAGE_TOTAL,
         "GridCoverage records written (one per registered grid per closed window).",
+    )
+});
+static MISPLACED: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        MISPLACED_GRIDS_TOTAL,
+        "Grids first seen on a partition their key does not hash to (a producer with another \
+         partitioner, or a topic copied or grown by partition number): each partition's \
+         state then holds part of such a grid's windows.",
     )
 });
 static EXPIRED: LazyLock<IntCounter> = LazyLock::new(|| {
@@ -77,6 +86,7 @@ pub fn register_all() {
     }
     LazyLock::force(&EXPIRED);
     LazyLock::force(&COVERAGE);
+    LazyLock::force(&MISPLACED);
     LazyLock::force(&WINDOWS);
     LazyLock::force(&KEYS_G);
     LazyLock::force(&DEDUPE);
@@ -119,14 +129,38 @@ pub struct Committed {
     pub revisions: usize,
     pub expired: usize,
     pub coverage: usize,
+    /// Grids first seen on a partition their key does not hash to.
+    pub misplaced: u64,
 }
 impl Committed {
     pub fn emit(self) {
         self.events.emit();
+        MISPLACED.inc_by(self.misplaced);
         EMITTED.with_label_values(&["final"]).inc_by(self.finals as u64);
         EMITTED.with_label_values(&["revision"]).inc_by(self.revisions as u64);
         EXPIRED.inc_by(self.expired as u64);
         COVERAGE.inc_by(self.coverage as u64);
+    }
+}
+
+/// A grid was first seen on a partition its key does not hash to.
+#[derive(Debug)]
+pub struct MisplacedGrid<'a> {
+    pub grid: &'a str,
+    pub partition: i32,
+    pub hashes_to: i32,
+}
+impl MisplacedGrid<'_> {
+    /// Logs it (the count goes with the transaction's [`Committed`]).
+    pub fn emit(&self) {
+        tracing::warn!(
+            grid = self.grid,
+            partition = self.partition,
+            hashes_to = self.hashes_to,
+            "a grid's sales arrive on a partition its key does not hash to: they are counted \
+             here, apart from the grid's other partition (a producer with another \
+             partitioner, or a topic grown without `nearfield repartition`?)"
+        );
     }
 }
 

@@ -5,11 +5,11 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nearfield_common::kafka::Topics;
+use nearfield_common::kafka::{Topics, partition_for_key};
 use nearfield_eos::{Emit, EosError, Input, Millis, Owned, Stage};
 use nearfield_schemas::{Codec, Heartbeat, SaleEvent};
 
-use crate::internal_events::{Committed, StateGauges};
+use crate::internal_events::{Committed, MisplacedGrid, StateGauges};
 use crate::query::{self, Answer, Query};
 use crate::state::{Beat, Outcome, PartitionState, Registry, StateConfig, StateSize};
 use crate::stores::GridDirectory;
@@ -108,7 +108,17 @@ impl Stage for Aggregator {
             }
         }
         let mut outcomes = Vec::with_capacity(events.len());
+        let grids_before = state.grids_interned();
         state.apply_sales(&events, now, &mut outcomes);
+        // A grid new to the partition is checked once against where its key hashes.
+        let (partition, partitions) = (out.partition(), out.input_partitions());
+        for grid in state.grids_from(grids_before) {
+            let hashes_to = partition_for_key(grid.as_bytes(), partitions);
+            if hashes_to != partition {
+                MisplacedGrid { grid, partition, hashes_to }.emit();
+                out.summary.misplaced += 1;
+            }
+        }
         for ((r, ev), outcome) in decoded.into_iter().zip(&events).zip(outcomes) {
             match outcome {
                 Outcome::Counted { .. } => out.summary.events.counted += 1,

@@ -139,6 +139,13 @@ pub fn restoring_does_not_block(kafka: &Kafka) {
         metrics.contains("nearfield_aggregator_stalled_partitions_total 0"),
         "a partition was taken for stalled:\n{metrics}"
     );
+    // The stray grid, and only it, was seen where its key does not hash, and said so.
+    assert!(
+        metrics.contains("nearfield_aggregator_misplaced_grids_total 1\n"),
+        "the stray grid was not counted as misplaced (once):\n{metrics}"
+    );
+    let named = d.count(&format!("\"{stray}\""));
+    assert_eq!(named, 1, "one warning names the stray grid:\n{}", d.logs());
     d.stop("a");
     // A restore reads a partition's whole changelog, and state v5 restores 400 000 keys in
     // a fraction of a second: give partition 0 the changelog of a long-running partition

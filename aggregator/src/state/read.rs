@@ -12,6 +12,18 @@ use crate::ids::short_id;
 use crate::window::Millis;
 
 impl PartitionState {
+    /// How many grids the state interned so far (restored ones included); grids are
+    /// never forgotten, so those interned later are [`grids_from`](Self::grids_from) it.
+    pub fn grids_interned(&self) -> usize {
+        self.keys.grids.len()
+    }
+
+    /// The grids interned after the first `from`, in the order they came.
+    pub fn grids_from(&self, from: usize) -> impl Iterator<Item = &str> + '_ {
+        let n = u32::try_from(self.keys.grids.len()).unwrap_or(u32::MAX);
+        (u32::try_from(from).unwrap_or(u32::MAX)..n).map(|id| self.keys.grids.str(id))
+    }
+
     fn view(&self, b: &Bucket, pos: u32) -> WindowView {
         let win = &b.wins[pos as usize];
         let [returned, preorder] = b.extra(pos);

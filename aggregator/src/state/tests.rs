@@ -484,3 +484,20 @@ fn a_revenue_beyond_a_windows_bound_is_refused_not_clamped() {
     assert_eq!((five[0].event_count, five[0].units_sold, five[0].units_returned), (2, 2, 2));
     assert_eq!(five[0].revenue_minor, 0);
 }
+
+#[test]
+fn grids_interned_after_a_point_are_listed_once_in_order() {
+    let mut st = PartitionState::new(cfg());
+    st.apply_sale(&ev("e1", "s1", "g-a", "k1", SaleKind::Sale, 1, 60 * MIN), 60 * MIN);
+    let before = st.grids_interned();
+    assert_eq!(before, 1);
+    for (i, g) in ["g-b", "g-a", "g-c", "g-b"].iter().enumerate() {
+        let e = ev(&format!("e{}", i + 2), "s1", g, "k2", SaleKind::Sale, 1, 60 * MIN);
+        st.apply_sale(&e, 60 * MIN);
+    }
+    assert_eq!(st.grids_from(before).collect::<Vec<_>>(), ["g-b", "g-c"]);
+    assert_eq!(st.grids_from(st.grids_interned()).count(), 0);
+    // A duplicate of a new grid's event interns nothing.
+    st.apply_sale(&ev("e2", "s1", "g-z", "k2", SaleKind::Sale, 1, 60 * MIN), 60 * MIN);
+    assert_eq!(st.grids_interned(), 3);
+}
