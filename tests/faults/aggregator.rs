@@ -95,6 +95,12 @@ impl Aggregator {
     pub fn demand(&self) -> &str {
         &self.demand
     }
+
+    /// The events written into its input some other way than [`Harness::feed`] (the
+    /// ground truth of [`Harness::assert_exact`]).
+    pub fn fed(&mut self, events: Vec<SaleEvent>) {
+        self.events = events;
+    }
 }
 
 impl Harness for Aggregator {

@@ -118,3 +118,9 @@ fn repartition_refuses_a_compacted_source() {
     let _s = serial();
     repartition::compacted_source_is_refused(Kafka::shared());
 }
+
+#[test]
+fn a_topic_grown_by_repartition_aggregates_exactly() {
+    let _s = serial();
+    repartition::grown_topic_aggregates_exactly(Kafka::shared());
+}

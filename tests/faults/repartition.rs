@@ -29,10 +29,17 @@ pub struct Repartition {
 /// with `from` made compacted when `compact`.
 fn deploy(kafka: &Kafka, partitions: i32, compact: bool) -> (Repartition, Deployment) {
     let id = Kafka::unique_topic("rep");
-    let (from, to, dlq) = (format!("from-{id}"), format!("to-{id}"), format!("dlq-{id}"));
+    let (from, to) = (format!("from-{id}"), format!("to-{id}"));
     let policy: &[(&str, &str)] = if compact { &[("cleanup.policy", "compact")] } else { &[] };
     kafka.create_topic(&from, partitions, policy);
     kafka.create_topic(&to, partitions + 2, &[]);
+    copy(kafka, &from, &to, partitions + 2)
+}
+
+/// The copy of `from` into `to` (which has `to_partitions`).
+fn copy(kafka: &Kafka, from: &str, to: &str, to_partitions: i32) -> (Repartition, Deployment) {
+    let id = Kafka::unique_topic("rep");
+    let dlq = format!("dlq-{id}");
     kafka.create_topic(&dlq, 1, &[]);
     let config = format!(
         "[kafka]\nbrokers = \"{}\"\n[kafka.topics]\ndlq = \"{dlq}\"\n\
@@ -42,9 +49,9 @@ fn deploy(kafka: &Kafka, partitions: i32, compact: bool) -> (Repartition, Deploy
     );
     let d = Deployment::new(env!("CARGO_BIN_EXE_nearfield").as_ref(), "repartition", &config, &[]);
     let h = Repartition {
-        from,
-        to,
-        to_partitions: partitions + 2,
+        from: from.to_string(),
+        to: to.to_string(),
+        to_partitions,
         group: format!("rep-{id}"),
         stop: Arc::new(AtomicBool::new(false)),
         feeder: None,
@@ -143,4 +150,35 @@ pub fn compacted_source_is_refused(kafka: &Kafka) {
     let log = d.log("a");
     let why = format!("repartition.from: {} is compacted", h.from);
     assert!(log.contains(&why), "the refusal names the setting and the rule:\n{log}");
+}
+
+/// The growth of docs/SCALING.md, end to end: sales written into a topic of 3 partitions
+/// are copied, while they are written, into the 5 partitions of a running aggregator's
+/// input, the copy SIGKILLed once on the way. The aggregator's demand windows equal the
+/// recount of the distinct events, and it never sees a grid where its key does not hash.
+pub fn grown_topic_aggregates_exactly(kafka: &Kafka) {
+    let (mut agg, mut ad) = crate::aggregator::deploy(kafka, 5, crate::aggregator::FAST_WINDOWS);
+    let from = format!("from-{}", Kafka::unique_topic("grow"));
+    kafka.create_topic(&from, 3, &[]);
+    let (_, mut rd) = copy(kafka, &from, agg.sales(), 5);
+    let stop = Arc::new(AtomicBool::new(false));
+    let feeder = {
+        let (brokers, from, stop) = (kafka.brokers().to_string(), from.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || crate::aggregator::feed(&brokers, &from, RATE, &stop))
+    };
+    ad.start("a");
+    rd.start("a");
+    rd.wait_owns("a");
+    std::thread::sleep(Duration::from_secs(4));
+    rd.kill("a");
+    rd.start("a");
+    rd.wait_owns("a");
+    std::thread::sleep(Duration::from_secs(4));
+    stop.store(true, Ordering::Relaxed);
+    agg.fed(feeder.join().expect("feeder"));
+    let summary = agg.assert_exact(kafka, &ad);
+    assert_eq!(ad.count("does not hash to"), 0, "a grid was misplaced:\n{}", ad.logs());
+    eprintln!("a grown topic: 3 → 5 partitions through a copy killed once: {summary}");
+    rd.stop("a");
+    ad.stop("a");
 }
