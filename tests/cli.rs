@@ -145,3 +145,32 @@ fn the_allocator_commits_on_demand_unless_the_operator_says_otherwise() {
     let env = running_environment(&[("MIMALLOC_ARENA_EAGER_COMMIT", "1")]);
     assert!(env.split('\0').any(|v| v == "MIMALLOC_ARENA_EAGER_COMMIT=1"), "{env:?}");
 }
+
+/// `nearfield repartition` takes its topics from flags over `[repartition]`, and names the
+/// rule a setting breaks before it connects to anything.
+#[test]
+fn repartition_refuses_settings_that_break_a_rule() {
+    let (ok, _, err) = nearfield(&["repartition", "--to", "sales.v2"]);
+    assert!(!ok && err.contains("repartition.from: must name the topic to copy"), "{err}");
+    let (ok, _, err) = nearfield(&["repartition", "--from", "sales.v1", "--to", "sales.v1"]);
+    assert!(!ok && err.contains("repartition.to: must not be the topic copied"), "{err}");
+    // Flags over the environment over the file: `--from` wins over the variable (else
+    // the topics would differ), and the variable's commit interval is read.
+    let out = Command::new(env!("CARGO_BIN_EXE_nearfield"))
+        .args(["repartition", "--from", "sales.v1", "--to", "sales.v1"])
+        .env("NEARFIELD_REPARTITION__FROM", "sales.v0")
+        .output()
+        .expect("run nearfield");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("repartition.to: must not be"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_nearfield"))
+        .args(["repartition", "--from", "sales.v1", "--to", "sales.v2"])
+        .env("NEARFIELD_REPARTITION__COMMIT_INTERVAL_MS", "5")
+        .output()
+        .expect("run nearfield");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("repartition.commit_interval_ms: must be within"),
+        "{err}"
+    );
+}
