@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nearfield_common::kafka::{KafkaSettings, Topics, partition_for_key};
+use nearfield_common::kafka::partition_for_key;
 use nearfield_common::shutdown::CancellationToken;
 use nearfield_emitter::EmitConfig;
 use nearfield_emitter::state::StateConfig;
@@ -119,31 +119,8 @@ async fn java_and_python_clients_agree_with_what_the_emitter_wrote() {
     assert!(python.exists(), "no .venv: run scripts/bootstrap.sh (make test does)");
 
     let kafka = Kafka::shared();
-    let id = Kafka::unique_topic("factory");
-    let t = |n: &str| format!("{n}-{id}");
-    let topics = Topics {
-        dlq: t("dlq"),
-        demand: t("demand"),
-        catalog: t("catalog"),
-        emitter_changelog: t("emchangelog"),
-        plan_prefix: format!("plan-{id}."),
-        ..Topics::default()
-    };
-    for (topic, parts, compact) in [
-        (&topics.catalog, 1, true),
-        (&topics.demand, PARTITIONS, true),
-        (&topics.emitter_changelog, PARTITIONS, true),
-        (&topics.dlq, 1, false),
-    ] {
-        let cfg: &[(&str, &str)] = if compact { &[("cleanup.policy", "compact")] } else { &[] };
-        kafka.create_topic(topic, parts, cfg);
-    }
-    let settings = KafkaSettings {
-        brokers: kafka.brokers().to_string(),
-        topics: topics.clone(),
-        partitions: PARTITIONS,
-        ..KafkaSettings::default()
-    };
+    let (id, settings) = kafka.emitter_topics("factory", PARTITIONS);
+    let topics = settings.topics.clone();
     let scenario = Scenario::default();
     let records = synthetic::catalog_records(&scenario);
     let dir = tempfile::tempdir().expect("tmp");

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nearfield_common::kafka::{KafkaSettings, Topics, partition_for_key};
+use nearfield_common::kafka::partition_for_key;
 use nearfield_common::operator::{OperatorToken, SupplierTokens};
 use nearfield_common::shutdown::CancellationToken;
 use nearfield_emitter::EmitConfig;
@@ -45,33 +45,8 @@ async fn signals_on(topic: String) -> Vec<PlanSignal> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demand_windows_in_plan_signals_out() {
     let kafka = Kafka::shared();
-    let id = Kafka::unique_topic("emit");
-    let t = |n: &str| format!("{n}-{id}");
-    let topics = Topics {
-        dlq: t("dlq"),
-        demand: t("demand"),
-        catalog: t("catalog"),
-        coverage: t("coverage"),
-        emitter_changelog: t("emchangelog"),
-        plan_prefix: format!("plan-{id}."),
-        ..Topics::default()
-    };
-    for (topic, parts, compact) in [
-        (&topics.catalog, 1, true),
-        (&topics.coverage, PARTITIONS, true),
-        (&topics.demand, PARTITIONS, true),
-        (&topics.emitter_changelog, PARTITIONS, true),
-        (&topics.dlq, 1, false),
-    ] {
-        let cfg: &[(&str, &str)] = if compact { &[("cleanup.policy", "compact")] } else { &[] };
-        kafka.create_topic(topic, parts, cfg);
-    }
-    let settings = KafkaSettings {
-        brokers: kafka.brokers().to_string(),
-        topics: topics.clone(),
-        partitions: PARTITIONS,
-        ..KafkaSettings::default()
-    };
+    let (id, settings) = kafka.emitter_topics("emit", PARTITIONS);
+    let topics = settings.topics.clone();
     // The synthetic SKUs, plus one sold by a single shop (thinner than k = 3).
     let scenario = Scenario::default();
     let mut records = synthetic::catalog_records(&scenario);

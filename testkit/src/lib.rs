@@ -31,6 +31,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use nearfield_common::kafka::{KafkaSettings, Topics};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -258,6 +259,37 @@ impl Kafka {
 }
 
 impl Kafka {
+    /// An emitter's topics, each named `<name>-<id>` (`id` unique, returned) and created:
+    /// the catalog and the dead-letter topic with one partition, coverage, demand and the
+    /// emitter's changelog with `partitions` (all compacted but the dead-letter topic);
+    /// plan topics are `plan-<id>.<supplier>`. With settings that name them.
+    pub fn emitter_topics(&self, label: &str, partitions: i32) -> (String, KafkaSettings) {
+        let id = Kafka::unique_topic(label);
+        let t = |n: &str| format!("{n}-{id}");
+        let topics = Topics {
+            dlq: t("dlq"),
+            demand: t("demand"),
+            catalog: t("catalog"),
+            coverage: t("coverage"),
+            emitter_changelog: t("emchangelog"),
+            plan_prefix: format!("plan-{id}."),
+            ..Topics::default()
+        };
+        let compact: &[(&str, &str)] = &[("cleanup.policy", "compact")];
+        self.create_topic(&topics.catalog, 1, compact);
+        for topic in [&topics.coverage, &topics.demand, &topics.emitter_changelog] {
+            self.create_topic(topic, partitions, compact);
+        }
+        self.create_topic(&topics.dlq, 1, &[]);
+        let settings = KafkaSettings {
+            brokers: self.brokers().to_string(),
+            topics,
+            partitions,
+            ..KafkaSettings::default()
+        };
+        (id, settings)
+    }
+
     /// Deletes `topic` and waits until the metadata no longer lists it.
     pub fn delete_topic(&self, topic: &str) {
         let admin: AdminClient<DefaultClientContext> =
