@@ -34,6 +34,10 @@ PANELS = [
         ('sum(nearfield_aggregator_keys)', "keys"),
         ('sum(nearfield_aggregator_windows)', "windows"),
         ('sum(nearfield_aggregator_state_bytes)', "bytes")]),
+    ("Partitioning: misplaced grids (1 h) and a repartition copy's lag and rate", "short", [
+        ('sum(increase(nearfield_aggregator_misplaced_grids_total[1h]))', "misplaced grids"),
+        ('sum(nearfield_repartition_consumer_lag)', "copy lag (records)"),
+        ('sum(rate(nearfield_repartition_records_total[1m]))', "copied /s")]),
     ("Emitter: windows /s by outcome", "ops", [
         ('sum by (outcome) (rate(nearfield_emitter_windows_total[5m]))', "{{outcome}}")]),
     ("Emitter: signals /h by reason and firmness", "short", [

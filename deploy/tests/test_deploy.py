@@ -33,9 +33,10 @@ def declared_metrics():
             names |= set(re.findall(r'"(nearfield_[a-z0-9_]+)"', f.read()))
     # The exactly-once runtime declares suffixes; every stage on it has each of them.
     with open(os.path.join(ROOT, "eos", "src", "internal_events.rs"), encoding="utf-8") as f:
-        suffixes = re.findall(r'pub const [A-Z_]+: &str = "([a-z0-9_]+)";', f.read())
+        suffixes = re.findall(r'pub const [A-Z_]+: &str = "((?!nearfield_)[a-z0-9_]+)";', f.read())
     assert suffixes, "eos/src/internal_events.rs declares the runtime's metric suffixes"
-    names |= {f"nearfield_{stage}_{s}" for stage in ("aggregator", "emitter") for s in suffixes}
+    stages = ("aggregator", "emitter", "repartition")
+    names |= {f"nearfield_{stage}_{s}" for stage in stages for s in suffixes}
     return names
 
 

@@ -26,6 +26,18 @@ pub const PARTITIONS: &str = "partitions";
 pub const WATERMARK_DELAY_SECONDS: &str = "watermark_delay_seconds";
 pub const STALLED_PARTITIONS_TOTAL: &str = "stalled_partitions_total";
 
+/// The `repartition` stage's own counter (its other metrics are the runtime's, as every
+/// stage's): records copied, counted once their transaction committed.
+pub const REPARTITION_RECORDS_TOTAL: &str = "nearfield_repartition_records_total";
+
+/// The repartition stage's records copied.
+pub(crate) static REPARTITION_RECORDS: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        REPARTITION_RECORDS_TOTAL,
+        "Records copied into the target topic (committed transactions).",
+    )
+});
+
 /// The full metric name of `suffix` for `stage`.
 pub fn metric_name(stage: &str, suffix: &str) -> String {
     format!("nearfield_{stage}_{suffix}")

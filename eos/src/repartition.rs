@@ -25,10 +25,8 @@ use std::convert::Infallible;
 use std::sync::{Arc, LazyLock};
 
 use nearfield_common::kafka::KafkaSettings;
-use nearfield_common::metrics::counter;
 use nearfield_common::shutdown::CancellationToken;
 use nearfield_schemas::RejectSource;
-use prometheus::IntCounter;
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use serde::{Deserialize, Serialize};
@@ -36,14 +34,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::{LoopSettings, Wiring};
 use crate::error::EosError;
 use crate::http::{Launch, Launched, ServeError};
+use crate::internal_events::REPARTITION_RECORDS;
 use crate::stage::{Emit, Input, Millis, Owned, PartitionState, Stage};
-
-/// Records copied, counted once their transaction committed.
-pub const RECORDS_TOTAL: &str = "nearfield_repartition_records_total";
-
-static RECORDS: LazyLock<IntCounter> = LazyLock::new(|| {
-    counter(RECORDS_TOTAL, "Records copied into the target topic (committed transactions).")
-});
 
 /// `[repartition]`: what to copy where, and the exactly-once loop's settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,7 +163,7 @@ impl Stage for Repartition {
     }
 
     fn committed(&self, copied: u64) {
-        RECORDS.inc_by(copied);
+        REPARTITION_RECORDS.inc_by(copied);
     }
 
     fn answer(&self, _: &Owned<'_, Nothing>, query: Infallible) {
@@ -187,7 +179,7 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<Launched<Repartition>, RepartitionError> {
     config.validate()?;
-    LazyLock::force(&RECORDS);
+    LazyLock::force(&REPARTITION_RECORDS);
     refuse_compacted(&kafka, &config.from).await?;
     let wiring = Wiring {
         input: config.from.clone(),
