@@ -336,13 +336,15 @@ fn begin<S: Stage>(
             .filter(|o| *o >= 0);
         // No changelog reads as an empty one.
         let marks = match &setup.changelog {
-            Some(c) => consumer.fetch_watermarks(c, *p, Duration::from_secs(30)).map(|m| (c, m)),
-            None => Ok((&setup.input, (0, 0))),
+            Some(c) => {
+                consumer.fetch_watermarks(c, *p, Duration::from_secs(30)).map(|m| (Some(c), m))
+            }
+            None => Ok((None, (0, 0))),
         };
         let job = match marks {
             Ok((changelog, (low, end))) => {
-                if end > low
-                    && let Err(e) = assign.add_partition_offset(changelog, *p, Offset::Beginning)
+                if let Some(c) = changelog.filter(|_| end > low)
+                    && let Err(e) = assign.add_partition_offset(c, *p, Offset::Beginning)
                 {
                     out.push((*p, *epoch, Err(EosError::kafka("restore assignment", e))));
                     continue;
