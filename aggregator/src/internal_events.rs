@@ -143,20 +143,24 @@ impl Committed {
     }
 }
 
-/// A grid was first seen on a partition its key does not hash to.
+/// Grids were first seen on a partition their keys do not hash to (in one run of
+/// records): the first, and how many.
 #[derive(Debug)]
 pub struct MisplacedGrid<'a> {
     pub grid: &'a str,
     pub partition: i32,
     pub hashes_to: i32,
+    pub grids: u64,
 }
 impl MisplacedGrid<'_> {
-    /// Logs it (the count goes with the transaction's [`Committed`]).
+    /// Logs it, one line a run however many grids (the count goes with the
+    /// transaction's [`Committed`]).
     pub fn emit(&self) {
         tracing::warn!(
             grid = self.grid,
             partition = self.partition,
             hashes_to = self.hashes_to,
+            grids = self.grids,
             "a grid's sales arrive on a partition its key does not hash to: they are counted \
              here, apart from the grid's other partition (a producer with another \
              partitioner, or a topic grown without `nearfield repartition`?)"

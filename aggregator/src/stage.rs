@@ -110,14 +110,17 @@ impl Stage for Aggregator {
         let mut outcomes = Vec::with_capacity(events.len());
         let grids_before = state.grids_interned();
         state.apply_sales(&events, now, &mut outcomes);
-        // A grid new to the partition is checked once against where its key hashes.
+        // A grid new to the partition is checked once against where its key hashes; one
+        // warning a run names the first misplaced one and counts them.
         let (partition, partitions) = (out.partition(), out.input_partitions());
-        for grid in state.grids_from(grids_before) {
-            let hashes_to = partition_for_key(grid.as_bytes(), partitions);
-            if hashes_to != partition {
-                MisplacedGrid { grid, partition, hashes_to }.emit();
-                out.summary.misplaced += 1;
-            }
+        let mut misplaced = state
+            .grids_from(grids_before)
+            .map(|g| (g, partition_for_key(g.as_bytes(), partitions)))
+            .filter(|&(_, to)| to != partition);
+        if let Some((grid, hashes_to)) = misplaced.next() {
+            let grids = 1 + misplaced.count() as u64;
+            MisplacedGrid { grid, partition, hashes_to, grids }.emit();
+            out.summary.misplaced += grids;
         }
         for ((r, ev), outcome) in decoded.into_iter().zip(&events).zip(outcomes) {
             match outcome {
