@@ -3,8 +3,14 @@
 use std::process::Command;
 
 fn nearfield(args: &[&str]) -> (bool, String, String) {
+    nearfield_with(args, &[])
+}
+
+/// `nearfield args` with the environment variables `envs` set.
+fn nearfield_with(args: &[&str], envs: &[(&str, &str)]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_nearfield"))
         .args(args)
+        .envs(envs.iter().copied())
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("NEARFIELD_BROKERS")
         .output()
@@ -156,21 +162,12 @@ fn repartition_refuses_settings_that_break_a_rule() {
     assert!(!ok && err.contains("repartition.to: must not be the topic copied"), "{err}");
     // Flags over the environment over the file: `--from` wins over the variable (else
     // the topics would differ), and the variable's commit interval is read.
-    let out = Command::new(env!("CARGO_BIN_EXE_nearfield"))
-        .args(["repartition", "--from", "sales.v1", "--to", "sales.v1"])
-        .env("NEARFIELD_REPARTITION__FROM", "sales.v0")
-        .output()
-        .expect("run nearfield");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("repartition.to: must not be"), "{err}");
-    let out = Command::new(env!("CARGO_BIN_EXE_nearfield"))
-        .args(["repartition", "--from", "sales.v1", "--to", "sales.v2"])
-        .env("NEARFIELD_REPARTITION__COMMIT_INTERVAL_MS", "5")
-        .output()
-        .expect("run nearfield");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("repartition.commit_interval_ms: must be within"),
-        "{err}"
-    );
+    let from_env = [("NEARFIELD_REPARTITION__FROM", "sales.v0")];
+    let (ok, _, err) =
+        nearfield_with(&["repartition", "--from", "sales.v1", "--to", "sales.v1"], &from_env);
+    assert!(!ok && err.contains("repartition.to: must not be"), "{err}");
+    let interval_env = [("NEARFIELD_REPARTITION__COMMIT_INTERVAL_MS", "5")];
+    let (ok, _, err) =
+        nearfield_with(&["repartition", "--from", "sales.v1", "--to", "sales.v2"], &interval_env);
+    assert!(!ok && err.contains("repartition.commit_interval_ms: must be within"), "{err}");
 }
