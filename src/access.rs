@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Subcommand;
-use nearfield_access::{Admin, Grantee, Names, Role, Scram};
+use nearfield_access::{Admin, Grantee, Names, Repartition, Role, Scram};
 
 use crate::config::Config;
 
@@ -20,9 +20,33 @@ pub enum AccessCommand {
     RevokeSupplier { id: String },
     /// Create a stage's principal (ingest, aggregate, emit) or the operator's, with only
     /// the ACLs its work needs (see docs/security.md). Prints its librdkafka properties.
-    GrantStage { role: String },
+    GrantStage {
+        role: String,
+        /// Only add the ACLs this configuration's names need (a second topic set and
+        /// groups, docs/SCALING.md § Growing); the password is left as it is, so the
+        /// stages running with it go on. Prints nothing.
+        #[arg(long)]
+        keep_password: bool,
+    },
     /// Remove a stage's (or the operator's) ACLs and credential.
     RevokeStage { role: String },
+    /// Create the principal of a copy (`nearfield repartition`) with a new password:
+    /// read FROM and its configs, write TO, as the copy's group and transactional ids,
+    /// nothing else. Prints its librdkafka properties.
+    GrantRepartition {
+        /// The topic copied (overrides repartition.from).
+        #[arg(long)]
+        from: Option<String>,
+        /// The topic written (overrides repartition.to).
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Remove the ACLs and credential of the copy of FROM, once it is done.
+    RevokeRepartition {
+        /// The topic copied (overrides repartition.from).
+        #[arg(long)]
+        from: Option<String>,
+    },
 }
 
 fn role(name: &str) -> anyhow::Result<Role> {
@@ -38,6 +62,26 @@ fn supplier(id: &str) -> anyhow::Result<Grantee> {
     Ok(Grantee::Supplier(id.to_string()))
 }
 
+/// What an access command does on the cluster.
+enum Action {
+    /// A new password and the ACLs; the properties printed.
+    Grant(Grantee),
+    /// The ACLs only; the password kept.
+    AddAcls(Grantee),
+    /// ACLs and credential removed.
+    Revoke(Grantee),
+}
+
+/// The copy the flags and `[repartition]` name: its settings checked as the copy checks
+/// them (`repartition.<setting>: <rule>`).
+fn repartition(cfg: &Config, from: Option<String>, to: Option<String>) -> anyhow::Result<Grantee> {
+    let mut r = cfg.repartition.clone();
+    r.from = from.unwrap_or(r.from);
+    r.to = to.unwrap_or(r.to);
+    r.validate()?;
+    Ok(Grantee::Repartition(Repartition { group: r.group(), from: r.from, to: r.to }))
+}
+
 /// Runs an access command; returns what to print.
 pub async fn run(cmd: AccessCommand, cfg: &Config) -> anyhow::Result<String> {
     let names = Names {
@@ -49,6 +93,30 @@ pub async fn run(cmd: AccessCommand, cfg: &Config) -> anyhow::Result<String> {
             .iter()
             .map(|g| g.to_string())
             .collect(),
+    };
+    let action = match cmd {
+        AccessCommand::GrantSupplier { id } => Action::Grant(supplier(&id)?),
+        AccessCommand::RevokeSupplier { id } => Action::Revoke(supplier(&id)?),
+        AccessCommand::GrantStage { role: r, keep_password: false } => {
+            Action::Grant(Grantee::Role(role(&r)?))
+        }
+        AccessCommand::GrantStage { role: r, keep_password: true } => {
+            Action::AddAcls(Grantee::Role(role(&r)?))
+        }
+        AccessCommand::RevokeStage { role: r } => Action::Revoke(Grantee::Role(role(&r)?)),
+        AccessCommand::GrantRepartition { from, to } => Action::Grant(repartition(cfg, from, to)?),
+        AccessCommand::RevokeRepartition { from } => {
+            let from = from.unwrap_or_else(|| cfg.repartition.from.clone());
+            anyhow::ensure!(
+                !from.trim().is_empty(),
+                "repartition.from: must name the topic copied (--from)"
+            );
+            // A revocation removes every ACL of the copy's principal, which its source
+            // alone names: the target and group need not be given (the target may be
+            // gone by then).
+            let copy = Repartition { from, to: String::new(), group: String::new() };
+            Action::Revoke(Grantee::Repartition(copy))
+        }
     };
     let props = &cfg.kafka.properties;
     let protocol = props.get("security.protocol").cloned().unwrap_or_else(|| "PLAINTEXT".into());
@@ -85,11 +153,15 @@ pub async fn run(cmd: AccessCommand, cfg: &Config) -> anyhow::Result<String> {
             );
             Ok(String::new())
         };
-        match cmd {
-            AccessCommand::GrantSupplier { id } => grant(supplier(&id)?),
-            AccessCommand::RevokeSupplier { id } => revoke(supplier(&id)?),
-            AccessCommand::GrantStage { role: r } => grant(Grantee::Role(role(&r)?)),
-            AccessCommand::RevokeStage { role: r } => revoke(Grantee::Role(role(&r)?)),
+        match action {
+            Action::Grant(who) => grant(who),
+            Action::AddAcls(who) => {
+                let acls = nearfield_access::add_acls(&admin, &who, &names)
+                    .with_context(|| format!("adding the ACLs of {}", who.user()))?;
+                tracing::info!(principal = who.user(), acls, "ACLs added, password kept");
+                Ok(String::new())
+            }
+            Action::Revoke(who) => revoke(who),
         }
     })
     .await?

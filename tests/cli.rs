@@ -170,4 +170,17 @@ fn repartition_refuses_settings_that_break_a_rule() {
     let (ok, _, err) =
         nearfield_with(&["repartition", "--from", "sales.v1", "--to", "sales.v2"], &interval_env);
     assert!(!ok && err.contains("repartition.commit_interval_ms: must be within"), "{err}");
+    // The copy's principal is granted for the copy the same settings name, checked alike,
+    // before any admin credential is asked for.
+    let (ok, _, err) = nearfield(&["access", "grant-repartition", "--to", "sales.v2"]);
+    assert!(!ok && err.contains("repartition.from: must name the topic to copy"), "{err}");
+    let grant = ["access", "grant-repartition", "--from", "sales.v1", "--to", "sales.v1"];
+    let (ok, _, err) = nearfield(&grant);
+    assert!(!ok && err.contains("repartition.to: must not be the topic copied"), "{err}");
+    let (ok, _, err) = nearfield(&["access", "revoke-repartition"]);
+    assert!(!ok && err.contains("repartition.from: must name the topic copied"), "{err}");
+    // Named right, it asks for an admin's SASL settings.
+    let grant = ["access", "grant-repartition", "--from", "sales.v1", "--to", "sales.v2"];
+    let (ok, _, err) = nearfield(&grant);
+    assert!(!ok && err.contains("needs the admin's SASL settings"), "{err}");
 }

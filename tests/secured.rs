@@ -15,8 +15,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use nearfield_common::kafka::partition_for_key;
 use nearfield_testkit::http::get_blocking;
-use nearfield_testkit::{Kafka, Process};
+use nearfield_testkit::{Isolation, Kafka, Process, Record, read_to_end};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -125,17 +126,24 @@ fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn spawn(dir: &Path, config: &Path, stage: &str, env: &[(String, String)]) -> Process {
+/// `nearfield --config CONFIG ARGS` with `env`, its log `<name>.log` in `dir`.
+fn spawn(
+    dir: &Path,
+    config: &Path,
+    name: &str,
+    args: &[&str],
+    env: &[(String, String)],
+) -> Process {
     Process(
         Command::new(env!("CARGO_BIN_EXE_nearfield"))
             .arg("--config")
             .arg(config)
-            .arg(stage)
+            .args(args)
             .env_remove("NEARFIELD_BROKERS")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join(format!("{stage}.log"))).expect("log"))
+            .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).expect("log"))
             .spawn()
             .expect("spawn nearfield"),
     )
@@ -143,7 +151,7 @@ fn spawn(dir: &Path, config: &Path, stage: &str, env: &[(String, String)]) -> Pr
 
 fn logs(dir: &Path) -> String {
     let mut out = String::new();
-    for stage in ["ingest", "aggregate", "emit", "simulate"] {
+    for stage in ["ingest", "aggregate", "emit", "simulate", "repartition", "aggregate-v2"] {
         let text = std::fs::read_to_string(dir.join(format!("{stage}.log"))).unwrap_or_default();
         let lines: Vec<&str> = text.lines().filter(|l| !l.contains("INFO")).collect();
         out.push_str(&format!(
@@ -164,6 +172,155 @@ fn wait_ready(port: u16, dir: &Path) {
         assert!(Instant::now() < deadline, "a stage on :{port} never ready:\n{}", logs(dir));
         std::thread::sleep(Duration::from_millis(300));
     }
+}
+
+/// The grid ids a query of `sku` answers with on the aggregator at `port`.
+fn grids_of(port: u16, sku: &str) -> Vec<String> {
+    let Some((status, body)) = get_blocking(port, &format!("/v1/demand?sku={sku}&limit=1000"))
+    else {
+        return Vec::new();
+    };
+    assert!(status.contains(" 200 "), "{status} {body}");
+    let page: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let mut grids: Vec<String> = page["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|k| k["grid_id"].as_str().map(str::to_string))
+        .collect();
+    grids.sort();
+    grids
+}
+
+/// Growing the partition count on the secured cluster (docs/SCALING.md § Growing): a
+/// `v2.toml` with 5 partitions and new topic names and groups; the v1 aggregate principal
+/// given the v2 names' ACLs with its password kept (the v1 aggregator goes on); the
+/// copy of `sales.v1` as a principal of its own that reads that topic and writes
+/// `sales.v2`, nothing else; every sale copied once, into the partition its key hashes
+/// to; a v2 aggregator, with the v1 credentials, answers for the same grids as v1.
+fn grow(
+    kafka: &Kafka,
+    dir: &Path,
+    config: &Path,
+    admin_env: &[(String, String)],
+    aggregate: &[(String, String)],
+    v1_port: u16,
+) {
+    let v1 = std::fs::read_to_string(config).expect("config");
+    let renamed = ["sales", "heartbeats", "late", "demand", "coverage"]
+        .map(|t| format!("{t} = \"{t}.v2\"\n"))
+        .concat();
+    let v2_text = v1
+        .replace(
+            "partitions = 3\n",
+            &format!(
+                "partitions = 5\n[kafka.topics]\n{renamed}aggregator_changelog = \
+                 \"agg.v2\"\nemitter_changelog = \"emit.v2\"\n"
+            ),
+        )
+        .replace("[aggregate]\n", "[aggregate]\ngroup_id = \"nearfield-aggregator-v2\"\n")
+        .replace("[emit]\n", "[emit]\ngroup_id = \"nearfield-emitter-v2\"\n");
+    assert_ne!(v1, v2_text);
+    let v2 = dir.join("v2.toml");
+    std::fs::write(&v2, v2_text).expect("v2.toml");
+    nearfield(&v2, admin_env, &["topics"]);
+
+    // The running aggregate principal gains the v2 names, its password kept.
+    assert_eq!(
+        topic_error(aggregate, "sales.v2").ok().flatten(),
+        Some(RDKafkaErrorCode::TopicAuthorizationFailed),
+        "the aggregate principal saw sales.v2 before its ACLs"
+    );
+    let printed =
+        nearfield(&v2, admin_env, &["access", "grant-stage", "aggregate", "--keep-password"]);
+    assert_eq!(printed, "", "--keep-password printed properties");
+    eventually("the aggregate principal never saw sales.v2", || {
+        topic_error(aggregate, "sales.v2").is_ok_and(|e| e.is_none())
+    });
+
+    // The copy, as its own principal.
+    let copy_args = ["--from", "sales.v1", "--to", "sales.v2"];
+    let grant = [&["access", "grant-repartition"][..], &copy_args].concat();
+    let copy = parse_properties(&nearfield(&v2, admin_env, &grant));
+    let user = copy.iter().find(|(k, _)| k == "sasl.username").map(|(_, v)| v.as_str());
+    assert_eq!(user, Some("nearfield-repartition-sales.v1"));
+    let copy_port = free_port();
+    let listen = format!("127.0.0.1:{copy_port}");
+    let args = [&["repartition"][..], &copy_args, &["--listen", &listen]].concat();
+    let mut copier = spawn(dir, &v2, "repartition", &args, &as_env(&copy));
+    wait_ready(copy_port, dir);
+    let t = Duration::from_secs(60);
+    let source = read_to_end(kafka, "sales.v1", Isolation::ReadCommitted, t);
+    assert!(!source.is_empty(), "no sales to copy");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let target = loop {
+        let target = read_to_end(kafka, "sales.v2", Isolation::ReadCommitted, t);
+        if target.len() >= source.len() || Instant::now() > deadline {
+            break target;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let pairs = |rs: &[Record]| {
+        let mut p: Vec<_> = rs.iter().map(|r| (r.key.clone(), r.value.clone())).collect();
+        p.sort();
+        p
+    };
+    assert!(pairs(&source) == pairs(&target), "sales.v2 is not sales.v1 once:\n{}", logs(dir));
+    for r in &target {
+        let key = r.key.as_deref().unwrap_or_default();
+        assert_eq!(r.partition, partition_for_key(key, 5), "a sale in another partition");
+    }
+    // … and nothing else; run the wrong way round, it stops at once, naming the topic and
+    // the right it lacks.
+    let backwards = ["repartition", "--from", "sales.v2", "--to", "sales.v1"];
+    let log = dir.join("backwards.log");
+    let mut wrong = spawn(
+        dir,
+        &v2,
+        "backwards",
+        &[&backwards[..], &["--listen", "127.0.0.1:0"]].concat(),
+        &as_env(&copy),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = wrong.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "a copy without the right to read ran on");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!status.success(), "{said}");
+    assert!(said.contains("topic sales.v2: this principal may see it but not read it"), "{said}");
+    assert_eq!(
+        topic_error(&copy, "demand.v1").ok().flatten(),
+        Some(RDKafkaErrorCode::TopicAuthorizationFailed)
+    );
+    for topic in ["sales.v1", "stores.v1", "demand.v2"] {
+        assert!(refused(produce(&copy, topic)), "the copy wrote {topic}");
+    }
+
+    // A v2 aggregator with the v1 aggregate credentials builds its state from the copy.
+    let v2_port = free_port();
+    let listen = format!("127.0.0.1:{v2_port}");
+    let mut v2_aggregate =
+        spawn(dir, &v2, "aggregate-v2", &["aggregate", "--listen", &listen], &as_env(aggregate));
+    wait_ready(v2_port, dir);
+    let v1_grids = grids_of(v1_port, "SKU-00001");
+    assert!(!v1_grids.is_empty(), "v1 has no demand of SKU-00001");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while grids_of(v2_port, "SKU-00001") != v1_grids {
+        assert!(Instant::now() < deadline, "v2 never held v1's grids:\n{}", logs(dir));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    for Process(child) in [&mut copier, &mut v2_aggregate] {
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let status = child.wait().expect("wait");
+        assert!(status.success(), "the copy or v2 failed:\n{}", logs(dir));
+    }
+    nearfield(&v2, admin_env, &["access", "revoke-repartition", "--from", "sales.v1"]);
+    eventually("a revoked copy still gets metadata", || topic_error(&copy, "sales.v1").is_err());
 }
 
 #[test]
@@ -243,9 +400,9 @@ skus = 400
 
     // Each stage as its own principal.
     let mut stages = vec![
-        spawn(dir.path(), &config, "ingest", &as_env(&ingest)),
-        spawn(dir.path(), &config, "aggregate", &as_env(&aggregate)),
-        spawn(dir.path(), &config, "emit", &as_env(&emit)),
+        spawn(dir.path(), &config, "ingest", &["ingest"], &as_env(&ingest)),
+        spawn(dir.path(), &config, "aggregate", &["aggregate"], &as_env(&aggregate)),
+        spawn(dir.path(), &config, "emit", &["emit"], &as_env(&emit)),
     ];
     for port in ports {
         wait_ready(port, dir.path());
@@ -313,6 +470,8 @@ skus = 400
     eventually("the new password does not", || {
         topic_error(&new_b, plan_b).is_ok_and(|e| e.is_none())
     });
+
+    grow(&kafka, dir.path(), &config, &admin_env, &aggregate, ports[1]);
 
     for Process(child) in &mut stages {
         let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();

@@ -1,5 +1,6 @@
 //! The admin calls the rdkafka crate does not wrap: create and delete ACLs, upsert and
-//! delete SCRAM credentials, describe a consumer group's members and assignment. They go through librdkafka's C API on the handle of an
+//! delete SCRAM credentials, describe a consumer group's members and assignment, and what
+//! this principal may do on a topic. They go through librdkafka's C API on the handle of an
 //! rdkafka `AdminClient`, each on a queue of its own, and block until the broker answers
 //! or the timeout passes (call them off the async runtime).
 //!
@@ -403,6 +404,68 @@ impl Admin {
         }
     }
 
+    /// The operations this principal may perform on `topic` as the broker computes them
+    /// from its ACLs (DescribeTopics with authorized operations, KIP-430: implications
+    /// such as READ → DESCRIBE included); `None` when the broker did not say. Needs
+    /// DESCRIBE on the topic. Operations nearfield never grants are left out.
+    pub fn topic_operations(&self, topic: &str) -> Result<Option<Vec<Operation>>, AdminError> {
+        let t = cstring("topic", topic)?;
+        let mut names = [t.as_ptr()];
+        // SAFETY: librdkafka copies the names into the collection, which its guard frees
+        // after the call; `t` outlives this statement.
+        let topics = unsafe {
+            Guard(rd::rd_kafka_TopicCollection_of_topic_names(names.as_mut_ptr(), 1), |c| {
+                rd::rd_kafka_TopicCollection_destroy(c)
+            })
+        };
+        let event = self.call(
+            "DescribeTopics",
+            rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DESCRIBETOPICS,
+            |rk, opts, queue| {
+                // SAFETY: `opts` and `queue` are live for the call; the collection is
+                // read by librdkafka before `DescribeTopics` returns; an error object
+                // returned by the option setter is freed at once.
+                unsafe {
+                    let err = rd::rd_kafka_AdminOptions_set_include_authorized_operations(opts, 1);
+                    if !err.is_null() {
+                        rd::rd_kafka_error_destroy(err);
+                    }
+                    rd::rd_kafka_DescribeTopics(rk, topics.0, opts, queue);
+                }
+            },
+        )?;
+        // SAFETY: the result, its descriptions and their operation arrays belong to
+        // `event`, alive until the end of scope. The operations are read as integers, so
+        // a value this binding does not know is skipped, never misread.
+        unsafe {
+            let result = rd::rd_kafka_event_DescribeTopics_result(event.0);
+            let mut n = 0usize;
+            let descs = rd::rd_kafka_DescribeTopics_result_topics(result, &mut n);
+            let Some(desc) = (0..n).map(|i| *descs.add(i)).next() else {
+                return Err(AdminError::Refused {
+                    op: "DescribeTopics",
+                    code: "NO_RESULT".into(),
+                    message: format!("no description of topic {topic}"),
+                });
+            };
+            if let Some((code, message)) = item_error(rd::rd_kafka_TopicDescription_error(desc)) {
+                return Err(AdminError::Item {
+                    op: "DescribeTopics",
+                    what: topic.into(),
+                    code,
+                    message,
+                });
+            }
+            let mut cnt = 0usize;
+            let ops = rd::rd_kafka_TopicDescription_authorized_operations(desc, &mut cnt);
+            if ops.is_null() {
+                return Ok(None);
+            }
+            let ops = ops.cast::<c_int>();
+            Ok(Some((0..cnt).filter_map(|i| operation_of(*ops.add(i))).collect()))
+        }
+    }
+
     /// Describes consumer group `group`: its members and their assigned partitions
     /// (DescribeConsumerGroups). Needs DESCRIBE on the group.
     pub fn describe_group(&self, group: &str) -> Result<GroupDescription, AdminError> {
@@ -547,6 +610,21 @@ fn pattern(p: Pattern) -> rd::rd_kafka_ResourcePatternType_t {
     }
 }
 
+/// The operation an authorized-operations entry names (the broker lists each operation
+/// allowed, never ALL); `None` for one nearfield never grants (ALTER, DELETE, …).
+fn operation_of(v: c_int) -> Option<Operation> {
+    [
+        Operation::Read,
+        Operation::Write,
+        Operation::Create,
+        Operation::Describe,
+        Operation::DescribeConfigs,
+        Operation::IdempotentWrite,
+    ]
+    .into_iter()
+    .find(|&o| operation(o) as c_int == v)
+}
+
 fn operation(o: Operation) -> rd::rd_kafka_AclOperation_t {
     use rd::rd_kafka_AclOperation_t as T;
     match o {
@@ -554,6 +632,7 @@ fn operation(o: Operation) -> rd::rd_kafka_AclOperation_t {
         Operation::Write => T::RD_KAFKA_ACL_OPERATION_WRITE,
         Operation::Create => T::RD_KAFKA_ACL_OPERATION_CREATE,
         Operation::Describe => T::RD_KAFKA_ACL_OPERATION_DESCRIBE,
+        Operation::DescribeConfigs => T::RD_KAFKA_ACL_OPERATION_DESCRIBE_CONFIGS,
         Operation::IdempotentWrite => T::RD_KAFKA_ACL_OPERATION_IDEMPOTENT_WRITE,
     }
 }

@@ -19,7 +19,7 @@ pub mod policy;
 use std::collections::BTreeMap;
 
 pub use admin::{Admin, AdminError, GroupDescription, GroupMember, Scram};
-pub use policy::{Acl, Names, Role};
+pub use policy::{Acl, Names, Operation, Repartition, Role};
 
 /// A principal's librdkafka settings, printed as a properties file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +45,8 @@ pub fn new_password() -> String {
 pub enum Grantee {
     Role(Role),
     Supplier(String),
+    /// A copy of one topic into another (`nearfield repartition`).
+    Repartition(Repartition),
 }
 
 impl Grantee {
@@ -53,6 +55,7 @@ impl Grantee {
         match self {
             Grantee::Role(r) => r.user().to_string(),
             Grantee::Supplier(id) => policy::supplier_user(id),
+            Grantee::Repartition(copy) => policy::repartition_user(&copy.from),
         }
     }
 
@@ -61,6 +64,7 @@ impl Grantee {
         match self {
             Grantee::Role(r) => policy::role_acls(*r, names),
             Grantee::Supplier(id) => policy::supplier_acls(id, &names.topics),
+            Grantee::Repartition(copy) => policy::repartition_acls(copy),
         }
     }
 }
@@ -92,6 +96,16 @@ pub fn grant(
         properties.insert("group.id", policy::supplier_group(id));
     }
     Ok(Credentials { properties })
+}
+
+/// Adds `who`'s ACLs for `names` to its principal and leaves its credential as it is:
+/// the stages running with its password go on while it gains the rights of a second set
+/// of topics and groups (docs/SCALING.md § Growing). Adding an ACL that exists changes
+/// nothing. Returns the ACLs asked for.
+pub fn add_acls(admin: &Admin, who: &Grantee, names: &Names) -> Result<usize, AdminError> {
+    let acls = who.acls(names);
+    admin.create_acls(&acls)?;
+    Ok(acls.len())
 }
 
 /// What a revocation removed.

@@ -9,11 +9,12 @@
 //! | `nearfield-emit` | read `demand`, `coverage`, `catalog`; create and write the plan topics, the DLQ; its changelog; its group and transactional ids |
 //! | `nearfield-operator` | write (and read) `stores` and `catalog` — nobody else may |
 //! | `supplier-<id>` | read `plan.<id>.v1`, as group `supplier-<id>` (or `supplier-<id>.…`) |
+//! | `nearfield-repartition-<from>` | read topic `<from>` (and its configs), write the one it is copied into; its group and transactional ids |
 //!
 //! No principal but the operator may write the registries, so a leaked ingest credential
 //! cannot re-activate a store; a supplier reads its own plan topic and nothing else.
 
-use Operation::{Create, Describe, IdempotentWrite, Read, Write};
+use Operation::{Create, Describe, DescribeConfigs, IdempotentWrite, Read, Write};
 use nearfield_common::kafka::Topics;
 
 /// The kind of resource an ACL is on.
@@ -39,7 +40,22 @@ pub enum Operation {
     Write,
     Create,
     Describe,
+    DescribeConfigs,
     IdempotentWrite,
+}
+
+impl Operation {
+    /// Its name in messages (`read`, `write`, …).
+    pub fn label(self) -> &'static str {
+        match self {
+            Read => "read",
+            Write => "write",
+            Create => "create",
+            Describe => "describe",
+            DescribeConfigs => "describe the configs of",
+            IdempotentWrite => "write idempotently to",
+        }
+    }
 }
 
 /// One ALLOW rule for one principal, from any host.
@@ -209,6 +225,35 @@ pub fn supplier_acls(id: &str, topics: &Topics) -> Vec<Acl> {
     r.done()
 }
 
+/// A copy of one topic into another (`nearfield repartition`, growing a live
+/// deployment's partition count: docs/SCALING.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repartition {
+    /// The topic copied.
+    pub from: String,
+    /// The topic written.
+    pub to: String,
+    /// The copy's consumer group (its transactional ids are `<group>-<instance>`).
+    pub group: String,
+}
+
+/// The SCRAM user name of the copy of topic `from`: one principal a copy, so the right
+/// to read one topic set and write the other ends with the copy (`revoke-repartition`).
+pub fn repartition_user(from: &str) -> String {
+    format!("nearfield-repartition-{from}")
+}
+
+/// The rules of a copy: read its source and the source's configs (a compacted source is
+/// refused), write its target, as its own group and transactional ids. The DLQ is not
+/// among them: a copy decodes nothing and refuses nothing.
+pub fn repartition_acls(copy: &Repartition) -> Vec<Acl> {
+    let mut r = Rules::new(&repartition_user(&copy.from));
+    r.topics(&[&copy.from], &[Read, Describe, DescribeConfigs]);
+    r.topics(&[&copy.to], &[Write, Describe]);
+    r.transactional(&copy.group);
+    r.done()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,6 +329,31 @@ mod tests {
         assert!(may(&emit, Resource::Topic, "plan.acme.v1", Create));
         assert!(may(&emit, Resource::Topic, "plan.acme.v1", Write));
         assert!(!may(&emit, Resource::Topic, "plan.acme.v1", Read));
+    }
+
+    #[test]
+    fn a_copy_reads_its_source_and_writes_its_target_only() {
+        let copy = Repartition {
+            from: "sales.v1".into(),
+            to: "sales.v2".into(),
+            group: "nearfield-repartition-sales.v1".into(),
+        };
+        let acls = repartition_acls(&copy);
+        assert!(may(&acls, Resource::Topic, "sales.v1", Read));
+        assert!(may(&acls, Resource::Topic, "sales.v1", DescribeConfigs));
+        assert!(may(&acls, Resource::Topic, "sales.v2", Write));
+        assert!(!may(&acls, Resource::Topic, "sales.v1", Write), "writes its source");
+        assert!(!may(&acls, Resource::Topic, "sales.v2", Read), "reads its target");
+        for topic in ["sales.dlq.v1", "demand.v1", "stores.v1", "heartbeats.v1", "plan.acme.v1"] {
+            assert!(!may(&acls, Resource::Topic, topic, Read), "reads {topic}");
+            assert!(!may(&acls, Resource::Topic, topic, Write), "writes {topic}");
+        }
+        let group = "nearfield-repartition-sales.v1";
+        assert!(may(&acls, Resource::Group, group, Read));
+        assert!(may(&acls, Resource::TransactionalId, &format!("{group}-pod-0"), Write));
+        assert!(!may(&acls, Resource::TransactionalId, "nearfield-aggregator-pod-0", Write));
+        assert!(!acls.iter().any(|a| a.resource == Resource::Cluster));
+        assert!(acls.iter().all(|a| a.principal == "User:nearfield-repartition-sales.v1"));
     }
 
     #[test]

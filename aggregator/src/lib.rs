@@ -108,7 +108,7 @@ pub async fn start(
         changelog: Some(t.aggregator_changelog.clone()),
         side_inputs: vec![t.heartbeats.clone()],
         outputs: vec![t.demand.clone(), t.late.clone(), t.coverage.clone()],
-        dlq: t.dlq.clone(),
+        dlq: Some(t.dlq.clone()),
         reject_source: RejectSource::Aggregator,
     };
     let stage = Arc::new(stage::Aggregator::new(state_cfg, directory, t.clone()));

@@ -139,7 +139,7 @@ pub async fn start(
         changelog: Some(t.emitter_changelog.clone()),
         side_inputs: Vec::new(),
         outputs: Vec::new(),
-        dlq: t.dlq.clone(),
+        dlq: Some(t.dlq.clone()),
         reject_source: RejectSource::Emitter,
     };
     let stage = Arc::new(stage::Emitter::new(

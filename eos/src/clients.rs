@@ -11,6 +11,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext};
 
+use nearfield_access::{Admin, Operation};
+
 use crate::error::{EosError, TopicProblem};
 
 /// A client config layered as defaults < pass-through properties < `owned`.
@@ -166,6 +168,42 @@ pub fn partition_count<C: ClientContext>(
             other => Err(problem(TopicProblem::Metadata(other.to_string()))),
         },
     }
+}
+
+/// Checks that this principal may do what `needs` lists on each topic, as the broker
+/// computes it from the principal's ACLs (DescribeTopics with authorized operations): a
+/// topic it may see but not read or write stops the stage at start, naming the topic
+/// and the right, where the first transaction would fail with a state error that names
+/// neither, and the loop would restart into the same failure. When the broker does not
+/// say (or the call fails) the check is skipped with a warning: it is a diagnosis, and
+/// the transactions still enforce the ACLs.
+pub fn check_rights(
+    settings: &KafkaSettings,
+    needs: &[(&str, &[Operation])],
+) -> Result<(), EosError> {
+    let config = layered(settings, &[], &[])?;
+    let admin = match Admin::new(&config, Duration::from_secs(30)) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot check the topics' ACLs");
+            return Ok(());
+        }
+    };
+    for &(topic, ops) in needs {
+        let allowed = match admin.topic_operations(topic) {
+            Ok(Some(allowed)) => allowed,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(topic, error = %e, "cannot check the topic's ACLs");
+                continue;
+            }
+        };
+        if let Some(op) = ops.iter().find(|op| !allowed.contains(op)) {
+            let problem = TopicProblem::NotAllowed { operation: op.label() };
+            return Err(EosError::Topic { topic: topic.to_string(), problem });
+        }
+    }
+    Ok(())
 }
 
 /// A stage instance's stable identity: the configured one, else the host name (a

@@ -171,8 +171,9 @@ pub struct Wiring {
     /// Topics written that must exist before the stage starts (and whose disappearance
     /// stops it).
     pub outputs: Vec<String>,
-    /// Where undecodable input goes.
-    pub dlq: String,
+    /// Where undecodable or refused input goes; `None` for a stage that decodes nothing
+    /// (`nearfield repartition`).
+    pub dlq: Option<String>,
     /// Who rejected a dead-lettered record.
     pub reject_source: RejectSource,
 }

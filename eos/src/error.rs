@@ -43,6 +43,11 @@ pub enum TopicProblem {
     Missing,
     #[error("this principal is not authorized to use it (check its ACLs)")]
     Unauthorized,
+    #[error(
+        "this principal may see it but not {operation} it (check its ACLs: `nearfield access`, \
+         docs/operations.md)"
+    )]
+    NotAllowed { operation: &'static str },
     #[error("metadata: {0}")]
     Metadata(String),
 }
@@ -115,9 +120,10 @@ pub enum EosError {
     /// A thread could not be started.
     #[error("starting the {thread} thread: {source}")]
     Thread { thread: &'static str, source: std::io::Error },
-    /// A stage wired without a changelog (a stateless one) wrote a changelog record: a bug.
-    #[error("a changelog record was written by a stage wired without a changelog")]
-    NoChangelog,
+    /// A stage wired without a changelog (a stateless one) or a dead-letter topic (one
+    /// that decodes nothing) wrote such a record: a bug.
+    #[error("a {0} record was written by a stage wired without a {0} topic")]
+    Unwired(&'static str),
 }
 
 /// Error codes that mean "this principal may not": permanent until an operator acts.
@@ -165,7 +171,7 @@ impl EosError {
             | EosError::InstanceConflict { .. }
             | EosError::Client { .. }
             | EosError::Thread { .. }
-            | EosError::NoChangelog => Class::Fatal,
+            | EosError::Unwired(_) => Class::Fatal,
             EosError::RestoreTimeout { .. }
             | EosError::Fenced { .. }
             | EosError::Wedged { .. }

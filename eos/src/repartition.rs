@@ -186,8 +186,8 @@ pub async fn start(
         changelog: None,
         side_inputs: Vec::new(),
         outputs: vec![config.to.clone()],
-        // Never written: a copy decodes nothing and refuses nothing.
-        dlq: kafka.topics.dlq.clone(),
+        // A copy decodes nothing and refuses nothing.
+        dlq: None,
         reject_source: RejectSource::Ingest,
     };
     let launch = Launch {

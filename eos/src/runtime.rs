@@ -7,7 +7,9 @@
 //! to `batch` records (≤ 50 ms) and hands each partition's run to the stage, applies side
 //! input records, answers waiting queries, and every `commit_interval` commits one
 //! transaction holding the stage's changelog records and outputs and the input offsets
-//! with the group metadata (so a zombie of an older generation is fenced). Errors go by
+//! with the group metadata (so a zombie of an older generation is fenced). At start the
+//! topics are checked: each exists, is co-partitioned where it must be, and may be read
+//! or written as the stage needs (a missing ACL stops it, named). Errors go by
 //! their [`Class`]: fatal ones stop the stage; restart ones recreate the clients (with
 //! backoff, counted); being fenced again and again means another instance shares this
 //! one's id, which is fatal too.
@@ -18,6 +20,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use nearfield_access::Operation;
 use nearfield_common::kafka::KafkaSettings;
 use nearfield_common::shutdown::CancellationToken;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -196,9 +199,10 @@ fn run_once<S: Stage>(
         }
     }
     let mut partitions = HashMap::new();
-    for t in w.outputs.iter().chain(std::iter::once(&w.dlq)) {
+    for t in w.outputs.iter().chain(&w.dlq) {
         partitions.insert(t.clone(), clients::partition_count(producer.client(), t)?);
     }
+    clients::check_rights(&spec.settings, &rights(w))?;
     producer
         .init_transactions(cfg.transaction_timeout.max(Duration::from_secs(30)))
         .map_err(|e| classify_init(cfg, e))?;
@@ -295,6 +299,17 @@ fn run_once<S: Stage>(
     }
     drop(worker);
     result
+}
+
+/// What the stage must be allowed to do on each topic it is wired to.
+fn rights(w: &Wiring) -> Vec<(&str, &'static [Operation])> {
+    use Operation::{Read, Write};
+    let read: &'static [Operation] = &[Read];
+    let mut needs = vec![(w.input.as_str(), read)];
+    needs.extend(w.changelog.iter().map(|c| (c.as_str(), &[Read, Write][..])));
+    needs.extend(w.side_inputs.iter().map(|s| (s.as_str(), read)));
+    needs.extend(w.outputs.iter().chain(&w.dlq).map(|o| (o.as_str(), &[Write][..])));
+    needs
 }
 
 fn classify_init(cfg: &RuntimeConfig, e: KafkaError) -> EosError {
@@ -428,4 +443,43 @@ fn consume<S: Stage>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use nearfield_schemas::RejectSource;
+
+    use super::*;
+
+    fn wiring(changelog: Option<&str>, dlq: Option<&str>) -> Wiring {
+        Wiring {
+            input: "sales.v1".into(),
+            changelog: changelog.map(str::to_string),
+            side_inputs: vec!["heartbeats.v1".into()],
+            outputs: vec!["demand.v1".into()],
+            dlq: dlq.map(str::to_string),
+            reject_source: RejectSource::Ingest,
+        }
+    }
+
+    #[test]
+    fn a_stage_needs_to_read_its_inputs_and_write_its_outputs() {
+        use Operation::{Read, Write};
+        let stateful = wiring(Some("changelog"), Some("sales.dlq.v1"));
+        let needs: Vec<_> = rights(&stateful).into_iter().map(|(t, o)| (t, o.to_vec())).collect();
+        assert_eq!(
+            needs,
+            vec![
+                ("sales.v1", vec![Read]),
+                ("changelog", vec![Read, Write]),
+                ("heartbeats.v1", vec![Read]),
+                ("demand.v1", vec![Write]),
+                ("sales.dlq.v1", vec![Write]),
+            ]
+        );
+        // A copy (no changelog, no dead letters) needs no right on either.
+        let copy = wiring(None, None);
+        let copy = rights(&copy);
+        assert!(copy.iter().all(|(t, _)| *t != "changelog" && *t != "sales.dlq.v1"), "{copy:?}");
+    }
 }

@@ -162,7 +162,7 @@ pub(crate) struct Txn {
     codec: Codec,
     buf: Vec<u8>,
     changelog: Option<String>,
-    dlq: String,
+    dlq: Option<String>,
     reject_source: RejectSource,
     partitions: HashMap<String, i32>,
     create: Arc<CreateOnDemand>,
@@ -183,7 +183,7 @@ impl std::fmt::Debug for Txn {
 pub(crate) struct TxnParts {
     pub(crate) producer: Arc<ThreadedProducer<Deliveries>>,
     pub(crate) changelog: Option<String>,
-    pub(crate) dlq: String,
+    pub(crate) dlq: Option<String>,
     pub(crate) reject_source: RejectSource,
     pub(crate) partitions: HashMap<String, i32>,
     pub(crate) create: Arc<CreateOnDemand>,
@@ -298,7 +298,9 @@ impl<T> Emit<'_, T> {
 
     /// A changelog record of this partition (`None`: a tombstone).
     pub fn changelog(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), EosError> {
-        let Some(topic) = self.txn.changelog.take() else { return Err(EosError::NoChangelog) };
+        let Some(topic) = self.txn.changelog.take() else {
+            return Err(EosError::Unwired("changelog"));
+        };
         let r = self.txn.send(&topic, self.partition, key, value);
         self.txn.changelog = Some(topic);
         r
@@ -421,7 +423,9 @@ impl<T> Emit<'_, T> {
             origin: Some(format!("{}/{}/{}", record.topic, record.partition, record.offset)),
             rejected_at: now,
         };
-        let dlq = self.txn.dlq.clone();
+        let Some(dlq) = self.txn.dlq.clone() else {
+            return Err(EosError::Unwired("dead-letter"));
+        };
         self.send_record(&dlq, record.key, record.key, &rejected)
     }
 
@@ -441,7 +445,9 @@ impl<T> Emit<'_, T> {
             format!("{}/{}/{}", record.topic, record.partition, record.offset),
             now,
         );
-        let dlq = self.txn.dlq.clone();
+        let Some(dlq) = self.txn.dlq.clone() else {
+            return Err(EosError::Unwired("dead-letter"));
+        };
         self.send_record(&dlq, record.key, record.key, &rejected)
     }
 }

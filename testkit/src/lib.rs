@@ -342,14 +342,15 @@ pub struct Record {
 }
 
 /// Reads every record of `topic` from the beginning up to the end offsets taken when the
-/// call starts (the last stable offsets under read_committed). Panics after `timeout`.
+/// call starts (the last stable offsets under read_committed), as the cluster's admin on
+/// a secured one. Panics after `timeout`.
 pub fn read_to_end(
     kafka: &Kafka,
     topic: &str,
     isolation: Isolation,
     timeout: Duration,
 ) -> Vec<Record> {
-    read_topic(kafka.brokers(), topic, isolation, timeout)
+    read_with(kafka.client_config(), topic, isolation, timeout)
 }
 
 /// A consumer context that does not log the end-of-partition events a reader to the end
@@ -371,12 +372,23 @@ pub fn read_topic(
     isolation: Isolation,
     timeout: Duration,
 ) -> Vec<Record> {
+    let mut base = ClientConfig::new();
+    base.set("bootstrap.servers", brokers);
+    read_with(base, topic, isolation, timeout)
+}
+
+/// [`read_to_end`] with the client settings of `base` (brokers, credentials).
+fn read_with(
+    mut base: ClientConfig,
+    topic: &str,
+    isolation: Isolation,
+    timeout: Duration,
+) -> Vec<Record> {
     let level = match isolation {
         Isolation::ReadCommitted => "read_committed",
         Isolation::ReadUncommitted => "read_uncommitted",
     };
-    let consumer: BaseConsumer<AtEndQuiet> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer<AtEndQuiet> = base
         .set("group.id", format!("testkit-{}", uuid::Uuid::new_v4().simple()))
         .set("enable.auto.commit", "false")
         .set("isolation.level", level)

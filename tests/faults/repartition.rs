@@ -38,11 +38,10 @@ fn deploy(kafka: &Kafka, partitions: i32, compact: bool) -> (Repartition, Deploy
 
 /// The copy of `from` into `to` (which has `to_partitions`).
 fn copy(kafka: &Kafka, from: &str, to: &str, to_partitions: i32) -> (Repartition, Deployment) {
+    // No dead-letter topic: a copy needs none (it decodes and refuses nothing).
     let id = Kafka::unique_topic("rep");
-    let dlq = format!("dlq-{id}");
-    kafka.create_topic(&dlq, 1, &[]);
     let config = format!(
-        "[kafka]\nbrokers = \"{}\"\n[kafka.topics]\ndlq = \"{dlq}\"\n\
+        "[kafka]\nbrokers = \"{}\"\n\
          [repartition]\nfrom = \"{from}\"\nto = \"{to}\"\nlisten = \"127.0.0.1:0\"\n\
          group_id = \"rep-{id}\"\ncommit_interval_ms = 200\ntransaction_timeout_ms = 10000\n",
         kafka.brokers()
