@@ -329,13 +329,7 @@ impl<S: Stage> Core<S> {
             };
             let p = m.partition();
             let Some(state) = states.get_mut(&p) else { continue };
-            let rec = Input {
-                topic: m.topic(),
-                partition: p,
-                offset: m.offset(),
-                key: m.key().unwrap_or_default(),
-                payload: m.payload().unwrap_or_default(),
-            };
+            let rec = Input::of(&m);
             let mut out = Emit { txn, partition: p, summary };
             stage.process_side(idx, state, &rec, now_ms(), &mut out)?;
         }

@@ -11,9 +11,9 @@
 //! record without a key is partitioned as the empty key), in the transactions that commit
 //! the input offsets: a copy that is SIGKILLed, fenced or rebalanced resumes from its last
 //! commit, and a read_committed consumer of the target sees every record exactly once.
-//! Headers and timestamps are not carried (nearfield's event topics have no headers; the
-//! copies take the time of the copy, so the target's retention counts from the copy). A
-//! compacted source is refused: a tombstone would be copied as an empty value.
+//! Each copy keeps its original's timestamp, so the target's retention expires it when
+//! the source's would have; headers are not carried (nearfield's event topics have none).
+//! A compacted source is refused: a tombstone would be copied as an empty value.
 //!
 //! It scales like every stage: more instances of the same group share the source's
 //! partitions. `nearfield_repartition_records_total` counts the records copied, after
@@ -152,7 +152,7 @@ impl Stage for Repartition {
         out: &mut Emit<'_, u64>,
     ) -> Result<(), EosError> {
         for r in records {
-            out.send(&self.to, r.key, r.payload)?;
+            out.send_copy(&self.to, r)?;
         }
         *out.summary += records.len() as u64;
         Ok(())

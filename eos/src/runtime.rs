@@ -25,7 +25,7 @@ use nearfield_common::kafka::KafkaSettings;
 use nearfield_common::shutdown::CancellationToken;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::mpsc;
@@ -321,16 +321,6 @@ fn classify_init(cfg: &RuntimeConfig, e: KafkaError) -> EosError {
     }
 }
 
-fn input<'a>(m: &'a BorrowedMessage<'a>) -> Input<'a> {
-    Input {
-        topic: m.topic(),
-        partition: m.partition(),
-        offset: m.offset(),
-        key: m.key().unwrap_or_default(),
-        payload: m.payload().unwrap_or_default(),
-    }
-}
-
 /// Consumer errors that mean the input cannot be read at all.
 fn consumer_error<S: Stage>(c: &BaseConsumer<Ctx<S>>, e: &KafkaError) -> Option<EosError> {
     let code = e.rdkafka_error_code()?;
@@ -401,7 +391,7 @@ fn consume<S: Stage>(
             if batch.is_empty() {
                 break;
             }
-            let inputs: Vec<Input<'_>> = batch.iter().map(input).collect();
+            let inputs: Vec<Input<'_>> = batch.iter().map(Input::of).collect();
             let mut core = ctx.lock();
             if let Err(e) = core.process(&inputs) {
                 core.fail_txn(consumer, e, &[])?;

@@ -31,6 +31,22 @@ pub struct Input<'a> {
     pub offset: i64,
     pub key: &'a [u8],
     pub payload: &'a [u8],
+    /// The record's timestamp (ms), when it has one.
+    pub timestamp: Option<Millis>,
+}
+
+impl<'a> Input<'a> {
+    /// The record `m` (no key or value: empty).
+    pub(crate) fn of(m: &'a rdkafka::message::BorrowedMessage<'a>) -> Self {
+        Input {
+            topic: m.topic(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().unwrap_or_default(),
+            payload: m.payload().unwrap_or_default(),
+            timestamp: m.timestamp().to_millis(),
+        }
+    }
 }
 
 /// The state of one input partition.
@@ -237,7 +253,7 @@ impl Txn {
         key: &[u8],
         payload: Option<&[u8]>,
     ) -> Result<(), EosError> {
-        self.send_with(topic, partition, key, payload, None)
+        self.send_with(topic, partition, key, payload, None, None)
     }
 
     fn send_with(
@@ -247,6 +263,7 @@ impl Txn {
         key: &[u8],
         payload: Option<&[u8]>,
         headers: Option<OwnedHeaders>,
+        timestamp: Option<Millis>,
     ) -> Result<(), EosError> {
         let mut rec = BaseRecord::<[u8], [u8]>::to(topic).partition(partition).key(key);
         if let Some(p) = payload {
@@ -254,6 +271,9 @@ impl Txn {
         }
         if let Some(h) = headers {
             rec = rec.headers(h);
+        }
+        if let Some(t) = timestamp {
+            rec = rec.timestamp(t);
         }
         self.records += 1;
         loop {
@@ -325,7 +345,16 @@ impl<T> Emit<'_, T> {
         let h = headers.iter().fold(OwnedHeaders::new(), |h, (name, value)| {
             h.insert(rdkafka::message::Header { key: name, value: Some(value.as_bytes()) })
         });
-        self.txn.send_with(topic, partition_for_key(key, n), key, Some(payload), Some(h))
+        self.txn.send_with(topic, partition_for_key(key, n), key, Some(payload), Some(h), None)
+    }
+
+    /// `record` copied to `topic`: its key (partitioned by it), value and timestamp, so a
+    /// copy expires when its original would.
+    pub fn send_copy(&mut self, topic: &str, record: &Input<'_>) -> Result<(), EosError> {
+        let n = self.txn.partitions_of(topic)?;
+        let (key, payload) = (record.key, Some(record.payload));
+        let partition = partition_for_key(key, n);
+        self.txn.send_with(topic, partition, key, payload, None, record.timestamp)
     }
 
     /// An Avro record (single-object encoding) to `topic`, partitioned by `partition_key`

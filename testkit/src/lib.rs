@@ -339,6 +339,8 @@ pub struct Record {
     pub value: Option<Vec<u8>>,
     /// Record headers (name, value as UTF-8, lossy).
     pub headers: Vec<(String, String)>,
+    /// Its timestamp (ms), when it has one.
+    pub timestamp: Option<i64>,
 }
 
 /// Reads every record of `topic` from the beginning up to the end offsets taken when the
@@ -416,6 +418,7 @@ fn read_with(
                 offset: m.offset(),
                 key: m.key().map(<[u8]>::to_vec),
                 value: m.payload().map(<[u8]>::to_vec),
+                timestamp: m.timestamp().to_millis(),
                 headers: m
                     .headers()
                     .map(|h| {

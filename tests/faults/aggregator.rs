@@ -167,6 +167,18 @@ impl ProducerContext for Failures {
 /// Writes sale events at `rate` per second until `stop`, the way ingest does (key grid,
 /// acks=all, idempotent); 5 % are sent twice (a device retry). Returns the distinct events.
 pub fn feed(brokers: &str, topic: &str, rate: u64, stop: &AtomicBool) -> Vec<SaleEvent> {
+    feed_routed(brokers, rate, stop, |_| [topic, topic])
+}
+
+/// [`feed`], each event written to the first topic `route` gives for it (from its random
+/// bits) and its retry, if any, to the second: ingest instances of two versions during a
+/// rolling move, a device's retry landing on the other one.
+pub fn feed_routed<'a>(
+    brokers: &str,
+    rate: u64,
+    stop: &AtomicBool,
+    route: impl Fn(u64) -> [&'a str; 2],
+) -> Vec<SaleEvent> {
     let failures = Arc::new(AtomicU64::new(0));
     let producer: ThreadedProducer<Failures> = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -214,7 +226,7 @@ pub fn feed(brokers: &str, topic: &str, rate: u64, stop: &AtomicBool) -> Vec<Sal
             };
             let bytes = codec.encode(&ev).expect("encode");
             let copies = if (r >> 32) % 20 == 0 { 2 } else { 1 };
-            for _ in 0..copies {
+            for &topic in &route(r)[..copies] {
                 let mut rec = BaseRecord::to(topic).key(ev.grid_id.as_bytes()).payload(&bytes);
                 while let Err((_, back)) = producer.send(rec) {
                     rec = back;

@@ -1,11 +1,11 @@
 //! `nearfield repartition` under test: sale events written the way ingest writes them into
 //! a topic of `n` partitions, copied into one of `n + 2`; every record read back with
 //! read_committed must be in the target exactly once, in the partition its key hashes to
-//! there, and each key's records in the order they were written.
+//! there, with its timestamp, and each key's records in the order they were written.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use nearfield_common::kafka::partition_for_key;
@@ -59,14 +59,17 @@ fn copy(kafka: &Kafka, from: &str, to: &str, to_partitions: i32) -> (Repartition
     (h, d)
 }
 
-/// Each key's values in the order its partition holds them.
-fn by_key(records: &[Record]) -> BTreeMap<Vec<u8>, Vec<Vec<u8>>> {
+/// Each key's values and timestamps, in the order its partition holds them.
+type ByKey = BTreeMap<Vec<u8>, Vec<(Vec<u8>, Option<i64>)>>;
+
+/// Each key's values and timestamps in the order its partition holds them.
+fn by_key(records: &[Record]) -> ByKey {
     let mut sorted: Vec<&Record> = records.iter().collect();
     sorted.sort_by_key(|r| (r.partition, r.offset));
-    let mut keys: BTreeMap<Vec<u8>, Vec<Vec<u8>>> = BTreeMap::new();
+    let mut keys = ByKey::new();
     for r in sorted {
         let key = r.key.clone().unwrap_or_default();
-        keys.entry(key).or_default().push(r.value.clone().unwrap_or_default());
+        keys.entry(key).or_default().push((r.value.clone().unwrap_or_default(), r.timestamp));
     }
     keys
 }
@@ -88,7 +91,7 @@ impl Repartition {
             return Err(format!("{} records copied of {}", copied.len(), source.len()));
         }
         if by_key(&source) != by_key(&copied) {
-            return Err("a key's records differ or are out of order".into());
+            return Err("a key's records (values, timestamps) differ or are out of order".into());
         }
         Ok(copied.len())
     }
@@ -153,17 +156,34 @@ pub fn compacted_source_is_refused(kafka: &Kafka) {
 
 /// The growth of docs/SCALING.md, end to end: sales written into a topic of 3 partitions
 /// are copied, while they are written, into the 5 partitions of a running aggregator's
-/// input, the copy SIGKILLed once on the way. The aggregator's demand windows equal the
-/// recount of the distinct events, and it never sees a grid where its key does not hash.
+/// input, the copy SIGKILLed once on the way; then ingest's rolling move: for a while
+/// sales go to either topic (instances of both versions), a device's retry landing on the
+/// other one, then to the new topic only. The aggregator's demand windows equal the
+/// recount of the distinct events (each retry counted once, through the copy or not),
+/// and it never sees a grid where its key does not hash.
 pub fn grown_topic_aggregates_exactly(kafka: &Kafka) {
     let (mut agg, mut ad) = crate::aggregator::deploy(kafka, 5, crate::aggregator::FAST_WINDOWS);
     let from = format!("from-{}", Kafka::unique_topic("grow"));
     kafka.create_topic(&from, 3, &[]);
     let (_, mut rd) = copy(kafka, &from, agg.sales(), 5);
     let stop = Arc::new(AtomicBool::new(false));
+    // 0: every ingest writes the old topic; 1: some the old, some the new; 2: the new.
+    let phase = Arc::new(AtomicU8::new(0));
     let feeder = {
-        let (brokers, from, stop) = (kafka.brokers().to_string(), from.clone(), Arc::clone(&stop));
-        std::thread::spawn(move || crate::aggregator::feed(&brokers, &from, RATE, &stop))
+        let (brokers, stop, phase) =
+            (kafka.brokers().to_string(), Arc::clone(&stop), Arc::clone(&phase));
+        let (old, new) = (from.clone(), agg.sales().to_string());
+        std::thread::spawn(move || {
+            crate::aggregator::feed_routed(&brokers, RATE, &stop, |r| {
+                let (old, new) = (old.as_str(), new.as_str());
+                match phase.load(Ordering::Relaxed) {
+                    0 => [old, old],
+                    1 if (r >> 40) % 2 == 0 => [old, new],
+                    1 => [new, old],
+                    _ => [new, new],
+                }
+            })
+        })
     };
     ad.start("a");
     rd.start("a");
@@ -173,11 +193,17 @@ pub fn grown_topic_aggregates_exactly(kafka: &Kafka) {
     rd.start("a");
     rd.wait_owns("a");
     std::thread::sleep(Duration::from_secs(4));
+    phase.store(1, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(4));
+    phase.store(2, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
     agg.fed(feeder.join().expect("feeder"));
     let summary = agg.assert_exact(kafka, &ad);
     assert_eq!(ad.count("does not hash to"), 0, "a grid was misplaced:\n{}", ad.logs());
-    eprintln!("a grown topic: 3 → 5 partitions through a copy killed once: {summary}");
+    eprintln!(
+        "a grown topic: 3 → 5 partitions through a copy killed once, ingest moved: {summary}"
+    );
     rd.stop("a");
     ad.stop("a");
 }
