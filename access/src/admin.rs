@@ -121,6 +121,39 @@ fn cstring(what: &str, s: &str) -> Result<CString, AdminError> {
         .map_err(|_| AdminError::Invalid { what: what.into(), message: "holds a NUL byte".into() })
 }
 
+/// The first of the `n` results at `items` of an admin call about `what`.
+///
+/// # Safety
+/// `items` points at `n` pointers (or is null when `n` is 0), owned by a live event.
+unsafe fn first<T>(
+    items: *mut *const T,
+    n: usize,
+    op: &'static str,
+    what: &str,
+) -> Result<*const T, AdminError> {
+    if n == 0 || items.is_null() {
+        return Err(AdminError::Refused {
+            op,
+            code: "NO_RESULT".into(),
+            message: format!("no description of {what}"),
+        });
+    }
+    // SAFETY: `n` > 0 pointers at `items`, by the caller's contract.
+    Ok(unsafe { *items })
+}
+
+/// `Err` with the per-item error of `what`, when there is one.
+fn item_checked(
+    op: &'static str,
+    what: &str,
+    err: *const rd::rd_kafka_error_t,
+) -> Result<(), AdminError> {
+    match item_error(err) {
+        Some((code, message)) => Err(AdminError::Item { op, what: what.into(), code, message }),
+        None => Ok(()),
+    }
+}
+
 /// The code name and message of a per-item error; `None` when there is none.
 fn item_error(err: *const rd::rd_kafka_error_t) -> Option<(String, String)> {
     if err.is_null() {
@@ -441,21 +474,8 @@ impl Admin {
             let result = rd::rd_kafka_event_DescribeTopics_result(event.0);
             let mut n = 0usize;
             let descs = rd::rd_kafka_DescribeTopics_result_topics(result, &mut n);
-            let Some(desc) = (0..n).map(|i| *descs.add(i)).next() else {
-                return Err(AdminError::Refused {
-                    op: "DescribeTopics",
-                    code: "NO_RESULT".into(),
-                    message: format!("no description of topic {topic}"),
-                });
-            };
-            if let Some((code, message)) = item_error(rd::rd_kafka_TopicDescription_error(desc)) {
-                return Err(AdminError::Item {
-                    op: "DescribeTopics",
-                    what: topic.into(),
-                    code,
-                    message,
-                });
-            }
+            let desc = first(descs, n, "DescribeTopics", topic)?;
+            item_checked("DescribeTopics", topic, rd::rd_kafka_TopicDescription_error(desc))?;
             let mut cnt = 0usize;
             let ops = rd::rd_kafka_TopicDescription_authorized_operations(desc, &mut cnt);
             if ops.is_null() {
@@ -487,23 +507,9 @@ impl Admin {
             let result = rd::rd_kafka_event_DescribeConsumerGroups_result(event.0);
             let mut n = 0usize;
             let groups = rd::rd_kafka_DescribeConsumerGroups_result_groups(result, &mut n);
-            let Some(desc) = (0..n).map(|i| *groups.add(i)).next() else {
-                return Err(AdminError::Refused {
-                    op: "DescribeConsumerGroups",
-                    code: "NO_RESULT".into(),
-                    message: format!("no description of group {group}"),
-                });
-            };
-            if let Some((code, message)) =
-                item_error(rd::rd_kafka_ConsumerGroupDescription_error(desc))
-            {
-                return Err(AdminError::Item {
-                    op: "DescribeConsumerGroups",
-                    what: group.into(),
-                    code,
-                    message,
-                });
-            }
+            let desc = first(groups, n, "DescribeConsumerGroups", group)?;
+            let error = rd::rd_kafka_ConsumerGroupDescription_error(desc);
+            item_checked("DescribeConsumerGroups", group, error)?;
             let stable = rd::rd_kafka_ConsumerGroupDescription_state(desc)
                 == rd::rd_kafka_consumer_group_state_t::RD_KAFKA_CONSUMER_GROUP_STATE_STABLE;
             let count = rd::rd_kafka_ConsumerGroupDescription_member_count(desc);
