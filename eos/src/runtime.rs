@@ -303,12 +303,13 @@ fn run_once<S: Stage>(
 
 /// What the stage must be allowed to do on each topic it is wired to.
 fn rights(w: &Wiring) -> Vec<(&str, &'static [Operation])> {
-    use Operation::{Read, Write};
-    let read: &'static [Operation] = &[Read];
-    let mut needs = vec![(w.input.as_str(), read)];
-    needs.extend(w.changelog.iter().map(|c| (c.as_str(), &[Read, Write][..])));
-    needs.extend(w.side_inputs.iter().map(|s| (s.as_str(), read)));
-    needs.extend(w.outputs.iter().chain(&w.dlq).map(|o| (o.as_str(), &[Write][..])));
+    const READ: &[Operation] = &[Operation::Read];
+    const WRITE: &[Operation] = &[Operation::Write];
+    const BOTH: &[Operation] = &[Operation::Read, Operation::Write];
+    let mut needs = vec![(w.input.as_str(), READ)];
+    needs.extend(w.changelog.iter().map(|c| (c.as_str(), BOTH)));
+    needs.extend(w.side_inputs.iter().map(|s| (s.as_str(), READ)));
+    needs.extend(w.outputs.iter().chain(&w.dlq).map(|o| (o.as_str(), WRITE)));
     needs
 }
 
