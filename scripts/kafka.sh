@@ -10,6 +10,10 @@
 #   scripts/kafka.sh stop-node I [--kill]  stop node I (SIGTERM, or SIGKILL with --kill)
 #   scripts/kafka.sh start-node I          start node I again with its data
 #   scripts/kafka.sh status                print the nodes and whether they run
+#   scripts/kafka.sh acls ARGS...          Kafka's ACL tool (org.apache.kafka.tools.AclCommand)
+#                                          on the cluster, as its admin: e.g. --list, or
+#                                          --remove --allow-principal User:X --operation Write
+#                                          --topic T --force (one right taken from a principal)
 #
 # Environment:
 #   NEARFIELD_KAFKA_DIR       cluster state dir (default: <repo>/target/kafka)
@@ -294,6 +298,16 @@ down() { # [--kill]
   log "cluster in $DIR stopped and removed"
 }
 
+acls() { # AclCommand arguments
+  [[ -f "$DIR/brokers" ]] || die "no cluster in $DIR"
+  fetch
+  local auth=()
+  [[ -f "$DIR/admin.properties" ]] && auth=(--command-config "$DIR/admin.properties")
+  java -Xmx128m -XX:TieredStopAtLevel=1 -cp "$LIBS/*" \
+    -Dlog4j2.configurationFile="$HERE/kafka/log4j2.properties" -Dkafka.logs.dir="$DIR" \
+    org.apache.kafka.tools.AclCommand --bootstrap-server "$(cat "$DIR/brokers")" "${auth[@]}" "$@"
+}
+
 status() {
   [[ -f "$DIR/nodes" ]] || { echo "no cluster in $DIR"; return 0; }
   echo "brokers: $(cat "$DIR/brokers")"
@@ -308,6 +322,7 @@ case "$cmd" in
   up) up "${1:-1}" ;;
   down) down "${1:-}" ;;
   status) status ;;
+  acls) acls "$@" ;;
   stop-node)
     [[ -n "${1:-}" ]] || die "stop-node needs a node index"
     if [[ "${2:-}" == "--kill" ]]; then stop_node "$1" KILL; else stop_node "$1" TERM; fi ;;
@@ -315,5 +330,5 @@ case "$cmd" in
     [[ -n "${1:-}" ]] || die "start-node needs a node index"
     [[ -f "$DIR/node-$1/server.properties" ]] || die "no node $1 in $DIR"
     fetch; start_node "$1" ;;
-  *) sed -n '2,17p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,21p' "$0" >&2; exit 2 ;;
 esac

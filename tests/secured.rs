@@ -192,9 +192,67 @@ fn grids_of(port: u16, sku: &str) -> Vec<String> {
     grids
 }
 
+/// A right taken from a running stage: the aggregate principal loses its write on
+/// `demand.v1` while the v1 aggregator runs. The transaction of the next window it closes
+/// fails; at the restart that follows, the start-up rights check stops the stage, naming
+/// the topic and the right, instead of restarting into the same failure. The right given
+/// back, the aggregator starts again (returned, running).
+fn revoked_mid_run(
+    kafka: &Kafka,
+    dir: &Path,
+    config: &Path,
+    mut aggregator: Process,
+    aggregate: &[(String, String)],
+    port: u16,
+) -> Process {
+    let right = [
+        "--allow-principal",
+        "User:nearfield-aggregate",
+        "--operation",
+        "Write",
+        "--topic",
+        "demand.v1",
+    ];
+    kafka.acls(&[&["--remove", "--force"][..], &right].concat());
+    let listed = kafka.acls(&["--list", "--topic", "demand.v1"]);
+    assert!(!listed.contains("operation=WRITE"), "the write is still there:\n{listed}");
+    // Fresh sales (another seed: the first run's event ids again would all be
+    // duplicates): windows close and the aggregator writes demand.v1 again.
+    let sim_args = ["simulate", "--rate", "300", "--duration", "10"];
+    let seed = [("NEARFIELD_SIMULATE__SEED".to_string(), "8".to_string())];
+    let mut sim = spawn(dir, config, "simulate", &sim_args, &seed);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = aggregator.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "an aggregator that may not write ran on:\n{}",
+            logs(dir)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let _ = sim.0.wait();
+    let said = std::fs::read_to_string(dir.join("aggregate.log")).unwrap_or_default();
+    assert!(!status.success(), "{said}");
+    assert!(
+        said.contains("topic demand.v1: this principal may see it but not write it"),
+        "{}",
+        logs(dir)
+    );
+    kafka.acls(&[&["--add"][..], &right].concat());
+    eventually("the write given back is not listed", || {
+        kafka.acls(&["--list", "--topic", "demand.v1"]).contains("operation=WRITE")
+    });
+    let again = spawn(dir, config, "aggregate", &["aggregate"], &as_env(aggregate));
+    wait_ready(port, dir);
+    again
+}
+
 /// Growing the partition count on the secured cluster (docs/SCALING.md § Growing): a
-/// `v2.toml` with 5 partitions and new topic names and groups; the v1 aggregate principal
-/// given the v2 names' ACLs with its password kept (the v1 aggregator goes on); the
+/// `v2.toml` with 5 partitions and new topic names and groups; the v1 stage principals
+/// given the v2 names' ACLs with their passwords kept (the v1 stages go on); the
 /// copy of `sales.v1` as a principal of its own that reads that topic and writes
 /// `sales.v2`, nothing else; every sale copied once, into the partition its key hashes
 /// to; a v2 aggregator, with the v1 credentials, answers for the same grids as v1.
@@ -204,6 +262,7 @@ fn grow(
     config: &Path,
     admin_env: &[(String, String)],
     aggregate: &[(String, String)],
+    others: &[(&str, &[(String, String)], &str)],
     v1_port: u16,
 ) {
     let v1 = std::fs::read_to_string(config).expect("config");
@@ -237,6 +296,20 @@ fn grow(
     eventually("the aggregate principal never saw sales.v2", || {
         topic_error(aggregate, "sales.v2").is_ok_and(|e| e.is_none())
     });
+    // … and so do the other stages' (ingest writes sales.v2, the emitter reads demand.v2).
+    for (role, props, topic) in others {
+        assert_eq!(
+            topic_error(props, topic).ok().flatten(),
+            Some(RDKafkaErrorCode::TopicAuthorizationFailed),
+            "{role} saw {topic} before its ACLs"
+        );
+        let printed =
+            nearfield(&v2, admin_env, &["access", "grant-stage", role, "--keep-password"]);
+        assert_eq!(printed, "", "--keep-password printed properties");
+        eventually("a stage principal never saw its v2 topic", || {
+            topic_error(props, topic).is_ok_and(|e| e.is_none())
+        });
+    }
 
     // The copy, as its own principal.
     let copy_args = ["--from", "sales.v1", "--to", "sales.v2"];
@@ -471,7 +544,11 @@ skus = 400
         topic_error(&new_b, plan_b).is_ok_and(|e| e.is_none())
     });
 
-    grow(&kafka, dir.path(), &config, &admin_env, &aggregate, ports[1]);
+    let others = [("ingest", &ingest[..], "sales.v2"), ("emit", &emit[..], "demand.v2")];
+    grow(&kafka, dir.path(), &config, &admin_env, &aggregate, &others, ports[1]);
+    let aggregator = stages.remove(1);
+    let again = revoked_mid_run(&kafka, dir.path(), &config, aggregator, &aggregate, ports[1]);
+    stages.push(again);
 
     for Process(child) in &mut stages {
         let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();

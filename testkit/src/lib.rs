@@ -170,6 +170,25 @@ impl Kafka {
         );
     }
 
+    /// Kafka's ACL tool on this cluster as its admin (`scripts/kafka.sh acls ARGS`):
+    /// e.g. one right taken from a principal while its stage runs. Returns what it printed.
+    pub fn acls(&self, args: &[&str]) -> String {
+        let dir = self.dir.as_ref().expect("only clusters started by this process");
+        let out = Command::new(script())
+            .arg("acls")
+            .args(args)
+            .env("NEARFIELD_KAFKA_DIR", dir)
+            .output()
+            .expect("run scripts/kafka.sh");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "kafka.sh acls {args:?}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
     /// Stops node `i` (1-based) with SIGTERM, waiting until it exited.
     pub fn stop_node(&self, i: usize) {
         self.node_cmd(&["stop-node", &i.to_string()]);
