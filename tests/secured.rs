@@ -250,6 +250,9 @@ fn revoked_mid_run(
     again
 }
 
+/// A stage's role, its principal's properties and a topic of the v2 names it needs.
+type Principal<'a> = (&'a str, &'a [(String, String)], &'a str);
+
 /// Growing the partition count on the secured cluster (docs/SCALING.md § Growing): a
 /// `v2.toml` with 5 partitions and new topic names and groups; the v1 stage principals
 /// given the v2 names' ACLs with their passwords kept (the v1 stages go on); the
@@ -262,7 +265,7 @@ fn grow(
     config: &Path,
     admin_env: &[(String, String)],
     aggregate: &[(String, String)],
-    others: &[(&str, &[(String, String)], &str)],
+    others: &[Principal<'_>],
     v1_port: u16,
 ) {
     let v1 = std::fs::read_to_string(config).expect("config");
