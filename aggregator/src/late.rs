@@ -88,7 +88,7 @@ pub fn replay(
     let mut applied: HashSet<(String, String, String)> = HashSet::new();
     let mut todo: Vec<SaleEvent> = Vec::new();
     let mut ends = BTreeMap::new();
-    for r in read(kafka, &late, partitions, &mut ends)? {
+    for r in read(kafka, group, &late, partitions, &mut ends)? {
         let Ok(ev) = codec.decode::<SaleEvent>(&r.payload) else {
             summary.undecodable += 1;
             continue;
@@ -134,7 +134,7 @@ pub fn replay(
         let wanted: HashSet<i32> =
             deltas.keys().map(|k| partition_for_key(k.1.as_bytes(), demand_partitions)).collect();
         let mut demand_ends = BTreeMap::new();
-        for r in read_some(kafka, &demand, &wanted, &mut demand_ends)? {
+        for r in read_some(kafka, group, &demand, &wanted, &mut demand_ends)? {
             if let Ok(w) = codec.decode::<DemandWindow>(&r.payload) {
                 let key = (w.grid_id.clone(), w.sku.clone(), w.window_start, w.window_end);
                 if deltas.contains_key(&key) {
@@ -294,22 +294,24 @@ struct Read {
 
 fn read(
     kafka: &KafkaSettings,
+    group: &str,
     topic: &str,
     partitions: i32,
     ends: &mut BTreeMap<i32, i64>,
 ) -> Result<Vec<Read>, EosError> {
-    read_some(kafka, topic, &(0..partitions).collect(), ends)
+    read_some(kafka, group, topic, &(0..partitions).collect(), ends)
 }
 
 /// Every committed record of `partitions` of `topic`, up to the ends they have now
-/// (recorded in `ends`).
+/// (recorded in `ends`), read as `group` (assigned, never joined or committed).
 fn read_some(
     kafka: &KafkaSettings,
+    group: &str,
     topic: &str,
     partitions: &HashSet<i32>,
     ends: &mut BTreeMap<i32, i64>,
 ) -> Result<Vec<Read>, EosError> {
-    let consumer: BaseConsumer = clients::reader(kafka, "nearfield-late-replay-reader", &[], &[])?
+    let consumer: BaseConsumer = clients::reader(kafka, group, &[], &[])?
         .create()
         .map_err(|source| EosError::Client { client: "late replay reader", source })?;
     let mut tpl = TopicPartitionList::new();

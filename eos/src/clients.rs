@@ -35,7 +35,11 @@ pub fn layered(
     Ok(c)
 }
 
-/// A read_committed consumer config that never commits or stores offsets by itself.
+/// A read_committed consumer config that never commits or stores offsets by itself, as
+/// consumer group `group`. A reader that assigns itself partitions never joins it, but
+/// librdkafka still looks its coordinator up (an assignment needs a group), so such
+/// readers use the group their principal is granted: the stage's own (a group of their
+/// own made librdkafka log `GroupAuthorizationFailed` at every start on a secured cluster).
 pub fn reader(
     settings: &KafkaSettings,
     group: &str,

@@ -157,7 +157,7 @@ pub(crate) fn spawn<S: Stage>(stage: Arc<S>, setup: Setup) -> Result<Worker<S::S
 }
 
 fn restore_consumer(setup: &Setup) -> Result<BaseConsumer<QuietEof>, EosError> {
-    clients::restore_consumer(&setup.settings, &format!("{}-restore", setup.group))
+    clients::restore_consumer(&setup.settings, &setup.group)
 }
 
 /// A worker. Its restore consumer lives while it has partitions to restore: made when one

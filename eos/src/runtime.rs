@@ -134,6 +134,7 @@ fn run<S: Stage>(
         };
         let class = e.class();
         if class == Class::Fatal {
+            let e = precise(spec, e);
             Fatal { error: &e.to_string() }.emit(metrics);
             return Err(e);
         }
@@ -222,7 +223,7 @@ fn run_once<S: Stage>(
         None
     } else {
         Some(
-            clients::reader(&spec.settings, &format!("{}-side", cfg.group_id), &[], &[])?
+            clients::reader(&spec.settings, &cfg.group_id, &[], &[])?
                 .create()
                 .map_err(|source| EosError::Client { client: "side input consumer", source })?,
         )
@@ -299,6 +300,19 @@ fn run_once<S: Stage>(
     }
     drop(worker);
     result
+}
+
+/// A refusal as the broker reported it (`Topic authorization failed` while producing
+/// names no topic) made precise by the rights check: the topic and the right missing,
+/// when a topic's rights are what is missing.
+fn precise<S: Stage>(spec: &Spec<S>, e: EosError) -> EosError {
+    if !matches!(e, EosError::Unauthorized { .. }) {
+        return e;
+    }
+    match clients::check_rights(&spec.settings, &rights(&spec.wiring)) {
+        Err(named @ EosError::Topic { .. }) => named,
+        _ => e,
+    }
 }
 
 /// What the stage must be allowed to do on each topic it is wired to.
