@@ -194,6 +194,25 @@ fn grids_of(port: u16, sku: &str) -> Vec<String> {
     grids
 }
 
+/// `nearfield replay --late` runs as the aggregate principal (docs/operations.md), its
+/// readers as a group that principal is granted: a JSON summary, no refusal logged.
+fn late_replay(config: &Path, aggregate: &[(String, String)]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nearfield"))
+        .arg("--config")
+        .arg(config)
+        .args(["replay", "--late"])
+        .env_remove("NEARFIELD_BROKERS")
+        .envs(as_env(aggregate))
+        .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
+        .output()
+        .expect("run nearfield");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON summary");
+    assert!(summary["applied"].is_u64(), "{summary}");
+    assert!(!said.contains("AuthorizationFailed"), "{said}");
+}
+
 /// A right taken from a running stage: the aggregate principal loses its write on
 /// `demand.v1` while the v1 aggregator runs. The transaction of the next window it closes
 /// fails, and the stage stops naming the topic and the right, instead of restarting into
@@ -552,6 +571,7 @@ skus = 400
 
     let others = [("ingest", &ingest[..], "sales.v2"), ("emit", &emit[..], "demand.v2")];
     grow(&kafka, dir.path(), &config, &admin_env, &aggregate, &others, ports[1]);
+    late_replay(&config, &aggregate);
     let aggregator = stages.remove(1);
     let again = revoked_mid_run(&kafka, dir.path(), &config, aggregator, &aggregate, ports[1]);
     stages.push(again);
