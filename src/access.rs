@@ -106,15 +106,13 @@ pub async fn run(cmd: AccessCommand, cfg: &Config) -> anyhow::Result<String> {
         AccessCommand::RevokeStage { role: r } => Action::Revoke(Grantee::Role(role(&r)?)),
         AccessCommand::GrantRepartition { from, to } => Action::Grant(repartition(cfg, from, to)?),
         AccessCommand::RevokeRepartition { from } => {
-            let from = from.unwrap_or_else(|| cfg.repartition.from.clone());
-            anyhow::ensure!(
-                !from.trim().is_empty(),
-                "repartition.from: must name the topic copied (--from)"
-            );
+            let mut r = cfg.repartition.clone();
+            r.from = from.unwrap_or(r.from);
             // A revocation removes every ACL of the copy's principal, which its source
             // alone names: the target and group need not be given (the target may be
             // gone by then).
-            let copy = Repartition { from, to: String::new(), group: String::new() };
+            r.validate_from()?;
+            let copy = Repartition { from: r.from, to: String::new(), group: String::new() };
             Action::Revoke(Grantee::Repartition(copy))
         }
     };

@@ -178,7 +178,7 @@ fn repartition_refuses_settings_that_break_a_rule() {
     let (ok, _, err) = nearfield(&grant);
     assert!(!ok && err.contains("repartition.to: must not be the topic copied"), "{err}");
     let (ok, _, err) = nearfield(&["access", "revoke-repartition"]);
-    assert!(!ok && err.contains("repartition.from: must name the topic copied"), "{err}");
+    assert!(!ok && err.contains("repartition.from: must name the topic to copy"), "{err}");
     // Named right, it asks for an admin's SASL settings.
     let grant = ["access", "grant-repartition", "--from", "sales.v1", "--to", "sales.v2"];
     let (ok, _, err) = nearfield(&grant);

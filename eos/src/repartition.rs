@@ -80,12 +80,19 @@ impl RepartitionConfig {
         }
     }
 
+    /// Checks that the copy names its source: all a revocation of its principal needs.
+    pub fn validate_from(&self) -> Result<(), ConfigError> {
+        if self.from.trim().is_empty() {
+            let rule = "must name the topic to copy (--from)".into();
+            return Err(ConfigError { setting: "from", rule });
+        }
+        Ok(())
+    }
+
     /// Checks every setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |setting, rule: &str| Err(ConfigError { setting, rule: rule.into() });
-        if self.from.trim().is_empty() {
-            return err("from", "must name the topic to copy (--from)");
-        }
+        self.validate_from()?;
         if self.to.trim().is_empty() {
             return err("to", "must name the topic to write (--to)");
         }
