@@ -14,8 +14,8 @@
 //!   shutdown, no flush). With `BENCH_QPS=Q` (and `BENCH_KEYS`, the keys of the fill) it
 //!   also asks the live query `/v1/demand` Q times a second, open loop (latency counted
 //!   from when each query was due, so a stall is not hidden), 90 % one grid × SKU and
-//!   10 % one grid's first 100 SKUs; latencies are recorded once every key exists (after
-//!   the first KEYS events) and reported as `query`: p50/p99/max ms, count, errors.
+//!   10 % one grid's first 100 SKUs; latencies are recorded once every key exists (the
+//!   state holds KEYS keys) and reported as `query`: p50/p99/max ms, count, errors.
 //! - `restore BROKERS TOPIC N PREFIX`: a new instance of the same group restoring the
 //!   state the `aggregate` phase committed; reports restore time (`seconds`: from the
 //!   assignment until every partition is active; `until_ready_s` adds the group join)
@@ -33,7 +33,8 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line tool: its result is its output
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use nearfield_aggregator::AggregateConfig;
@@ -321,7 +322,8 @@ async fn aggregate(brokers: &str, topic: &str, n: u64, prefix: &str) {
         let keys = std::env::var("BENCH_KEYS").ok().and_then(|k| k.parse().ok()).unwrap_or(n);
         let base = format!("http://{}", running.local_addr);
         let stop = CancellationToken::new();
-        (stop.clone(), tokio::spawn(query_load(base, keys, qps, stop)))
+        let all = every_key(running.queries.clone(), keys, stop.clone());
+        (stop.clone(), tokio::spawn(query_load(base, keys, qps, all, stop)))
     });
     let rss = RssSampler::start(processed);
     // With BENCH_WINDOWS (the fill's windows_out): also until that many windows were
@@ -399,13 +401,13 @@ fn finals() -> u64 {
 
 /// RSS sampled every 100 ms against the events processed so far, from its own thread.
 struct RssSampler {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<Vec<(f64, f64)>>,
 }
 
 impl RssSampler {
     fn start(events: fn() -> u64) -> Self {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
             let mut samples = Vec::new();
@@ -453,8 +455,41 @@ fn read_digest(brokers: &str, topic: &str) -> nearfield_aggregator::digest::Outp
     digest
 }
 
-/// Open-loop query load on `base` until `stop`: the latency summary as JSON.
-async fn query_load(base: String, keys: u64, qps: u64, stop: CancellationToken) -> String {
+/// Set once the state holds `keys` keys (asked of the loop every 100 ms until then, or
+/// until `stop`): when every key a query may name exists. Counting committed events
+/// instead (at least `keys` of them) let a few queries in early: partitions are consumed
+/// at different rates, so the fill's first `keys` events (one per key) are not all
+/// applied when `keys` events are (2 of 6 121 queries answered 404 that way).
+fn every_key(
+    queries: nearfield_eos::Queries<Query, Answer>,
+    keys: u64,
+    stop: CancellationToken,
+) -> Arc<AtomicBool> {
+    let all = Arc::new(AtomicBool::new(false));
+    let set = Arc::clone(&all);
+    tokio::spawn(async move {
+        while !stop.is_cancelled() {
+            if let Ok(Answer::Size(s)) = queries.ask(Query::Size).await
+                && s.keys as u64 >= keys
+            {
+                set.store(true, Ordering::Relaxed);
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    all
+}
+
+/// Open-loop query load on `base` until `stop`: the latency summary as JSON. Queries are
+/// counted once `all` says every key exists.
+async fn query_load(
+    base: String,
+    keys: u64,
+    qps: u64,
+    all: Arc<AtomicBool>,
+    stop: CancellationToken,
+) -> String {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()
@@ -479,7 +514,7 @@ async fn query_load(base: String, keys: u64, qps: u64, stop: CancellationToken) 
             format!("{base}/v1/demand?grid=8831aa{grid:09x}&sku=SKU-{sku:05}")
         };
         // Only once every key exists: the queries of a state of KEYS keys.
-        let counted = processed() >= keys;
+        let counted = all.load(Ordering::Relaxed);
         let (http, tx) = (http.clone(), tx.clone());
         tokio::spawn(async move {
             let status = http.get(&url).send().await.map_or(0, |r| r.status().as_u16());
