@@ -11,7 +11,7 @@ use nearfield_common::kafka::{KafkaSettings, partition_for_key};
 use nearfield_schemas::{AvroRecord, Codec, DecodeError, RejectSource, RejectedEvent};
 use rdkafka::error::KafkaError;
 use rdkafka::message::DeliveryResult;
-use rdkafka::message::OwnedHeaders;
+use rdkafka::message::{BorrowedHeaders, BorrowedMessage, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Message};
@@ -33,11 +33,13 @@ pub struct Input<'a> {
     pub payload: &'a [u8],
     /// The record's timestamp (ms), when it has one.
     pub timestamp: Option<Millis>,
+    /// The record, for what is read only when asked ([`Input::headers`]).
+    message: &'a BorrowedMessage<'a>,
 }
 
 impl<'a> Input<'a> {
     /// The record `m` (no key or value: empty).
-    pub(crate) fn of(m: &'a rdkafka::message::BorrowedMessage<'a>) -> Self {
+    pub(crate) fn of(m: &'a BorrowedMessage<'a>) -> Self {
         Input {
             topic: m.topic(),
             partition: m.partition(),
@@ -45,7 +47,14 @@ impl<'a> Input<'a> {
             key: m.key().unwrap_or_default(),
             payload: m.payload().unwrap_or_default(),
             timestamp: m.timestamp().to_millis(),
+            message: m,
         }
+    }
+
+    /// The record's headers, when it has any (read from the consumer's buffer on asking:
+    /// the stages that decode records never do).
+    pub fn headers(&self) -> Option<&'a BorrowedHeaders> {
+        self.message.headers()
     }
 }
 
@@ -348,13 +357,15 @@ impl<T> Emit<'_, T> {
         self.txn.send_with(topic, partition_for_key(key, n), key, Some(payload), Some(h), None)
     }
 
-    /// `record` copied to `topic`: its key (partitioned by it), value and timestamp, so a
-    /// copy expires when its original would.
+    /// `record` copied to `topic`: its key (partitioned by it), value, headers and
+    /// timestamp, so a copy reads as its original (e.g. a late sale's reason, a header)
+    /// and expires when it would.
     pub fn send_copy(&mut self, topic: &str, record: &Input<'_>) -> Result<(), EosError> {
         let n = self.txn.partitions_of(topic)?;
         let (key, payload) = (record.key, Some(record.payload));
         let partition = partition_for_key(key, n);
-        self.txn.send_with(topic, partition, key, payload, None, record.timestamp)
+        let headers = record.headers().map(BorrowedHeaders::detach);
+        self.txn.send_with(topic, partition, key, payload, headers, record.timestamp)
     }
 
     /// An Avro record (single-object encoding) to `topic`, partitioned by `partition_key`

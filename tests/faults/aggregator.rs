@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use nearfield_schemas::{Codec, DemandWindow, SaleEvent, SaleKind};
 use nearfield_testkit::{Deployment, Isolation, Kafka, read_to_end};
 use rdkafka::ClientContext;
-use rdkafka::message::DeliveryResult;
+use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 
 use crate::scenarios::Harness;
@@ -226,8 +226,17 @@ pub fn feed_routed<'a>(
             };
             let bytes = codec.encode(&ev).expect("encode");
             let copies = if (r >> 32) % 20 == 0 { 2 } else { 1 };
+            // A header on some records (ingest writes none; the aggregator reads none): a
+            // copy must carry it (`repartition.rs`).
+            let trace = format!("t{n}");
+            let headers = ((r >> 40) % 7 == 0).then(|| {
+                OwnedHeaders::new().insert(Header { key: "trace", value: Some(trace.as_str()) })
+            });
             for &topic in &route(r)[..copies] {
                 let mut rec = BaseRecord::to(topic).key(ev.grid_id.as_bytes()).payload(&bytes);
+                if let Some(h) = &headers {
+                    rec = rec.headers(h.clone());
+                }
                 while let Err((_, back)) = producer.send(rec) {
                     rec = back;
                     std::thread::sleep(Duration::from_millis(5));

@@ -1,7 +1,8 @@
 //! `nearfield repartition` under test: sale events written the way ingest writes them into
 //! a topic of `n` partitions, copied into one of `n + 2`; every record read back with
 //! read_committed must be in the target exactly once, in the partition its key hashes to
-//! there, with its timestamp, and each key's records in the order they were written.
+//! there, with its headers and timestamp, and each key's records in the order they were
+//! written.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -59,17 +60,20 @@ fn copy(kafka: &Kafka, from: &str, to: &str, to_partitions: i32) -> (Repartition
     (h, d)
 }
 
-/// Each key's values and timestamps, in the order its partition holds them.
-type ByKey = BTreeMap<Vec<u8>, Vec<(Vec<u8>, Option<i64>)>>;
+/// A record as a copy must keep it: value, headers, timestamp.
+type Kept = (Vec<u8>, Vec<(String, String)>, Option<i64>);
+/// Each key's records, in the order its partition holds them.
+type ByKey = BTreeMap<Vec<u8>, Vec<Kept>>;
 
-/// Each key's values and timestamps in the order its partition holds them.
+/// Each key's values, headers and timestamps in the order its partition holds them.
 fn by_key(records: &[Record]) -> ByKey {
     let mut sorted: Vec<&Record> = records.iter().collect();
     sorted.sort_by_key(|r| (r.partition, r.offset));
     let mut keys = ByKey::new();
     for r in sorted {
         let key = r.key.clone().unwrap_or_default();
-        keys.entry(key).or_default().push((r.value.clone().unwrap_or_default(), r.timestamp));
+        let kept = (r.value.clone().unwrap_or_default(), r.headers.clone(), r.timestamp);
+        keys.entry(key).or_default().push(kept);
     }
     keys
 }
@@ -91,7 +95,9 @@ impl Repartition {
             return Err(format!("{} records copied of {}", copied.len(), source.len()));
         }
         if by_key(&source) != by_key(&copied) {
-            return Err("a key's records (values, timestamps) differ or are out of order".into());
+            return Err(
+                "a key's records (values, headers, timestamps) differ or are out of order".into()
+            );
         }
         Ok(copied.len())
     }
