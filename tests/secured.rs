@@ -28,18 +28,26 @@ use rdkafka::types::RDKafkaErrorCode;
 const SUPPLIER_A: &str = "bright-dairy";
 const SUPPLIER_B: &str = "master-kong";
 
-/// `nearfield --config … <args>` with `env`; stdout, or a panic with stderr.
-fn nearfield(config: &Path, env: &[(String, String)], args: &[&str]) -> String {
+/// `nearfield --config … <args>` with `env` (librdkafka's warnings logged): its stdout
+/// and stderr, or a panic with stderr.
+fn nearfield_said(config: &Path, env: &[(String, String)], args: &[&str]) -> (String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_nearfield"))
         .arg("--config")
         .arg(config)
         .args(args)
         .env_remove("NEARFIELD_BROKERS")
         .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
         .output()
         .expect("run nearfield");
-    assert!(out.status.success(), "nearfield {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("utf-8")
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "nearfield {args:?}: {stderr}");
+    (String::from_utf8(out.stdout).expect("utf-8"), stderr)
+}
+
+/// `nearfield --config … <args>` with `env`; stdout, or a panic with stderr.
+fn nearfield(config: &Path, env: &[(String, String)], args: &[&str]) -> String {
+    nearfield_said(config, env, args).0
 }
 
 /// librdkafka properties as `NEARFIELD_KAFKA_PROPERTY_*` variables (brokers come from the
@@ -194,21 +202,28 @@ fn grids_of(port: u16, sku: &str) -> Vec<String> {
     grids
 }
 
+/// Waits up to `within` for `process` (its log `<name>.log` in `dir`) to stop, and checks
+/// that it failed saying `message`: a stage refused a right stops, it does not run on.
+fn stops_saying(process: &mut Process, dir: &Path, name: &str, within: Duration, message: &str) {
+    let deadline = Instant::now() + within;
+    let status = loop {
+        if let Some(status) = process.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{name} ran on without saying {message:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let said = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+    let errors = || said.lines().filter(|l| !l.contains("INFO")).collect::<Vec<_>>().join("\n");
+    assert!(!status.success(), "{name} stopped as if all was well:\n{}", errors());
+    assert!(said.contains(message), "{name} did not say {message:?}:\n{}", errors());
+}
+
 /// `nearfield replay --late` runs as the aggregate principal (docs/operations.md), its
 /// readers as a group that principal is granted: a JSON summary, no refusal logged.
 fn late_replay(config: &Path, aggregate: &[(String, String)]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_nearfield"))
-        .arg("--config")
-        .arg(config)
-        .args(["replay", "--late"])
-        .env_remove("NEARFIELD_BROKERS")
-        .envs(as_env(aggregate))
-        .env("RUST_LOG", "info,librdkafka=warn,rdkafka=warn")
-        .output()
-        .expect("run nearfield");
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{said}");
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON summary");
+    let (out, said) = nearfield_said(config, &as_env(aggregate), &["replay", "--late"]);
+    let summary: serde_json::Value = serde_json::from_str(&out).expect("a JSON summary");
     assert!(summary["applied"].is_u64(), "{summary}");
     assert!(!said.contains("AuthorizationFailed"), "{said}");
 }
@@ -235,38 +250,19 @@ fn revoked_mid_run(
         "--topic",
         "demand.v1",
     ];
+    let writes = || kafka.acls(&["--list", "--topic", "demand.v1"]).contains("operation=WRITE");
     kafka.acls(&[&["--remove", "--force"][..], &right].concat());
-    let listed = kafka.acls(&["--list", "--topic", "demand.v1"]);
-    assert!(!listed.contains("operation=WRITE"), "the write is still there:\n{listed}");
+    assert!(!writes(), "the write is still there");
     // Fresh sales (another seed: the first run's event ids again would all be
     // duplicates): windows close and the aggregator writes demand.v1 again.
     let sim_args = ["simulate", "--rate", "300", "--duration", "10"];
     let seed = [("NEARFIELD_SIMULATE__SEED".to_string(), "8".to_string())];
     let mut sim = spawn(dir, config, "simulate", &sim_args, &seed);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = aggregator.0.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "an aggregator that may not write ran on:\n{}",
-            logs(dir)
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let lacks = "topic demand.v1: this principal may see it but not write it";
+    stops_saying(&mut aggregator, dir, "aggregate", Duration::from_secs(120), lacks);
     let _ = sim.0.wait();
-    let said = std::fs::read_to_string(dir.join("aggregate.log")).unwrap_or_default();
-    assert!(!status.success(), "{said}");
-    assert!(
-        said.contains("topic demand.v1: this principal may see it but not write it"),
-        "{}",
-        said.lines().filter(|l| !l.contains("INFO")).collect::<Vec<_>>().join("\n")
-    );
     kafka.acls(&[&["--add"][..], &right].concat());
-    eventually("the write given back is not listed", || {
-        kafka.acls(&["--list", "--topic", "demand.v1"]).contains("operation=WRITE")
-    });
+    eventually("the write given back is not listed", writes);
     let again = spawn(dir, config, "aggregate", &["aggregate"], &as_env(aggregate));
     wait_ready(port, dir);
     again
@@ -371,7 +367,6 @@ fn grow(
     // … and nothing else; run the wrong way round, it stops at once, naming the topic and
     // the right it lacks.
     let backwards = ["repartition", "--from", "sales.v2", "--to", "sales.v1"];
-    let log = dir.join("backwards.log");
     let mut wrong = spawn(
         dir,
         &v2,
@@ -379,17 +374,8 @@ fn grow(
         &[&backwards[..], &["--listen", "127.0.0.1:0"]].concat(),
         &as_env(&copy),
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = wrong.0.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "a copy without the right to read ran on");
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let said = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(!status.success(), "{said}");
-    assert!(said.contains("topic sales.v2: this principal may see it but not read it"), "{said}");
+    let lacks = "topic sales.v2: this principal may see it but not read it";
+    stops_saying(&mut wrong, dir, "backwards", Duration::from_secs(60), lacks);
     assert_eq!(
         topic_error(&copy, "demand.v1").ok().flatten(),
         Some(RDKafkaErrorCode::TopicAuthorizationFailed)

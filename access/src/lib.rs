@@ -1,7 +1,8 @@
 //! Who may do what on the Kafka cluster (SPEC §7, §8): each stage, the operator, each
 //! supplier and each partition-count copy (`nearfield repartition`) gets a SCRAM
 //! principal of its own and only the ACLs its work needs, so Kafka itself enforces that a
-//! supplier reads only its own plans and that only an operator writes the registries. `nearfield access …` is the command-line face of this crate.
+//! supplier reads only its own plans and that only an operator writes the registries.
+//! `nearfield access …` is the command-line face of this crate.
 //!
 //! # Layout
 //! - [`policy`]: the rules per principal, derived from the deployment's names (pure).

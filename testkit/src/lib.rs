@@ -155,7 +155,8 @@ impl Kafka {
         self.nodes
     }
 
-    fn node_cmd(&self, args: &[&str]) {
+    /// `scripts/kafka.sh ARGS` on this cluster; what it printed.
+    fn node_cmd(&self, args: &[&str]) -> String {
         let dir =
             self.dir.as_ref().expect("only clusters started by this process have nodes to control");
         let out = Command::new(script())
@@ -163,30 +164,19 @@ impl Kafka {
             .env("NEARFIELD_KAFKA_DIR", dir)
             .output()
             .expect("run scripts/kafka.sh");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             out.status.success(),
-            "kafka.sh {args:?}: {}",
+            "kafka.sh {args:?}: {stdout}{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        stdout
     }
 
     /// Kafka's ACL tool on this cluster as its admin (`scripts/kafka.sh acls ARGS`):
     /// e.g. one right taken from a principal while its stage runs. Returns what it printed.
     pub fn acls(&self, args: &[&str]) -> String {
-        let dir = self.dir.as_ref().expect("only clusters started by this process");
-        let out = Command::new(script())
-            .arg("acls")
-            .args(args)
-            .env("NEARFIELD_KAFKA_DIR", dir)
-            .output()
-            .expect("run scripts/kafka.sh");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "kafka.sh acls {args:?}: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
+        self.node_cmd(&[&["acls"][..], args].concat())
     }
 
     /// Stops node `i` (1-based) with SIGTERM, waiting until it exited.

@@ -228,8 +228,8 @@ pub fn feed_routed<'a>(
             let copies = if (r >> 32) % 20 == 0 { 2 } else { 1 };
             // A header on some records (ingest writes none; the aggregator reads none): a
             // copy must carry it (`repartition.rs`).
-            let trace = format!("t{n}");
             let headers = ((r >> 40) % 7 == 0).then(|| {
+                let trace = format!("t{n}");
                 OwnedHeaders::new().insert(Header { key: "trace", value: Some(trace.as_str()) })
             });
             for &topic in &route(r)[..copies] {
