@@ -94,6 +94,13 @@ pub struct EmitConfig {
     pub plan_partitions: i32,
     /// Signals kept in memory for `GET /v1/plans`.
     pub recent_signals: usize,
+    /// Handing plans over to a new deployment (docs/SCALING.md): plan only horizons
+    /// starting at or after this (Unix ms, a horizon start, UTC). The new deployment's
+    /// setting; unset: no lower bound.
+    pub horizons_from_ms: Option<i64>,
+    /// Plan only horizons starting before this (Unix ms, a horizon start). The old
+    /// deployment's setting, equal to the new one's `horizons_from_ms`; unset: no bound.
+    pub horizons_before_ms: Option<i64>,
 }
 
 impl Default for EmitConfig {
@@ -131,6 +138,8 @@ impl Default for EmitConfig {
             source_idle_ms: 300_000,
             plan_partitions: 3,
             recent_signals: 500,
+            horizons_from_ms: None,
+            horizons_before_ms: None,
         }
     }
 }
@@ -250,6 +259,24 @@ impl EmitConfig {
         if self.plan_partitions < 1 {
             return bad("plan_partitions", "must be at least 1");
         }
+        let start = |t: i64| t >= 0 && t % self.horizon_ms == 0;
+        if self.horizons_from_ms.is_some_and(|t| !start(t)) {
+            return bad(
+                "horizons_from_ms",
+                "must be a horizon start: Unix milliseconds, a multiple of horizon_ms",
+            );
+        }
+        if self.horizons_before_ms.is_some_and(|t| !start(t)) {
+            return bad(
+                "horizons_before_ms",
+                "must be a horizon start: Unix milliseconds, a multiple of horizon_ms",
+            );
+        }
+        if let (Some(from), Some(before)) = (self.horizons_from_ms, self.horizons_before_ms)
+            && from >= before
+        {
+            return bad("horizons_before_ms", "must be later than horizons_from_ms");
+        }
         Ok(())
     }
 }
@@ -277,5 +304,19 @@ mod tests {
         assert_eq!(c.validate().expect_err("level").setting, "service_level");
         let c = EmitConfig { dominance_share: 0.0, ..EmitConfig::default() };
         assert_eq!(c.validate().expect_err("share").setting, "dominance_share");
+        let day = 86_400_000;
+        let c = EmitConfig { horizons_before_ms: Some(20_000 * day + 1), ..EmitConfig::default() };
+        assert_eq!(
+            c.validate().expect_err("not a horizon start").to_string(),
+            "emit.horizons_before_ms: must be a horizon start: Unix milliseconds, a multiple \
+             of horizon_ms"
+        );
+        let c = EmitConfig { horizons_from_ms: Some(-day), ..EmitConfig::default() };
+        assert_eq!(c.validate().expect_err("negative").setting, "horizons_from_ms");
+        let (from, before) = (Some(20_000 * day), Some(20_000 * day));
+        let c = EmitConfig { horizons_from_ms: from, horizons_before_ms: before, ..c };
+        assert_eq!(c.validate().expect_err("empty").setting, "horizons_before_ms");
+        let c = EmitConfig { horizons_before_ms: Some(20_001 * day), ..c };
+        c.validate().expect("a day's horizons");
     }
 }

@@ -27,6 +27,7 @@ pub const REVISIONS_HELD_TOTAL: &str = "nearfield_emitter_revisions_held_total";
 pub const GROUP_CHANGES_HELD_TOTAL: &str = "nearfield_emitter_group_changes_held_total";
 pub const PLANS_SUPERSEDED_TOTAL: &str = "nearfield_emitter_plans_superseded_total";
 pub const SOURCES_IDLED_TOTAL: &str = "nearfield_emitter_sources_idled_total";
+pub const HANDED_OVER_TOTAL: &str = "nearfield_emitter_decisions_handed_over_total";
 pub const CLOCK_SOURCES: &str = "nearfield_emitter_clock_sources";
 pub const SKUS: &str = "nearfield_emitter_skus";
 pub const CELLS: &str = "nearfield_emitter_cells";
@@ -136,6 +137,13 @@ static SOURCES_IDLED: LazyLock<IntCounter> = LazyLock::new(|| {
          demand clock back (until their next window).",
     )
 });
+static HANDED_OVER: LazyLock<IntCounter> = LazyLock::new(|| {
+    counter(
+        HANDED_OVER_TOTAL,
+        "Decisions not taken because their horizon is planned by another deployment \
+         (emit.horizons_from_ms / horizons_before_ms: a handover).",
+    )
+});
 static CLOCK_SOURCES_G: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     gauge_vec(
         CLOCK_SOURCES,
@@ -211,7 +219,7 @@ pub fn register_all() {
         LazyLock::force(m);
     }
     LazyLock::force(&SUPPLIER_SIGNALS);
-    for m in [&SUPPRESSED, &ABSORBED, &FIRM_REVISED, &REVISION_UNITS] {
+    for m in [&SUPPRESSED, &ABSORBED, &FIRM_REVISED, &REVISION_UNITS, &HANDED_OVER] {
         LazyLock::force(m);
     }
     for m in [&SKUS_G, &CELLS_G, &PLANS_G, &BYTES, &CATALOG, &COVERAGE_G] {
@@ -258,6 +266,7 @@ impl SignalsCommitted<'_> {
         FIRM_REVISED.inc_by(t.firm_plans_revised);
         REVISION_UNITS.inc_by(t.revision_units);
         SOURCES_IDLED.inc_by(t.sources_idled);
+        HANDED_OVER.inc_by(t.handed_over);
         SUPERSEDED.inc_by(t.superseded);
         HELD.inc_by(t.revisions_held);
         GROUP_HELD.inc_by(t.group_changes_held);

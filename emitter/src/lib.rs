@@ -89,6 +89,13 @@ pub async fn start(
     config.validate()?;
     internal_events::register_all();
     let state_cfg = Arc::new(state::StateConfig::from_config(&config)?);
+    if !state_cfg.horizons.all() {
+        tracing::info!(
+            from_ms = config.horizons_from_ms,
+            before_ms = config.horizons_before_ms,
+            "handing over: planning only horizons starting within these bounds"
+        );
+    }
     let catalog = Arc::new(catalog::Catalog::default());
     if let Some(path) = &config.catalog_file {
         let n = catalog.load_file(path)?;

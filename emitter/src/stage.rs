@@ -139,6 +139,9 @@ impl Stage for Emitter {
         now: Millis,
         out: &mut Emit<'_, Committed>,
     ) -> Result<(), EosError> {
+        if let Some(c) = state.conflict() {
+            return Err(EosError::Setting(Box::new(c.clone())));
+        }
         let flushed = state.flush(now, self.side());
         out.summary.tally.merge(std::mem::take(&mut state.tally));
         for (k, v) in &flushed.changelog {

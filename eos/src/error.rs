@@ -120,6 +120,9 @@ pub enum EosError {
     /// A thread could not be started.
     #[error("starting the {thread} thread: {source}")]
     Thread { thread: &'static str, source: std::io::Error },
+    /// A setting contradicts what the stage's state holds (an operator must change it).
+    #[error("{0}")]
+    Setting(Box<dyn std::error::Error + Send + Sync>),
     /// A stage wired without a changelog (a stateless one) or a dead-letter topic (one
     /// that decodes nothing) wrote such a record: a bug.
     #[error("a {0} record was written by a stage wired without a {0} topic")]
@@ -171,6 +174,7 @@ impl EosError {
             | EosError::InstanceConflict { .. }
             | EosError::Client { .. }
             | EosError::Thread { .. }
+            | EosError::Setting(_)
             | EosError::Unwired(_) => Class::Fatal,
             EosError::RestoreTimeout { .. }
             | EosError::Fenced { .. }

@@ -210,22 +210,28 @@ impl Emitter {
     }
 
     fn plans(&self, kafka: &Kafka) -> Vec<PlanSignal> {
-        let codec = Codec::single_object();
-        let mut out = Vec::new();
-        for sup in &self.suppliers {
-            let topic = format!("{}{sup}.v1", self.plan_prefix);
-            if !topic_exists(kafka, &topic) {
-                continue;
-            }
-            for r in read_to_end(kafka, &topic, Isolation::ReadCommitted, Duration::from_secs(60)) {
-                let mut p: PlanSignal = codec.decode(&r.value.expect("value")).expect("decode");
-                assert_eq!(&p.supplier_id, sup, "a signal on another supplier's topic");
-                p.generated_at = 0;
-                out.push(p);
-            }
-        }
-        out
+        read_plans(kafka, &self.plan_prefix, &self.suppliers)
     }
+}
+
+/// The committed signals on the plan topics of `suppliers` (each topic in partition
+/// order), `generated_at` zeroed.
+pub(crate) fn read_plans(kafka: &Kafka, prefix: &str, suppliers: &[String]) -> Vec<PlanSignal> {
+    let codec = Codec::single_object();
+    let mut out = Vec::new();
+    for sup in suppliers {
+        let topic = format!("{prefix}{sup}.v1");
+        if !topic_exists(kafka, &topic) {
+            continue;
+        }
+        for r in read_to_end(kafka, &topic, Isolation::ReadCommitted, Duration::from_secs(60)) {
+            let mut p: PlanSignal = codec.decode(&r.value.expect("value")).expect("decode");
+            assert_eq!(&p.supplier_id, sup, "a signal on another supplier's topic");
+            p.generated_at = 0;
+            out.push(p);
+        }
+    }
+    out
 }
 
 fn topic_exists(kafka: &Kafka, topic: &str) -> bool {
@@ -236,7 +242,13 @@ fn topic_exists(kafka: &Kafka, topic: &str) -> bool {
 }
 
 /// Writes the windows in order (per partition) at about `rate` per second.
-fn feed(brokers: &str, topic: &str, windows: &[DemandWindow], partitions: i32, rate: u64) {
+pub(crate) fn feed(
+    brokers: &str,
+    topic: &str,
+    windows: &[DemandWindow],
+    partitions: i32,
+    rate: u64,
+) {
     let producer: ThreadedProducer<_> = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("acks", "all")

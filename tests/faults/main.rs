@@ -2,13 +2,15 @@
 //! (`nearfield_testkit::Deployment`) and one set of scenarios (`scenarios.rs`): SIGKILLs
 //! of instances that own partitions, scaling 1 → 3 → 1, a zombie fencing the producer,
 //! and a broker lost on a three-node cluster; and the stateless copy that grows a topic's
-//! partition count (`nearfield repartition`) under SIGKILLs and scaling. After each, the
+//! partition count (`nearfield repartition`) under SIGKILLs and scaling, and the emitters'
+//! handover of plan horizons to a deployment on the grown topics. After each, the
 //! stage's outputs equal the ground truth exactly; any instance answers any key
 //! meanwhile. Then what the runtime promises besides: a partition restoring does not stop
 //! the others, and a permanent error stops the stage, naming its cause.
 
 mod aggregator;
 mod emitter;
+mod handover;
 mod queries;
 mod repartition;
 mod runtime;
@@ -123,4 +125,10 @@ fn repartition_refuses_a_compacted_source() {
 fn a_topic_grown_by_repartition_aggregates_exactly() {
     let _s = serial();
     repartition::grown_topic_aggregates_exactly(Kafka::shared());
+}
+
+#[test]
+fn emitters_hand_plan_horizons_over_to_a_grown_deployment() {
+    let _s = serial();
+    handover::handover_gives_every_plan_key_one_chain(Kafka::shared());
 }

@@ -553,6 +553,7 @@ impl PartitionState {
             self.last_input_wall = now;
         }
         self.clock.heard_all(now);
+        self.conflict = super::handover::conflict(self.cfg.horizons, self.skus.iter());
     }
 
     /// Marks every unit of a SKU for rewriting (a SKU restored from format 1).

@@ -37,6 +37,7 @@
 //!   rounding, signal ids;
 //! - `tally`: what the state reports for metrics;
 //! - `clock`: the per-source clocks and their minimum;
+//! - `handover`: which horizons this emitter plans (a handover between deployments);
 //! - `changelog`: the changelog records (format 3, binary, per unit; formats 2 and 1 read) and
 //!   restore;
 //! - `tests`: unit tests and the restore-equivalence property test;
@@ -52,6 +53,7 @@ mod clock;
 mod completeness_tests;
 mod decide;
 mod groups;
+mod handover;
 mod model;
 #[cfg(test)]
 mod privacy_tests;
@@ -81,6 +83,7 @@ use changelog::{Dirty, DirtySet, Restoring};
 use clock::Clock;
 use decide::align_down;
 pub use decide::{recommend, signal_id};
+pub use handover::{Conflict, Horizons};
 use model::{CellState, GridBucket, SkuState};
 pub use tally::{StateSize, Tally};
 use warehouse::{Revised, decide_warehouse, revise};
@@ -117,6 +120,8 @@ pub struct StateConfig {
     pub max_allocations: usize,
     /// A revision needs the recommendation to move by at least this share.
     pub revision_tolerance: f64,
+    /// The horizons this emitter plans (all, unless handing over: `handover`).
+    pub horizons: Horizons,
 }
 
 impl StateConfig {
@@ -161,6 +166,7 @@ impl StateConfig {
             dominance: c.dominance_share,
             max_allocations: c.max_allocations,
             revision_tolerance: c.revision_tolerance,
+            horizons: Horizons::new(c.horizons_from_ms, c.horizons_before_ms),
         })
     }
 }
@@ -257,6 +263,8 @@ pub struct PartitionState {
     codec: Codec,
     signals: Vec<PlanSignal>,
     last_input_wall: i64,
+    /// A plan restored for a horizon this emitter does not plan (`handover`).
+    conflict: Option<Conflict>,
     /// Metrics since the last flush.
     pub tally: Tally,
 }
@@ -275,6 +283,7 @@ impl PartitionState {
             codec: Codec::single_object(),
             signals: Vec::new(),
             last_input_wall: i64::MIN,
+            conflict: None,
             tally: Tally::default(),
         }
     }
@@ -282,6 +291,12 @@ impl PartitionState {
     /// The demand clock (`i64::MIN` before any window).
     pub fn watermark(&self) -> i64 {
         self.watermark
+    }
+
+    /// A plan restored for a horizon this emitter does not plan: the stage must not go
+    /// on (`handover`).
+    pub fn conflict(&self) -> Option<&Conflict> {
+        self.conflict.as_ref()
     }
 
     /// End of the last completed bucket.

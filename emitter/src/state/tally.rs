@@ -33,6 +33,8 @@ pub struct Tally {
     /// Signals decided before the coverage of their bucket was read (completeness from
     /// the demand windows alone).
     pub coverage_unknown: u64,
+    /// Decisions not taken: their horizon is planned by another deployment (a handover).
+    pub handed_over: u64,
 }
 
 impl Tally {
@@ -51,6 +53,7 @@ impl Tally {
         self.coverage_known += t.coverage_known;
         self.sources_idled += t.sources_idled;
         self.coverage_unknown += t.coverage_unknown;
+        self.handed_over += t.handed_over;
     }
 }
 

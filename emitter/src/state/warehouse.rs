@@ -104,6 +104,10 @@ pub(crate) fn decide_warehouse(
     let lead = align_up(item.lead_time_ms.max(0), cfg.bucket);
     let horizon_start = align_up(end + lead, cfg.horizon);
     let horizon_end = horizon_start + cfg.horizon;
+    if !cfg.horizons.plans(horizon_start) {
+        tally.handed_over += 1;
+        return None;
+    }
     let current = sku.plans.iter().rposition(|p| {
         p.is_warehouse_plan()
             && p.signal.horizon_start == horizon_start
