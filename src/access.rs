@@ -29,7 +29,15 @@ pub enum AccessCommand {
         keep_password: bool,
     },
     /// Remove a stage's (or the operator's) ACLs and credential.
-    RevokeStage { role: String },
+    RevokeStage {
+        role: String,
+        /// Only remove the ACLs of the topic set and groups this older configuration
+        /// names that the current one (`--config`) does not need: the v1 names once a
+        /// grown deployment runs on v2 (docs/SCALING.md § Growing). The password and
+        /// every right the current configuration needs stay. Prints nothing.
+        #[arg(long, value_name = "FILE")]
+        retired: Option<std::path::PathBuf>,
+    },
     /// Create the principal of a copy (`nearfield repartition`) with a new password:
     /// read FROM and its configs, write TO, as the copy's group and transactional ids,
     /// nothing else. Prints its librdkafka properties.
@@ -70,6 +78,22 @@ enum Action {
     AddAcls(Grantee),
     /// ACLs and credential removed.
     Revoke(Grantee),
+    /// The ACLs only the retired names need removed; the password kept.
+    Retire(Grantee, Box<Names>),
+}
+
+/// The names a deployment's principals are granted rights on.
+fn names_of(cfg: &Config) -> Names {
+    Names {
+        topics: cfg.kafka.topics.clone(),
+        aggregate_group: cfg.aggregate.exactly_once.group_id.clone(),
+        emit_group: cfg.emit.exactly_once.group_id.clone(),
+        late_replay_group: nearfield_aggregator::late::GROUP.to_string(),
+        follower_groups: nearfield_common::kafka::FOLLOWER_GROUPS
+            .iter()
+            .map(|g| g.to_string())
+            .collect(),
+    }
 }
 
 /// The copy the flags and `[repartition]` name: its settings checked as the copy checks
@@ -84,16 +108,7 @@ fn repartition(cfg: &Config, from: Option<String>, to: Option<String>) -> anyhow
 
 /// Runs an access command; returns what to print.
 pub async fn run(cmd: AccessCommand, cfg: &Config) -> anyhow::Result<String> {
-    let names = Names {
-        topics: cfg.kafka.topics.clone(),
-        aggregate_group: cfg.aggregate.exactly_once.group_id.clone(),
-        emit_group: cfg.emit.exactly_once.group_id.clone(),
-        late_replay_group: nearfield_aggregator::late::GROUP.to_string(),
-        follower_groups: nearfield_common::kafka::FOLLOWER_GROUPS
-            .iter()
-            .map(|g| g.to_string())
-            .collect(),
-    };
+    let names = names_of(cfg);
     let action = match cmd {
         AccessCommand::GrantSupplier { id } => Action::Grant(supplier(&id)?),
         AccessCommand::RevokeSupplier { id } => Action::Revoke(supplier(&id)?),
@@ -103,7 +118,20 @@ pub async fn run(cmd: AccessCommand, cfg: &Config) -> anyhow::Result<String> {
         AccessCommand::GrantStage { role: r, keep_password: true } => {
             Action::AddAcls(Grantee::Role(role(&r)?))
         }
-        AccessCommand::RevokeStage { role: r } => Action::Revoke(Grantee::Role(role(&r)?)),
+        AccessCommand::RevokeStage { role: r, retired: None } => {
+            Action::Revoke(Grantee::Role(role(&r)?))
+        }
+        AccessCommand::RevokeStage { role: r, retired: Some(file) } => {
+            let old = crate::config::load(Some(&file))
+                .with_context(|| format!("--retired {}", file.display()))?;
+            let old = names_of(&old);
+            anyhow::ensure!(
+                old != names,
+                "--retired {} names the same topics and groups as --config: nothing to retire",
+                file.display()
+            );
+            Action::Retire(Grantee::Role(role(&r)?), Box::new(old))
+        }
         AccessCommand::GrantRepartition { from, to } => Action::Grant(repartition(cfg, from, to)?),
         AccessCommand::RevokeRepartition { from } => {
             let mut r = cfg.repartition.clone();
@@ -160,6 +188,17 @@ pub async fn run(cmd: AccessCommand, cfg: &Config) -> anyhow::Result<String> {
                 Ok(String::new())
             }
             Action::Revoke(who) => revoke(who),
+            Action::Retire(who, old) => {
+                let (asked, deleted) = nearfield_access::retire_acls(&admin, &who, &old, &names)
+                    .with_context(|| format!("removing retired ACLs of {}", who.user()))?;
+                tracing::info!(
+                    principal = who.user(),
+                    asked,
+                    deleted,
+                    "retired names' ACLs removed"
+                );
+                Ok(String::new())
+            }
         }
     })
     .await?

@@ -576,4 +576,48 @@ skus = 400
         let log = std::fs::read_to_string(dir.path().join(format!("{stage}.log"))).expect("log");
         assert!(!log.contains("AuthorizationFailed"), "{stage}:\n{log}");
     }
+    let principals = [("ingest", &ingest[..]), ("aggregate", &aggregate[..]), ("emit", &emit[..])];
+    retire_v1(dir.path(), &config, &admin_env, &principals);
+}
+
+/// The v1 stages stopped, the v1 names' rights are taken back from the stages'
+/// principals (`revoke-stage ROLE --retired v1.toml`): no v1 topic of theirs any more,
+/// every v2 one and the shared registries still.
+fn retire_v1(
+    dir: &Path,
+    v1: &Path,
+    admin_env: &[(String, String)],
+    who: &[(&str, &[(String, String)])],
+) {
+    let v2 = dir.join("v2.toml");
+    let retired = v1.to_str().expect("utf8");
+    let same = Command::new(env!("CARGO_BIN_EXE_nearfield"))
+        .arg("--config")
+        .arg(&v2)
+        .args(["access", "revoke-stage", "aggregate", "--retired"])
+        .arg(&v2)
+        .env_remove("NEARFIELD_BROKERS")
+        .envs(admin_env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("run nearfield");
+    let said = String::from_utf8_lossy(&same.stderr);
+    assert!(!same.status.success(), "retired the names in use: {said}");
+    assert!(said.contains("names the same topics and groups as --config"), "{said}");
+    for (role, props) in who {
+        let kept =
+            nearfield(&v2, admin_env, &["access", "revoke-stage", role, "--retired", retired]);
+        assert_eq!(kept, "", "--retired printed something");
+        let (gone, still) = match *role {
+            "ingest" => ("sales.v1", ["sales.v2", "stores.v1"]),
+            "aggregate" => ("demand.v1", ["sales.v2", "stores.v1"]),
+            _ => ("demand.v1", ["demand.v2", "catalog.v1"]),
+        };
+        eventually("a retired topic still visible", || {
+            topic_error(props, gone).ok().flatten()
+                == Some(RDKafkaErrorCode::TopicAuthorizationFailed)
+        });
+        for topic in still {
+            assert_eq!(topic_error(props, topic).ok().flatten(), None, "{role} lost {topic}");
+        }
+    }
 }

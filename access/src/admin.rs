@@ -281,13 +281,33 @@ impl Admin {
         }
         // SAFETY: `filter` was just created and is freed once, here.
         let filter = Guard(filter, |f| unsafe { rd::rd_kafka_AclBinding_destroy(f) });
+        self.delete_matching(&[filter.0], principal)
+    }
+
+    /// Deletes exactly `acls` (ALLOW, any host), those that exist; returns how many did.
+    pub fn delete_acls(&self, acls: &[Acl]) -> Result<usize, AdminError> {
+        if acls.is_empty() {
+            return Ok(0);
+        }
+        // A binding is a filter matching itself (librdkafka's filter is the same type).
+        let bindings = AclBindings::new(acls)?;
+        let what = format!("{} ACLs of {}", acls.len(), acls[0].principal);
+        self.delete_matching(&bindings.ptrs(), &what)
+    }
+
+    /// Deletes the ACLs matching any of `filters` (ours to free); returns how many.
+    fn delete_matching(
+        &self,
+        filters: &[*mut rd::rd_kafka_AclBinding_t],
+        what: &str,
+    ) -> Result<usize, AdminError> {
         let event = self.call(
             "DeleteAcls",
             rd::rd_kafka_admin_op_t::RD_KAFKA_ADMIN_OP_DELETEACLS,
             |rk, opts, queue| {
-                let mut ptrs = [filter.0];
-                // SAFETY: librdkafka copies the filter; it stays ours to free.
-                unsafe { rd::rd_kafka_DeleteAcls(rk, ptrs.as_mut_ptr(), 1, opts, queue) }
+                let mut ptrs = filters.to_vec();
+                // SAFETY: librdkafka copies the filters; they stay ours to free.
+                unsafe { rd::rd_kafka_DeleteAcls(rk, ptrs.as_mut_ptr(), ptrs.len(), opts, queue) }
             },
         )?;
         let mut deleted = 0;
@@ -303,7 +323,7 @@ impl Admin {
                 {
                     return Err(AdminError::Item {
                         op: "DeleteAcls",
-                        what: principal.into(),
+                        what: what.into(),
                         code,
                         message,
                     });

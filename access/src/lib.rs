@@ -109,6 +109,29 @@ pub fn add_acls(admin: &Admin, who: &Grantee, names: &Names) -> Result<usize, Ad
     Ok(acls.len())
 }
 
+/// Removes the ACLs `who` holds for the `retired` names that the `kept` ones do not need
+/// (a topic set and groups retired after growing, docs/SCALING.md § Growing); the
+/// credential and every ACL `kept` needs stay, so the stages running on `kept` go on.
+/// Returns (ACLs `retired` alone needs, ACLs of those that existed and were deleted).
+pub fn retire_acls(
+    admin: &Admin,
+    who: &Grantee,
+    retired: &Names,
+    kept: &Names,
+) -> Result<(usize, usize), AdminError> {
+    let acls = retired_only(who, retired, kept);
+    Ok((acls.len(), admin.delete_acls(&acls)?))
+}
+
+/// The ACLs of `who` that `retired` needs and `kept` does not.
+fn retired_only(who: &Grantee, retired: &Names, kept: &Names) -> Vec<Acl> {
+    let keep: std::collections::BTreeSet<Acl> = who.acls(kept).into_iter().collect();
+    let mut only: Vec<Acl> = who.acls(retired).into_iter().filter(|a| !keep.contains(a)).collect();
+    only.sort();
+    only.dedup();
+    only
+}
+
 /// What a revocation removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Revoked {
@@ -145,5 +168,61 @@ mod tests {
         properties.insert("security.protocol", "SASL_PLAINTEXT".to_string());
         let text = Credentials { properties }.to_properties();
         assert_eq!(text, "sasl.username=supplier-acme\nsecurity.protocol=SASL_PLAINTEXT\n");
+    }
+
+    fn names(version: &str, group_suffix: &str) -> Names {
+        let mut topics = nearfield_common::kafka::Topics::default();
+        for t in [&mut topics.sales, &mut topics.heartbeats, &mut topics.late, &mut topics.demand] {
+            *t = t.replace(".v1", version);
+        }
+        topics.aggregator_changelog = format!("agg{version}");
+        topics.emitter_changelog = format!("emit{version}");
+        Names {
+            topics,
+            aggregate_group: format!("nearfield-aggregator{group_suffix}"),
+            emit_group: format!("nearfield-emitter{group_suffix}"),
+            late_replay_group: "nearfield-late-replay".into(),
+            follower_groups: vec!["nearfield-registry-follower".into()],
+        }
+    }
+
+    /// Retiring the v1 names after growth removes what v1 alone needed: its topics and
+    /// groups, not the registries, plan topics, cluster rights or groups v2 shares.
+    #[test]
+    fn retiring_a_topic_set_keeps_what_the_other_needs() {
+        use policy::{Operation, Resource};
+        let (v1, v2) = (names(".v1", ""), names(".v2", "-v2"));
+        for role in [Role::Ingest, Role::Aggregate, Role::Emit, Role::Operator] {
+            let who = Grantee::Role(role);
+            let gone = retired_only(&who, &v1, &v2);
+            let kept = who.acls(&v2);
+            assert!(gone.iter().all(|a| !kept.contains(a)), "{role:?}");
+            assert!(who.acls(&v1).iter().all(|a| gone.contains(a) || kept.contains(a)));
+            let v1_only = [
+                "sales.v1",
+                "heartbeats.v1",
+                "sales.late.v1",
+                "demand.v1",
+                "agg.v1",
+                "emit.v1",
+                "nearfield-aggregator",
+                "nearfield-aggregator-",
+                "nearfield-emitter",
+                "nearfield-emitter-",
+            ];
+            for a in &gone {
+                assert!(v1_only.contains(&a.name.as_str()), "{role:?} loses {a:?}");
+            }
+        }
+        let gone = retired_only(&Grantee::Role(Role::Aggregate), &v1, &v2);
+        let has = |r: Resource, name: &str, op: Operation| {
+            gone.iter().any(|a| a.resource == r && a.name == name && a.operation == op)
+        };
+        assert!(has(Resource::Topic, "sales.v1", Operation::Read));
+        assert!(has(Resource::Topic, "demand.v1", Operation::Write));
+        assert!(has(Resource::Topic, "agg.v1", Operation::Write));
+        assert!(has(Resource::Group, "nearfield-aggregator", Operation::Read));
+        assert!(!has(Resource::Group, "nearfield-late-replay", Operation::Read), "shared");
+        assert!(retired_only(&Grantee::Role(Role::Operator), &v1, &v2).is_empty());
     }
 }

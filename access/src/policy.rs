@@ -103,7 +103,7 @@ impl Role {
 
 /// The names the rules are about: the deployment's topics and the stages' consumer groups
 /// (a stage's transactional ids are `<group>-<instance>`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {
     pub topics: Topics,
     pub aggregate_group: String,
