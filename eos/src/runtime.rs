@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 use crate::clients;
 use crate::config::{CreateOnDemand, RuntimeConfig, Wiring};
 use crate::core::{Core, Ctx};
-use crate::error::{Class, EosError};
+use crate::error::{Class, EosError, TopicProblem};
 use crate::internal_events::{Fatal, LoopRestarted, Metrics, Owned, Restoring};
 use crate::query::{Asked, Queries, SharedStatus, Status, mailbox};
 use crate::restore;
@@ -306,10 +306,16 @@ fn run_once<S: Stage>(
 /// names no topic) made precise by the rights check: the topic and the right missing,
 /// when a topic's rights are what is missing.
 fn precise<S: Stage>(spec: &Spec<S>, e: EosError) -> EosError {
+    precise_by(e, || clients::check_rights(&spec.settings, &rights(&spec.wiring)))
+}
+
+/// [`precise`] with the rights check `check` (asked only for a refusal).
+fn precise_by(e: EosError, check: impl FnOnce() -> Result<(), EosError>) -> EosError {
     if !matches!(e, EosError::Unauthorized { .. }) {
         return e;
     }
-    match clients::check_rights(&spec.settings, &rights(&spec.wiring)) {
+    match check() {
+        Err(EosError::Topic { problem: TopicProblem::Metadata(_), .. }) => e,
         Err(named @ EosError::Topic { .. }) => named,
         _ => e,
     }
@@ -486,5 +492,41 @@ mod tests {
         let copy = wiring(None, None);
         let copy = rights(&copy);
         assert!(copy.iter().all(|(t, _)| *t != "changelog" && *t != "sales.dlq.v1"), "{copy:?}");
+    }
+
+    /// A fatal refusal is reported as the topic and right the check finds missing; when
+    /// the check finds none (a group or transactional-id right, or the check itself
+    /// failing), as the broker said it; any other fatal error as it is, unchecked.
+    #[test]
+    fn a_refusal_is_made_precise_by_the_rights_check() {
+        use rdkafka::types::RDKafkaErrorCode::{
+            TopicAuthorizationFailed, TransactionalIdAuthorizationFailed,
+        };
+        let refused = |code| EosError::Unauthorized { operation: "commit", code };
+        let missing = || EosError::Topic {
+            topic: "demand.v1".into(),
+            problem: TopicProblem::NotAllowed { operation: "write" },
+        };
+        let e = precise_by(refused(TopicAuthorizationFailed), || Err(missing()));
+        assert_eq!(
+            e.to_string(),
+            "topic demand.v1: this principal may see it but not write it (check its ACLs: \
+             `nearfield access`, docs/operations.md)"
+        );
+        let e = precise_by(refused(TransactionalIdAuthorizationFailed), || Ok(()));
+        assert!(matches!(
+            e,
+            EosError::Unauthorized { code: TransactionalIdAuthorizationFailed, .. }
+        ));
+        let failed = || {
+            Err(EosError::Topic {
+                topic: "x".into(),
+                problem: TopicProblem::Metadata("timed out".into()),
+            })
+        };
+        let e = precise_by(refused(TopicAuthorizationFailed), failed);
+        assert!(matches!(e, EosError::Unauthorized { .. }), "the check's own failure: {e}");
+        let other = precise_by(EosError::Unwired("changelog"), || panic!("checked"));
+        assert!(matches!(other, EosError::Unwired(_)));
     }
 }
