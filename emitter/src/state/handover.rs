@@ -48,13 +48,23 @@ impl Horizons {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "emit.{setting}: a plan of SKU {sku} for the horizon starting at {horizon_start} ms \
-     (Unix time) was already sent by this deployment; hand over at a later horizon \
-     (docs/SCALING.md, growing the partition count)"
+     (Unix time) was already sent by this deployment; {}",
+    remedy(setting)
 )]
 pub struct Conflict {
     pub setting: &'static str,
     pub sku: String,
     pub horizon_start: i64,
+}
+
+/// What to do about a conflict with `setting`.
+fn remedy(setting: &str) -> &'static str {
+    if setting == "horizons_before_ms" {
+        "hand over at a later horizon (docs/SCALING.md, growing the partition count)"
+    } else {
+        "the new deployment planned those horizons already (it ran without the bound): start \
+         it again on a fresh changelog and group (docs/SCALING.md, growing the partition count)"
+    }
 }
 
 /// The first plan (by SKU) outside `horizons`, if any.
@@ -211,13 +221,14 @@ mod tests {
         assert!(c.to_string().starts_with("emit.horizons_before_ms: a plan of SKU"), "{c}");
         let c = restored(config(Some(latest + DAY), None)).expect("plans before it");
         assert_eq!(c.setting, "horizons_from_ms");
+        assert!(c.to_string().contains("start it again on a fresh changelog"), "{c}");
     }
 
     #[test]
     fn a_horizon_is_planned_on_one_side_only() {
-        let t = 10 * 86_400_000;
+        let t = 10 * DAY;
         let (old, new) = (Horizons::new(None, Some(t)), Horizons::new(Some(t), None));
-        for start in [t - 86_400_000, t, t + 86_400_000, i64::MIN, i64::MAX - 1] {
+        for start in [t - DAY, t, t + DAY, i64::MIN, i64::MAX - 1] {
             assert!(old.plans(start) != new.plans(start), "horizon {start}");
         }
         assert!(Horizons::default().all() && !old.all() && !new.all());
