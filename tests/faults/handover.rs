@@ -157,7 +157,7 @@ pub fn handover_gives_every_plan_key_one_chain(kafka: &Kafka) {
     // The handover at T: both deployments run while both fleets write the rest.
     let mut before_t = old.deploy(&s, None, Some(T));
     let mut from_t = new.deploy(&s, Some(T), None);
-    before_t.start("old-1");
+    let old_url = before_t.start_listening("old-1");
     from_t.start("new-1");
     let feeders: Vec<_> = [(&old, OLD), (&new, NEW)]
         .into_iter()
@@ -172,6 +172,23 @@ pub fn handover_gives_every_plan_key_one_chain(kafka: &Kafka) {
     let mut want = old.reference(&scenario, &windows, (None, Some(T)));
     want.extend(new.reference(&scenario, &windows, (Some(T), None)));
     let got = plans_once(kafka, &s, want.len(), &[&before_t, &from_t]);
+    // What tells an SRE the old emitters may stop: past T + revision_retention_ms they
+    // hold no plan any more, and they skipped the decisions past T.
+    let metric = |text: &str, name: &str| -> Option<f64> {
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    };
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let text = loop {
+        let text = rt.block_on(nearfield_testkit::http::metrics(&old_url));
+        if metric(&text, "nearfield_emitter_plans") == Some(0.0) {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "the old emitter still holds plans:\n{text}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let skipped = metric(&text, "nearfield_emitter_decisions_handed_over_total");
+    assert!(skipped.is_some_and(|n| n > 0.0), "no decision handed over: {skipped:?}");
     before_t.stop("old-1");
     from_t.stop("new-1");
 
