@@ -5,7 +5,8 @@
 //! while the new deployment plans those from `T` onto the same plan topics. The topics
 //! must hold exactly what each side decides (the reference state machine on the same
 //! input, partitioned alike), and a factory's plan book reading them must end on each
-//! key's latest plan without meeting a `STALE` revision or a `DUPLICATE`.
+//! key's latest plan without meeting a `STALE` revision or a `DUPLICATE`, though both
+//! sides are SIGKILLed mid-handover.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -157,7 +158,7 @@ pub fn handover_gives_every_plan_key_one_chain(kafka: &Kafka) {
     // The handover at T: both deployments run while both fleets write the rest.
     let mut before_t = old.deploy(&s, None, Some(T));
     let mut from_t = new.deploy(&s, Some(T), None);
-    let old_url = before_t.start_listening("old-1");
+    before_t.start("old-1");
     from_t.start("new-1");
     let feeders: Vec<_> = [(&old, OLD), (&new, NEW)]
         .into_iter()
@@ -166,6 +167,12 @@ pub fn handover_gives_every_plan_key_one_chain(kafka: &Kafka) {
             std::thread::spawn(move || feed(&brokers, &topic, &rest, n, 400))
         })
         .collect();
+    // Both sides SIGKILLed mid-handover: each restores state whose plans are all on its
+    // side (no conflict) and goes on exactly once.
+    std::thread::sleep(Duration::from_secs(6));
+    from_t.restart("new-1");
+    before_t.kill("old-1");
+    let old_url = before_t.start_listening("old-1");
     for f in feeders {
         f.join().expect("feeder");
     }
