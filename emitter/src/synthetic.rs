@@ -232,6 +232,22 @@ pub fn coverage(s: &Scenario) -> Vec<GridCoverage> {
 
 /// The decisions one state machine per partition makes on `windows` (grouped by
 /// `partition_of`, each partition in stream order), with `generated_at` zeroed.
+/// The settings the scenarios are planned with in tests (a privacy floor of 3 stores, the
+/// clock moved by windows only), planning the horizons starting within `[from, before)`.
+pub fn state_config(from: Option<i64>, before: Option<i64>) -> Arc<StateConfig> {
+    let c = crate::EmitConfig {
+        privacy_k: 3,
+        idle_advance_ms: 0,
+        horizons_from_ms: from,
+        horizons_before_ms: before,
+        ..crate::EmitConfig::default()
+    };
+    match c.validate().and_then(|()| StateConfig::from_config(&c)) {
+        Ok(cfg) => Arc::new(cfg),
+        Err(e) => unreachable!("synthetic settings: {e}"),
+    }
+}
+
 pub fn reference<'a>(
     windows: &[DemandWindow],
     partition_of: impl Fn(&str) -> i32,

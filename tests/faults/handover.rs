@@ -9,12 +9,9 @@
 //! sides are SIGKILLed mid-handover.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nearfield_common::kafka::partition_for_key;
-use nearfield_emitter::EmitConfig;
-use nearfield_emitter::state::StateConfig;
 use nearfield_emitter::synthetic::{self, Scenario, T0};
 use nearfield_schemas::plan_book::{PlanBook, PlanKey};
 use nearfield_schemas::{DemandWindow, PlanSignal};
@@ -89,14 +86,7 @@ impl Side {
         windows: &[DemandWindow],
         (from, before): (Option<i64>, Option<i64>),
     ) -> Vec<PlanSignal> {
-        let cfg = EmitConfig {
-            privacy_k: 3,
-            idle_advance_ms: 0,
-            horizons_from_ms: from,
-            horizons_before_ms: before,
-            ..EmitConfig::default()
-        };
-        let cfg = Arc::new(StateConfig::from_config(&cfg).expect("valid"));
+        let cfg = synthetic::state_config(from, before);
         let n = self.partitions;
         let by = |sku: &str| partition_for_key(sku.as_bytes(), n);
         synthetic::reference(windows, by, &cfg, &synthetic::catalog(scenario))

@@ -94,7 +94,6 @@ mod tests {
     use nearfield_schemas::plan_book::{Outcome, PlanBook, PlanKey};
 
     use super::*;
-    use crate::config::EmitConfig;
     use crate::state::{PartitionState, StateConfig};
     use crate::synthetic::{self, Scenario, T0};
 
@@ -107,15 +106,7 @@ mod tests {
     }
 
     fn config(from: Option<i64>, before: Option<i64>) -> Arc<StateConfig> {
-        let c = EmitConfig {
-            privacy_k: 3,
-            idle_advance_ms: 0,
-            horizons_from_ms: from,
-            horizons_before_ms: before,
-            ..EmitConfig::default()
-        };
-        c.validate().expect("valid");
-        Arc::new(StateConfig::from_config(&c).expect("valid"))
+        synthetic::state_config(from, before)
     }
 
     /// What a deployment whose input has `partitions` partitions sends.
