@@ -219,6 +219,27 @@ mod tests {
     }
 
     #[test]
+    fn the_handover_bound_comes_from_the_environment_of_a_rolling_restart() {
+        // SCALING § Growing restarts the old emitters with this variable, not a new file.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/examples/nearfield.toml");
+        figment::Jail::expect_with(|jail| {
+            let cfg = load(Some(&path)).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.emit.horizons_before_ms, None, "unset: no bound");
+            let t = 20_450 * cfg.emit.horizon_ms;
+            jail.set_env("NEARFIELD_EMIT__HORIZONS_BEFORE_MS", t.to_string());
+            let cfg = load(Some(&path)).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.emit.horizons_before_ms, Some(t));
+            assert_eq!(cfg.emit.horizons_from_ms, None);
+            cfg.emit.validate().map_err(|e| e.to_string())?;
+            jail.set_env("NEARFIELD_EMIT__HORIZONS_BEFORE_MS", (t + 5).to_string());
+            let cfg = load(Some(&path)).map_err(|e| e.to_string())?;
+            let err = cfg.emit.validate().expect_err("not a horizon start").to_string();
+            assert!(err.starts_with("emit.horizons_before_ms: must be a horizon start"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("c.toml");
