@@ -321,7 +321,6 @@ async fn silent_grids_get_coverage_and_heartbeats_announce_backlogs() {
     // uploaded yet, and s3 (grid B, no sales) holds 5.
     send(&topics.sales, &a, codec.encode(&event("e1", "s1", &a, 2, t0 + 2 * SEC)).expect("enc"))
         .await;
-    let http = reqwest::Client::new();
     send(&topics.sales, &a, codec.encode(&event("e2", "s2", &a, 1, t0 + 70 * SEC)).expect("enc"))
         .await;
     send(&topics.heartbeats, &a, codec.encode(&beat("s1", &a, t0 + 66 * SEC, 3)).expect("enc"))
@@ -335,18 +334,8 @@ async fn silent_grids_get_coverage_and_heartbeats_announce_backlogs() {
     };
     send(&topics.heartbeats, &b, codec.encode(&s3).expect("enc")).await;
     until("both heartbeats applied", async || {
-        let m = http
-            .get(format!("{}/metrics", agg.base))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        m.lines().any(|l| {
-            l.starts_with("nearfield_aggregator_heartbeats_total")
-                && l.split_whitespace().last().and_then(|v| v.parse::<f64>().ok()) >= Some(2.0)
-        })
+        let m = nearfield_testkit::http::metrics(&agg.base).await;
+        nearfield_testkit::http::sample(&m, "nearfield_aggregator_heartbeats_total") >= Some(2.0)
     })
     .await;
     // Minute 2: a sale moves the watermark past minute 1: minutes 0 and 1 close.

@@ -230,8 +230,6 @@ pub fn coverage(s: &Scenario) -> Vec<GridCoverage> {
     out
 }
 
-/// The decisions one state machine per partition makes on `windows` (grouped by
-/// `partition_of`, each partition in stream order), with `generated_at` zeroed.
 /// The settings the scenarios are planned with in tests (a privacy floor of 3 stores, the
 /// clock moved by windows only), planning the horizons starting within `[from, before)`.
 pub fn state_config(from: Option<i64>, before: Option<i64>) -> Arc<StateConfig> {
@@ -248,6 +246,8 @@ pub fn state_config(from: Option<i64>, before: Option<i64>) -> Arc<StateConfig> 
     }
 }
 
+/// The decisions one state machine per partition makes on `windows` (grouped by
+/// `partition_of`, each partition in stream order), with `generated_at` zeroed.
 pub fn reference<'a>(
     windows: &[DemandWindow],
     partition_of: impl Fn(&str) -> i32,

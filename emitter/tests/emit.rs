@@ -303,12 +303,9 @@ async fn demand_windows_in_plan_signals_out() {
         ],
     )
     .await;
-    let suppressed = metrics
-        .lines()
-        .find(|l| l.starts_with("nearfield_emitter_privacy_suppressed_total "))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .expect("suppressed value");
+    let suppressed =
+        nearfield_testkit::http::sample(&metrics, "nearfield_emitter_privacy_suppressed_total")
+            .expect("suppressed value");
     assert!(suppressed > 0.0, "the thin SKU's decisions were suppressed");
 
     token.cancel();

@@ -34,6 +34,12 @@ pub async fn metrics(base: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The value of the series `name` (a metric without labels, or `name{…}` written out as
+/// the exposition writes it) in a Prometheus text exposition; `None` when absent.
+pub fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
 /// Asserts that every needle is in `base`/metrics; returns the text.
 pub async fn assert_metrics(base: &str, needles: &[&str]) -> String {
     let text = metrics(base).await;
@@ -55,4 +61,19 @@ pub fn get_blocking(port: u16, path: &str) -> Option<(String, String)> {
     s.read_to_string(&mut buf).ok()?;
     let (head, body) = buf.split_once("\r\n\r\n")?;
     Some((head.lines().next()?.to_string(), body.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sample;
+
+    #[test]
+    fn a_sample_is_found_by_its_whole_series_name() {
+        let text = "# TYPE a_total counter\na_total_more 9\na_total 3\n\
+                    b{outcome=\"x\"} 2.5\nb{outcome=\"y\"} 1\n";
+        assert_eq!(sample(text, "a_total"), Some(3.0), "not the longer name's");
+        assert_eq!(sample(text, "b{outcome=\"y\"}"), Some(1.0));
+        assert_eq!(sample(text, "b"), None, "a labelled series needs its labels");
+        assert_eq!(sample(text, "c"), None);
+    }
 }

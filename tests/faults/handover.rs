@@ -15,6 +15,7 @@ use nearfield_common::kafka::partition_for_key;
 use nearfield_emitter::synthetic::{self, Scenario, T0};
 use nearfield_schemas::plan_book::{PlanBook, PlanKey};
 use nearfield_schemas::{DemandWindow, PlanSignal};
+use nearfield_testkit::http::sample;
 use nearfield_testkit::{Deployment, Kafka};
 
 use crate::emitter::{feed, read_plans};
@@ -171,20 +172,17 @@ pub fn handover_gives_every_plan_key_one_chain(kafka: &Kafka) {
     let got = plans_once(kafka, &s, want.len(), &[&before_t, &from_t]);
     // What tells an SRE the old emitters may stop: past T + revision_retention_ms they
     // hold no plan any more, and they skipped the decisions past T.
-    let metric = |text: &str, name: &str| -> Option<f64> {
-        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-    };
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let deadline = Instant::now() + Duration::from_secs(60);
     let text = loop {
         let text = rt.block_on(nearfield_testkit::http::metrics(&old_url));
-        if metric(&text, "nearfield_emitter_plans") == Some(0.0) {
+        if sample(&text, "nearfield_emitter_plans") == Some(0.0) {
             break text;
         }
         assert!(Instant::now() < deadline, "the old emitter still holds plans:\n{text}");
         std::thread::sleep(Duration::from_millis(500));
     };
-    let skipped = metric(&text, "nearfield_emitter_decisions_handed_over_total");
+    let skipped = sample(&text, "nearfield_emitter_decisions_handed_over_total");
     assert!(skipped.is_some_and(|n| n > 0.0), "no decision handed over: {skipped:?}");
     before_t.stop("old-1");
     from_t.stop("new-1");
