@@ -34,7 +34,9 @@ pub enum AccessCommand {
         /// Only remove the ACLs of the topic set and groups this older configuration
         /// names that the current one (`--config`) does not need: the v1 names once a
         /// grown deployment runs on v2 (docs/SCALING.md § Growing). The password and
-        /// every right the current configuration needs stay. Prints nothing.
+        /// every right the current configuration needs stay. FILE is read alone: the
+        /// environment's `NEARFIELD_*` variables are the current configuration's.
+        /// Prints nothing.
         #[arg(long, value_name = "FILE")]
         retired: Option<std::path::PathBuf>,
     },
@@ -122,7 +124,7 @@ pub async fn run(cmd: AccessCommand, cfg: &Config) -> anyhow::Result<String> {
             Action::Revoke(Grantee::Role(role(&r)?))
         }
         AccessCommand::RevokeStage { role: r, retired: Some(file) } => {
-            let old = crate::config::load(Some(&file))
+            let old = crate::config::load_file_alone(&file, "--retired")
                 .with_context(|| format!("--retired {}", file.display()))?;
             let old = names_of(&old);
             anyhow::ensure!(

@@ -54,23 +54,40 @@ fn resolve(base: &Path, p: &mut Option<PathBuf>) {
     }
 }
 
-/// Loads the configuration.
-pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+/// The defaults, then the file.
+fn file_figment(file: Option<&Path>, flag: &str) -> anyhow::Result<Figment> {
     let mut fig = Figment::from(Serialized::defaults(Config::default()));
     if let Some(path) = file {
-        anyhow::ensure!(path.is_file(), "--config {}: no such file", path.display());
+        anyhow::ensure!(path.is_file(), "{flag} {}: no such file", path.display());
         fig = fig.merge(Toml::file(path));
     }
+    Ok(fig)
+}
+
+fn extract(fig: &Figment) -> anyhow::Result<Config> {
+    fig.extract().map_err(|e| {
+        let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+        anyhow::anyhow!("invalid configuration: {}", msgs.join("; "))
+    })
+}
+
+/// What a configuration file alone says (the defaults, then the file), with no
+/// environment: `access revoke-stage --retired` reads the retired deployment's names so,
+/// since the shell's `NEARFIELD_*` variables are the current deployment's.
+pub fn load_file_alone(path: &Path, flag: &str) -> anyhow::Result<Config> {
+    extract(&file_figment(Some(path), flag)?)
+}
+
+/// Loads the configuration.
+pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+    let mut fig = file_figment(file, "--config")?;
     fig = fig.merge(Env::prefixed("NEARFIELD_").filter(|k| k.as_str().contains("__")).split("__"));
     if let Ok(brokers) = std::env::var("NEARFIELD_BROKERS")
         && !brokers.trim().is_empty()
     {
         fig = fig.merge(("kafka.brokers", brokers.trim().to_string()));
     }
-    let mut cfg: Config = fig.extract().map_err(|e| {
-        let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
-        anyhow::anyhow!("invalid configuration: {}", msgs.join("; "))
-    })?;
+    let mut cfg = extract(&fig)?;
     // librdkafka property names hold dots, which figment would read as nesting; they come
     // from `NEARFIELD_KAFKA_PROPERTY_SASL_PASSWORD` → `sasl.password` instead.
     cfg.kafka.properties.extend(nearfield_common::kafka::env_properties());
@@ -235,6 +252,26 @@ mod tests {
             let cfg = load(Some(&path)).map_err(|e| e.to_string())?;
             let err = cfg.emit.validate().expect_err("not a horizon start").to_string();
             assert!(err.starts_with("emit.horizons_before_ms: must be a horizon start"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_retired_file_is_read_without_the_current_environment() {
+        // `revoke-stage --retired v1.toml` is run in the shell of the v2 deployment: a
+        // variable renaming a topic there must not rename it in the retired file too.
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("v1.toml", "[kafka.topics]\nsales = \"sales.v1\"\n")?;
+            let v1 = jail.directory().join("v1.toml");
+            jail.set_env("NEARFIELD_KAFKA__TOPICS__SALES", "sales.v2");
+            let current = load(Some(&v1)).map_err(|e| e.to_string())?;
+            assert_eq!(current.kafka.topics.sales, "sales.v2");
+            let retired = load_file_alone(&v1, "--retired").map_err(|e| e.to_string())?;
+            assert_eq!(retired.kafka.topics.sales, "sales.v1");
+            assert_eq!(retired.kafka.topics.demand, Config::default().kafka.topics.demand);
+            let missing = jail.directory().join("v0.toml");
+            let err = load_file_alone(&missing, "--retired").expect_err("no file").to_string();
+            assert!(err.starts_with("--retired ") && err.ends_with("no such file"), "{err}");
             Ok(())
         });
     }
