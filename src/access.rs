@@ -124,7 +124,7 @@ pub async fn run(cmd: AccessCommand, cfg: &Config) -> anyhow::Result<String> {
             Action::Revoke(Grantee::Role(role(&r)?))
         }
         AccessCommand::RevokeStage { role: r, retired: Some(file) } => {
-            let old = crate::config::load_file_alone(&file, "--retired")
+            let old = crate::config::load_file_alone(&file)
                 .with_context(|| format!("--retired {}", file.display()))?;
             let old = names_of(&old);
             anyhow::ensure!(

@@ -54,16 +54,6 @@ fn resolve(base: &Path, p: &mut Option<PathBuf>) {
     }
 }
 
-/// The defaults, then the file.
-fn file_figment(file: Option<&Path>, flag: &str) -> anyhow::Result<Figment> {
-    let mut fig = Figment::from(Serialized::defaults(Config::default()));
-    if let Some(path) = file {
-        anyhow::ensure!(path.is_file(), "{flag} {}: no such file", path.display());
-        fig = fig.merge(Toml::file(path));
-    }
-    Ok(fig)
-}
-
 fn extract(fig: &Figment) -> anyhow::Result<Config> {
     fig.extract().map_err(|e| {
         let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
@@ -73,14 +63,20 @@ fn extract(fig: &Figment) -> anyhow::Result<Config> {
 
 /// What a configuration file alone says (the defaults, then the file), with no
 /// environment: `access revoke-stage --retired` reads the retired deployment's names so,
-/// since the shell's `NEARFIELD_*` variables are the current deployment's.
-pub fn load_file_alone(path: &Path, flag: &str) -> anyhow::Result<Config> {
-    extract(&file_figment(Some(path), flag)?)
+/// since the shell's `NEARFIELD_*` variables are the current deployment's. The caller
+/// names the file in its errors.
+pub fn load_file_alone(path: &Path) -> anyhow::Result<Config> {
+    anyhow::ensure!(path.is_file(), "no such file");
+    extract(&Figment::from(Serialized::defaults(Config::default())).merge(Toml::file(path)))
 }
 
 /// Loads the configuration.
 pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
-    let mut fig = file_figment(file, "--config")?;
+    let mut fig = Figment::from(Serialized::defaults(Config::default()));
+    if let Some(path) = file {
+        anyhow::ensure!(path.is_file(), "--config {}: no such file", path.display());
+        fig = fig.merge(Toml::file(path));
+    }
     fig = fig.merge(Env::prefixed("NEARFIELD_").filter(|k| k.as_str().contains("__")).split("__"));
     if let Ok(brokers) = std::env::var("NEARFIELD_BROKERS")
         && !brokers.trim().is_empty()
@@ -266,12 +262,12 @@ mod tests {
             jail.set_env("NEARFIELD_KAFKA__TOPICS__SALES", "sales.v2");
             let current = load(Some(&v1)).map_err(|e| e.to_string())?;
             assert_eq!(current.kafka.topics.sales, "sales.v2");
-            let retired = load_file_alone(&v1, "--retired").map_err(|e| e.to_string())?;
+            let retired = load_file_alone(&v1).map_err(|e| e.to_string())?;
             assert_eq!(retired.kafka.topics.sales, "sales.v1");
             assert_eq!(retired.kafka.topics.demand, Config::default().kafka.topics.demand);
             let missing = jail.directory().join("v0.toml");
-            let err = load_file_alone(&missing, "--retired").expect_err("no file").to_string();
-            assert!(err.starts_with("--retired ") && err.ends_with("no such file"), "{err}");
+            let err = load_file_alone(&missing).expect_err("no file").to_string();
+            assert_eq!(err, "no such file");
             Ok(())
         });
     }

@@ -184,3 +184,21 @@ fn repartition_refuses_settings_that_break_a_rule() {
     let (ok, _, err) = nearfield(&grant);
     assert!(!ok && err.contains("needs the admin's SASL settings"), "{err}");
 }
+
+/// `access revoke-stage --retired FILE` reads FILE alone: the shell's `NEARFIELD_*`
+/// variables are the current deployment's, so one renaming a topic for it makes the two
+/// differ; a missing file is named as the flag's.
+#[test]
+fn a_retired_configuration_is_read_without_the_environment() {
+    let example = "deploy/examples/nearfield.toml";
+    let retire = ["--config", example, "access", "revoke-stage", "emit", "--retired", example];
+    let (ok, _, err) = nearfield(&retire);
+    assert!(!ok && err.contains("names the same topics and groups as --config"), "{err}");
+    let renamed = [("NEARFIELD_KAFKA__TOPICS__DEMAND", "demand.v2")];
+    let (ok, _, err) = nearfield_with(&retire, &renamed);
+    assert!(!ok && err.contains("needs the admin's SASL settings"), "{err}");
+    let missing = ["access", "revoke-stage", "emit", "--retired", "no-such.toml"];
+    let (ok, _, err) = nearfield(&missing);
+    assert!(!ok && err.contains("--retired no-such.toml") && err.contains("no such file"), "{err}");
+    assert!(!err.contains("--config"), "{err}");
+}
