@@ -187,14 +187,12 @@ fi
 trap 'touch target/demo/stopping; echo "demo: stopping (Ctrl-C)" >&2;
   python3 scripts/demo/report.py deploy/examples/catalog.jsonl target/demo/summary.json; exit 0' INT
 # The minute of the last sale acknowledged is final at most max_close_delay (15 s) after
-# its end, wherever in the minute the shops stopped: wait for that first (a plan from an
-# earlier minute does not mean the last one was counted), then for its windows to move the
-# emitter's clock past the minute before (plans follow within about 80 s of the last
-# sale): for the first plan if there is none yet (at most 120 s), then 10 s more.
-last_end=$(python3 -c 'import json, sys
-ts = [json.loads(l)["occurred_at"] for l in open(sys.argv[1]) if l.strip()]
-print(max(ts) // 60000 * 60000 + 60000 if ts else 0)' target/demo/acked.jsonl)
-closed_by=$((last_end / 1000 + NEARFIELD_AGGREGATE__MAX_CLOSE_DELAY_MS / 1000 + 3))
+# its end, wherever in the minute the shops stopped (scripts/demo/last_minute.py): wait
+# for that first (a plan from an earlier minute does not mean the last one was counted),
+# then for its windows to move the emitter's clock past the minute before (plans follow
+# within about 80 s of the last sale): for the first plan if there is none yet (at most
+# 120 s), then 10 s more.
+closed_by=$(python3 scripts/demo/last_minute.py target/demo/acked.jsonl "$NEARFIELD_AGGREGATE__MAX_CLOSE_DELAY_MS")
 echo "demo: waiting for the last one-minute windows to close (by $(date -u -d "@$closed_by" +%H:%M:%S) UTC) and be planned on…" >&2
 deadline=$(($(date +%s) + 120))
 while (($(date +%s) < closed_by && $(date +%s) < deadline)); do sleep 1; done

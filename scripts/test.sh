@@ -57,6 +57,9 @@ step "golden vectors with fastavro (independent Avro implementation)"
 step "Python factory client: pytest (golden vectors, plan book, errors; the installed package)"
 .venv/bin/python -m pytest -q -p no:cacheprovider clients/python/tests 2>&1 | tee -a "$LOG"
 
+step "the demo's own logic: pytest (when its last minute of sales is final)"
+.venv/bin/python -m pytest -q -p no:cacheprovider scripts/demo/tests 2>&1 | tee -a "$LOG"
+
 step "device API contract: schemathesis on a running ingest, requests from its OpenAPI document"
 NEARFIELD_BIN="$ROOT/target/debug/nearfield" .venv/bin/python -m pytest -q -s -p no:cacheprovider ingest/tests/contract 2>&1 | tee -a "$LOG"
 
