@@ -193,7 +193,9 @@ trap 'touch target/demo/stopping; echo "demo: stopping (Ctrl-C)" >&2;
 # within about 80 s of the last sale): for the first plan if there is none yet (at most
 # 120 s), then 10 s more.
 closed_by=$(python3 scripts/demo/last_minute.py target/demo/acked.jsonl "$NEARFIELD_AGGREGATE__MAX_CLOSE_DELAY_MS")
-echo "demo: waiting for the last one-minute windows to close (by $(date -u -d "@$closed_by" +%H:%M:%S) UTC) and be planned on…" >&2
+by=
+if ((closed_by > 0)); then by=" (by $(date -u -d "@$closed_by" +%H:%M:%S) UTC)"; fi
+echo "demo: waiting for the last one-minute windows to close$by and be planned on…" >&2
 deadline=$(($(date +%s) + 120))
 while (($(date +%s) < closed_by && $(date +%s) < deadline)); do sleep 1; done
 signals() {
